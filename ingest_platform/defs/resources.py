@@ -1,0 +1,94 @@
+"""Dagster resources: PostgreSQL (DSN -> psycopg connections) and BigQuery (real or emulator)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+import dagster_gcp
+from dagster_gcp.bigquery.utils import setup_gcp_creds
+import psycopg
+from pydantic import Field
+
+from ingest_platform.bigquery.clients import (
+    EMULATOR_PROJECT,
+    EmulatorEndpoints,
+    emulator_bigquery_client,
+    emulator_endpoints_from_env,
+    emulator_write_client,
+)
+from ingest_platform.postgres.connection import connect
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """A PostgreSQL server, by DSN. Give the DSN as `EnvVar("INGEST_PG_DSN")` so it stays out of the UI."""
+
+    dsn: str = Field(description="libpq connection string or postgresql:// URL.")
+
+    @contextmanager
+    def get_connection(self, **kwargs) -> Iterator[psycopg.Connection]:
+        """A psycopg connection; committed on success, rolled back on error, then closed."""
+        with connect(self.dsn, **kwargs) as conn:
+            yield conn
+
+
+class BigQueryResource(dagster_gcp.BigQueryResource):
+    """dagster-gcp's BigQueryResource plus the local emulator and a Storage Write API client.
+
+    With `emulator_rest_endpoint` set, clients talk to the emulator with anonymous credentials;
+    otherwise `project`, `location` and `gcp_credentials` work exactly as in dagster-gcp.
+    """
+
+    emulator_rest_endpoint: str | None = Field(default=None, description="e.g. http://127.0.0.1:9050")
+    emulator_grpc_endpoint: str | None = Field(default=None, description="e.g. 127.0.0.1:9060")
+
+    @classmethod
+    def _is_dagster_maintained(cls) -> bool:
+        return False
+
+    @property
+    def _emulator(self) -> EmulatorEndpoints | None:
+        if not self.emulator_rest_endpoint:
+            return None
+        return EmulatorEndpoints(self.emulator_rest_endpoint, self.emulator_grpc_endpoint or "")
+
+    @contextmanager
+    def get_client(self):
+        if self._emulator:
+            client = emulator_bigquery_client(self._emulator, self.project, self.location)
+            try:
+                yield client
+            finally:
+                client.close()
+        else:
+            with super().get_client() as client:
+                yield client
+
+    @contextmanager
+    def get_write_client(self):
+        """A `BigQueryWriteClient` for the Storage Write API."""
+        if self._emulator:
+            yield emulator_write_client(self._emulator)
+            return
+        from google.cloud.bigquery_storage_v1 import BigQueryWriteClient
+
+        if self.gcp_credentials:
+            with setup_gcp_creds(self.gcp_credentials):
+                yield BigQueryWriteClient()
+        else:
+            yield BigQueryWriteClient()
+
+
+def resources_from_env(environ=os.environ) -> dict:
+    """Resources configured from the environment that `ingest-platform dev` exports (see README)."""
+    emulator = emulator_endpoints_from_env(environ)
+    bigquery = BigQueryResource(
+        project=environ.get("INGEST_BQ_PROJECT") or (EMULATOR_PROJECT if emulator else None),
+        location=environ.get("INGEST_BQ_LOCATION") or None,
+        gcp_credentials=dg.EnvVar("INGEST_BQ_CREDENTIALS") if environ.get("INGEST_BQ_CREDENTIALS") else None,
+        emulator_rest_endpoint=emulator.rest if emulator else None,
+        emulator_grpc_endpoint=emulator.grpc if emulator else None,
+    )
+    return {"postgres": PostgresResource(dsn=dg.EnvVar("INGEST_PG_DSN")), "bigquery": bigquery}

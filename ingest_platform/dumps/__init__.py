@@ -1,0 +1,118 @@
+"""Read versioned application dumps and turn each table's data file into COPY text chunks.
+
+Pure Python: no Dagster, no PostgreSQL connection.  The loader feeds the chunks to
+``COPY <table> FROM STDIN`` (text format, the defaults: tab delimiter, ``\\N`` NULL).
+
+Public API
+----------
+``open_dump(path, dialect=None, app=None, version=None) -> Dump``
+    ``Dump.app``, ``.version``, ``.dialect``, ``.archive_path`` (plain ZIP, for workers),
+    ``.tables: dict[str, TableEntry]`` (``schema``, ``data_member`` or None, ``file_format``),
+    ``.iter_copy_chunks(table)``, ``.count_rows(table)``, ``.close()`` (removes a decrypted copy).
+``iter_copy_chunks(dump_path, member, file_format, columns, chunk_bytes=1 MiB, path="auto")``
+    yields ``bytes``, each ending on a record boundary.  ``count_rows(...)`` -> int.
+``load_dialect(name_or_path) -> Dialect``; ``Dialect.map_type(source_type) -> str``.
+
+Dump archive
+------------
+A ZIP (or a ZIP encrypted with GnuPG, ``*.zip.gpg``) holding, per table, a schema and a data
+file.  Schemas: ``<table>.json`` (any dialect), or ``*.sql`` read according to the dialect's
+``schema_language`` -- ``tsql``: one install script with CREATE TYPE / CREATE TABLE /
+ALTER TABLE .. PRIMARY KEY / BULK INSERT (whose FIELDTERMINATOR, ROWTERMINATOR, CODEPAGE,
+DATAFILETYPE, FIRSTROW override the file format per table, and whose FROM names the data file);
+``mysql``: ``<table>.sql`` with CREATE TABLE (mysqldump --tab).  Data files: members whose
+extension is in the dialect's ``data_extensions``, paired to a table by the BULK INSERT file name,
+else by file stem == table name (exact, then case-insensitive).
+
+- A data file without a schema is a ``SchemaError`` (nothing can say what its columns are).
+- A schema without a data file is a table with no rows in this version (``data_member`` None).
+- Member names that are absolute or contain ``..`` are refused (``DumpError`` naming them); so are
+  corrupt or truncated ZIPs (``DumpError`` naming the file).
+- Names of tables and columns are kept exactly (quotes, spaces and all).
+
+Manifest (optional): ``manifest.json`` at the root of the ZIP::
+
+    {"app": "crm", "version": "2025.2", "dialect": "mssql",
+     "tables": {"Address": {"field_terminator": "+|", "encoding": "utf-16-le", "data": "x/Address.dat"}}}
+
+``tables.<name>`` holds file-format keys (below) and optionally ``data`` (the member name).
+Precedence: open_dump() arguments > manifest > file name; file format: manifest > JSON schema
+``format`` > BULK INSERT > dialect config.
+
+File-name version rule (no manifest): ``<app>_<version>.zip[.gpg]``, split at the LAST underscore;
+the version must start with a digit or ``v`` + digit: ``crm_eu_2025.zip`` -> app ``crm_eu``,
+version ``2025``; ``shop_1.2.3.zip`` -> ``1.2.3``; ``shop_v2.zip.gpg`` -> ``v2``.
+
+GPG (``*.zip.gpg``): decrypted with python-gnupg (needs the ``gpg`` binary) into a temporary
+directory before reading.  Environment variables:
+
+- ``INGEST_GPG_HOME``: GnuPG home directory holding the recipient's private key (default: gpg's).
+- ``INGEST_GPG_PASSPHRASE``: the key's passphrase, if it has one.
+- ``INGEST_GPG_BINARY``: path to ``gpg`` (default: ``gpg`` on PATH).
+- ``INGEST_DECRYPT_DIR``: parent directory for decrypted copies (default: system temp).
+A wrong key or passphrase is a ``DumpError``.
+
+Platform JSON schema (``<table>.json``)
+---------------------------------------
+::
+
+    {"name": "Address",                      # optional; default: the file stem
+     "source_schema": "Person",              # optional, informational
+     "columns": [
+        {"name": "AddressID", "type": "int", "nullable": false},
+        {"name": "City", "type": "nvarchar(30)"},                 # nullable defaults to true
+        {"name": "Code", "type": "varchar(10)", "pg_type": "text"},  # pg_type overrides the map
+        {"name": "AccountNumber", "type": "computed", "pg_type": "text", "computed": true}],
+     "primary_key": ["AddressID"],
+     "format": {"field_terminator": "+|", "row_terminator": "&|\\n"}}   # optional overrides
+
+``type`` is the source type in the dialect's spelling; it is mapped through the dialect's
+``[types]`` unless ``pg_type`` is given.  Columns are listed in data-file field order.
+
+Dialect configs (``ingest_platform/dialects/<name>.toml``; ``load_dialect("mssql")`` or a path)
+-----------------------------------------------------------------------------------------------
+Top level: ``name``, ``description``, ``schema_language`` (``tsql`` | ``mysql`` | ``json``),
+``data_extensions`` (list).  ``[format]``:
+
+- ``field_terminator``, ``row_terminator``: any length (e.g. ``"+|"``, ``"&|\\n"``).
+- ``row_terminator_crlf_sniff``: a ``\\n`` in the row terminator may be CRLF; the first record
+  decides (bcp; BULK INSERT sets it for typed terminators, not for hex ones like ``0x0a``).
+- ``null``: field text meaning NULL (``""`` for bcp, ``"\\\\N"`` for MySQL).
+- ``empty_string``: field text meaning '' (``"\\u0000"`` for bcp, ``""`` for MySQL).
+- ``escape``: ``""`` or ``"\\\\"`` (MySQL escapes ``\\\\ \\t \\n \\r \\0 \\Z \\b``, backslash + raw
+  TAB/LF/CR, any other ``\\x`` = ``x``).  ``quote``: ``""`` or ``'"'`` (CSV, read with ``csv``).
+- ``encoding``: Python codec name; a BOM in the file wins (UTF-8, UTF-16 LE/BE, UTF-32).
+- ``header_rows``: records to skip.  ``binary``: ``hex`` (bcp: bare hex) or ``raw`` (MySQL bytes).
+- ``zero_dates``: ``null`` turns dates with a zero year, month or day ('0000-00-00 00:00:00') into
+  NULL (PostgreSQL has no such dates; those columns become nullable) or ``keep``.
+
+``[types]``: source type -> PostgreSQL type, keys lower case, looked up as ``name(params)``
+(``"nvarchar(max)"``), ``name modifiers`` (``"int unsigned"``), then ``name``.  A string value
+may use ``{params}``; a table value ``{template = "numeric({params})", bare = "numeric(18,0)"}``
+picks ``template`` when the source has parameters.  T-SQL alias types (``CREATE TYPE [Name]
+FROM nvarchar(50)``) resolve to their base type first.  Notable choices: SQL Server computed
+columns are exported by bcp and kept as ``text``; hierarchyid/geography/geometry keep SQL
+Server's native bytes as ``bytea``; MySQL ``tinyint(1)`` -> ``smallint`` (not boolean: other values
+occur), ``int unsigned`` -> ``bigint``, ``bigint unsigned`` -> ``numeric(20,0)``, enum/set -> ``text``.
+
+Reading data files (see ``reader``, ``text_stream``, ``copy_text``)
+------------------------------------------------------------------
+bcp files are parsed as bcp does: n-1 field terminators, then the row terminator, so a row
+terminator inside a non-last field is data; a field terminator inside the last field is reported
+as a field-count error.  Errors are ``FormatError(file=member, line=record number, column=name)``;
+"line" is the 1-based record number counted by row terminators (header rows included).
+The fast path converts whole blocks with ``str.replace`` when it can prove the result equals the
+per-row path's (tab/LF terminators, no bytea columns, no zero dates, no escapes it cannot map);
+block totals of field terminators are checked, so a file whose errors cancel out across records
+passes through and is rejected by PostgreSQL's COPY itself.
+"""
+
+from ingest_platform.dumps.archive import Dump, TableEntry, open_dump, parse_dump_file_name
+from ingest_platform.dumps.dialect import Dialect, FileFormat, load_dialect
+from ingest_platform.dumps.reader import count_rows, iter_copy_chunks
+from ingest_platform.dumps.schema import Column, TableSchema, read_json_schema
+
+__all__ = [
+    "Column", "Dialect", "Dump", "FileFormat", "TableEntry", "TableSchema", "count_rows",
+    "iter_copy_chunks", "load_dialect", "open_dump", "parse_dump_file_name", "read_json_schema",
+]

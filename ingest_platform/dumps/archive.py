@@ -1,0 +1,238 @@
+"""Open a dump archive (``.zip`` or ``.zip.gpg``), read its manifest and pair data with schemas.
+
+See the package docstring (``ingest_platform/dumps/__init__.py``) for the manifest, the file-name
+version rule and the GPG environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from ingest_platform.dumps.dialect import Dialect, FileFormat, load_dialect
+from ingest_platform.dumps.mysql_schema import read_mysql_tables
+from ingest_platform.dumps.reader import DEFAULT_CHUNK_BYTES, count_rows, iter_copy_chunks
+from ingest_platform.dumps.schema import TableSchema, read_json_schema
+from ingest_platform.dumps.text_stream import sniff_encoding
+from ingest_platform.dumps.tsql_schema import read_tsql_script
+from ingest_platform.errors import ConfigError, DumpError, SchemaError
+
+MANIFEST_NAME = "manifest.json"
+GPG_HOME_ENV = "INGEST_GPG_HOME"              # GnuPG home holding the private key (default: gpg's own)
+GPG_PASSPHRASE_ENV = "INGEST_GPG_PASSPHRASE"  # passphrase of that key, if it has one
+GPG_BINARY_ENV = "INGEST_GPG_BINARY"          # path to gpg (default: "gpg" on PATH)
+DECRYPT_DIR_ENV = "INGEST_DECRYPT_DIR"        # where decrypted ZIPs go (default: a new temp dir)
+_VERSION = re.compile(r"^v?\d[\w.\-+]*$", re.IGNORECASE)
+
+
+@dataclass
+class TableEntry:
+    name: str
+    schema: TableSchema
+    data_member: str | None          # None: schema without data file = a version with no rows
+    file_format: FileFormat
+
+
+@dataclass
+class Dump:
+    path: Path                       # the file as delivered (.zip or .zip.gpg)
+    archive_path: Path               # the plain ZIP to read members from (picklable, for workers)
+    app: str
+    version: str
+    dialect: Dialect
+    tables: dict[str, TableEntry] = field(default_factory=dict)
+    manifest: dict | None = None
+    _decrypted_dir: Path | None = None
+
+    def iter_copy_chunks(self, table: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes]:
+        entry = self.tables[table]
+        if entry.data_member is None:
+            return iter(())
+        return iter_copy_chunks(self.archive_path, entry.data_member, entry.file_format, entry.schema.columns,
+                                chunk_bytes)
+
+    def count_rows(self, table: str) -> int:
+        entry = self.tables[table]
+        if entry.data_member is None:
+            return 0
+        return count_rows(self.archive_path, entry.data_member, entry.file_format, entry.schema.columns)
+
+    def close(self) -> None:
+        """Delete the decrypted copy of a .zip.gpg (after every worker is done with it)."""
+        if self._decrypted_dir is not None:
+            shutil.rmtree(self._decrypted_dir, ignore_errors=True)
+            self._decrypted_dir = None
+
+    def __enter__(self) -> Dump:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def parse_dump_file_name(file_name: str) -> tuple[str, str]:
+    """``<app>_<version>.zip[.gpg]`` -> (app, version); the version follows the LAST underscore.
+
+    ``crm_eu_2025.zip`` -> ("crm_eu", "2025"); ``shop_1.2.3.zip`` -> ("shop", "1.2.3");
+    ``shop_v2.zip.gpg`` -> ("shop", "v2").  A version starts with a digit, or v + digit.
+    """
+    stem = file_name
+    for suffix in (".gpg", ".zip"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+    app, _, version = stem.rpartition("_")
+    if not app or not _VERSION.match(version):
+        raise DumpError(f"{file_name}: cannot read <app>_<version> from the file name; rename it like "
+                        "'myapp_2025.zip' or put app and version in manifest.json")
+    return app, version
+
+
+def open_dump(path: str | Path, dialect: str | Path | Dialect | None = None,
+              app: str | None = None, version: str | None = None) -> Dump:
+    """Open a dump and list its tables.  Explicit arguments win over manifest.json, which wins
+    over the file name.  Reads only schemas and the ZIP directory, not the data."""
+    path = Path(path)
+    decrypted_dir = None
+    archive_path = path
+    if path.suffix.lower() == ".gpg":
+        decrypted_dir = Path(tempfile.mkdtemp(prefix="ingest_dump_", dir=os.environ.get(DECRYPT_DIR_ENV)))
+        archive_path = decrypt_gpg(path, decrypted_dir / path.name[: -len(".gpg")])
+    try:
+        return _read_dump(path, archive_path, dialect, app, version, decrypted_dir)
+    except BaseException:
+        if decrypted_dir is not None:
+            shutil.rmtree(decrypted_dir, ignore_errors=True)
+        raise
+
+
+def decrypt_gpg(path: Path, output: Path) -> Path:
+    import gnupg
+
+    try:
+        gpg = gnupg.GPG(gnupghome=os.environ.get(GPG_HOME_ENV), gpgbinary=os.environ.get(GPG_BINARY_ENV, "gpg"))
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ConfigError(f"cannot start gpg ({error}); install GnuPG or set {GPG_BINARY_ENV}") from error
+    with open(path, "rb") as encrypted:
+        result = gpg.decrypt_file(encrypted, output=str(output), passphrase=os.environ.get(GPG_PASSPHRASE_ENV))
+    if not result.ok:
+        output.unlink(missing_ok=True)
+        raise DumpError(f"{path}: cannot decrypt ({result.status or 'gpg failed'}); check that {GPG_HOME_ENV} "
+                        f"holds the recipient's private key and {GPG_PASSPHRASE_ENV} its passphrase")
+    return output
+
+
+def check_member_name(name: str, archive: Path) -> None:
+    """Refuse names that could escape a directory when someone extracts the archive."""
+    parts = re.split(r"[\\/]", name)
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+        raise DumpError(f"{archive}: unsafe member name {name!r} (absolute or with '..'); the dump was "
+                        "not produced by a trusted exporter")
+
+
+def _read_dump(path, archive_path, dialect, app, version, decrypted_dir) -> Dump:
+    try:
+        archive = zipfile.ZipFile(archive_path)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise DumpError(f"{path}: not a readable ZIP archive (corrupt or truncated?): {error}") from error
+    with archive:
+        members = [i.filename for i in archive.infolist() if not i.is_dir()]
+        for name in members:
+            check_member_name(name, path)
+        manifest = _read_manifest(archive, path) if MANIFEST_NAME in members else None
+        manifest = manifest or {}
+        if app is None or version is None:
+            if "app" in manifest and "version" in manifest:
+                file_app, file_version = str(manifest["app"]), str(manifest["version"])
+            else:
+                file_app, file_version = parse_dump_file_name(path.name)
+            app = app or str(manifest.get("app", file_app))
+            version = version or str(manifest.get("version", file_version))
+        dialect = dialect or manifest.get("dialect")
+        if dialect is None:
+            raise ConfigError(f"{path}: no dialect; pass dialect= (mssql, mysql, csv or a .toml path) "
+                              "or add 'dialect' to manifest.json")
+        if not isinstance(dialect, Dialect):
+            dialect = load_dialect(dialect)
+        tables = _discover_tables(archive, members, dialect, manifest.get("tables", {}), path)
+    return Dump(path=path, archive_path=archive_path, app=app, version=version, dialect=dialect,
+                tables=tables, manifest=manifest or None, _decrypted_dir=decrypted_dir)
+
+
+def _read_manifest(archive: zipfile.ZipFile, path: Path) -> dict:
+    try:
+        manifest = json.loads(archive.read(MANIFEST_NAME).decode("utf-8-sig"))
+    except (ValueError, zipfile.BadZipFile, OSError) as error:
+        raise DumpError(f"{path}: {MANIFEST_NAME} is not valid JSON: {error}") from error
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("tables", {}), dict):
+        raise DumpError(f"{path}: {MANIFEST_NAME} must be an object; 'tables' an object of table -> overrides")
+    return manifest
+
+
+def _read_text(archive: zipfile.ZipFile, name: str, path: Path) -> str:
+    try:
+        data = archive.read(name)
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise DumpError(f"{path}: member {name!r} is corrupt or truncated: {error}") from error
+    encoding, skip = sniff_encoding(data[:4], "utf-8")
+    try:
+        return data[skip:].decode(encoding)
+    except UnicodeDecodeError as error:
+        raise SchemaError(f"{path}: schema file {name!r} is not {encoding}: {error}") from error
+
+
+def _discover_tables(archive, members, dialect: Dialect, manifest_tables: dict, path: Path) -> dict[str, TableEntry]:
+    schemas: dict[str, TableSchema] = {}
+    overrides: dict[str, dict] = {}
+    named_data: dict[str, str] = {}     # table -> data file name given by the schema (BULK INSERT)
+    for name in members:
+        stem, suffix = PurePosixPath(name).stem, PurePosixPath(name).suffix.lower()
+        if name == MANIFEST_NAME:
+            continue
+        if suffix == ".json":
+            schema, format_overrides = read_json_schema(_read_text(archive, name, path), dialect, stem, name)
+            schemas[schema.name] = schema
+            overrides[schema.name] = {**overrides.get(schema.name, {}), **format_overrides}
+        elif suffix == ".sql" and dialect.schema_language == "tsql":
+            script = read_tsql_script(_read_text(archive, name, path), dialect, name)
+            for table, schema in script.tables.items():
+                schemas.setdefault(table, schema)
+                overrides[table] = {**script.format_overrides.get(table, {}), **overrides.get(table, {})}
+            named_data.update(script.data_files)
+        elif suffix == ".sql" and dialect.schema_language == "mysql":
+            for table, schema in read_mysql_tables(_read_text(archive, name, path), dialect, name).items():
+                schemas.setdefault(table, schema)
+    data_members = [m for m in members if PurePosixPath(m).suffix.lower() in dialect.data_extensions
+                    and PurePosixPath(m).name != MANIFEST_NAME]
+    by_base = {PurePosixPath(m).name.lower(): m for m in data_members}
+    by_stem: dict[str, list[str]] = {}
+    for member in data_members:
+        by_stem.setdefault(PurePosixPath(member).stem, []).append(member)
+    tables, used = {}, set()
+    for table, schema in schemas.items():
+        table_overrides = dict(manifest_tables.get(table, {}))
+        member = table_overrides.pop("data", None)
+        if member is None and table in named_data:
+            member = by_base.get(named_data[table].lower())
+        if member is None:
+            candidates = by_stem.get(table) or [m for s, ms in by_stem.items() if s.casefold() == table.casefold()
+                                                for m in ms]
+            member = candidates[0] if candidates else None
+        if member is not None:
+            used.add(member)
+        try:
+            file_format = dialect.file_format.with_overrides({**overrides.get(table, {}), **table_overrides})
+        except (ConfigError, TypeError) as error:
+            raise SchemaError(f"{path}: table {table!r}: bad file format override: {error}") from error
+        tables[table] = TableEntry(table, schema, member, file_format)
+    orphans = sorted(set(data_members) - used)
+    if orphans:
+        raise SchemaError(f"{path}: data files without a schema: {orphans}; add <table>.json (or the CREATE "
+                          "TABLE script) for each, or remove them from the dump")
+    return tables

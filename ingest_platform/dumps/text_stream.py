@@ -1,0 +1,174 @@
+"""Bytes of a data file -> decoded text blocks that each end on a record boundary.
+
+Streaming: memory is bounded by the block size (plus the longest record), not the file size.
+
+Invalid bytes do not stop decoding here: each one becomes a lone surrogate (U+DC00 + byte),
+which cannot occur in valid text.  The COPY encoder then fails on exactly that field and reports
+file, record and column; binary columns turn the surrogates back into the original bytes.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+from ingest_platform.dumps.dialect import FileFormat
+
+BAD_BYTE_ERRORS = "ingest-bad-byte"
+_BOMS = [
+    (codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"),
+]
+
+
+def _bad_byte_handler(error: UnicodeError):
+    if isinstance(error, UnicodeDecodeError):
+        bad = error.object[error.start : error.end]
+        return "".join(chr(0xDC00 + b) for b in bad), error.end
+    if isinstance(error, UnicodeEncodeError):
+        chars = error.object[error.start : error.end]
+        if all(0xDC00 <= ord(c) <= 0xDCFF for c in chars):
+            return bytes(ord(c) - 0xDC00 for c in chars), error.end
+    raise error
+
+
+codecs.register_error(BAD_BYTE_ERRORS, _bad_byte_handler)
+
+
+def sniff_encoding(head: bytes, declared: str) -> tuple[str, int]:
+    """A byte-order mark wins over the declared encoding (bcp -w writes UTF-16 LE with a BOM)."""
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            return encoding, len(bom)
+    return declared, 0
+
+
+def iter_text(raw: BinaryIO, declared_encoding: str, read_bytes: int) -> Iterator[str]:
+    head = raw.read(read_bytes)
+    encoding, skip = sniff_encoding(head, declared_encoding)
+    decoder = codecs.getincrementaldecoder(encoding)(errors=BAD_BYTE_ERRORS)
+    data = head[skip:]
+    while data:
+        text = decoder.decode(data)
+        if text:
+            yield text
+        data = raw.read(read_bytes)
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        yield tail
+
+
+def resolve_row_terminator(first_text: str, file_format: FileFormat) -> str:
+    """bcp: a row terminator typed as "\\n" may be CRLF in the file; the first record decides."""
+    terminator = file_format.row_terminator
+    if not file_format.row_terminator_crlf_sniff or "\n" not in terminator or "\r\n" in terminator:
+        return terminator
+    crlf = terminator.replace("\n", "\r\n")
+    at_crlf, at_lf = first_text.find(crlf), first_text.find(terminator)
+    if at_crlf != -1 and (at_lf == -1 or at_crlf <= at_lf):
+        return crlf
+    return terminator
+
+
+def _escaped(text: str, position: int, escape: str) -> bool:
+    """True when the character at position is preceded by an odd run of escape characters."""
+    run = 0
+    while position - run - 1 >= 0 and text[position - run - 1] == escape:
+        run += 1
+    return run % 2 == 1
+
+
+def _quoted(text: str, position: int, quote: str) -> bool:
+    return text.count(quote, 0, position) % 2 == 1
+
+
+def plain_records(text: str, field_terminator: str, row_terminator: str, fields: int) -> tuple[list[list[str]], int]:
+    """bcp's own rule: n-1 field terminators, then the row terminator.
+
+    So a row terminator inside a non-last field is data (AdventureWorks' ProductReview comments
+    hold LFs while rows end in LF).  Returns the complete records and the text length they use.
+    """
+    records, position, size = [], 0, len(text)
+    while position < size:
+        values, cursor = [], position
+        for _ in range(fields - 1):
+            end = text.find(field_terminator, cursor)
+            if end == -1:
+                return records, position
+            values.append(text[cursor:end])
+            cursor = end + len(field_terminator)
+        end = text.find(row_terminator, cursor)
+        if end == -1:
+            return records, position
+        values.append(text[cursor:end])
+        records.append(values)
+        position = end + len(row_terminator)
+    return records, position
+
+
+def simple_split_is_exact(block: str, field_terminator: str, row_terminator: str, fields: int) -> bool:
+    """True when splitting on the row terminator, then on the field terminator, is bcp's parse.
+
+    With T = field terminators and R = row terminators in a block that starts at a record:
+    T == (fields-1) * R proves it, provided no last field holds a field terminator (which the
+    per-row path reports as an error).  Terminators must not overlap each other.
+    """
+    if field_terminator in row_terminator or row_terminator in field_terminator:
+        return False
+    return block.count(field_terminator) == (fields - 1) * block.count(row_terminator)
+
+
+def _last_boundary(buffer: str, terminator: str, file_format: FileFormat, fields: int) -> int:
+    """End index of the last complete record in buffer, or -1."""
+    if not (file_format.escape or file_format.quote):
+        at = buffer.rfind(terminator)
+        if at == -1:
+            return -1
+        cut = at + len(terminator)
+        if simple_split_is_exact(buffer[:cut], file_format.field_terminator, terminator, fields):
+            return cut
+        _, cut = plain_records(buffer, file_format.field_terminator, terminator, fields)
+        return cut if cut > 0 else -1
+    end = len(buffer)
+    while True:
+        at = buffer.rfind(terminator, 0, end)
+        if at == -1:
+            return -1
+        if file_format.escape and _escaped(buffer, at, file_format.escape):
+            end = at
+        elif file_format.quote and _quoted(buffer, at, file_format.quote):
+            end = at
+        else:
+            return at + len(terminator)
+
+
+def iter_record_blocks(texts: Iterable[str], file_format: FileFormat, target_chars: int,
+                       fields: int) -> Iterator[tuple[str, str]]:
+    """Yield (block, row_terminator); every block is whole records, each ending in the terminator.
+
+    A last record without a terminator gets one, so blocks are always complete (a truncated
+    record then fails its field count in the per-row path).
+    """
+    buffer, terminator = "", None
+    for text in texts:
+        buffer += text
+        if terminator is None:
+            if file_format.row_terminator not in buffer and "\r\n" not in buffer and len(buffer) < 1 << 24:
+                continue  # not one record yet: look at more text before deciding LF vs CRLF
+            terminator = resolve_row_terminator(buffer, file_format)
+        if len(buffer) < target_chars:
+            continue
+        cut = _last_boundary(buffer, terminator, file_format, fields)
+        if cut > 0:
+            yield buffer[:cut], terminator
+            buffer = buffer[cut:]
+    if terminator is None:
+        terminator = resolve_row_terminator(buffer, file_format)
+    if buffer:
+        cut = _last_boundary(buffer, terminator, file_format, fields)
+        if cut > 0:
+            yield buffer[:cut], terminator
+            buffer = buffer[cut:]
+    if buffer:
+        yield buffer if buffer.endswith(terminator) else buffer + terminator, terminator

@@ -1,0 +1,147 @@
+"""`ingest-platform`: run the platform locally.
+
+  ingest-platform dev [dagster dev options]   services + `dagster dev -w workspace.yaml`
+  ingest-platform services                    services only; prints the environment to export
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from ingest_platform.errors import IngestError
+from ingest_platform.local.ports import choose_port
+from ingest_platform.local.project_lock import ProjectLock
+from ingest_platform.local.services import start_services, state_dir
+
+# How long `dagster dev` gets to shut down after Ctrl-C before it is terminated.
+DAGSTER_SHUTDOWN_SECONDS = 30
+
+
+class StopRequested(KeyboardInterrupt):
+    """SIGTERM: stop as cleanly as on Ctrl-C. Unlike Ctrl-C it reached only this process."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise StopRequested()
+
+
+def say(message: str) -> None:
+    print(f"[ingest-platform] {message}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ingest-platform", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("dev", help="start services and the Dagster UI; other options go to `dagster dev`", add_help=False)
+    commands.add_parser("services", help="start services only and print the environment to export")
+    options, passthrough = parser.parse_known_args(argv)
+    if passthrough and options.command != "dev":
+        parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if options.command == "dev":
+            return run_dev(passthrough)
+        return run_services()
+    except IngestError as exc:
+        print(f"ingest-platform: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _project_dir() -> Path:
+    project = Path.cwd()
+    missing = [name for name in ("workspace.yaml", "dagster.yaml") if not (project / name).exists()]
+    if missing:
+        raise IngestError(f"{', '.join(missing)} not found in {project}: run ingest-platform from the project directory.")
+    return project
+
+
+def run_services() -> int:
+    project = _project_dir()
+    lock = ProjectLock(state_dir())
+    lock.acquire("ingest-platform services")
+    services = None
+    try:
+        services = start_services(project, say=say)
+        say("Services are up. Export this environment in the shell where you run `dagster dev`:")
+        for key, value in services.env.items():
+            print(f"export {key}={shlex.quote(value)}", flush=True)
+        say("Press Ctrl-C to stop the services.")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        say("Stopping ...")
+    finally:
+        if services:
+            services.stop()
+        lock.release()
+    return 0
+
+
+def run_dev(dagster_args: list[str]) -> int:
+    project = _project_dir()
+    lock = ProjectLock(state_dir())
+    lock.acquire("ingest-platform dev")
+    services = None
+    try:
+        host, port, dagster_args = _ui_address(dagster_args)
+        services = start_services(project, say=say)
+        env = {**os.environ, **services.env}
+        command = [sys.executable, "-m", "dagster", "dev", "-w", str(project / "workspace.yaml"), *dagster_args]
+        say(f"Starting Dagster: {' '.join(command[1:])}")
+        # Run from DAGSTER_HOME: from the project directory Dagster warns that its dagster.yaml is unused.
+        dagster = subprocess.Popen(command, env=env, cwd=env["DAGSTER_HOME"])
+        ui = f"http://{host}:{port}"
+        lock.update(ui=ui)
+        threading.Thread(target=_announce_when_up, args=(ui, dagster), daemon=True).start()
+        try:
+            return dagster.wait()
+        except KeyboardInterrupt as stop:
+            # Ctrl-C reached dagster dev too (same process group); SIGTERM did not.
+            if isinstance(stop, StopRequested):
+                dagster.send_signal(signal.SIGTERM)
+            say("Stopping Dagster ...")
+            try:
+                return dagster.wait(DAGSTER_SHUTDOWN_SECONDS)
+            except subprocess.TimeoutExpired:
+                dagster.terminate()
+                return dagster.wait()
+    finally:
+        if services:
+            say("Stopping services ...")
+            services.stop()
+        lock.release()
+
+
+def _ui_address(dagster_args: list[str]) -> tuple[str, int, list[str]]:
+    """The UI's host and port; a free port is chosen (and passed on) unless the user gave one."""
+    probe = argparse.ArgumentParser(add_help=False)
+    probe.add_argument("-h", "--host", default="127.0.0.1")
+    probe.add_argument("-p", "--port", type=int)
+    known, _ = probe.parse_known_args(dagster_args)
+    if known.port is not None:
+        return known.host, choose_port(known.port, "the Dagster UI", explicit=True, say=say), dagster_args
+    port = choose_port(3000, "the Dagster UI", explicit=False, say=say)
+    return known.host, port, [*dagster_args, "--port", str(port)]
+
+
+def _announce_when_up(ui: str, dagster: subprocess.Popen) -> None:
+    while dagster.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{ui}/server_info", timeout=2):
+                say(f"Dagster UI: {ui}")
+                return
+        except OSError:
+            time.sleep(1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

