@@ -8,7 +8,11 @@ its own BigQuery dataset, so tests cannot see each other.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
+import warnings
+import zipfile
 from pathlib import Path
 
 import psycopg
@@ -24,6 +28,43 @@ from ingest_platform.postgres.connection import connect, ensure_database, with_d
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
+# The real exports live in ../shared/realdata beside the clone (as in CI).
+REALDATA = PROJECT_DIR.parent / "shared" / "realdata"
+MSSQL_DIR = REALDATA / "adventureworks_2025_mssql_bcp"
+MYSQL_DIR = REALDATA / "ecoli_core_mysql_tab"
+
+warnings.filterwarnings("ignore", message=".*unsupported syntax.*")
+
+
+def zip_directory(source: Path, target: Path) -> Path:
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(source.iterdir()):
+            archive.write(file, file.name)
+    return target
+
+
+def make_zip(path: Path, members: dict[str, bytes | str]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mssql_zip(tmp_path_factory) -> Path:
+    if not MSSQL_DIR.is_dir():
+        pytest.skip("realdata not available")
+    return zip_directory(MSSQL_DIR, tmp_path_factory.mktemp("dumps") / "adventureworks_2025.zip")
+
+
+@pytest.fixture(scope="session")
+def mysql_zip(tmp_path_factory) -> Path:
+    if not MYSQL_DIR.is_dir():
+        pytest.skip("realdata not available")
+    return zip_directory(MYSQL_DIR, tmp_path_factory.mktemp("dumps") / "ecoli_core_1.0.zip")
+
+
+
 def pytest_collection_modifyitems(items):
     # `pytest -m postgres` re-runs exactly the tests that talk to PostgreSQL (CI does, against 5432).
     for item in items:
@@ -36,16 +77,19 @@ def unique_name(prefix: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server_dsn(tmp_path_factory) -> str:
+def pg_server_dsn() -> str:
     """DSN of the server's maintenance database."""
     dsn = os.environ.get("INGEST_TEST_PG_DSN")
     if dsn:
         connect(dsn).close()
         yield dsn
         return
-    embedded = start_embedded_postgres(tmp_path_factory.mktemp("postgres") / "data", delete_on_stop=True)
+    # Not under pytest's basetemp: another pytest session's cleanup of old basetemps could delete it.
+    data_dir = Path(tempfile.mkdtemp(prefix="ingest_test_pg_")) / "data"
+    embedded = start_embedded_postgres(data_dir, delete_on_stop=True)
     yield embedded.dsn
     embedded.stop()
+    shutil.rmtree(data_dir.parent, ignore_errors=True)
 
 
 @pytest.fixture

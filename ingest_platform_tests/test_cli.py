@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 
 import psycopg
@@ -99,6 +100,24 @@ def test_unreachable_dsn_is_named_and_fails_fast(project, clean_env):
     assert "s3cret" not in result.stdout + result.stderr
 
 
+def test_ingest_command_prints_a_summary_and_names_a_bad_dump(project, clean_env, pg_dsn):
+    clean_env.update(INGEST_PG_DSN=pg_dsn, DAGSTER_PG_URL=to_url(pg_dsn))
+    assert run_cli(["demo-dumps", "--rows", "150"], project, clean_env).returncode == 0
+    result = run_cli(["ingest", "dumps/shop_1.0-eu.zip", "dumps/shop_2.0-eu.zip"], project, clean_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"^order_item\s+150\s+.*shop\.order_item__v2\.0-eu.*rows_match_file ok", result.stdout, re.M)
+    assert result.stdout.count("succeeded") == 2
+
+    broken = project / "shop_3.0-eu.zip"
+    broken.write_bytes((project / "dumps" / "shop_2.0-eu.zip").read_bytes()[:-100])
+    result = run_cli(["ingest", str(broken)], project, clean_env)
+    assert result.returncode == 1
+    assert "shop_3.0-eu.zip" in result.stdout + result.stderr
+    with psycopg.connect(pg_dsn) as conn:
+        assert dict(conn.execute("SELECT _version, count(*) FROM shop.orders GROUP BY 1").fetchall()) == {
+            "1.0-eu": 150, "2.0-eu": 150}
+
+
 def test_taken_ui_port_is_named(project, clean_env):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -123,7 +142,9 @@ def test_taken_emulator_port_is_named_when_configured(project, clean_env, pg_dsn
 def test_embedded_services_start_persist_refuse_a_second_launcher_and_stop(project, clean_env):
     first = Launcher(["services"], project, clean_env)
     env = exported(first)
-    assert set(env) == {"INGEST_PG_DSN", "DAGSTER_PG_URL", "INGEST_BQ_EMULATOR_HOST", "INGEST_BQ_EMULATOR_GRPC_HOST", "DAGSTER_HOME"}
+    assert set(env) == {"INGEST_PG_DSN", "DAGSTER_PG_URL", "INGEST_BQ_EMULATOR_HOST", "INGEST_BQ_EMULATOR_GRPC_HOST",
+                        "DAGSTER_HOME", "INGEST_DUMP_DIR"}
+    assert env["INGEST_DUMP_DIR"] == str(project / "dumps")
     with psycopg.connect(env["INGEST_PG_DSN"]) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("warehouse",)
         conn.execute("CREATE TABLE kept (note text)")
@@ -148,9 +169,10 @@ def test_embedded_services_start_persist_refuse_a_second_launcher_and_stop(proje
     assert again.ctrl_c() == 0
 
 
-def test_dev_serves_the_code_location_with_postgres_storage(project, clean_env, pg_dsn, bq_emulator):
+def test_dev_serves_the_code_location_and_the_sensor_loads_dropped_dumps(project, clean_env, pg_dsn, bq_emulator):
     clean_env.update(INGEST_PG_DSN=pg_dsn, DAGSTER_PG_URL=to_url(pg_dsn),
                      INGEST_BQ_EMULATOR_HOST=bq_emulator.rest, INGEST_BQ_EMULATOR_GRPC_HOST=bq_emulator.grpc)
+    assert run_cli(["demo-dumps", "--rows", "100"], project, clean_env).returncode == 0
     dev = Launcher(["dev", "--port", str(free_port())], project, clean_env)
     try:
         ui = dev.wait_for(r"Dagster UI: (http://\S+)").group(1)
@@ -166,6 +188,15 @@ def test_dev_serves_the_code_location_with_postgres_storage(project, clean_env, 
         assert entries[0]["name"] == "ingest_platform"
         assert "run_storage: PostgresRunStorage" in data["instance"]["info"]
         assert "event_log_storage: PostgresEventLogStorage" in data["instance"]["info"]
+        # The sensor sees the demo dumps (complete: unchanged over two ticks) and runs one job per version.
+        deadline = time.monotonic() + 240
+        loaded = {}
+        while loaded != {"1.0-eu": 100, "2.0-eu": 100, "1.0-us": 100, "2.0-us": 100} and time.monotonic() < deadline:
+            time.sleep(2)
+            with psycopg.connect(pg_dsn) as conn:
+                if conn.execute("SELECT to_regclass('shop.orders')").fetchone()[0]:
+                    loaded = dict(conn.execute("SELECT _version, count(*) FROM shop.orders GROUP BY 1").fetchall())
+        assert loaded == {"1.0-eu": 100, "2.0-eu": 100, "1.0-us": 100, "2.0-us": 100}
     finally:
         code = dev.ctrl_c()
     assert code == 0, "".join(dev.output)

@@ -19,6 +19,7 @@ from ingest_platform.bigquery.clients import (
     emulator_endpoints_from_env,
     emulator_write_client,
 )
+from ingest_platform.io_managers.multiprocess_copy import MultiprocessCopyIOManager
 from ingest_platform.postgres.connection import connect
 
 
@@ -91,4 +92,9 @@ def resources_from_env(environ=os.environ) -> dict:
         emulator_rest_endpoint=emulator.rest if emulator else None,
         emulator_grpc_endpoint=emulator.grpc if emulator else None,
     )
-    return {"postgres": PostgresResource(dsn=dg.EnvVar("INGEST_PG_DSN")), "bigquery": bigquery}
+    return {
+        "postgres": PostgresResource(dsn=dg.EnvVar("INGEST_PG_DSN")),
+        "bigquery": bigquery,
+        "dump_copy_io_manager": MultiprocessCopyIOManager(
+            dsn=dg.EnvVar("INGEST_PG_DSN"), processes=int(environ.get("INGEST_LOAD_PROCESSES") or 2)),
+    }

@@ -95,9 +95,11 @@ def parse_dump_file_name(file_name: str) -> tuple[str, str]:
 
 
 def open_dump(path: str | Path, dialect: str | Path | Dialect | None = None,
-              app: str | None = None, version: str | None = None) -> Dump:
+              app: str | None = None, version: str | None = None,
+              default_dialect: str | Path | Dialect | None = None) -> Dump:
     """Open a dump and list its tables.  Explicit arguments win over manifest.json, which wins
-    over the file name.  Reads only schemas and the ZIP directory, not the data."""
+    over the file name (and over `default_dialect`, the configured one).  Reads only schemas and
+    the ZIP directory, not the data."""
     path = Path(path)
     decrypted_dir = None
     archive_path = path
@@ -105,7 +107,7 @@ def open_dump(path: str | Path, dialect: str | Path | Dialect | None = None,
         decrypted_dir = Path(tempfile.mkdtemp(prefix="ingest_dump_", dir=os.environ.get(DECRYPT_DIR_ENV)))
         archive_path = decrypt_gpg(path, decrypted_dir / path.name[: -len(".gpg")])
     try:
-        return _read_dump(path, archive_path, dialect, app, version, decrypted_dir)
+        return _read_dump(path, archive_path, dialect, app, version, decrypted_dir, default_dialect)
     except BaseException:
         if decrypted_dir is not None:
             shutil.rmtree(decrypted_dir, ignore_errors=True)
@@ -136,7 +138,7 @@ def check_member_name(name: str, archive: Path) -> None:
                         "not produced by a trusted exporter")
 
 
-def _read_dump(path, archive_path, dialect, app, version, decrypted_dir) -> Dump:
+def _read_dump(path, archive_path, dialect, app, version, decrypted_dir, default_dialect) -> Dump:
     try:
         archive = zipfile.ZipFile(archive_path)
     except (zipfile.BadZipFile, OSError) as error:
@@ -154,10 +156,10 @@ def _read_dump(path, archive_path, dialect, app, version, decrypted_dir) -> Dump
                 file_app, file_version = parse_dump_file_name(path.name)
             app = app or str(manifest.get("app", file_app))
             version = version or str(manifest.get("version", file_version))
-        dialect = dialect or manifest.get("dialect")
+        dialect = dialect or manifest.get("dialect") or default_dialect
         if dialect is None:
-            raise ConfigError(f"{path}: no dialect; pass dialect= (mssql, mysql, csv or a .toml path) "
-                              "or add 'dialect' to manifest.json")
+            raise ConfigError(f"{path}: no dialect; set INGEST_DUMP_DIALECT or pass --dialect (mssql, mysql, csv "
+                              "or a .toml path), or add 'dialect' to manifest.json")
         if not isinstance(dialect, Dialect):
             dialect = load_dialect(dialect)
         tables = _discover_tables(archive, members, dialect, manifest.get("tables", {}), path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import zipfile
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -52,10 +53,8 @@ def count_rows(dump_path: str | Path, member: str, file_format: FileFormat, colu
     Counts records the same way the chunk readers split them, without converting fields.
     """
     total = 0
-    with _open_member(dump_path, member) as raw:
-        blocks = iter_record_blocks(iter_text(raw, file_format.encoding, DEFAULT_CHUNK_BYTES), file_format,
-                                    DEFAULT_CHUNK_BYTES, len(columns))
-        encoder = RowEncoder(file_format, columns, member)
+    encoder = RowEncoder(file_format, columns, member)
+    with open_record_blocks(dump_path, member, file_format, columns) as blocks:
         for block, terminator in blocks:
             total += _count_records(block, terminator, file_format, encoder)
     return max(total - file_format.header_rows, 0)
@@ -71,27 +70,47 @@ def _count_records(block: str, terminator: str, file_format: FileFormat, encoder
     return len(encoder.split_records(block, terminator))  # embedded terminators: parse
 
 
-def _iter_chunks_with_counts(dump_path, member, file_format, columns, chunk_bytes, path):
-    encoder = RowEncoder(file_format, columns, member)
-    next_record = 1                       # 1-based record number in the file, header included
-    to_skip = file_format.header_rows
-    with _open_member(dump_path, member) as raw:
-        blocks = iter_record_blocks(iter_text(raw, file_format.encoding, chunk_bytes), file_format, chunk_bytes,
-                                    len(columns))
-        for block, terminator in blocks:
-            fast = None if path == "row" or to_skip else fast_block(block, terminator, file_format, columns)
+class BlockEncoder:
+    """One record block -> COPY bytes: the fast path when it is exact, the per-row path otherwise.
+
+    Picklable inputs only, so worker processes build their own from a load plan.
+    """
+
+    def __init__(self, member: str, file_format: FileFormat, columns: list[Column], path: Path_ = "auto"):
+        self.member, self.format, self.columns, self.path = member, file_format, columns, path
+        self.row_encoder = RowEncoder(file_format, columns, member)
+
+    def encode(self, block: str, terminator: str, first_record: int, skip: int = 0) -> tuple[bytes, int]:
+        """(COPY bytes, records in the block, skipped header records included)."""
+        if self.path != "row" and not skip:
+            fast = fast_block(block, terminator, self.format, self.columns)
             if fast is not None:
                 try:
-                    chunk = fast.encode("utf-8")
+                    return fast.encode("utf-8"), fast.count("\n")
                 except UnicodeEncodeError:
-                    fast = None  # invalid bytes: the per-row path says where
-                else:
-                    count = fast.count("\n")
-            if fast is None:
-                if path == "fast":
-                    raise DumpError(f"{member}: block at record {next_record} needs the per-row path")
-                chunk, count = encoder.encode_block(block, terminator, next_record, skip=to_skip)
-                to_skip = max(to_skip - count, 0)
+                    pass  # invalid bytes: the per-row path says where
+        if self.path == "fast":
+            raise DumpError(f"{self.member}: block at record {first_record} needs the per-row path")
+        return self.row_encoder.encode_block(block, terminator, first_record, skip=skip)
+
+
+@contextmanager
+def open_record_blocks(dump_path: str | Path, member: str, file_format: FileFormat, columns: list[Column],
+                       chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Iterator[tuple[str, str]]]:
+    """The member's decoded text as (block, row terminator) pairs of whole records."""
+    with _open_member(dump_path, member) as raw:
+        yield iter_record_blocks(iter_text(raw, file_format.encoding, chunk_bytes), file_format, chunk_bytes,
+                                 len(columns))
+
+
+def _iter_chunks_with_counts(dump_path, member, file_format, columns, chunk_bytes, path):
+    encoder = BlockEncoder(member, file_format, columns, path)
+    next_record = 1                       # 1-based record number in the file, header included
+    to_skip = file_format.header_rows
+    with open_record_blocks(dump_path, member, file_format, columns, chunk_bytes) as blocks:
+        for block, terminator in blocks:
+            chunk, count = encoder.encode(block, terminator, next_record, skip=to_skip)
+            to_skip = max(to_skip - count, 0)
             next_record += count
             yield chunk, count
 

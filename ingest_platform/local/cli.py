@@ -2,6 +2,8 @@
 
   ingest-platform dev [dagster dev options]   services + `dagster dev -w workspace.yaml`
   ingest-platform services                    services only; prints the environment to export
+  ingest-platform ingest PATH...              load dumps through Dagster and print a summary
+  ingest-platform demo-dumps [DIR]            write sample dumps (default DIR: INGEST_DUMP_DIR)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ingest_platform.dumps.catalog import dump_dir
 from ingest_platform.errors import IngestError
 from ingest_platform.local.ports import choose_port
 from ingest_platform.local.project_lock import ProjectLock
@@ -43,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("dev", help="start services and the Dagster UI; other options go to `dagster dev`", add_help=False)
     commands.add_parser("services", help="start services only and print the environment to export")
+    ingest = commands.add_parser("ingest", help="load dump files through Dagster (the sensor's job) and print a summary")
+    ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    ingest.add_argument("--dialect", help="mssql, mysql, csv or a dialect .toml (overrides the manifest)")
+    ingest.add_argument("--app", help="application name (overrides the manifest and the file name)")
+    ingest.add_argument("--version", help="version (overrides the manifest and the file name)")
+    demo = commands.add_parser("demo-dumps", help="write sample dumps of one application at two versions, two dialects")
+    demo.add_argument("directory", nargs="?", type=Path, help="default: INGEST_DUMP_DIR (./dumps)")
+    demo.add_argument("--rows", type=int, default=10_000, help="rows per main table (default 10000)")
     options, passthrough = parser.parse_known_args(argv)
     if passthrough and options.command != "dev":
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
@@ -50,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if options.command == "dev":
             return run_dev(passthrough)
+        if options.command == "ingest":
+            return run_ingest(options)
+        if options.command == "demo-dumps":
+            return run_demo_dumps(options.directory or dump_dir(), options.rows)
         return run_services()
     except IngestError as exc:
         print(f"ingest-platform: error: {exc}", file=sys.stderr)
@@ -83,6 +98,30 @@ def run_services() -> int:
         if services:
             services.stop()
         lock.release()
+    return 0
+
+
+def run_ingest(options) -> int:
+    missing = [str(p) for p in options.paths if not p.is_file()]
+    if missing:
+        raise IngestError(f"No such dump file: {', '.join(missing)}")
+    services = start_services(_project_dir(), say=say, bigquery=False)
+    try:
+        os.environ.update(services.env)
+        from ingest_platform.local.ingest_command import ingest_dumps  # loads Dagster: only when needed
+
+        return ingest_dumps(options.paths, options.dialect, options.app, options.version, say)
+    finally:
+        services.stop()
+
+
+def run_demo_dumps(directory: Path, rows: int) -> int:
+    from ingest_platform.dumps.demo import write_demo_dumps
+
+    for path in write_demo_dumps(directory, rows):
+        say(f"wrote {path}")
+    say(f"Load them with `ingest-platform ingest {directory}/*.zip`, or let the sensor pick them up "
+        "when they are in INGEST_DUMP_DIR.")
     return 0
 
 

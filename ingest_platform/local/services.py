@@ -8,6 +8,7 @@ Decisions, also in the README:
 - `INGEST_BQ_PROJECT` plus credentials: real BigQuery; else the emulator, persistent in
   `<state dir>/bigquery`, on ports 9050 (REST) and 9060 (gRPC) or free ones when those are taken.
 - `DAGSTER_HOME` unset: `<state dir>/dagster_home`, holding a copy of the project's dagster.yaml.
+- `INGEST_DUMP_DIR` (default `./dumps`) is exported as an absolute path and created.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest_platform.bigquery.clients import has_credentials
+from ingest_platform.dumps.catalog import dump_dir
 from ingest_platform.errors import ConfigError
 from ingest_platform.local.bigquery_emulator import start_emulator
 from ingest_platform.local.embedded_postgres import start_embedded_postgres
@@ -43,13 +45,17 @@ class RunningServices:
             self.started.pop().stop()
 
 
-def start_services(project_dir: Path, environ=os.environ, say=print) -> RunningServices:
+def start_services(project_dir: Path, environ=os.environ, say=print, bigquery: bool = True) -> RunningServices:
     """Start the services that are not configured; on failure, stop what was started."""
     services = RunningServices()
     try:
         _start_postgres(services, state_dir(environ), environ, say)
-        _start_bigquery(services, state_dir(environ), environ, say)
+        if bigquery:
+            _start_bigquery(services, state_dir(environ), environ, say)
         _prepare_dagster_home(services, project_dir, state_dir(environ), environ)
+        # Dagster's processes run elsewhere (DAGSTER_HOME): relative paths must not follow them.
+        services.env["INGEST_DUMP_DIR"] = str(dump_dir(environ))
+        dump_dir(environ).mkdir(parents=True, exist_ok=True)
     except BaseException:
         services.stop()
         raise

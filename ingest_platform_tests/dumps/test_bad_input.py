@@ -9,7 +9,7 @@ import pytest
 from ingest_platform.dumps import FileFormat, iter_copy_chunks, load_dialect, open_dump
 from ingest_platform.errors import DumpError, FormatError, SchemaError
 
-from .conftest import make_zip
+from ingest_platform_tests.conftest import make_zip
 
 SCHEMA = json.dumps({"columns": [{"name": "id", "type": "int"}, {"name": "name", "type": "nvarchar(10)"},
                                  {"name": "at", "type": "datetime"}], "primary_key": ["id"]})

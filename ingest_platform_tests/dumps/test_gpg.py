@@ -10,7 +10,7 @@ import pytest
 from ingest_platform.dumps import open_dump
 from ingest_platform.errors import DumpError
 
-from .conftest import make_zip
+from ingest_platform_tests.conftest import make_zip
 
 pytestmark = pytest.mark.skipif(shutil.which("gpg") is None, reason="needs the gpg binary (apt-get install gnupg)")
 

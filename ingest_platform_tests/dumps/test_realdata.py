@@ -6,7 +6,7 @@ import pytest
 
 from ingest_platform.dumps import iter_copy_chunks
 
-from .conftest import MSSQL_DIR, MYSQL_DIR
+from ingest_platform_tests.conftest import MSSQL_DIR, MYSQL_DIR
 
 
 def copy_rows(dump, table: str, path: str = "auto", chunk_bytes: int = 1 << 16) -> list[list[bytes]]:

@@ -11,7 +11,7 @@ from ingest_platform.dumps.mysql_schema import read_mysql_tables
 from ingest_platform.dumps.tsql_schema import read_tsql_script
 from ingest_platform.errors import ConfigError, DumpError, SchemaError
 
-from .conftest import make_zip
+from ingest_platform_tests.conftest import make_zip
 
 
 @pytest.mark.parametrize(("dialect", "source", "pg"), [

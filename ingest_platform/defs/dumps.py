@@ -1,0 +1,202 @@
+"""Dagster glue for versioned dumps: one asset per application table, partitioned by version.
+
+Asset `dumps/<app>/<table>` is the parent table `<app>.<table>`; its partition `<version>` is the
+child table. A sensor on the dump directory adds each new version as a partition and requests a
+run for the tables of that dump; `ingest-platform ingest` runs the same job.
+"""
+
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from ingest_platform.defs.resources import PostgresResource
+from ingest_platform.dumps import open_dump
+from ingest_platform.dumps.catalog import DumpCatalog, DumpFile, default_dialect, describe_dump, dump_dir, is_dump_file
+from ingest_platform.postgres.parallel_load import plan_for
+from ingest_platform.postgres.versioned_tables import conformance_problems, version_row_count
+
+# Run tags that tell a dump asset which file a run is for (set by the sensor and the CLI).
+DUMP_PATH_TAG = "ingest/dump_path"
+DIALECT_TAG = "ingest/dialect"
+APP_TAG = "ingest/app"
+VERSION_TAG = "ingest/version"
+ROWS_CHECK = "rows_match_file"
+COLUMNS_CHECK = "columns_conform_to_parent"
+
+
+def pg_schema_for(app: str, environ=os.environ) -> str:
+    """One PostgreSQL schema per application: `INGEST_DUMP_SCHEMA_PREFIX` + app name."""
+    return (environ.get("INGEST_DUMP_SCHEMA_PREFIX") or "") + app
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)
+
+
+@dataclass(frozen=True)
+class DumpTranslator:
+    """The one place where dump metadata becomes Dagster asset keys, groups and descriptions."""
+
+    def asset_key(self, app: str, table: str) -> dg.AssetKey:
+        return dg.AssetKey(["dumps", app, table])
+
+    def partitions_def(self, app: str) -> dg.DynamicPartitionsDefinition:
+        return dg.DynamicPartitionsDefinition(name=f"{_safe_name(app)}_versions")
+
+    def job_name(self, app: str) -> str:
+        return f"ingest_{_safe_name(app)}_dump"
+
+    def get_asset_spec(self, app: str, table: str) -> dg.AssetSpec:
+        schema = pg_schema_for(app)
+        return dg.AssetSpec(
+            key=self.asset_key(app, table),
+            group_name=_safe_name(app),
+            kinds={"postgres"},
+            partitions_def=self.partitions_def(app),
+            description=(f"Parent table `{schema}.{table}`: every loaded version of `{table}` from `{app}` dumps. "
+                         f"Each partition is a dump version, loaded into child table `{schema}.{table}__v<version>`."),
+            metadata={"dagster/table_name": f"{schema}.{table}"},
+        )
+
+
+def build_dump_definitions(catalog: DumpCatalog, translator: DumpTranslator = DumpTranslator()) -> dg.Definitions:
+    assets, jobs = [], []
+    for app, tables in catalog.tables_by_app().items():
+        app_assets = [_dump_table_asset(translator.get_asset_spec(app, table), app, table) for table in tables]
+        assets += app_assets
+        jobs.append(dg.define_asset_job(
+            translator.job_name(app), selection=dg.AssetSelection.assets(*app_assets),
+            executor_def=dg.in_process_executor,
+            description=f"Load one {app} dump version (the I/O manager parallelizes each table)."))
+    return dg.Definitions(assets=assets, jobs=jobs, sensors=[_dump_directory_sensor(catalog, translator, jobs)])
+
+
+def _dump_table_asset(spec: dg.AssetSpec, app: str, table: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=spec.key, group_name=spec.group_name, kinds=spec.kinds, partitions_def=spec.partitions_def,
+        description=spec.description, metadata=spec.metadata, io_manager_key="dump_copy_io_manager",
+        check_specs=[
+            dg.AssetCheckSpec(ROWS_CHECK, asset=spec.key, description="Rows in the version's child table == data rows in the file."),
+            dg.AssetCheckSpec(COLUMNS_CHECK, asset=spec.key, description="The child's columns conform to the parent (names, types, inheritance, version CHECK)."),
+        ],
+    )
+    def dump_table(context: dg.AssetExecutionContext, postgres: PostgresResource):
+        version = context.partition_key
+        schema = pg_schema_for(app)
+        path, overrides = _dump_for_run(context, app, version)
+        with open_dump(path, default_dialect=default_dialect(), **overrides) as dump:
+            if table not in dump.tables:
+                raise dg.Failure(f"Dump {dump.path.name} (version {version}) has no table {table!r}; "
+                                 f"it has: {', '.join(sorted(dump.tables))}.")
+            plan = plan_for(dump, table, schema)
+            yield dg.Output(plan)  # the I/O manager loads it before this generator resumes
+            expected = dump.count_rows(table)
+        with postgres.get_connection() as conn:
+            loaded = version_row_count(conn, schema, table, version)
+            problems = conformance_problems(conn, schema, table, version)
+        yield dg.AssetCheckResult(
+            check_name=ROWS_CHECK, passed=loaded == expected,
+            description=None if loaded == expected else f"{dump.path.name}: the file has {expected} data rows, the child table {loaded}.",
+            metadata={"rows_in_file": expected, "rows_in_table": loaded if loaded is not None else -1})
+        yield dg.AssetCheckResult(
+            check_name=COLUMNS_CHECK, passed=not problems,
+            description="; ".join(problems) if problems else None,
+            metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")})
+
+    return dump_table
+
+
+def _dump_for_run(context: dg.AssetExecutionContext, app: str, version: str) -> tuple[Path, dict]:
+    """The dump file and open_dump overrides: from the run's tags, else found in the dump directory."""
+    tags = context.run.tags
+    if DUMP_PATH_TAG in tags:
+        return Path(tags[DUMP_PATH_TAG]), {"dialect": tags.get(DIALECT_TAG), "app": app, "version": version}
+    directory = dump_dir()
+    for path in sorted(p for p in directory.glob("*") if is_dump_file(p)):
+        try:
+            found = describe_dump(path)
+        except Exception:  # noqa: BLE001 - unreadable files are the sensor's to report
+            continue
+        if (found.app, found.version) == (app, version):
+            return path, {}
+    raise dg.Failure(f"No dump of {app} version {version} in {directory}; put it there or use `ingest-platform ingest PATH`.")
+
+
+def run_request_for(dump: DumpFile, translator: DumpTranslator, dialect: str | None = None) -> dg.RunRequest:
+    tags = {DUMP_PATH_TAG: str(dump.path), APP_TAG: dump.app, VERSION_TAG: dump.version}
+    if dialect:
+        tags[DIALECT_TAG] = dialect
+    return dg.RunRequest(
+        run_key=f"{dump.path.name}:{dump.path.stat().st_mtime_ns}",
+        job_name=translator.job_name(dump.app), partition_key=dump.version,
+        asset_selection=[translator.asset_key(dump.app, table) for table in dump.tables], tags=tags)
+
+
+def _dump_directory_sensor(catalog: DumpCatalog, translator: DumpTranslator, jobs) -> dg.SensorDefinition:
+    known_tables = {app: set(tables) for app, tables in catalog.tables_by_app().items()}
+
+    @dg.sensor(name="dump_directory_sensor", jobs=jobs or None, minimum_interval_seconds=10,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Watches INGEST_DUMP_DIR: each new, complete dump adds its version and loads its tables.")
+    def dump_directory_sensor(context: dg.SensorEvaluationContext):
+        return evaluate_dump_directory(context.cursor, dump_dir(), known_tables, translator, context.log)
+
+    return dump_directory_sensor
+
+
+def evaluate_dump_directory(cursor: str | None, directory: Path, known_tables: dict[str, set[str]],
+                            translator: DumpTranslator, log, settle_seconds: float = 5.0) -> dg.SensorResult:
+    """New complete dumps -> partitions + runs. A file counts as complete when its size and mtime
+    did not change since the previous tick and it is older than `settle_seconds`.
+
+    Cursor: {file name: {"seen": [size, mtime_ns], "done": bool}}; survives restarts.
+    """
+    state = json.loads(cursor) if cursor else {}
+    run_requests, partitions, waiting = [], {}, []
+    now = time.time()
+    for path in sorted(p for p in directory.glob("*") if is_dump_file(p)) if directory.is_dir() else []:
+        stat = path.stat()
+        seen = [stat.st_size, stat.st_mtime_ns]
+        entry = state.get(path.name, {})
+        if entry.get("done") and entry.get("seen") == seen:
+            continue
+        if entry.get("seen") != seen or now - stat.st_mtime < settle_seconds:
+            state[path.name] = {"seen": seen, "done": False}  # still arriving: look again next tick
+            continue
+        try:
+            dump = describe_dump(path)
+        except Exception as error:  # noqa: BLE001 - report and retry when the file changes
+            log.warning(f"{path.name}: {error}")
+            state[path.name] = {"seen": seen, "done": True, "error": str(error)[:500]}
+            continue
+        unknown = sorted(set(dump.tables) - known_tables.get(dump.app, set()))
+        if unknown:
+            waiting.append(f"{path.name}: tables {', '.join(unknown)} of app {dump.app!r}")
+            continue  # keep it pending: after the reload the whole dump is requested
+        partitions.setdefault(dump.app, []).append(dump.version)
+        run_requests.append(run_request_for(dump, translator))
+        state[path.name] = {"seen": seen, "done": True}
+    reload_needed = ("New tables have no assets yet: " + "; ".join(waiting) + ". Reload the code location "
+                     "(Deployment > Code locations > ingest_platform > Reload, or Reload definitions on the Assets "
+                     "page); this sensor then loads those dumps.") if waiting else None
+    if reload_needed:
+        log.warning(reload_needed)
+    return dg.SensorResult(
+        run_requests=run_requests, cursor=json.dumps(state, sort_keys=True),
+        dynamic_partitions_requests=[translator.partitions_def(app).build_add_request(versions)
+                                     for app, versions in partitions.items()],
+        skip_reason=None if run_requests else dg.SkipReason(reload_needed or "No new complete dumps."))
+
+
+def failure_message(event: dg.DagsterEvent) -> str:
+    """The error a step failed with: the first in the chain that is not Dagster's own wrapper."""
+    error = event.event_specific_data.error
+    while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
+        error = error.cause
+    return error.message.strip()

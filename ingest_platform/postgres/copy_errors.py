@@ -1,0 +1,38 @@
+"""Turn a COPY failure into a FormatError that names the data file, record, column and value.
+
+Works on (message, context) strings rather than the psycopg error: a worker process sends them
+to the main process, and psycopg errors lose their diagnostics when pickled.
+"""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+
+from ingest_platform.errors import FormatError
+
+# PostgreSQL's CONTEXT for COPY errors: 'COPY t, line 5, column id: "abc"' (column part optional).
+_CONTEXT = re.compile(r'COPY [^,]+, line (\d+)(?:, column (.+?): "(.*)")?', re.DOTALL)
+
+
+def copy_error_details(error: psycopg.Error) -> tuple[str, str]:
+    """(message, context) of a COPY error."""
+    return (error.diag.message_primary or str(error)).strip(), error.diag.context or ""
+
+
+def copy_error_line(context: str) -> int | None:
+    """The 1-based line of the COPY stream that PostgreSQL rejected, if it says."""
+    match = _CONTEXT.search(context)
+    return int(match.group(1)) if match else None
+
+
+def copy_format_error(message: str, context: str, file: str, record: int | None) -> FormatError:
+    """A FormatError for a rejected COPY, placed at `record` (the record number in `file`)."""
+    match = _CONTEXT.search(context)
+    column = match.group(2) if match else None
+    value = match.group(3) if match else None
+    detail = f"record {record}: {message}" if record is not None else message
+    if value is not None:
+        detail += f" (value {value!r})"
+    return FormatError(detail + "; nothing was loaded for this version", file=file, line=record, column=column)

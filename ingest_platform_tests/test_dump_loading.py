@@ -1,0 +1,196 @@
+"""Loading dump versions into PostgreSQL: real exports, both reader paths, parallel workers, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+
+from ingest_platform.dumps import open_dump
+from ingest_platform.errors import FormatError
+from ingest_platform.postgres.parallel_load import load_dump_version, load_table_version, plan_for
+from ingest_platform_tests.conftest import make_zip
+
+SMALL_BLOCKS = 4096  # small enough that a few hundred KB of data goes through the worker processes
+
+
+def table_digest(dsn: str, schema: str, table: str) -> tuple[int, str]:
+    """Row count and an order-independent digest of a table's rows (without the version column)."""
+    query = psycopg.sql.SQL(
+        "SELECT count(*), md5(coalesce(string_agg(r, '|' ORDER BY r), '')) FROM "
+        "(SELECT (to_jsonb(t) - '_version')::text AS r FROM {}.{} t) s"
+    ).format(psycopg.sql.Identifier(schema), psycopg.sql.Identifier(table))
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query).fetchone()
+
+
+def versions_of(dsn: str, schema: str, table: str) -> dict[str, int]:
+    query = psycopg.sql.SQL("SELECT _version, count(*) FROM {}.{} GROUP BY 1").format(
+        psycopg.sql.Identifier(schema), psycopg.sql.Identifier(table))
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute(query).fetchall())
+
+
+def leftover_load_tables(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute("SELECT relname FROM pg_class WHERE relname LIKE '%\\_\\_load\\_%'")]
+
+
+def small_dump(tmp_path, version: str, rows: list[str], name: str = "orders") -> str:
+    schema = {"columns": [{"name": "id", "type": "int"}, {"name": "note", "type": "varchar(40)"},
+                          {"name": "amount", "type": "decimal(10,2)"}], "primary_key": ["id"]}
+    manifest = {"app": "shop", "version": version, "dialect": "mysql"}
+    return str(make_zip(tmp_path / f"shop_{version}.zip", {
+        "manifest.json": json.dumps(manifest), f"{name}.json": json.dumps(schema), f"{name}.txt": "".join(rows)}))
+
+
+def good_rows(count: int, start: int = 1) -> list[str]:
+    return [f"{i}\tnote {i} with a \\t tab\t{i}.25\n" for i in range(start, start + count)]
+
+
+@pytest.mark.parametrize("zip_fixture, dialect", [("mssql_zip", "mssql"), ("mysql_zip", "mysql")])
+def test_real_exports_load_every_table_with_exact_row_counts(request, pg_dsn, zip_fixture, dialect):
+    path = request.getfixturevalue(zip_fixture)
+    reports = {r.table: r for r in load_dump_version(pg_dsn, path, processes=2, dialect=dialect)}
+    with open_dump(path, dialect=dialect) as dump:
+        assert set(reports) == set(dump.tables)
+        for table, entry in dump.tables.items():
+            expected = dump.count_rows(table)
+            assert reports[table].rows == expected, table
+            assert versions_of(pg_dsn, dump.app, table).get(dump.version, 0) == expected, table
+
+
+def test_real_sql_server_values_round_trip(pg_dsn, mssql_zip):
+    load_dump_version(pg_dsn, mssql_zip, processes=2, dialect="mssql")
+    with psycopg.connect(pg_dsn) as conn:
+        document = conn.execute(
+            'SELECT "FileExtension", "DocumentSummary", "ModifiedDate"::text, "DocumentNode", '
+            'substr("Document", 1, 8) FROM adventureworks."Document" ORDER BY "DocumentNode" NULLS FIRST LIMIT 1').fetchone()
+        assert document[0] == ""  # bcp's NUL byte is the empty string
+        assert document[1] is None  # an empty field is NULL
+        assert document[2] == "2017-12-13 13:58:03.943"
+        assert document[3] == b""
+        money = conn.execute('SELECT "StandardCost" FROM adventureworks."Product" WHERE "ProductID" = 1').fetchone()[0]
+        assert str(money) == "0.0000"
+        review = conn.execute('SELECT "Comments" FROM adventureworks."ProductReview" '
+                              "WHERE \"Comments\" LIKE '%grueling%'").fetchone()[0]
+        assert "grueling\n3-day ride" in review  # an embedded newline inside a field
+        address = conn.execute('SELECT substr("SpatialLocation", 1, 4) FROM adventureworks."Address" LIMIT 1').fetchone()[0]
+        assert bytes(address) == bytes.fromhex("E6100000")  # geography: SQL Server's native bytes
+        models = conn.execute('SELECT count(*) FROM adventureworks."ProductModel" '
+                              "WHERE \"CatalogDescription\" LIKE E'%\\n \\t\\t\\t\\tPerformance%'").fetchone()[0]
+        assert models > 0  # embedded tabs and newlines
+
+
+def test_real_mysql_values_round_trip(pg_dsn, mysql_zip):
+    load_dump_version(pg_dsn, mysql_zip, processes=2, dialect="mysql")
+    with psycopg.connect(pg_dsn) as conn:
+        description = conn.execute("SELECT description FROM ecoli_core.external_db WHERE description LIKE "
+                                   "'Plant environmental conditions ontology terms.%'").fetchone()[0]
+        assert description.startswith("Plant environmental conditions ontology terms.\r\nMore information")
+        assert conn.execute("SELECT count(*) FROM ecoli_core.external_db WHERE external_db_id = 50683 "
+                            "AND description IS NULL").fetchone()[0] == 1  # \N is NULL
+        assert conn.execute("SELECT count(*) FROM ecoli_core.operon WHERE created_date IS NULL").fetchone()[0] > 0  # zero dates
+        assert conn.execute("SELECT count(*) FROM ecoli_core.meta WHERE meta_value LIKE '%\\\\%'").fetchone() is not None
+
+
+@pytest.mark.parametrize("zip_fixture, dialect", [("mssql_zip", "mssql"), ("mysql_zip", "mysql")])
+def test_fast_path_and_per_row_path_produce_identical_tables(request, pg_dsn, zip_fixture, dialect):
+    path = request.getfixturevalue(zip_fixture)
+    with open_dump(path, dialect=dialect) as dump:
+        for schema, reader_path in (("fast", "auto"), ("per_row", "row")):
+            for table in dump.tables:
+                plan = plan_for(dump, table, schema)
+                load_table_version(pg_dsn, type(plan)(**{**plan.__dict__, "reader_path": reader_path}), processes=1)
+        for table in dump.tables:
+            assert table_digest(pg_dsn, "fast", table) == table_digest(pg_dsn, "per_row", table), table
+
+
+def test_parallel_workers_load_the_same_table_as_one_process(pg_dsn, tmp_path):
+    path = small_dump(tmp_path, "1.0", good_rows(20_000))
+    with open_dump(path) as dump:
+        plan = plan_for(dump, "orders", "one")
+        one = load_table_version(pg_dsn, plan, processes=1, chunk_bytes=SMALL_BLOCKS)
+        two = load_table_version(pg_dsn, type(plan)(**{**plan.__dict__, "pg_schema": "two"}), processes=2,
+                                 chunk_bytes=SMALL_BLOCKS)
+    assert (one.processes, two.processes) == (1, 2)
+    assert one.rows == two.rows == 20_000
+    assert table_digest(pg_dsn, "one", "orders") == table_digest(pg_dsn, "two", "orders")
+
+
+def load_bad_version(pg_dsn, tmp_path, rows, processes):
+    """v1 loads; v2 (bad) must fail and leave v1 exactly as it was."""
+    load_dump_version(pg_dsn, small_dump(tmp_path, "1.0", good_rows(10)))
+    before = table_digest(pg_dsn, "shop", "orders")
+    with open_dump(small_dump(tmp_path, "2.0", rows)) as dump, pytest.raises(FormatError) as raised:
+        load_table_version(pg_dsn, plan_for(dump, "orders", "shop"), processes=processes, chunk_bytes=SMALL_BLOCKS)
+    assert table_digest(pg_dsn, "shop", "orders") == before
+    assert versions_of(pg_dsn, "shop", "orders") == {"1.0": 10}
+    assert leftover_load_tables(pg_dsn) == []
+    return raised.value
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_value_the_target_type_rejects_names_file_record_column_and_value(pg_dsn, tmp_path, processes):
+    rows = good_rows(5000)
+    rows[3776] = "abc\tnote\t1.00\n"  # record 3777
+    error = load_bad_version(pg_dsn, tmp_path, rows, processes)
+    assert (error.file, error.line, error.column) == ("orders.txt", 3777, "id")
+    assert "'abc'" in str(error) and "orders.txt, line 3777, column id" in str(error)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_wrong_field_count_names_file_record_expected_and_found(pg_dsn, tmp_path, processes):
+    rows = good_rows(5000)
+    rows[4000] = "4001\tonly two fields\n"  # record 4001
+    error = load_bad_version(pg_dsn, tmp_path, rows, processes)
+    assert (error.file, error.line) == ("orders.txt", 4001)
+    assert "expected 3 fields, found 2" in str(error)
+
+
+def test_invalid_bytes_for_the_declared_encoding_are_named(pg_dsn, tmp_path):
+    load_dump_version(pg_dsn, small_dump(tmp_path, "1.0", good_rows(10)))
+    path = tmp_path / "shop_2.0.zip"
+    make_zip(path, {"manifest.json": json.dumps({"app": "shop", "version": "2.0", "dialect": "mysql"}),
+                    "orders.json": json.dumps({"columns": [{"name": "id", "type": "int"}, {"name": "note", "type": "text"},
+                                                           {"name": "amount", "type": "decimal(10,2)"}]}),
+                    "orders.txt": b"1\tok\t1.00\n2\tbad \xff byte\t2.00\n"})
+    with pytest.raises(FormatError) as raised:
+        load_dump_version(pg_dsn, path)
+    assert (raised.value.line, raised.value.column) == (2, "note")
+    assert "0xff" in str(raised.value)
+    assert versions_of(pg_dsn, "shop", "orders") == {"1.0": 10}
+
+
+def test_reloading_a_version_replaces_it(pg_dsn, tmp_path):
+    load_dump_version(pg_dsn, small_dump(tmp_path, "1.0", good_rows(10)))
+    (tmp_path / "again").mkdir()
+    [report] = load_dump_version(pg_dsn, small_dump(tmp_path / "again", "1.0", good_rows(7, start=100)))
+    assert report.replaced_earlier_load
+    assert versions_of(pg_dsn, "shop", "orders") == {"1.0": 7}
+
+
+def test_schema_without_data_file_loads_an_empty_version(pg_dsn, tmp_path):
+    path = make_zip(tmp_path / "shop_3.0.zip", {
+        "manifest.json": json.dumps({"app": "shop", "version": "3.0", "dialect": "mysql"}),
+        "empty.json": json.dumps({"columns": [{"name": "id", "type": "int"}]})})
+    [report] = load_dump_version(pg_dsn, path)
+    assert report.rows == 0
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute('SELECT count(*) FROM shop."empty__v3.0"').fetchone() == (0,)
+
+
+def test_names_with_quotes_spaces_and_sql_are_loaded_quoted(pg_dsn, tmp_path):
+    table = 'we"ird; DROP TABLE x --'
+    schema = {"name": table, "columns": [{"name": "first name", "type": "varchar(10)"},
+                                         {"name": "a\"b'c", "type": "int"}]}
+    path = make_zip(tmp_path / "shop_1.0.zip", {
+        "manifest.json": json.dumps({"app": "shop", "version": "1.0", "dialect": "mysql", "tables": {table: {"data": "w.txt"}}}),
+        "w.json": json.dumps(schema), "w.txt": "Ada\t1\nGrace\t2\n"})
+    [report] = load_dump_version(pg_dsn, path)
+    assert report.rows == 2
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute(psycopg.sql.SQL("SELECT {}, {} FROM shop.{} ORDER BY 2").format(
+            psycopg.sql.Identifier("first name"), psycopg.sql.Identifier("a\"b'c"), psycopg.sql.Identifier(table))).fetchall()
+    assert rows == [("Ada", 1), ("Grace", 2)]
