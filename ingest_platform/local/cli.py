@@ -4,6 +4,7 @@
   ingest-platform services                    services only; prints the environment to export
   ingest-platform ingest PATH...              load dumps through Dagster and print a summary
   ingest-platform demo-dumps [DIR]            write sample dumps (default DIR: INGEST_DUMP_DIR)
+  ingest-platform demo-app                    create the CDC demo source and write changes to it
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ from pathlib import Path
 
 from ingest_platform.dumps.catalog import dump_dir
 from ingest_platform.errors import IngestError
+from ingest_platform.local.cdc_command import register as register_cdc
 from ingest_platform.local.ports import choose_port
 from ingest_platform.local.project_lock import ProjectLock
 from ingest_platform.local.services import start_services, state_dir
+
+# Further commands: each `register(subparsers, say)` adds one with `set_defaults(run=function(options) -> int)`.
+COMMANDS = [register_cdc]
 
 # How long `dagster dev` gets to shut down after Ctrl-C before it is terminated.
 DAGSTER_SHUTDOWN_SECONDS = 30
@@ -44,9 +49,13 @@ def say(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ingest-platform", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("dev", help="start services and the Dagster UI; other options go to `dagster dev`", add_help=False)
-    commands.add_parser("services", help="start services only and print the environment to export")
+    dev = commands.add_parser("dev", help="start services and the Dagster UI; other options go to `dagster dev`",
+                              add_help=False)
+    dev.set_defaults(run=None)  # takes the unparsed rest
+    commands.add_parser("services", help="start services only and print the environment to export").set_defaults(
+        run=lambda options: run_services())
     ingest = commands.add_parser("ingest", help="load dump files through Dagster (the sensor's job) and print a summary")
+    ingest.set_defaults(run=run_ingest)
     ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     ingest.add_argument("--dialect", help="mssql, mysql, csv or a dialect .toml (overrides the manifest)")
     ingest.add_argument("--app", help="application name (overrides the manifest and the file name)")
@@ -54,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo-dumps", help="write sample dumps of one application at two versions, two dialects")
     demo.add_argument("directory", nargs="?", type=Path, help="default: INGEST_DUMP_DIR (./dumps)")
     demo.add_argument("--rows", type=int, default=10_000, help="rows per main table (default 10000)")
+    demo.set_defaults(run=lambda options: run_demo_dumps(options.directory or dump_dir(), options.rows))
+    for register in COMMANDS:
+        register(commands, say)
     options, passthrough = parser.parse_known_args(argv)
     if passthrough and options.command != "dev":
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
@@ -61,11 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if options.command == "dev":
             return run_dev(passthrough)
-        if options.command == "ingest":
-            return run_ingest(options)
-        if options.command == "demo-dumps":
-            return run_demo_dumps(options.directory or dump_dir(), options.rows)
-        return run_services()
+        return options.run(options)
     except IngestError as exc:
         print(f"ingest-platform: error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,18 @@
+"""Bulk ingest: load any iterable of rows into PostgreSQL tables defined with SQLAlchemy.
+
+    from ingest_platform import ingest, HighWatermark, Mode
+
+    ingest(conn, metadata, batches, high_watermark=HighWatermark.LATEST,
+           ingest_mode=Mode.UPSERT_COMMITTING_EACH_BATCH)
+
+Modules, one job each: ``modes`` (HighWatermark, Mode), ``watermarks`` (the stored watermark),
+``definitions`` (declared vs live table), ``migration`` (create/migrate, views, grants),
+``locks`` (terminate lock blockers after a delay), ``copy_rows`` (binary COPY with row checks),
+``upsert`` (staging, de-dup, INSERT .. ON CONFLICT, delete all), ``api`` (``ingest``).
+No Dagster here; ``ingest_platform.defs.bulk_ingest`` makes assets of it.
+"""
+
+from ingest_platform.bulk_ingest.api import IngestResult, ingest
+from ingest_platform.bulk_ingest.modes import HighWatermark, Mode
+
+__all__ = ["HighWatermark", "IngestResult", "Mode", "ingest"]

@@ -1,0 +1,242 @@
+"""The warehouse side of CDC: merged and staging tables, their evolution, the watermark, the merge.
+
+Tables in the warehouse schema W (``INGEST_CDC_SCHEMA``, default ``cdc``):
+
+- ``W."<table>"``, the *merged table*: the source columns (the source's primary key is its primary
+  key; every other column nullable) plus ``is_deleted boolean NOT NULL DEFAULT false``,
+  ``_last_change_id bigint`` (the change last applied to the row) and ``_applied_at timestamptz``.
+- ``W."<table>__staging"``, the *staging table* (UNLOGGED): ``_change_id``, ``_action``,
+  ``_row_found``, then the source columns. Rebuilt by every run, empty between runs.
+- ``W._cdc_watermark``: one row per table: ``horizon_id`` (every change id <= it is applied),
+  the staged interval (``staged_from``, ``staged_to``) and the horizon candidates not yet safe.
+
+Schema evolution follows the dump pipeline's rules (``postgres.type_widening``): a new source
+column is added to the merged table; a wider type widens it; a narrower type changes nothing; an
+incompatible type raises SchemaError naming table, column and both types before anything moves.
+A column dropped in the source stays in the merged table and keeps its last values.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from ingest_platform.cdc.config import CdcConfig, CdcTable
+from ingest_platform.cdc.source import SourceTable, qualified
+from ingest_platform.errors import SchemaError
+from ingest_platform.postgres.type_widening import PgType, common_type, parse_pg_type
+
+WATERMARK_TABLE = "_cdc_watermark"
+IS_DELETED, LAST_CHANGE_ID, APPLIED_AT = "is_deleted", "_last_change_id", "_applied_at"
+MERGED_META_COLUMNS = (IS_DELETED, LAST_CHANGE_ID, APPLIED_AT)
+STAGING_META = (("_change_id", "bigint NOT NULL"), ("_action", "text NOT NULL"), ("_row_found", "boolean NOT NULL"))
+_SETUP_LOCK = 0x43_44_43   # advisory lock: one CREATE SCHEMA/TABLE IF NOT EXISTS at a time
+
+
+def ensure_watermark(conn: psycopg.Connection, schema: str, table: str) -> None:
+    """Schema, watermark table and the table's watermark row (autocommit-safe, idempotent)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (table_name text PRIMARY KEY, horizon_id bigint NOT NULL DEFAULT 0, "
+            "candidates jsonb NOT NULL DEFAULT '[]', staged_from bigint, staged_to bigint, staged_info jsonb, "
+            "last_change_id bigint, last_change_at timestamptz, applied_at timestamptz)").format(
+                qualified(schema, WATERMARK_TABLE)))
+        conn.execute(sql.SQL("INSERT INTO {} (table_name) VALUES (%s) ON CONFLICT DO NOTHING").format(
+            qualified(schema, WATERMARK_TABLE)), (table,))
+
+
+@dataclass
+class Watermark:
+    horizon_id: int
+    candidates: list
+    staged_from: int | None
+    staged_to: int | None
+    staged_info: dict | None
+    last_change_id: int | None
+    last_change_at: object
+    applied_at: object
+
+
+def read_watermark(conn: psycopg.Connection, schema: str, table: str, for_update: bool = False) -> Watermark | None:
+    if not _relation_exists(conn, schema, WATERMARK_TABLE):
+        return None
+    row = conn.execute(sql.SQL(
+        "SELECT horizon_id, candidates, staged_from, staged_to, staged_info, last_change_id, last_change_at, applied_at "
+        "FROM {} WHERE table_name = %s{}").format(
+            qualified(schema, WATERMARK_TABLE), sql.SQL(" FOR UPDATE" if for_update else "")), (table,)).fetchone()
+    return Watermark(*row) if row else None
+
+
+def save_candidates(conn: psycopg.Connection, schema: str, table: str, candidates: list) -> None:
+    conn.execute(sql.SQL("UPDATE {} SET candidates = %s WHERE table_name = %s").format(
+        qualified(schema, WATERMARK_TABLE)), (json.dumps(candidates), table))
+
+
+def _relation_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE n.nspname = %s AND c.relname = %s", (schema, name)).fetchone() is not None
+
+
+def table_columns(conn: psycopg.Connection, schema: str, name: str) -> dict[str, str]:
+    """{column: type as format_type prints it} in table order; empty if the table does not exist."""
+    return dict(conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 "
+        "AND NOT a.attisdropped ORDER BY a.attnum", (schema, name)).fetchall())
+
+
+def primary_key(conn: psycopg.Connection, schema: str, name: str) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+        "WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary", (schema, name))]
+
+
+def catalog_type(printed: str) -> PgType:
+    try:
+        return parse_pg_type(printed)
+    except ValueError:
+        return PgType(printed)
+
+
+def evolve_merged_table(conn: psycopg.Connection, schema: str, table: CdcTable, source: SourceTable) -> tuple[dict[str, str], list[str]]:
+    """Create or evolve the merged table for `source`; returns ({column: merged type}, changes made).
+    Runs in its own transaction; SchemaError (and nothing changed) on an incompatible column."""
+    where = f'CDC table "{table.name}" (merged table {schema}."{table.merged_table}")'
+    for name, _ in source.columns:
+        if name in MERGED_META_COLUMNS:
+            raise SchemaError(f'{where}: the source column "{name}" has the name of a column the merged table adds; '
+                              "rename it in the source or track the table under a view that renames it.")
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
+        existing = table_columns(conn, schema, table.merged_table)
+        if not existing:
+            columns = [sql.SQL("{} {}{}").format(sql.Identifier(n), sql.SQL(str(catalog_type(t))),
+                                                 sql.SQL(" PRIMARY KEY" if n == source.primary_key else ""))
+                       for n, t in source.columns]
+            columns += [sql.SQL(f"{IS_DELETED} boolean NOT NULL DEFAULT false"), sql.SQL(f"{LAST_CHANGE_ID} bigint"),
+                        sql.SQL(f"{APPLIED_AT} timestamptz")]
+            conn.execute(sql.SQL("CREATE TABLE {} ({})").format(qualified(schema, table.merged_table), sql.SQL(", ").join(columns)))
+            return {n: str(catalog_type(t)) for n, t in source.columns}, [f"created {schema}.{table.merged_table}"]
+        key = primary_key(conn, schema, table.merged_table)
+        if key != [source.primary_key]:
+            raise SchemaError(f'{where}: the source\'s primary key is "{source.primary_key}", the merged table\'s '
+                              f"{', '.join(key) or 'none'}; a changed key needs a new merged table (drop it and re-sync).")
+        actions, changes, target = [], [], {}
+        for name, printed in source.columns:
+            source_type = catalog_type(printed)
+            if name not in existing:
+                actions.append(sql.SQL("ADD COLUMN {} {}").format(sql.Identifier(name), sql.SQL(str(source_type))))
+                changes.append(f'add column "{name}" {source_type}')
+                target[name] = str(source_type)
+                continue
+            merged_type = catalog_type(existing[name])
+            common = common_type(merged_type, source_type)
+            if common is None:
+                raise SchemaError(f'{where}, column "{name}": the source now has {source_type}, the merged table '
+                                  f"{merged_type}; these types are incompatible (no widening rule turns one into the "
+                                  "other). Nothing was merged. Change the column back in the source, or migrate the "
+                                  "merged column by hand (ALTER TABLE .. ALTER COLUMN .. TYPE) and run again.")
+            if common != merged_type:
+                actions.append(sql.SQL("ALTER COLUMN {} TYPE {}").format(sql.Identifier(name), sql.SQL(str(common))))
+                changes.append(f'widen column "{name}" from {merged_type} to {common}')
+            target[name] = str(common)
+        if actions:
+            conn.execute(sql.SQL("ALTER TABLE {} {}").format(qualified(schema, table.merged_table), sql.SQL(", ").join(actions)))
+        return target, changes
+
+
+def recreate_staging(conn: psycopg.Connection, schema: str, table: CdcTable, source: SourceTable, types: dict[str, str]) -> None:
+    """(Inside the caller's transaction.) A fresh, empty staging table in COPY order."""
+    order = [source.primary_key] + [n for n, _ in source.columns if n != source.primary_key]
+    columns = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in STAGING_META]
+    columns += [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(types[n])) for n in order]
+    staging = qualified(schema, table.staging_table)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
+    conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(staging, sql.SQL(", ").join(columns)))
+
+
+def mark_staged(conn: psycopg.Connection, schema: str, table: str, lo: int, hi: int, info: dict, candidates: list) -> None:
+    conn.execute(sql.SQL("UPDATE {} SET staged_from = %s, staged_to = %s, staged_info = %s, candidates = %s "
+                         "WHERE table_name = %s").format(qualified(schema, WATERMARK_TABLE)),
+                 (lo, hi, json.dumps(info, default=str), json.dumps(candidates), table))
+
+
+@dataclass
+class MergeCounts:
+    inserted: int = 0
+    updated: int = 0
+    soft_deleted: int = 0
+    skipped_unknown_deleted: int = 0   # deleted (or gone) objects the merged table never had
+
+    @property
+    def rows_merged(self) -> int:
+        return self.inserted + self.updated + self.soft_deleted
+
+
+def merge_staging(conn: psycopg.Connection, schema: str, table: CdcTable, source_columns: list[str], key: str) -> MergeCounts:
+    """(Inside the caller's transaction.) Staging -> merged: found rows whose last action is added or
+    changed are upserted (is_deleted = false); objects whose last action is deleted, or whose row is
+    gone from the source, are soft-deleted keeping their last known values. Never a DELETE."""
+    merged, staging = qualified(schema, table.merged_table), qualified(schema, table.staging_table)
+    cols = [sql.Identifier(c) for c in source_columns]
+    sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in cols if c != sql.Identifier(key)]
+    sets += [sql.SQL(f"{IS_DELETED} = false, {LAST_CHANGE_ID} = EXCLUDED.{LAST_CHANGE_ID}, {APPLIED_AT} = EXCLUDED.{APPLIED_AT}")]
+    upserted = conn.execute(sql.SQL(
+        "WITH up AS (INSERT INTO {merged} ({cols}, {meta}) SELECT {cols}, false, _change_id, now() FROM {staging} "
+        "WHERE _row_found AND _action <> 'deleted' ON CONFLICT ({key}) DO UPDATE SET {sets} RETURNING (xmax = 0) AS inserted) "
+        "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up").format(
+            merged=merged, cols=sql.SQL(", ").join(cols), meta=sql.SQL(", ").join(map(sql.Identifier, MERGED_META_COLUMNS)),
+            staging=staging, key=sql.Identifier(key), sets=sql.SQL(", ").join(sets))).fetchone()
+    deleted = conn.execute(sql.SQL(
+        "UPDATE {merged} m SET {is_deleted} = true, {last} = s._change_id, {at} = now() FROM {staging} s "
+        "WHERE m.{key} = s.{key} AND (s._action = 'deleted' OR NOT s._row_found)").format(
+            merged=merged, staging=staging, key=sql.Identifier(key), is_deleted=sql.Identifier(IS_DELETED),
+            last=sql.Identifier(LAST_CHANGE_ID), at=sql.Identifier(APPLIED_AT))).rowcount
+    to_delete = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE _action = 'deleted' OR NOT _row_found").format(staging)).fetchone()[0]
+    return MergeCounts(upserted[0], upserted[1], deleted, to_delete - deleted)
+
+
+def staging_counts(conn: psycopg.Connection, schema: str, table: CdcTable) -> dict[str, int]:
+    """Staged objects by last action, plus `gone` (added/changed objects whose row the source no longer has)."""
+    counts = {"added": 0, "changed": 0, "deleted": 0, "gone": 0}
+    for action, found, count in conn.execute(sql.SQL("SELECT _action, _row_found, count(*) FROM {} GROUP BY 1, 2").format(
+            qualified(schema, table.staging_table))):
+        counts[action] = counts.get(action, 0) + count
+        if not found and action != "deleted":
+            counts["gone"] += count
+    return counts
+
+
+def finish_merge(conn: psycopg.Connection, schema: str, table: str, watermark: Watermark) -> None:
+    """(Inside the merge transaction.) Move the watermark to the staged horizon."""
+    info = watermark.staged_info or {}
+    conn.execute(sql.SQL(
+        "UPDATE {} SET horizon_id = staged_to, staged_from = NULL, staged_to = NULL, staged_info = NULL, "
+        "last_change_id = COALESCE(%s, last_change_id), last_change_at = COALESCE(%s::timestamptz, last_change_at), "
+        "applied_at = now() WHERE table_name = %s").format(qualified(schema, WATERMARK_TABLE)),
+        (info.get("last_change_id"), info.get("last_change_at"), table))
+
+
+def truncate_staging(conn: psycopg.Connection, schema: str, table: CdcTable) -> None:
+    if _relation_exists(conn, schema, table.staging_table):
+        with conn.transaction():
+            conn.execute(sql.SQL("TRUNCATE {}").format(qualified(schema, table.staging_table)))
+
+
+def staging_row_count(conn: psycopg.Connection, schema: str, table: CdcTable) -> int:
+    if not _relation_exists(conn, schema, table.staging_table):
+        return 0
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified(schema, table.staging_table))).fetchone()[0]
+
+
+def all_watermarks(conn: psycopg.Connection, config: CdcConfig) -> dict[str, int]:
+    if not _relation_exists(conn, config.warehouse_schema, WATERMARK_TABLE):
+        return {}
+    return dict(conn.execute(sql.SQL("SELECT table_name, horizon_id FROM {}").format(
+        qualified(config.warehouse_schema, WATERMARK_TABLE))).fetchall())

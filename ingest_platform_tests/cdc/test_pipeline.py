@@ -1,0 +1,213 @@
+"""The CDC core against real PostgreSQL: sync, safe horizon, crash recovery, edge cases, evolution, bad input."""
+
+from __future__ import annotations
+
+import random
+
+import psycopg
+import pytest
+
+from ingest_platform.cdc import checks, demo_app, pipeline
+from ingest_platform.cdc.config import CdcConfig, CdcTable
+from ingest_platform.cdc.errors import ChangeLogError
+from ingest_platform.errors import SchemaError
+
+
+def run(env, table=None, wait=5.0):
+    tables = [env.table(table)] if table else env.config.tables
+    return {t.name: pipeline.run_table(env.source_dsn, env.warehouse_dsn, env.config, t, wait) for t in tables}
+
+
+def assert_consistent(env):
+    for table in env.config.tables:
+        match = checks.compare_with_source(env.source_dsn, env.warehouse_dsn, env.config, table)
+        assert match.passed, (table.name, match.describe())
+        assert checks.live_deleted_objects(env.source_dsn, env.warehouse_dsn, env.config, table).passed
+        assert checks.staging_row_count(env.warehouse_dsn, env.config, table) == 0
+
+
+def workload(env, steps, seed=3):
+    with env.source() as conn:
+        work = demo_app.Workload(conn, random.Random(seed))
+        for _ in range(steps):
+            work.step()
+
+
+def test_sync_merges_inserts_updates_soft_deletes_and_is_idempotent(cdc_env):
+    results = run(cdc_env)
+    assert results["pm_item"][1].counts.inserted == len(cdc_env.merged("pm_item"))
+    assert_consistent(cdc_env)
+    workload(cdc_env, 150)
+    results = run(cdc_env)
+    counts = {name: merge.counts for name, (_, merge) in results.items()}
+    assert sum(c.updated for c in counts.values()) > 0 and sum(c.soft_deleted for c in counts.values()) > 0
+    assert_consistent(cdc_env)
+    merged = cdc_env.merged("pm_item")
+    deleted = [r for r in merged.values() if r["is_deleted"]]
+    assert deleted and all(r["description"] is not None for r in deleted)   # last known values kept
+    assert all(r["_last_change_id"] and r["_applied_at"] for r in merged.values())
+    marks = {t.name: cdc_env.watermark(t.name) for t in cdc_env.config.tables}
+    again = run(cdc_env)   # nothing new: no merge, nothing changes
+    assert not any(merge.merged for _, merge in again.values())
+    assert {t.name: cdc_env.watermark(t.name) for t in cdc_env.config.tables} == marks
+    assert cdc_env.merged("pm_item") == merged
+    assert pipeline.pending_tables(cdc_env.source_dsn, cdc_env.warehouse_dsn, cdc_env.config) == {}
+
+
+def test_a_lower_id_committed_late_is_applied_once(cdc_env):
+    run(cdc_env)
+    with cdc_env.source() as slow, cdc_env.source() as fast:
+        slow_writer, fast_writer = demo_app.ChangeWriter(slow), demo_app.ChangeWriter(fast)
+        slow.execute("BEGIN")
+        plan = slow.execute("SELECT min(id) FROM pm_plan").fetchone()[0]
+        late = slow_writer.add("pm_item", {"plan_id": plan, "description": "late", "qty": 1})    # lower change id
+        with fast.transaction():
+            early = fast_writer.add("pm_item", {"plan_id": plan, "description": "early", "qty": 2})
+        high_id = fast.execute("SELECT max(id) FROM models_logging_change").fetchone()[0]   # the early one's
+        stage, _ = run(cdc_env, "pm_item", wait=0.2)["pm_item"]
+        assert slow.info.backend_pid in stage.blocked_by_pids
+        assert cdc_env.watermark("pm_item") < high_id        # not past the open transaction's id
+        slow.execute("COMMIT")
+        ids = [r[0] for r in slow.execute("SELECT id FROM models_logging_change WHERE object_id IN (%s, %s) "
+                                          "AND content_type_id = %s ORDER BY id", (str(late), str(early), slow_writer.content_types["pm_item"]))]
+    assert ids[0] < ids[1]     # the late commit has the lower id
+    run(cdc_env, "pm_item")
+    merged = cdc_env.merged("pm_item")
+    assert merged[late]["description"] == "late" and merged[early]["description"] == "early"
+    assert merged[late]["_last_change_id"] == ids[0]
+    assert cdc_env.watermark("pm_item") >= ids[1]
+    assert_consistent(cdc_env)
+
+
+def strip_applied(rows):
+    return {k: {c: v for c, v in r.items() if c != "_applied_at"} for k, r in rows.items()}
+
+
+@pytest.mark.parametrize("crash", ["after_copy", "after_merge"])
+def test_rerun_after_a_crash_converges(cdc_env, crash):
+    run(cdc_env)
+    workload(cdc_env, 80, seed=11)
+    item = cdc_env.table("pm_item")
+    before = cdc_env.watermark("pm_item")
+    pipeline.stage_changes(cdc_env.source_dsn, cdc_env.warehouse_dsn, cdc_env.config, item)
+    assert checks.staging_row_count(cdc_env.warehouse_dsn, cdc_env.config, item) > 0
+    if crash == "after_merge":
+        merged = pipeline.merge_staged(cdc_env.warehouse_dsn, cdc_env.config, item, clear_staging=False)
+        assert merged.merged and cdc_env.watermark("pm_item") > before
+        assert checks.staging_row_count(cdc_env.warehouse_dsn, cdc_env.config, item) > 0
+    else:
+        assert cdc_env.watermark("pm_item") == before
+    workload(cdc_env, 30, seed=12)            # the application keeps writing meanwhile
+    run(cdc_env)
+    first = strip_applied(cdc_env.merged("pm_item"))
+    assert_consistent(cdc_env)
+    run(cdc_env)
+    assert strip_applied(cdc_env.merged("pm_item")) == first
+
+
+def test_merging_a_stale_staging_table_does_nothing(cdc_env):
+    run(cdc_env)
+    workload(cdc_env, 40)
+    item = cdc_env.table("pm_item")
+    pipeline.stage_changes(cdc_env.source_dsn, cdc_env.warehouse_dsn, cdc_env.config, item)
+    assert pipeline.merge_staged(cdc_env.warehouse_dsn, cdc_env.config, item).merged
+    snapshot = cdc_env.merged("pm_item")
+    again = pipeline.merge_staged(cdc_env.warehouse_dsn, cdc_env.config, item)   # a second merge of the same batch
+    assert not again.merged and cdc_env.merged("pm_item") == snapshot
+
+
+def test_edge_cases_within_one_batch(cdc_env):
+    run(cdc_env)
+    with cdc_env.source() as conn:
+        writer = demo_app.ChangeWriter(conn)
+        plan = conn.execute("SELECT min(id) FROM pm_plan").fetchone()[0]
+        with conn.transaction():
+            transient = writer.add("pm_item", {"plan_id": plan, "description": "transient", "qty": 1})
+        with conn.transaction():
+            writer.delete("pm_item", transient)                     # added then deleted
+        reborn = conn.execute("SELECT min(id) FROM pm_item").fetchone()[0]
+        with conn.transaction():
+            writer.delete("pm_item", reborn)
+        with conn.transaction():                                     # deleted then re-added, same key
+            writer.add("pm_item", {"id": reborn, "plan_id": plan, "description": "reborn", "qty": 3})
+        vanished = conn.execute("SELECT max(id) FROM pm_item").fetchone()[0]
+        with conn.transaction():
+            writer.change("pm_item", vanished, {"description": "changed before it vanished"})
+        conn.execute("DELETE FROM pm_item WHERE id = %s", (vanished,))   # gone before the pull, delete not logged
+    stage, merge = run(cdc_env, "pm_item")["pm_item"]
+    merged = cdc_env.merged("pm_item")
+    assert transient not in merged                                  # never seen alive: nothing to keep
+    assert merged[reborn]["description"] == "reborn" and not merged[reborn]["is_deleted"]
+    assert merged[vanished]["is_deleted"] and merged[vanished]["description"] != "changed before it vanished"
+    assert stage.staged["gone"] == 1
+    assert checks.compare_with_source(cdc_env.source_dsn, cdc_env.warehouse_dsn, cdc_env.config, cdc_env.table("pm_item")).passed
+
+
+def test_schema_evolution_adds_and_widens_and_stops_on_incompatible(cdc_env):
+    run(cdc_env)
+    with cdc_env.source() as conn:
+        conn.execute("ALTER TABLE pm_item ADD COLUMN priority smallint, ALTER COLUMN qty TYPE numeric(14, 3)")
+        writer = demo_app.ChangeWriter(conn)
+        some = conn.execute("SELECT min(id) FROM pm_item").fetchone()[0]
+        with conn.transaction():
+            writer.change("pm_item", some, {"priority": 2, "qty": 12345678901})
+    stage, _ = run(cdc_env, "pm_item")["pm_item"]
+    assert 'add column "priority" smallint' in stage.schema_changes
+    assert 'widen column "qty" from numeric(10,3) to numeric(14,3)' in stage.schema_changes
+    merged = cdc_env.merged("pm_item")
+    assert merged[some]["priority"] == 2 and merged[some]["qty"] == 12345678901
+    assert_consistent(cdc_env)
+    mark = cdc_env.watermark("pm_item")
+    with cdc_env.source() as conn:
+        conn.execute("ALTER TABLE pm_item ALTER COLUMN done TYPE text")
+        with conn.transaction():
+            demo_app.ChangeWriter(conn).change("pm_item", some, {"done": "maybe"})
+    with pytest.raises(SchemaError, match='column "done".*text.*boolean.*incompatible'):
+        run(cdc_env, "pm_item")
+    assert cdc_env.watermark("pm_item") == mark and cdc_env.merged("pm_item") == merged
+
+
+def _log(conn, table, object_id, action="changed", content_type=None):
+    writer = demo_app.ChangeWriter(conn)
+    if content_type is not None:
+        writer.content_types[table] = content_type
+    return writer.log(table, object_id, action, {}, "bad")
+
+
+@pytest.mark.parametrize("bad", ["object_id", "content_type", "action"])
+def test_bad_change_rows_name_their_ids_and_change_nothing(cdc_env, bad):
+    run(cdc_env)
+    workload(cdc_env, 20)
+    with cdc_env.source() as conn:
+        if bad == "object_id":
+            ids = [_log(conn, "pm_item", "12abc"), _log(conn, "pm_item", "99999999999999999999")]
+            expected = "does not cast"
+        elif bad == "content_type":
+            other = conn.execute("INSERT INTO django_content_type (app_label, model) VALUES ('auth', 'user') RETURNING id").fetchone()[0]
+            ids = [_log(conn, "pm_item", "1", content_type=other)]
+            expected = "unknown content type"
+        else:
+            ids = [_log(conn, "pm_item", "1", action="moved")]
+            expected = "unknown action"
+    before = {t.name: (cdc_env.watermark(t.name), cdc_env.merged(t.name)) for t in cdc_env.config.tables}
+    with pytest.raises(ChangeLogError, match=expected) as error:
+        run(cdc_env, "pm_item")
+    assert set(ids) <= set(error.value.change_ids) and str(ids[0]) in str(error.value)
+    assert "watermark did not move" in str(error.value)
+    assert (cdc_env.watermark("pm_item"), cdc_env.merged("pm_item")) == before["pm_item"]
+    assert checks.staging_row_count(cdc_env.warehouse_dsn, cdc_env.config, cdc_env.table("pm_item")) == 0
+
+
+def test_source_table_without_primary_key_is_an_error(cdc_env):
+    with cdc_env.source() as conn:
+        conn.execute("CREATE TABLE notes (id bigint, body text)")
+        ct = conn.execute("INSERT INTO django_content_type (app_label, model) VALUES ('core', 'notes') RETURNING id").fetchone()[0]
+        conn.execute("INSERT INTO notes VALUES (1, 'x')")
+        change = _log(conn, "pm_item", "1", action="added", content_type=ct)
+    config = CdcConfig(tables=cdc_env.config.tables + (CdcTable(app_label="core", model="notes", source_table="notes"),))
+    with pytest.raises(ChangeLogError, match="notes.*has no primary key") as error:
+        pipeline.run_table(cdc_env.source_dsn, cdc_env.warehouse_dsn, config, config.table("notes"))
+    assert change in error.value.change_ids
+    with cdc_env.warehouse() as conn:
+        assert conn.execute("SELECT to_regclass('cdc.notes')").fetchone()[0] is None
+        assert conn.execute("SELECT horizon_id FROM cdc._cdc_watermark WHERE table_name = 'notes'").fetchone()[0] == 0
