@@ -101,7 +101,13 @@ bcp files are parsed as bcp does: n-1 field terminators, then the row terminator
 terminator inside a non-last field is data; a field terminator inside the last field is reported
 as a field-count error.  Errors are ``FormatError(file=member, line=record number, column=name)``;
 "line" is the 1-based record number counted by row terminators (header rows included).
-The fast path converts whole blocks with ``str.replace`` when it can prove the result equals the
+The byte path (``byte_blocks``) cuts and converts blocks without decoding them when the file is
+UTF-8/ASCII (a UTF-8 BOM is stripped) with tab/LF terminators and no quoting: ``bytes.replace``
+and two regexes, proven equal to the per-row path's bytes per block (TABs == (fields-1) x LFs, NULs
+only as whole fields, only MySQL escapes it can map; non-ASCII blocks are checked to be valid
+UTF-8 so the per-row path can name a bad byte's record and column).  Other files, and blocks it
+refuses, are decoded (invalid bytes become lone surrogates) and take the ``str`` fast path, which
+converts whole blocks with ``str.replace`` when it can prove the result equals the
 per-row path's (tab/LF terminators, no bytea columns, no zero dates, no escapes it cannot map);
 block totals of field terminators are checked, so a file whose errors cancel out across records
 passes through and is rejected by PostgreSQL's COPY itself.

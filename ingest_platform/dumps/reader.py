@@ -18,14 +18,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
+from ingest_platform.dumps.byte_blocks import ByteFastPath, byte_encoding, count_byte_records, iter_byte_record_blocks
 from ingest_platform.dumps.copy_text import RowEncoder, fast_block
 from ingest_platform.dumps.dialect import FileFormat
 from ingest_platform.dumps.schema import Column
-from ingest_platform.dumps.text_stream import iter_record_blocks, iter_text, simple_split_is_exact
+from ingest_platform.dumps.text_stream import BAD_BYTE_ERRORS, iter_record_blocks, iter_text, simple_split_is_exact
 from ingest_platform.errors import DumpError
 
 DEFAULT_CHUNK_BYTES = 1 << 20
-Path_ = Literal["auto", "fast", "row"]
+Path_ = Literal["auto", "fast", "row", "text", "bytes"]
 
 
 def iter_copy_chunks(
@@ -38,9 +39,11 @@ def iter_copy_chunks(
 ) -> Iterator[bytes]:
     """Yield COPY text chunks for one data file in the (plain) dump ZIP at dump_path.
 
-    path: "auto" uses the fast path for each block it can convert exactly and the per-row path
-    otherwise; "row" forces the per-row path; "fast" raises if a block needs the per-row path
-    (for tests and benchmarks).  Raises FormatError with file, record number and column.
+    path: "auto" uses a fast path for each block it can convert exactly and the per-row path
+    otherwise; "row" forces the per-row path; "fast" raises if a block needs the per-row path;
+    "bytes" raises if a block misses the byte path; "text" decodes the whole file to str blocks
+    first (the path before the byte path existed).  All but "auto" are for tests and benchmarks.
+    Raises FormatError with file, record number and column.
     """
     for chunk, _count in _iter_chunks_with_counts(dump_path, member, file_format, columns, chunk_bytes, path):
         if chunk:
@@ -60,7 +63,12 @@ def count_rows(dump_path: str | Path, member: str, file_format: FileFormat, colu
     return max(total - file_format.header_rows, 0)
 
 
-def _count_records(block: str, terminator: str, file_format: FileFormat, encoder: RowEncoder) -> int:
+def _count_records(block: str | bytes, terminator: str, file_format: FileFormat, encoder: RowEncoder) -> int:
+    if isinstance(block, bytes):
+        count = count_byte_records(block, file_format, len(encoder.columns))
+        if count is not None:
+            return count
+        block = block.decode(byte_encoding(file_format.encoding), BAD_BYTE_ERRORS)
     if file_format.escape:
         unescaped = block.replace(file_format.escape * 2, "")
         return unescaped.count(terminator) - unescaped.count(file_format.escape + terminator)
@@ -79,35 +87,57 @@ class BlockEncoder:
     def __init__(self, member: str, file_format: FileFormat, columns: list[Column], path: Path_ = "auto"):
         self.member, self.format, self.columns, self.path = member, file_format, columns, path
         self.row_encoder = RowEncoder(file_format, columns, member)
+        self.byte_path = ByteFastPath(file_format, columns)
 
-    def encode(self, block: str, terminator: str, first_record: int, skip: int = 0) -> tuple[bytes, int]:
-        """(COPY bytes, records in the block, skipped header records included)."""
-        if self.path != "row" and not skip:
+    def encode(self, block: str | bytes, terminator: str, first_record: int, skip: int = 0) -> tuple[bytes, int]:
+        """(COPY bytes, records in the block, skipped header records included).
+
+        A bytes block (from open_record_blocks when the file qualifies) tries the byte path, then
+        is decoded and takes the same way as a str block; the output bytes are the same.
+        """
+        if isinstance(block, bytes):
+            if self.path != "row" and not skip:
+                converted = self.byte_path.convert(block)
+                if converted is not None:
+                    return converted
+            if self.path == "bytes":
+                raise DumpError(f"{self.member}: block at record {first_record} misses the byte path")
+            block = block.decode(self.byte_path.encoding or self.format.encoding, BAD_BYTE_ERRORS)
+        if self.path not in ("row", "bytes") and not skip:
             fast = fast_block(block, terminator, self.format, self.columns)
             if fast is not None:
                 try:
                     return fast.encode("utf-8"), fast.count("\n")
                 except UnicodeEncodeError:
                     pass  # invalid bytes: the per-row path says where
-        if self.path == "fast":
+        if self.path in ("fast", "bytes"):
             raise DumpError(f"{self.member}: block at record {first_record} needs the per-row path")
         return self.row_encoder.encode_block(block, terminator, first_record, skip=skip)
 
 
 @contextmanager
 def open_record_blocks(dump_path: str | Path, member: str, file_format: FileFormat, columns: list[Column],
-                       chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Iterator[tuple[str, str]]]:
-    """The member's decoded text as (block, row terminator) pairs of whole records."""
+                       chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                       byte_blocks: bool = True) -> Iterator[Iterator[tuple[str | bytes, str]]]:
+    """The member as (block, row terminator) pairs of whole records, for BlockEncoder.encode.
+
+    Blocks are undecoded ``bytes`` (terminator "\n") when the file can be cut on bytes (TAB/LF
+    terminators, UTF-8/ASCII, see byte_blocks), else decoded ``str``; byte_blocks=False forces str.
+    """
     with _open_member(dump_path, member) as raw:
-        yield iter_record_blocks(iter_text(raw, file_format.encoding, chunk_bytes), file_format, chunk_bytes,
-                                 len(columns))
+        if byte_blocks:
+            yield iter_byte_record_blocks(raw, file_format, chunk_bytes, len(columns))
+        else:
+            yield iter_record_blocks(iter_text(raw, file_format.encoding, chunk_bytes), file_format, chunk_bytes,
+                                     len(columns))
 
 
 def _iter_chunks_with_counts(dump_path, member, file_format, columns, chunk_bytes, path):
     encoder = BlockEncoder(member, file_format, columns, path)
     next_record = 1                       # 1-based record number in the file, header included
     to_skip = file_format.header_rows
-    with open_record_blocks(dump_path, member, file_format, columns, chunk_bytes) as blocks:
+    with open_record_blocks(dump_path, member, file_format, columns, chunk_bytes,
+                            byte_blocks=path != "text") as blocks:
         for block, terminator in blocks:
             chunk, count = encoder.encode(block, terminator, next_record, skip=to_skip)
             to_skip = max(to_skip - count, 0)

@@ -1,0 +1,238 @@
+"""The byte path: cut and convert record blocks without decoding them to ``str``.
+
+For a data file whose field terminator is TAB and row terminator LF, in UTF-8 or ASCII (or a
+single-byte ASCII superset such as latin-1 / cp1252), every TAB and LF byte is that character and
+no multi-byte sequence contains one.  So records can be cut on bytes, and a block whose fields
+hold no terminators (bcp: TABs == (fields-1) x LFs) or only MySQL's escapes can be turned into
+COPY text with ``bytes.replace`` and compiled regexes, all in C.  What this module cannot prove
+exact returns None (``fast_bytes_block``) and the block is decoded and goes through the text path
+(``copy_text``), which gives the same bytes or the error that names file, record and column.
+
+- ``byte_encoding(name)``: the codec to decode a byte block with, or None (text path only).
+- ``iter_byte_record_blocks(raw, file_format, chunk_bytes, fields)``: (block, terminator) pairs:
+  ``bytes`` blocks with terminator "\\n" when the file qualifies, else the text path's ``str``
+  blocks (UTF-16 BOM, CRLF rows, quotes, other terminators or encodings).
+- ``ByteFastPath(file_format, columns)``: ``.convert(block) -> (COPY bytes, records) | None``.
+- ``count_byte_records(block, file_format, fields) -> int | None``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from ingest_platform.dumps.dialect import FileFormat, parse_type_name
+from ingest_platform.dumps.schema import Column
+from ingest_platform.dumps.text_stream import (
+    iter_record_blocks,
+    iter_text,
+    plain_records,
+    resolve_row_terminator,
+    sniff_encoding,
+)
+
+# Codec (by its normalized name) -> codec used to decode one byte block.  UTF-8 blocks are
+# decoded independently: a block ends in LF, which never sits inside a multi-byte sequence.
+_BYTE_ENCODINGS = {"utf-8": "utf-8", "utf-8-sig": "utf-8", "ascii": "ascii", "iso8859-1": "latin-1",
+                   "cp1252": "cp1252"}
+_DATE_TYPES = {"date", "timestamp", "timestamptz"}
+
+# bcp: a TAB followed by a TAB or LF ends an empty field (NULL): append \N after it.  A regex with a
+# literal first character scans faster than bytes.replace on b"\t\t", and the lookahead handles
+# runs of empty fields in one pass.
+_EMPTY_AFTER_TAB = re.compile(rb"\t(?=[\t\n])")
+_EMPTY_FIRST_FIELD = re.compile(rb"\n(?=\t)")  # LF is rare: a regex finds it faster than replace()
+# A NUL that is not a whole field (the per-row path rejects it; the whole-field NUL is bcp's '').
+_NUL_IN_FIELD = re.compile(rb"\x00(?:[^\t\n]|(?<=[^\t\n]\x00))")
+# MySQL: \N that is not a whole field (the per-row path writes "N"; refuse, as _fast_mysql does).
+_NULL_IN_FIELD = re.compile(rb"\\N(?:[^\t\n]|(?<=[^\t\n]\\N))")
+_MYSQL_PAIRS = (b"\\\n", b"\\\t", b"\\\r", b"\\N", b"\\n", b"\\t", b"\\r")
+
+
+def byte_encoding(declared: str) -> str | None:
+    try:
+        return _BYTE_ENCODINGS.get(codecs.lookup(declared).name)
+    except LookupError:
+        return None  # the text path reports it
+
+
+def byte_path_format(file_format: FileFormat) -> bool:
+    """True when blocks of this format may be cut (and counted) on bytes."""
+    return (file_format.field_terminator == "\t" and file_format.row_terminator == "\n"
+            and not file_format.quote and file_format.escape in ("", "\\")
+            and byte_encoding(file_format.encoding) is not None)
+
+
+class _Replay:
+    """A reader that returns already-read chunks first, then the rest of the stream."""
+
+    def __init__(self, chunks: list[bytes], raw: BinaryIO):
+        self.chunks, self.raw = chunks, raw
+
+    def read(self, size: int = -1) -> bytes:
+        if self.chunks:
+            return self.chunks.pop(0)
+        return self.raw.read(size)
+
+
+def iter_byte_record_blocks(raw: BinaryIO, file_format: FileFormat, chunk_bytes: int,
+                            fields: int) -> Iterator[tuple[bytes | str, str]]:
+    """(block, row terminator) pairs of whole records: bytes when the file qualifies, else str."""
+    head = raw.read(chunk_bytes)
+    encoding, bom = sniff_encoding(head, file_format.encoding)
+    declared = byte_encoding(file_format.encoding)
+    eligible = byte_path_format(file_format) and (not bom or (declared == "utf-8" and encoding == "utf-8"))
+    read = [head]
+    buffer = head[bom:]
+    if eligible:
+        # The first record decides LF vs CRLF (bcp), as in the text path.
+        while b"\n" not in buffer and len(buffer) < 1 << 24:
+            data = raw.read(chunk_bytes)
+            if not data:
+                break
+            read.append(data)
+            buffer += data
+        at = buffer.find(b"\n")
+        probe = buffer if at == -1 else buffer[: at + 1]
+        eligible = resolve_row_terminator(probe.decode("latin-1"), file_format) == "\n"
+    if not eligible:
+        yield from iter_record_blocks(iter_text(_Replay(read, raw), file_format.encoding, chunk_bytes), file_format,
+                                      chunk_bytes, fields)
+        return
+    while True:
+        if len(buffer) >= chunk_bytes:
+            cut = last_byte_boundary(buffer, file_format, fields)
+            if cut > 0:
+                yield buffer[:cut], "\n"
+                buffer = buffer[cut:]
+        data = raw.read(chunk_bytes)
+        if not data:
+            break
+        buffer += data
+    if buffer:
+        cut = last_byte_boundary(buffer, file_format, fields)
+        if cut > 0:
+            yield buffer[:cut], "\n"
+            buffer = buffer[cut:]
+    if buffer:
+        yield buffer if buffer.endswith(b"\n") else buffer + b"\n", "\n"
+
+
+def last_byte_boundary(buffer: bytes, file_format: FileFormat, fields: int) -> int:
+    """End index of the last complete record in buffer, or -1 (text_stream._last_boundary on bytes)."""
+    if not file_format.escape:
+        at = buffer.rfind(b"\n")
+        if at == -1:
+            return -1
+        cut = at + 1
+        if buffer.count(b"\t", 0, cut) == (fields - 1) * buffer.count(b"\n", 0, cut):
+            return cut
+        _, cut = plain_records(buffer, b"\t", b"\n", fields)  # LF inside a field: bcp's own rule
+        return cut if cut > 0 else -1
+    end = len(buffer)
+    while True:
+        at = buffer.rfind(b"\n", 0, end)
+        if at == -1:
+            return -1
+        run = 0
+        while at - run - 1 >= 0 and buffer[at - run - 1] == 0x5C:  # backslash
+            run += 1
+        if run % 2 == 0:
+            return at + 1
+        end = at
+
+
+def count_byte_records(block: bytes, file_format: FileFormat, fields: int) -> int | None:
+    """Records in a bytes block, or None when only a parse can tell (LF inside a bcp field)."""
+    if file_format.escape:
+        unescaped = block.replace(b"\\\\", b"")
+        return unescaped.count(b"\n") - unescaped.count(b"\\\n")
+    records = block.count(b"\n")
+    if block.count(b"\t") == (fields - 1) * records:
+        return records
+    return None
+
+
+class ByteFastPath:
+    """COPY text for a bytes block by whole-block byte operations, when that is provably exact.
+
+    Gives the same bytes as ``RowEncoder.encode_block`` on the decoded block.  Blocks always end
+    in LF (``iter_byte_record_blocks``).
+    """
+
+    def __init__(self, file_format: FileFormat, columns: list[Column]):
+        self.encoding = byte_encoding(file_format.encoding)
+        self.tabs = len(columns) - 1
+        self.kind = None
+        if (self.encoding is None or not byte_path_format(file_format) or len(columns) < 2
+                or any(parse_type_name(c.pg_type)[0] == "bytea" for c in columns)):
+            return
+        if not file_format.escape and file_format.null == "" and file_format.empty_string == "\0":
+            self.kind = "bcp"
+        elif file_format.escape == "\\" and file_format.null == "\\N" and file_format.empty_string == "":
+            self.kind = "mysql"
+            self.zero_dates = file_format.zero_dates == "null" and any(
+                parse_type_name(c.pg_type)[0] in _DATE_TYPES for c in columns)
+
+    def convert(self, block: bytes) -> tuple[bytes, int] | None:
+        if self.kind is None:
+            return None
+        if not block.isascii():
+            if self.encoding != "utf-8":
+                return None
+            try:
+                block.decode("utf-8")  # PostgreSQL would reject it too, but without naming the column
+            except UnicodeDecodeError:
+                return None
+        if self.kind == "bcp":
+            return self._bcp(block)
+        return self._mysql(block)
+
+    def _bcp(self, block: bytes) -> tuple[bytes, int] | None:
+        # bcp has no escapes: with TAB/LF terminators and TABs == (fields-1) x LFs no field holds
+        # a terminator, so: escape backslash and CR as COPY does, empty field -> \N, and a field
+        # that is exactly NUL -> '' (any other NUL is an error the per-row path reports).
+        records = block.count(b"\n")
+        if block.count(b"\t") != self.tabs * records:
+            return None
+        nul = b"\0" in block
+        if nul and _NUL_IN_FIELD.search(block):
+            return None
+        if b"\\" in block:
+            block = block.replace(b"\\", b"\\\\")
+        if b"\r" in block:
+            block = block.replace(b"\r", b"\\r")
+        text = _EMPTY_AFTER_TAB.sub(b"\t\\\\N", block)
+        text = _EMPTY_FIRST_FIELD.sub(b"\n\\\\N", text)
+        if text[:1] == b"\t":
+            text = b"\\N" + text
+        if nul:
+            text = text.replace(b"\0", b"")
+        return text, records
+
+    def _mysql(self, block: bytes) -> tuple[bytes, int] | None:
+        # copy_text._fast_mysql on bytes: MySQL's escapes are COPY's, except backslash + raw
+        # LF/TAB/CR (COPY wants \n \t \r), a raw CR in data, and \0 \Z \b (refused).
+        if b"\0" in block:
+            return None
+        if self.zero_dates and (b"0000-" in block or b"-00" in block):
+            return None
+        text = block.replace(b"\\\\", b"\0")  # now every backslash starts exactly one escape pair
+        escapes = text.count(b"\\")
+        if escapes:
+            if escapes != sum(text.count(pair) for pair in _MYSQL_PAIRS):
+                return None
+        if b"\r" in text:
+            text = text.replace(b"\\\r", b"\r").replace(b"\r", b"\\r")
+        if escapes:
+            text = text.replace(b"\\\n", b"\\n").replace(b"\\\t", b"\\t")
+        records = text.count(b"\n")  # from here on, raw TABs and LFs are only separators
+        if text.count(b"\t") != self.tabs * records:
+            return None
+        if escapes and _NULL_IN_FIELD.search(text):
+            return None
+        if b"\0" in text:
+            text = text.replace(b"\0", b"\\\\")
+        return text, records
