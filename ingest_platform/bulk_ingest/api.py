@@ -89,7 +89,7 @@ def ingest(conn: sa.Connection, metadata: sa.MetaData, batches: Batches,
         start = high_watermark
     log.info("Ingesting into %s from high watermark %r (%s)", ", ".join(displays), start, mode.name)
 
-    copier = BatchCopier(driver, targets, buffer_rows)
+    copier = BatchCopier(driver, targets, buffer_rows, divert=lambda target: upsert.divert_to_staging(driver, target))
     totals = {t.display: 0 for t in targets}
     state = _Progress(start)
 
@@ -165,9 +165,15 @@ def _split_batch(batch: Any, number: int) -> tuple[Any, Iterable]:
 
 
 def _load_rows(conn: psycopg.Connection, copier: BatchCopier, targets: list[TableTarget], rows: Iterable) -> None:
-    for target in targets:
-        upsert.begin_table(conn, target)
-    copier.copy_batch(rows)
+    direct_allowed = len(targets) == 1     # a direct COPY is undone by a savepoint: one table per batch
+    try:
+        for target in targets:
+            upsert.begin_table(conn, target, direct_allowed)
+        copier.copy_batch(rows)
+    except BaseException:
+        for target in targets:
+            upsert.discard(target)
+        raise
     for target in targets:
         try:
             upsert.finish_table(conn, target)

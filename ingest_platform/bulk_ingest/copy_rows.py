@@ -11,12 +11,21 @@ Values are sent in PostgreSQL's binary format with the dumper of each column's t
 column; the server checks the rest (NOT NULL, lengths, ranges). A smallint/integer value out of
 range is caught here (the binary dumpers would wrap it). Tables with a column type psycopg has no
 binary dumper for use text COPY.
+
+The per-row loop is compiled once per table (``_compile_stream``): the length and the
+smallint/integer range checks are inlined, and a row of the table whose COPY is open is
+recognised by identity, so a row costs little more than psycopg's own formatter. An upsert into an
+empty table may COPY straight into the live table (``TableTarget.direct``, see ``upsert.py``): the
+bytes sent are then also kept in a spool file, and if the server refuses them (a key repeated in
+the batch, or already there) the COPY is rolled back to a savepoint and the spool replayed into a
+staging table, so the batch loads exactly as through staging, with the same errors.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,10 +59,21 @@ class TableTarget:
     type_names: tuple[str, ...]
     binary: bool
     range_checks: tuple[tuple[int, int, int], ...]    # (column index, low, high)
-    in_range: Any = field(default=None, repr=False)    # compiled from range_checks
     destination: sql.Composed | None = None           # where this batch's COPY goes
     rows: int = 0                                      # rows of the current batch
     copy_statement: sql.Composed | None = field(default=None, repr=False)
+    stream: Any = field(default=None, repr=False)      # compiled row loop (_compile_stream)
+    # Upsert straight into the live table (see upsert.py): this batch's COPY goes to the live table
+    # under a savepoint, its bytes kept in `spool` for a replay into staging if it fails.
+    direct: bool = False
+    spool: Any = field(default=None, repr=False)
+    direct_ok: bool = True                             # False once a direct COPY failed (this call)
+    maybe_empty: bool | None = None                    # None: not looked at yet
+    diverted: bool = False                             # this batch's direct COPY was replayed
+
+    @property
+    def can_go_direct(self) -> bool:
+        return bool(self.primary_key) and self.binary and _format_row_binary is not None and self.direct_ok
 
     def column_list(self) -> sql.Composed:
         return sql.SQL(", ").join(sql.Identifier(c) for c in self.columns)
@@ -78,16 +98,18 @@ def describe_target(conn: psycopg.Connection, table: sa.Table, schema: str) -> T
     checks = tuple((i, *_INT_RANGES[n]) for i, n in enumerate(names) if n in _INT_RANGES) if binary else ()
     return TableTarget(table, f"{schema}.{table.name}", qualified, columns,
                        tuple(c.name for c in table.primary_key.columns), oids, names, binary, checks,
-                       _range_checker(checks))
+                       stream=_compile_stream(len(columns), checks))
 
 
 class BatchCopier:
     """Routes the rows of a batch to COPY statements, one open at a time."""
 
-    def __init__(self, conn: psycopg.Connection, targets: list[TableTarget], buffer_rows: int):
+    def __init__(self, conn: psycopg.Connection, targets: list[TableTarget], buffer_rows: int,
+                 divert: Callable[[TableTarget], sql.Composed] | None = None):
         self.conn = conn
         self.targets = targets
         self.buffer_rows = buffer_rows
+        self.divert = divert     # rolls a failed direct COPY back, returns the staging table to replay into
         self._by_id = {id(t.table): t for t in targets}
         self._by_key = {t.table.key: t for t in targets}
 
@@ -100,7 +122,8 @@ class BatchCopier:
                 known = ", ".join(sorted(self._by_key)) or "none"
                 raise IngestError(f"The batch names the table {key or table!r}, which is not in the metadata "
                                   f"passed to ingest() (its tables: {known}). Add it to the metadata or fix the batch.")
-            self._by_id[id(table)] = target
+            # Not cached by id(): only the metadata's own tables live as long as the copier; the id
+            # of a freed key string or Table could come back as another table's.
         return target
 
     def copy_batch(self, rows: Iterable) -> None:
@@ -123,49 +146,55 @@ class BatchCopier:
     def _copy_stream(self, target: TableTarget, pending: list, iterator, buffers: dict) -> TableTarget | None:
         """One COPY into `target`: its pending rows, then rows from `iterator` while they are its own.
         Returns the target whose buffer filled up (the next COPY), or None when the batch is done."""
-        resolve, by_id, limit = self.resolve, self._by_id, self.buffer_rows
-        width, in_range = len(target.columns), target.in_range
         start = target.rows
         written = 0
         switch_to = None
-        row = None
+        failed: list[psycopg.Error] = []
         try:
             with self.conn.cursor() as cursor, cursor.copy(self._statement(target)) as copy:
                 if target.binary:
                     copy.set_types(target.type_oids)
-                format_row, transformer, out, flush = _row_writer(copy, target.binary)
+                format_row, transformer, out, flush = _row_writer(copy, target.binary, target.spool, failed)
                 try:
-                    for row in pending:
-                        if type(row) is not tuple or len(row) != width or not in_range(row):
-                            self._check(target, row, start + written + 1)
-                        format_row(row, transformer, out)
-                        written += 1
-                        if len(out) > _FLUSH_BYTES:
-                            flush(out)
-                    for item in iterator:
-                        table, row = item if type(item) is tuple and len(item) == 2 else _split(item, 0)
-                        other = by_id.get(id(table)) or resolve(table)
-                        if other is target:
-                            if type(row) is not tuple or len(row) != width or not in_range(row):
-                                self._check(target, row, start + written + 1)
-                            format_row(row, transformer, out)
-                            written += 1
-                            if len(out) > _FLUSH_BYTES:
-                                flush(out)
-                            continue
-                        buffer = buffers.setdefault(id(other), [])
-                        buffer.append(row)
-                        if len(buffer) >= limit:
-                            switch_to = other
-                            break
+                    written, switch_to = target.stream(
+                        pending, iterator, target, target.table, self._by_id, self.resolve, buffers,
+                        self.buffer_rows, format_row, transformer, out, flush, _FLUSH_BYTES,
+                        lambda row, number: self._check(target, row, start + number))
                 except _CLIENT_ERRORS as exc:
-                    raise self._value_error(target, row, start + written + 1, exc) from None
+                    number, row = exc.args[-1] if exc.args and type(exc.args[-1]) is _At else (None, None)
+                    if number is None:
+                        raise
+                    exc.args = exc.args[:-1]
+                    if isinstance(exc, psycopg.Error) and exc.diag.sqlstate:
+                        raise                        # the server's, surfaced while sending
+                    self._check(target, row, start + number)
+                    raise self._value_error(target, row, start + number, exc) from None
                 flush(out, final=True)
+                if failed:
+                    raise failed[0]
         except psycopg.Error as exc:
-            raise self._server_error(target, start, exc) from None
+            if target.direct and self.divert is not None:
+                self._replay(target)
+            else:
+                raise self._server_error(target, start, exc) from None
         finally:
             target.rows = start + written
         return switch_to
+
+    def _replay(self, target: TableTarget) -> None:
+        """The direct COPY of `target` failed: roll it back and load its spooled bytes into staging."""
+        spool, target.spool = target.spool, None
+        target.destination = self.divert(target)
+        target.direct, target.direct_ok, target.diverted = False, False, True
+        try:
+            spool.seek(0)
+            with self.conn.cursor() as cursor, cursor.copy(self._statement(target)) as copy:
+                while chunk := spool.read(_FLUSH_BYTES):
+                    copy.write(chunk)
+        except psycopg.Error as exc:
+            raise self._server_error(target, 0, exc) from None
+        finally:
+            spool.close()
 
     def _statement(self, target: TableTarget) -> sql.Composed:
         return sql.SQL("COPY {} ({}) FROM STDIN{}").format(
@@ -226,27 +255,32 @@ class BatchCopier:
                            "rolled back.")
 
 
-def _range_checker(checks: tuple[tuple[int, int, int], ...]):
-    """A function row -> True if every smallint/integer value is an int in range (compiled once)."""
-    if not checks:
-        return lambda row: True
-    condition = " and ".join(f"{low} <= row[{index}] <= {high}" for index, low, high in checks)
-    namespace: dict = {}
-    exec(f"def in_range(row):\n try:\n  return {condition}\n except TypeError:\n  return False\n", namespace)
-    return namespace["in_range"]
-
-
-def _row_writer(copy, binary: bool):
+def _row_writer(copy, binary: bool, spool=None, failed: list | None = None):
     """(format_row, transformer, out, flush): the fast path formats binary rows with psycopg's own
-    (compiled) row formatter into our buffer, saving two Python calls a row; else ``write_row``."""
+    (compiled) row formatter into our buffer, saving two Python calls a row; else ``write_row``.
+    With a `spool` (a direct COPY) every chunk is also written there, and a failed send is recorded
+    in `failed` instead of raised, so that the rest of the rows still reach the spool."""
     if binary and _format_row_binary is not None:
         out = bytearray(_BINARY_SIGNATURE)
 
-        def flush(buffer: bytearray, final: bool = False) -> None:
-            if final:
-                buffer += _BINARY_TRAILER
-            copy.write(bytes(buffer))
-            buffer.clear()
+        if spool is None:
+            def flush(buffer: bytearray, final: bool = False) -> None:
+                if final:
+                    buffer += _BINARY_TRAILER
+                copy.write(bytes(buffer))
+                buffer.clear()
+        else:
+            def flush(buffer: bytearray, final: bool = False) -> None:
+                if final:
+                    buffer += _BINARY_TRAILER
+                data = bytes(buffer)
+                buffer.clear()
+                spool.write(data)
+                if not failed:
+                    try:
+                        copy.write(data)
+                    except psycopg.Error as exc:
+                        failed.append(exc)
 
         return _format_row_binary, copy.formatter.transformer, out, flush
 
@@ -254,6 +288,68 @@ def _row_writer(copy, binary: bool):
         copy.write_row(row)
 
     return format_row, None, bytearray(), lambda buffer, final=False: None
+
+
+class _At(tuple):
+    """(row number in this COPY, row), appended to the args of a client error in the row loop."""
+
+
+_STREAM = """
+def stream(pending, iterator, target, own, by_id, resolve, buffers, limit, format_row, transformer, out, flush,
+           flush_bytes, check):
+    written = 0
+    row = None
+    try:
+        for row in pending:
+            if type(row) is not tuple or len(row) != WIDTH RANGE:
+                check(row, written + 1)
+            format_row(row, transformer, out)
+            written += 1
+            if len(out) > flush_bytes:
+                flush(out)
+        for item in iterator:
+            try:
+                table, row = item
+            except (TypeError, ValueError):
+                split(item)
+            if table is not own:
+                other = by_id.get(id(table)) or resolve(table)
+                if other is not target:
+                    buffer = buffers.get(id(other))
+                    if buffer is None:
+                        buffer = buffers[id(other)] = []
+                    buffer.append(row)
+                    if len(buffer) >= limit:
+                        return written, other
+                    continue
+            if type(row) is not tuple or len(row) != WIDTH RANGE:
+                check(row, written + 1)
+            format_row(row, transformer, out)
+            written += 1
+            if len(out) > flush_bytes:
+                flush(out)
+    except CLIENT_ERRORS as exc:
+        exc.args = (*exc.args, At((written + 1, row)))
+        raise
+    return written, None
+"""
+
+
+def _compile_stream(width: int, checks: tuple[tuple[int, int, int], ...]):
+    """The row loop of one table: returns (rows written, target whose buffer filled up or None).
+    `check(row, number)` is called for a row that fails the quick test (not a tuple, wrong length,
+    an int out of range) and raises if it is really wrong. A client error raised in the loop
+    carries ``_At((row number in this COPY, row))`` as its last arg."""
+    condition = "".join(f" or not ((v := row[{index}]) is None or {low} <= v <= {high})"
+                        for index, low, high in checks)
+    namespace: dict = {"CLIENT_ERRORS": _CLIENT_ERRORS, "At": _At, "split": lambda item: _split(item, 0)}
+    exec(_STREAM.replace("WIDTH", str(width)).replace("RANGE", condition), namespace)
+    return namespace["stream"]
+
+
+def new_spool():
+    """Where a direct COPY keeps its bytes (memory up to 8 MiB, then a temporary file)."""
+    return tempfile.SpooledTemporaryFile(max_size=1 << 23)
 
 
 def _split(item: Any, number: int) -> tuple[Any, Any]:

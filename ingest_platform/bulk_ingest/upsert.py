@@ -9,6 +9,16 @@
   refuses to update a row twice in one statement) it runs again on
   ``SELECT DISTINCT ON (pk) .. ORDER BY pk, ctid DESC`` (rows of a freshly filled temp table lie in
   COPY order, so the highest ctid is the last row). The live table gets ROW EXCLUSIVE only.
+- Primary key, table empty (at the first batch, or just emptied by a "delete all rows" mode), no
+  conflict expected: the work of ON CONFLICT is skipped.
+  - If the metadata holds this table only, the COPY goes straight into the live table under a
+    savepoint (the primary key index rejects a key repeated in the batch or already there); its
+    bytes are kept in a spool file, and if the COPY fails it is rolled back and the spool replayed
+    into staging, then merged as above with DISTINCT ON (``copy_rows.BatchCopier._replay``).
+  - Otherwise the staging table is merged with a plain ``INSERT .. SELECT`` under a savepoint, and
+    on a unique violation with the DISTINCT ON .. ON CONFLICT statement.
+  Emptiness is only a guess (a concurrent writer may add rows): correctness rests on the index.
+  After a failed direct COPY, later batches of the same ``ingest()`` call use staging.
 """
 
 from __future__ import annotations
@@ -18,23 +28,58 @@ import secrets
 import psycopg
 from psycopg import sql
 
-from ingest_platform.bulk_ingest.copy_rows import TableTarget
+from ingest_platform.bulk_ingest.copy_rows import TableTarget, new_spool
+
+_SAVEPOINT = sql.Identifier("_ingest_direct_copy")
 
 
-def begin_table(conn: psycopg.Connection, target: TableTarget) -> None:
+def begin_table(conn: psycopg.Connection, target: TableTarget, direct_allowed: bool = False) -> None:
     """Point the target's COPY at its destination for this batch (creating the staging table)."""
     target.rows = 0
+    target.diverted = False
     if not target.primary_key:
         target.destination = target.qualified
         return
+    if target.maybe_empty is None:
+        target.maybe_empty = conn.execute(
+            sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(target.qualified)).fetchone()[0]
+    if direct_allowed and target.maybe_empty and target.can_go_direct:
+        conn.execute(sql.SQL("SAVEPOINT {}").format(_SAVEPOINT))
+        target.direct, target.spool, target.destination = True, new_spool(), target.qualified
+        return
+    target.destination = create_staging(conn, target)
+
+
+def create_staging(conn: psycopg.Connection, target: TableTarget) -> sql.Identifier:
     staging = sql.Identifier(f"_ingest_stage_{secrets.token_hex(6)}")
     conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(staging, target.qualified))
-    target.destination = staging
+    return staging
+
+
+def divert_to_staging(conn: psycopg.Connection, target: TableTarget) -> sql.Identifier:
+    """A direct COPY failed: undo it, and return a new staging table for its rows."""
+    conn.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(_SAVEPOINT))
+    conn.execute(sql.SQL("RELEASE SAVEPOINT {}").format(_SAVEPOINT))
+    return create_staging(conn, target)
+
+
+def discard(target: TableTarget) -> None:
+    """Drop what a batch that failed left on the target (its spool)."""
+    spool, target.spool, target.direct = target.spool, None, False
+    if spool is not None:
+        spool.close()
 
 
 def finish_table(conn: psycopg.Connection, target: TableTarget) -> None:
     """Merge the staging table into the live table and drop it (no-op for append)."""
     if not target.primary_key or target.destination is None:
+        return
+    if target.direct:
+        conn.execute(sql.SQL("RELEASE SAVEPOINT {}").format(_SAVEPOINT))
+        discard(target)
+        target.destination = None
+        if target.rows:
+            target.maybe_empty = False
         return
     staging, target.destination = target.destination, None
     if target.rows:
@@ -45,19 +90,32 @@ def finish_table(conn: psycopg.Connection, target: TableTarget) -> None:
             sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in others)
         ) if others else sql.SQL("DO NOTHING")
 
-        def insert(select: sql.Composable) -> sql.Composed:
-            return sql.SQL("INSERT INTO {} ({}) {} ON CONFLICT ({}) {}").format(
-                target.qualified, columns, select, key, action)
+        def insert(select: sql.Composable, conflict: bool = True) -> sql.Composed:
+            statement = sql.SQL("INSERT INTO {} ({}) {}").format(target.qualified, columns, select)
+            return sql.SQL("{} ON CONFLICT ({}) {}").format(statement, key, action) if conflict else statement
 
-        try:
-            with conn.transaction():
-                conn.execute(insert(sql.SQL("SELECT {} FROM {}").format(columns, staging)))
-        except psycopg.errors.CardinalityViolation:   # the batch repeats a key: the last row wins
-            conn.execute(insert(sql.SQL("SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, ctid DESC").format(
-                key, columns, staging, key)))
+        plain = sql.SQL("SELECT {} FROM {}").format(columns, staging)
+        deduplicated = sql.SQL("SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, ctid DESC").format(
+            key, columns, staging, key)
+        if target.diverted:       # the direct COPY failed: a key repeats or is there already
+            conn.execute(insert(deduplicated))
+        elif target.maybe_empty:
+            try:
+                with conn.transaction():
+                    conn.execute(insert(plain, conflict=False))
+            except psycopg.errors.UniqueViolation:
+                conn.execute(insert(deduplicated))
+        else:
+            try:
+                with conn.transaction():
+                    conn.execute(insert(plain))
+            except psycopg.errors.CardinalityViolation:   # the batch repeats a key: the last row wins
+                conn.execute(insert(deduplicated))
+        target.maybe_empty = False
     conn.execute(sql.SQL("DROP TABLE {}").format(staging))
 
 
 def delete_all_rows(conn: psycopg.Connection, target: TableTarget) -> None:
     """DELETE (not TRUNCATE, whose ACCESS EXCLUSIVE lock would block readers until commit)."""
     conn.execute(sql.SQL("DELETE FROM {}").format(target.qualified))
+    target.maybe_empty = True
