@@ -14,7 +14,7 @@ Timed:
   staging, one merge transaction with the watermark, TRUNCATE staging);
 - per-change statements: for each of the first --baseline-sample changes in id order, one SELECT of
   the row on the source and one INSERT .. ON CONFLICT DO UPDATE (or soft-delete UPDATE) on a copy
-  of the merged table; twice: in autocommit (each change its own transaction, as an applier that
+  of the merged table (same fillfactor); twice: in autocommit (each change its own transaction, as an applier that
   records its progress per change must) and all in one warehouse transaction (a lower bound);
 - no-change run: `run_table` when nothing is new.
 """
@@ -22,6 +22,7 @@ Timed:
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import uuid
 
@@ -29,6 +30,7 @@ import psycopg
 from psycopg import sql
 
 from ingest_platform.cdc import checks, pipeline
+from ingest_platform.cdc import warehouse as wh
 from ingest_platform.cdc.config import CdcConfig, CdcTable
 from ingest_platform.cdc.demo_app import SCHEMA_SQL
 from ingest_platform.postgres.connection import with_database
@@ -75,7 +77,9 @@ def per_change_statements(source_dsn: str, warehouse_dsn: str, start_id: int, sa
                           autocommit: bool) -> tuple[int, float]:
     with psycopg.connect(warehouse_dsn, autocommit=True) as w:
         w.execute("DROP TABLE IF EXISTS cdc.baseline")
-        w.execute("CREATE TABLE cdc.baseline AS SELECT * FROM cdc.bench_item")
+        # The merged table's design, fillfactor included (its updates can be HOT too).
+        w.execute(sql.SQL("CREATE TABLE cdc.baseline WITH (fillfactor = {}) AS SELECT * FROM cdc.bench_item").format(
+            sql.Literal(wh.MERGED_FILLFACTOR)))
         w.execute("ALTER TABLE cdc.baseline ADD PRIMARY KEY (id)")
     with psycopg.connect(source_dsn, autocommit=autocommit) as s, psycopg.connect(warehouse_dsn, autocommit=autocommit) as w:
         changes = s.execute("SELECT id, object_id, action FROM models_logging_change WHERE id > %s ORDER BY id LIMIT %s",
@@ -106,6 +110,7 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=100_000)
     parser.add_argument("--baseline-sample", type=int, default=10_000)
     args = parser.parse_args()
+    load_at_start = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     suffix = uuid.uuid4().hex[:8]
     source_db, warehouse_db = f"cdc_bench_src_{suffix}", f"cdc_bench_wh_{suffix}"
     with psycopg.connect(args.dsn, autocommit=True) as conn:
@@ -153,6 +158,8 @@ def main() -> None:
               f"({autocommit_rate:,.0f} changes/s), {pipeline_rate / baseline_rate:.1f}x faster than one transaction "
               f"({baseline_rate:,.0f} changes/s); pipeline {pipeline_rate:,.0f} changes/s")
         print(f"matches_source check: {match.describe()}")
+        print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
+              f"({os.cpu_count()} CPUs); at the start: {load_at_start}")
     finally:
         with psycopg.connect(args.dsn, autocommit=True) as conn:
             for db in (source_db, warehouse_db):

@@ -105,14 +105,14 @@ def stage_changes(source_dsn: str, warehouse_dsn: str, config: CdcConfig, table:
         sconn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         sconn.read_only = True
         try:
-            sconn.execute(psycopg.sql.SQL("SET LOCAL work_mem = {}").format(psycopg.sql.Literal(WORK_MEM)))   # the reduction sorts
+            src.set_planner(sconn, WORK_MEM)   # the reduction sorts
             ct_id = src.content_type_id(sconn, log, table)
             tracked = (src.tracked_content_type_ids(sconn, log, config.tables)
                        if config.change_log.untracked_content_types == "error" else None)
             src.validate_changes(sconn, log, table, ct_id, None, lo, hi, tracked)   # unknown content types first
             ids = src.change_ids_in_range(sconn, log, ct_id, lo, hi) if ct_id is not None else []
             source = src.read_source_table(sconn, table, ids)
-            src.validate_changes(sconn, log, table, ct_id, source, lo, hi)
+            src.validate_changes(sconn, log, table, ct_id, source, lo, hi, content_types=False)
             result.changes, newest, last_id = src.changes_by_action(sconn, log, ct_id, lo, hi)
             types, result.schema_changes = wh.evolve_merged_table(wconn, schema, table, source)
             info = {"last_change_id": last_id, "last_change_at": newest.isoformat() if newest else None,
@@ -124,10 +124,14 @@ def stage_changes(source_dsn: str, warehouse_dsn: str, config: CdcConfig, table:
                                       f"{current.horizon_id} meanwhile; nothing was staged, run again.")
                 wh.recreate_staging(wconn, schema, table, source, types)
                 if ct_id is not None:
-                    _copy_between(sconn, wconn, src.copy_out_query(log, table, source, ct_id, lo, hi),
-                                  psycopg.sql.SQL("COPY {} FROM STDIN").format(src.qualified(schema, table.staging_table)))
+                    # Up to a quarter of the source's rows: look the changed rows up by key.
+                    lookups = src.few_of(sum(result.changes.values()),
+                                         src.estimated_rows(sconn, src.qualified(table.source_schema, table.source_table)))
+                    with src.index_lookup_joins(sconn, lookups):
+                        _copy_between(sconn, wconn, src.copy_out_query(log, table, source, ct_id, lo, hi),
+                                      psycopg.sql.SQL("COPY {} FROM STDIN").format(src.qualified(schema, table.staging_table)))
                 wh.mark_staged(wconn, schema, table.name, lo, hi, info, horizon.candidates)
-                wconn.execute(psycopg.sql.SQL("ANALYZE {}").format(src.qualified(schema, table.staging_table)))
+                wh.analyze_staging(wconn, schema, table)
             result.staged = wh.staging_counts(wconn, schema, table)
         finally:
             sconn.rollback()
@@ -152,7 +156,7 @@ def merge_staged(warehouse_dsn: str, config: CdcConfig, table: CdcTable, clear_s
         wh.ensure_watermark(wconn, schema, table.name)
         with wconn.transaction():
             mark = wh.read_watermark(wconn, schema, table.name, for_update=True)
-            wconn.execute(psycopg.sql.SQL("SET LOCAL work_mem = {}").format(psycopg.sql.Literal(WORK_MEM)))
+            src.set_planner(wconn, WORK_MEM)
             result = MergeResult(table.name, False, mark.horizon_id, last_change_at=mark.last_change_at)
             if mark.staged_from is not None and mark.staged_from == mark.horizon_id:
                 merged_columns = wh.table_columns(wconn, schema, table.merged_table)

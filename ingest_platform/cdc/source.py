@@ -37,6 +37,7 @@ as of one instant that includes every change up to the horizon.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import psycopg
@@ -64,6 +65,46 @@ def set_session(conn: psycopg.Connection) -> None:
 
 def qualified(schema: str, table: str) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+
+
+# Joins of a batch of keys with a large table: below 1/INDEX_LOOKUP_RATIO of the table's rows, the
+# batch is joined by index lookups (the planner would scan and hash the whole table: it does not know
+# the keys arrive sorted, so the lookups walk the index in order and touch each page about once).
+INDEX_LOOKUP_RATIO = 4
+
+
+def set_planner(conn: psycopg.Connection, work_mem: str) -> None:
+    """(Inside a transaction.) work_mem for the sorts and joins; no JIT: compiling the expressions
+    costs 0.1-0.3 s on plans whose cost passes jit_above_cost, more than it saves on them."""
+    conn.execute(sql.SQL("SET LOCAL work_mem = {}; SET LOCAL jit = off").format(sql.Literal(work_mem)))
+
+
+@contextmanager
+def index_lookup_joins(conn: psycopg.Connection, enabled: bool):
+    """(Inside a transaction.) With `enabled`, the statements inside join by nested loops over an
+    index (no hash or merge joins); the previous settings come back afterwards (after an error the
+    transaction rolls back, and the SET LOCAL with it)."""
+    if not enabled:
+        yield
+        return
+    saved = conn.execute("SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')").fetchone()
+    conn.execute("SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)")
+    yield
+    conn.execute("SELECT set_config('enable_hashjoin', %s, true), set_config('enable_mergejoin', %s, true)", saved)
+
+
+def estimated_rows(conn: psycopg.Connection, relation: sql.Composable) -> float | None:
+    """The planner's estimate of a table's rows (statistics' density x current size); None if the
+    table has no statistics yet."""
+    return conn.execute(sql.SQL(
+        "SELECT CASE WHEN relpages > 0 AND reltuples > 0 THEN reltuples / relpages * "
+        "(pg_relation_size(oid) / current_setting('block_size')::int) END FROM pg_class WHERE oid = {}::regclass").format(
+            sql.Literal(relation.as_string(conn)))).fetchone()[0]
+
+
+def few_of(batch_rows: float, table_rows: float | None) -> bool:
+    """Whether a batch is small enough against a table to join it by index lookups."""
+    return table_rows is not None and batch_rows * INDEX_LOOKUP_RATIO <= table_rows
 
 
 # ----------------------------------------------------------------------------- change log
@@ -214,19 +255,13 @@ def tracked_content_type_ids(conn: psycopg.Connection, log: ChangeLogInfo, table
 
 
 def validate_changes(conn: psycopg.Connection, log: ChangeLogInfo, table: CdcTable, ct_id: int | None,
-                     source: SourceTable | None, lo: int, hi: int, tracked_ids: list[int] | None = None) -> None:
+                     source: SourceTable | None, lo: int, hi: int, tracked_ids: list[int] | None = None,
+                     content_types: bool = True) -> None:
     """ChangeLogError naming the change ids in (lo, hi] that cannot be applied. With `tracked_ids`
-    (untracked_content_types = "error"), a content type outside it is unknown too."""
-    untracked = sql.SQL(" OR c.content_type_id <> ALL({})").format(sql.Literal(tracked_ids)) if tracked_ids is not None else sql.SQL("")
-    dangling = _ids(conn, sql.SQL(
-        "SELECT c.id FROM {log} c WHERE {rng} AND (c.content_type_id IS NULL OR NOT EXISTS "
-        "(SELECT 1 FROM {ct} t WHERE t.id = c.content_type_id){untracked}) ORDER BY c.id LIMIT {n}").format(
-            log=log.change_table, ct=log.content_type_table, rng=_range(lo, hi), untracked=untracked,
-            n=sql.Literal(MAX_REPORTED_IDS)))
-    if dangling:
-        raise ChangeLogError("change-log rows have an unknown content type (missing from django_content_type, or "
-                             "not a tracked table): add the table to INGEST_CDC_CONFIG, or set [change_log] "
-                             "untracked_content_types = \"ignore\"", table=table.name, change_ids=dangling)
+    (untracked_content_types = "error"), a content type outside it is unknown too.
+    `content_types=False` skips the content-type check (an earlier call in the same snapshot made it)."""
+    if content_types:
+        _validate_content_types(conn, log, table, lo, hi, tracked_ids)
     if ct_id is None or source is None:
         return
     mine = sql.SQL("c.content_type_id = {} AND {}").format(sql.Literal(ct_id), _range(lo, hi))
@@ -243,6 +278,20 @@ def validate_changes(conn: psycopg.Connection, log: ChangeLogInfo, table: CdcTab
                              f"({source.key_type})", table=table.name, change_ids=bad_keys)
 
 
+def _validate_content_types(conn: psycopg.Connection, log: ChangeLogInfo, table: CdcTable, lo: int, hi: int,
+                            tracked_ids: list[int] | None) -> None:
+    untracked = sql.SQL(" OR c.content_type_id <> ALL({})").format(sql.Literal(tracked_ids)) if tracked_ids is not None else sql.SQL("")
+    dangling = _ids(conn, sql.SQL(
+        "SELECT c.id FROM {log} c WHERE {rng} AND (c.content_type_id IS NULL OR NOT EXISTS "
+        "(SELECT 1 FROM {ct} t WHERE t.id = c.content_type_id){untracked}) ORDER BY c.id LIMIT {n}").format(
+            log=log.change_table, ct=log.content_type_table, rng=_range(lo, hi), untracked=untracked,
+            n=sql.Literal(MAX_REPORTED_IDS)))
+    if dangling:
+        raise ChangeLogError("change-log rows have an unknown content type (missing from django_content_type, or "
+                             "not a tracked table): add the table to INGEST_CDC_CONFIG, or set [change_log] "
+                             "untracked_content_types = \"ignore\"", table=table.name, change_ids=dangling)
+
+
 def _ids(conn, query) -> list[int]:
     return [r[0] for r in conn.execute(query)]
 
@@ -250,6 +299,14 @@ def _ids(conn, query) -> list[int]:
 def _uncastable_object_ids(conn: psycopg.Connection, log: ChangeLogInfo, mine: sql.Composable, source: SourceTable) -> list[int]:
     cast = key_cast_type(source)
     limit = sql.Literal(MAX_REPORTED_IDS)
+    try:   # the usual case, in one cheap pass: every object_id casts (a savepoint keeps the snapshot)
+        with conn.transaction():
+            if not conn.execute(sql.SQL("SELECT count(*) FILTER (WHERE c.object_id IS NULL OR c.object_id::{t} IS NULL) "
+                                        "FROM {log} c WHERE {mine}").format(t=cast, log=log.change_table, mine=mine)).fetchone()[0]:
+                return []
+    except psycopg.DataError:
+        pass
+    # Some do not: name them (a per-row test, slower).
     if conn.info.server_version >= 160000:
         return _ids(conn, sql.SQL("SELECT c.id FROM {log} c WHERE {mine} AND (c.object_id IS NULL OR NOT "
                                   "pg_input_is_valid(c.object_id, {type})) ORDER BY c.id LIMIT {n}").format(
@@ -278,7 +335,7 @@ def _probe_casts(conn: psycopg.Connection, log: ChangeLogInfo, mine: sql.Composa
                 t=cast, log=log.change_table, mine=mine))
         return _ids(conn, sql.SQL("SELECT c.id FROM {log} c WHERE {mine} AND c.object_id IS NULL ORDER BY c.id").format(
             log=log.change_table, mine=mine))
-    except psycopg.errors.DataException:
+    except psycopg.DataError:
         pass
     bad = []
     for change_id, object_id in conn.execute(sql.SQL("SELECT c.id, c.object_id FROM {log} c WHERE {mine} ORDER BY c.id").format(
@@ -288,7 +345,7 @@ def _probe_casts(conn: psycopg.Connection, log: ChangeLogInfo, mine: sql.Composa
                 conn.execute(sql.SQL("SELECT %s::{}").format(cast), (object_id,))
             if object_id is None:
                 bad.append(change_id)
-        except psycopg.errors.DataException:
+        except psycopg.DataError:
             bad.append(change_id)
         if len(bad) >= MAX_REPORTED_IDS:
             break

@@ -4,7 +4,8 @@ Tables in the warehouse schema W (``INGEST_CDC_SCHEMA``, default ``cdc``):
 
 - ``W."<table>"``, the *merged table*: the source columns (the source's primary key is its primary
   key; every other column nullable) plus ``is_deleted boolean NOT NULL DEFAULT false``,
-  ``_last_change_id bigint`` (the change last applied to the row) and ``_applied_at timestamptz``.
+  ``_last_change_id bigint`` (the change last applied to the row) and ``_applied_at timestamptz``;
+  ``fillfactor = 90``, so that most updates of a merge are HOT (no new index entry).
 - ``W."<table>__staging"``, the *staging table* (UNLOGGED): ``_change_id``, ``_action``,
   ``_row_found``, then the source columns. Rebuilt by every run, empty between runs.
 - ``W._cdc_watermark``: one row per table: ``horizon_id`` (every change id <= it is applied),
@@ -25,7 +26,7 @@ import psycopg
 from psycopg import sql
 
 from ingest_platform.cdc.config import CdcConfig, CdcTable
-from ingest_platform.cdc.source import SourceTable, qualified
+from ingest_platform.cdc.source import SourceTable, estimated_rows, few_of, index_lookup_joins, qualified
 from ingest_platform.errors import SchemaError
 from ingest_platform.postgres.type_widening import PgType, common_type, parse_pg_type
 
@@ -34,6 +35,10 @@ IS_DELETED, LAST_CHANGE_ID, APPLIED_AT = "is_deleted", "_last_change_id", "_appl
 MERGED_META_COLUMNS = (IS_DELETED, LAST_CHANGE_ID, APPLIED_AT)
 STAGING_META = (("_change_id", "bigint NOT NULL"), ("_action", "text NOT NULL"), ("_row_found", "boolean NOT NULL"))
 _SETUP_LOCK = 0x43_44_43   # advisory lock: one CREATE SCHEMA/TABLE IF NOT EXISTS at a time
+# Merged tables leave 10% of each page free, so that an update can put the new row version on the
+# same page: a HOT update, which adds no index entry (the merge updates many rows of a large table).
+MERGED_FILLFACTOR = 90
+USE_MERGE: bool | None = None   # None: MERGE when the server can (see merge_staging); False: ON CONFLICT (tests)
 
 
 def ensure_watermark(conn: psycopg.Connection, schema: str, table: str) -> None:
@@ -121,12 +126,14 @@ def evolve_merged_table(conn: psycopg.Connection, schema: str, table: CdcTable, 
                        for n, t in source.columns]
             columns += [sql.SQL(f"{IS_DELETED} boolean NOT NULL DEFAULT false"), sql.SQL(f"{LAST_CHANGE_ID} bigint"),
                         sql.SQL(f"{APPLIED_AT} timestamptz")]
-            conn.execute(sql.SQL("CREATE TABLE {} ({})").format(qualified(schema, table.merged_table), sql.SQL(", ").join(columns)))
+            conn.execute(sql.SQL("CREATE TABLE {} ({}) WITH (fillfactor = {})").format(
+                qualified(schema, table.merged_table), sql.SQL(", ").join(columns), sql.Literal(MERGED_FILLFACTOR)))
             return {n: str(catalog_type(t)) for n, t in source.columns}, [f"created {schema}.{table.merged_table}"]
         key = primary_key(conn, schema, table.merged_table)
         if key != [source.primary_key]:
             raise SchemaError(f'{where}: the source\'s primary key is "{source.primary_key}", the merged table\'s '
                               f"{', '.join(key) or 'none'}; a changed key needs a new merged table (drop it and re-sync).")
+        _default_fillfactor(conn, qualified(schema, table.merged_table))
         actions, changes, target = [], [], {}
         for name, printed in source.columns:
             source_type = catalog_type(printed)
@@ -149,6 +156,22 @@ def evolve_merged_table(conn: psycopg.Connection, schema: str, table: CdcTable, 
         if actions:
             conn.execute(sql.SQL("ALTER TABLE {} {}").format(qualified(schema, table.merged_table), sql.SQL(", ").join(actions)))
         return target, changes
+
+
+def _default_fillfactor(conn: psycopg.Connection, merged: sql.Composed) -> None:
+    """A merged table created before MERGED_FILLFACTOR (and without a fillfactor of its own) gets it;
+    it applies to the pages written from now on."""
+    options = conn.execute(sql.SQL("SELECT reloptions FROM pg_class WHERE oid = {}::regclass").format(
+        sql.Literal(merged.as_string(conn)))).fetchone()[0] or []
+    if not any(o.startswith("fillfactor=") for o in options):
+        conn.execute(sql.SQL("ALTER TABLE {} SET (fillfactor = {})").format(merged, sql.Literal(MERGED_FILLFACTOR)))
+
+
+def analyze_staging(conn: psycopg.Connection, schema: str, table: CdcTable) -> None:
+    """(Last in the staging transaction.) Row count and a small sample for the merge's planner (the
+    default sample reads most of a staging table)."""
+    conn.execute("SET LOCAL default_statistics_target = 10")
+    conn.execute(sql.SQL("ANALYZE {}").format(qualified(schema, table.staging_table)))
 
 
 def recreate_staging(conn: psycopg.Connection, schema: str, table: CdcTable, source: SourceTable, types: dict[str, str]) -> None:
@@ -179,27 +202,70 @@ class MergeCounts:
         return self.inserted + self.updated + self.soft_deleted
 
 
-def merge_staging(conn: psycopg.Connection, schema: str, table: CdcTable, source_columns: list[str], key: str) -> MergeCounts:
-    """(Inside the caller's transaction.) Staging -> merged: found rows whose last action is added or
-    changed are upserted (is_deleted = false); objects whose last action is deleted, or whose row is
-    gone from the source, are soft-deleted keeping their last known values. Never a DELETE."""
+def merge_staging(conn: psycopg.Connection, schema: str, table: CdcTable, source_columns: list[str], key: str,
+                  use_merge: bool | None = None) -> MergeCounts:
+    """(Inside the caller's transaction, which holds the watermark row: no other merge of this table
+    runs meanwhile.) Staging -> merged: found rows whose last action is added or changed are upserted
+    (is_deleted = false); objects whose last action is deleted, or whose row is gone from the source,
+    are soft-deleted keeping their last known values. Never a DELETE.
+
+    PostgreSQL 15+ (`use_merge` None: when the server has it and counts tuples): one UPDATE for the
+    soft deletes, one MERGE for the rest; older servers: INSERT .. ON CONFLICT DO UPDATE (a
+    speculative insertion per row, slower). A batch under 1/4 of the merged table is joined by index
+    lookups, the staging rows in key order."""
     merged, staging = qualified(schema, table.merged_table), qualified(schema, table.staging_table)
+    live_rows, dead_rows = conn.execute(sql.SQL(
+        "SELECT count(*) FILTER (WHERE {live}), count(*) FILTER (WHERE NOT ({live})) FROM {}").format(
+            staging, live=_LIVE)).fetchone()
+    if use_merge is None:
+        use_merge = USE_MERGE
+    if use_merge is None:
+        use_merge = conn.info.server_version >= 150000 and conn.execute("SHOW track_counts").fetchone()[0] == "on"
+    parts = dict(merged=merged, staging=staging, key=sql.Identifier(key), live=_LIVE,
+                 is_deleted=sql.Identifier(IS_DELETED), last=sql.Identifier(LAST_CHANGE_ID), at=sql.Identifier(APPLIED_AT))
+    with index_lookup_joins(conn, few_of(live_rows + dead_rows, estimated_rows(conn, merged))):
+        soft_deleted = conn.execute(sql.SQL(
+            "UPDATE {merged} m SET {is_deleted} = true, {last} = s._change_id, {at} = now() FROM {staging} s "
+            "WHERE m.{key} = s.{key} AND NOT (s._row_found AND s._action <> 'deleted')").format(**parts)).rowcount if dead_rows else 0
+        if not live_rows:
+            inserted = updated = 0
+        elif use_merge:
+            inserted, updated = _merge_live(conn, source_columns, parts)
+        else:
+            inserted, updated = _upsert_live(conn, source_columns, parts)
+    return MergeCounts(inserted, updated, soft_deleted, dead_rows - soft_deleted)
+
+
+_LIVE = sql.SQL("_row_found AND _action <> 'deleted'")   # on the staging table alone
+
+
+def _merge_live(conn: psycopg.Connection, source_columns: list[str], parts: dict) -> tuple[int, int]:
+    """MERGE of the live staging rows; (inserted, updated) from the transaction's own tuple counters."""
     cols = [sql.Identifier(c) for c in source_columns]
-    sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in cols if c != sql.Identifier(key)]
+    sets = [sql.SQL("{c} = s.{c}").format(c=c) for c in cols if c != parts["key"]]
+    counters = sql.SQL("SELECT pg_stat_get_xact_tuples_inserted(r), pg_stat_get_xact_tuples_updated(r) "
+                       "FROM (SELECT {}::regclass AS r) x").format(sql.Literal(parts["merged"].as_string(conn)))
+    before = conn.execute(counters).fetchone()
+    conn.execute(sql.SQL(
+        "MERGE INTO {merged} m USING (SELECT * FROM {staging} WHERE {live}) s ON m.{key} = s.{key} "
+        "WHEN MATCHED THEN UPDATE SET {sets}, {is_deleted} = false, {last} = s._change_id, {at} = now() "
+        "WHEN NOT MATCHED THEN INSERT ({cols}, {is_deleted}, {last}, {at}) VALUES ({values}, false, s._change_id, now())").format(
+            sets=sql.SQL(", ").join(sets), cols=sql.SQL(", ").join(cols),
+            values=sql.SQL(", ").join(sql.SQL("s.{}").format(c) for c in cols), **parts))
+    after = conn.execute(counters).fetchone()
+    return after[0] - before[0], after[1] - before[1]
+
+
+def _upsert_live(conn: psycopg.Connection, source_columns: list[str], parts: dict) -> tuple[int, int]:
+    cols = [sql.Identifier(c) for c in source_columns]
+    sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in cols if c != parts["key"]]
     sets += [sql.SQL(f"{IS_DELETED} = false, {LAST_CHANGE_ID} = EXCLUDED.{LAST_CHANGE_ID}, {APPLIED_AT} = EXCLUDED.{APPLIED_AT}")]
-    upserted = conn.execute(sql.SQL(
+    return conn.execute(sql.SQL(
         "WITH up AS (INSERT INTO {merged} ({cols}, {meta}) SELECT {cols}, false, _change_id, now() FROM {staging} "
-        "WHERE _row_found AND _action <> 'deleted' ON CONFLICT ({key}) DO UPDATE SET {sets} RETURNING (xmax = 0) AS inserted) "
+        "WHERE {live} ON CONFLICT ({key}) DO UPDATE SET {sets} RETURNING (xmax = 0) AS inserted) "
         "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up").format(
-            merged=merged, cols=sql.SQL(", ").join(cols), meta=sql.SQL(", ").join(map(sql.Identifier, MERGED_META_COLUMNS)),
-            staging=staging, key=sql.Identifier(key), sets=sql.SQL(", ").join(sets))).fetchone()
-    deleted = conn.execute(sql.SQL(
-        "UPDATE {merged} m SET {is_deleted} = true, {last} = s._change_id, {at} = now() FROM {staging} s "
-        "WHERE m.{key} = s.{key} AND (s._action = 'deleted' OR NOT s._row_found)").format(
-            merged=merged, staging=staging, key=sql.Identifier(key), is_deleted=sql.Identifier(IS_DELETED),
-            last=sql.Identifier(LAST_CHANGE_ID), at=sql.Identifier(APPLIED_AT))).rowcount
-    to_delete = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE _action = 'deleted' OR NOT _row_found").format(staging)).fetchone()[0]
-    return MergeCounts(upserted[0], upserted[1], deleted, to_delete - deleted)
+            cols=sql.SQL(", ").join(cols), meta=sql.SQL(", ").join(map(sql.Identifier, MERGED_META_COLUMNS)),
+            sets=sql.SQL(", ").join(sets), **parts)).fetchone()
 
 
 def staging_counts(conn: psycopg.Connection, schema: str, table: CdcTable) -> dict[str, int]:

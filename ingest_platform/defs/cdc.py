@@ -151,7 +151,10 @@ def _sensor(config: CdcConfig, translator: CdcTranslator) -> dg.SensorDefinition
         try:
             pending = pending_tables(cdc_source.resolved_dsn(), postgres.dsn, config)
         except IngestError as error:   # no source or change log yet: say so on the tick, do not fail it
-            return dg.SensorResult(skip_reason=dg.SkipReason(str(error)), cursor=context.cursor)
+            hint = (" Create the demo source with `ingest-platform demo-app`, or set INGEST_CDC_SOURCE_DSN "
+                    "to your application database.")
+            return dg.SensorResult(skip_reason=dg.SkipReason(f"CDC source not ready: {error}{hint}"),
+                                   cursor=context.cursor)
         return evaluate_cdc_sensor(context.cursor, pending, config, translator)
 
     return cdc_change_log_sensor

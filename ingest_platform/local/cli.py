@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     if passthrough and options.command != "dev":
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # A shell that starts us in the background ignores SIGINT, and children inherit that: Dagster's
+    # processes would then ignore the SIGINT its own shutdown sends them.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if options.command == "dev":
             return run_dev(passthrough)
@@ -145,27 +148,32 @@ def run_dev(dagster_args: list[str]) -> int:
         command = [sys.executable, "-m", "dagster", "dev", "-w", str(project / "workspace.yaml"), *dagster_args]
         say(f"Starting Dagster: {' '.join(command[1:])}")
         # Run from DAGSTER_HOME: from the project directory Dagster warns that its dagster.yaml is unused.
-        dagster = subprocess.Popen(command, env=env, cwd=env["DAGSTER_HOME"])
+        # Its own session: Ctrl-C reaches only this launcher, which forwards it once (a second signal
+        # in the middle of Dagster's shutdown could leave its children behind).
+        dagster = subprocess.Popen(command, env=env, cwd=env["DAGSTER_HOME"], start_new_session=True)
         ui = f"http://{host}:{port}"
         lock.update(ui=ui)
         threading.Thread(target=_announce_when_up, args=(ui, dagster), daemon=True).start()
         try:
             return dagster.wait()
         except KeyboardInterrupt as stop:
-            # Ctrl-C reached dagster dev too (same process group); SIGTERM did not.
-            if isinstance(stop, StopRequested):
-                dagster.send_signal(signal.SIGTERM)
             say("Stopping Dagster ...")
-            try:
-                return dagster.wait(DAGSTER_SHUTDOWN_SECONDS)
-            except subprocess.TimeoutExpired:
-                dagster.terminate()
-                return dagster.wait()
+            return _stop(dagster, signal.SIGTERM if isinstance(stop, StopRequested) else signal.SIGINT)
     finally:
         if services:
             say("Stopping services ...")
             services.stop()
         lock.release()
+
+
+def _stop(dagster: subprocess.Popen, sig: int) -> int:
+    dagster.send_signal(sig)
+    try:
+        return dagster.wait(DAGSTER_SHUTDOWN_SECONDS)
+    except subprocess.TimeoutExpired:
+        say(f"Dagster did not stop within {DAGSTER_SHUTDOWN_SECONDS}s; killing it.")
+        os.killpg(dagster.pid, signal.SIGKILL)
+        return dagster.wait()
 
 
 def _ui_address(dagster_args: list[str]) -> tuple[str, int, list[str]]:

@@ -58,6 +58,9 @@ def connect(dsn: str, **kwargs) -> psycopg.Connection:
         return psycopg.connect(libpq_dsn(dsn), connect_timeout=CONNECT_TIMEOUT, **kwargs)
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        if "FATAL" in reason:  # the server answered and refused: a missing database, a role, a password
+            raise ServiceUnavailableError(f"PostgreSQL at {server_address(dsn)} refused the connection: "
+                                          f"{reason.split('FATAL:', 1)[1].strip()}.") from None
         raise ServiceUnavailableError(
             f"PostgreSQL at {server_address(dsn)} does not answer: {reason}. "
             "Check that the server runs and that the DSN (INGEST_PG_DSN / DAGSTER_PG_URL) is right."

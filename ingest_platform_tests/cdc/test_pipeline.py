@@ -211,3 +211,46 @@ def test_source_table_without_primary_key_is_an_error(cdc_env):
     with cdc_env.warehouse() as conn:
         assert conn.execute("SELECT to_regclass('cdc.notes')").fetchone()[0] is None
         assert conn.execute("SELECT horizon_id FROM cdc._cdc_watermark WHERE table_name = 'notes'").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("path", ["merge", "on_conflict"])
+def test_merge_counts_and_index_lookups(cdc_env, monkeypatch, path):
+    """Both merge statements (MERGE on PostgreSQL 15+, INSERT .. ON CONFLICT before) count exactly,
+    also when batches are joined by index lookups; merged tables leave room for HOT updates."""
+    from ingest_platform.cdc import source as src
+    from ingest_platform.cdc import warehouse as wh
+    monkeypatch.setattr(wh, "USE_MERGE", path == "merge")
+    monkeypatch.setattr(src, "INDEX_LOOKUP_RATIO", 0)     # every batch "small": nested loops on both sides
+    results = run(cdc_env)
+    assert results["pm_item"][1].counts.inserted == len(cdc_env.merged("pm_item"))
+    for conn in (cdc_env.source(), cdc_env.warehouse()):
+        with conn:
+            conn.execute("ANALYZE")                       # statistics, so the lookup rule applies
+    workload(cdc_env, 150, seed=5)
+    before = {t.name: {k: r["is_deleted"] for k, r in cdc_env.merged(t.name).items()} for t in cdc_env.config.tables}
+    results = run(cdc_env)
+    for name, (stage, merge) in results.items():
+        staged, counts, old = stage.staged, merge.counts, before[name]
+        after = cdc_env.merged(name)
+        live = staged["added"] + staged["changed"] - staged["gone"]
+        assert counts.inserted + counts.updated == live, name
+        assert counts.soft_deleted + counts.skipped_unknown_deleted == staged["deleted"] + staged["gone"], name
+        assert counts.inserted == len(after) - len(old), name
+        assert counts.soft_deleted == sum(1 for k, r in after.items() if r["is_deleted"] and k in old
+                                          and r["_last_change_id"] > stage.watermark), name
+    assert sum(m.counts.soft_deleted for _, m in results.values()) > 0
+    assert_consistent(cdc_env)
+    options = "SELECT reloptions FROM pg_class WHERE oid = 'cdc.pm_item'::regclass"
+    with cdc_env.warehouse() as conn:
+        assert f"fillfactor={wh.MERGED_FILLFACTOR}" in conn.execute(options).fetchone()[0]
+        conn.execute("ALTER TABLE cdc.pm_item RESET (fillfactor)")    # a merged table made before the setting
+    workload(cdc_env, 5, seed=6)
+    run(cdc_env, "pm_item")
+    with cdc_env.warehouse() as conn:
+        assert f"fillfactor={wh.MERGED_FILLFACTOR}" in conn.execute(options).fetchone()[0]
+        conn.execute("ALTER TABLE cdc.pm_item SET (fillfactor = 70)")  # a table's own setting stays
+    workload(cdc_env, 5, seed=7)
+    run(cdc_env, "pm_item")
+    with cdc_env.warehouse() as conn:
+        assert "fillfactor=70" in conn.execute(options).fetchone()[0]
+    assert_consistent(cdc_env)
