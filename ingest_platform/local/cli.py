@@ -5,6 +5,7 @@
   ingest-platform ingest PATH...              load dumps through Dagster and print a summary
   ingest-platform demo-dumps [DIR]            write sample dumps (default DIR: INGEST_DUMP_DIR)
   ingest-platform demo-app                    create the CDC demo source and write changes to it
+  ingest-platform proto SCHEMA.TABLE          write the .proto of a table's BigQuery mirror rows
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from ingest_platform.dumps.catalog import dump_dir
 from ingest_platform.errors import IngestError
 from ingest_platform.local.cdc_command import register as register_cdc
 from ingest_platform.local.ports import choose_port
+from ingest_platform.local.proto_command import register as register_proto
 from ingest_platform.local.project_lock import ProjectLock
 from ingest_platform.local.services import start_services, state_dir
 
 # Further commands: each `register(subparsers, say)` adds one with `set_defaults(run=function(options) -> int)`.
-COMMANDS = [register_cdc]
+COMMANDS = [register_cdc, register_proto]
 
 # How long `dagster dev` gets to shut down after Ctrl-C before it is terminated.
 DAGSTER_SHUTDOWN_SECONDS = 30

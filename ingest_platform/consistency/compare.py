@@ -1,0 +1,321 @@
+"""Compare a PostgreSQL source with its BigQuery mirror by hash buckets; name the differing keys.
+
+1. Both sides compute, per bucket (the first ``d`` hex digits of md5(key canonical form)),
+   ``count(*)`` and ``md5(string_agg(row_hash ORDER BY row_hash))``. Only these aggregates
+   cross the network (``16**d`` rows at most); there are no sums, so nothing overflows INT64.
+   The two sides run their queries at the same time.
+   ``d`` is chosen so that a bucket holds about ``rows_per_bucket`` rows.
+2. Buckets that differ are narrowed: while they hold more than ``leaf_rows`` rows, the same
+   aggregation runs one hex digit deeper, restricted to them; then the (key, row hash) pairs of
+   the remaining differing buckets are fetched from both sides and compared.
+3. Up to ``max_keys`` differing keys are reported: missing in BigQuery, missing in PostgreSQL,
+   or different (same key, other values; or a different number of rows).
+
+A source without a key is keyed by its row hash: then a changed row shows up as one row missing
+on each side. Row counts (all rows, rows not deleted, per group such as ``_version``) come from
+one aggregate query per side.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from ingest_platform.bigquery.source import MirrorSource
+from ingest_platform.bigquery.types import MirrorColumn, quote_bq_column
+from ingest_platform.consistency.canonical import bq_canonical, bq_field, parse_canonical, pg_canonical, pg_field
+
+MISSING_IN_BIGQUERY = "missing in BigQuery"
+MISSING_IN_POSTGRES = "missing in PostgreSQL"
+DIFFERENT = "different"
+MAX_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class Difference:
+    key: dict            # key column -> value as canonical text (None = NULL); {"row_hash": h} without key
+    status: str          # MISSING_IN_BIGQUERY, MISSING_IN_POSTGRES, DIFFERENT
+    detail: str = ""
+
+
+@dataclass
+class Comparison:
+    what: str
+    pg_rows: int
+    bq_rows: int
+    buckets: int = 0
+    differing_buckets: int = 0
+    depth: int = 0
+    differences: list[Difference] = field(default_factory=list)
+    more_differences: bool = False
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.differing_buckets == 0 and self.pg_rows == self.bq_rows
+
+    def markdown(self) -> str:
+        lines = [f"Compared {self.what}: PostgreSQL {self.pg_rows} rows, BigQuery {self.bq_rows} rows; "
+                 f"{self.buckets} buckets, {self.differing_buckets} differ; {self.seconds:.2f} s."]
+        if self.differences:
+            columns = list(self.differences[0].key)
+            lines += ["", "| " + " | ".join(columns + ["status", "detail"]) + " |",
+                      "|" + "---|" * (len(columns) + 2)]
+            for d in self.differences:
+                values = ["NULL" if d.key.get(c) is None else str(d.key.get(c)).replace("|", "\\|") for c in columns]
+                lines.append("| " + " | ".join(values + [d.status, d.detail]) + " |")
+            if self.more_differences:
+                lines.append(f"\nOnly the first {len(self.differences)} differing keys are listed.")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the two sides
+
+class PostgresSide:
+    def __init__(self, conn: psycopg.Connection, source: MirrorSource, columns: Sequence[MirrorColumn] | None = None):
+        self.conn, self.source = conn, source
+        self.columns = list(columns or source.columns)
+        key_columns = [source.column(k) for k in source.key]
+        self.row_expr = sql.SQL("md5({})").format(pg_canonical(self.columns))
+        self.key_text = pg_canonical(key_columns) if key_columns else self.row_expr
+        where, self.params = source.where()
+        self.base = sql.SQL("SELECT {} AS k, md5({}) AS kh, {} AS rh FROM {}.{}{}").format(
+            self.key_text, self.key_text, self.row_expr, sql.Identifier(source.schema), sql.Identifier(source.table), where)
+
+    def counts(self, group: str | None = None, deleted: str | None = None) -> dict:
+        deleted_expr = (sql.SQL("count(*) FILTER (WHERE NOT coalesce({}, false))").format(sql.Identifier(deleted))
+                        if deleted else sql.SQL("count(*)"))
+        group_expr = sql.SQL("{}::text").format(sql.Identifier(group)) if group else sql.SQL("''")
+        where, params = self.source.where()
+        rows = self.conn.execute(sql.SQL("SELECT {} AS g, count(*), {} FROM {}.{}{} GROUP BY 1").format(
+            group_expr, deleted_expr, sql.Identifier(self.source.schema), sql.Identifier(self.source.table), where),
+            params).fetchall()
+        return {g: (n, live) for g, n, live in rows}
+
+    def buckets(self, depth: int, within: list[str] | None) -> dict[str, tuple[int, str]]:
+        restrict, params = sql.SQL(""), list(self.params)
+        if within is not None:
+            restrict = sql.SQL(" WHERE substr(kh, 1, %s) = ANY(%s)")
+            params += [len(within[0]), within]
+        statement = sql.SQL("SELECT substr(kh, 1, %s) AS b, count(*), md5(string_agg(rh, '' ORDER BY rh COLLATE \"C\"))"
+                            " FROM ({}) AS s{} GROUP BY 1").format(self.base, restrict)
+        rows = self.conn.execute(statement, [depth] + params).fetchall()
+        return {b: (n, h) for b, n, h in rows}
+
+    def fields(self, key: str) -> list[tuple]:
+        """Each column's canonical text of the rows with this key (to say which columns differ)."""
+        where, params = self.source.where()
+        glue = sql.SQL(" AND ") if params else sql.SQL(" WHERE ")
+        statement = sql.SQL("SELECT {} FROM {}.{}{}{}{} = %s").format(
+            sql.SQL(", ").join(pg_field(c) for c in self.columns), sql.Identifier(self.source.schema),
+            sql.Identifier(self.source.table), where, glue, self.key_text)
+        return [tuple(r) for r in self.conn.execute(statement, params + [key])]
+
+    def leaves(self, prefixes: list[str]) -> dict[str, Counter]:
+        statement = sql.SQL("SELECT k, rh FROM ({}) AS s WHERE substr(kh, 1, %s) = ANY(%s)").format(self.base)
+        found: dict[str, Counter] = {}
+        for k, rh in self.conn.execute(statement, self.params + [len(prefixes[0]), prefixes]):
+            found.setdefault(k, Counter())[rh] += 1
+        return found
+
+
+class BigQuerySide:
+    def __init__(self, client, table_ref: str, source: MirrorSource, columns: Sequence[MirrorColumn] | None = None):
+        self.client, self.table_ref, self.source = client, table_ref, source
+        self.columns = list(columns or source.columns)
+        key_columns = [source.column(k) for k in source.key]
+        self.row_expr = f"TO_HEX(MD5({bq_canonical(self.columns)}))"
+        self.key_text = bq_canonical(key_columns) if key_columns else self.row_expr
+        self.where, self.params = self._where()
+        self.base = (f"SELECT {self.key_text} AS k, TO_HEX(MD5({self.key_text})) AS kh, {self.row_expr} AS rh "
+                     f"FROM {table_ref}{self.where}")
+
+    def _where(self):
+        from google.cloud import bigquery
+
+        parts, params = [], []
+        for i, (column, op, value) in enumerate(self.source.filters):
+            name = f"f{i}"
+            parts.append(f"{quote_bq_column(self.source.column(column).bq_name)} {op} @{name}")
+            kind = "INT64" if isinstance(value, int) and not isinstance(value, bool) else "STRING"
+            params.append(bigquery.ScalarQueryParameter(name, kind, value))
+        return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+    def _run(self, statement: str, extra=()):
+        from google.cloud import bigquery
+
+        config = bigquery.QueryJobConfig(query_parameters=list(self.params) + list(extra))
+        return [tuple(r.values()) for r in self.client.query(statement, job_config=config).result()]
+
+    def counts(self, group: str | None = None, deleted: str | None = None) -> dict:
+        q = quote_bq_column
+        live = f"COUNTIF(NOT COALESCE({q(self.source.column(deleted).bq_name)}, FALSE))" if deleted else "COUNT(*)"
+        group_expr = f"CAST({q(self.source.column(group).bq_name)} AS STRING)" if group else "''"
+        rows = self._run(f"SELECT {group_expr} AS g, COUNT(*), {live} FROM {self.table_ref}{self.where} GROUP BY 1")
+        return {g: (n, l) for g, n, l in rows}
+
+    def buckets(self, depth: int, within: list[str] | None) -> dict[str, tuple[int, str]]:
+        from google.cloud import bigquery
+
+        extra, restrict = [], ""
+        if within is not None:
+            restrict = f" WHERE SUBSTR(kh, 1, {int(len(within[0]))}) IN UNNEST(@within)"
+            extra = [bigquery.ArrayQueryParameter("within", "STRING", within)]
+        rows = self._run(f"SELECT b, COUNT(*), TO_HEX(MD5(STRING_AGG(rh, '' ORDER BY rh))) FROM"
+                         f" (SELECT SUBSTR(kh, 1, {int(depth)}) AS b, rh FROM ({self.base}){restrict}) GROUP BY b", extra)
+        return {b: (n, h) for b, n, h in rows}
+
+    def fields(self, key: str) -> list[tuple]:
+        from google.cloud import bigquery
+
+        glue = " AND " if self.where else " WHERE "
+        statement = (f"SELECT {', '.join(bq_field(c) for c in self.columns)} FROM {self.table_ref}{self.where}"
+                     f"{glue}{self.key_text} = @key")
+        return self._run(statement, [bigquery.ScalarQueryParameter("key", "STRING", key)])
+
+    def leaves(self, prefixes: list[str]) -> dict[str, Counter]:
+        from google.cloud import bigquery
+
+        extra = [bigquery.ArrayQueryParameter("prefixes", "STRING", prefixes)]
+        found: dict[str, Counter] = {}
+        statement = f"SELECT k, rh FROM ({self.base}) WHERE SUBSTR(kh, 1, {int(len(prefixes[0]))}) IN UNNEST(@prefixes)"
+        for k, rh in self._run(statement, extra):
+            found.setdefault(k, Counter())[rh] += 1
+        return found
+
+
+# ----------------------------------------------------------------------------- comparing
+
+def choose_depth(rows: int, rows_per_bucket: int = 1000) -> int:
+    """Hex digits of the first bucket level: about `rows_per_bucket` rows per bucket, at least 16 buckets."""
+    if rows <= rows_per_bucket * 16:
+        return 1
+    return min(MAX_DEPTH - 2, max(1, math.ceil(math.log(rows / rows_per_bucket, 16))))
+
+
+def compare_hashes(pg: PostgresSide, bq: BigQuerySide, *, what: str = "", max_keys: int = 20,
+                   rows_per_bucket: int = 1000, leaf_rows: int = 20_000) -> Comparison:
+    started = time.perf_counter()
+    depth = choose_depth(max(sum(n for n, _ in pg.counts().values()), 1), rows_per_bucket)
+    pg_buckets, bq_buckets = _both(lambda: pg.buckets(depth, None), lambda: bq.buckets(depth, None))
+    result = Comparison(what or pg.source.label, sum(n for n, _ in pg_buckets.values()),
+                        sum(n for n, _ in bq_buckets.values()), buckets=len(set(pg_buckets) | set(bq_buckets)), depth=depth)
+    differing = _differing(pg_buckets, bq_buckets)
+    result.differing_buckets = len(differing)
+    # Narrow, depth first: a differing bucket with more than `leaf_rows` rows is split one hex
+    # digit deeper; small ones are fetched as (key, row hash) pairs, a batch at a time, until
+    # `max_keys` differing keys are found.
+    pending = [(b, _size(pg_buckets, bq_buckets, b)) for b in differing]
+    while pending and len(result.differences) < max_keys:
+        bucket, size = pending.pop(0)
+        if size > leaf_rows and len(bucket) < MAX_DEPTH:
+            deeper_pg, deeper_bq = _both(lambda: pg.buckets(len(bucket) + 1, [bucket]),
+                                         lambda: bq.buckets(len(bucket) + 1, [bucket]))
+            result.depth = max(result.depth, len(bucket) + 1)
+            pending = [(b, _size(deeper_pg, deeper_bq, b)) for b in _differing(deeper_pg, deeper_bq)] + pending
+            continue
+        batch, rows = [bucket], size
+        while (pending and len(pending[0][0]) == len(bucket) and pending[0][1] <= leaf_rows
+               and rows + pending[0][1] <= leaf_rows):
+            rows += pending[0][1]
+            batch.append(pending.pop(0)[0])
+        _collect(pg, bq, batch, result, max_keys)
+    if pending:
+        result.more_differences = True
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _both(on_postgres, on_bigquery):
+    """Run the two sides' queries at the same time (each waits on its own server)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        bigquery_future = pool.submit(on_bigquery)
+        postgres_result = on_postgres()
+        return postgres_result, bigquery_future.result()
+
+
+def _size(a: dict, b: dict, bucket: str) -> int:
+    return max(a.get(bucket, (0, ""))[0], b.get(bucket, (0, ""))[0])
+
+
+def _differing(a: dict, b: dict) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _collect(pg: PostgresSide, bq: BigQuerySide, prefixes: list[str], result: Comparison, max_keys: int) -> None:
+    pg_rows, bq_rows = _both(lambda: pg.leaves(prefixes), lambda: bq.leaves(prefixes))
+    key_names = list(pg.source.key) or ["row_hash"]
+    for key in sorted(set(pg_rows) | set(bq_rows)):
+        here, there = pg_rows.get(key), bq_rows.get(key)
+        if here == there:
+            continue
+        if len(result.differences) >= max_keys:
+            result.more_differences = True
+            return
+        values = dict(zip(key_names, parse_canonical(key))) if pg.source.key else {"row_hash": _md5(key)}
+        if there is None:
+            result.differences.append(Difference(values, MISSING_IN_BIGQUERY))
+        elif here is None:
+            result.differences.append(Difference(values, MISSING_IN_POSTGRES))
+        else:
+            if sum(here.values()) == sum(there.values()):
+                detail = _differing_columns(pg, bq, key)
+            else:
+                detail = f"{sum(here.values())} rows in PostgreSQL, {sum(there.values())} in BigQuery"
+            result.differences.append(Difference(values, DIFFERENT, detail))
+
+
+def _differing_columns(pg: PostgresSide, bq: BigQuerySide, key: str) -> str:
+    a, b = pg.fields(key), bq.fields(key)
+    if len(a) != 1 or len(b) != 1:
+        return ""
+    names = [c.name for c, x, y in zip(pg.columns, a[0], b[0]) if x != y]
+    return "columns: " + ", ".join(names) if names else ""
+
+
+def _md5(text: str) -> str:
+    return text   # without a key, k is already the row hash
+
+
+# ----------------------------------------------------------------------------- counts
+
+@dataclass
+class CountComparison:
+    what: str
+    groups: dict          # group -> {"pg": (all, live), "bq": (all, live)}
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return all(v["pg"] == v["bq"] for v in self.groups.values())
+
+    def totals(self) -> dict:
+        pg_all = sum(v["pg"][0] for v in self.groups.values())
+        bq_all = sum(v["bq"][0] for v in self.groups.values())
+        pg_live = sum(v["pg"][1] for v in self.groups.values())
+        bq_live = sum(v["bq"][1] for v in self.groups.values())
+        return {"pg_rows": pg_all, "bq_rows": bq_all, "pg_rows_not_deleted": pg_live, "bq_rows_not_deleted": bq_live}
+
+    def markdown(self, group_name: str = "group") -> str:
+        lines = [f"Row counts of {self.what} ({self.seconds:.2f} s):", "",
+                 f"| {group_name} | PostgreSQL rows | BigQuery rows | PostgreSQL not deleted | BigQuery not deleted | |",
+                 "|---|---|---|---|---|---|"]
+        for g, v in sorted(self.groups.items()):
+            ok = "ok" if v["pg"] == v["bq"] else "DIFFERENT"
+            lines.append(f"| {g or '(all)'} | {v['pg'][0]} | {v['bq'][0]} | {v['pg'][1]} | {v['bq'][1]} | {ok} |")
+        return "\n".join(lines)
+
+
+def compare_counts(pg: PostgresSide, bq: BigQuerySide, *, group: str | None = None, deleted: str | None = None,
+                   what: str = "") -> CountComparison:
+    started = time.perf_counter()
+    a, b = pg.counts(group, deleted), bq.counts(group, deleted)
+    groups = {g: {"pg": a.get(g, (0, 0)), "bq": b.get(g, (0, 0))} for g in set(a) | set(b)}
+    return CountComparison(what or pg.source.label, groups, time.perf_counter() - started)
