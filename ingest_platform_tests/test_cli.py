@@ -29,7 +29,10 @@ STARTUP_SECONDS = 120
 class Launcher:
     """`python -m ingest_platform.local.cli ARGS` in its own session, its output read line by line."""
 
+    running: list[Launcher] = []  # stopped after each test, even a failed one
+
     def __init__(self, args: list[str], project, env: dict[str, str]):
+        Launcher.running.append(self)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ingest_platform.local.cli", *args], cwd=project, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -58,6 +61,19 @@ class Launcher:
         while not self.lines.empty():
             self.output.append(self.lines.get())
         return code
+
+
+@pytest.fixture(autouse=True)
+def stop_launchers():
+    yield
+    while Launcher.running:
+        process = Launcher.running.pop().process
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture
