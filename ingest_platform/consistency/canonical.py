@@ -68,20 +68,30 @@ def _pg_wrap(text: sql.Composable) -> sql.Composable:
     return sql.SQL("coalesce(length({0})::text || ':' || {0}, {1})").format(text, sql.Literal(NULL_MARK))
 
 
-def pg_field(column: MirrorColumn) -> sql.Composable:
+def pg_text(column: MirrorColumn) -> sql.Composable:
+    """The column's field text before wrapping (an array: its wrapped elements, joined)."""
     ref = sql.Identifier(column.name)
     if column.repeated:
         element = _pg_wrap(_pg_text(column.kind, sql.SQL("_e")))
-        joined = sql.SQL("coalesce((SELECT string_agg({}, ',' ORDER BY _o) FROM unnest({}) WITH ORDINALITY AS _u(_e, _o)), '')").format(
+        return sql.SQL("coalesce((SELECT string_agg({}, ',' ORDER BY _o) FROM unnest({}) WITH ORDINALITY AS _u(_e, _o)), '')").format(
             element, ref)
-        return _pg_wrap(joined)
-    return _pg_wrap(_pg_text(column.kind, ref))
+    return _pg_text(column.kind, ref)
+
+
+def pg_field(column: MirrorColumn) -> sql.Composable:
+    return _pg_wrap(pg_text(column))
+
+
+def pg_canonical_of(texts: Sequence[sql.Composable]) -> sql.Composable:
+    """The canonical form of already computed field texts (column references of a subquery that
+    computes each text once: wrapping uses its text twice)."""
+    if not texts:
+        return sql.SQL("''")
+    return sql.SQL(" || '|' || ").join(_pg_wrap(t) for t in texts)
 
 
 def pg_canonical(columns: Sequence[MirrorColumn]) -> sql.Composable:
-    if not columns:
-        return sql.SQL("''")
-    return sql.SQL(" || '|' || ").join(pg_field(c) for c in columns)
+    return pg_canonical_of([pg_text(c) for c in columns])
 
 
 # ----------------------------------------------------------------------------- BigQuery
@@ -116,23 +126,35 @@ def _bq_text(kind: str, ref: str) -> str:
 
 
 def _bq_wrap(text: str) -> str:
-    return f"COALESCE(CAST(LENGTH({text}) AS STRING) || ':' || {text}, '{NULL_MARK}')"
+    # CHAR_LENGTH, not LENGTH: the emulator expands LENGTH (STRING or BYTES) into a CASE that
+    # evaluates its argument three times.
+    return f"COALESCE(CAST(CHAR_LENGTH({text}) AS STRING) || ':' || {text}, '{NULL_MARK}')"
 
 
-def bq_field(column: MirrorColumn, alias: str = "") -> str:
+def bq_text(column: MirrorColumn, alias: str = "") -> str:
+    """The column's field text before wrapping (an array: its wrapped elements, joined)."""
     ref = (alias + "." if alias else "") + quote_bq_column(column.bq_name)
     # BIGNUMERIC kept as STRING (emulator) is still numeric text: normalize it like a number.
     kind = column.kind
     if column.repeated:
         element = _bq_wrap(_bq_text(kind, "_e"))
-        return _bq_wrap(f"ARRAY_TO_STRING(ARRAY(SELECT {element} FROM UNNEST({ref}) AS _e WITH OFFSET AS _o ORDER BY _o), ',')")
-    return _bq_wrap(_bq_text(kind, ref))
+        return f"ARRAY_TO_STRING(ARRAY(SELECT {element} FROM UNNEST({ref}) AS _e WITH OFFSET AS _o ORDER BY _o), ',')"
+    return _bq_text(kind, ref)
+
+
+def bq_field(column: MirrorColumn, alias: str = "") -> str:
+    return _bq_wrap(bq_text(column, alias))
+
+
+def bq_canonical_of(texts: Sequence[str]) -> str:
+    """The canonical form of already computed field texts (see pg_canonical_of)."""
+    if not texts:
+        return "''"
+    return " || '|' || ".join(_bq_wrap(t) for t in texts)
 
 
 def bq_canonical(columns: Sequence[MirrorColumn], alias: str = "") -> str:
-    if not columns:
-        return "''"
-    return " || '|' || ".join(bq_field(c, alias) for c in columns)
+    return bq_canonical_of([bq_text(c, alias) for c in columns])
 
 
 # ----------------------------------------------------------------------------- keys back to values

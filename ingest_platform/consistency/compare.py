@@ -1,9 +1,10 @@
 """Compare a PostgreSQL source with its BigQuery mirror by hash buckets; name the differing keys.
 
 1. Both sides compute, per bucket (the first ``d`` hex digits of md5(key canonical form)),
-   ``count(*)`` and ``md5(string_agg(row_hash ORDER BY row_hash))``. Only these aggregates
-   cross the network (``16**d`` rows at most); there are no sums, so nothing overflows INT64.
-   The two sides run their queries at the same time.
+   ``count(*)`` and the sums of four 28-bit chunks of the row hashes (hex digits 1-7, 8-14,
+   15-21, 22-28 read as integers: the same integers on both sides). Sums need no sort, and
+   28-bit values summed over fewer than 2**35 rows cannot overflow INT64. Only these aggregates
+   cross the network (``16**d`` rows at most). The two sides run their queries at the same time.
    ``d`` is chosen so that a bucket holds about ``rows_per_bucket`` rows.
 2. Buckets that differ are narrowed: while they hold more than ``leaf_rows`` rows, the same
    aggregation runs one hex digit deeper, restricted to them; then the (key, row hash) pairs of
@@ -30,12 +31,17 @@ from psycopg import sql
 
 from ingest_platform.bigquery.source import MirrorSource
 from ingest_platform.bigquery.types import MirrorColumn, quote_bq_column
-from ingest_platform.consistency.canonical import bq_canonical, bq_field, parse_canonical, pg_canonical, pg_field
+from ingest_platform.consistency.canonical import bq_canonical_of, bq_text, parse_canonical, pg_canonical, pg_field
 
 MISSING_IN_BIGQUERY = "missing in BigQuery"
 MISSING_IN_POSTGRES = "missing in PostgreSQL"
 DIFFERENT = "different"
 MAX_DEPTH = 8
+# A bucket's fingerprint: count(*) and the sums of four 28-bit chunks (7 hex digits) of its row
+# hashes (112 of the 128 bits). Sums do not depend on row order (no sort), and 28-bit values summed
+# over fewer than 2**35 rows fit INT64. Both sides parse the hex digits into the same integers.
+CHUNK_DIGITS = 7
+CHUNK_STARTS = (1, 8, 15, 22)
 
 
 @dataclass(frozen=True)
@@ -83,11 +89,14 @@ class PostgresSide:
         self.conn, self.source = conn, source
         self.columns = list(columns or source.columns)
         key_columns = [source.column(k) for k in source.key]
+        # Unlike BigQuerySide, the field texts are written in place: computing them once in a
+        # subquery (OFFSET 0) costs PostgreSQL more than evaluating each text twice.
         self.row_expr = sql.SQL("md5({})").format(pg_canonical(self.columns))
         self.key_text = pg_canonical(key_columns) if key_columns else self.row_expr
         where, self.params = source.where()
-        self.base = sql.SQL("SELECT {} AS k, md5({}) AS kh, {} AS rh FROM {}.{}{}").format(
-            self.key_text, self.key_text, self.row_expr, sql.Identifier(source.schema), sql.Identifier(source.table), where)
+        self.from_ = sql.SQL("{}.{}{}").format(sql.Identifier(source.schema), sql.Identifier(source.table), where)
+        self.base = sql.SQL("SELECT {} AS k, md5({}) AS kh, {} AS rh FROM {}").format(
+            self.key_text, self.key_text, self.row_expr, self.from_)
 
     def counts(self, group: str | None = None, deleted: str | None = None) -> dict:
         deleted_expr = (sql.SQL("count(*) FILTER (WHERE NOT coalesce({}, false))").format(sql.Identifier(deleted))
@@ -99,24 +108,26 @@ class PostgresSide:
             params).fetchall()
         return {g: (n, live) for g, n, live in rows}
 
-    def buckets(self, depth: int, within: list[str] | None) -> dict[str, tuple[int, str]]:
+    def buckets(self, depth: int, within: list[str] | None) -> dict[str, tuple[int, ...]]:
         restrict, params = sql.SQL(""), list(self.params)
         if within is not None:
             restrict = sql.SQL(" WHERE substr(kh, 1, %s) = ANY(%s)")
             params += [len(within[0]), within]
-        statement = sql.SQL("SELECT substr(kh, 1, %s) AS b, count(*), md5(string_agg(rh, '' ORDER BY rh COLLATE \"C\"))"
-                            " FROM ({}) AS s{} GROUP BY 1").format(self.base, restrict)
+        # OFFSET 0 keeps the subquery from being flattened: otherwise PostgreSQL would compute the
+        # row hash once per chunk.
+        sums = sql.SQL(", ").join(sql.SQL("sum(('x' || substr(rh, {}, {}))::bit({})::int)").format(
+            sql.Literal(start), sql.Literal(CHUNK_DIGITS), sql.Literal(CHUNK_DIGITS * 4)) for start in CHUNK_STARTS)
+        statement = sql.SQL("SELECT b, count(*), {} FROM (SELECT substr(kh, 1, %s) AS b, rh FROM ({}) AS s{} OFFSET 0) AS t"
+                            " GROUP BY 1").format(sums, self.base, restrict)
         rows = self.conn.execute(statement, [depth] + params).fetchall()
-        return {b: (n, h) for b, n, h in rows}
+        return {r[0]: tuple(r[1:]) for r in rows}
 
     def fields(self, key: str) -> list[tuple]:
         """Each column's canonical text of the rows with this key (to say which columns differ)."""
-        where, params = self.source.where()
-        glue = sql.SQL(" AND ") if params else sql.SQL(" WHERE ")
-        statement = sql.SQL("SELECT {} FROM {}.{}{}{}{} = %s").format(
-            sql.SQL(", ").join(pg_field(c) for c in self.columns), sql.Identifier(self.source.schema),
-            sql.Identifier(self.source.table), where, glue, self.key_text)
-        return [tuple(r) for r in self.conn.execute(statement, params + [key])]
+        glue = sql.SQL(" AND ") if self.params else sql.SQL(" WHERE ")
+        statement = sql.SQL("SELECT {} FROM {}{}{} = %s").format(
+            sql.SQL(", ").join(pg_field(c) for c in self.columns), self.from_, glue, self.key_text)
+        return [tuple(r) for r in self.conn.execute(statement, self.params + [key])]
 
     def leaves(self, prefixes: list[str]) -> dict[str, Counter]:
         statement = sql.SQL("SELECT k, rh FROM ({}) AS s WHERE substr(kh, 1, %s) = ANY(%s)").format(self.base)
@@ -131,11 +142,15 @@ class BigQuerySide:
         self.client, self.table_ref, self.source = client, table_ref, source
         self.columns = list(columns or source.columns)
         key_columns = [source.column(k) for k in source.key]
-        self.row_expr = f"TO_HEX(MD5({bq_canonical(self.columns)}))"
-        self.key_text = bq_canonical(key_columns) if key_columns else self.row_expr
+        # Each field text is computed once, in a subquery (see PostgresSide).
+        needed = _unique(self.columns + key_columns)
+        alias = {c.name: f"_c{i}" for i, c in enumerate(needed)}
         self.where, self.params = self._where()
-        self.base = (f"SELECT {self.key_text} AS k, TO_HEX(MD5({self.key_text})) AS kh, {self.row_expr} AS rh "
-                     f"FROM {table_ref}{self.where}")
+        self.texts = f"(SELECT {', '.join(f'{bq_text(c)} AS {alias[c.name]}' for c in needed)} FROM {table_ref}{self.where})"
+        self.field_refs = [alias[c.name] for c in self.columns]
+        self.row_expr = f"TO_HEX(MD5({bq_canonical_of(self.field_refs)}))"
+        self.key_text = bq_canonical_of([alias[c.name] for c in key_columns]) if key_columns else self.row_expr
+        self.base = f"SELECT {self.key_text} AS k, TO_HEX(MD5({self.key_text})) AS kh, {self.row_expr} AS rh FROM {self.texts}"
 
     def _where(self):
         from google.cloud import bigquery
@@ -161,23 +176,23 @@ class BigQuerySide:
         rows = self._run(f"SELECT {group_expr} AS g, COUNT(*), {live} FROM {self.table_ref}{self.where} GROUP BY 1")
         return {g: (n, l) for g, n, l in rows}
 
-    def buckets(self, depth: int, within: list[str] | None) -> dict[str, tuple[int, str]]:
+    def buckets(self, depth: int, within: list[str] | None) -> dict[str, tuple[int, ...]]:
         from google.cloud import bigquery
 
         extra, restrict = [], ""
         if within is not None:
             restrict = f" WHERE SUBSTR(kh, 1, {int(len(within[0]))}) IN UNNEST(@within)"
             extra = [bigquery.ArrayQueryParameter("within", "STRING", within)]
-        rows = self._run(f"SELECT b, COUNT(*), TO_HEX(MD5(STRING_AGG(rh, '' ORDER BY rh))) FROM"
+        sums = ", ".join(f"SUM(CAST(CONCAT('0x', SUBSTR(rh, {start}, {CHUNK_DIGITS})) AS INT64))" for start in CHUNK_STARTS)
+        rows = self._run(f"SELECT b, COUNT(*), {sums} FROM"
                          f" (SELECT SUBSTR(kh, 1, {int(depth)}) AS b, rh FROM ({self.base}){restrict}) GROUP BY b", extra)
-        return {b: (n, h) for b, n, h in rows}
+        return {r[0]: tuple(r[1:]) for r in rows}
 
     def fields(self, key: str) -> list[tuple]:
         from google.cloud import bigquery
 
-        glue = " AND " if self.where else " WHERE "
-        statement = (f"SELECT {', '.join(bq_field(c) for c in self.columns)} FROM {self.table_ref}{self.where}"
-                     f"{glue}{self.key_text} = @key")
+        statement = (f"SELECT {', '.join(bq_canonical_of([r]) for r in self.field_refs)} FROM {self.texts}"
+                     f" WHERE {self.key_text} = @key")
         return self._run(statement, [bigquery.ScalarQueryParameter("key", "STRING", key)])
 
     def leaves(self, prefixes: list[str]) -> dict[str, Counter]:
@@ -205,8 +220,8 @@ def compare_hashes(pg: PostgresSide, bq: BigQuerySide, *, what: str = "", max_ke
     started = time.perf_counter()
     depth = choose_depth(max(sum(n for n, _ in pg.counts().values()), 1), rows_per_bucket)
     pg_buckets, bq_buckets = _both(lambda: pg.buckets(depth, None), lambda: bq.buckets(depth, None))
-    result = Comparison(what or pg.source.label, sum(n for n, _ in pg_buckets.values()),
-                        sum(n for n, _ in bq_buckets.values()), buckets=len(set(pg_buckets) | set(bq_buckets)), depth=depth)
+    result = Comparison(what or pg.source.label, sum(v[0] for v in pg_buckets.values()),
+                        sum(v[0] for v in bq_buckets.values()), buckets=len(set(pg_buckets) | set(bq_buckets)), depth=depth)
     differing = _differing(pg_buckets, bq_buckets)
     result.differing_buckets = len(differing)
     # Narrow, depth first: a differing bucket with more than `leaf_rows` rows is split one hex
@@ -241,8 +256,12 @@ def _both(on_postgres, on_bigquery):
         return postgres_result, bigquery_future.result()
 
 
+def _unique(columns: Sequence[MirrorColumn]) -> list[MirrorColumn]:
+    return list({c.name: c for c in columns}.values())
+
+
 def _size(a: dict, b: dict, bucket: str) -> int:
-    return max(a.get(bucket, (0, ""))[0], b.get(bucket, (0, ""))[0])
+    return max(a.get(bucket, (0,))[0], b.get(bucket, (0,))[0])
 
 
 def _differing(a: dict, b: dict) -> list[str]:
