@@ -62,7 +62,7 @@ def run(library: str, dsn: str, schema: str, name: str, primary_key: bool, rows,
     metadata, table = table_for(schema, name, primary_key)
 
     def chunks(watermark):
-        batch, number = [], 0
+        number = 0
         iterator = iter(rows)
         while True:
             number += 1

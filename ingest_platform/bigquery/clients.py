@@ -28,11 +28,6 @@ def emulator_endpoints_from_env(environ=os.environ) -> EmulatorEndpoints | None:
     return EmulatorEndpoints(rest if "://" in rest else f"http://{rest}", grpc)
 
 
-def real_bigquery_configured(environ=os.environ) -> bool:
-    """True when a real project and some credentials are configured (INGEST_BQ_PROJECT plus credentials)."""
-    return bool(environ.get("INGEST_BQ_PROJECT")) and has_credentials(environ)
-
-
 def has_credentials(environ=os.environ) -> bool:
     adc = Path(environ.get("CLOUDSDK_CONFIG", Path.home() / ".config" / "gcloud")) / "application_default_credentials.json"
     return bool(environ.get("INGEST_BQ_CREDENTIALS") or environ.get("GOOGLE_APPLICATION_CREDENTIALS")) or adc.exists()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from google.api_core import exceptions as api_exceptions
 from google.cloud.bigquery_storage_v1 import types as write_types

@@ -139,7 +139,7 @@ def test_several_tables_into_empty_tables_use_a_plain_insert_then_on_conflict(en
 def test_rows_given_by_table_key_and_interleaved_use_the_compiled_loop(engine, pg):
     metadata = sa.MetaData()
     item = item_table(metadata)
-    log = sa.Table("log", metadata, sa.Column("line", sa.Text), schema="app")
+    sa.Table("log", metadata, sa.Column("line", sa.Text), schema="app")
     rows = []
     for k in range(30):
         rows += [(item.key if k % 2 else item, (k, None, None, Decimal(k))), ("app.log", (f"line {k}",))]
@@ -154,7 +154,7 @@ def test_table_keys_built_per_row_route_each_row_to_its_own_table(engine, pg):
     # Fresh key strings are freed after their row: their id() may come back as another table's key.
     metadata = sa.MetaData()
     item = item_table(metadata)
-    log = sa.Table("log", metadata, sa.Column("line", sa.Text), schema="app")
+    sa.Table("log", metadata, sa.Column("line", sa.Text), schema="app")
 
     def rows():
         for k in range(300):

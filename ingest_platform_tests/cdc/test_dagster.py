@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 import dagster as dg
 import psycopg
 import pytest
 
 from ingest_platform.cdc import pipeline
-from ingest_platform.cdc.config import DEMO_TABLES, CdcConfig, cdc_config_from_env, cdc_tables_from_env, parse_cdc_config, source_dsn_from_env
+from ingest_platform.cdc.config import DEMO_TABLES, cdc_config_from_env, cdc_tables_from_env, parse_cdc_config, source_dsn_from_env
 from ingest_platform.defs.cdc import (
     DELETED_CHECK,
     JOB_NAME,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 
-import psycopg
 import pytest
 
 from ingest_platform.cdc import checks, demo_app, pipeline
