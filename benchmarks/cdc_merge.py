@@ -146,7 +146,7 @@ def main() -> None:
         pipeline_rate = applied / seconds
         baseline_rate = sample / baseline_seconds
         print()
-        print(f"| run | changes | seconds | changes/s | stage s | merge s |")
+        print("| run | changes | seconds | changes/s | stage s | merge s |")
         print("|---|---:|---:|---:|---:|---:|")
         for name, n, secs, st, mg in rows:
             rate = f"{n / secs:,.0f}" if n else "-"

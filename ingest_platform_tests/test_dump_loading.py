@@ -194,3 +194,76 @@ def test_names_with_quotes_spaces_and_sql_are_loaded_quoted(pg_dsn, tmp_path):
         rows = conn.execute(psycopg.sql.SQL("SELECT {}, {} FROM shop.{} ORDER BY 2").format(
             psycopg.sql.Identifier("first name"), psycopg.sql.Identifier("a\"b'c"), psycopg.sql.Identifier(table))).fetchall()
     assert rows == [("Ada", 1), ("Grace", 2)]
+
+
+def bcp_dump(tmp_path, rows: list[bytes], version: str = "1.0") -> str:
+    """A bcp (mssql dialect) dump of table orders: NULL is an empty field, '' a NUL byte."""
+    schema = {"columns": [{"name": "id", "type": "int"}, {"name": "note", "type": "nvarchar(40)"},
+                          {"name": "amount", "type": "decimal(10,2)"}]}
+    return str(make_zip(tmp_path / f"bcp_{version}.zip", {
+        "manifest.json": json.dumps({"app": "shop", "version": version, "dialect": "mssql"}),
+        "orders.json": json.dumps(schema), "orders.dat": b"".join(rows)}))
+
+
+def bcp_rows(count: int) -> list[bytes]:
+    """NULLs everywhere, empty strings (NUL) only in records 1001-1010: blocks pass as they are
+    (COPY NULL '') except around those, which are rewritten (NULL \\N), so the COPY switches twice."""
+    rows = []
+    for i in range(1, count + 1):
+        note = b"\0" if 1000 < i <= 1010 else b"" if i % 7 == 0 else b"back\\slash \\N" if i % 11 == 0 else b"n\xc3\xa4 %d" % i
+        amount = b"" if i % 5 == 0 else b"%d.50" % i
+        rows.append(b"%d\t%s\t%s\n" % (i, note, amount))
+    return rows
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_bcp_blocks_passed_to_copy_as_they_are_load_like_the_per_row_path(pg_dsn, tmp_path, processes):
+    with open_dump(bcp_dump(tmp_path, bcp_rows(3000))) as dump:
+        plan = plan_for(dump, "orders", "passed")
+        report = load_table_version(pg_dsn, plan, processes=processes, chunk_bytes=SMALL_BLOCKS)
+        load_table_version(pg_dsn, type(plan)(**{**plan.__dict__, "pg_schema": "per_row", "reader_path": "row"}),
+                           processes=1)
+    assert report.rows == 3000 and report.processes == processes
+    assert table_digest(pg_dsn, "passed", "orders") == table_digest(pg_dsn, "per_row", "orders")
+    with psycopg.connect(pg_dsn) as conn:
+        values = dict(conn.execute("SELECT id, note FROM passed.orders WHERE id IN (7, 11, 12, 1005)").fetchall())
+        assert values == {7: None, 11: "back\\slash \\N", 12: "nä 12", 1005: ""}
+        assert conn.execute("SELECT count(*) FROM passed.orders WHERE amount IS NULL").fetchone() == (600,)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_rejected_value_after_the_copy_switched_null_strings_names_its_record(pg_dsn, tmp_path, processes):
+    rows = bcp_rows(3000)
+    rows[2499] = b"2500\tnote\tnot a number\n"
+    with open_dump(bcp_dump(tmp_path, rows)) as dump, pytest.raises(FormatError) as raised:
+        load_table_version(pg_dsn, plan_for(dump, "orders", "shop"), processes=processes, chunk_bytes=SMALL_BLOCKS)
+    assert (raised.value.file, raised.value.line, raised.value.column) == ("orders.dat", 2500, "amount")
+    assert leftover_load_tables(pg_dsn) == []
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_invalid_utf8_in_a_block_passed_as_it_is_is_named_by_record_and_column(pg_dsn, tmp_path, processes):
+    load_dump_version(pg_dsn, bcp_dump(tmp_path, bcp_rows(10)))
+    rows = bcp_rows(3000)
+    rows[2199] = b"2200\tbad \xff byte\t1.00\n"
+    with open_dump(bcp_dump(tmp_path, rows, "2.0")) as dump, pytest.raises(FormatError, match="0xff") as raised:
+        load_table_version(pg_dsn, plan_for(dump, "orders", "shop"), processes=processes, chunk_bytes=SMALL_BLOCKS)
+    assert (raised.value.file, raised.value.line, raised.value.column) == ("orders.dat", 2200, "note")
+    assert versions_of(pg_dsn, "shop", "orders") == {"1.0": 10}
+    assert leftover_load_tables(pg_dsn) == []
+
+
+def test_a_reader_blocking_the_attach_is_terminated_after_the_delay_and_named(pg_dsn, tmp_path, caplog):
+    # The lock terminator of ingest()'s migrations (postgres.locks), shared by the dump attach.
+    load_dump_version(pg_dsn, small_dump(tmp_path, "1.0", good_rows(10)))
+    reader = psycopg.connect(pg_dsn)
+    reader.execute("SELECT count(*) FROM shop.orders")      # idle in transaction: ACCESS SHARE on parent and child
+    reader_pid = reader.info.backend_pid
+    with caplog.at_level("WARNING", logger="ingest_platform"):
+        load_dump_version(pg_dsn, small_dump(tmp_path, "2.0", good_rows(5)), terminate_blockers_after=0.2)
+    assert any(f"Terminated backend {reader_pid} " in r.getMessage() and "SELECT count(*) FROM shop.orders"
+               in r.getMessage() for r in caplog.records)
+    assert versions_of(pg_dsn, "shop", "orders") == {"1.0": 10, "2.0": 5}
+    with pytest.raises(psycopg.OperationalError):
+        reader.execute("SELECT 1")
+    reader.close()

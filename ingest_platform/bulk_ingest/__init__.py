@@ -7,9 +7,10 @@
 
 Modules, one job each: ``modes`` (HighWatermark, Mode), ``watermarks`` (the stored watermark),
 ``definitions`` (declared vs live table), ``migration`` (create/migrate, views, grants),
-``locks`` (terminate lock blockers after a delay), ``copy_rows`` (binary COPY with row checks),
+``copy_rows`` (binary COPY with row checks),
 ``upsert`` (staging, de-dup, INSERT .. ON CONFLICT, delete all), ``api`` (``ingest``).
-No Dagster here; ``ingest_platform.defs.bulk_ingest`` makes assets of it.
+Lock blockers are terminated after a delay by ``ingest_platform.postgres.locks``, which the dump and
+CDC pipelines share. No Dagster here; ``ingest_platform.defs.bulk_ingest`` makes assets of it.
 """
 
 from ingest_platform.bulk_ingest.api import IngestResult, ingest

@@ -34,7 +34,7 @@ from psycopg import sql
 from ingest_platform.bulk_ingest.definitions import (
     Changes, TableDef, is_widening, live_definition, plan_changes, target_definition,
 )
-from ingest_platform.bulk_ingest.locks import terminating_blockers
+from ingest_platform.postgres.locks import terminating_blockers
 from ingest_platform.errors import SchemaError
 
 _ADVISORY_NAMESPACE = "ingest_platform.bulk_ingest.migration"

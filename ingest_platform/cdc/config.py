@@ -11,6 +11,8 @@ Configuration comes from the environment:
 TOML layout (every key optional except ``tables``; the values shown are the defaults)::
 
     warehouse_schema = "cdc"
+    terminate_blockers_after = 60            # seconds a merged-table schema change waits for readers'
+                                             # locks before terminating them (logged); "never": wait
 
     [change_log]
     schema = "public"                        # source schema of the two Django tables
@@ -37,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest_platform.errors import ConfigError
+from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS
 
 DEFAULT_WAREHOUSE_SCHEMA = "cdc"
 DEMO_DATABASE = "cdc_demo"
@@ -82,6 +85,9 @@ class CdcConfig:
     tables: tuple[CdcTable, ...]
     warehouse_schema: str = DEFAULT_WAREHOUSE_SCHEMA
     change_log: ChangeLog = field(default_factory=ChangeLog)
+    # Seconds a schema change of a merged table waits for readers' locks before terminating them
+    # (postgres.locks, shared with ingest() and the dump attach); None ("never" in TOML): wait.
+    terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS
 
     def table(self, name: str) -> CdcTable:
         for table in self.tables:
@@ -128,9 +134,18 @@ def parse_cdc_config(text: str, origin: str = "CDC config", warehouse_schema: st
     config = CdcConfig(
         tables=tuple(tables),
         warehouse_schema=warehouse_schema or str(data.get("warehouse_schema") or DEFAULT_WAREHOUSE_SCHEMA),
-        change_log=ChangeLog(**{k: str(v) for k, v in log.items()}))
+        change_log=ChangeLog(**{k: str(v) for k, v in log.items()}),
+        terminate_blockers_after=_blocker_delay(data.get("terminate_blockers_after", DEFAULT_AFTER_SECONDS), origin))
     validate_config(config, origin)
     return config
+
+
+def _blocker_delay(value, origin: str) -> float | None:
+    if value == "never":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f'{origin}: terminate_blockers_after must be seconds (>= 0) or "never", not {value!r}.')
+    return float(value)
 
 
 def validate_config(config: CdcConfig, origin: str = "CDC config") -> None:

@@ -114,7 +114,8 @@ def stage_changes(source_dsn: str, warehouse_dsn: str, config: CdcConfig, table:
             source = src.read_source_table(sconn, table, ids)
             src.validate_changes(sconn, log, table, ct_id, source, lo, hi, content_types=False)
             result.changes, newest, last_id = src.changes_by_action(sconn, log, ct_id, lo, hi)
-            types, result.schema_changes = wh.evolve_merged_table(wconn, schema, table, source)
+            types, result.schema_changes = wh.evolve_merged_table(
+                wconn, schema, table, source, config.terminate_blockers_after)
             info = {"last_change_id": last_id, "last_change_at": newest.isoformat() if newest else None,
                     "changes": result.changes}
             with wconn.transaction():

@@ -20,6 +20,7 @@ A column dropped in the source stays in the merged table and keeps its last valu
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 
 import psycopg
@@ -28,12 +29,14 @@ from psycopg import sql
 from ingest_platform.cdc.config import CdcConfig, CdcTable
 from ingest_platform.cdc.source import SourceTable, estimated_rows, few_of, index_lookup_joins, qualified
 from ingest_platform.errors import SchemaError
+from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS, terminating_blockers
 from ingest_platform.postgres.type_widening import PgType, common_type, parse_pg_type
 
 WATERMARK_TABLE = "_cdc_watermark"
 IS_DELETED, LAST_CHANGE_ID, APPLIED_AT = "is_deleted", "_last_change_id", "_applied_at"
 MERGED_META_COLUMNS = (IS_DELETED, LAST_CHANGE_ID, APPLIED_AT)
 STAGING_META = (("_change_id", "bigint NOT NULL"), ("_action", "text NOT NULL"), ("_row_found", "boolean NOT NULL"))
+LOGGER = logging.getLogger(__name__)
 _SETUP_LOCK = 0x43_44_43   # advisory lock: one CREATE SCHEMA/TABLE IF NOT EXISTS at a time
 # Merged tables leave 10% of each page free, so that an update can put the new row version on the
 # same page: a HOT update, which adds no index entry (the merge updates many rows of a large table).
@@ -109,9 +112,12 @@ def catalog_type(printed: str) -> PgType:
         return PgType(printed)
 
 
-def evolve_merged_table(conn: psycopg.Connection, schema: str, table: CdcTable, source: SourceTable) -> tuple[dict[str, str], list[str]]:
+def evolve_merged_table(conn: psycopg.Connection, schema: str, table: CdcTable, source: SourceTable,
+                        terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS) -> tuple[dict[str, str], list[str]]:
     """Create or evolve the merged table for `source`; returns ({column: merged type}, changes made).
-    Runs in its own transaction; SchemaError (and nothing changed) on an incompatible column."""
+    Runs in its own transaction; SchemaError (and nothing changed) on an incompatible column.
+    Readers whose locks hold up the ALTER TABLE longer than `terminate_blockers_after` seconds are
+    terminated and logged (postgres.locks)."""
     where = f'CDC table "{table.name}" (merged table {schema}."{table.merged_table}")'
     for name, _ in source.columns:
         if name in MERGED_META_COLUMNS:
@@ -154,7 +160,9 @@ def evolve_merged_table(conn: psycopg.Connection, schema: str, table: CdcTable, 
                 changes.append(f'widen column "{name}" from {merged_type} to {common}')
             target[name] = str(common)
         if actions:
-            conn.execute(sql.SQL("ALTER TABLE {} {}").format(qualified(schema, table.merged_table), sql.SQL(", ").join(actions)))
+            with terminating_blockers(conn, terminate_blockers_after, LOGGER):
+                conn.execute(sql.SQL("ALTER TABLE {} {}").format(qualified(schema, table.merged_table),
+                                                                 sql.SQL(", ").join(actions)))
         return target, changes
 
 

@@ -9,10 +9,12 @@ exact returns None (``fast_bytes_block``) and the block is decoded and goes thro
 (``copy_text``), which gives the same bytes or the error that names file, record and column.
 
 - ``byte_encoding(name)``: the codec to decode a byte block with, or None (text path only).
-- ``iter_byte_record_blocks(raw, file_format, chunk_bytes, fields)``: (block, terminator) pairs:
-  ``bytes`` blocks with terminator "\\n" when the file qualifies, else the text path's ``str``
-  blocks (UTF-16 BOM, CRLF rows, quotes, other terminators or encodings).
-- ``ByteFastPath(file_format, columns)``: ``.convert(block) -> (COPY bytes, records) | None``.
+- ``iter_byte_record_blocks(raw, file_format, chunk_bytes, fields)``: (block, terminator, records)
+  triples: ``bytes`` blocks with terminator "\\n" when the file qualifies, else the text path's
+  ``str`` blocks (UTF-16 BOM, CRLF rows, quotes, other terminators or encodings). `records` is the
+  block's record count when cutting it proved TABs == (fields-1) x LFs, else None.
+- ``ByteFastPath(file_format, columns)``: ``.convert(block, records) -> (COPY bytes, records) | None``;
+  ``.for_copy(block, records) -> (bytes, records, COPY NULL string) | None`` for the loader.
 - ``count_byte_records(block, file_format, fields) -> int | None``.
 """
 
@@ -78,8 +80,8 @@ class _Replay:
 
 
 def iter_byte_record_blocks(raw: BinaryIO, file_format: FileFormat, chunk_bytes: int,
-                            fields: int) -> Iterator[tuple[bytes | str, str]]:
-    """(block, row terminator) pairs of whole records: bytes when the file qualifies, else str."""
+                            fields: int) -> Iterator[tuple[bytes | str, str, int | None]]:
+    """(block, row terminator, records or None) of whole records: bytes when the file qualifies, else str."""
     head = raw.read(chunk_bytes)
     encoding, bom = sniff_encoding(head, file_format.encoding)
     declared = byte_encoding(file_format.encoding)
@@ -98,49 +100,52 @@ def iter_byte_record_blocks(raw: BinaryIO, file_format: FileFormat, chunk_bytes:
         probe = buffer if at == -1 else buffer[: at + 1]
         eligible = resolve_row_terminator(probe.decode("latin-1"), file_format) == "\n"
     if not eligible:
-        yield from iter_record_blocks(iter_text(_Replay(read, raw), file_format.encoding, chunk_bytes), file_format,
-                                      chunk_bytes, fields)
+        for block, terminator in iter_record_blocks(iter_text(_Replay(read, raw), file_format.encoding, chunk_bytes),
+                                                    file_format, chunk_bytes, fields):
+            yield block, terminator, None
         return
     while True:
         if len(buffer) >= chunk_bytes:
-            cut = last_byte_boundary(buffer, file_format, fields)
+            cut, records = last_byte_boundary(buffer, file_format, fields)
             if cut > 0:
-                yield buffer[:cut], "\n"
+                yield buffer[:cut], "\n", records
                 buffer = buffer[cut:]
         data = raw.read(chunk_bytes)
         if not data:
             break
         buffer += data
     if buffer:
-        cut = last_byte_boundary(buffer, file_format, fields)
+        cut, records = last_byte_boundary(buffer, file_format, fields)
         if cut > 0:
-            yield buffer[:cut], "\n"
+            yield buffer[:cut], "\n", records
             buffer = buffer[cut:]
     if buffer:
-        yield buffer if buffer.endswith(b"\n") else buffer + b"\n", "\n"
+        yield buffer if buffer.endswith(b"\n") else buffer + b"\n", "\n", None
 
 
-def last_byte_boundary(buffer: bytes, file_format: FileFormat, fields: int) -> int:
-    """End index of the last complete record in buffer, or -1 (text_stream._last_boundary on bytes)."""
+def last_byte_boundary(buffer: bytes, file_format: FileFormat, fields: int) -> tuple[int, int | None]:
+    """(end index of the last complete record in buffer or -1, records up to it when counting proved
+    every LF a record end, else None): text_stream._last_boundary on bytes."""
     if not file_format.escape:
         at = buffer.rfind(b"\n")
         if at == -1:
-            return -1
+            return -1, None
         cut = at + 1
-        if buffer.count(b"\t", 0, cut) == (fields - 1) * buffer.count(b"\n", 0, cut):
-            return cut
+        records = buffer.count(b"\n", 0, cut)
+        if buffer.count(b"\t", 0, cut) == (fields - 1) * records:
+            return cut, records
         _, cut = plain_records(buffer, b"\t", b"\n", fields)  # LF inside a field: bcp's own rule
-        return cut if cut > 0 else -1
+        return (cut, None) if cut > 0 else (-1, None)
     end = len(buffer)
     while True:
         at = buffer.rfind(b"\n", 0, end)
         if at == -1:
-            return -1
+            return -1, None
         run = 0
         while at - run - 1 >= 0 and buffer[at - run - 1] == 0x5C:  # backslash
             run += 1
         if run % 2 == 0:
-            return at + 1
+            return at + 1, None
         end = at
 
 
@@ -176,27 +181,55 @@ class ByteFastPath:
             self.zero_dates = file_format.zero_dates == "null" and any(
                 parse_type_name(c.pg_type)[0] in _DATE_TYPES for c in columns)
 
-    def convert(self, block: bytes) -> tuple[bytes, int] | None:
+    def convert(self, block: bytes, records: int | None = None,
+                check_encoding: bool = True) -> tuple[bytes, int] | None:
+        """(COPY text with NULL \\N, records); `records` when the cut already proved them (bcp).
+
+        check_encoding=False leaves invalid UTF-8 to PostgreSQL, which rejects it too, only without
+        naming the column: the loader then re-reads the file with the check to name it.
+        """
         if self.kind is None:
             return None
         if not block.isascii():
             if self.encoding != "utf-8":
                 return None
-            try:
-                block.decode("utf-8")  # PostgreSQL would reject it too, but without naming the column
-            except UnicodeDecodeError:
-                return None
+            if check_encoding:
+                try:
+                    block.decode("utf-8")
+                except UnicodeDecodeError:
+                    return None
         if self.kind == "bcp":
-            return self._bcp(block)
+            return self._bcp(block, records)
         return self._mysql(block)
 
-    def _bcp(self, block: bytes) -> tuple[bytes, int] | None:
+    def for_copy(self, block: bytes, records: int | None = None) -> tuple[bytes, int, str] | None:
+        """(bytes, records, COPY NULL string) for the loader, encoding left to PostgreSQL.
+
+        A bcp block without empty strings (NUL fields) goes to COPY as it is, with NULL '': bcp's
+        own empty-field NULL. That skips the whole-block rewrite to \\N, the costliest step
+        left; COPY text with NULL '' cannot hold an empty string, so blocks with NULs are converted.
+        """
+        if self.kind == "bcp" and b"\0" not in block and (self.encoding == "utf-8" or block.isascii()):
+            if records is None:
+                records = block.count(b"\n")
+                if block.count(b"\t") != self.tabs * records:
+                    return None
+            if b"\\" in block:
+                block = block.replace(b"\\", b"\\\\")
+            if b"\r" in block:
+                block = block.replace(b"\r", b"\\r")
+            return block, records, ""
+        converted = self.convert(block, records, check_encoding=False)
+        return None if converted is None else (*converted, "\\N")
+
+    def _bcp(self, block: bytes, records: int | None) -> tuple[bytes, int] | None:
         # bcp has no escapes: with TAB/LF terminators and TABs == (fields-1) x LFs no field holds
         # a terminator, so: escape backslash and CR as COPY does, empty field -> \N, and a field
         # that is exactly NUL -> '' (any other NUL is an error the per-row path reports).
-        records = block.count(b"\n")
-        if block.count(b"\t") != self.tabs * records:
-            return None
+        if records is None:
+            records = block.count(b"\n")
+            if block.count(b"\t") != self.tabs * records:
+                return None
         nul = b"\0" in block
         if nul and _NUL_IN_FIELD.search(block):
             return None

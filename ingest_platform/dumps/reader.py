@@ -22,6 +22,7 @@ from ingest_platform.dumps.byte_blocks import ByteFastPath, byte_encoding, count
 from ingest_platform.dumps.copy_text import RowEncoder, fast_block
 from ingest_platform.dumps.dialect import FileFormat
 from ingest_platform.dumps.schema import Column
+from ingest_platform.dumps.zip_member import INFLATE_ERRORS, MemberReader, can_stream
 from ingest_platform.dumps.text_stream import BAD_BYTE_ERRORS, iter_record_blocks, iter_text, simple_split_is_exact
 from ingest_platform.errors import DumpError
 
@@ -45,9 +46,8 @@ def iter_copy_chunks(
     first (the path before the byte path existed).  All but "auto" are for tests and benchmarks.
     Raises FormatError with file, record number and column.
     """
-    for chunk, _count in _iter_chunks_with_counts(dump_path, member, file_format, columns, chunk_bytes, path):
-        if chunk:
-            yield chunk
+    for chunk, _null in _encoded_chunks(dump_path, member, file_format, columns, chunk_bytes, path, for_load=False):
+        yield chunk
 
 
 def count_rows(dump_path: str | Path, member: str, file_format: FileFormat, columns: list[Column]) -> int:
@@ -58,8 +58,8 @@ def count_rows(dump_path: str | Path, member: str, file_format: FileFormat, colu
     total = 0
     encoder = RowEncoder(file_format, columns, member)
     with open_record_blocks(dump_path, member, file_format, columns) as blocks:
-        for block, terminator in blocks:
-            total += _count_records(block, terminator, file_format, encoder)
+        for block, terminator, records in blocks:
+            total += records if records is not None else _count_records(block, terminator, file_format, encoder)
     return max(total - file_format.header_rows, 0)
 
 
@@ -89,7 +89,8 @@ class BlockEncoder:
         self.row_encoder = RowEncoder(file_format, columns, member)
         self.byte_path = ByteFastPath(file_format, columns)
 
-    def encode(self, block: str | bytes, terminator: str, first_record: int, skip: int = 0) -> tuple[bytes, int]:
+    def encode(self, block: str | bytes, terminator: str, first_record: int, skip: int = 0,
+               records: int | None = None) -> tuple[bytes, int]:
         """(COPY bytes, records in the block, skipped header records included).
 
         A bytes block (from open_record_blocks when the file qualifies) tries the byte path, then
@@ -97,7 +98,7 @@ class BlockEncoder:
         """
         if isinstance(block, bytes):
             if self.path != "row" and not skip:
-                converted = self.byte_path.convert(block)
+                converted = self.byte_path.convert(block, records)
                 if converted is not None:
                     return converted
             if self.path == "bytes":
@@ -114,35 +115,57 @@ class BlockEncoder:
             raise DumpError(f"{self.member}: block at record {first_record} needs the per-row path")
         return self.row_encoder.encode_block(block, terminator, first_record, skip=skip)
 
+    def encode_for_copy(self, block: str | bytes, terminator: str, first_record: int, skip: int = 0,
+                        records: int | None = None) -> tuple[bytes, int, str]:
+        """(COPY bytes, records, COPY NULL string) for the loader: ByteFastPath.for_copy when it
+        applies (bcp blocks pass as they are), else encode() with NULL \\N."""
+        if isinstance(block, bytes) and self.path == "auto" and not skip:
+            ready = self.byte_path.for_copy(block, records)
+            if ready is not None:
+                return ready
+        return (*self.encode(block, terminator, first_record, skip, records), "\\N")
+
 
 @contextmanager
 def open_record_blocks(dump_path: str | Path, member: str, file_format: FileFormat, columns: list[Column],
                        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                       byte_blocks: bool = True) -> Iterator[Iterator[tuple[str | bytes, str]]]:
-    """The member as (block, row terminator) pairs of whole records, for BlockEncoder.encode.
+                       byte_blocks: bool = True) -> Iterator[Iterator[tuple[str | bytes, str, int | None]]]:
+    """The member as (block, row terminator, records or None) of whole records, for BlockEncoder.
 
     Blocks are undecoded ``bytes`` (terminator "\n") when the file can be cut on bytes (TAB/LF
     terminators, UTF-8/ASCII, see byte_blocks), else decoded ``str``; byte_blocks=False forces str.
+    `records` is known when cutting the block counted them (see byte_blocks), else None.
     """
     with _open_member(dump_path, member) as raw:
         if byte_blocks:
             yield iter_byte_record_blocks(raw, file_format, chunk_bytes, len(columns))
         else:
-            yield iter_record_blocks(iter_text(raw, file_format.encoding, chunk_bytes), file_format, chunk_bytes,
-                                     len(columns))
+            yield ((block, terminator, None) for block, terminator in iter_record_blocks(
+                iter_text(raw, file_format.encoding, chunk_bytes), file_format, chunk_bytes, len(columns)))
 
 
-def _iter_chunks_with_counts(dump_path, member, file_format, columns, chunk_bytes, path):
+def iter_load_chunks(dump_path: str | Path, member: str, file_format: FileFormat, columns: list[Column],
+                     chunk_bytes: int = DEFAULT_CHUNK_BYTES, path: Path_ = "auto") -> Iterator[tuple[bytes, str]]:
+    """(COPY bytes, COPY NULL string) for the loader (``copy_into``): like iter_copy_chunks, but bcp
+    blocks pass as they are and invalid UTF-8 is left to PostgreSQL (BlockEncoder.encode_for_copy)."""
+    return _encoded_chunks(dump_path, member, file_format, columns, chunk_bytes, path, for_load=True)
+
+
+def _encoded_chunks(dump_path, member, file_format, columns, chunk_bytes, path, for_load):
     encoder = BlockEncoder(member, file_format, columns, path)
     next_record = 1                       # 1-based record number in the file, header included
     to_skip = file_format.header_rows
     with open_record_blocks(dump_path, member, file_format, columns, chunk_bytes,
                             byte_blocks=path != "text") as blocks:
-        for block, terminator in blocks:
-            chunk, count = encoder.encode(block, terminator, next_record, skip=to_skip)
+        for block, terminator, records in blocks:
+            if for_load:
+                chunk, count, null = encoder.encode_for_copy(block, terminator, next_record, to_skip, records)
+            else:
+                (chunk, count), null = encoder.encode(block, terminator, next_record, to_skip, records), "\\N"
             to_skip = max(to_skip - count, 0)
             next_record += count
-            yield chunk, count
+            if chunk:
+                yield chunk, null
 
 
 class _open_member:
@@ -154,7 +177,8 @@ class _open_member:
     def __enter__(self):
         try:
             self.archive = zipfile.ZipFile(self.dump_path)
-            self.raw = self.archive.open(self.member)
+            info = self.archive.getinfo(self.member)
+            self.raw = MemberReader(self.dump_path, info) if can_stream(info) else self.archive.open(info)
         except (OSError, zipfile.BadZipFile, KeyError) as error:
             raise DumpError(f"{self.dump_path}: cannot read member {self.member!r}: {error}") from error
         return _GuardedReader(self.raw, self.dump_path, self.member)
@@ -173,5 +197,5 @@ class _GuardedReader:
     def read(self, size: int = -1) -> bytes:
         try:
             return self.raw.read(size)
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error, *INFLATE_ERRORS) as error:
             raise DumpError(f"{self.dump_path}: member {self.member!r} is corrupt or truncated: {error}") from error

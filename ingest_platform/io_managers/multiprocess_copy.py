@@ -9,6 +9,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
+from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS
 from ingest_platform.postgres.parallel_load import LoadReport, TableLoadPlan, load_table_version
 
 
@@ -17,11 +18,16 @@ class MultiprocessCopyIOManager(dg.ConfigurableIOManager):
 
     dsn: str = Field(description="Warehouse DSN; give it as EnvVar('INGEST_PG_DSN').")
     processes: int = Field(default=2, description="Worker processes per table (spawned, one connection each).")
+    terminate_blockers_after: float | None = Field(
+        default=DEFAULT_AFTER_SECONDS,
+        description="Seconds the attach (a short ACCESS EXCLUSIVE lock on the parent) waits for readers' locks "
+                    "before terminating the backends that hold them, named in the run's log; null: wait.")
 
     def handle_output(self, context: dg.OutputContext, obj: TableLoadPlan) -> None:
         if not isinstance(obj, TableLoadPlan):
             raise TypeError(f"{context.asset_key.to_user_string()} must return a TableLoadPlan, got {type(obj).__name__}")
-        report = load_table_version(self.dsn, obj, processes=self.processes)
+        report = load_table_version(self.dsn, obj, processes=self.processes,
+                                    terminate_blockers_after=self.terminate_blockers_after, logger=context.log)
         context.add_output_metadata(load_metadata(report, obj))
 
     def load_input(self, context: dg.InputContext) -> dict:

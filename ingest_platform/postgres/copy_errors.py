@@ -16,6 +16,18 @@ from ingest_platform.errors import FormatError
 _CONTEXT = re.compile(r'COPY [^,]+, line (\d+)(?:, column (.+?): "(.*)")?', re.DOTALL)
 
 
+class CopyRejected(Exception):
+    """PostgreSQL rejected a COPY stream (``versioned_tables.copy_into``).
+
+    `line`: the 1-based line of the whole stream (which may span several COPY statements), or None.
+    `bad_encoding`: the bytes were not valid UTF-8 (the reader leaves that check to the server).
+    """
+
+    def __init__(self, message: str, context: str, line: int | None, bad_encoding: bool):
+        super().__init__(f"{message} ({context})" if context else message)
+        self.message, self.context, self.line, self.bad_encoding = message, context, line, bad_encoding
+
+
 def copy_error_details(error: psycopg.Error) -> tuple[str, str]:
     """(message, context) of a COPY error."""
     return (error.diag.message_primary or str(error)).strip(), error.diag.context or ""

@@ -9,6 +9,7 @@ attach the load table to the parent (see versioned_tables); on any failure it is
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import queue
 import time
@@ -16,16 +17,23 @@ import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-import psycopg
 from ingest_platform.dumps import open_dump
 from ingest_platform.dumps.dialect import FileFormat
-from ingest_platform.dumps.reader import DEFAULT_CHUNK_BYTES, BlockEncoder, iter_copy_chunks, open_record_blocks
+from ingest_platform.dumps.reader import (
+    DEFAULT_CHUNK_BYTES,
+    BlockEncoder,
+    iter_copy_chunks,
+    iter_load_chunks,
+    open_record_blocks,
+)
 from ingest_platform.dumps.schema import TableSchema
 from ingest_platform.errors import FormatError, IngestError
 from ingest_platform.postgres.connection import connect
-from ingest_platform.postgres.copy_errors import copy_error_details, copy_error_line, copy_format_error
+from ingest_platform.postgres.copy_errors import CopyRejected, copy_format_error
+from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS
 from ingest_platform.postgres.versioned_tables import (
     VersionLoad,
     abandon_version_load,
@@ -38,6 +46,7 @@ from ingest_platform.postgres.versioned_tables import (
 QUEUE_BLOCKS_PER_WORKER = 2
 # Files smaller than this many blocks load in-process: starting workers would cost more than it saves.
 MIN_BLOCKS_FOR_WORKERS = 8
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,9 +79,13 @@ class LoadReport:
         return self.rows / self.seconds if self.seconds else 0.0
 
 
-def load_table_version(dsn: str, plan: TableLoadPlan, processes: int = 2,
-                       chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> LoadReport:
-    """Load one table version atomically: visible complete after success, not at all after failure."""
+def load_table_version(dsn: str, plan: TableLoadPlan, processes: int = 2, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                       terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS,
+                       logger: logging.Logger | logging.LoggerAdapter = LOGGER) -> LoadReport:
+    """Load one table version atomically: visible complete after success, not at all after failure.
+
+    `terminate_blockers_after`, `logger`: for the attach (``versioned_tables.attach_version``).
+    """
     started = time.perf_counter()
     with connect(dsn) as conn:
         load = begin_version_load(conn, plan.pg_schema, plan.table_schema, plan.version)
@@ -85,7 +98,7 @@ def load_table_version(dsn: str, plan: TableLoadPlan, processes: int = 2,
         else:
             rows, nbytes = _copy_in_parallel(dsn, plan, load, workers, chunk_bytes)
         with connect(dsn) as conn:
-            attached = attach_version(conn, load)
+            attached = attach_version(conn, load, terminate_blockers_after, logger)
     except BaseException:
         with connect(dsn) as conn:
             abandon_version_load(conn, load)
@@ -97,7 +110,8 @@ def load_table_version(dsn: str, plan: TableLoadPlan, processes: int = 2,
 
 
 def load_dump_version(dsn: str, dump_path: str | Path, pg_schema: str | None = None, processes: int = 2,
-                      dialect: str | None = None) -> list[LoadReport]:
+                      dialect: str | None = None,
+                      terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS) -> list[LoadReport]:
     """Load every table of a dump, each atomically; the schema defaults to the dump's app.
 
     With several tables, `processes` workers each load whole tables (largest first): that beats
@@ -107,10 +121,12 @@ def load_dump_version(dsn: str, dump_path: str | Path, pg_schema: str | None = N
         plans = sorted((plan_for(dump, table, pg_schema or dump.app) for table in dump.tables),
                        key=_data_size, reverse=True)
         if processes <= 1 or len(plans) == 1:
-            return [load_table_version(dsn, plan, processes) for plan in plans]
+            return [load_table_version(dsn, plan, processes, terminate_blockers_after=terminate_blockers_after)
+                    for plan in plans]
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(processes, len(plans)), mp_context=context) as pool:
-            return list(pool.map(load_table_version, [dsn] * len(plans), plans, [1] * len(plans)))
+            return list(pool.map(partial(load_table_version, dsn, processes=1, terminate_blockers_after=terminate_blockers_after),
+                                 plans))
 
 
 def _data_size(plan: TableLoadPlan) -> int:
@@ -134,16 +150,16 @@ def _workers_for(plan: TableLoadPlan, processes: int, chunk_bytes: int) -> int:
 
 
 def _copy_in_process(dsn: str, plan: TableLoadPlan, load: VersionLoad, chunk_bytes: int) -> tuple[int, int]:
-    chunks = iter_copy_chunks(plan.archive_path, plan.data_member, plan.file_format, plan.table_schema.columns,
+    chunks = iter_load_chunks(plan.archive_path, plan.data_member, plan.file_format, plan.table_schema.columns,
                               chunk_bytes, plan.reader_path)
     try:
         with connect(dsn) as conn:
             return copy_into(conn, load, chunks)
-    except psycopg.DataError as error:
-        message, context = copy_error_details(error)
-        line = copy_error_line(context)
-        record = line + plan.file_format.header_rows if line is not None else None
-        raise copy_format_error(message, context, plan.data_member, record) from None
+    except CopyRejected as rejected:
+        if rejected.bad_encoding:
+            raise _locate_format_error(plan) from None
+        record = rejected.line + plan.file_format.header_rows if rejected.line is not None else None
+        raise copy_format_error(rejected.message, rejected.context, plan.data_member, record) from None
 
 
 def _copy_in_parallel(dsn: str, plan: TableLoadPlan, load: VersionLoad, processes: int,
@@ -153,8 +169,8 @@ def _copy_in_parallel(dsn: str, plan: TableLoadPlan, load: VersionLoad, processe
         skip = plan.file_format.header_rows
         with open_record_blocks(plan.archive_path, plan.data_member, plan.file_format, plan.table_schema.columns,
                                 chunk_bytes) as record_blocks:
-            for index, (block, terminator) in enumerate(record_blocks):
-                pool.put((index, block, terminator, skip))
+            for index, (block, terminator, records) in enumerate(record_blocks):
+                pool.put((index, block, terminator, records, skip))
                 skip = 0  # header rows are all in the first block (blocks are ~chunk_bytes)
         return pool.finish()
     finally:
@@ -230,16 +246,17 @@ def _records_before_block(plan: TableLoadPlan, block_index: int, chunk_bytes: in
     total, skip = 0, plan.file_format.header_rows
     with open_record_blocks(plan.archive_path, plan.data_member, plan.file_format, plan.table_schema.columns,
                             chunk_bytes) as record_blocks:
-        for index, (block, terminator) in enumerate(record_blocks):
+        for index, (block, terminator, records) in enumerate(record_blocks):
             if index == block_index:
                 return total + skip
-            total += encoder.encode(block, terminator, total + 1, skip)[1]
+            total += records if records is not None else encoder.encode(block, terminator, total + 1, skip)[1]
             skip = 0
     return total
 
 
 def _locate_format_error(plan: TableLoadPlan) -> Exception:
-    """A worker only knows record numbers within its block; re-read in order to name the exact record."""
+    """Re-read in order, checking the encoding too, to name the exact record (and column): a worker
+    only knows record numbers within its block, and PostgreSQL does not name the column of bad bytes."""
     try:
         for _ in iter_copy_chunks(plan.archive_path, plan.data_member, plan.file_format, plan.table_schema.columns):
             pass
@@ -254,10 +271,10 @@ def _copy_worker(dsn: str, plan: TableLoadPlan, load: VersionLoad, blocks, resul
 
     def chunks() -> Iterator[bytes]:
         while (item := blocks.get()) is not None:
-            index, block, terminator, skip = item
-            chunk, records = encoder.encode(block, terminator, 1, skip)
+            index, block, terminator, records, skip = item
+            chunk, records, null = encoder.encode_for_copy(block, terminator, 1, skip, records)
             sent.append((index, records - skip))
-            yield chunk
+            yield chunk, null
 
     try:
         with connect(dsn) as conn:
@@ -265,9 +282,11 @@ def _copy_worker(dsn: str, plan: TableLoadPlan, load: VersionLoad, blocks, resul
         results.put(("ok", rows, nbytes))
     except FormatError as error:
         results.put(("format_error", str(error)))
-    except psycopg.DataError as error:
-        message, context = copy_error_details(error)
-        results.put(("copy_error", message, context, *_block_of_line(sent, copy_error_line(context))))
+    except CopyRejected as rejected:
+        if rejected.bad_encoding:
+            results.put(("format_error", rejected.message))
+        else:
+            results.put(("copy_error", rejected.message, rejected.context, *_block_of_line(sent, rejected.line)))
     except Exception as error:  # noqa: BLE001 - reported to the main process, which raises
         results.put(("error", f"{type(error).__name__}: {error}"))
 

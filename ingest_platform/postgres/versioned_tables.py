@@ -46,6 +46,8 @@ PostgreSQL's DDL takes no parameters (DEFAULT, CHECK, COMMENT).
 from __future__ import annotations
 
 import hashlib
+import itertools
+import logging
 import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -58,12 +60,15 @@ from psycopg.pq import TransactionStatus
 from ingest_platform.dumps.schema import TableSchema
 from ingest_platform.errors import IngestError, SchemaError
 from ingest_platform.postgres import version_catalog as catalog
+from ingest_platform.postgres.copy_errors import CopyRejected, copy_error_details, copy_error_line
+from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS, terminating_blockers
 from ingest_platform.postgres.type_widening import PgType, common_type, parse_pg_type
 
 VERSION_COLUMN = "_version"
 VERSION_CHECK = "_version_check"   # name of the CHECK (_version = 'V') constraint on each child
 MAX_IDENTIFIER_BYTES = 63           # PostgreSQL silently truncates longer names
 _ATTACH_ATTEMPTS = 3                # an attach that loses a deadlock to a reader is retried
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -171,20 +176,35 @@ def begin_version_load(conn: psycopg.Connection, schema: str, table_schema: Tabl
     )
 
 
-def copy_into(conn: psycopg.Connection, load: VersionLoad, chunks: Iterable[bytes]) -> tuple[int, int]:
-    """Step 2: COPY text-format chunks (UTF-8) into the load table. Commits. Returns (rows, bytes)."""
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+def copy_into(conn: psycopg.Connection, load: VersionLoad, chunks: Iterable[bytes | tuple[bytes, str]]) -> tuple[int, int]:
+    """Step 2: COPY text-format chunks (UTF-8) into the load table. Commits. Returns (rows, bytes).
+
+    A chunk is bytes (NULL written \\N) or (bytes, its COPY NULL string): where the NULL string
+    changes, one COPY ends and the next begins, in the same transaction. A rejected row raises
+    CopyRejected with its line counted from the first chunk.
+    """
+    copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
         _qualified(load.schema, load.load_table),
         sql.SQL(", ").join(sql.Identifier(name) for name, _ in load.copy_columns))
-    sent = 0
+    rows = sent = 0
     try:
         with _transaction(conn), conn.cursor() as cur:
             cur.execute("SET LOCAL client_encoding TO 'UTF8'")
-            with cur.copy(statement) as copy:
-                for chunk in chunks:
-                    copy.write(chunk)
-                    sent += len(chunk)
-            return cur.rowcount, sent
+            for null, group in itertools.groupby(chunks, key=_null_string):
+                statement = copy if null == "\\N" else sql.SQL("{} (NULL {})").format(copy, sql.Literal(null))
+                try:
+                    with cur.copy(statement) as writer:
+                        for chunk in group:
+                            data = chunk if isinstance(chunk, bytes) else chunk[0]
+                            writer.write(data)
+                            sent += len(data)
+                except psycopg.DataError as error:
+                    message, context = copy_error_details(error)
+                    line = copy_error_line(context)
+                    raise CopyRejected(message, context, None if line is None else rows + line,
+                                       isinstance(error, psycopg.errors.CharacterNotInRepertoire)) from error
+                rows += cur.rowcount
+            return rows, sent
     except psycopg.errors.UndefinedTable:
         raise IngestError(
             f'The load table of "{load.table}" version {load.version} is gone: the load was abandoned, '
@@ -192,8 +212,19 @@ def copy_into(conn: psycopg.Connection, load: VersionLoad, chunks: Iterable[byte
         ) from None
 
 
-def attach_version(conn: psycopg.Connection, load: VersionLoad) -> AttachResult:
-    """Step 3: make the loaded rows the version's child, in one short transaction. Commits."""
+def _null_string(chunk: bytes | tuple[bytes, str]) -> str:
+    return "\\N" if isinstance(chunk, bytes) else chunk[1]
+
+
+def attach_version(conn: psycopg.Connection, load: VersionLoad,
+                   terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS,
+                   logger: logging.Logger | logging.LoggerAdapter = LOGGER) -> AttachResult:
+    """Step 3: make the loaded rows the version's child, in one short transaction. Commits.
+
+    Backends whose locks keep the attach waiting longer than `terminate_blockers_after` seconds
+    (a reader's long transaction on the parent or the old child) are terminated and logged
+    (``postgres.locks``; None: wait as long as it takes).
+    """
     with _transaction(conn):
         _load_table_oid(conn, load)
         # Counted and analyzed before the parent is locked: nobody else writes a load table now.
@@ -202,7 +233,7 @@ def attach_version(conn: psycopg.Connection, load: VersionLoad) -> AttachResult:
         conn.execute(sql.SQL("ANALYZE {}").format(_qualified(load.schema, load.load_table)))
     for attempt in range(1, _ATTACH_ATTEMPTS + 1):
         try:
-            with _transaction(conn):
+            with terminating_blockers(conn, terminate_blockers_after, logger), _transaction(conn):
                 changes, replaced = _attach(conn, load, rows)
             return AttachResult(load.child_table, rows, tuple(str(c) for c in changes), replaced)
         except psycopg.errors.DeadlockDetected:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import psycopg
 import pytest
 
 from ingest_platform.cdc import checks, demo_app, pipeline
@@ -253,3 +254,37 @@ def test_merge_counts_and_index_lookups(cdc_env, monkeypatch, path):
     with cdc_env.warehouse() as conn:
         assert "fillfactor=70" in conn.execute(options).fetchone()[0]
     assert_consistent(cdc_env)
+
+
+def test_a_reader_blocking_a_schema_change_is_terminated_after_the_configured_delay(cdc_env, caplog):
+    # The same lock terminator as ingest()'s migrations (postgres.locks), set by the CDC config.
+    cdc_env.config = CdcConfig(tables=cdc_env.config.tables, terminate_blockers_after=0.2)
+    run(cdc_env, "pm_item")
+    with cdc_env.source() as conn:
+        conn.execute("ALTER TABLE pm_item ADD COLUMN priority smallint")
+        some = conn.execute("SELECT min(id) FROM pm_item").fetchone()[0]
+        with conn.transaction():
+            demo_app.ChangeWriter(conn).change("pm_item", some, {"priority": 3})
+    reader = psycopg.connect(cdc_env.warehouse_dsn)
+    reader.execute("SELECT count(*) FROM cdc.pm_item")       # idle in transaction, holding ACCESS SHARE
+    reader_pid = reader.info.backend_pid
+    with caplog.at_level("WARNING", logger="ingest_platform"):
+        stage, _ = run(cdc_env, "pm_item")["pm_item"]
+    assert 'add column "priority" smallint' in stage.schema_changes
+    assert any(f"Terminated backend {reader_pid} " in r.getMessage() for r in caplog.records)
+    assert cdc_env.merged("pm_item")[some]["priority"] == 3
+    with pytest.raises(psycopg.OperationalError):
+        reader.execute("SELECT 1")
+    reader.close()
+
+
+def test_terminate_blockers_after_is_read_from_the_toml(tmp_path):
+    from ingest_platform.cdc.config import parse_cdc_config
+    from ingest_platform.errors import ConfigError
+
+    tables = '[[tables]]\napp_label = "pm"\nmodel = "item"\n'
+    assert parse_cdc_config(tables).terminate_blockers_after == 60.0
+    assert parse_cdc_config('terminate_blockers_after = 5\n' + tables).terminate_blockers_after == 5.0
+    assert parse_cdc_config('terminate_blockers_after = "never"\n' + tables).terminate_blockers_after is None
+    with pytest.raises(ConfigError, match="terminate_blockers_after must be seconds"):
+        parse_cdc_config('terminate_blockers_after = -1\n' + tables)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import zipfile
 
 import pytest
 
 from ingest_platform.dumps import FileFormat, iter_copy_chunks, load_dialect, open_dump
+from ingest_platform.dumps.zip_member import MemberReader
 from ingest_platform.errors import DumpError, FormatError, SchemaError
 
 from ingest_platform_tests.conftest import make_zip
@@ -74,6 +76,35 @@ def test_truncated_and_corrupt_zip(tmp_path):
     dump = open_dump(damaged, dialect="mssql")
     with pytest.raises(DumpError, match="t.dat"):
         chunks(dump)
+
+
+def test_stored_member_and_a_wrong_crc(tmp_path):
+    # The ISA-L member reader (zip_member.py) reads stored members too and checks the CRC-32 at the end.
+    data = ("1\ta\t2020-01-01\n" * 1000).encode()
+    path = tmp_path / "app_1.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("t.json", SCHEMA)
+        archive.writestr("t.dat", data)
+    assert chunks(open_dump(path, dialect="mssql")).count(b"\n") == 1000
+    raw = bytearray(path.read_bytes())
+    at = raw.find(data)
+    raw[at + 5000] ^= 0x01     # "a" -> "`": still valid data, but not what the CRC says
+    damaged = tmp_path / "app_2.zip"
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(DumpError, match="t.dat.*CRC"):
+        chunks(open_dump(damaged, dialect="mssql"))
+
+
+def test_member_reader_returns_at_most_what_was_asked(tmp_path):
+    # A highly compressible member must not inflate into memory at once (a ZIP bomb stays bounded).
+    path = make_zip(tmp_path / "app_1.zip", {"t.dat": b"0" * 50_000_000})
+    with zipfile.ZipFile(path) as archive:
+        reader = MemberReader(str(path), archive.getinfo("t.dat"))
+    sizes = []
+    while block := reader.read(1 << 20):
+        sizes.append(len(block))
+    reader.close()
+    assert max(sizes) == 1 << 20 and sum(sizes) == 50_000_000
 
 
 @pytest.mark.parametrize("member", ["../evil.dat", "/etc/t.dat", "a/../../t.dat", "C:\\t.dat"])

@@ -96,9 +96,9 @@ def test_bcp_lf_inside_a_field_falls_back_for_that_block_only(tmp_path):
         chunks(dump, "bytes", 1000)
     # Cut on bytes at real record ends only; just the block holding record 151 misses the byte path.
     blocks = blocks_of(dump, 1000)
-    assert len(blocks) > 5 and all(isinstance(b, bytes) and t == "\n" for b, t in blocks)
+    assert len(blocks) > 5 and all(isinstance(b, bytes) and t == "\n" for b, t, _ in blocks)
     fast = ByteFastPath(dump.tables["t"].file_format, dump.tables["t"].schema.columns)
-    missed = [b for b, _ in blocks if fast.convert(b) is None]
+    missed = [b for b, _, records in blocks if fast.convert(b, records) is None]
     assert len(missed) == 1 and b"line one\nline two" in missed[0]
 
 
@@ -134,7 +134,7 @@ def test_bom_crlf_and_other_encodings(tmp_path):
     assert assert_paths_agree(utf8_bom) == expected
     # CRLF rows (the first record decides) and UTF-16: the str path, same output.
     crlf = make_dump(tmp_path, body.replace("\n", "\r\n").encode())
-    assert all(isinstance(b, str) for b, _ in blocks_of(crlf, 16))
+    assert all(isinstance(b, str) for b, _, _ in blocks_of(crlf, 16))
     assert assert_paths_agree(crlf, expect_bytes=False) == expected
     utf16 = make_dump(tmp_path, codecs.BOM_UTF16_LE + body.encode("utf-16-le"))
     assert assert_paths_agree(utf16, expect_bytes=False) == expected
@@ -227,7 +227,19 @@ def test_bytes_blocks_pickle_for_workers_and_encode_there(tmp_path):
     dump = make_dump(tmp_path, b"".join(b"%d\t\ta\\b\t\0\n" % i for i in range(100)))
     encoder = BlockEncoder(*entry_of(dump)[1:])
     out, records = b"", 0
-    for block, terminator in blocks_of(dump, 128):
+    for block, terminator, _ in blocks_of(dump, 128):
         chunk, count = encoder.encode(*pickle.loads(pickle.dumps((block, terminator))), first_record=records + 1)
         out, records = out + chunk, records + count
     assert records == 100 and out == chunks(dump, "row")
+
+
+def test_for_copy_passes_bcp_blocks_as_they_are_unless_they_hold_empty_strings(tmp_path):
+    dump = make_dump(tmp_path, b"1\t\ta\\b\tc\rd\n")
+    fast = ByteFastPath(dump.tables["t"].file_format, dump.tables["t"].schema.columns)
+    # NULL '' (bcp's own empty field); backslash and CR escaped as COPY text wants them.
+    assert fast.for_copy(b"1\t\ta\\b\tc\rd\n") == (b"1\t\ta\\\\b\tc\\rd\n", 1, "")
+    # A NUL field (bcp's empty string) cannot be written with NULL '': rewritten with \N.
+    assert fast.for_copy(b"1\t\0\t\tx\n") == (b"1\t\t\\N\tx\n", 1, "\\N")
+    # Invalid UTF-8 is left to PostgreSQL (the loader re-reads to name the column); convert() refuses.
+    assert fast.for_copy(b"1\t\xff\t\tx\n") == (b"1\t\xff\t\tx\n", 1, "")
+    assert fast.convert(b"1\t\xff\t\tx\n") is None

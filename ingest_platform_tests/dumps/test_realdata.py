@@ -105,10 +105,10 @@ def test_byte_path_blocks_are_identical_to_per_row_blocks(request, dump_name):
         fast, row = BlockEncoder(*args, path="bytes"), BlockEncoder(*args, path="row")
         with open_record_blocks(dump.archive_path, *args, chunk_bytes=1 << 15) as blocks:
             record = 1
-            for block, terminator in blocks:
+            for block, terminator, records in blocks:
                 expected = row.encode(block, terminator, record)
-                if isinstance(block, bytes) and fast.byte_path.convert(block) is not None:
-                    assert fast.encode(block, terminator, record) == expected, (table, record)
+                if isinstance(block, bytes) and fast.byte_path.convert(block, records) is not None:
+                    assert fast.encode(block, terminator, record, records=records) == expected, (table, record)
                     converted += 1
                 record += expected[1]
     assert converted > 20

@@ -8,13 +8,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
-import psycopg
 import pytest
 from psycopg import sql
 
 from ingest_platform.dumps.schema import Column, TableSchema
 from ingest_platform.errors import IngestError, SchemaError
 from ingest_platform.postgres.connection import connect
+from ingest_platform.postgres.copy_errors import CopyRejected
 from ingest_platform.postgres.versioned_tables import (
     MAX_IDENTIFIER_BYTES, VERSION_COLUMN, VersionLoad, abandon_version_load, attach_version,
     begin_version_load, child_table_name, conformance_problems, copy_into, load_table_name,
@@ -173,8 +173,9 @@ def test_failed_copy_then_abandon_leaves_no_trace(conn):
     before = state(conn)
     started = begin_version_load(conn, SCHEMA, V2, "2")
     copy_into(conn, started, [copy_text([(1, "fine", "1", "EU")])])
-    with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+    with pytest.raises(CopyRejected, match="invalid input syntax") as rejected:
         copy_into(conn, started, [copy_text([(2, "ok", "1", "EU"), ("abc", "bad", "1", "EU")])])
+    assert rejected.value.line == 2 and not rejected.value.bad_encoding
     abandon_version_load(conn, started)
     assert state(conn) == before
     with pytest.raises(IngestError, match="gone"):

@@ -6,6 +6,10 @@ connection, waits `after_seconds`; from then on, while the block runs, it termin
 in ``pg_blocking_pids(<our backend>)`` (``pg_terminate_backend``: a transaction that merely holds a
 lock runs no query to cancel) and logs each one at WARNING: pid, user, application, state, query.
 ``after_seconds=None`` never terminates anything (the statement waits as long as it takes).
+
+Shared by every pipeline that takes such a lock: ``ingest()`` migrations (bulk_ingest.migration),
+the dump attach (versioned_tables.attach_version) and CDC schema evolution (cdc.warehouse). A lock
+request that waits also queues every later reader behind it, so waiting forever is rarely kind.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from contextlib import contextmanager
 import psycopg
 
 _CHECK_INTERVAL = 0.2   # seconds between checks once the delay has passed
+DEFAULT_AFTER_SECONDS = 60.0
 
 
 @contextmanager
