@@ -79,9 +79,13 @@ class _Replay:
         return self.raw.read(size)
 
 
-def iter_byte_record_blocks(raw: BinaryIO, file_format: FileFormat, chunk_bytes: int,
-                            fields: int) -> Iterator[tuple[bytes | str, str, int | None]]:
-    """(block, row terminator, records or None) of whole records: bytes when the file qualifies, else str."""
+def iter_byte_record_blocks(raw: BinaryIO, file_format: FileFormat, chunk_bytes: int, fields: int,
+                            verify_cuts: bool = True) -> Iterator[tuple[bytes | str, str, int | None]]:
+    """(block, row terminator, records or None) of whole records: bytes when the file qualifies, else str.
+
+    verify_cuts=False cuts a bcp file at its last LF without counting: a block may then end inside
+    a field that holds a LF (see ``ByteFastPath.for_copy``, optimistic).
+    """
     head = raw.read(chunk_bytes)
     encoding, bom = sniff_encoding(head, file_format.encoding)
     declared = byte_encoding(file_format.encoding)
@@ -106,7 +110,7 @@ def iter_byte_record_blocks(raw: BinaryIO, file_format: FileFormat, chunk_bytes:
         return
     while True:
         if len(buffer) >= chunk_bytes:
-            cut, records = last_byte_boundary(buffer, file_format, fields)
+            cut, records = last_byte_boundary(buffer, file_format, fields, verify_cuts)
             if cut > 0:
                 yield buffer[:cut], "\n", records
                 buffer = buffer[cut:]
@@ -115,7 +119,7 @@ def iter_byte_record_blocks(raw: BinaryIO, file_format: FileFormat, chunk_bytes:
             break
         buffer += data
     if buffer:
-        cut, records = last_byte_boundary(buffer, file_format, fields)
+        cut, records = last_byte_boundary(buffer, file_format, fields, verify_cuts)
         if cut > 0:
             yield buffer[:cut], "\n", records
             buffer = buffer[cut:]
@@ -123,14 +127,18 @@ def iter_byte_record_blocks(raw: BinaryIO, file_format: FileFormat, chunk_bytes:
         yield buffer if buffer.endswith(b"\n") else buffer + b"\n", "\n", None
 
 
-def last_byte_boundary(buffer: bytes, file_format: FileFormat, fields: int) -> tuple[int, int | None]:
+def last_byte_boundary(buffer: bytes, file_format: FileFormat, fields: int,
+                       verify: bool = True) -> tuple[int, int | None]:
     """(end index of the last complete record in buffer or -1, records up to it when counting proved
-    every LF a record end, else None): text_stream._last_boundary on bytes."""
+    every LF a record end, else None): text_stream._last_boundary on bytes. verify=False: the last
+    LF, uncounted (bcp)."""
     if not file_format.escape:
         at = buffer.rfind(b"\n")
         if at == -1:
             return -1, None
         cut = at + 1
+        if not verify:
+            return cut, None
         records = buffer.count(b"\n", 0, cut)
         if buffer.count(b"\t", 0, cut) == (fields - 1) * records:
             return cut, records
@@ -202,15 +210,18 @@ class ByteFastPath:
             return self._bcp(block, records)
         return self._mysql(block)
 
-    def for_copy(self, block: bytes, records: int | None = None) -> tuple[bytes, int, str] | None:
+    def for_copy(self, block: bytes, records: int | None = None,
+                 optimistic: bool = False) -> tuple[bytes, int | None, str] | None:
         """(bytes, records, COPY NULL string) for the loader, encoding left to PostgreSQL.
 
         A bcp block without empty strings (NUL fields) goes to COPY as it is, with NULL '': bcp's
         own empty-field NULL. That skips the whole-block rewrite to \\N, the costliest step
         left; COPY text with NULL '' cannot hold an empty string, so blocks with NULs are converted.
+        optimistic=True skips counting fields too (records None): PostgreSQL counts them, and the
+        loader re-reads carefully if it refuses (a LF inside a bcp field looks like a short row).
         """
         if self.kind == "bcp" and b"\0" not in block and (self.encoding == "utf-8" or block.isascii()):
-            if records is None:
+            if records is None and not optimistic:
                 records = block.count(b"\n")
                 if block.count(b"\t") != self.tabs * records:
                     return None

@@ -25,6 +25,8 @@ from ingest_platform.dumps.dialect import FileFormat
 from ingest_platform.dumps.reader import (
     DEFAULT_CHUNK_BYTES,
     BlockEncoder,
+    NotOptimistic,
+    can_load_optimistically,
     iter_copy_chunks,
     iter_load_chunks,
     open_record_blocks,
@@ -150,6 +152,9 @@ def _workers_for(plan: TableLoadPlan, processes: int, chunk_bytes: int) -> int:
 
 
 def _copy_in_process(dsn: str, plan: TableLoadPlan, load: VersionLoad, chunk_bytes: int) -> tuple[int, int]:
+    loaded = _copy_optimistically(dsn, plan, load, chunk_bytes)
+    if loaded is not None:
+        return loaded
     chunks = iter_load_chunks(plan.archive_path, plan.data_member, plan.file_format, plan.table_schema.columns,
                               chunk_bytes, plan.reader_path)
     try:
@@ -160,6 +165,20 @@ def _copy_in_process(dsn: str, plan: TableLoadPlan, load: VersionLoad, chunk_byt
             raise _locate_format_error(plan) from None
         record = rejected.line + plan.file_format.header_rows if rejected.line is not None else None
         raise copy_format_error(rejected.message, rejected.context, plan.data_member, record) from None
+
+
+def _copy_optimistically(dsn: str, plan: TableLoadPlan, load: VersionLoad, chunk_bytes: int) -> tuple[int, int] | None:
+    """(rows, bytes), or None when the optimistic read does not apply or PostgreSQL refused it (its
+    transaction rolled back): then the careful read loads the file or names its error."""
+    if plan.reader_path != "auto" or not can_load_optimistically(plan.file_format, plan.table_schema.columns):
+        return None
+    chunks = iter_load_chunks(plan.archive_path, plan.data_member, plan.file_format, plan.table_schema.columns,
+                              chunk_bytes, optimistic=True)
+    try:
+        with connect(dsn) as conn:
+            return copy_into(conn, load, chunks)
+    except (CopyRejected, NotOptimistic):
+        return None
 
 
 def _copy_in_parallel(dsn: str, plan: TableLoadPlan, load: VersionLoad, processes: int,
