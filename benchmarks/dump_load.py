@@ -409,22 +409,25 @@ def run_all(args, dsn, one_table, four_tables, member, table_bytes, pg_columns) 
                 check_count("peers", "pandas_multi", sample) or f"{seconds / reference:.0f}x ours"))
 
     if ours:
-        timings, busy, cores = {}, {}, psutil.cpu_count()
-        for processes in (1, 2):
-            checkpoint(dsn)
-            busy_before = busy_cpu_seconds()
-            timings[processes] = timed(run_our_loader, dsn, four_tables, f"four_{processes}p", processes)
-            busy[processes] = busy_cpu_seconds() - busy_before
-            label = f"ours: 4 tables, {processes} process{'es' if processes > 1 else ''}"
-            if processes == 1:
-                # The server's COPY runs beside the client: how busy the cores already were bounds the gain.
-                say(Row(label, 4 * rows, timings[1], 4 * table_bytes, note=(
-                    f"{busy[1] / timings[1]:.1f} of {cores} cores busy: at most "
-                    f"{timings[1] * cores / busy[1]:.2f}x faster on {cores}")))
-            else:
-                speedup = timings[1] / timings[2]
-                say(Row(label, 4 * rows, timings[2], 4 * table_bytes, ">= 1.5x faster than 1 process", speedup >= 1.5,
-                        f"{speedup:.2f}x faster, {busy[2] / timings[2]:.1f} of {cores} cores busy"))
+        # Each setting runs twice, alternating, and keeps its faster run: on a shared 2-core machine
+        # a single run of either can lose 5% to a stray job. The busy cores of the 1-process run bound
+        # the gain: its COPY already runs on the server beside the client.
+        runs: dict[int, list[tuple[float, float]]] = {1: [], 2: []}     # (seconds, machine busy CPU seconds)
+        cores = psutil.cpu_count()
+        for attempt in (1, 2):
+            for processes in (1, 2):
+                checkpoint(dsn)
+                busy_before = busy_cpu_seconds()
+                seconds = timed(run_our_loader, dsn, four_tables, f"four_{processes}p_{attempt}", processes)
+                runs[processes].append((seconds, busy_cpu_seconds() - busy_before))
+        (one, one_busy), (two, two_busy) = min(runs[1]), min(runs[2])
+        shown = {p: " and ".join(f"{s:.2f}" for s, _ in runs[p]) + " s" for p in runs}
+        say(Row("ours: 4 tables, 1 process (faster of 2 runs)", 4 * rows, one, 4 * table_bytes, note=(
+            f"runs {shown[1]}; {one_busy / one:.1f} of {cores} cores busy: at most "
+            f"{one * cores / one_busy:.2f}x faster on {cores}")))
+        say(Row("ours: 4 tables, 2 processes (faster of 2 runs)", 4 * rows, two, 4 * table_bytes,
+                ">= 1.5x faster than 1 process", one / two >= 1.5,
+                f"{one / two:.2f}x faster; runs {shown[2]}; {two_busy / two:.1f} of {cores} cores busy"))
         sizes = [(1, one_table)]
         if not args.skip_slow:
             sizes.append((4, bench_dump(args.workdir, 1, 4 * rows)))
