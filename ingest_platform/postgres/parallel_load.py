@@ -125,10 +125,10 @@ def load_dump_version(dsn: str, dump_path: str | Path, pg_schema: str | None = N
         if processes <= 1 or len(plans) == 1:
             return [load_table_version(dsn, plan, processes, terminate_blockers_after=terminate_blockers_after)
                     for plan in plans]
+        load = partial(load_table_version, dsn, processes=1, terminate_blockers_after=terminate_blockers_after)
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(processes, len(plans)), mp_context=context) as pool:
-            return list(pool.map(partial(load_table_version, dsn, processes=1, terminate_blockers_after=terminate_blockers_after),
-                                 plans))
+            return list(pool.map(load, plans))
 
 
 def _data_size(plan: TableLoadPlan) -> int:
