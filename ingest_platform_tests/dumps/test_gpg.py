@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import pytest
 
@@ -15,17 +16,27 @@ from ingest_platform_tests.conftest import make_zip
 pytestmark = pytest.mark.skipif(shutil.which("gpg") is None, reason="needs the gpg binary (apt-get install gnupg)")
 
 
-def new_keyring(home, email):
+@pytest.fixture
+def new_keyring():
+    """Makes GnuPG homes with one key each; stops their gpg-agents afterwards (they outlive gpg)."""
     import gnupg
 
-    home.mkdir()
-    gpg = gnupg.GPG(gnupghome=str(home))
-    key = gpg.gen_key(gpg.gen_key_input(name_email=email, passphrase="secret", key_type="RSA", key_length=1024))
-    assert key.fingerprint
-    return gpg, key.fingerprint
+    homes = []
+
+    def make(home, email):
+        home.mkdir()
+        homes.append(home)
+        gpg = gnupg.GPG(gnupghome=str(home))
+        key = gpg.gen_key(gpg.gen_key_input(name_email=email, passphrase="secret", key_type="RSA", key_length=1024))
+        assert key.fingerprint
+        return gpg, key.fingerprint
+
+    yield make
+    for home in homes:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False, capture_output=True)
 
 
-def test_encrypted_dump_round_trip_and_wrong_key(tmp_path, monkeypatch):
+def test_encrypted_dump_round_trip_and_wrong_key(tmp_path, monkeypatch, new_keyring):
     gpg, fingerprint = new_keyring(tmp_path / "right", "right@example.com")
     schema = json.dumps({"columns": [{"name": "a", "type": "text"}, {"name": "b", "type": "int"}]})
     plain = make_zip(tmp_path / "crm_3.zip", {"t.json": schema, "t.dat": "x\t1\n"})
