@@ -36,3 +36,9 @@ class FormatError(IngestError):
         if column is not None:
             where += f", column {column}"
         super().__init__(f"{where}: {message}")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (psycopg's carry DETAIL/HINT lines after it), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -21,7 +21,7 @@ from ingest_platform.bulk_ingest import upsert, watermarks
 from ingest_platform.bulk_ingest.copy_rows import BatchCopier, TableTarget, describe_target
 from ingest_platform.bulk_ingest.migration import prepare_table
 from ingest_platform.bulk_ingest.modes import HighWatermark, Mode
-from ingest_platform.errors import IngestError
+from ingest_platform.errors import IngestError, first_line
 
 LOGGER = logging.getLogger("ingest_platform.bulk_ingest")
 
@@ -178,6 +178,5 @@ def _load_rows(conn: psycopg.Connection, copier: BatchCopier, targets: list[Tabl
         try:
             upsert.finish_table(conn, target)
         except psycopg.Error as exc:
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise IngestError(f"Merging the batch into {target.display} failed: {message}. The batch was rolled "
-                              "back.") from None
+            raise IngestError(f"Merging the batch into {target.display} failed: {first_line(exc)}. "
+                              "The batch was rolled back.") from None

@@ -44,7 +44,7 @@ from psycopg import pq, sql
 from psycopg.types.string import BytesBinaryDumper
 
 from ingest_platform.bulk_ingest.numeric_binary import encode_decimals
-from ingest_platform.errors import IngestError
+from ingest_platform.errors import IngestError, first_line
 
 _INT_RANGES = {"int2": (-2**15, 2**15 - 1), "int4": (-2**31, 2**31 - 1)}
 _FLUSH_BYTES = 1 << 17
@@ -152,7 +152,7 @@ class BatchCopier:
         first = next(source.iterator, None)
         if first is None:
             return
-        table, row = _split(first, 1)
+        table, row = _split(first)
         current = self.resolve(table)
         buffers[id(current)] = [row]
         while current is not None:
@@ -225,7 +225,7 @@ class BatchCopier:
             switch_to = None
             try:
                 for index, item in enumerate(items):
-                    table, row = _split(item, 0)
+                    table, row = _split(item)
                     if table is not own:
                         other = self._by_id.get(id(table)) or self.resolve(table)
                         if other is not target:
@@ -317,7 +317,7 @@ class BatchCopier:
                 where += f', column "{line.group(2)}"'
         else:
             where = f"rows of {target.display} in this batch"
-        return IngestError(f"{where}: {_first_line(exc)}. Fix the rows or the table definition; the batch was "
+        return IngestError(f"{where}: {first_line(exc)}. Fix the rows or the table definition; the batch was "
                            "rolled back.")
 
 
@@ -488,14 +488,9 @@ def new_spool():
     return tempfile.SpooledTemporaryFile(max_size=1 << 23)
 
 
-def _split(item: Any, number: int) -> tuple[Any, Any]:
+def _split(item: Any) -> tuple[Any, Any]:
     try:
         table, row = item
     except (TypeError, ValueError):
         raise IngestError(f"A batch item is {item!r:.80}, not a (table, row_tuple) pair.") from None
     return table, row
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

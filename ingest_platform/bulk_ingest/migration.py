@@ -35,7 +35,7 @@ from ingest_platform.bulk_ingest.definitions import (
     Changes, TableDef, is_widening, live_definition, plan_changes, target_definition,
 )
 from ingest_platform.postgres.locks import terminating_blockers
-from ingest_platform.errors import SchemaError
+from ingest_platform.errors import SchemaError, first_line
 
 _ADVISORY_NAMESPACE = "ingest_platform.bulk_ingest.migration"
 
@@ -138,10 +138,10 @@ def _rebuild(conn, table, live: TableDef, target: TableDef, changes: Changes, di
                 sql.SQL(", ").join(selected), live.qualified))
     except psycopg.errors.DataError as exc:
         raise SchemaError(f"Migrating {live.display} ({'; '.join(changes.rebuild_reasons)}) would lose data: "
-                          f"{_first_line(exc)}. Nothing changed; fix the rows or the definition.") from None
+                          f"{first_line(exc)}. Nothing changed; fix the rows or the definition.") from None
     except psycopg.IntegrityError as exc:
         raise SchemaError(f"The rows of {live.display} do not fit its new definition "
-                          f"({'; '.join(changes.rebuild_reasons)}): {_first_line(exc)}. Nothing changed; "
+                          f"({'; '.join(changes.rebuild_reasons)}): {first_line(exc)}. Nothing changed; "
                           "fix the rows or the definition.") from None
     index_names = []
     for index in table.indexes:
@@ -161,7 +161,7 @@ def _rebuild(conn, table, live: TableDef, target: TableDef, changes: Changes, di
     try:
         conn.execute(sql.SQL("DROP TABLE {}").format(live.qualified))
     except psycopg.errors.DependentObjectsStillExist as exc:
-        raise SchemaError(f"{live.display} cannot be rebuilt: {_first_line(exc)} (other than views, which are "
+        raise SchemaError(f"{live.display} cannot be rebuilt: {first_line(exc)} (other than views, which are "
                           "recreated). Drop or change those objects first. Nothing changed.") from None
     conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(new.qualified, sql.Identifier(target.name)))
     for temporary, final in index_names:
@@ -185,11 +185,6 @@ def _fit(name: str) -> str:
     return name.encode()[:63].decode("utf-8", "ignore")
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _check_type_changes(conn: psycopg.Connection, live: TableDef, target: TableDef, changes: Changes) -> None:
     """SchemaError naming the first value that a type change that is not a widening would alter."""
     for column, old, new in changes.type_changes:
@@ -206,7 +201,7 @@ def _check_type_changes(conn: psycopg.Connection, live: TableDef, target: TableD
                 psycopg.errors.DatatypeMismatch) as exc:
             raise SchemaError(
                 f'Migrating {live.display}: column "{column}" cannot change from {old} to {new}: '
-                f"{_first_line(exc)}. Nothing changed; convert the values yourself or keep the type.") from None
+                f"{first_line(exc)}. Nothing changed; convert the values yourself or keep the type.") from None
         if row is not None:
             raise SchemaError(
                 f'Migrating {live.display}: column "{column}" cannot change from {old} to {new} without losing '
@@ -285,7 +280,7 @@ def _recreate_view(conn: psycopg.Connection, view: DependentView, table: str) ->
     except psycopg.Error as exc:
         raise SchemaError(
             f"The view {view.schema}.{view.name} on {table} no longer works with the table's new definition: "
-            f"{_first_line(exc)}. Nothing changed; drop or change the view first.") from None
+            f"{first_line(exc)}. Nothing changed; drop or change the view first.") from None
     for index in view.indexes:
         conn.execute(index)
     _restore_privileges(conn, view.kind, view.qualified, view.grants, view.owner, view.comment)
