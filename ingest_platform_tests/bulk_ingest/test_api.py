@@ -117,6 +117,14 @@ def test_delete_all_rows_modes_replace_the_rows(engine, pg, mode):
     assert rows_of(pg, "app.event") == []
 
 
+def names_a_reader_sees(pg_dsn) -> list:
+    """app.item's names, read on a connection of its own while an ingest runs: ACCESS SHARE NOWAIT
+    fails at once if the ingest held or waited for a stronger lock."""
+    with psycopg.connect(pg_dsn) as reader:
+        reader.execute("LOCK TABLE app.item IN ACCESS SHARE MODE NOWAIT")
+        return sorted(reader.execute("SELECT name FROM app.item").fetchall())
+
+
 def test_each_batch_is_visible_when_it_commits_and_readers_are_not_blocked(engine, pg, pg_dsn):
     metadata = sa.MetaData()
     item = item_table(metadata)
@@ -125,11 +133,7 @@ def test_each_batch_is_visible_when_it_commits_and_readers_are_not_blocked(engin
     seen = []
 
     def look():
-        # A reader on its own connection, while the ingest's transaction is open mid-COPY:
-        # ACCESS SHARE NOWAIT fails at once if the ingest held or waited for a stronger lock.
-        with psycopg.connect(pg_dsn) as reader:
-            reader.execute("LOCK TABLE app.item IN ACCESS SHARE MODE NOWAIT")
-            seen.append(sorted(reader.execute("SELECT name FROM app.item").fetchall()))
+        seen.append(names_a_reader_sees(pg_dsn))
 
     def rows(batch):
         yield item, (100 + batch, "new", None)
@@ -154,9 +158,7 @@ def test_after_final_batch_readers_see_old_rows_until_the_end(engine, pg, pg_dsn
     seen = []
 
     def look():
-        with psycopg.connect(pg_dsn) as reader:
-            reader.execute("LOCK TABLE app.item IN ACCESS SHARE MODE NOWAIT")
-            seen.append(sorted(reader.execute("SELECT name FROM app.item").fetchall()))
+        seen.append(names_a_reader_sees(pg_dsn))
 
     def batches(watermark):
         for batch in (1, 2, 3):
