@@ -33,7 +33,12 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dump_load import DEFAULT_DSN, bench_dump  # noqa: E402
 
-from ingest_platform.bigquery.clients import EMULATOR_PROJECT, EmulatorEndpoints, emulator_bigquery_client, emulator_write_client  # noqa: E402
+from ingest_platform.bigquery.clients import (
+    EMULATOR_PROJECT,
+    EmulatorEndpoints,
+    emulator_bigquery_client,
+    emulator_write_client,
+)  # noqa: E402
 from ingest_platform.bigquery.mirror import MirrorTarget, dump_source, mirror_dump_version  # noqa: E402
 from ingest_platform.consistency.compare import BigQuerySide, PostgresSide, compare_hashes  # noqa: E402
 from ingest_platform.local.bigquery_emulator import start_emulator  # noqa: E402
@@ -49,7 +54,15 @@ def measure_write(dsn: str, rest: str, grpc: str, version: str, dataset: str) ->
     endpoints = EmulatorEndpoints(rest, grpc)
     client, writer = emulator_bigquery_client(endpoints), emulator_write_client(endpoints)
     with psycopg.connect(dsn) as conn:
-        result = mirror_dump_version(conn, client, writer, SCHEMA, TABLE, version, MirrorTarget(EMULATOR_PROJECT, dataset, TABLE))
+        result = mirror_dump_version(
+            conn,
+            client,
+            writer,
+            SCHEMA,
+            TABLE,
+            version,
+            MirrorTarget(EMULATOR_PROJECT, dataset, TABLE),
+        )
     print(f"RESULT {result.rows} {result.seconds:.3f} {result.bytes} {result.requests}", flush=True)
 
 
@@ -85,6 +98,7 @@ def json_rows(conn, source, limit: int) -> list[dict]:
                     value = value / 1e6
                 elif column.kind == "datetime":
                     import datetime as dt
+
                     value = (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=value)).isoformat()
                 item[name] = value
             rows.append(item)
@@ -94,14 +108,31 @@ def json_rows(conn, source, limit: int) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--sample-rows", type=int, default=50_000, help="rows for insert_rows_json/load_table_from_json")
-    parser.add_argument("--skip-json", action="store_true",
-                        help="skip the insert_rows_json/load_table_from_json rows (slow; the latter fails for small samples)")
-    parser.add_argument("--naive-rows", type=int, default=None, help="rows for the fetch-everything comparison (default --rows)")
+    parser.add_argument(
+        "--sample-rows",
+        type=int,
+        default=50_000,
+        help="rows for insert_rows_json/load_table_from_json",
+    )
+    parser.add_argument(
+        "--skip-json",
+        action="store_true",
+        help="skip the insert_rows_json/load_table_from_json rows (slow; the latter fails for small samples)",
+    )
+    parser.add_argument(
+        "--naive-rows",
+        type=int,
+        default=None,
+        help="rows for the fetch-everything comparison (default --rows)",
+    )
     parser.add_argument("--dsn", default=DEFAULT_DSN)
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ingest_platform_bench")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ingest_platform_bench"
+    )
     parser.add_argument("--measure-write", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure_write:
@@ -114,22 +145,36 @@ def main(argv: list[str] | None = None) -> int:
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     dsn = with_database(args.dsn, database)
-    emulator = start_emulator(free_port(), free_port(), None, args.workdir / "bigquery_mirror_emulator.log")
+    emulator = start_emulator(
+        free_port(), free_port(), None, args.workdir / "bigquery_mirror_emulator.log"
+    )
     lines = []
     try:
         started = time.perf_counter()
         load_dump_version(dsn, dump, SCHEMA, processes=1)
-        print(f"loaded {args.rows:,} rows into PostgreSQL in {time.perf_counter() - started:.1f} s", flush=True)
+        print(
+            f"loaded {args.rows:,} rows into PostgreSQL in {time.perf_counter() - started:.1f} s",
+            flush=True,
+        )
         endpoints = EmulatorEndpoints(emulator.rest_endpoint, emulator.grpc_endpoint)
         client = emulator_bigquery_client(endpoints)
         client.create_dataset("bench")
         version = str(args.rows)
 
-        seconds, peak, output = run_child(["--measure-write", dsn, endpoints.rest, endpoints.grpc, version, "bench"])
+        seconds, peak, output = run_child(
+            ["--measure-write", dsn, endpoints.rest, endpoints.grpc, version, "bench"]
+        )
         rows, write_seconds, nbytes, requests = output.split("RESULT")[1].split()[:4]
         rows, write_seconds = int(rows), float(write_seconds)
-        lines.append(("Storage Write (ours), mirror_dump_version", rows, write_seconds, rows / write_seconds,
-                      f"{int(requests)} requests, {int(nbytes) / 1e6:.0f} MB protobuf; client peak RSS {peak / 2**20:.0f} MiB"))
+        lines.append(
+            (
+                "Storage Write (ours), mirror_dump_version",
+                rows,
+                write_seconds,
+                rows / write_seconds,
+                f"{int(requests)} requests, {int(nbytes) / 1e6:.0f} MB protobuf; client peak RSS {peak / 2**20:.0f} MiB",
+            )
+        )
 
         with psycopg.connect(dsn) as conn:
             source = dump_source(conn, SCHEMA, TABLE, version, bignumeric=False)
@@ -137,63 +182,133 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_json:
             from google.cloud import bigquery
 
-            schema = [bigquery.SchemaField(c.bq_name, c.bq_type, mode=c.mode) for c in source.columns]
-            client.create_table(bigquery.Table(f"{EMULATOR_PROJECT}.bench.insert_json", schema=schema))
+            schema = [
+                bigquery.SchemaField(c.bq_name, c.bq_type, mode=c.mode) for c in source.columns
+            ]
+            client.create_table(
+                bigquery.Table(f"{EMULATOR_PROJECT}.bench.insert_json", schema=schema)
+            )
             started = time.perf_counter()
             for i in range(0, len(sample), 10_000):
-                errors = client.insert_rows_json(f"{EMULATOR_PROJECT}.bench.insert_json", sample[i:i + 10_000])
+                errors = client.insert_rows_json(
+                    f"{EMULATOR_PROJECT}.bench.insert_json", sample[i : i + 10_000]
+                )
                 assert not errors, errors[:3]
             t = time.perf_counter() - started
-            lines.append(("insert_rows_json (10k per call)", len(sample), t * args.rows / len(sample), len(sample) / t,
-                          f"measured on {len(sample):,} rows, extrapolated"))
+            lines.append(
+                (
+                    "insert_rows_json (10k per call)",
+                    len(sample),
+                    t * args.rows / len(sample),
+                    len(sample) / t,
+                    f"measured on {len(sample):,} rows, extrapolated",
+                )
+            )
             started = time.perf_counter()
             config = bigquery.LoadJobConfig(schema=schema)
-            client.load_table_from_json(sample, f"{EMULATOR_PROJECT}.bench.load_json", job_config=config).result()
+            client.load_table_from_json(
+                sample, f"{EMULATOR_PROJECT}.bench.load_json", job_config=config
+            ).result()
             t = time.perf_counter() - started
-            lines.append(("load_table_from_json (one job)", len(sample), t * args.rows / len(sample), len(sample) / t,
-                          f"measured on {len(sample):,} rows, extrapolated"))
+            lines.append(
+                (
+                    "load_table_from_json (one job)",
+                    len(sample),
+                    t * args.rows / len(sample),
+                    len(sample) / t,
+                    f"measured on {len(sample):,} rows, extrapolated",
+                )
+            )
 
         target = MirrorTarget(EMULATOR_PROJECT, "bench", TABLE)
         with psycopg.connect(dsn) as conn:
             started = time.perf_counter()
-            pg_count = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(SCHEMA), sql.Identifier(TABLE))).fetchone()[0]
-            lines.append(("count(*) in PostgreSQL", pg_count, time.perf_counter() - started, None, ""))
+            pg_count = conn.execute(
+                sql.SQL("SELECT count(*) FROM {}.{}").format(
+                    sql.Identifier(SCHEMA), sql.Identifier(TABLE)
+                )
+            ).fetchone()[0]
+            lines.append(
+                ("count(*) in PostgreSQL", pg_count, time.perf_counter() - started, None, "")
+            )
             started = time.perf_counter()
             bq_count = list(client.query(f"SELECT COUNT(*) FROM {target.ref}").result())[0][0]
-            lines.append(("COUNT(*) in BigQuery (emulator)", bq_count, time.perf_counter() - started, None, ""))
-            result = compare_hashes(PostgresSide(conn, source), BigQuerySide(client, target.ref, source))
+            lines.append(
+                (
+                    "COUNT(*) in BigQuery (emulator)",
+                    bq_count,
+                    time.perf_counter() - started,
+                    None,
+                    "",
+                )
+            )
+            result = compare_hashes(
+                PostgresSide(conn, source), BigQuerySide(client, target.ref, source)
+            )
             assert result.passed, result.markdown()
-            lines.append(("consistency check (hash buckets)", result.pg_rows, result.seconds, result.pg_rows / result.seconds,
-                          f"{result.buckets} buckets of ~{result.pg_rows // max(result.buckets, 1)} rows; passed"))
+            lines.append(
+                (
+                    "consistency check (hash buckets)",
+                    result.pg_rows,
+                    result.seconds,
+                    result.pg_rows / result.seconds,
+                    f"{result.buckets} buckets of ~{result.pg_rows // max(result.buckets, 1)} rows; passed",
+                )
+            )
             naive_rows = args.naive_rows or args.rows
             started = time.perf_counter()
             names = [c.name for c in source.columns]
             pg_rows = {}
             with conn.cursor(name="naive") as cur:
-                cur.execute(sql.SQL("SELECT {} FROM {}.{} LIMIT %s").format(
-                    sql.SQL(", ").join(map(sql.Identifier, names)), sql.Identifier(SCHEMA), sql.Identifier(TABLE)), (naive_rows,))
+                cur.execute(
+                    sql.SQL("SELECT {} FROM {}.{} LIMIT %s").format(
+                        sql.SQL(", ").join(map(sql.Identifier, names)),
+                        sql.Identifier(SCHEMA),
+                        sql.Identifier(TABLE),
+                    ),
+                    (naive_rows,),
+                )
                 for row in cur:
                     pg_rows[row[0]] = row
-            bq_rows = {r[0]: tuple(r.values()) for r in client.query(
-                f"SELECT {', '.join('`' + c.bq_name + '`' for c in source.columns)} FROM {target.ref} ORDER BY 1 LIMIT {naive_rows}").result()}
+            bq_rows = {
+                r[0]: tuple(r.values())
+                for r in client.query(
+                    f"SELECT {', '.join('`' + c.bq_name + '`' for c in source.columns)} FROM {target.ref} ORDER BY 1 LIMIT {naive_rows}"
+                ).result()
+            }
             differing = sum(1 for k in pg_rows if k not in bq_rows)
             t = time.perf_counter() - started
-            lines.append(("naive: fetch all rows of both sides, compare in Python", naive_rows, t * args.rows / naive_rows,
-                          naive_rows / t, f"{'extrapolated from ' + format(naive_rows, ',') + ' rows; ' if naive_rows < args.rows else ''}"
-                                          f"{differing} keys missing"))
+            lines.append(
+                (
+                    "naive: fetch all rows of both sides, compare in Python",
+                    naive_rows,
+                    t * args.rows / naive_rows,
+                    naive_rows / t,
+                    f"{'extrapolated from ' + format(naive_rows, ',') + ' rows; ' if naive_rows < args.rows else ''}"
+                    f"{differing} keys missing",
+                )
+            )
     finally:
         emulator.stop()
         with psycopg.connect(args.dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+            )
     print()
-    print(f"| method ({args.rows:,} rows, 10 columns) | rows measured | seconds for {args.rows:,} | rows/s | notes |")
+    print(
+        f"| method ({args.rows:,} rows, 10 columns) | rows measured | seconds for {args.rows:,} | rows/s | notes |"
+    )
     print("|---|---|---|---|---|")
     for name, rows, seconds, rate, notes in lines:
-        print(f"| {name} | {rows:,} | {seconds:.2f} | {'' if rate is None else f'{rate:,.0f}'} | {notes} |")
+        print(
+            f"| {name} | {rows:,} | {seconds:.2f} | {'' if rate is None else f'{rate:,.0f}'} | {notes} |"
+        )
     check = next(l for l in lines if l[0].startswith("consistency"))
     naive = next(l for l in lines if l[0].startswith("naive"))
-    print(f"\nconsistency check vs naive: {naive[2] / check[2]:.1f}x faster (requirement: >= 10x) "
-          f"{'PASS' if naive[2] / check[2] >= 10 else 'FAIL'}")
+    print(
+        f"\nconsistency check vs naive: {naive[2] / check[2]:.1f}x faster (requirement: >= 10x) "
+        f"{'PASS' if naive[2] / check[2] >= 10 else 'FAIL'}"
+    )
     return 0
 
 

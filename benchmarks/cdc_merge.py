@@ -43,60 +43,104 @@ def setup_source(dsn: str, rows: int) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(SCHEMA_SQL)
         conn.execute("INSERT INTO django_content_type (app_label, model) VALUES ('bench', 'item')")
-        conn.execute("CREATE TABLE bench_item (id bigint PRIMARY KEY, name text NOT NULL, qty integer, "
-                     "price numeric(12, 2), updated_at timestamptz NOT NULL, attrs jsonb)")
-        conn.execute("INSERT INTO bench_item SELECT g, 'item ' || g, g %% 1000, (g %% 100000) / 100.0, "
-                     "'2024-01-01'::timestamptz + g * interval '1 second', jsonb_build_object('g', g %% 7) "
-                     "FROM generate_series(1, %s) g", (rows,))
-        conn.execute("INSERT INTO models_logging_change (object_id, content_type_id, action, changed_data, object_repr) "
-                     "SELECT b.id::text, (SELECT id FROM django_content_type WHERE app_label = 'bench' AND model = 'item'), 'added', NULL, "
-                     "'bench_item ' || b.id FROM bench_item b ORDER BY b.id")
+        conn.execute(
+            "CREATE TABLE bench_item (id bigint PRIMARY KEY, name text NOT NULL, qty integer, "
+            "price numeric(12, 2), updated_at timestamptz NOT NULL, attrs jsonb)"
+        )
+        conn.execute(
+            "INSERT INTO bench_item SELECT g, 'item ' || g, g %% 1000, (g %% 100000) / 100.0, "
+            "'2024-01-01'::timestamptz + g * interval '1 second', jsonb_build_object('g', g %% 7) "
+            "FROM generate_series(1, %s) g",
+            (rows,),
+        )
+        conn.execute(
+            "INSERT INTO models_logging_change (object_id, content_type_id, action, changed_data, object_repr) "
+            "SELECT b.id::text, (SELECT id FROM django_content_type WHERE app_label = 'bench' AND model = 'item'), 'added', NULL, "
+            "'bench_item ' || b.id FROM bench_item b ORDER BY b.id"
+        )
         conn.execute("VACUUM ANALYZE")
 
 
 def make_changes(dsn: str, rows: int, changes: int) -> None:
-    changed, added, deleted = int(changes * 0.6), int(changes * 0.3), changes - int(changes * 0.6) - int(changes * 0.3)
+    changed, added, deleted = (
+        int(changes * 0.6),
+        int(changes * 0.3),
+        changes - int(changes * 0.6) - int(changes * 0.3),
+    )
     with psycopg.connect(dsn) as conn:
-        conn.execute("CREATE TEMP TABLE picks AS SELECT id, row_number() OVER () AS n FROM "
-                     "(SELECT id FROM bench_item ORDER BY random() LIMIT %s) x", (changed + deleted,))
-        conn.execute("UPDATE bench_item b SET qty = b.qty + 1, price = b.price + 1, updated_at = now(), "
-                     "attrs = jsonb_build_object('changed', true) FROM picks p WHERE p.id = b.id AND p.n <= %s", (changed,))
-        conn.execute("DELETE FROM bench_item b USING picks p WHERE p.id = b.id AND p.n > %s", (changed,))
-        conn.execute("INSERT INTO bench_item SELECT g, 'new ' || g, 1, 1.5, now(), NULL FROM generate_series(%s, %s) g",
-                     (rows + 1, rows + added))
+        conn.execute(
+            "CREATE TEMP TABLE picks AS SELECT id, row_number() OVER () AS n FROM "
+            "(SELECT id FROM bench_item ORDER BY random() LIMIT %s) x",
+            (changed + deleted,),
+        )
+        conn.execute(
+            "UPDATE bench_item b SET qty = b.qty + 1, price = b.price + 1, updated_at = now(), "
+            "attrs = jsonb_build_object('changed', true) FROM picks p WHERE p.id = b.id AND p.n <= %s",
+            (changed,),
+        )
+        conn.execute(
+            "DELETE FROM bench_item b USING picks p WHERE p.id = b.id AND p.n > %s", (changed,)
+        )
+        conn.execute(
+            "INSERT INTO bench_item SELECT g, 'new ' || g, 1, 1.5, now(), NULL FROM generate_series(%s, %s) g",
+            (rows + 1, rows + added),
+        )
         conn.execute(
             "INSERT INTO models_logging_change (object_id, content_type_id, action, changed_data, object_repr) "
             "SELECT k::text, (SELECT id FROM django_content_type WHERE app_label = 'bench' AND model = 'item'), a, '{}'::jsonb, 'bench_item ' || k "
             "FROM (SELECT id AS k, CASE WHEN n <= %s THEN 'changed' ELSE 'deleted' END AS a FROM picks "
-            "UNION ALL SELECT g, 'added' FROM generate_series(%s, %s) g) x ORDER BY random()", (changed, rows + 1, rows + added))
+            "UNION ALL SELECT g, 'added' FROM generate_series(%s, %s) g) x ORDER BY random()",
+            (changed, rows + 1, rows + added),
+        )
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("ANALYZE")
 
 
-def per_change_statements(source_dsn: str, warehouse_dsn: str, start_id: int, sample: int,
-                          autocommit: bool) -> tuple[int, float]:
+def per_change_statements(
+    source_dsn: str, warehouse_dsn: str, start_id: int, sample: int, autocommit: bool
+) -> tuple[int, float]:
     with psycopg.connect(warehouse_dsn, autocommit=True) as w:
         w.execute("DROP TABLE IF EXISTS cdc.baseline")
         # The merged table's design, fillfactor included (its updates can be HOT too).
-        w.execute(sql.SQL("CREATE TABLE cdc.baseline WITH (fillfactor = {}) AS SELECT * FROM cdc.bench_item").format(
-            sql.Literal(wh.MERGED_FILLFACTOR)))
+        w.execute(
+            sql.SQL(
+                "CREATE TABLE cdc.baseline WITH (fillfactor = {}) AS SELECT * FROM cdc.bench_item"
+            ).format(sql.Literal(wh.MERGED_FILLFACTOR))
+        )
         w.execute("ALTER TABLE cdc.baseline ADD PRIMARY KEY (id)")
-    with psycopg.connect(source_dsn, autocommit=autocommit) as s, psycopg.connect(warehouse_dsn, autocommit=autocommit) as w:
-        changes = s.execute("SELECT id, object_id, action FROM models_logging_change WHERE id > %s ORDER BY id LIMIT %s",
-                            (start_id, sample)).fetchall()
+    with (
+        psycopg.connect(source_dsn, autocommit=autocommit) as s,
+        psycopg.connect(warehouse_dsn, autocommit=autocommit) as w,
+    ):
+        changes = s.execute(
+            "SELECT id, object_id, action FROM models_logging_change WHERE id > %s ORDER BY id LIMIT %s",
+            (start_id, sample),
+        ).fetchall()
         started = time.perf_counter()
         for change_id, object_id, action in changes:
-            row = s.execute("SELECT id, name, qty, price, updated_at, attrs FROM bench_item WHERE id = %s::bigint",
-                            (object_id,)).fetchone()
+            row = s.execute(
+                "SELECT id, name, qty, price, updated_at, attrs FROM bench_item WHERE id = %s::bigint",
+                (object_id,),
+            ).fetchone()
             if action == "deleted" or row is None:
-                w.execute("UPDATE cdc.baseline SET is_deleted = true, _last_change_id = %s, _applied_at = now() "
-                          "WHERE id = %s::bigint", (change_id, object_id))
+                w.execute(
+                    "UPDATE cdc.baseline SET is_deleted = true, _last_change_id = %s, _applied_at = now() "
+                    "WHERE id = %s::bigint",
+                    (change_id, object_id),
+                )
             else:
-                w.execute("INSERT INTO cdc.baseline (id, name, qty, price, updated_at, attrs, is_deleted, _last_change_id, "
-                          "_applied_at) VALUES (%s, %s, %s, %s, %s, %s, false, %s, now()) ON CONFLICT (id) DO UPDATE SET "
-                          "name = EXCLUDED.name, qty = EXCLUDED.qty, price = EXCLUDED.price, updated_at = EXCLUDED.updated_at, "
-                          "attrs = EXCLUDED.attrs, is_deleted = false, _last_change_id = EXCLUDED._last_change_id, "
-                          "_applied_at = EXCLUDED._applied_at", (*row[:5], psycopg.types.json.Jsonb(row[5]) if row[5] is not None else None, change_id))
+                w.execute(
+                    "INSERT INTO cdc.baseline (id, name, qty, price, updated_at, attrs, is_deleted, _last_change_id, "
+                    "_applied_at) VALUES (%s, %s, %s, %s, %s, %s, false, %s, now()) ON CONFLICT (id) DO UPDATE SET "
+                    "name = EXCLUDED.name, qty = EXCLUDED.qty, price = EXCLUDED.price, updated_at = EXCLUDED.updated_at, "
+                    "attrs = EXCLUDED.attrs, is_deleted = false, _last_change_id = EXCLUDED._last_change_id, "
+                    "_applied_at = EXCLUDED._applied_at",
+                    (
+                        *row[:5],
+                        psycopg.types.json.Jsonb(row[5]) if row[5] is not None else None,
+                        change_id,
+                    ),
+                )
         w.commit()
         seconds = time.perf_counter() - started
         s.rollback()
@@ -104,7 +148,9 @@ def per_change_statements(source_dsn: str, warehouse_dsn: str, start_id: int, sa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dsn", default="host=127.0.0.1 port=5432 user=postgres dbname=postgres")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--changes", type=int, default=100_000)
@@ -124,24 +170,68 @@ def main() -> None:
         started = time.perf_counter()
         stage, merge = pipeline.run_table(source, warehouse, CONFIG, TABLE)
         initial = time.perf_counter() - started
-        rows.append(("pipeline: initial sync (all 'added')", args.rows, initial, stage.seconds, merge.seconds))
+        rows.append(
+            (
+                "pipeline: initial sync (all 'added')",
+                args.rows,
+                initial,
+                stage.seconds,
+                merge.seconds,
+            )
+        )
         with psycopg.connect(warehouse, autocommit=True) as w:
             w.execute("VACUUM ANALYZE cdc.bench_item")
         print(f"setup: {args.changes:,} changes ...", flush=True)
         make_changes(source, args.rows, args.changes)
         start_id = merge.watermark
-        sample, baseline_seconds = per_change_statements(source, warehouse, start_id, args.baseline_sample, False)
-        _, autocommit_seconds = per_change_statements(source, warehouse, start_id, args.baseline_sample, True)
+        sample, baseline_seconds = per_change_statements(
+            source, warehouse, start_id, args.baseline_sample, False
+        )
+        _, autocommit_seconds = per_change_statements(
+            source, warehouse, start_id, args.baseline_sample, True
+        )
         started = time.perf_counter()
         stage, merge = pipeline.run_table(source, warehouse, CONFIG, TABLE)
         seconds = time.perf_counter() - started
         applied = sum(stage.changes.values())
-        rows.append((f"pipeline: {applied:,} changes (60/30/10)", applied, seconds, stage.seconds, merge.seconds))
-        rows.append((f"per-change statements, one transaction ({sample:,} sample)", sample, baseline_seconds, None, None))
-        rows.append((f"per-change statements, autocommit ({sample:,} sample)", sample, autocommit_seconds, None, None))
+        rows.append(
+            (
+                f"pipeline: {applied:,} changes (60/30/10)",
+                applied,
+                seconds,
+                stage.seconds,
+                merge.seconds,
+            )
+        )
+        rows.append(
+            (
+                f"per-change statements, one transaction ({sample:,} sample)",
+                sample,
+                baseline_seconds,
+                None,
+                None,
+            )
+        )
+        rows.append(
+            (
+                f"per-change statements, autocommit ({sample:,} sample)",
+                sample,
+                autocommit_seconds,
+                None,
+                None,
+            )
+        )
         started = time.perf_counter()
         stage2, merge2 = pipeline.run_table(source, warehouse, CONFIG, TABLE)
-        rows.append(("pipeline: no new changes", 0, time.perf_counter() - started, stage2.seconds, merge2.seconds))
+        rows.append(
+            (
+                "pipeline: no new changes",
+                0,
+                time.perf_counter() - started,
+                stage2.seconds,
+                merge2.seconds,
+            )
+        )
         match = checks.compare_with_source(source, warehouse, CONFIG, TABLE)
         pipeline_rate = applied / seconds
         baseline_rate = sample / baseline_seconds
@@ -150,20 +240,28 @@ def main() -> None:
         print("|---|---:|---:|---:|---:|---:|")
         for name, n, secs, st, mg in rows:
             rate = f"{n / secs:,.0f}" if n else "-"
-            print(f"| {name} | {n:,} | {secs:.2f} | {rate} | {'' if st is None else f'{st:.2f}'} | {'' if mg is None else f'{mg:.2f}'} |")
+            print(
+                f"| {name} | {n:,} | {secs:.2f} | {rate} | {'' if st is None else f'{st:.2f}'} | {'' if mg is None else f'{mg:.2f}'} |"
+            )
         print()
         print(f"merge counts: {merge.counts}; staged objects: {stage.staged}")
         autocommit_rate = sample / autocommit_seconds
-        print(f"pipeline vs per-change statements: {pipeline_rate / autocommit_rate:.1f}x faster than autocommit "
-              f"({autocommit_rate:,.0f} changes/s), {pipeline_rate / baseline_rate:.1f}x faster than one transaction "
-              f"({baseline_rate:,.0f} changes/s); pipeline {pipeline_rate:,.0f} changes/s")
+        print(
+            f"pipeline vs per-change statements: {pipeline_rate / autocommit_rate:.1f}x faster than autocommit "
+            f"({autocommit_rate:,.0f} changes/s), {pipeline_rate / baseline_rate:.1f}x faster than one transaction "
+            f"({baseline_rate:,.0f} changes/s); pipeline {pipeline_rate:,.0f} changes/s"
+        )
         print(f"matches_source check: {match.describe()}")
-        print(f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
-              f"({os.cpu_count()} CPUs); at the start: {load_at_start}")
+        print(
+            f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
+            f"({os.cpu_count()} CPUs); at the start: {load_at_start}"
+        )
     finally:
         with psycopg.connect(args.dsn, autocommit=True) as conn:
             for db in (source_db, warehouse_db):
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db))
+                )
 
 
 if __name__ == "__main__":

@@ -43,19 +43,48 @@ import psycopg
 from psycopg import sql
 
 from ingest_platform.dumps import open_dump
-from ingest_platform.dumps.demo import DemoColumn, DemoTable, data_lines, tsql_install_script, write_dump_zip
+from ingest_platform.dumps.demo import (
+    DemoColumn,
+    DemoTable,
+    data_lines,
+    tsql_install_script,
+    write_dump_zip,
+)
 from ingest_platform.postgres.connection import to_url, with_database
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 PSQL = "/usr/bin/psql"
-DATA_FORMAT_VERSION = 1          # bump when the generated data changes, so cached dumps are rebuilt
+DATA_FORMAT_VERSION = 1  # bump when the generated data changes, so cached dumps are rebuilt
 
 # ---------------------------------------------------------------------------------------- data
 
-WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet",
-         "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango",
-         "größe", "café", "niño", "łódź"]
+WORDS = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+    "sierra",
+    "tango",
+    "größe",
+    "café",
+    "niño",
+    "łódź",
+]
 EPOCH = datetime(2015, 1, 1)
 
 
@@ -67,8 +96,8 @@ def _bench_rows(rng: random.Random, rows: int, region: str) -> Iterator[tuple]:
             id_,
             rng.randrange(1, 2_000_000),
             rng.randrange(1, 100),
-            rng.randrange(0, 10**9),                        # numeric(12,2), in cents
-            rng.randrange(0, 10**10),                       # money, in 1/10000
+            rng.randrange(0, 10**9),  # numeric(12,2), in cents
+            rng.randrange(0, 10**10),  # money, in 1/10000
             f"SKU-{rng.randrange(10**7):07d}",
             description,
             EPOCH + timedelta(seconds=rng.randrange(10 * 365 * 86400)),
@@ -103,8 +132,10 @@ def bench_dump(workdir: Path, tables: int, rows: int) -> Path:
     script = tsql_install_script(demo_tables, str(rows), app=f"bench{tables}t")
     members = [("manifest.json", manifest), ("install.sql", script)]
     for n, table in enumerate(demo_tables, start=1):
-        rng = random.Random(f"bench/{n}")                  # each table different, every run the same
-        members.append((f"{table.name}.dat", data_lines(table, "mssql", _bench_rows(rng, rows, ""))))
+        rng = random.Random(f"bench/{n}")  # each table different, every run the same
+        members.append(
+            (f"{table.name}.dat", data_lines(table, "mssql", _bench_rows(rng, rows, "")))
+        )
     write_dump_zip(path, members)
     marker.touch()
     print(f"  generated {path.name} in {time.perf_counter() - started:.0f} s", flush=True)
@@ -118,6 +149,7 @@ def dat_bytes(dump: Path, member: str) -> int:
 
 # ---------------------------------------------------------------------------------------- peers
 
+
 def checkpoint(dsn: str) -> None:
     # Start each timing with a clean WAL state, so no method pays for another's checkpoint.
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -125,16 +157,25 @@ def checkpoint(dsn: str) -> None:
 
 
 def create_target(dsn: str, schema: str, table: str, pg_columns: list[tuple[str, str]]) -> None:
-    columns = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in pg_columns)
+    columns = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in pg_columns
+    )
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        conn.execute(sql.SQL("CREATE TABLE {}.{} ({})").format(sql.Identifier(schema), sql.Identifier(table), columns))
+        conn.execute(
+            sql.SQL("CREATE TABLE {}.{} ({})").format(
+                sql.Identifier(schema), sql.Identifier(table), columns
+            )
+        )
 
 
 def count(dsn: str, schema: str, table: str) -> int:
     with psycopg.connect(dsn) as conn:
-        return conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
-            sql.Identifier(schema), sql.Identifier(table))).fetchone()[0]
+        return conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(table)
+            )
+        ).fetchone()[0]
 
 
 def run_unzip_psql(dsn: str, dump: Path, member: str, schema: str, table: str) -> None:
@@ -147,7 +188,9 @@ def run_unzip_psql(dsn: str, dump: Path, member: str, schema: str, table: str) -
 def run_reader_core(dsn: str, dump: Path, table: str, schema: str, target: str) -> None:
     """The loader's core in one process: our reader's COPY chunks straight into COPY."""
     with open_dump(dump) as opened, psycopg.connect(dsn) as conn, conn.cursor() as cursor:
-        statement = sql.SQL("COPY {}.{} FROM STDIN").format(sql.Identifier(schema), sql.Identifier(target))
+        statement = sql.SQL("COPY {}.{} FROM STDIN").format(
+            sql.Identifier(schema), sql.Identifier(target)
+        )
         with cursor.copy(statement) as copy:
             for chunk in opened.iter_copy_chunks(table):
                 copy.write(chunk)
@@ -155,7 +198,18 @@ def run_reader_core(dsn: str, dump: Path, table: str, schema: str, target: str) 
 
 def parsed_rows(dump: Path, member: str, limit: int | None = None) -> Iterator[tuple]:
     """The bcp rows as Python values, the way a Python pipeline would hand them to a library."""
-    converters = [int, int, int, Decimal, Decimal, str, str, datetime.fromisoformat, lambda v: v == "1", float]
+    converters = [
+        int,
+        int,
+        int,
+        Decimal,
+        Decimal,
+        str,
+        str,
+        datetime.fromisoformat,
+        lambda v: v == "1",
+        float,
+    ]
     with zipfile.ZipFile(dump) as archive, archive.open(member) as raw:
         for number, line in enumerate(raw):
             if limit is not None and number >= limit:
@@ -167,11 +221,25 @@ def parsed_rows(dump: Path, member: str, limit: int | None = None) -> Iterator[t
 def sqlalchemy_table(schema: str, name: str):
     import sqlalchemy as sa
 
-    types = [sa.BigInteger, sa.Integer, sa.SmallInteger, sa.Numeric(12, 2), sa.Numeric(19, 4), sa.String(12),
-             sa.String(200), sa.DateTime, sa.Boolean, sa.Double]
+    types = [
+        sa.BigInteger,
+        sa.Integer,
+        sa.SmallInteger,
+        sa.Numeric(12, 2),
+        sa.Numeric(19, 4),
+        sa.String(12),
+        sa.String(200),
+        sa.DateTime,
+        sa.Boolean,
+        sa.Double,
+    ]
     metadata = sa.MetaData()
-    table = sa.Table(name, metadata, *(sa.Column(c.name, t, nullable=c.nullable) for c, t in zip(BENCH_COLUMNS, types)),
-                     schema=schema)
+    table = sa.Table(
+        name,
+        metadata,
+        *(sa.Column(c.name, t, nullable=c.nullable) for c, t in zip(BENCH_COLUMNS, types)),
+        schema=schema,
+    )
     return metadata, table
 
 
@@ -199,21 +267,32 @@ def run_pandas(dsn: str, dump: Path, member: str, schema: str, table: str, rows:
     """Seconds for to_sql(method="multi") of the first `rows` rows (DataFrame built untimed)."""
     import pandas as pd
 
-    frame = pd.DataFrame(list(parsed_rows(dump, member, rows)), columns=[c.name for c in BENCH_COLUMNS])
+    frame = pd.DataFrame(
+        list(parsed_rows(dump, member, rows)), columns=[c.name for c in BENCH_COLUMNS]
+    )
     engine = sqlalchemy_engine(dsn)
     _, target = sqlalchemy_table(schema, table)
     dtypes = {c.name: c.type for c in target.columns}
     checkpoint(dsn)
     started = time.perf_counter()
     # chunksize: one INSERT holds chunksize x 10 parameters; PostgreSQL allows 65535.
-    frame.to_sql(table, engine, schema=schema, if_exists="append", index=False, method="multi", chunksize=1000,
-                 dtype=dtypes)
+    frame.to_sql(
+        table,
+        engine,
+        schema=schema,
+        if_exists="append",
+        index=False,
+        method="multi",
+        chunksize=1000,
+        dtype=dtypes,
+    )
     seconds = time.perf_counter() - started
     engine.dispose()
     return seconds
 
 
 # ------------------------------------------------------------------------------------ our loader
+
 
 def our_loader():
     """`load_dump_version`, or None while it does not exist (the benchmark still runs the peers)."""
@@ -231,8 +310,18 @@ def run_our_loader(dsn: str, dump: Path, schema: str, processes: int) -> int:
 
 def peak_rss_of_load(dsn: str, dump: Path, schema: str, processes: int) -> tuple[float, int]:
     """(seconds, peak bytes): the load runs in a fresh process; its tree's RSS is sampled every 20 ms."""
-    command = [sys.executable, __file__, "--measure-load", str(dump), "--dsn", dsn, "--schema", schema,
-               "--processes", str(processes)]
+    command = [
+        sys.executable,
+        __file__,
+        "--measure-load",
+        str(dump),
+        "--dsn",
+        dsn,
+        "--schema",
+        schema,
+        "--processes",
+        str(processes),
+    ]
     started = time.perf_counter()
     child = subprocess.Popen(command)
     peak, tree = 0, psutil.Process(child.pid)
@@ -249,13 +338,20 @@ def peak_rss_of_load(dsn: str, dump: Path, schema: str, processes: int) -> tuple
 
 
 def ingest_command_available() -> bool:
-    result = subprocess.run([sys.executable, "-m", "ingest_platform.local.cli", "--help"], capture_output=True,
-                            text=True, cwd=PROJECT_DIR)
-    commands = re.search(r"\{([^}]*)\}", result.stdout)     # usage: ingest-platform [-h] {dev,services,...}
+    result = subprocess.run(
+        [sys.executable, "-m", "ingest_platform.local.cli", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_DIR,
+    )
+    commands = re.search(
+        r"\{([^}]*)\}", result.stdout
+    )  # usage: ingest-platform [-h] {dev,services,...}
     return bool(commands) and "ingest" in commands.group(1).split(",")
 
 
 # ---------------------------------------------------------------------------------------- report
+
 
 @dataclass
 class Row:
@@ -264,9 +360,9 @@ class Row:
     seconds: float | None = None
     data_bytes: int = 0
     target: str = ""
-    passed: bool | None = None       # None: information only
+    passed: bool | None = None  # None: information only
     note: str = ""
-    compare: bool = True             # show time per row relative to our loader's
+    compare: bool = True  # show time per row relative to our loader's
 
 
 def timed(function, *args) -> float:
@@ -286,20 +382,28 @@ def print_table(results: list[Row], reference: float | None, reference_rows: int
     lines = [header]
     for r in results:
         per_row = r.seconds / r.rows if r.seconds and r.rows else None
-        ratio = per_row * reference_rows / reference if per_row and reference and r.compare else None
-        lines.append([
-            r.method,
-            f"{r.rows:,}" if r.rows else "",
-            f"{r.seconds:.2f}" if r.seconds is not None else "",
-            f"{r.rows / r.seconds:,.0f}" if per_row else "",
-            f"{r.data_bytes / r.seconds / 1e6:.1f}" if r.data_bytes and r.seconds else "",
-            f"{ratio:.2f}x" if ratio else "",
-            r.target,
-            ("info" if r.passed is None else "PASS" if r.passed else "FAIL") + (f" ({r.note})" if r.note else ""),
-        ])
+        ratio = (
+            per_row * reference_rows / reference if per_row and reference and r.compare else None
+        )
+        lines.append(
+            [
+                r.method,
+                f"{r.rows:,}" if r.rows else "",
+                f"{r.seconds:.2f}" if r.seconds is not None else "",
+                f"{r.rows / r.seconds:,.0f}" if per_row else "",
+                f"{r.data_bytes / r.seconds / 1e6:.1f}" if r.data_bytes and r.seconds else "",
+                f"{ratio:.2f}x" if ratio else "",
+                r.target,
+                ("info" if r.passed is None else "PASS" if r.passed else "FAIL")
+                + (f" ({r.note})" if r.note else ""),
+            ]
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for n, line in enumerate(lines):
-        cells = [cell.ljust(w) if i in (0, 6, 7) else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))]
+        cells = [
+            cell.ljust(w) if i in (0, 6, 7) else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths))
+        ]
         print("  ".join(cells).rstrip())
         if n == 0:
             print("  ".join("-" * w for w in widths))
@@ -307,15 +411,32 @@ def print_table(results: list[Row], reference: float | None, reference_rows: int
 
 # ------------------------------------------------------------------------------------------ main
 
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=1_000_000, help="rows per table (default 1,000,000)")
-    parser.add_argument("--dsn", default=DEFAULT_DSN, help="server to use; a database is created and dropped on it")
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ingest_platform_bench",
-                        help="where generated dumps are kept between runs")
-    parser.add_argument("--skip-slow", action="store_true", help="skip pg-bulk-ingest, pandas and the 4N memory run")
-    parser.add_argument("--pandas-rows", type=int, default=20_000, help="sample size for pandas (extrapolated)")
-    parser.add_argument("--measure-load", type=Path, help=argparse.SUPPRESS)      # child of peak_rss_of_load
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rows", type=int, default=1_000_000, help="rows per table (default 1,000,000)"
+    )
+    parser.add_argument(
+        "--dsn", default=DEFAULT_DSN, help="server to use; a database is created and dropped on it"
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "ingest_platform_bench",
+        help="where generated dumps are kept between runs",
+    )
+    parser.add_argument(
+        "--skip-slow", action="store_true", help="skip pg-bulk-ingest, pandas and the 4N memory run"
+    )
+    parser.add_argument(
+        "--pandas-rows", type=int, default=20_000, help="sample size for pandas (extrapolated)"
+    )
+    parser.add_argument(
+        "--measure-load", type=Path, help=argparse.SUPPRESS
+    )  # child of peak_rss_of_load
     parser.add_argument("--schema", help=argparse.SUPPRESS)
     parser.add_argument("--processes", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -331,8 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     member, table_bytes = "item_1.dat", dat_bytes(one_table, "item_1.dat")
     with open_dump(one_table) as dump:
         pg_columns = [(c.name, c.pg_type) for c in dump.tables["item_1"].schema.columns]
-    print(f"Table: {rows:,} rows, {table_bytes / 1e6:.0f} MB of .dat, {one_table.stat().st_size / 1e6:.0f} MB zipped; "
-          f"{os.cpu_count()} CPUs; server {args.dsn}", flush=True)
+    print(
+        f"Table: {rows:,} rows, {table_bytes / 1e6:.0f} MB of .dat, {one_table.stat().st_size / 1e6:.0f} MB zipped; "
+        f"{os.cpu_count()} CPUs; server {args.dsn}",
+        flush=True,
+    )
 
     database = f"ingest_bench_{os.getpid()}"
     with psycopg.connect(args.dsn, autocommit=True) as conn:
@@ -343,10 +467,16 @@ def main(argv: list[str] | None = None) -> int:
         results = run_all(args, dsn, one_table, four_tables, member, table_bytes, pg_columns)
     finally:
         with psycopg.connect(args.dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-    reference = next((r for r in results if r.method.startswith("ours: load_dump_version, 1 process")), None)
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+            )
+    reference = next(
+        (r for r in results if r.method.startswith("ours: load_dump_version, 1 process")), None
+    )
     print()
-    print_table(results, reference.seconds if reference else None, reference.rows if reference else 0)
+    print_table(
+        results, reference.seconds if reference else None, reference.rows if reference else 0
+    )
     return 0
 
 
@@ -366,27 +496,58 @@ def run_all(args, dsn, one_table, four_tables, member, table_bytes, pg_columns) 
     print("Running ...", flush=True)
     create_target(dsn, "peers", "unzip_psql", pg_columns)
     checkpoint(dsn)
-    psql = say(Row("unzip -p | psql COPY", rows, timed(run_unzip_psql, dsn, one_table, member, "peers", "unzip_psql"),
-                   table_bytes, "reference", None, check_count("peers", "unzip_psql", rows)))
+    psql = say(
+        Row(
+            "unzip -p | psql COPY",
+            rows,
+            timed(run_unzip_psql, dsn, one_table, member, "peers", "unzip_psql"),
+            table_bytes,
+            "reference",
+            None,
+            check_count("peers", "unzip_psql", rows),
+        )
+    )
 
     create_target(dsn, "peers", "reader_core", pg_columns)
     checkpoint(dsn)
     core = timed(run_reader_core, dsn, one_table, "item_1", "peers", "reader_core")
-    say(Row("ours: reader core (iter_copy_chunks -> COPY)", rows, core, table_bytes, "<= 1.25x psql",
+    say(
+        Row(
+            "ours: reader core (iter_copy_chunks -> COPY)",
+            rows,
+            core,
+            table_bytes,
+            "<= 1.25x psql",
             core <= 1.25 * psql.seconds,
-            check_count("peers", "reader_core", rows) or f"{core / psql.seconds:.2f}x psql"))
+            check_count("peers", "reader_core", rows) or f"{core / psql.seconds:.2f}x psql",
+        )
+    )
 
     ours = None
     if our_loader() is None:
-        say(Row("ours: load_dump_version", note="not available: no ingest_platform.postgres.parallel_load"
-                                                  ".load_dump_version yet"))
+        say(
+            Row(
+                "ours: load_dump_version",
+                note="not available: no ingest_platform.postgres.parallel_load"
+                ".load_dump_version yet",
+            )
+        )
     else:
         for processes in (1, 2):
             checkpoint(dsn)
             seconds = timed(run_our_loader, dsn, one_table, f"ours_{processes}p", processes)
-            row = say(Row(f"ours: load_dump_version, {processes} process{'es' if processes > 1 else ''}", rows, seconds,
-                          table_bytes, "<= 1.25x psql", seconds <= 1.25 * psql.seconds,
-                          check_count(f"ours_{processes}p", "item_1", rows) or f"{seconds / psql.seconds:.2f}x psql"))
+            row = say(
+                Row(
+                    f"ours: load_dump_version, {processes} process{'es' if processes > 1 else ''}",
+                    rows,
+                    seconds,
+                    table_bytes,
+                    "<= 1.25x psql",
+                    seconds <= 1.25 * psql.seconds,
+                    check_count(f"ours_{processes}p", "item_1", rows)
+                    or f"{seconds / psql.seconds:.2f}x psql",
+                )
+            )
             ours = ours or row
     reference = ours.seconds if ours else core
 
@@ -396,38 +557,85 @@ def run_all(args, dsn, one_table, four_tables, member, table_bytes, pg_columns) 
     else:
         checkpoint(dsn)
         parse = timed(lambda: sum(1 for _ in parsed_rows(one_table, member)))
-        say(Row("  (python parse of the .dat alone, part of pg-bulk-ingest's time)", rows, parse, table_bytes))
+        say(
+            Row(
+                "  (python parse of the .dat alone, part of pg-bulk-ingest's time)",
+                rows,
+                parse,
+                table_bytes,
+            )
+        )
         checkpoint(dsn)
         seconds = timed(run_pg_bulk_ingest, dsn, one_table, member, "peers", "pg_bulk_ingest")
-        say(Row("pg-bulk-ingest (rows parsed in Python)", rows, seconds, table_bytes, ">= 4x ours",
+        say(
+            Row(
+                "pg-bulk-ingest (rows parsed in Python)",
+                rows,
+                seconds,
+                table_bytes,
+                ">= 4x ours",
                 seconds >= 4 * reference,
-                check_count("peers", "pg_bulk_ingest", rows) or f"{seconds / reference:.1f}x ours"))
+                check_count("peers", "pg_bulk_ingest", rows) or f"{seconds / reference:.1f}x ours",
+            )
+        )
         sample = min(args.pandas_rows, rows)
-        seconds = run_pandas(dsn, one_table, member, "peers", "pandas_multi", sample) * rows / sample
-        say(Row(f'pandas to_sql(method="multi"), {sample:,}-row sample, extrapolated', rows, seconds, table_bytes,
-                ">= 100x ours", seconds >= 100 * reference,
-                check_count("peers", "pandas_multi", sample) or f"{seconds / reference:.0f}x ours"))
+        seconds = (
+            run_pandas(dsn, one_table, member, "peers", "pandas_multi", sample) * rows / sample
+        )
+        say(
+            Row(
+                f'pandas to_sql(method="multi"), {sample:,}-row sample, extrapolated',
+                rows,
+                seconds,
+                table_bytes,
+                ">= 100x ours",
+                seconds >= 100 * reference,
+                check_count("peers", "pandas_multi", sample) or f"{seconds / reference:.0f}x ours",
+            )
+        )
 
     if ours:
         # Each setting runs twice, alternating, and keeps its faster run: on a shared 2-core machine
         # a single run of either can lose 5% to a stray job. The busy cores of the 1-process run bound
         # the gain: its COPY already runs on the server beside the client.
-        runs: dict[int, list[tuple[float, float]]] = {1: [], 2: []}     # (seconds, machine busy CPU seconds)
+        runs: dict[int, list[tuple[float, float]]] = {
+            1: [],
+            2: [],
+        }  # (seconds, machine busy CPU seconds)
         cores = psutil.cpu_count()
         for attempt in (1, 2):
             for processes in (1, 2):
                 checkpoint(dsn)
                 busy_before = busy_cpu_seconds()
-                seconds = timed(run_our_loader, dsn, four_tables, f"four_{processes}p_{attempt}", processes)
+                seconds = timed(
+                    run_our_loader, dsn, four_tables, f"four_{processes}p_{attempt}", processes
+                )
                 runs[processes].append((seconds, busy_cpu_seconds() - busy_before))
         (one, one_busy), (two, two_busy) = min(runs[1]), min(runs[2])
         shown = {p: " and ".join(f"{s:.2f}" for s, _ in runs[p]) + " s" for p in runs}
-        say(Row("ours: 4 tables, 1 process (faster of 2 runs)", 4 * rows, one, 4 * table_bytes, note=(
-            f"runs {shown[1]}; {one_busy / one:.1f} of {cores} cores busy: at most "
-            f"{one * cores / one_busy:.2f}x faster on {cores}")))
-        say(Row("ours: 4 tables, 2 processes (faster of 2 runs)", 4 * rows, two, 4 * table_bytes,
-                ">= 1.5x faster than 1 process", one / two >= 1.5,
-                f"{one / two:.2f}x faster; runs {shown[2]}; {two_busy / two:.1f} of {cores} cores busy"))
+        say(
+            Row(
+                "ours: 4 tables, 1 process (faster of 2 runs)",
+                4 * rows,
+                one,
+                4 * table_bytes,
+                note=(
+                    f"runs {shown[1]}; {one_busy / one:.1f} of {cores} cores busy: at most "
+                    f"{one * cores / one_busy:.2f}x faster on {cores}"
+                ),
+            )
+        )
+        say(
+            Row(
+                "ours: 4 tables, 2 processes (faster of 2 runs)",
+                4 * rows,
+                two,
+                4 * table_bytes,
+                ">= 1.5x faster than 1 process",
+                one / two >= 1.5,
+                f"{one / two:.2f}x faster; runs {shown[2]}; {two_busy / two:.1f} of {cores} cores busy",
+            )
+        )
         sizes = [(1, one_table)]
         if not args.skip_slow:
             sizes.append((4, bench_dump(args.workdir, 1, 4 * rows)))
@@ -436,26 +644,60 @@ def run_all(args, dsn, one_table, four_tables, member, table_bytes, pg_columns) 
             checkpoint(dsn)
             seconds, peaks[factor] = peak_rss_of_load(dsn, dump, f"memory_{factor}x", 2)
             within = abs(peaks[factor] / peaks[1] - 1) <= 0.20
-            say(Row(f"ours: peak RSS of the load tree, {factor}x rows, 2 processes", factor * rows, seconds,
-                    factor * table_bytes, "peak within 20% of 1x" if factor > 1 else "",
-                    within if factor > 1 else None, f"peak {peaks[factor] / 2**20:.0f} MiB", compare=False))
+            say(
+                Row(
+                    f"ours: peak RSS of the load tree, {factor}x rows, 2 processes",
+                    factor * rows,
+                    seconds,
+                    factor * table_bytes,
+                    "peak within 20% of 1x" if factor > 1 else "",
+                    within if factor > 1 else None,
+                    f"peak {peaks[factor] / 2**20:.0f} MiB",
+                    compare=False,
+                )
+            )
 
     if not ingest_command_available():
-        say(Row("ingest-platform ingest (end to end)", note="not available: the CLI has no `ingest` command yet"))
+        say(
+            Row(
+                "ingest-platform ingest (end to end)",
+                note="not available: the CLI has no `ingest` command yet",
+            )
+        )
     else:
         checkpoint(dsn)
         environment = {**os.environ, "INGEST_PG_DSN": dsn}
         started = time.perf_counter()
-        done = subprocess.run([str(Path(sys.executable).parent / "ingest-platform"), "ingest", str(one_table)],
-                              cwd=PROJECT_DIR, env=environment, capture_output=True, text=True)
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "ingest-platform"), "ingest", str(one_table)],
+            cwd=PROJECT_DIR,
+            env=environment,
+            capture_output=True,
+            text=True,
+        )
         seconds = time.perf_counter() - started
         if done.returncode == 0:
-            say(Row("ingest-platform ingest (end to end)", rows, seconds, table_bytes, "information", None,
-                    f"{seconds - reference:+.1f} s vs our loader"))
+            say(
+                Row(
+                    "ingest-platform ingest (end to end)",
+                    rows,
+                    seconds,
+                    table_bytes,
+                    "information",
+                    None,
+                    f"{seconds - reference:+.1f} s vs our loader",
+                )
+            )
         else:
             last_line = (done.stderr.strip().splitlines() or ["no output"])[-1][:100]
-            say(Row("ingest-platform ingest (end to end)", target="information", passed=False,
-                    note=f"exit {done.returncode} after {seconds:.1f} s: {last_line}"))
+            say(
+                Row(
+                    "ingest-platform ingest (end to end)",
+                    target="information",
+                    passed=False,
+                    note=f"exit {done.returncode} after {seconds:.1f} s: {last_line}",
+                )
+            )
     return results
 
 

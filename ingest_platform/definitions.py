@@ -15,6 +15,8 @@ cdc_config = cdc_config_from_env()
 defs = dg.Definitions.merge(
     build_dump_definitions(catalog),
     build_cdc_definitions(cdc_config),
-    build_mirror_definitions(catalog, cdc_tables=cdc_config.tables, cdc_schema=cdc_config.warehouse_schema),
+    build_mirror_definitions(
+        catalog, cdc_tables=cdc_config.tables, cdc_schema=cdc_config.warehouse_schema
+    ),
     dg.Definitions(resources=resources_from_env()),
 )

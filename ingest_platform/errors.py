@@ -26,7 +26,9 @@ class SchemaError(IngestError):
 class FormatError(IngestError):
     """A data file does not match its declared format; carries where it went wrong."""
 
-    def __init__(self, message: str, *, file: str, line: int | None = None, column: str | int | None = None):
+    def __init__(
+        self, message: str, *, file: str, line: int | None = None, column: str | int | None = None
+    ):
         self.file = file
         self.line = line
         self.column = column

@@ -19,7 +19,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ingest_platform.bigquery.clients import EMULATOR_PROJECT, EmulatorEndpoints, emulator_bigquery_client
+from ingest_platform.bigquery.clients import (
+    EMULATOR_PROJECT,
+    EmulatorEndpoints,
+    emulator_bigquery_client,
+)
 from ingest_platform.local.bigquery_emulator import start_emulator
 from ingest_platform.local.embedded_postgres import start_embedded_postgres
 from ingest_platform.local.ports import free_port
@@ -64,7 +68,6 @@ def mysql_zip(tmp_path_factory) -> Path:
     return zip_directory(MYSQL_DIR, tmp_path_factory.mktemp("dumps") / "ecoli_core_1.0.zip")
 
 
-
 def pytest_collection_modifyitems(items):
     # `pytest -m postgres` re-runs exactly the tests that talk to PostgreSQL (CI does, against 5432).
     for item in items:
@@ -99,7 +102,9 @@ def pg_dsn(pg_server_dsn) -> str:
     ensure_database(pg_server_dsn, database)
     yield with_database(pg_server_dsn, database)
     with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )
 
 
 @pytest.fixture(scope="session")
@@ -125,5 +130,8 @@ def bq_dataset(bq_emulator) -> str:
 def bigquery_resource(bq_emulator):
     from ingest_platform.defs.resources import BigQueryResource
 
-    return BigQueryResource(project=EMULATOR_PROJECT, emulator_rest_endpoint=bq_emulator.rest,
-                            emulator_grpc_endpoint=bq_emulator.grpc)
+    return BigQueryResource(
+        project=EMULATOR_PROJECT,
+        emulator_rest_endpoint=bq_emulator.rest,
+        emulator_grpc_endpoint=bq_emulator.grpc,
+    )

@@ -15,12 +15,20 @@ ROWS = [
 
 def row_message_class():
     """A protobuf message built at run time, the way the mirror builds one from a table schema."""
-    file_proto = descriptor_pb2.FileDescriptorProto(name="roundtrip.proto", package="roundtrip", syntax="proto2")
+    file_proto = descriptor_pb2.FileDescriptorProto(
+        name="roundtrip.proto", package="roundtrip", syntax="proto2"
+    )
     message = file_proto.message_type.add(name="Row")
     FieldProto = descriptor_pb2.FieldDescriptorProto
     for number, (name, kind) in enumerate(
-        [("id", FieldProto.TYPE_INT64), ("name", FieldProto.TYPE_STRING), ("amount", FieldProto.TYPE_STRING),
-         ("created", FieldProto.TYPE_INT64)], start=1):
+        [
+            ("id", FieldProto.TYPE_INT64),
+            ("name", FieldProto.TYPE_STRING),
+            ("amount", FieldProto.TYPE_STRING),
+            ("created", FieldProto.TYPE_INT64),
+        ],
+        start=1,
+    ):
         message.field.add(name=name, number=number, type=kind, label=FieldProto.LABEL_OPTIONAL)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file_proto)
@@ -30,16 +38,24 @@ def row_message_class():
 def test_storage_write_api_round_trip(bigquery_resource, bq_dataset):
     Row = row_message_class()
     with bigquery_resource.get_client() as client:
-        table = client.create_table(bigquery.Table(
-            f"{client.project}.{bq_dataset}.roundtrip",
-            schema=[bigquery.SchemaField("id", "INT64", mode="REQUIRED"), bigquery.SchemaField("name", "STRING"),
-                    bigquery.SchemaField("amount", "NUMERIC"), bigquery.SchemaField("created", "TIMESTAMP")],
-        ))
+        table = client.create_table(
+            bigquery.Table(
+                f"{client.project}.{bq_dataset}.roundtrip",
+                schema=[
+                    bigquery.SchemaField("id", "INT64", mode="REQUIRED"),
+                    bigquery.SchemaField("name", "STRING"),
+                    bigquery.SchemaField("amount", "NUMERIC"),
+                    bigquery.SchemaField("created", "TIMESTAMP"),
+                ],
+            )
+        )
     parent = f"projects/{table.project}/datasets/{table.dataset_id}/tables/{table.table_id}"
 
     with bigquery_resource.get_write_client() as writer:
         stream = writer.create_write_stream(
-            parent=parent, write_stream=write_types.WriteStream(type_=write_types.WriteStream.Type.PENDING))
+            parent=parent,
+            write_stream=write_types.WriteStream(type_=write_types.WriteStream.Type.PENDING),
+        )
         descriptor = descriptor_pb2.DescriptorProto()
         Row.DESCRIPTOR.CopyToProto(descriptor)
         rows = write_types.ProtoRows()
@@ -49,20 +65,31 @@ def test_storage_write_api_round_trip(bigquery_resource, bq_dataset):
                 message.name = row["name"]
             rows.serialized_rows.append(message.SerializeToString())
         request = write_types.AppendRowsRequest(
-            write_stream=stream.name, offset=0,
+            write_stream=stream.name,
+            offset=0,
             proto_rows=write_types.AppendRowsRequest.ProtoData(
-                writer_schema=write_types.ProtoSchema(proto_descriptor=descriptor), rows=rows))
+                writer_schema=write_types.ProtoSchema(proto_descriptor=descriptor), rows=rows
+            ),
+        )
         responses = list(writer.append_rows(iter([request])))
         assert [r.append_result.offset for r in responses] == [0]
         assert writer.finalize_write_stream(name=stream.name).row_count == len(ROWS)
         commit = writer.batch_commit_write_streams(
-            write_types.BatchCommitWriteStreamsRequest(parent=parent, write_streams=[stream.name]))
+            write_types.BatchCommitWriteStreamsRequest(parent=parent, write_streams=[stream.name])
+        )
         assert not commit.stream_errors
 
     with bigquery_resource.get_client() as client:
-        result = client.query(f"SELECT id, name, amount, created FROM `{bq_dataset}.roundtrip` ORDER BY id").result()
+        result = client.query(
+            f"SELECT id, name, amount, created FROM `{bq_dataset}.roundtrip` ORDER BY id"
+        ).result()
         got = [tuple(r.values()) for r in result]
     assert got == [
-        (1, "Zürich", Decimal("12.50"), dt.datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=dt.timezone.utc)),
-        (2, None, Decimal("-0.01"), dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)),
+        (
+            1,
+            "Zürich",
+            Decimal("12.50"),
+            dt.datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=dt.UTC),
+        ),
+        (2, None, Decimal("-0.01"), dt.datetime(1970, 1, 1, tzinfo=dt.UTC)),
     ]

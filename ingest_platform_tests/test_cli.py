@@ -34,8 +34,14 @@ class Launcher:
     def __init__(self, args: list[str], project, env: dict[str, str]):
         Launcher.running.append(self)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ingest_platform.local.cli", *args], cwd=project, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            [sys.executable, "-m", "ingest_platform.local.cli", *args],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -49,7 +55,9 @@ class Launcher:
             try:
                 line = self.lines.get(timeout=STARTUP_SECONDS)
             except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r}; output so far:\n{''.join(self.output)}") from None
+                raise AssertionError(
+                    f"no line matching {pattern!r}; output so far:\n{''.join(self.output)}"
+                ) from None
             self.output.append(line)
             if match := re.search(pattern, line):
                 return match
@@ -86,14 +94,22 @@ def project(tmp_path):
 @pytest.fixture
 def clean_env(project) -> dict[str, str]:
     """The user's environment without any platform settings, state kept in the test's project."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "DAGSTER_", "BQEMU_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "DAGSTER_", "BQEMU_"))
+    }
     env["INGEST_STATE_DIR"] = str(project / ".ingest")
     return env
 
 
 def run_cli(args, project, env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ingest_platform.local.cli", *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=STARTUP_SECONDS)
+    return subprocess.run(
+        [sys.executable, "-m", "ingest_platform.local.cli", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_SECONDS,
+    )
 
 
 def exported(launcher: Launcher) -> dict[str, str]:
@@ -103,13 +119,15 @@ def exported(launcher: Launcher) -> dict[str, str]:
         line = launcher.wait_for(r"^export |Press Ctrl-C").string
         if not line.startswith("export "):
             return env
-        key, value = line[len("export "):].strip().split("=", 1)
+        key, value = line[len("export ") :].strip().split("=", 1)
         env[key] = value.strip("'")
 
 
 def test_unreachable_dsn_is_named_and_fails_fast(project, clean_env):
     port = free_port()
-    clean_env["INGEST_PG_DSN"] = f"host=127.0.0.1 port={port} user=analyst password=s3cret dbname=warehouse"
+    clean_env["INGEST_PG_DSN"] = (
+        f"host=127.0.0.1 port={port} user=analyst password=s3cret dbname=warehouse"
+    )
     result = run_cli(["services"], project, clean_env)
     assert result.returncode == 1
     assert f"PostgreSQL at 127.0.0.1:{port} does not answer" in result.stderr
@@ -119,9 +137,13 @@ def test_unreachable_dsn_is_named_and_fails_fast(project, clean_env):
 def test_ingest_command_prints_a_summary_and_names_a_bad_dump(project, clean_env, pg_dsn):
     clean_env.update(INGEST_PG_DSN=pg_dsn, DAGSTER_PG_URL=to_url(pg_dsn))
     assert run_cli(["demo-dumps", "--rows", "150"], project, clean_env).returncode == 0
-    result = run_cli(["ingest", "dumps/shop_1.0-eu.zip", "dumps/shop_2.0-eu.zip"], project, clean_env)
+    result = run_cli(
+        ["ingest", "dumps/shop_1.0-eu.zip", "dumps/shop_2.0-eu.zip"], project, clean_env
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"^order_item\s+150\s+.*shop\.order_item__v2\.0-eu.*rows_match_file ok", result.stdout, re.M)
+    assert re.search(
+        r"^order_item\s+150\s+.*shop\.order_item__v2\.0-eu.*rows_match_file ok", result.stdout, re.M
+    )
     assert result.stdout.count("succeeded") == 2
 
     broken = project / "shop_3.0-eu.zip"
@@ -130,8 +152,9 @@ def test_ingest_command_prints_a_summary_and_names_a_bad_dump(project, clean_env
     assert result.returncode == 1
     assert "shop_3.0-eu.zip" in result.stdout + result.stderr
     with psycopg.connect(pg_dsn) as conn:
-        assert dict(conn.execute("SELECT _version, count(*) FROM shop.orders GROUP BY 1").fetchall()) == {
-            "1.0-eu": 150, "2.0-eu": 150}
+        assert dict(
+            conn.execute("SELECT _version, count(*) FROM shop.orders GROUP BY 1").fetchall()
+        ) == {"1.0-eu": 150, "2.0-eu": 150}
 
 
 def test_taken_ui_port_is_named(project, clean_env):
@@ -158,14 +181,22 @@ def test_taken_emulator_port_is_named_when_configured(project, clean_env, pg_dsn
 def test_embedded_services_start_persist_refuse_a_second_launcher_and_stop(project, clean_env):
     first = Launcher(["services"], project, clean_env)
     env = exported(first)
-    assert set(env) == {"INGEST_PG_DSN", "DAGSTER_PG_URL", "INGEST_BQ_EMULATOR_HOST", "INGEST_BQ_EMULATOR_GRPC_HOST",
-                        "DAGSTER_HOME", "INGEST_DUMP_DIR"}
+    assert set(env) == {
+        "INGEST_PG_DSN",
+        "DAGSTER_PG_URL",
+        "INGEST_BQ_EMULATOR_HOST",
+        "INGEST_BQ_EMULATOR_GRPC_HOST",
+        "DAGSTER_HOME",
+        "INGEST_DUMP_DIR",
+    }
     assert env["INGEST_DUMP_DIR"] == str(project / "dumps")
     with psycopg.connect(env["INGEST_PG_DSN"]) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("warehouse",)
         conn.execute("CREATE TABLE kept (note text)")
         conn.execute("INSERT INTO kept VALUES ('survives a restart')")
-    with urllib.request.urlopen(f"http://{env['INGEST_BQ_EMULATOR_HOST']}/healthz", timeout=5) as response:
+    with urllib.request.urlopen(
+        f"http://{env['INGEST_BQ_EMULATOR_HOST']}/healthz", timeout=5
+    ) as response:
         assert response.status == 200
 
     second = run_cli(["services"], project, clean_env)
@@ -185,16 +216,25 @@ def test_embedded_services_start_persist_refuse_a_second_launcher_and_stop(proje
     assert again.ctrl_c() == 0
 
 
-def test_dev_serves_the_code_location_and_the_sensor_loads_dropped_dumps(project, clean_env, pg_dsn, bq_emulator):
-    clean_env.update(INGEST_PG_DSN=pg_dsn, DAGSTER_PG_URL=to_url(pg_dsn),
-                     INGEST_BQ_EMULATOR_HOST=bq_emulator.rest, INGEST_BQ_EMULATOR_GRPC_HOST=bq_emulator.grpc)
+def test_dev_serves_the_code_location_and_the_sensor_loads_dropped_dumps(
+    project, clean_env, pg_dsn, bq_emulator
+):
+    clean_env.update(
+        INGEST_PG_DSN=pg_dsn,
+        DAGSTER_PG_URL=to_url(pg_dsn),
+        INGEST_BQ_EMULATOR_HOST=bq_emulator.rest,
+        INGEST_BQ_EMULATOR_GRPC_HOST=bq_emulator.grpc,
+    )
     assert run_cli(["demo-dumps", "--rows", "100"], project, clean_env).returncode == 0
     dev = Launcher(["dev", "--port", str(free_port())], project, clean_env)
     try:
         ui = dev.wait_for(r"Dagster UI: (http://\S+)").group(1)
-        query = '{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } instance { info } }'
-        request = urllib.request.Request(f"{ui}/graphql", data=json.dumps({"query": query}).encode(),
-                                         headers={"Content-Type": "application/json"})
+        query = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } instance { info } }"
+        request = urllib.request.Request(
+            f"{ui}/graphql",
+            data=json.dumps({"query": query}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         while True:  # the code location loads a moment after the UI answers
             with urllib.request.urlopen(request, timeout=10) as response:
                 data = json.load(response)["data"]
@@ -207,11 +247,18 @@ def test_dev_serves_the_code_location_and_the_sensor_loads_dropped_dumps(project
         # The sensor sees the demo dumps (complete: unchanged over two ticks) and runs one job per version.
         deadline = time.monotonic() + 240
         loaded = {}
-        while loaded != {"1.0-eu": 100, "2.0-eu": 100, "1.0-us": 100, "2.0-us": 100} and time.monotonic() < deadline:
+        while (
+            loaded != {"1.0-eu": 100, "2.0-eu": 100, "1.0-us": 100, "2.0-us": 100}
+            and time.monotonic() < deadline
+        ):
             time.sleep(2)
             with psycopg.connect(pg_dsn) as conn:
                 if conn.execute("SELECT to_regclass('shop.orders')").fetchone()[0]:
-                    loaded = dict(conn.execute("SELECT _version, count(*) FROM shop.orders GROUP BY 1").fetchall())
+                    loaded = dict(
+                        conn.execute(
+                            "SELECT _version, count(*) FROM shop.orders GROUP BY 1"
+                        ).fetchall()
+                    )
         assert loaded == {"1.0-eu": 100, "2.0-eu": 100, "1.0-us": 100, "2.0-us": 100}
     finally:
         code = dev.ctrl_c()

@@ -33,9 +33,15 @@ def demo_dumps(tmp_path_factory):
 
 
 def dump_definitions(directory, pg_dsn="host=unused") -> dg.Definitions:
-    return dg.Definitions.merge(build_dump_definitions(scan_dump_dir(directory)), dg.Definitions(resources={
-        "postgres": PostgresResource(dsn=pg_dsn),
-        "dump_copy_io_manager": MultiprocessCopyIOManager(dsn=pg_dsn, processes=2)}))
+    return dg.Definitions.merge(
+        build_dump_definitions(scan_dump_dir(directory)),
+        dg.Definitions(
+            resources={
+                "postgres": PostgresResource(dsn=pg_dsn),
+                "dump_copy_io_manager": MultiprocessCopyIOManager(dsn=pg_dsn, processes=2),
+            }
+        ),
+    )
 
 
 def run_dump(defs: dg.Definitions, instance, dump) -> dg.ExecuteInProcessResult:
@@ -43,8 +49,12 @@ def run_dump(defs: dg.Definitions, instance, dump) -> dg.ExecuteInProcessResult:
     request = run_request_for(dump, TRANSLATOR)
     instance.add_dynamic_partitions(TRANSLATOR.partitions_def(dump.app).name, [dump.version])
     return defs.resolve_job_def(request.job_name).execute_in_process(
-        instance=instance, partition_key=request.partition_key, tags=request.tags,
-        asset_selection=list(request.asset_selection), raise_on_error=False)
+        instance=instance,
+        partition_key=request.partition_key,
+        tags=request.tags,
+        asset_selection=list(request.asset_selection),
+        raise_on_error=False,
+    )
 
 
 def test_assets_are_generated_per_application_table(demo_dumps):
@@ -62,7 +72,10 @@ def test_versions_load_through_dagster_with_metadata_and_passing_checks(demo_dum
         for version in ("1.0-eu", "2.0-eu", "1.0-us", "2.0-us"):
             result = run_dump(defs, instance, by_version[version])
             assert result.success, version
-            checks = {(c.asset_key.path[-1], c.check_name): c.passed for c in result.get_asset_check_evaluations()}
+            checks = {
+                (c.asset_key.path[-1], c.check_name): c.passed
+                for c in result.get_asset_check_evaluations()
+            }
             assert checks and all(checks.values()), checks
             assert (("orders", ROWS_CHECK) in checks) and (("orders", COLUMNS_CHECK) in checks)
         orders = instance.get_latest_materialization_event(dg.AssetKey(["dumps", "shop", "orders"]))
@@ -72,12 +85,19 @@ def test_versions_load_through_dagster_with_metadata_and_passing_checks(demo_dum
         assert metadata["rows_per_second"].value > 0
 
     with psycopg.connect(pg_dsn) as conn:
-        assert dict(conn.execute("SELECT _version, count(*) FROM shop.orders GROUP BY 1").fetchall()) == {
-            "1.0-eu": 300, "2.0-eu": 300, "1.0-us": 300, "2.0-us": 300}
+        assert dict(
+            conn.execute("SELECT _version, count(*) FROM shop.orders GROUP BY 1").fetchall()
+        ) == {"1.0-eu": 300, "2.0-eu": 300, "1.0-us": 300, "2.0-us": 300}
         # version 2.0 added customer.country: older versions read NULL there
-        assert conn.execute("SELECT count(*) FROM shop.customer WHERE country IS NOT NULL AND _version LIKE '1.0%'").fetchone() == (0,)
-        types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns "
-                                  "WHERE table_schema = 'shop' AND table_name = 'orders'").fetchall())
+        assert conn.execute(
+            "SELECT count(*) FROM shop.customer WHERE country IS NOT NULL AND _version LIKE '1.0%'"
+        ).fetchone() == (0,)
+        types = dict(
+            conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'shop' AND table_name = 'orders'"
+            ).fetchall()
+        )
         assert types["id"] == "bigint"  # widened by version 2.0
 
 
@@ -90,13 +110,22 @@ def test_sensor_waits_for_complete_files_then_requests_each_dump_once(demo_dumps
 
     first = evaluate_dump_directory(None, directory, known, TRANSLATOR, log, settle_seconds=0)
     assert first.run_requests == []  # seen once: it may still be being copied
-    second = evaluate_dump_directory(first.cursor, directory, known, TRANSLATOR, log, settle_seconds=0)
+    second = evaluate_dump_directory(
+        first.cursor, directory, known, TRANSLATOR, log, settle_seconds=0
+    )
     [request] = second.run_requests
     assert request.partition_key == "1.0-eu"
-    assert set(request.asset_selection) == {TRANSLATOR.asset_key("shop", "customer"), TRANSLATOR.asset_key("shop", "orders")}
+    assert set(request.asset_selection) == {
+        TRANSLATOR.asset_key("shop", "customer"),
+        TRANSLATOR.asset_key("shop", "orders"),
+    }
     assert second.dynamic_partitions_requests[0].partition_keys == ["1.0-eu"]
-    third = evaluate_dump_directory(second.cursor, directory, known, TRANSLATOR, log, settle_seconds=0)
-    assert third.run_requests == []  # the cursor remembers it, also after a restart (it is all in the cursor)
+    third = evaluate_dump_directory(
+        second.cursor, directory, known, TRANSLATOR, log, settle_seconds=0
+    )
+    assert (
+        third.run_requests == []
+    )  # the cursor remembers it, also after a restart (it is all in the cursor)
 
 
 def test_sensor_asks_for_a_reload_when_a_dump_brings_a_new_table(demo_dumps, tmp_path):
@@ -106,11 +135,22 @@ def test_sensor_asks_for_a_reload_when_a_dump_brings_a_new_table(demo_dumps, tmp
     known = {"shop": {"customer", "orders"}}
     log = dg.get_dagster_logger()
     first = evaluate_dump_directory(None, directory, known, TRANSLATOR, log, settle_seconds=0)
-    second = evaluate_dump_directory(first.cursor, directory, known, TRANSLATOR, log, settle_seconds=0)
+    second = evaluate_dump_directory(
+        first.cursor, directory, known, TRANSLATOR, log, settle_seconds=0
+    )
     assert second.run_requests == []
-    assert "order_item" in second.skip_reason.skip_message and "Reload" in second.skip_reason.skip_message
-    reloaded = evaluate_dump_directory(second.cursor, directory, {"shop": {"customer", "orders", "order_item"}},
-                                       TRANSLATOR, log, settle_seconds=0)
+    assert (
+        "order_item" in second.skip_reason.skip_message
+        and "Reload" in second.skip_reason.skip_message
+    )
+    reloaded = evaluate_dump_directory(
+        second.cursor,
+        directory,
+        {"shop": {"customer", "orders", "order_item"}},
+        TRANSLATOR,
+        log,
+        settle_seconds=0,
+    )
     [request] = reloaded.run_requests
     assert TRANSLATOR.asset_key("shop", "order_item") in request.asset_selection
 
@@ -130,4 +170,6 @@ def test_a_failed_version_leaves_earlier_versions_and_shows_nothing(demo_dumps, 
     message = failure_message(result.get_step_failure_events()[0])
     assert "shop_1.0-eu.zip" in message
     with psycopg.connect(pg_dsn) as conn:
-        assert dict(conn.execute("SELECT _version, count(*) FROM shop.orders GROUP BY 1").fetchall()) == {"1.0-eu": 300}
+        assert dict(
+            conn.execute("SELECT _version, count(*) FROM shop.orders GROUP BY 1").fetchall()
+        ) == {"1.0-eu": 300}

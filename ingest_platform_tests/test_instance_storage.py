@@ -22,11 +22,17 @@ def test_run_record_is_stored_in_postgres(pg_dsn, tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_PG_URL", to_url(pg_dsn))
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        result = dg.materialize([warehouse_version], instance=instance, resources={"postgres": PostgresResource(dsn=pg_dsn)})
+        result = dg.materialize(
+            [warehouse_version],
+            instance=instance,
+            resources={"postgres": PostgresResource(dsn=pg_dsn)},
+        )
     assert result.success
 
     with psycopg.connect(pg_dsn) as conn:
-        status = conn.execute("SELECT status FROM runs WHERE run_id = %s", (result.run_id,)).fetchone()
+        status = conn.execute(
+            "SELECT status FROM runs WHERE run_id = %s", (result.run_id,)
+        ).fetchone()
         events = conn.execute(
             "SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'",
             (result.run_id,),

@@ -29,11 +29,19 @@ def emulator_endpoints_from_env(environ=os.environ) -> EmulatorEndpoints | None:
 
 
 def has_credentials(environ=os.environ) -> bool:
-    adc = Path(environ.get("CLOUDSDK_CONFIG", Path.home() / ".config" / "gcloud")) / "application_default_credentials.json"
-    return bool(environ.get("INGEST_BQ_CREDENTIALS") or environ.get("GOOGLE_APPLICATION_CREDENTIALS")) or adc.exists()
+    adc = (
+        Path(environ.get("CLOUDSDK_CONFIG", Path.home() / ".config" / "gcloud"))
+        / "application_default_credentials.json"
+    )
+    return (
+        bool(environ.get("INGEST_BQ_CREDENTIALS") or environ.get("GOOGLE_APPLICATION_CREDENTIALS"))
+        or adc.exists()
+    )
 
 
-def emulator_bigquery_client(endpoints: EmulatorEndpoints, project: str | None = None, location: str | None = None):
+def emulator_bigquery_client(
+    endpoints: EmulatorEndpoints, project: str | None = None, location: str | None = None
+):
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
@@ -50,7 +58,9 @@ def emulator_write_client(endpoints: EmulatorEndpoints):
     """A Storage Write API client on a plain-text gRPC channel (the emulator has no TLS)."""
     import grpc
     from google.cloud.bigquery_storage_v1 import BigQueryWriteClient
-    from google.cloud.bigquery_storage_v1.services.big_query_write.transports import BigQueryWriteGrpcTransport
+    from google.cloud.bigquery_storage_v1.services.big_query_write.transports import (
+        BigQueryWriteGrpcTransport,
+    )
 
     channel = grpc.insecure_channel(endpoints.grpc)
     return BigQueryWriteClient(transport=BigQueryWriteGrpcTransport(channel=channel))

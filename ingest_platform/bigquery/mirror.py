@@ -70,8 +70,8 @@ class MirrorResult:
     requests: int
     streams: int
     seconds: float
-    deleted_rows: int | None = None     # slice rows replaced (mirror_slice)
-    merged_rows: int | None = None      # rows the MERGE touched (mirror_changes)
+    deleted_rows: int | None = None  # slice rows replaced (mirror_slice)
+    merged_rows: int | None = None  # rows the MERGE touched (mirror_changes)
     watermark_before: int | None = None
 
     @property
@@ -79,8 +79,15 @@ class MirrorResult:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
     def metadata(self) -> dict:
-        data = {"target": self.target, "rows": self.rows, "bytes": self.bytes, "requests": self.requests,
-                "streams": self.streams, "seconds": round(self.seconds, 3), "rows_per_second": round(self.rows_per_second, 1)}
+        data = {
+            "target": self.target,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "requests": self.requests,
+            "streams": self.streams,
+            "seconds": round(self.seconds, 3),
+            "rows_per_second": round(self.rows_per_second, 1),
+        }
         for name in ("deleted_rows", "merged_rows", "watermark_before"):
             if getattr(self, name) is not None:
                 data[name] = getattr(self, name)
@@ -88,6 +95,7 @@ class MirrorResult:
 
 
 # ----------------------------------------------------------------------------- tables
+
 
 def supports_bignumeric(client) -> bool:
     """False for the local emulator (DuckDB decimals stop at 38 digits), True for real BigQuery."""
@@ -98,8 +106,15 @@ def supports_bignumeric(client) -> bool:
 def bq_schema(columns: list[MirrorColumn] | tuple[MirrorColumn, ...]):
     from google.cloud import bigquery
 
-    return [bigquery.SchemaField(c.bq_name, c.bq_type, mode=c.mode,
-                                 description=f"PostgreSQL {c.name}: {c.pg_type}"[:1024]) for c in columns]
+    return [
+        bigquery.SchemaField(
+            c.bq_name,
+            c.bq_type,
+            mode=c.mode,
+            description=f"PostgreSQL {c.name}: {c.pg_type}"[:1024],
+        )
+        for c in columns
+    ]
 
 
 def ensure_dataset(client, project: str, dataset: str, location: str | None = None) -> None:
@@ -111,7 +126,9 @@ def ensure_dataset(client, project: str, dataset: str, location: str | None = No
     client.create_dataset(ds, exists_ok=True)
 
 
-def ensure_mirror_table(client, target: MirrorTarget, columns, *, description: str = "") -> list[str]:
+def ensure_mirror_table(
+    client, target: MirrorTarget, columns, *, description: str = ""
+) -> list[str]:
     """Create the mirror table, or add the source's new columns to it. Returns the changes.
     A column whose BigQuery type changed is a SchemaError (BigQuery cannot change it in place)."""
     from google.api_core.exceptions import NotFound
@@ -132,11 +149,15 @@ def ensure_mirror_table(client, target: MirrorTarget, columns, *, description: s
         if have is None:
             added.append(field)
             changes.append(f"added column {field.name} {field.field_type}")
-        elif _canonical_bq_type(have.field_type) != _canonical_bq_type(field.field_type) or have.mode != field.mode:
+        elif (
+            _canonical_bq_type(have.field_type) != _canonical_bq_type(field.field_type)
+            or have.mode != field.mode
+        ):
             raise SchemaError(
                 f"Mirror table {target.table_id}: column {field.name} is {have.mode} {have.field_type} in BigQuery "
                 f"but the source now maps to {field.mode} {field.field_type}. BigQuery cannot change a column's "
-                "type in place: drop the mirror table (it is rebuilt from PostgreSQL) or exclude the column.")
+                "type in place: drop the mirror table (it is rebuilt from PostgreSQL) or exclude the column."
+            )
     if added:
         table.schema = list(table.schema) + added
         client.update_table(table, ["schema"])
@@ -144,7 +165,9 @@ def ensure_mirror_table(client, target: MirrorTarget, columns, *, description: s
 
 
 def _canonical_bq_type(name: str) -> str:
-    return {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}.get(name.upper(), name.upper())
+    return {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}.get(
+        name.upper(), name.upper()
+    )
 
 
 def _query(client, statement: str, params: list | None = None):
@@ -165,8 +188,14 @@ def _scalar_param(name: str, value):
 
 # ----------------------------------------------------------------------------- writing
 
-def write_source(conn: psycopg.Connection, source: MirrorSource, writer: PendingStreamWriter,
-                 encoder: RowEncoder | None = None, chunk_rows: int = 5000) -> int:
+
+def write_source(
+    conn: psycopg.Connection,
+    source: MirrorSource,
+    writer: PendingStreamWriter,
+    encoder: RowEncoder | None = None,
+    chunk_rows: int = 5000,
+) -> int:
     encoder = encoder or RowEncoder(source)
     rows = 0
     for chunk in read_rows(conn, source, chunk_rows):
@@ -177,32 +206,67 @@ def write_source(conn: psycopg.Connection, source: MirrorSource, writer: Pending
     return rows
 
 
-def mirror_slice(conn: psycopg.Connection, bq_client, write_client, source: MirrorSource, target: MirrorTarget, *,
-                 slice_column: str, slice_value, retry: RetryPolicy = RetryPolicy(), chunk_rows: int = 5000,
-                 max_request_bytes: int | None = None, on_request: Callable[[int], None] | None = None) -> MirrorResult:
+def mirror_slice(
+    conn: psycopg.Connection,
+    bq_client,
+    write_client,
+    source: MirrorSource,
+    target: MirrorTarget,
+    *,
+    slice_column: str,
+    slice_value,
+    retry: RetryPolicy = RetryPolicy(),
+    chunk_rows: int = 5000,
+    max_request_bytes: int | None = None,
+    on_request: Callable[[int], None] | None = None,
+) -> MirrorResult:
     """Replace the rows of one slice (``slice_column = slice_value``) of the mirror table with the
     source's rows of that slice. The source must carry the same filter."""
     started = time.perf_counter()
     encoder = RowEncoder(source)
-    writer = PendingStreamWriter(write_client, target.path, encoder.descriptor, retry=retry, on_request=on_request,
-                                 **({"max_request_bytes": max_request_bytes} if max_request_bytes else {}))
+    writer = PendingStreamWriter(
+        write_client,
+        target.path,
+        encoder.descriptor,
+        retry=retry,
+        on_request=on_request,
+        **({"max_request_bytes": max_request_bytes} if max_request_bytes else {}),
+    )
     write_source(conn, source, writer, encoder, chunk_rows)
     bq_column = source.column(slice_column).bq_name
     deleted = {}
 
     def delete_previous():
-        job = _query(bq_client, f"DELETE FROM {target.ref} WHERE {quote_bq_column(bq_column)} = @slice",
-                     [_scalar_param("slice", slice_value)])
+        job = _query(
+            bq_client,
+            f"DELETE FROM {target.ref} WHERE {quote_bq_column(bq_column)} = @slice",
+            [_scalar_param("slice", slice_value)],
+        )
         deleted["rows"] = job.num_dml_affected_rows
 
     writer.commit(before_commit=delete_previous)
     stats = writer.stats
-    return MirrorResult(target.table_id, stats.rows, stats.bytes, stats.requests, stats.streams,
-                        time.perf_counter() - started, deleted_rows=deleted.get("rows"))
+    return MirrorResult(
+        target.table_id,
+        stats.rows,
+        stats.bytes,
+        stats.requests,
+        stats.streams,
+        time.perf_counter() - started,
+        deleted_rows=deleted.get("rows"),
+    )
 
 
-def mirror_table(conn: psycopg.Connection, bq_client, write_client, source: MirrorSource, target: MirrorTarget, *,
-                 retry: RetryPolicy = RetryPolicy(), chunk_rows: int = 5000) -> MirrorResult:
+def mirror_table(
+    conn: psycopg.Connection,
+    bq_client,
+    write_client,
+    source: MirrorSource,
+    target: MirrorTarget,
+    *,
+    retry: RetryPolicy = RetryPolicy(),
+    chunk_rows: int = 5000,
+) -> MirrorResult:
     """Replace every row of the mirror table (``DELETE WHERE TRUE`` just before the batch commit)."""
     started = time.perf_counter()
     encoder = RowEncoder(source)
@@ -211,17 +275,36 @@ def mirror_table(conn: psycopg.Connection, bq_client, write_client, source: Mirr
     deleted = {}
 
     def delete_all():
-        deleted["rows"] = _query(bq_client, f"DELETE FROM {target.ref} WHERE TRUE").num_dml_affected_rows
+        deleted["rows"] = _query(
+            bq_client, f"DELETE FROM {target.ref} WHERE TRUE"
+        ).num_dml_affected_rows
 
     writer.commit(before_commit=delete_all)
     stats = writer.stats
-    return MirrorResult(target.table_id, stats.rows, stats.bytes, stats.requests, stats.streams,
-                        time.perf_counter() - started, deleted_rows=deleted.get("rows"))
+    return MirrorResult(
+        target.table_id,
+        stats.rows,
+        stats.bytes,
+        stats.requests,
+        stats.streams,
+        time.perf_counter() - started,
+        deleted_rows=deleted.get("rows"),
+    )
 
 
-def mirror_changes(conn: psycopg.Connection, bq_client, write_client, source: MirrorSource, target: MirrorTarget, *,
-                   delete_mode: str = "soft", change_column: str = LAST_CHANGE_ID, deleted_column: str = IS_DELETED,
-                   retry: RetryPolicy = RetryPolicy(), chunk_rows: int = 5000) -> MirrorResult:
+def mirror_changes(
+    conn: psycopg.Connection,
+    bq_client,
+    write_client,
+    source: MirrorSource,
+    target: MirrorTarget,
+    *,
+    delete_mode: str = "soft",
+    change_column: str = LAST_CHANGE_ID,
+    deleted_column: str = IS_DELETED,
+    retry: RetryPolicy = RetryPolicy(),
+    chunk_rows: int = 5000,
+) -> MirrorResult:
     """Apply the source's rows changed since the mirror's high-water mark with one MERGE."""
     if delete_mode not in DELETE_MODES:
         raise ValueError(f"delete_mode must be one of {DELETE_MODES}, not {delete_mode!r}")
@@ -230,18 +313,26 @@ def mirror_changes(conn: psycopg.Connection, bq_client, write_client, source: Mi
     names = {c.name for c in source.columns}
     for needed in (change_column,) + ((deleted_column,) if delete_mode == "hard" else ()):
         if needed not in names:
-            raise SchemaError(f'{source.label}: column "{needed}" is missing; a CDC merged table has it.')
+            raise SchemaError(
+                f'{source.label}: column "{needed}" is missing; a CDC merged table has it.'
+            )
     started = time.perf_counter()
     change_bq = source.column(change_column).bq_name
-    row = list(_query(bq_client, f"SELECT MAX({quote_bq_column(change_bq)}) FROM {target.ref}").result())
+    row = list(
+        _query(bq_client, f"SELECT MAX({quote_bq_column(change_bq)}) FROM {target.ref}").result()
+    )
     watermark = row[0][0] if row and row[0][0] is not None else None
-    changed = source.with_filters(*source.filters, *(((change_column, ">", watermark),) if watermark is not None else ()))
+    changed = source.with_filters(
+        *source.filters, *(((change_column, ">", watermark),) if watermark is not None else ())
+    )
 
-    staging = MirrorTarget(target.project, target.dataset, f"{target.table}__staging_{secrets.token_hex(4)}")
+    staging = MirrorTarget(
+        target.project, target.dataset, f"{target.table}__staging_{secrets.token_hex(4)}"
+    )
     from google.cloud import bigquery
 
     table = bigquery.Table(staging.table_id, schema=bq_schema(source.columns))
-    table.expires = dt.datetime.now(dt.timezone.utc) + STAGING_EXPIRATION
+    table.expires = dt.datetime.now(dt.UTC) + STAGING_EXPIRATION
     bq_client.create_table(table)
     try:
         encoder = RowEncoder(changed)
@@ -250,20 +341,43 @@ def mirror_changes(conn: psycopg.Connection, bq_client, write_client, source: Mi
         writer.commit()
         merged = None
         if writer.stats.rows:
-            job = _query(bq_client, merge_statement(target, staging, source.columns,
-                                                    [source.column(k).bq_name for k in source.key],
-                                                    change_bq, source.column(deleted_column).bq_name
-                                                    if deleted_column in names else None, delete_mode))
+            job = _query(
+                bq_client,
+                merge_statement(
+                    target,
+                    staging,
+                    source.columns,
+                    [source.column(k).bq_name for k in source.key],
+                    change_bq,
+                    source.column(deleted_column).bq_name if deleted_column in names else None,
+                    delete_mode,
+                ),
+            )
             merged = job.num_dml_affected_rows
     finally:
         bq_client.delete_table(staging.table_id, not_found_ok=True)
     stats = writer.stats
-    return MirrorResult(target.table_id, stats.rows, stats.bytes, stats.requests, stats.streams,
-                        time.perf_counter() - started, merged_rows=merged, watermark_before=watermark)
+    return MirrorResult(
+        target.table_id,
+        stats.rows,
+        stats.bytes,
+        stats.requests,
+        stats.streams,
+        time.perf_counter() - started,
+        merged_rows=merged,
+        watermark_before=watermark,
+    )
 
 
-def merge_statement(target: MirrorTarget, staging: MirrorTarget, columns, key: list[str], change_column: str,
-                    deleted_column: str | None, delete_mode: str) -> str:
+def merge_statement(
+    target: MirrorTarget,
+    staging: MirrorTarget,
+    columns,
+    key: list[str],
+    change_column: str,
+    deleted_column: str | None,
+    delete_mode: str,
+) -> str:
     """One MERGE: newer rows update (or, hard mode, deleted rows delete), new keys insert."""
     q = quote_bq_column
     names = [c.bq_name for c in columns]
@@ -277,7 +391,9 @@ def merge_statement(target: MirrorTarget, staging: MirrorTarget, columns, key: l
     if update:
         clauses.append(f"WHEN MATCHED AND {newer} THEN UPDATE SET {update}")
     if delete_mode == "hard" and deleted_column:
-        clauses.append(f"WHEN NOT MATCHED AND NOT COALESCE(S.{q(deleted_column)}, FALSE) THEN {insert}")
+        clauses.append(
+            f"WHEN NOT MATCHED AND NOT COALESCE(S.{q(deleted_column)}, FALSE) THEN {insert}"
+        )
     else:
         clauses.append(f"WHEN NOT MATCHED THEN {insert}")
     return f"MERGE {target.ref} T USING {staging.ref} S ON {on} " + " ".join(clauses)
@@ -296,35 +412,77 @@ def dump_key(conn: psycopg.Connection, schema: str, table: str) -> tuple[str, ..
 
     if relation_oid(conn, schema, REGISTRY_TABLE) is None:
         return ()
-    row = conn.execute(sql.SQL(
-        "SELECT primary_key FROM {}.{} WHERE table_name = %s AND jsonb_array_length(primary_key) > 0"
-        " ORDER BY loaded_at DESC LIMIT 1").format(sql.Identifier(schema), sql.Identifier(REGISTRY_TABLE)),
-        (table,)).fetchone()
+    row = conn.execute(
+        sql.SQL(
+            "SELECT primary_key FROM {}.{} WHERE table_name = %s AND jsonb_array_length(primary_key) > 0"
+            " ORDER BY loaded_at DESC LIMIT 1"
+        ).format(sql.Identifier(schema), sql.Identifier(REGISTRY_TABLE)),
+        (table,),
+    ).fetchone()
     return (VERSION_COLUMN, *row[0]) if row else ()
 
 
-def dump_source(conn: psycopg.Connection, schema: str, table: str, version: str | None = None, *,
-                fill_nulls: bool = False, bignumeric: bool = True) -> MirrorSource:
+def dump_source(
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    version: str | None = None,
+    *,
+    fill_nulls: bool = False,
+    bignumeric: bool = True,
+) -> MirrorSource:
     """The parent table `schema.table` (every version, or one with `version`), keyed by
     (_version, primary key); without a registered primary key the checks key rows by their hash."""
     from ingest_platform.bigquery.source import source_for_table
 
-    source = source_for_table(conn, schema, table, key=dump_key(conn, schema, table), fill_nulls=fill_nulls,
-                              bignumeric=bignumeric)
+    source = source_for_table(
+        conn,
+        schema,
+        table,
+        key=dump_key(conn, schema, table),
+        fill_nulls=fill_nulls,
+        bignumeric=bignumeric,
+    )
     return source.with_filters((VERSION_COLUMN, "=", version)) if version is not None else source
 
 
-def mirror_dump_version(conn: psycopg.Connection, bq_client, write_client, schema: str, table: str, version: str,
-                        target: MirrorTarget, *, fill_nulls: bool = False, retry: RetryPolicy = RetryPolicy(),
-                        on_request: Callable[[int], None] | None = None, max_request_bytes: int | None = None,
-                        location: str | None = None, bignumeric: bool | None = None) -> MirrorResult:
+def mirror_dump_version(
+    conn: psycopg.Connection,
+    bq_client,
+    write_client,
+    schema: str,
+    table: str,
+    version: str,
+    target: MirrorTarget,
+    *,
+    fill_nulls: bool = False,
+    retry: RetryPolicy = RetryPolicy(),
+    on_request: Callable[[int], None] | None = None,
+    max_request_bytes: int | None = None,
+    location: str | None = None,
+    bignumeric: bool | None = None,
+) -> MirrorResult:
     """Mirror one dump version: the mirror table follows the parent's columns, the version's rows
     are replaced atomically from a reader's point of view except between DELETE and commit."""
     if bignumeric is None:
         bignumeric = supports_bignumeric(bq_client)
     source = dump_source(conn, schema, table, version, fill_nulls=fill_nulls, bignumeric=bignumeric)
     ensure_dataset(bq_client, target.project, target.dataset, location)
-    ensure_mirror_table(bq_client, target, source.columns,
-                        description=f"Mirror of PostgreSQL {schema}.{table} (every dump version; _version = version).")
-    return mirror_slice(conn, bq_client, write_client, source, target, slice_column=VERSION_COLUMN,
-                        slice_value=version, retry=retry, on_request=on_request, max_request_bytes=max_request_bytes)
+    ensure_mirror_table(
+        bq_client,
+        target,
+        source.columns,
+        description=f"Mirror of PostgreSQL {schema}.{table} (every dump version; _version = version).",
+    )
+    return mirror_slice(
+        conn,
+        bq_client,
+        write_client,
+        source,
+        target,
+        slice_column=VERSION_COLUMN,
+        slice_value=version,
+        retry=retry,
+        on_request=on_request,
+        max_request_bytes=max_request_bytes,
+    )

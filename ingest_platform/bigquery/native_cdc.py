@@ -23,16 +23,21 @@ from ingest_platform.bigquery.types import quote_bq_column
 from ingest_platform.bigquery.writer import MAX_REQUEST_BYTES
 
 
-def native_cdc_table_ddl(target: MirrorTarget, source: MirrorSource, *, max_staleness_minutes: int = 15) -> str:
+def native_cdc_table_ddl(
+    target: MirrorTarget, source: MirrorSource, *, max_staleness_minutes: int = 15
+) -> str:
     """CREATE TABLE with the primary key (NOT ENFORCED), clustered by it, with max_staleness."""
     if not source.key:
         raise ValueError(f"{source.label}: native_cdc needs a primary key.")
     columns = ", ".join(
         f"{quote_bq_column(c.bq_name)} {'ARRAY<' + c.bq_type + '>' if c.repeated else c.bq_type}"
-        for c in source.columns)
+        for c in source.columns
+    )
     key = ", ".join(quote_bq_column(source.column(k).bq_name) for k in source.key)
-    return (f"CREATE TABLE IF NOT EXISTS {target.ref} ({columns}, PRIMARY KEY ({key}) NOT ENFORCED) "
-            f"CLUSTER BY {key} OPTIONS (max_staleness = INTERVAL {int(max_staleness_minutes)} MINUTE)")
+    return (
+        f"CREATE TABLE IF NOT EXISTS {target.ref} ({columns}, PRIMARY KEY ({key}) NOT ENFORCED) "
+        f"CLUSTER BY {key} OPTIONS (max_staleness = INTERVAL {int(max_staleness_minutes)} MINUTE)"
+    )
 
 
 def change_sequence_number(change_id: int) -> str:
@@ -42,10 +47,16 @@ def change_sequence_number(change_id: int) -> str:
     return format(change_id, "X")
 
 
-def native_cdc_requests(target: MirrorTarget, source: MirrorSource, rows: Iterable[tuple], *,
-                        delete_mode: str = "soft", change_column: str = LAST_CHANGE_ID,
-                        deleted_column: str = IS_DELETED, max_request_bytes: int = MAX_REQUEST_BYTES
-                        ) -> Iterator[write_types.AppendRowsRequest]:
+def native_cdc_requests(
+    target: MirrorTarget,
+    source: MirrorSource,
+    rows: Iterable[tuple],
+    *,
+    delete_mode: str = "soft",
+    change_column: str = LAST_CHANGE_ID,
+    deleted_column: str = IS_DELETED,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
+) -> Iterator[write_types.AppendRowsRequest]:
     """AppendRowsRequests for the default stream: each row an UPSERT, or a DELETE for a
     soft-deleted row with ``delete_mode="hard"``. Rows are as ``source.read_rows`` yields them."""
     encoder = RowEncoder(source, cdc_pseudo_columns=True)
@@ -56,8 +67,13 @@ def native_cdc_requests(target: MirrorTarget, source: MirrorSource, rows: Iterab
     batch, size, first = [], 0, True
     for row in rows:
         deleted = deleted_at is not None and bool(row[deleted_at]) and delete_mode == "hard"
-        data = encoder.encode(row, {CHANGE_TYPE_FIELD: "DELETE" if deleted else "UPSERT",
-                                    CHANGE_SEQUENCE_FIELD: change_sequence_number(row[change_at] or 0)})
+        data = encoder.encode(
+            row,
+            {
+                CHANGE_TYPE_FIELD: "DELETE" if deleted else "UPSERT",
+                CHANGE_SEQUENCE_FIELD: change_sequence_number(row[change_at] or 0),
+            },
+        )
         if batch and size + len(data) + 64 * 1024 > max_request_bytes:
             yield _request(stream, encoder, batch, first)
             batch, size, first = [], 0, False
@@ -67,8 +83,12 @@ def native_cdc_requests(target: MirrorTarget, source: MirrorSource, rows: Iterab
         yield _request(stream, encoder, batch, first)
 
 
-def _request(stream: str, encoder: RowEncoder, rows: list[bytes], with_schema: bool) -> write_types.AppendRowsRequest:
+def _request(
+    stream: str, encoder: RowEncoder, rows: list[bytes], with_schema: bool
+) -> write_types.AppendRowsRequest:
     data = write_types.AppendRowsRequest.ProtoData(rows=write_types.ProtoRows(serialized_rows=rows))
     if with_schema:
         data.writer_schema = write_types.ProtoSchema(proto_descriptor=encoder.descriptor)
-    return write_types.AppendRowsRequest(write_stream=stream, proto_rows=data)   # default stream: no offset
+    return write_types.AppendRowsRequest(
+        write_stream=stream, proto_rows=data
+    )  # default stream: no offset

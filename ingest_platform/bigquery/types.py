@@ -52,19 +52,39 @@ NUMERIC_MAX_INTEGER_DIGITS, NUMERIC_MAX_SCALE = 29, 9
 BIGNUMERIC_MAX_INTEGER_DIGITS, BIGNUMERIC_MAX_SCALE = 38, 38
 
 # BigQuery's ranges (inclusive), in the units the Storage Write API takes.
-TIMESTAMP_MIN_MICROS = -62135596800_000000        # 0001-01-01 00:00:00 UTC
-TIMESTAMP_MAX_MICROS = 253402300799_999999        # 9999-12-31 23:59:59.999999 UTC
-DATE_MIN_DAYS, DATE_MAX_DAYS = -719162, 2932896   # 0001-01-01, 9999-12-31
+TIMESTAMP_MIN_MICROS = -62135596800_000000  # 0001-01-01 00:00:00 UTC
+TIMESTAMP_MAX_MICROS = 253402300799_999999  # 9999-12-31 23:59:59.999999 UTC
+DATE_MIN_DAYS, DATE_MAX_DAYS = -719162, 2932896  # 0001-01-01, 9999-12-31
 # What the read query returns for an infinite date or timestamp (outside every range above).
 INFINITY_SENTINEL = 9223372036854775807
 
 _INTEGERS = {"smallint", "integer", "bigint"}
 _FLOATS = {"real", "double precision"}
-_STRINGS = {"text", "varchar", "char", "uuid", "inet", "cidr", "interval", "timetz", "citext", "name", "xml"}
+_STRINGS = {
+    "text",
+    "varchar",
+    "char",
+    "uuid",
+    "inet",
+    "cidr",
+    "interval",
+    "timetz",
+    "citext",
+    "name",
+    "xml",
+}
 
 BQ_TYPE_OF_KIND = {
-    "int": "INT64", "float": "FLOAT64", "bool": "BOOL", "string": "STRING", "bytes": "BYTES",
-    "date": "DATE", "timestamp": "TIMESTAMP", "datetime": "DATETIME", "time": "TIME", "json": "JSON",
+    "int": "INT64",
+    "float": "FLOAT64",
+    "bool": "BOOL",
+    "string": "STRING",
+    "bytes": "BYTES",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+    "datetime": "DATETIME",
+    "time": "TIME",
+    "json": "JSON",
 }
 
 
@@ -72,12 +92,12 @@ BQ_TYPE_OF_KIND = {
 class MirrorColumn:
     """One mirrored column."""
 
-    name: str                 # PostgreSQL column name
-    pg_type: str              # as format_type prints it
-    bq_name: str              # BigQuery column name
-    bq_type: str              # INT64, NUMERIC, BIGNUMERIC, FLOAT64, BOOL, STRING, BYTES, DATE, ...
-    kind: str                 # int numeric float bool string bytes date timestamp datetime time json
-    repeated: bool = False    # a PostgreSQL array -> REPEATED
+    name: str  # PostgreSQL column name
+    pg_type: str  # as format_type prints it
+    bq_name: str  # BigQuery column name
+    bq_type: str  # INT64, NUMERIC, BIGNUMERIC, FLOAT64, BOOL, STRING, BYTES, DATE, ...
+    kind: str  # int numeric float bool string bytes date timestamp datetime time json
+    repeated: bool = False  # a PostgreSQL array -> REPEATED
     check_numeric: bool = False  # values need a per-value precision check (unconstrained numeric)
     money: bool = False
 
@@ -86,7 +106,9 @@ class MirrorColumn:
         return "REPEATED" if self.repeated else "NULLABLE"
 
 
-def map_column(table: str, name: str, pg_type: str, bq_name: str | None = None, *, bignumeric: bool = True) -> MirrorColumn:
+def map_column(
+    table: str, name: str, pg_type: str, bq_name: str | None = None, *, bignumeric: bool = True
+) -> MirrorColumn:
     """The BigQuery column for a PostgreSQL column, or SchemaError naming table and column.
 
     ``bignumeric=False`` (the local emulator, whose DuckDB decimals stop at 38 digits): columns
@@ -94,15 +116,25 @@ def map_column(table: str, name: str, pg_type: str, bq_name: str | None = None, 
     try:
         parsed = parse_pg_type(pg_type)
     except SchemaError:
-        parsed = PgType(pg_type.strip().lower())   # unusual spellings ("char" etc.) mirror as text
+        parsed = PgType(pg_type.strip().lower())  # unusual spellings ("char" etc.) mirror as text
     if parsed.array_dims > 1:
-        raise SchemaError(f'{table}: column "{name}" has type {pg_type}: BigQuery has no arrays of arrays. '
-                          "Exclude the column from the mirror or flatten it in a view.")
+        raise SchemaError(
+            f'{table}: column "{name}" has type {pg_type}: BigQuery has no arrays of arrays. '
+            "Exclude the column from the mirror or flatten it in a view."
+        )
     kind, bq_type, check, money = _scalar(table, name, pg_type, parsed)
     if bq_type == "BIGNUMERIC" and not bignumeric:
         bq_type, check = "STRING", True
-    return MirrorColumn(name=name, pg_type=pg_type, bq_name=bq_name or bq_column_names([name])[0],
-                        bq_type=bq_type, kind=kind, repeated=parsed.array_dims == 1, check_numeric=check, money=money)
+    return MirrorColumn(
+        name=name,
+        pg_type=pg_type,
+        bq_name=bq_name or bq_column_names([name])[0],
+        bq_type=bq_type,
+        kind=kind,
+        repeated=parsed.array_dims == 1,
+        check_numeric=check,
+        money=money,
+    )
 
 
 def _scalar(table: str, name: str, pg_type: str, t: PgType) -> tuple[str, str, bool, bool]:
@@ -113,13 +145,19 @@ def _scalar(table: str, name: str, pg_type: str, t: PgType) -> tuple[str, str, b
             return "numeric", "BIGNUMERIC", True, False
         precision, scale = (t.modifiers + (0,))[:2]
         integer_digits = precision - scale
-        if scale <= NUMERIC_MAX_SCALE and integer_digits <= NUMERIC_MAX_INTEGER_DIGITS and scale >= 0:
+        if (
+            scale <= NUMERIC_MAX_SCALE
+            and integer_digits <= NUMERIC_MAX_INTEGER_DIGITS
+            and scale >= 0
+        ):
             return "numeric", "NUMERIC", False, False
         if 0 <= scale <= BIGNUMERIC_MAX_SCALE and integer_digits <= BIGNUMERIC_MAX_INTEGER_DIGITS:
             return "numeric", "BIGNUMERIC", False, False
-        raise SchemaError(f'{table}: column "{name}" is {pg_type}, beyond BigQuery BIGNUMERIC '
-                          f"({BIGNUMERIC_MAX_INTEGER_DIGITS} integer and {BIGNUMERIC_MAX_SCALE} fractional digits). "
-                          "Narrow the column or exclude it from the mirror.")
+        raise SchemaError(
+            f'{table}: column "{name}" is {pg_type}, beyond BigQuery BIGNUMERIC '
+            f"({BIGNUMERIC_MAX_INTEGER_DIGITS} integer and {BIGNUMERIC_MAX_SCALE} fractional digits). "
+            "Narrow the column or exclude it from the mirror."
+        )
     if t.name == "money":
         return "numeric", "NUMERIC", False, True
     if t.name in _FLOATS:
@@ -138,7 +176,7 @@ def _scalar(table: str, name: str, pg_type: str, t: PgType) -> tuple[str, str, b
         return "time", "TIME", False, False
     if t.name in ("json", "jsonb"):
         return "json", "JSON", False, False
-    return "string", "STRING", False, False   # text types, uuid, inet, interval, timetz, enums, ...
+    return "string", "STRING", False, False  # text types, uuid, inet, interval, timetz, enums, ...
 
 
 # ----------------------------------------------------------------------------- BigQuery names
@@ -174,7 +212,9 @@ def quote_bq(*parts: str) -> str:
     """`project.dataset.table` or `column`, each part validated, joined in backticks."""
     for part in parts:
         if not (_BQ_NAME.match(part) or _BQ_DATASET.match(part) or _BQ_PROJECT.match(part)):
-            raise SchemaError(f"{part!r} is not a valid BigQuery name (letters, digits, underscores).")
+            raise SchemaError(
+                f"{part!r} is not a valid BigQuery name (letters, digits, underscores)."
+            )
     return "`" + ".".join(parts) + "`"
 
 
@@ -189,7 +229,11 @@ def type_mapping_markdown() -> str:
     rows = [
         ("smallint, integer, bigint", "INT64", "int64"),
         ("numeric(p,s) with s <= 9 and p-s <= 29; money", "NUMERIC", "string"),
-        ("numeric(p,s) with s <= 38 and p-s <= 38; numeric without precision", "BIGNUMERIC", "string"),
+        (
+            "numeric(p,s) with s <= 38 and p-s <= 38; numeric without precision",
+            "BIGNUMERIC",
+            "string",
+        ),
         ("real, double precision", "FLOAT64", "double"),
         ("boolean", "BOOL", "bool"),
         ("text, varchar, char, uuid, inet, interval, timetz, others", "STRING", "string"),

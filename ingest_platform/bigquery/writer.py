@@ -28,15 +28,21 @@ from ingest_platform.errors import IngestError, ServiceUnavailableError
 
 MAX_REQUEST_BYTES = 9 * 1024 * 1024
 ROWS_PER_STREAM = 5_000_000
-_REQUEST_OVERHEAD = 2048               # stream name, offset, framing (plus the descriptor's size)
-_PER_ROW_OVERHEAD = 6                  # length prefix + tag of each serialized row
-ALREADY_EXISTS = 6                     # google.rpc.Code
-CALL_TIMEOUT = 120.0                   # seconds per gRPC call
+_REQUEST_OVERHEAD = 2048  # stream name, offset, framing (plus the descriptor's size)
+_PER_ROW_OVERHEAD = 6  # length prefix + tag of each serialized row
+ALREADY_EXISTS = 6  # google.rpc.Code
+CALL_TIMEOUT = 120.0  # seconds per gRPC call
 # The client library's own retries (up to 20 minutes) are switched off: call_with_retry retries.
 _ONCE = {"retry": None, "timeout": CALL_TIMEOUT}
 
-TRANSIENT = (api_exceptions.ServiceUnavailable, api_exceptions.DeadlineExceeded, api_exceptions.InternalServerError,
-             api_exceptions.Aborted, api_exceptions.ResourceExhausted, api_exceptions.Unknown)
+TRANSIENT = (
+    api_exceptions.ServiceUnavailable,
+    api_exceptions.DeadlineExceeded,
+    api_exceptions.InternalServerError,
+    api_exceptions.Aborted,
+    api_exceptions.ResourceExhausted,
+    api_exceptions.Unknown,
+)
 
 
 class WriteError(IngestError):
@@ -93,16 +99,24 @@ class _Stream:
 class PendingStreamWriter:
     """Append serialized rows to a table through pending streams; ``commit`` makes them visible."""
 
-    def __init__(self, write_client, table_path: str, descriptor: descriptor_pb2.DescriptorProto, *,
-                 max_request_bytes: int = MAX_REQUEST_BYTES, rows_per_stream: int = ROWS_PER_STREAM,
-                 retry: RetryPolicy = RetryPolicy(), on_request: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        write_client,
+        table_path: str,
+        descriptor: descriptor_pb2.DescriptorProto,
+        *,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        rows_per_stream: int = ROWS_PER_STREAM,
+        retry: RetryPolicy = RetryPolicy(),
+        on_request: Callable[[int], None] | None = None,
+    ):
         self.client = write_client
-        self.table_path = table_path               # projects/P/datasets/D/tables/T
+        self.table_path = table_path  # projects/P/datasets/D/tables/T
         self.descriptor = descriptor
         self.max_request_bytes = max_request_bytes
         self.rows_per_stream = rows_per_stream
         self.retry = retry
-        self.on_request = on_request               # called after each acknowledged request (tests, progress)
+        self.on_request = on_request  # called after each acknowledged request (tests, progress)
         self.stats = WriteStats()
         self.streams: list[_Stream] = []
         self._overhead = _REQUEST_OVERHEAD + len(descriptor.SerializeToString())
@@ -115,10 +129,14 @@ class PendingStreamWriter:
     def append(self, serialized_row: bytes) -> None:
         size = len(serialized_row) + _PER_ROW_OVERHEAD
         if size + self._overhead > self.max_request_bytes:
-            raise WriteError(f"One row of {self.table_path} is {len(serialized_row)} bytes, more than a "
-                             f"Storage Write request may carry ({self.max_request_bytes} bytes).")
-        if self._rows and (self._size + size > self.max_request_bytes
-                           or self._current_offset() + len(self._rows) >= self.rows_per_stream):
+            raise WriteError(
+                f"One row of {self.table_path} is {len(serialized_row)} bytes, more than a "
+                f"Storage Write request may carry ({self.max_request_bytes} bytes)."
+            )
+        if self._rows and (
+            self._size + size > self.max_request_bytes
+            or self._current_offset() + len(self._rows) >= self.rows_per_stream
+        ):
             self.flush()
         self._rows.append(serialized_row)
         self._size += size
@@ -133,10 +151,13 @@ class PendingStreamWriter:
             self._new_stream()
         stream = self.streams[-1]
         request = write_types.AppendRowsRequest(
-            write_stream=stream.name, offset=stream.offset,
+            write_stream=stream.name,
+            offset=stream.offset,
             proto_rows=write_types.AppendRowsRequest.ProtoData(
                 writer_schema=write_types.ProtoSchema(proto_descriptor=self.descriptor),
-                rows=write_types.ProtoRows(serialized_rows=self._rows)))
+                rows=write_types.ProtoRows(serialized_rows=self._rows),
+            ),
+        )
         call_with_retry(lambda: self._send(request, stream), self.retry, "AppendRows")
         stream.offset += len(self._rows)
         self.stats.rows += len(self._rows)
@@ -152,19 +173,30 @@ class PendingStreamWriter:
         for response in self.client.append_rows(iter([request]), metadata=metadata, **_ONCE):
             if response.error and response.error.code:
                 if response.error.code == ALREADY_EXISTS:
-                    return   # an earlier attempt of this very offset landed
-                raise WriteError(f"BigQuery refused rows {stream.offset}.. of {self.table_path}: "
-                                 f"{response.error.message}. Nothing of this run was committed.")
+                    return  # an earlier attempt of this very offset landed
+                raise WriteError(
+                    f"BigQuery refused rows {stream.offset}.. of {self.table_path}: "
+                    f"{response.error.message}. Nothing of this run was committed."
+                )
             if response.row_errors:
-                problems = "; ".join(f"row {e.index}: {e.message}" for e in list(response.row_errors)[:5])
-                raise WriteError(f"BigQuery refused rows of {self.table_path}: {problems}. "
-                                 "Nothing of this run was committed.")
+                problems = "; ".join(
+                    f"row {e.index}: {e.message}" for e in list(response.row_errors)[:5]
+                )
+                raise WriteError(
+                    f"BigQuery refused rows of {self.table_path}: {problems}. "
+                    "Nothing of this run was committed."
+                )
 
     def _new_stream(self) -> None:
-        stream = call_with_retry(lambda: self.client.create_write_stream(
-            parent=self.table_path,
-            write_stream=write_types.WriteStream(type_=write_types.WriteStream.Type.PENDING), **_ONCE),
-            self.retry, "CreateWriteStream")
+        stream = call_with_retry(
+            lambda: self.client.create_write_stream(
+                parent=self.table_path,
+                write_stream=write_types.WriteStream(type_=write_types.WriteStream.Type.PENDING),
+                **_ONCE,
+            ),
+            self.retry,
+            "CreateWriteStream",
+        )
         self.streams.append(_Stream(stream.name))
         self.stats.streams += 1
 
@@ -175,20 +207,29 @@ class PendingStreamWriter:
         then commit all streams in one BatchCommitWriteStreams."""
         self.flush()
         for stream in self.streams:
-            response = call_with_retry(lambda: self.client.finalize_write_stream(name=stream.name, **_ONCE),
-                                       self.retry, "FinalizeWriteStream")
+            response = call_with_retry(
+                lambda: self.client.finalize_write_stream(name=stream.name, **_ONCE),
+                self.retry,
+                "FinalizeWriteStream",
+            )
             if response.row_count != stream.offset:
-                raise WriteError(f"Stream {stream.name} holds {response.row_count} rows, {stream.offset} were sent. "
-                                 "Nothing of this run was committed; run it again.")
+                raise WriteError(
+                    f"Stream {stream.name} holds {response.row_count} rows, {stream.offset} were sent. "
+                    "Nothing of this run was committed; run it again."
+                )
         if before_commit:
             before_commit()
         if not self.streams:
             self._committed = True
             return
         request = write_types.BatchCommitWriteStreamsRequest(
-            parent=self.table_path, write_streams=[s.name for s in self.streams])
-        response = call_with_retry(lambda: self.client.batch_commit_write_streams(request, **_ONCE),
-                                   self.retry, "BatchCommitWriteStreams")
+            parent=self.table_path, write_streams=[s.name for s in self.streams]
+        )
+        response = call_with_retry(
+            lambda: self.client.batch_commit_write_streams(request, **_ONCE),
+            self.retry,
+            "BatchCommitWriteStreams",
+        )
         if response.stream_errors:
             problems = "; ".join(e.error_message for e in response.stream_errors)
             raise WriteError(f"BatchCommitWriteStreams on {self.table_path} failed: {problems}")

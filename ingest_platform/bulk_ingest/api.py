@@ -32,20 +32,27 @@ Batches = Callable[[Any], Iterable[tuple[Any, Iterable[tuple[sa.Table, tuple]]]]
 class IngestResult:
     """What one ``ingest()`` call did."""
 
-    high_watermark: Any               # stored after the last batch (the starting one if there was none)
-    batches: int                      # batches committed (AFTER_FINAL_BATCH: all of them, or 0)
-    rows: dict[str, int]              # rows received per table ("schema.table"), all batches
+    high_watermark: Any  # stored after the last batch (the starting one if there was none)
+    batches: int  # batches committed (AFTER_FINAL_BATCH: all of them, or 0)
+    rows: dict[str, int]  # rows received per table ("schema.table"), all batches
     mode: Mode
     watermark_key: str
-    migrations: dict[str, list[str]] = field(default_factory=dict)   # per table: what was changed
+    migrations: dict[str, list[str]] = field(default_factory=dict)  # per table: what was changed
 
 
-def ingest(conn: sa.Connection, metadata: sa.MetaData, batches: Batches,
-           high_watermark: Any = HighWatermark.LATEST,
-           ingest_mode: Mode = Mode.UPSERT_COMMITTING_EACH_BATCH, *,
-           watermark_key: str | None = None, watermark_schema: str | None = None,
-           terminate_blockers_after: float | None = 60.0, buffer_rows: int = 10_000,
-           logger: logging.Logger | None = None) -> IngestResult:
+def ingest(
+    conn: sa.Connection,
+    metadata: sa.MetaData,
+    batches: Batches,
+    high_watermark: Any = HighWatermark.LATEST,
+    ingest_mode: Mode = Mode.UPSERT_COMMITTING_EACH_BATCH,
+    *,
+    watermark_key: str | None = None,
+    watermark_schema: str | None = None,
+    terminate_blockers_after: float | None = 60.0,
+    buffer_rows: int = 10_000,
+    logger: logging.Logger | None = None,
+) -> IngestResult:
     """Create/migrate the tables of `metadata`, then load ``batches(high_watermark)`` into them.
 
     `conn`: a SQLAlchemy connection with the psycopg (3) driver, not in a transaction.
@@ -63,7 +70,9 @@ def ingest(conn: sa.Connection, metadata: sa.MetaData, batches: Batches,
     driver = _driver_connection(conn)
     tables = sorted(metadata.tables.values(), key=lambda t: t.key)
     if not tables:
-        raise IngestError("The metadata passed to ingest() holds no tables: define the target tables in it.")
+        raise IngestError(
+            "The metadata passed to ingest() holds no tables: define the target tables in it."
+        )
     default_schema = driver.execute("SELECT current_schema()").fetchone()[0] or "public"
     driver.rollback()
     schemas = {table.key: table.schema or default_schema for table in tables}
@@ -73,8 +82,14 @@ def ingest(conn: sa.Connection, metadata: sa.MetaData, batches: Batches,
 
     migrations = {}
     for table, display in zip(tables, displays):
-        done = prepare_table(driver, table, conn.dialect, default_schema,
-                             terminate_blockers_after=terminate_blockers_after, logger=log)
+        done = prepare_table(
+            driver,
+            table,
+            conn.dialect,
+            default_schema,
+            terminate_blockers_after=terminate_blockers_after,
+            logger=log,
+        )
         if done:
             migrations[display] = done
     watermarks.ensure_table(driver, watermark_schema)
@@ -89,7 +104,9 @@ def ingest(conn: sa.Connection, metadata: sa.MetaData, batches: Batches,
         start = high_watermark
     log.info("Ingesting into %s from high watermark %r (%s)", ", ".join(displays), start, mode.name)
 
-    copier = BatchCopier(driver, targets, buffer_rows, divert=lambda target: upsert.divert_to_staging(driver, target))
+    copier = BatchCopier(
+        driver, targets, buffer_rows, divert=lambda target: upsert.divert_to_staging(driver, target)
+    )
     totals = {t.display: 0 for t in targets}
     state = _Progress(start)
 
@@ -104,8 +121,12 @@ def ingest(conn: sa.Connection, metadata: sa.MetaData, batches: Batches,
         watermarks.write(driver, watermark_schema, key, new_watermark, displays, mode.name)
         state.watermark = new_watermark
         state.pending.append({t.display: t.rows for t in targets})
-        log.info("Batch %d (high watermark %r): %s", state.number, new_watermark,
-                 ", ".join(f"{t.display} {t.rows:,} rows" for t in targets))
+        log.info(
+            "Batch %d (high watermark %r): %s",
+            state.number,
+            new_watermark,
+            ", ".join(f"{t.display} {t.rows:,} rows" for t in targets),
+        )
 
     def committed() -> None:
         for counts in state.pending:
@@ -142,17 +163,25 @@ class _Progress:
 
 def _driver_connection(conn: Any) -> psycopg.Connection:
     if not isinstance(conn, sa.Connection):
-        raise IngestError(f"ingest() needs a SQLAlchemy Connection (engine.connect()), not {type(conn).__name__}.")
+        raise IngestError(
+            f"ingest() needs a SQLAlchemy Connection (engine.connect()), not {type(conn).__name__}."
+        )
     if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg":
-        raise IngestError(f"ingest() needs PostgreSQL through the psycopg (3) driver; the engine uses "
-                          f"{conn.dialect.name}+{conn.dialect.driver}. Use a postgresql+psycopg:// URL.")
+        raise IngestError(
+            f"ingest() needs PostgreSQL through the psycopg (3) driver; the engine uses "
+            f"{conn.dialect.name}+{conn.dialect.driver}. Use a postgresql+psycopg:// URL."
+        )
     if conn.in_transaction():
-        raise IngestError("ingest() needs a connection that is not in a transaction: it commits each batch "
-                          "itself. Commit or roll back first, and do not call it inside conn.begin().")
+        raise IngestError(
+            "ingest() needs a connection that is not in a transaction: it commits each batch "
+            "itself. Commit or roll back first, and do not call it inside conn.begin()."
+        )
     driver = conn.connection.driver_connection
     if driver.info.transaction_status != TransactionStatus.IDLE:
-        raise IngestError("ingest() needs a connection that is not in a transaction (the psycopg connection "
-                          "has one open): commit or roll back first.")
+        raise IngestError(
+            "ingest() needs a connection that is not in a transaction (the psycopg connection "
+            "has one open): commit or roll back first."
+        )
     return driver
 
 
@@ -160,12 +189,18 @@ def _split_batch(batch: Any, number: int) -> tuple[Any, Iterable]:
     try:
         watermark, rows = batch
     except (TypeError, ValueError):
-        raise IngestError(f"Batch {number} is {batch!r:.80}, not a (high_watermark, rows) pair.") from None
+        raise IngestError(
+            f"Batch {number} is {batch!r:.80}, not a (high_watermark, rows) pair."
+        ) from None
     return watermark, rows
 
 
-def _load_rows(conn: psycopg.Connection, copier: BatchCopier, targets: list[TableTarget], rows: Iterable) -> None:
-    direct_allowed = len(targets) == 1     # a direct COPY is undone by a savepoint: one table per batch
+def _load_rows(
+    conn: psycopg.Connection, copier: BatchCopier, targets: list[TableTarget], rows: Iterable
+) -> None:
+    direct_allowed = (
+        len(targets) == 1
+    )  # a direct COPY is undone by a savepoint: one table per batch
     try:
         for target in targets:
             upsert.begin_table(conn, target, direct_allowed)
@@ -178,5 +213,7 @@ def _load_rows(conn: psycopg.Connection, copier: BatchCopier, targets: list[Tabl
         try:
             upsert.finish_table(conn, target)
         except psycopg.Error as exc:
-            raise IngestError(f"Merging the batch into {target.display} failed: {first_line(exc)}. "
-                              "The batch was rolled back.") from None
+            raise IngestError(
+                f"Merging the batch into {target.display} failed: {first_line(exc)}. "
+                "The batch was rolled back."
+            ) from None

@@ -46,19 +46,26 @@ from psycopg.types.string import BytesBinaryDumper
 from ingest_platform.bulk_ingest.numeric_binary import encode_decimals
 from ingest_platform.errors import IngestError, first_line
 
-_INT_RANGES = {"int2": (-2**15, 2**15 - 1), "int4": (-2**31, 2**31 - 1)}
+_INT_RANGES = {"int2": (-(2**15), 2**15 - 1), "int4": (-(2**31), 2**31 - 1)}
 _FLUSH_BYTES = 1 << 17
-_CHUNK_ROWS = 1024              # rows read, checked, encoded and formatted at a time
+_CHUNK_ROWS = 1024  # rows read, checked, encoded and formatted at a time
 _NUMERIC_OID = 1700
-_BYTEA_OID = 17                 # numeric fields made here are sent through the bytes dumper
+_BYTEA_OID = 17  # numeric fields made here are sent through the bytes dumper
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
-try:   # psycopg's compiled row formatter (a private name: without it, write_row does the same, slower)
+try:  # psycopg's compiled row formatter (a private name: without it, write_row does the same, slower)
     from psycopg._copy_base import _binary_signature as _BINARY_SIGNATURE
     from psycopg._copy_base import _binary_trailer as _BINARY_TRAILER
     from psycopg._copy_base import format_row_binary as _format_row_binary
-except ImportError:   # pragma: no cover
+except ImportError:  # pragma: no cover
     _format_row_binary = None
-_CLIENT_ERRORS = (TypeError, ValueError, OverflowError, AttributeError, psycopg.DataError, psycopg.ProgrammingError)
+_CLIENT_ERRORS = (
+    TypeError,
+    ValueError,
+    OverflowError,
+    AttributeError,
+    psycopg.DataError,
+    psycopg.ProgrammingError,
+)
 
 
 @dataclass
@@ -66,28 +73,33 @@ class TableTarget:
     """One table of the metadata, as the loader writes to it."""
 
     table: sa.Table
-    display: str                    # schema.table, for messages and metadata
+    display: str  # schema.table, for messages and metadata
     qualified: sql.Composed
     columns: tuple[str, ...]
     primary_key: tuple[str, ...]
     type_oids: tuple[int, ...]
     type_names: tuple[str, ...]
     binary: bool
-    range_checks: tuple[tuple[int, int, int], ...]    # (column index, low, high)
-    numeric: tuple[int, ...] = ()                      # numeric columns encoded here (binary COPY only)
-    destination: sql.Composed | None = None           # where this batch's COPY goes
-    rows: int = 0                                      # rows of the current batch
+    range_checks: tuple[tuple[int, int, int], ...]  # (column index, low, high)
+    numeric: tuple[int, ...] = ()  # numeric columns encoded here (binary COPY only)
+    destination: sql.Composed | None = None  # where this batch's COPY goes
+    rows: int = 0  # rows of the current batch
     # Upsert straight into the live table (see upsert.py): this batch's COPY goes to the live table
     # under a savepoint, its bytes kept in `spool` for a replay into staging if it fails.
     direct: bool = False
     spool: Any = field(default=None, repr=False)
-    direct_ok: bool = True                             # False once a direct COPY failed (this call)
-    maybe_empty: bool | None = None                    # None: not looked at yet
-    diverted: bool = False                             # this batch's direct COPY was replayed
+    direct_ok: bool = True  # False once a direct COPY failed (this call)
+    maybe_empty: bool | None = None  # None: not looked at yet
+    diverted: bool = False  # this batch's direct COPY was replayed
 
     @property
     def can_go_direct(self) -> bool:
-        return bool(self.primary_key) and self.binary and _format_row_binary is not None and self.direct_ok
+        return (
+            bool(self.primary_key)
+            and self.binary
+            and _format_row_binary is not None
+            and self.direct_ok
+        )
 
     @property
     def copy_order(self) -> tuple[int, ...]:
@@ -102,10 +114,14 @@ def describe_target(conn: psycopg.Connection, table: sa.Table, schema: str) -> T
     """Column types of the live table (after migration), in the order of the SQLAlchemy columns."""
     columns = tuple(c.name for c in table.columns)
     qualified = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
-    found = {name: (oid, typname) for name, oid, typname in conn.execute(
-        "SELECT a.attname, a.atttypid, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
-        "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
-        (qualified.as_string(conn),))}
+    found = {
+        name: (oid, typname)
+        for name, oid, typname in conn.execute(
+            "SELECT a.attname, a.atttypid, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+            "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+            (qualified.as_string(conn),),
+        )
+    }
     oids = tuple(found[c][0] for c in columns)
     names = tuple(found[c][1] for c in columns)
     binary = True
@@ -114,33 +130,62 @@ def describe_target(conn: psycopg.Connection, table: sa.Table, schema: str) -> T
             conn.adapters.get_dumper_by_oid(oid, pq.Format.BINARY)
         except psycopg.ProgrammingError:
             binary = False
-    checks = tuple((i, *_INT_RANGES[n]) for i, n in enumerate(names) if n in _INT_RANGES) if binary else ()
+    checks = (
+        tuple((i, *_INT_RANGES[n]) for i, n in enumerate(names) if n in _INT_RANGES)
+        if binary
+        else ()
+    )
     numeric = tuple(i for i, oid in enumerate(oids) if oid == _NUMERIC_OID) if binary else ()
-    return TableTarget(table, f"{schema}.{table.name}", qualified, columns,
-                       tuple(c.name for c in table.primary_key.columns), oids, names, binary, checks, numeric)
+    return TableTarget(
+        table,
+        f"{schema}.{table.name}",
+        qualified,
+        columns,
+        tuple(c.name for c in table.primary_key.columns),
+        oids,
+        names,
+        binary,
+        checks,
+        numeric,
+    )
 
 
 class BatchCopier:
     """Routes the rows of a batch to COPY statements, one open at a time."""
 
-    def __init__(self, conn: psycopg.Connection, targets: list[TableTarget], buffer_rows: int,
-                 divert: Callable[[TableTarget], sql.Composed] | None = None):
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        targets: list[TableTarget],
+        buffer_rows: int,
+        divert: Callable[[TableTarget], sql.Composed] | None = None,
+    ):
         self.conn = conn
         self.targets = targets
         self.buffer_rows = buffer_rows
-        self.divert = divert     # rolls a failed direct COPY back, returns the staging table to replay into
+        self.divert = (
+            divert  # rolls a failed direct COPY back, returns the staging table to replay into
+        )
         self._by_id = {id(t.table): t for t in targets}
         self._by_key = {t.table.key: t for t in targets}
 
     def resolve(self, table: Any) -> TableTarget:
         target = self._by_id.get(id(table))
         if target is None:
-            key = table.key if isinstance(table, sa.Table) else table if isinstance(table, str) else None
+            key = (
+                table.key
+                if isinstance(table, sa.Table)
+                else table
+                if isinstance(table, str)
+                else None
+            )
             target = self._by_key.get(key)
             if target is None:
                 known = ", ".join(sorted(self._by_key)) or "none"
-                raise IngestError(f"The batch names the table {key or table!r}, which is not in the metadata "
-                                  f"passed to ingest() (its tables: {known}). Add it to the metadata or fix the batch.")
+                raise IngestError(
+                    f"The batch names the table {key or table!r}, which is not in the metadata "
+                    f"passed to ingest() (its tables: {known}). Add it to the metadata or fix the batch."
+                )
             # Not cached by id(): only the metadata's own tables live as long as the copier; the id
             # of a freed key string or Table could come back as another table's.
         return target
@@ -157,12 +202,14 @@ class BatchCopier:
         buffers[id(current)] = [row]
         while current is not None:
             current = self._copy_stream(current, buffers.pop(id(current)), source, buffers)
-        for target in self.targets:     # what is left in the buffers
+        for target in self.targets:  # what is left in the buffers
             pending = buffers.pop(id(target), None)
             if pending:
                 self._copy_stream(target, pending, _Items(iter(())), buffers)
 
-    def _copy_stream(self, target: TableTarget, pending: list, source: _Items, buffers: dict) -> TableTarget | None:
+    def _copy_stream(
+        self, target: TableTarget, pending: list, source: _Items, buffers: dict
+    ) -> TableTarget | None:
         """One COPY into `target`: its pending rows, then rows from `source` while they are its own.
         Returns the target whose buffer filled up (the next COPY), or None when the batch is done."""
         start = target.rows
@@ -178,22 +225,39 @@ class BatchCopier:
                     cursor.adapters.register_dumper(None, BytesBinaryDumper)
                 with cursor.copy(self._statement(target)) as copy:
                     if target.binary:
-                        copy.set_types([_BYTEA_OID if i in target.numeric else target.type_oids[i]
-                                        for i in target.copy_order])
-                    format_row, transformer, out, flush = _row_writer(copy, target.binary, target.spool, failed)
-                    write = _ChunkWriter(target, format_row, transformer, out, flush,
-                                         lambda row, number: self._check(target, row, start + number),
-                                         self.conn.adapters.get_dumper_by_oid(_NUMERIC_OID, pq.Format.BINARY)(
-                                             Decimal, self.conn) if target.numeric else None)
+                        copy.set_types(
+                            [
+                                _BYTEA_OID if i in target.numeric else target.type_oids[i]
+                                for i in target.copy_order
+                            ]
+                        )
+                    format_row, transformer, out, flush = _row_writer(
+                        copy, target.binary, target.spool, failed
+                    )
+                    write = _ChunkWriter(
+                        target,
+                        format_row,
+                        transformer,
+                        out,
+                        flush,
+                        lambda row, number: self._check(target, row, start + number),
+                        self.conn.adapters.get_dumper_by_oid(_NUMERIC_OID, pq.Format.BINARY)(
+                            Decimal, self.conn
+                        )
+                        if target.numeric
+                        else None,
+                    )
                     try:
                         written, switch_to = self._route(target, pending, source, buffers, write)
                     except _CLIENT_ERRORS as exc:
-                        number, row = exc.args[-1] if exc.args and type(exc.args[-1]) is _At else (None, None)
+                        number, row = (
+                            exc.args[-1] if exc.args and type(exc.args[-1]) is _At else (None, None)
+                        )
                         if number is None:
                             raise
                         exc.args = exc.args[:-1]
                         if isinstance(exc, psycopg.Error) and exc.diag.sqlstate:
-                            raise                        # the server's, surfaced while sending
+                            raise  # the server's, surfaced while sending
                         self._check(target, row, start + number)
                         raise self._value_error(target, row, start + number, exc) from None
                     flush(out, final=True)
@@ -208,17 +272,18 @@ class BatchCopier:
             target.rows = start + written
         return switch_to
 
-    def _route(self, target: TableTarget, pending: list, source: _Items, buffers: dict,
-               write: _ChunkWriter) -> tuple[int, TableTarget | None]:
+    def _route(
+        self, target: TableTarget, pending: list, source: _Items, buffers: dict, write: _ChunkWriter
+    ) -> tuple[int, TableTarget | None]:
         """Write `pending`, then the rows of `target` from `source`, a chunk at a time, keeping the rows
         of other tables in their buffers. Returns (rows written, target whose buffer filled up or None)."""
         own = target.table
         written = 0
         for start in range(0, len(pending), _CHUNK_ROWS):
-            written += write(pending[start:start + _CHUNK_ROWS], written)
+            written += write(pending[start : start + _CHUNK_ROWS], written)
         while items := source.take():
             rows = _rows_of(items, own)
-            if rows is not None:            # the usual case: every item of the chunk is a row of `own`
+            if rows is not None:  # the usual case: every item of the chunk is a row of `own`
                 written += write(rows, written)
                 continue
             rows = []
@@ -234,12 +299,12 @@ class BatchCopier:
                                 buffer = buffers[id(other)] = []
                             buffer.append(row)
                             if len(buffer) >= self.buffer_rows:
-                                source.leftover, switch_to = items[index + 1:], other
+                                source.leftover, switch_to = items[index + 1 :], other
                                 break
                             continue
                     rows.append(row)
             except IngestError:
-                write(rows, written)        # the errors of earlier rows first
+                write(rows, written)  # the errors of earlier rows first
                 raise
             written += write(rows, written)
             if switch_to is not None:
@@ -264,20 +329,24 @@ class BatchCopier:
     def _statement(self, target: TableTarget) -> sql.Composed:
         columns = sql.SQL(", ").join(sql.Identifier(target.columns[i]) for i in target.copy_order)
         return sql.SQL("COPY {} ({}) FROM STDIN{}").format(
-            target.destination, columns, sql.SQL(" (FORMAT BINARY)" if target.binary else ""))
+            target.destination, columns, sql.SQL(" (FORMAT BINARY)" if target.binary else "")
+        )
 
     # ------------------------------------------------------------------ errors
 
     def _check(self, target: TableTarget, row: Any, number: int) -> None:
         """The slow path of a row that failed a quick check: raise if it is really wrong."""
         if not isinstance(row, (tuple, list)):
-            raise IngestError(f"Row {number:,} of {target.display} in this batch is a {type(row).__name__}, "
-                              f"not a tuple of {len(target.columns)} values ({', '.join(target.columns)}).")
+            raise IngestError(
+                f"Row {number:,} of {target.display} in this batch is a {type(row).__name__}, "
+                f"not a tuple of {len(target.columns)} values ({', '.join(target.columns)})."
+            )
         if len(row) != len(target.columns):
             raise IngestError(
                 f"Row {number:,} of {target.display} in this batch has {len(row)} values, the table has "
                 f"{len(target.columns)} columns ({', '.join(target.columns)}): give one value per column, in "
-                "this order (None for NULL).")
+                "this order (None for NULL)."
+            )
         for index, low, high in target.range_checks:
             value = row[index]
             if value is None or isinstance(value, int) and low <= value <= high:
@@ -285,25 +354,35 @@ class BatchCopier:
             if isinstance(value, int):
                 raise IngestError(
                     f'Row {number:,} of {target.display} in this batch: column "{target.columns[index]}" '
-                    f"({target.type_names[index]}) cannot hold {value!r}: out of range.")
+                    f"({target.type_names[index]}) cannot hold {value!r}: out of range."
+                )
             raise IngestError(
                 f'Row {number:,} of {target.display} in this batch: column "{target.columns[index]}" '
-                f"({target.type_names[index]}) takes int, not {type(value).__name__} ({value!r:.80}).")
+                f"({target.type_names[index]}) takes int, not {type(value).__name__} ({value!r:.80})."
+            )
 
-    def _value_error(self, target: TableTarget, row: Any, number: int, exc: Exception) -> IngestError:
+    def _value_error(
+        self, target: TableTarget, row: Any, number: int, exc: Exception
+    ) -> IngestError:
         column = ""
         if isinstance(row, (tuple, list)) and target.binary:
-            for name, oid, typname, value in zip(target.columns, target.type_oids, target.type_names, row):
+            for name, oid, typname, value in zip(
+                target.columns, target.type_oids, target.type_names, row
+            ):
                 if value is None:
                     continue
                 try:
-                    self.conn.adapters.get_dumper_by_oid(oid, pq.Format.BINARY)(type(value), self.conn).dump(value)
+                    self.conn.adapters.get_dumper_by_oid(oid, pq.Format.BINARY)(
+                        type(value), self.conn
+                    ).dump(value)
                 except Exception:  # noqa: BLE001  (whatever the dumper raises: the column cannot take it)
                     column = f' column "{name}" ({typname}) cannot take the {type(value).__name__} {value!r:.80}:'
                     break
-        return IngestError(f"Row {number:,} of {target.display} in this batch:{column} {exc}. Give each column a "
-                           "value of the Python type its PostgreSQL type takes (e.g. int, Decimal, str, "
-                           "datetime), or None.")
+        return IngestError(
+            f"Row {number:,} of {target.display} in this batch:{column} {exc}. Give each column a "
+            "value of the Python type its PostgreSQL type takes (e.g. int, Decimal, str, "
+            "datetime), or None."
+        )
 
     def _server_error(self, target: TableTarget, start: int, exc: psycopg.Error) -> IngestError:
         if isinstance(exc, psycopg.errors.QueryCanceled) and exc.__cause__ is not None:
@@ -317,8 +396,10 @@ class BatchCopier:
                 where += f', column "{line.group(2)}"'
         else:
             where = f"rows of {target.display} in this batch"
-        return IngestError(f"{where}: {first_line(exc)}. Fix the rows or the table definition; the batch was "
-                           "rolled back.")
+        return IngestError(
+            f"{where}: {first_line(exc)}. Fix the rows or the table definition; the batch was "
+            "rolled back."
+        )
 
 
 def _row_writer(copy, binary: bool, spool=None, failed: list | None = None):
@@ -330,12 +411,14 @@ def _row_writer(copy, binary: bool, spool=None, failed: list | None = None):
         out = bytearray(_BINARY_SIGNATURE)
 
         if spool is None:
+
             def flush(buffer: bytearray, final: bool = False) -> None:
                 if final:
                     buffer += _BINARY_TRAILER
                 copy.write(bytes(buffer))
                 buffer.clear()
         else:
+
             def flush(buffer: bytearray, final: bool = False) -> None:
                 if final:
                     buffer += _BINARY_TRAILER
@@ -387,13 +470,29 @@ class _ChunkWriter:
     returns len(rows); `offset` is the number of rows this COPY wrote before them. A client error
     carries ``_At((row number in this COPY, row))`` as its last arg."""
 
-    def __init__(self, target: TableTarget, format_row, transformer, out: bytearray, flush, check,
-                 numeric_dumper):
+    def __init__(
+        self,
+        target: TableTarget,
+        format_row,
+        transformer,
+        out: bytearray,
+        flush,
+        check,
+        numeric_dumper,
+    ):
         self.target = target
         self.width = len(target.columns)
-        self.format_row, self.transformer, self.out, self.flush, self.check = format_row, transformer, out, flush, check
+        self.format_row, self.transformer, self.out, self.flush, self.check = (
+            format_row,
+            transformer,
+            out,
+            flush,
+            check,
+        )
         self.numeric_dumper = numeric_dumper
-        self.widths: dict[int, int] = {}       # numeric column -> width of its last chunk (encode_decimals)
+        self.widths: dict[
+            int, int
+        ] = {}  # numeric column -> width of its last chunk (encode_decimals)
         self.others = [i for i in target.copy_order if i not in target.numeric]
 
     def __call__(self, rows: list, offset: int) -> int:
@@ -401,7 +500,7 @@ class _ChunkWriter:
             return 0
         if not self._quick_check(rows):
             for number, row in enumerate(rows, offset + 1):
-                self.check(row, number)           # raises for a row that is really wrong
+                self.check(row, number)  # raises for a row that is really wrong
         numeric = None
         ready = rows
         if self.target.numeric:
@@ -426,14 +525,14 @@ class _ChunkWriter:
                 values = list(map(itemgetter(index), rows))
                 try:
                     smallest, largest = min(values), max(values)
-                except TypeError:            # NULLs among them (or values that do not compare)
+                except TypeError:  # NULLs among them (or values that do not compare)
                     values = [v for v in values if v is not None]
                     if not values:
                         continue
                     smallest, largest = min(values), max(values)
                 if smallest < low or largest > high:
                     return False
-        except (TypeError, ValueError):      # not comparable with ints
+        except (TypeError, ValueError):  # not comparable with ints
             return False
         return True
 
@@ -447,7 +546,9 @@ class _ChunkWriter:
                 fields, self.widths[index] = encoded
                 return fields
         elif kinds == {Decimal, type(None)}:
-            encoded = encode_decimals([v for v in values if v is not None], self.widths.get(index, 0))
+            encoded = encode_decimals(
+                [v for v in values if v is not None], self.widths.get(index, 0)
+            )
             if encoded is not None:
                 fields, self.widths[index] = encoded
                 present = iter(fields)
@@ -468,7 +569,7 @@ class _ChunkWriter:
         others = self.others
         if len(others) > 1:
             values = map(itemgetter(*others), rows)
-        else:           # itemgetter of one index gives the value, not a tuple
+        else:  # itemgetter of one index gives the value, not a tuple
             values = zip(map(itemgetter(others[0]), rows)) if others else repeat((), len(rows))
         return map(tuple.__add__, values, zip(*numeric))
 

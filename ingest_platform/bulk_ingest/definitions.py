@@ -21,7 +21,7 @@ from ingest_platform.postgres.type_widening import common_type, parse_pg_type
 @dataclass(frozen=True)
 class ColumnDef:
     name: str
-    type: str          # DDL spelling: SQLAlchemy's compiled type, or PostgreSQL's format_type
+    type: str  # DDL spelling: SQLAlchemy's compiled type, or PostgreSQL's format_type
     nullable: bool
 
 
@@ -31,8 +31,10 @@ class TableDef:
     name: str
     columns: tuple[ColumnDef, ...]
     primary_key: tuple[str, ...]
-    indexes: frozenset[tuple[bool, tuple[str, ...]]]   # (unique, columns); the primary key's not included
-    oid: int | None = None                            # live tables only
+    indexes: frozenset[
+        tuple[bool, tuple[str, ...]]
+    ]  # (unique, columns); the primary key's not included
+    oid: int | None = None  # live tables only
 
     @property
     def column_map(self) -> dict[str, ColumnDef]:
@@ -51,9 +53,11 @@ class TableDef:
 class Changes:
     """What separates the live table from its definition."""
 
-    add_nullable: list[ColumnDef] = field(default_factory=list)   # can be added in place
-    rebuild_reasons: list[str] = field(default_factory=list)      # anything else: build a new table
-    type_changes: list[tuple[str, str, str]] = field(default_factory=list)   # (column, live type, new type)
+    add_nullable: list[ColumnDef] = field(default_factory=list)  # can be added in place
+    rebuild_reasons: list[str] = field(default_factory=list)  # anything else: build a new table
+    type_changes: list[tuple[str, str, str]] = field(
+        default_factory=list
+    )  # (column, live type, new type)
 
     @property
     def needed(self) -> bool:
@@ -61,33 +65,53 @@ class Changes:
 
 
 def target_definition(table: sa.Table, dialect, default_schema: str) -> TableDef:
-    columns = tuple(ColumnDef(c.name, c.type.compile(dialect=dialect), bool(c.nullable) and not c.primary_key)
-                    for c in table.columns)
+    columns = tuple(
+        ColumnDef(c.name, c.type.compile(dialect=dialect), bool(c.nullable) and not c.primary_key)
+        for c in table.columns
+    )
     indexes = {(bool(i.unique), tuple(c.name for c in i.columns)) for i in table.indexes}
-    indexes |= {(True, tuple(c.name for c in u.columns)) for u in table.constraints if isinstance(u, sa.UniqueConstraint)}
-    return TableDef(table.schema or default_schema, table.name, columns,
-                    tuple(c.name for c in table.primary_key.columns), frozenset(indexes))
+    indexes |= {
+        (True, tuple(c.name for c in u.columns))
+        for u in table.constraints
+        if isinstance(u, sa.UniqueConstraint)
+    }
+    return TableDef(
+        table.schema or default_schema,
+        table.name,
+        columns,
+        tuple(c.name for c in table.primary_key.columns),
+        frozenset(indexes),
+    )
 
 
 def live_definition(conn: psycopg.Connection, schema: str, name: str) -> TableDef | None:
     """The table as the catalog has it, or None if there is no such table."""
     row = conn.execute(
         "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')", (schema, name)).fetchone()
+        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+        (schema, name),
+    ).fetchone()
     if row is None:
         return None
     oid = row[0]
-    columns = tuple(ColumnDef(n, t, not notnull) for n, t, notnull in conn.execute(
-        "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
-        "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (oid,)))
+    columns = tuple(
+        ColumnDef(n, t, not notnull)
+        for n, t, notnull in conn.execute(
+            "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
+            "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            (oid,),
+        )
+    )
     primary_key: tuple[str, ...] = ()
     indexes = set()
     for is_primary, unique, names in conn.execute(
-            "SELECT i.indisprimary, i.indisunique, "
-            "  array(SELECT coalesce(a.attname, '(expression)') FROM unnest(i.indkey[0:i.indnkeyatts - 1]) "
-            "        WITH ORDINALITY k(attnum, ord) LEFT JOIN pg_attribute a "
-            "        ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord) "
-            "FROM pg_index i WHERE i.indrelid = %s", (oid,)):
+        "SELECT i.indisprimary, i.indisunique, "
+        "  array(SELECT coalesce(a.attname, '(expression)') FROM unnest(i.indkey[0:i.indnkeyatts - 1]) "
+        "        WITH ORDINALITY k(attnum, ord) LEFT JOIN pg_attribute a "
+        "        ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord) "
+        "FROM pg_index i WHERE i.indrelid = %s",
+        (oid,),
+    ):
         if is_primary:
             primary_key = tuple(names)
         else:
@@ -123,18 +147,22 @@ def plan_changes(live: TableDef, target: TableDef) -> Changes:
                 changes.rebuild_reasons.append(f'add NOT NULL column "{column.name}" {column.type}')
             continue
         if not same_type(current.type, column.type):
-            changes.rebuild_reasons.append(f'change the type of "{column.name}" from {current.type} to {column.type}')
+            changes.rebuild_reasons.append(
+                f'change the type of "{column.name}" from {current.type} to {column.type}'
+            )
             changes.type_changes.append((column.name, current.type, column.type))
         if current.nullable != column.nullable:
             changes.rebuild_reasons.append(
-                f'make "{column.name}" {"nullable" if column.nullable else "NOT NULL"}')
+                f'make "{column.name}" {"nullable" if column.nullable else "NOT NULL"}'
+            )
     target_names = {c.name for c in target.columns}
     for column in live.columns:
         if column.name not in target_names:
             changes.rebuild_reasons.append(f'drop column "{column.name}"')
     if live.primary_key != target.primary_key:
         changes.rebuild_reasons.append(
-            f"change the primary key from ({', '.join(live.primary_key)}) to ({', '.join(target.primary_key)})")
+            f"change the primary key from ({', '.join(live.primary_key)}) to ({', '.join(target.primary_key)})"
+        )
     if live.indexes != target.indexes:
         changes.rebuild_reasons.append("change the indexes")
     return changes

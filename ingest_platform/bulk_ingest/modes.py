@@ -32,8 +32,12 @@ class Mode(enum.Enum):
     """
 
     UPSERT_COMMITTING_EACH_BATCH = "upsert_committing_each_batch"
-    DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_EACH_BATCH = "delete_all_rows_then_upsert_committing_each_batch"
-    DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_AFTER_FINAL_BATCH = "delete_all_rows_then_upsert_committing_after_final_batch"
+    DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_EACH_BATCH = (
+        "delete_all_rows_then_upsert_committing_each_batch"
+    )
+    DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_AFTER_FINAL_BATCH = (
+        "delete_all_rows_then_upsert_committing_after_final_batch"
+    )
 
     @property
     def deletes_all_rows(self) -> bool:

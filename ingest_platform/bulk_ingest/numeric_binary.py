@@ -22,17 +22,22 @@ import struct
 from functools import lru_cache
 from itertools import repeat
 
-_MAX_WIDTH = 64                            # longer values (rare) go through psycopg
-_SIGN = bytes.maketrans(b"-0", b"\x40\x00")  # '-' -> NUMERIC_NEG (0x4000, high byte), '0' -> NUMERIC_POS
+_MAX_WIDTH = 64  # longer values (rare) go through psycopg
+_SIGN = bytes.maketrans(
+    b"-0", b"\x40\x00"
+)  # '-' -> NUMERIC_NEG (0x4000, high byte), '0' -> NUMERIC_POS
 _splitters: dict[tuple[int, int], struct.Struct] = {}
 
 
-@lru_cache(maxsize=16)       # a few sizes recur: chunks of one size, a few widths
+@lru_cache(maxsize=16)  # a few sizes recur: chunks of one size, a few widths
 def _constants(size: int) -> tuple[int, int, int]:
     """ASCII '0' in every byte, a mask of the low byte of each 16-bit lane, of the low 16 bits of
     each 32-bit lane; `size` bytes each."""
-    return (int.from_bytes(b"0" * size, "big"), int.from_bytes(b"\x00\xff" * (size // 2), "big"),
-            int.from_bytes(b"\x00\x00\xff\xff" * (size // 4), "big"))
+    return (
+        int.from_bytes(b"0" * size, "big"),
+        int.from_bytes(b"\x00\xff" * (size // 2), "big"),
+        int.from_bytes(b"\x00\x00\xff\xff" * (size // 4), "big"),
+    )
 
 
 def encode_decimals(values: list, width: int = 0) -> tuple[tuple[bytes, ...], int] | None:
@@ -45,7 +50,7 @@ def encode_decimals(values: list, width: int = 0) -> tuple[tuple[bytes, ...], in
         encoded = _encode(texts, width)
         if encoded is not None:
             return encoded, width
-    width = max(map(len, texts)) + 1          # + 1: every value gets a sign slot, '-' or '0'
+    width = max(map(len, texts)) + 1  # + 1: every value gets a sign slot, '-' or '0'
     encoded = _encode(texts, width) if width <= _MAX_WIDTH else None
     return None if encoded is None else (encoded, width)
 
@@ -57,8 +62,11 @@ def _encode(texts: list[str], width: int) -> tuple[bytes, ...] | None:
     integer_digits, scale = (dot - 1, width - dot - 1) if dot > 0 else (width - 1, 0)
     # Every value `width` long: only digits, but a '-' or '0' in its sign slot and a '.' at `dot`.
     signs = joined[0::width]
-    if len(joined) != count * width or signs.translate(None, b"-0") or (
-            scale and joined[dot::width].count(b".") != count):
+    if (
+        len(joined) != count * width
+        or signs.translate(None, b"-0")
+        or (scale and joined[dot::width].count(b".") != count)
+    ):
         return None
     if len(joined.translate(None, b"0123456789")) != signs.count(b"-") + (count if scale else 0):
         return None
@@ -70,23 +78,29 @@ def _encode(texts: list[str], width: int) -> tuple[bytes, ...] | None:
     digits = bytearray(b"0" * (count * stride))
     start = stride - 4 * fraction_groups - integer_digits
     for position in range(integer_digits):
-        digits[start + position::stride] = joined[1 + position::width]
+        digits[start + position :: stride] = joined[1 + position :: width]
     for position in range(scale):
-        digits[4 * integer_groups + position::stride] = joined[2 + integer_digits + position::width]
+        digits[4 * integer_groups + position :: stride] = joined[
+            2 + integer_digits + position :: width
+        ]
 
     # ASCII digits -> base-10000 groups, each in the low 16 bits of a 32-bit lane.
     size = count * stride
     zeros, byte_mask, pair_mask = _constants(size)
-    x = int.from_bytes(digits, "big") - zeros                      # one digit a byte
-    x = (x >> 8 & byte_mask) * 10 + (x & byte_mask)               # two digits a 16-bit lane
-    lanes = ((x >> 16 & pair_mask) * 100 + (x & pair_mask)).to_bytes(size, "big")   # four a 32-bit lane
+    x = int.from_bytes(digits, "big") - zeros  # one digit a byte
+    x = (x >> 8 & byte_mask) * 10 + (x & byte_mask)  # two digits a 16-bit lane
+    lanes = ((x >> 16 & pair_mask) * 100 + (x & pair_mask)).to_bytes(
+        size, "big"
+    )  # four a 32-bit lane
 
     # Each field: ndigits, weight, sign, dscale (int16 each), then the groups (uint16 each).
     length = 8 + 2 * groups
-    fields = bytearray((struct.pack(">HhHH", groups, integer_groups - 1, 0, scale) + bytes(2 * groups)) * count)
+    fields = bytearray(
+        (struct.pack(">HhHH", groups, integer_groups - 1, 0, scale) + bytes(2 * groups)) * count
+    )
     for group in range(groups):
-        fields[8 + 2 * group::length] = lanes[4 * group + 2::stride]
-        fields[9 + 2 * group::length] = lanes[4 * group + 3::stride]
+        fields[8 + 2 * group :: length] = lanes[4 * group + 2 :: stride]
+        fields[9 + 2 * group :: length] = lanes[4 * group + 3 :: stride]
     fields[4::length] = joined[0::width].translate(_SIGN)
     splitter = _splitters.get((length, count))
     if splitter is None:

@@ -33,7 +33,9 @@ from ingest_platform.bulk_ingest.copy_rows import TableTarget, new_spool
 _SAVEPOINT = sql.Identifier("_ingest_direct_copy")
 
 
-def begin_table(conn: psycopg.Connection, target: TableTarget, direct_allowed: bool = False) -> None:
+def begin_table(
+    conn: psycopg.Connection, target: TableTarget, direct_allowed: bool = False
+) -> None:
     """Point the target's COPY at its destination for this batch (creating the staging table)."""
     target.rows = 0
     target.diverted = False
@@ -42,7 +44,8 @@ def begin_table(conn: psycopg.Connection, target: TableTarget, direct_allowed: b
         return
     if target.maybe_empty is None:
         target.maybe_empty = conn.execute(
-            sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(target.qualified)).fetchone()[0]
+            sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(target.qualified)
+        ).fetchone()[0]
     if direct_allowed and target.maybe_empty and target.can_go_direct:
         conn.execute(sql.SQL("SAVEPOINT {}").format(_SAVEPOINT))
         target.direct, target.spool, target.destination = True, new_spool(), target.qualified
@@ -52,7 +55,9 @@ def begin_table(conn: psycopg.Connection, target: TableTarget, direct_allowed: b
 
 def create_staging(conn: psycopg.Connection, target: TableTarget) -> sql.Identifier:
     staging = sql.Identifier(f"_ingest_stage_{secrets.token_hex(6)}")
-    conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(staging, target.qualified))
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(staging, target.qualified)
+    )
     return staging
 
 
@@ -86,18 +91,30 @@ def finish_table(conn: psycopg.Connection, target: TableTarget) -> None:
         columns = target.column_list()
         key = sql.SQL(", ").join(sql.Identifier(c) for c in target.primary_key)
         others = [c for c in target.columns if c not in target.primary_key]
-        action = sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
-            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in others)
-        ) if others else sql.SQL("DO NOTHING")
+        action = (
+            sql.SQL("DO UPDATE SET {}").format(
+                sql.SQL(", ").join(
+                    sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
+                    for c in others
+                )
+            )
+            if others
+            else sql.SQL("DO NOTHING")
+        )
 
         def insert(select: sql.Composable, conflict: bool = True) -> sql.Composed:
             statement = sql.SQL("INSERT INTO {} ({}) {}").format(target.qualified, columns, select)
-            return sql.SQL("{} ON CONFLICT ({}) {}").format(statement, key, action) if conflict else statement
+            return (
+                sql.SQL("{} ON CONFLICT ({}) {}").format(statement, key, action)
+                if conflict
+                else statement
+            )
 
         plain = sql.SQL("SELECT {} FROM {}").format(columns, staging)
         deduplicated = sql.SQL("SELECT DISTINCT ON ({}) {} FROM {} ORDER BY {}, ctid DESC").format(
-            key, columns, staging, key)
-        if target.diverted:       # the direct COPY failed: a key repeats or is there already
+            key, columns, staging, key
+        )
+        if target.diverted:  # the direct COPY failed: a key repeats or is there already
             conn.execute(insert(deduplicated))
         elif target.maybe_empty:
             try:
@@ -109,7 +126,9 @@ def finish_table(conn: psycopg.Connection, target: TableTarget) -> None:
             try:
                 with conn.transaction():
                     conn.execute(insert(plain))
-            except psycopg.errors.CardinalityViolation:   # the batch repeats a key: the last row wins
+            except (
+                psycopg.errors.CardinalityViolation
+            ):  # the batch repeats a key: the last row wins
                 conn.execute(insert(deduplicated))
         target.maybe_empty = False
     conn.execute(sql.SQL("DROP TABLE {}").format(staging))

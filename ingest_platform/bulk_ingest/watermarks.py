@@ -52,14 +52,15 @@ def encode(value: Any) -> Any:
         return {"$dict": {k: encode(v) for k, v in value.items()}}
     raise IngestError(
         f"A high watermark of type {type(value).__name__} cannot be stored: use None, bool, int, float, "
-        "str, datetime, date, time, Decimal, or tuples, lists and str-keyed dicts of these.")
+        "str, datetime, date, time, Decimal, or tuples, lists and str-keyed dicts of these."
+    )
 
 
 def decode(data: Any) -> Any:
     if isinstance(data, list):
         return [decode(v) for v in data]
     if isinstance(data, dict) and len(data) == 1:
-        (tag, inner), = data.items()
+        ((tag, inner),) = data.items()
         if tag == "$datetime":
             return dt.datetime.fromisoformat(inner)
         if tag == "$date":
@@ -81,18 +82,24 @@ def check_increases(previous: Any, new: Any, batch_number: int) -> None:
         return
     where = f"Batch {batch_number}"
     if new is None:
-        raise IngestError(f"{where} has the high watermark None after {previous!r}: a batch's watermark "
-                          "must increase. Return batches strictly after the watermark passed to batches().")
+        raise IngestError(
+            f"{where} has the high watermark None after {previous!r}: a batch's watermark "
+            "must increase. Return batches strictly after the watermark passed to batches()."
+        )
     try:
         increases = new > previous
     except TypeError:
-        raise IngestError(f"{where} has the high watermark {new!r} ({type(new).__name__}), which cannot be "
-                          f"compared with the previous one, {previous!r} ({type(previous).__name__}). "
-                          "Use one type of watermark throughout.") from None
+        raise IngestError(
+            f"{where} has the high watermark {new!r} ({type(new).__name__}), which cannot be "
+            f"compared with the previous one, {previous!r} ({type(previous).__name__}). "
+            "Use one type of watermark throughout."
+        ) from None
     if not increases:
-        raise IngestError(f"{where} has the high watermark {new!r}, which does not increase on the previous "
-                          f"one, {previous!r}. Return batches strictly after the watermark passed to batches(), "
-                          "in increasing order.")
+        raise IngestError(
+            f"{where} has the high watermark {new!r}, which does not increase on the previous "
+            f"one, {previous!r}. Return batches strictly after the watermark passed to batches(), "
+            "in increasing order."
+        )
 
 
 def _table(schema: str) -> sql.Composed:
@@ -102,27 +109,39 @@ def _table(schema: str) -> sql.Composed:
 def ensure_table(conn: psycopg.Connection, schema: str) -> None:
     """Create the schema and the watermark table if missing. Commits."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))", (_ADVISORY_NAMESPACE, schema))
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))",
+            (_ADVISORY_NAMESPACE, schema),
+        )
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        conn.execute(sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, watermark jsonb, tables text[] NOT NULL, "
-            "mode text NOT NULL, batches bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT now())"
-        ).format(_table(schema)))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, watermark jsonb, tables text[] NOT NULL, "
+                "mode text NOT NULL, batches bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT now())"
+            ).format(_table(schema))
+        )
 
 
 def read(conn: psycopg.Connection, schema: str, key: str) -> Any:
     """The stored watermark of `key`, or None. Runs in the caller's transaction if there is one."""
-    row = conn.execute(sql.SQL("SELECT watermark FROM {} WHERE key = %s").format(_table(schema)), (key,)).fetchone()
+    row = conn.execute(
+        sql.SQL("SELECT watermark FROM {} WHERE key = %s").format(_table(schema)), (key,)
+    ).fetchone()
     return decode(row[0]) if row else None
 
 
-def write(conn: psycopg.Connection, schema: str, key: str, value: Any, tables: list[str], mode: str) -> None:
+def write(
+    conn: psycopg.Connection, schema: str, key: str, value: Any, tables: list[str], mode: str
+) -> None:
     """Store `value` for `key` in the caller's (open) transaction."""
-    conn.execute(sql.SQL(
-        "INSERT INTO {} AS w (key, watermark, tables, mode, batches, updated_at) VALUES (%s, %s, %s, %s, 1, now()) "
-        "ON CONFLICT (key) DO UPDATE SET watermark = EXCLUDED.watermark, tables = EXCLUDED.tables, "
-        "mode = EXCLUDED.mode, batches = w.batches + 1, updated_at = now()"
-    ).format(_table(schema)), (key, Jsonb(encode(value), dumps=_dumps), tables, mode))
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {} AS w (key, watermark, tables, mode, batches, updated_at) VALUES (%s, %s, %s, %s, 1, now()) "
+            "ON CONFLICT (key) DO UPDATE SET watermark = EXCLUDED.watermark, tables = EXCLUDED.tables, "
+            "mode = EXCLUDED.mode, batches = w.batches + 1, updated_at = now()"
+        ).format(_table(schema)),
+        (key, Jsonb(encode(value), dumps=_dumps), tables, mode),
+    )
 
 
 def _dumps(data: Any) -> str:

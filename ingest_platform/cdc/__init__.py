@@ -14,11 +14,36 @@ demo source with a workload. The docstrings of ``source``, ``warehouse`` and ``p
 what happens under the hood: locks, transactions, what a crash leaves.
 """
 
-from ingest_platform.cdc.config import CdcConfig, CdcTable, cdc_config_from_env, cdc_tables_from_env, source_dsn_from_env
+from ingest_platform.cdc.config import (
+    CdcConfig,
+    CdcTable,
+    cdc_config_from_env,
+    cdc_tables_from_env,
+    source_dsn_from_env,
+)
 from ingest_platform.cdc.errors import ChangeLogError
-from ingest_platform.cdc.pipeline import MergeResult, StageResult, merge_staged, pending_tables, run_all, run_table, stage_changes
+from ingest_platform.cdc.pipeline import (
+    MergeResult,
+    StageResult,
+    merge_staged,
+    pending_tables,
+    run_all,
+    run_table,
+    stage_changes,
+)
 
 __all__ = [
-    "CdcConfig", "CdcTable", "ChangeLogError", "MergeResult", "StageResult", "cdc_config_from_env", "cdc_tables_from_env",
-    "merge_staged", "pending_tables", "run_all", "run_table", "source_dsn_from_env", "stage_changes",
+    "CdcConfig",
+    "CdcTable",
+    "ChangeLogError",
+    "MergeResult",
+    "StageResult",
+    "cdc_config_from_env",
+    "cdc_tables_from_env",
+    "merge_staged",
+    "pending_tables",
+    "run_all",
+    "run_table",
+    "source_dsn_from_env",
+    "stage_changes",
 ]

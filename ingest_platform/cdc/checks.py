@@ -30,10 +30,10 @@ BUCKETS = 256
 @dataclass
 class MatchReport:
     source_rows: int
-    merged_rows: int                       # live rows
-    differing_keys: list[str] = field(default_factory=list)   # up to MAX_KEYS, as text
+    merged_rows: int  # live rows
+    differing_keys: list[str] = field(default_factory=list)  # up to MAX_KEYS, as text
     mismatched_buckets: int = 0
-    excluded_keys: int = 0                 # objects with changes past the watermark
+    excluded_keys: int = 0  # objects with changes past the watermark
 
     @property
     def passed(self) -> bool:
@@ -43,17 +43,25 @@ class MatchReport:
         if self.passed:
             return f"{self.merged_rows} live rows match the source."
         keys = ", ".join(self.differing_keys) or "none found"
-        return (f"source has {self.source_rows} rows, the merged table {self.merged_rows} live rows; "
-                f"{self.mismatched_buckets} of {BUCKETS} hash buckets differ; differing keys: {keys}.")
+        return (
+            f"source has {self.source_rows} rows, the merged table {self.merged_rows} live rows; "
+            f"{self.mismatched_buckets} of {BUCKETS} hash buckets differ; differing keys: {keys}."
+        )
 
 
 def _hash(columns: list[tuple[str, str | None]], alias: str) -> sql.Composed:
-    parts = [sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(n)) if t is None else
-             sql.SQL("{}.{}::{}").format(sql.Identifier(alias), sql.Identifier(n), sql.SQL(t)) for n, t in columns]
+    parts = [
+        sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(n))
+        if t is None
+        else sql.SQL("{}.{}::{}").format(sql.Identifier(alias), sql.Identifier(n), sql.SQL(t))
+        for n, t in columns
+    ]
     return sql.SQL("md5(ROW({})::text)").format(sql.SQL(", ").join(parts))
 
 
-def compare_with_source(source_dsn: str, warehouse_dsn: str, config: CdcConfig, table: CdcTable) -> MatchReport:
+def compare_with_source(
+    source_dsn: str, warehouse_dsn: str, config: CdcConfig, table: CdcTable
+) -> MatchReport:
     schema = config.warehouse_schema
     with connect(warehouse_dsn) as wconn, connect(source_dsn) as sconn:
         for conn in (wconn, sconn):
@@ -65,51 +73,108 @@ def compare_with_source(source_dsn: str, warehouse_dsn: str, config: CdcConfig, 
         log = src.change_log_info(sconn, config.change_log, table.name)
         source = src.read_source_table(sconn, table, [])
         ct_id = src.content_type_id(sconn, log, table)
-        excluded = [r[0] for r in sconn.execute(sql.SQL(
-            "SELECT DISTINCT object_id FROM {} WHERE content_type_id = %s AND id > %s").format(log.change_table),
-            (ct_id, horizon))] if ct_id is not None else []
+        excluded = (
+            [
+                r[0]
+                for r in sconn.execute(
+                    sql.SQL(
+                        "SELECT DISTINCT object_id FROM {} WHERE content_type_id = %s AND id > %s"
+                    ).format(log.change_table),
+                    (ct_id, horizon),
+                )
+            ]
+            if ct_id is not None
+            else []
+        )
         if not merged_columns:
-            count = sconn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-                src.qualified(table.source_schema, table.source_table))).fetchone()[0]
+            count = sconn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(
+                    src.qualified(table.source_schema, table.source_table)
+                )
+            ).fetchone()[0]
             return MatchReport(count, 0, [], BUCKETS if count else 0, len(excluded))
         common = [(n, t) for n, t in source.columns if n in merged_columns]
         key = sql.Identifier(source.primary_key)
         queries = {
-            "source": (sconn, src.qualified(table.source_schema, table.source_table), _hash([(n, None) for n, _ in common], "s"),
-                       sql.SQL("true")),
-            "merged": (wconn, src.qualified(schema, table.merged_table),
-                       _hash([(n, None if wh.catalog_type(merged_columns[n]) == wh.catalog_type(t) else str(wh.catalog_type(t)))
-                              for n, t in common], "s"), sql.SQL("NOT s.{}").format(sql.Identifier(wh.IS_DELETED)))}
+            "source": (
+                sconn,
+                src.qualified(table.source_schema, table.source_table),
+                _hash([(n, None) for n, _ in common], "s"),
+                sql.SQL("true"),
+            ),
+            "merged": (
+                wconn,
+                src.qualified(schema, table.merged_table),
+                _hash(
+                    [
+                        (
+                            n,
+                            None
+                            if wh.catalog_type(merged_columns[n]) == wh.catalog_type(t)
+                            else str(wh.catalog_type(t)),
+                        )
+                        for n, t in common
+                    ],
+                    "s",
+                ),
+                sql.SQL("NOT s.{}").format(sql.Identifier(wh.IS_DELETED)),
+            ),
+        }
         buckets, totals = {}, {}
         for side, (conn, relation, row_hash, live) in queries.items():
-            rows = conn.execute(sql.SQL(
-                "SELECT b, count(*), sum(h) FROM (SELECT abs(hashtext(s.{key}::text)) %% {n} AS b, "
-                "('x' || substr({row_hash}, 1, 15))::bit(60)::bigint AS h FROM {rel} s WHERE {live} "
-                "AND s.{key}::text NOT IN (SELECT unnest(%s::text[]))) x GROUP BY b").format(
-                    key=key, n=sql.Literal(BUCKETS), row_hash=row_hash, rel=relation, live=live), (excluded,)).fetchall()
+            rows = conn.execute(
+                sql.SQL(
+                    "SELECT b, count(*), sum(h) FROM (SELECT abs(hashtext(s.{key}::text)) %% {n} AS b, "
+                    "('x' || substr({row_hash}, 1, 15))::bit(60)::bigint AS h FROM {rel} s WHERE {live} "
+                    "AND s.{key}::text NOT IN (SELECT unnest(%s::text[]))) x GROUP BY b"
+                ).format(
+                    key=key, n=sql.Literal(BUCKETS), row_hash=row_hash, rel=relation, live=live
+                ),
+                (excluded,),
+            ).fetchall()
             buckets[side] = {b: (c, h) for b, c, h in rows}
             totals[side] = sum(c for _, c, _ in rows)
-        differing = sorted(b for b in set(buckets["source"]) | set(buckets["merged"])
-                           if buckets["source"].get(b) != buckets["merged"].get(b))
+        differing = sorted(
+            b
+            for b in set(buckets["source"]) | set(buckets["merged"])
+            if buckets["source"].get(b) != buckets["merged"].get(b)
+        )
         report = MatchReport(totals["source"], totals["merged"], [], len(differing), len(excluded))
         for bucket in differing:
             if len(report.differing_keys) >= MAX_KEYS:
                 break
             rows = {}
             for side, (conn, relation, row_hash, live) in queries.items():
-                rows[side] = dict(conn.execute(sql.SQL(
-                    "SELECT s.{key}::text, {row_hash} FROM {rel} s WHERE {live} AND abs(hashtext(s.{key}::text)) %% {n} = %s "
-                    "AND s.{key}::text NOT IN (SELECT unnest(%s::text[]))").format(
-                        key=key, n=sql.Literal(BUCKETS), row_hash=row_hash, rel=relation, live=live), (bucket, excluded)).fetchall())
-            keys = sorted(k for k in set(rows["source"]) | set(rows["merged"]) if rows["source"].get(k) != rows["merged"].get(k))
-            report.differing_keys += keys[:MAX_KEYS - len(report.differing_keys)]
+                rows[side] = dict(
+                    conn.execute(
+                        sql.SQL(
+                            "SELECT s.{key}::text, {row_hash} FROM {rel} s WHERE {live} AND abs(hashtext(s.{key}::text)) %% {n} = %s "
+                            "AND s.{key}::text NOT IN (SELECT unnest(%s::text[]))"
+                        ).format(
+                            key=key,
+                            n=sql.Literal(BUCKETS),
+                            row_hash=row_hash,
+                            rel=relation,
+                            live=live,
+                        ),
+                        (bucket, excluded),
+                    ).fetchall()
+                )
+            keys = sorted(
+                k
+                for k in set(rows["source"]) | set(rows["merged"])
+                if rows["source"].get(k) != rows["merged"].get(k)
+            )
+            report.differing_keys += keys[: MAX_KEYS - len(report.differing_keys)]
         return report
 
 
 @dataclass
 class DeletedReport:
-    deleted_objects: int                   # objects whose last action up to the watermark is 'deleted'
-    live_keys: list[str] = field(default_factory=list)   # of those, live in the merged table (up to MAX_KEYS)
+    deleted_objects: int  # objects whose last action up to the watermark is 'deleted'
+    live_keys: list[str] = field(
+        default_factory=list
+    )  # of those, live in the merged table (up to MAX_KEYS)
     live_count: int = 0
 
     @property
@@ -117,7 +182,9 @@ class DeletedReport:
         return self.live_count == 0
 
 
-def live_deleted_objects(source_dsn: str, warehouse_dsn: str, config: CdcConfig, table: CdcTable) -> DeletedReport:
+def live_deleted_objects(
+    source_dsn: str, warehouse_dsn: str, config: CdcConfig, table: CdcTable
+) -> DeletedReport:
     schema = config.warehouse_schema
     with connect(warehouse_dsn) as wconn, connect(source_dsn) as sconn:
         mark = wh.read_watermark(wconn, schema, table.name)
@@ -127,14 +194,30 @@ def live_deleted_objects(source_dsn: str, warehouse_dsn: str, config: CdcConfig,
             return DeletedReport(0)
         source = src.read_source_table(sconn, table, [])
         cast = src.key_cast_type(source)
-        deleted = [r[0] for r in sconn.execute(sql.SQL(
-            "SELECT k::text FROM (SELECT DISTINCT ON (c.object_id::{cast}) c.object_id::{cast} AS k, c.action FROM {log} c "
-            "WHERE c.content_type_id = %s AND c.id <= %s ORDER BY c.object_id::{cast}, c.id DESC) x "
-            "WHERE action = 'deleted'").format(cast=cast, log=log.change_table), (ct_id, mark.horizon_id))]
-        live = [r[0] for r in wconn.execute(sql.SQL(
-            "SELECT {key}::text FROM {merged} WHERE NOT {is_deleted} AND {key}::text = ANY(%s) ORDER BY 1").format(
-                key=sql.Identifier(source.primary_key), merged=src.qualified(schema, table.merged_table),
-                is_deleted=sql.Identifier(wh.IS_DELETED)), (deleted,))]
+        deleted = [
+            r[0]
+            for r in sconn.execute(
+                sql.SQL(
+                    "SELECT k::text FROM (SELECT DISTINCT ON (c.object_id::{cast}) c.object_id::{cast} AS k, c.action FROM {log} c "
+                    "WHERE c.content_type_id = %s AND c.id <= %s ORDER BY c.object_id::{cast}, c.id DESC) x "
+                    "WHERE action = 'deleted'"
+                ).format(cast=cast, log=log.change_table),
+                (ct_id, mark.horizon_id),
+            )
+        ]
+        live = [
+            r[0]
+            for r in wconn.execute(
+                sql.SQL(
+                    "SELECT {key}::text FROM {merged} WHERE NOT {is_deleted} AND {key}::text = ANY(%s) ORDER BY 1"
+                ).format(
+                    key=sql.Identifier(source.primary_key),
+                    merged=src.qualified(schema, table.merged_table),
+                    is_deleted=sql.Identifier(wh.IS_DELETED),
+                ),
+                (deleted,),
+            )
+        ]
         return DeletedReport(len(deleted), live[:MAX_KEYS], len(live))
 
 

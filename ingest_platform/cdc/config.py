@@ -53,9 +53,9 @@ class CdcTable:
 
     app_label: str
     model: str
-    source_table: str = ""           # default <app_label>_<model>
+    source_table: str = ""  # default <app_label>_<model>
     source_schema: str = "public"
-    name: str = ""                   # merged table and asset name; default source_table
+    name: str = ""  # merged table and asset name; default source_table
 
     def __post_init__(self):
         if not self.source_table:
@@ -77,7 +77,7 @@ class ChangeLog:
     schema: str = "public"
     change_table: str = "models_logging_change"
     content_type_table: str = "django_content_type"
-    untracked_content_types: str = "error"   # "error" | "ignore"
+    untracked_content_types: str = "error"  # "error" | "ignore"
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,9 @@ class CdcConfig:
         for table in self.tables:
             if table.name == name:
                 return table
-        raise ConfigError(f"No tracked CDC table named {name!r}; tracked: {', '.join(t.name for t in self.tables)}.")
+        raise ConfigError(
+            f"No tracked CDC table named {name!r}; tracked: {', '.join(t.name for t in self.tables)}."
+        )
 
 
 # The demo app (`ingest-platform demo-app`): two models with a db_table of their own, two with
@@ -106,7 +108,9 @@ DEMO_TABLES = (
 )
 
 
-def parse_cdc_config(text: str, origin: str = "CDC config", warehouse_schema: str | None = None) -> CdcConfig:
+def parse_cdc_config(
+    text: str, origin: str = "CDC config", warehouse_schema: str | None = None
+) -> CdcConfig:
     """A CdcConfig from TOML text; ConfigError naming `origin` and the key when it is wrong."""
     try:
         data = tomllib.loads(text)
@@ -117,25 +121,37 @@ def parse_cdc_config(text: str, origin: str = "CDC config", warehouse_schema: st
         raise ConfigError(f"{origin}: [change_log] must be a table.")
     unknown = set(log) - {"schema", "change_table", "content_type_table", "untracked_content_types"}
     if unknown:
-        raise ConfigError(f"{origin}: unknown key(s) in [change_log]: {', '.join(sorted(unknown))}.")
+        raise ConfigError(
+            f"{origin}: unknown key(s) in [change_log]: {', '.join(sorted(unknown))}."
+        )
     if log.get("untracked_content_types", "error") not in ("error", "ignore"):
-        raise ConfigError(f"{origin}: [change_log] untracked_content_types must be \"error\" or \"ignore\".")
+        raise ConfigError(
+            f'{origin}: [change_log] untracked_content_types must be "error" or "ignore".'
+        )
     tables = []
     entries = data.get("tables")
     if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{origin}: needs at least one [[tables]] entry with app_label and model.")
+        raise ConfigError(
+            f"{origin}: needs at least one [[tables]] entry with app_label and model."
+        )
     for number, entry in enumerate(entries, 1):
         unknown = set(entry) - {"app_label", "model", "source_table", "source_schema", "name"}
         if unknown:
-            raise ConfigError(f"{origin}: [[tables]] entry {number}: unknown key(s) {', '.join(sorted(unknown))}.")
+            raise ConfigError(
+                f"{origin}: [[tables]] entry {number}: unknown key(s) {', '.join(sorted(unknown))}."
+            )
         if not entry.get("app_label") or not entry.get("model"):
             raise ConfigError(f"{origin}: [[tables]] entry {number} needs app_label and model.")
         tables.append(CdcTable(**{k: str(v) for k, v in entry.items()}))
     config = CdcConfig(
         tables=tuple(tables),
-        warehouse_schema=warehouse_schema or str(data.get("warehouse_schema") or DEFAULT_WAREHOUSE_SCHEMA),
+        warehouse_schema=warehouse_schema
+        or str(data.get("warehouse_schema") or DEFAULT_WAREHOUSE_SCHEMA),
         change_log=ChangeLog(**{k: str(v) for k, v in log.items()}),
-        terminate_blockers_after=_blocker_delay(data.get("terminate_blockers_after", DEFAULT_AFTER_SECONDS), origin))
+        terminate_blockers_after=_blocker_delay(
+            data.get("terminate_blockers_after", DEFAULT_AFTER_SECONDS), origin
+        ),
+    )
     validate_config(config, origin)
     return config
 
@@ -144,7 +160,9 @@ def _blocker_delay(value, origin: str) -> float | None:
     if value == "never":
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f'{origin}: terminate_blockers_after must be seconds (>= 0) or "never", not {value!r}.')
+        raise ConfigError(
+            f'{origin}: terminate_blockers_after must be seconds (>= 0) or "never", not {value!r}.'
+        )
     return float(value)
 
 
@@ -152,16 +170,22 @@ def validate_config(config: CdcConfig, origin: str = "CDC config") -> None:
     names = [t.name for t in config.tables]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ConfigError(f"{origin}: table name(s) used twice: {', '.join(duplicates)}; give one a `name`.")
+        raise ConfigError(
+            f"{origin}: table name(s) used twice: {', '.join(duplicates)}; give one a `name`."
+        )
     types = [(t.app_label, t.model) for t in config.tables]
     if len(set(types)) != len(types):
         raise ConfigError(f"{origin}: a content type (app_label, model) is tracked twice.")
     for table in config.tables:
         if len(table.staging_table.encode()) > MAX_IDENTIFIER_BYTES:
-            raise ConfigError(f"{origin}: table name {table.name!r} is too long: {table.staging_table!r} must fit "
-                              f"PostgreSQL's {MAX_IDENTIFIER_BYTES} bytes; give it a shorter `name`.")
+            raise ConfigError(
+                f"{origin}: table name {table.name!r} is too long: {table.staging_table!r} must fit "
+                f"PostgreSQL's {MAX_IDENTIFIER_BYTES} bytes; give it a shorter `name`."
+            )
         if table.name.startswith("_cdc"):
-            raise ConfigError(f"{origin}: table names starting with _cdc are reserved; rename {table.name!r}.")
+            raise ConfigError(
+                f"{origin}: table names starting with _cdc are reserved; rename {table.name!r}."
+            )
 
 
 def cdc_config_from_env(environ=os.environ) -> CdcConfig:
@@ -172,7 +196,9 @@ def cdc_config_from_env(environ=os.environ) -> CdcConfig:
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as error:
-            raise ConfigError(f"INGEST_CDC_CONFIG={path}: cannot read it ({error.strerror}).") from None
+            raise ConfigError(
+                f"INGEST_CDC_CONFIG={path}: cannot read it ({error.strerror})."
+            ) from None
         return parse_cdc_config(text, f"INGEST_CDC_CONFIG={path}", schema)
     return CdcConfig(tables=DEMO_TABLES, warehouse_schema=schema or DEFAULT_WAREHOUSE_SCHEMA)
 
@@ -189,8 +215,10 @@ def source_dsn_from_env(environ=os.environ) -> str:
         return dsn
     warehouse = environ.get("INGEST_PG_DSN")
     if not warehouse:
-        raise ConfigError("Neither INGEST_CDC_SOURCE_DSN nor INGEST_PG_DSN is set: set INGEST_CDC_SOURCE_DSN to the "
-                          "application database, or run under `ingest-platform dev` (which sets INGEST_PG_DSN).")
+        raise ConfigError(
+            "Neither INGEST_CDC_SOURCE_DSN nor INGEST_PG_DSN is set: set INGEST_CDC_SOURCE_DSN to the "
+            "application database, or run under `ingest-platform dev` (which sets INGEST_PG_DSN)."
+        )
     from ingest_platform.postgres.connection import libpq_dsn, with_database
 
     return with_database(libpq_dsn(warehouse), DEMO_DATABASE)

@@ -17,7 +17,7 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -83,18 +83,28 @@ INSERT INTO django_content_type (app_label, model) VALUES
 """
 
 TABLES = ("project", "inventory", "pm_plan", "pm_item")
-CONTENT_TYPES = {"project": ("core", "project"), "inventory": ("core", "inventory"),
-                 "pm_plan": ("pm", "plan"), "pm_item": ("pm", "item")}
-CHILDREN = {"project": (("inventory", "project_id"), ("pm_plan", "project_id")),
-            "pm_plan": (("pm_item", "plan_id"),), "inventory": (("pm_item", "inventory_id"),), "pm_item": ()}
+CONTENT_TYPES = {
+    "project": ("core", "project"),
+    "inventory": ("core", "inventory"),
+    "pm_plan": ("pm", "plan"),
+    "pm_item": ("pm", "item"),
+}
+CHILDREN = {
+    "project": (("inventory", "project_id"), ("pm_plan", "project_id")),
+    "pm_plan": (("pm_item", "plan_id"),),
+    "inventory": (("pm_item", "inventory_id"),),
+    "pm_item": (),
+}
 
 
 def create_demo_source(dsn: str, reset: bool = False) -> None:
     """Create the demo tables (dropping them first with `reset`)."""
     with connect(dsn, autocommit=True) as conn:
         if reset:
-            conn.execute("DROP TABLE IF EXISTS pm_item, pm_plan, inventory, project, models_logging_change, "
-                         "django_content_type CASCADE")
+            conn.execute(
+                "DROP TABLE IF EXISTS pm_item, pm_plan, inventory, project, models_logging_change, "
+                "django_content_type CASCADE"
+            )
         conn.execute(SCHEMA_SQL)
 
 
@@ -114,8 +124,10 @@ class ChangeWriter:
         if content_types is None:
             content_types = {}
             for table, (app, model) in CONTENT_TYPES.items():
-                row = conn.execute("SELECT id FROM django_content_type WHERE app_label = %s AND model = %s",
-                                   (app, model)).fetchone()
+                row = conn.execute(
+                    "SELECT id FROM django_content_type WHERE app_label = %s AND model = %s",
+                    (app, model),
+                ).fetchone()
                 content_types[table] = row[0]
         self.content_types = content_types
 
@@ -123,20 +135,38 @@ class ChangeWriter:
         return self.conn.execute(
             "INSERT INTO models_logging_change (date_created, object_id, content_type_id, action, changed_data, "
             "object_repr, extras) VALUES (now(), %s, %s, %s, %s, %s, '{}') RETURNING id",
-            (str(object_id), self.content_types[table], action, Jsonb(changed) if changed is not None else None,
-             repr_[:255])).fetchone()[0]
+            (
+                str(object_id),
+                self.content_types[table],
+                action,
+                Jsonb(changed) if changed is not None else None,
+                repr_[:255],
+            ),
+        ).fetchone()[0]
 
     def _row(self, table: str, pk) -> dict | None:
         cur = self.conn.cursor(row_factory=psycopg.rows.dict_row)
-        return cur.execute(sql.SQL("SELECT * FROM {} WHERE id = %s").format(sql.Identifier(table)), (pk,)).fetchone()
+        return cur.execute(
+            sql.SQL("SELECT * FROM {} WHERE id = %s").format(sql.Identifier(table)), (pk,)
+        ).fetchone()
 
     def add(self, table: str, values: dict) -> int:
         cur = self.conn.cursor(row_factory=psycopg.rows.dict_row)
-        row = cur.execute(sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING *").format(
-            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, values)),
-            sql.SQL(", ").join(sql.Placeholder() * len(values))), [_param(v) for v in values.values()]).fetchone()
-        self.log(table, row["id"], "added", {k: {"old": None, "new": _jsonable(v)} for k, v in row.items()},
-                 f"{table} object ({row['id']})")
+        row = cur.execute(
+            sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING *").format(
+                sql.Identifier(table),
+                sql.SQL(", ").join(map(sql.Identifier, values)),
+                sql.SQL(", ").join(sql.Placeholder() * len(values)),
+            ),
+            [_param(v) for v in values.values()],
+        ).fetchone()
+        self.log(
+            table,
+            row["id"],
+            "added",
+            {k: {"old": None, "new": _jsonable(v)} for k, v in row.items()},
+            f"{table} object ({row['id']})",
+        )
         return row["id"]
 
     def change(self, table: str, pk, values: dict) -> bool:
@@ -144,10 +174,16 @@ class ChangeWriter:
         if old is None:
             return False
         cur = self.conn.cursor(row_factory=psycopg.rows.dict_row)
-        new = cur.execute(sql.SQL("UPDATE {} SET {} WHERE id = %s RETURNING *").format(
-            sql.Identifier(table), sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in values)),
-            [_param(v) for v in values.values()] + [pk]).fetchone()
-        diff = {k: {"old": _jsonable(old[k]), "new": _jsonable(new[k])} for k in new if old[k] != new[k]}
+        new = cur.execute(
+            sql.SQL("UPDATE {} SET {} WHERE id = %s RETURNING *").format(
+                sql.Identifier(table),
+                sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in values),
+            ),
+            [_param(v) for v in values.values()] + [pk],
+        ).fetchone()
+        diff = {
+            k: {"old": _jsonable(old[k]), "new": _jsonable(new[k])} for k in new if old[k] != new[k]
+        }
         self.log(table, pk, "changed", diff, f"{table} object ({pk})")
         return True
 
@@ -155,13 +191,19 @@ class ChangeWriter:
         """Delete a row and (first) the rows referring to it, logging each; the number of rows deleted."""
         deleted = 0
         for child, column in CHILDREN[table]:
-            for (child_pk,) in self.conn.execute(sql.SQL("SELECT id FROM {} WHERE {} = %s").format(
-                    sql.Identifier(child), sql.Identifier(column)), (pk,)).fetchall():
+            for (child_pk,) in self.conn.execute(
+                sql.SQL("SELECT id FROM {} WHERE {} = %s").format(
+                    sql.Identifier(child), sql.Identifier(column)
+                ),
+                (pk,),
+            ).fetchall():
                 if child == "pm_item" and column == "inventory_id":
-                    self.change(child, child_pk, {"inventory_id": None})   # on_delete=SET_NULL
+                    self.change(child, child_pk, {"inventory_id": None})  # on_delete=SET_NULL
                 else:
                     deleted += self.delete(child, child_pk)
-        if self.conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(sql.Identifier(table)), (pk,)).rowcount:
+        if self.conn.execute(
+            sql.SQL("DELETE FROM {} WHERE id = %s").format(sql.Identifier(table)), (pk,)
+        ).rowcount:
             self.log(table, pk, "deleted", None, f"{table} object ({pk})")
             deleted += 1
         return deleted
@@ -184,35 +226,62 @@ class Workload:
 
     def _some_id(self, table: str):
         """A random existing id (the first at or after a random point between min and max)."""
-        row = self.conn.execute(sql.SQL(
-            "SELECT id FROM {t} WHERE id >= (SELECT min(id) + floor(random() * (max(id) - min(id) + 1)) FROM {t}) "
-            "ORDER BY id LIMIT 1").format(t=sql.Identifier(table))).fetchone()
+        row = self.conn.execute(
+            sql.SQL(
+                "SELECT id FROM {t} WHERE id >= (SELECT min(id) + floor(random() * (max(id) - min(id) + 1)) FROM {t}) "
+                "ORDER BY id LIMIT 1"
+            ).format(t=sql.Identifier(table))
+        ).fetchone()
         return row[0] if row else None
 
     def add(self, table: str) -> int | None:
         r = self.rng
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         if table == "project":
-            values = {"code": f"P{r.getrandbits(40):x}", "name": f"Project {r.randint(1, 10**6)}",
-                      "budget": Decimal(r.randint(0, 10**9)) / 100 if r.random() < 0.8 else None,
-                      "starts_on": (now + timedelta(days=r.randint(-300, 300))).date() if r.random() < 0.7 else None,
-                      "settings": {"color": r.choice(["red", "green", "blue"]), "tags": [r.randint(1, 9)]} if r.random() < 0.6 else None}
+            values = {
+                "code": f"P{r.getrandbits(40):x}",
+                "name": f"Project {r.randint(1, 10**6)}",
+                "budget": Decimal(r.randint(0, 10**9)) / 100 if r.random() < 0.8 else None,
+                "starts_on": (now + timedelta(days=r.randint(-300, 300))).date()
+                if r.random() < 0.7
+                else None,
+                "settings": {"color": r.choice(["red", "green", "blue"]), "tags": [r.randint(1, 9)]}
+                if r.random() < 0.6
+                else None,
+            }
         else:
             parent = self._some_id("project" if table in ("inventory", "pm_plan") else "pm_plan")
             if parent is None:
                 return self.add("project" if table in ("inventory", "pm_plan") else "pm_plan")
             if table == "inventory":
-                values = {"project_id": parent, "sku": f"SKU-{r.randint(1, 10**8)}", "quantity": r.randint(0, 500),
-                          "unit_price": Decimal(r.randint(1, 10**7)) / 10000 if r.random() < 0.9 else None,
-                          "location": r.choice(["A1", "B2", "C3", None])}
+                values = {
+                    "project_id": parent,
+                    "sku": f"SKU-{r.randint(1, 10**8)}",
+                    "quantity": r.randint(0, 500),
+                    "unit_price": Decimal(r.randint(1, 10**7)) / 10000
+                    if r.random() < 0.9
+                    else None,
+                    "location": r.choice(["A1", "B2", "C3", None]),
+                }
             elif table == "pm_plan":
-                values = {"project_id": parent, "title": f"Plan {r.randint(1, 10**6)}",
-                          "status": r.choice(["draft", "active", "closed"]),
-                          "due_at": (now + timedelta(hours=r.randint(1, 5000))).replace(tzinfo=None) if r.random() < 0.5 else None,
-                          "estimate_hours": Decimal(r.randint(1, 99999)) / 100 if r.random() < 0.7 else None}
+                values = {
+                    "project_id": parent,
+                    "title": f"Plan {r.randint(1, 10**6)}",
+                    "status": r.choice(["draft", "active", "closed"]),
+                    "due_at": (now + timedelta(hours=r.randint(1, 5000))).replace(tzinfo=None)
+                    if r.random() < 0.5
+                    else None,
+                    "estimate_hours": Decimal(r.randint(1, 99999)) / 100
+                    if r.random() < 0.7
+                    else None,
+                }
             else:
-                values = {"plan_id": parent, "inventory_id": self._some_id("inventory") if r.random() < 0.5 else None,
-                          "description": f"Item {r.randint(1, 10**6)}", "qty": Decimal(r.randint(1, 10**6)) / 1000}
+                values = {
+                    "plan_id": parent,
+                    "inventory_id": self._some_id("inventory") if r.random() < 0.5 else None,
+                    "description": f"Item {r.randint(1, 10**6)}",
+                    "qty": Decimal(r.randint(1, 10**6)) / 1000,
+                }
         self.counts["added"] += 1
         return self.writer.add(table, values)
 
@@ -221,14 +290,26 @@ class Workload:
         if pk is None:
             return self.add(table) is not None
         r = self.rng
-        now = datetime.now(timezone.utc)
-        values = {"project": {"budget": Decimal(r.randint(0, 10**9)) / 100, "updated_at": now,
-                              "settings": {"color": r.choice(["red", "green"]), "rev": r.randint(1, 99)}},
-                  "inventory": {"quantity": r.randint(0, 500), "updated_at": now,
-                                "location": r.choice(["A1", "B2", None])},
-                  "pm_plan": {"status": r.choice(["draft", "active", "closed"]),
-                              "estimate_hours": r.choice([None, Decimal(r.randint(1, 9999)) / 100])},
-                  "pm_item": {"done": True, "done_at": now} if r.random() < 0.5 else {"qty": Decimal(r.randint(1, 10**6)) / 1000}}[table]
+        now = datetime.now(UTC)
+        values = {
+            "project": {
+                "budget": Decimal(r.randint(0, 10**9)) / 100,
+                "updated_at": now,
+                "settings": {"color": r.choice(["red", "green"]), "rev": r.randint(1, 99)},
+            },
+            "inventory": {
+                "quantity": r.randint(0, 500),
+                "updated_at": now,
+                "location": r.choice(["A1", "B2", None]),
+            },
+            "pm_plan": {
+                "status": r.choice(["draft", "active", "closed"]),
+                "estimate_hours": r.choice([None, Decimal(r.randint(1, 9999)) / 100]),
+            },
+            "pm_item": {"done": True, "done_at": now}
+            if r.random() < 0.5
+            else {"qty": Decimal(r.randint(1, 10**6)) / 1000},
+        }[table]
         self.counts["changed"] += 1
         return self.writer.change(table, pk, values)
 
@@ -244,7 +325,7 @@ class Workload:
         table = self.rng.choices(TABLES, weights=(1, 3, 2, 5))[0]
         action = self.rng.choices(("changed", "added", "deleted"), weights=(60, 30, 10))[0]
         if action == "deleted" and table in ("project", "pm_plan") and self.rng.random() < 0.8:
-            table = "pm_item"   # deleting parents cascades; keep it rarer
+            table = "pm_item"  # deleting parents cascades; keep it rarer
         with self.conn.transaction():
             getattr(self, {"added": "add", "changed": "change", "deleted": "delete"}[action])(table)
 
@@ -262,7 +343,9 @@ def seed(dsn: str, projects: int = 20, rng: random.Random | None = None) -> None
                         work.add(table)
 
 
-def run_workload(dsn: str, rate: float, duration: float, say=print, rng: random.Random | None = None) -> dict:
+def run_workload(
+    dsn: str, rate: float, duration: float, say=print, rng: random.Random | None = None
+) -> dict:
     """Write about `rate` changes a second for `duration` seconds (0 = until interrupted)."""
     with connect(dsn, autocommit=True) as conn:
         work = Workload(conn, rng or random.Random())

@@ -17,6 +17,12 @@ class ChangeLogError(IngestError):
         self.change_ids = tuple(change_ids)
         if change_ids:
             shown = ", ".join(str(i) for i in change_ids[:MAX_IDS_IN_MESSAGE])
-            more = f" and {len(change_ids) - MAX_IDS_IN_MESSAGE} more" if len(change_ids) > MAX_IDS_IN_MESSAGE else ""
+            more = (
+                f" and {len(change_ids) - MAX_IDS_IN_MESSAGE} more"
+                if len(change_ids) > MAX_IDS_IN_MESSAGE
+                else ""
+            )
             message = f"{message} (change ids {shown}{more})"
-        super().__init__(f"CDC table {table!r}: {message}. Nothing was merged and its watermark did not move.")
+        super().__init__(
+            f"CDC table {table!r}: {message}. Nothing was merged and its watermark did not move."
+        )

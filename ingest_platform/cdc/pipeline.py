@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import psycopg
 
@@ -39,19 +39,21 @@ from ingest_platform.errors import IngestError
 from ingest_platform.postgres.connection import connect
 
 DEFAULT_WAIT_SECONDS = 5.0
-WORK_MEM = "128MB"   # SET LOCAL for the reduction's sort and the merge's joins (one run per table at a time)
+WORK_MEM = "128MB"  # SET LOCAL for the reduction's sort and the merge's joins (one run per table at a time)
 
 
 @dataclass
 class StageResult:
     table: str
-    watermark: int                  # horizon before this run
-    staged_to: int                  # the safe horizon staged up to (== watermark: nothing new)
-    max_change_id: int              # newest change id the source had
-    changes: dict[str, int] = field(default_factory=dict)          # change-log rows by action
-    staged: dict[str, int] = field(default_factory=dict)           # objects by last action (+ "gone")
+    watermark: int  # horizon before this run
+    staged_to: int  # the safe horizon staged up to (== watermark: nothing new)
+    max_change_id: int  # newest change id the source had
+    changes: dict[str, int] = field(default_factory=dict)  # change-log rows by action
+    staged: dict[str, int] = field(default_factory=dict)  # objects by last action (+ "gone")
     schema_changes: list[str] = field(default_factory=list)
-    blocked_by_pids: list[int] = field(default_factory=list)      # transactions holding the horizon back
+    blocked_by_pids: list[int] = field(
+        default_factory=list
+    )  # transactions holding the horizon back
     seconds: float = 0.0
 
     @property
@@ -62,8 +64,8 @@ class StageResult:
 @dataclass
 class MergeResult:
     table: str
-    merged: bool                    # False: nothing staged for the current watermark
-    watermark: int                  # after the merge
+    merged: bool  # False: nothing staged for the current watermark
+    watermark: int  # after the merge
     counts: wh.MergeCounts = field(default_factory=wh.MergeCounts)
     last_change_at: datetime | None = None
     seconds: float = 0.0
@@ -72,14 +74,22 @@ class MergeResult:
     def lag_seconds(self) -> float | None:
         if self.last_change_at is None:
             return None
-        return max(0.0, (datetime.now(timezone.utc) - self.last_change_at).total_seconds())
+        return max(0.0, (datetime.now(UTC) - self.last_change_at).total_seconds())
 
 
-def stage_changes(source_dsn: str, warehouse_dsn: str, config: CdcConfig, table: CdcTable,
-                  wait_seconds: float = DEFAULT_WAIT_SECONDS) -> StageResult:
+def stage_changes(
+    source_dsn: str,
+    warehouse_dsn: str,
+    config: CdcConfig,
+    table: CdcTable,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+) -> StageResult:
     started = time.perf_counter()
     schema = config.warehouse_schema
-    with connect(warehouse_dsn, autocommit=True) as wconn, connect(source_dsn, autocommit=True) as sconn:
+    with (
+        connect(warehouse_dsn, autocommit=True) as wconn,
+        connect(source_dsn, autocommit=True) as sconn,
+    ):
         wh.ensure_watermark(wconn, schema, table.name)
         mark = wh.read_watermark(wconn, schema, table.name)
         log = src.change_log_info(sconn, config.change_log, table.name)
@@ -88,12 +98,20 @@ def stage_changes(source_dsn: str, warehouse_dsn: str, config: CdcConfig, table:
             # A crashed run proved its staged horizon safe; safety does not expire.
             candidates.append({"q": mark.staged_to, "vxids": []})
         horizon = src.advance_horizon(sconn, log, mark.horizon_id, candidates, wait_seconds)
-        result = StageResult(table.name, mark.horizon_id, horizon.horizon_id, horizon.max_id,
-                             blocked_by_pids=horizon.blocked_by_pids)
+        result = StageResult(
+            table.name,
+            mark.horizon_id,
+            horizon.horizon_id,
+            horizon.max_id,
+            blocked_by_pids=horizon.blocked_by_pids,
+        )
         if horizon.horizon_id == mark.horizon_id:
             # Nothing safe to stage: forget stale staging, keep the candidates for the next run.
             with wconn.transaction():
-                if wh.read_watermark(wconn, schema, table.name, for_update=True).horizon_id == mark.horizon_id:
+                if (
+                    wh.read_watermark(wconn, schema, table.name, for_update=True).horizon_id
+                    == mark.horizon_id
+                ):
                     wh.mark_staged(wconn, schema, table.name, None, None, {}, horizon.candidates)
             wh.truncate_staging(wconn, schema, table)
             result.seconds = time.perf_counter() - started
@@ -105,32 +123,53 @@ def stage_changes(source_dsn: str, warehouse_dsn: str, config: CdcConfig, table:
         sconn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         sconn.read_only = True
         try:
-            src.set_planner(sconn, WORK_MEM)   # the reduction sorts
+            src.set_planner(sconn, WORK_MEM)  # the reduction sorts
             ct_id = src.content_type_id(sconn, log, table)
-            tracked = (src.tracked_content_type_ids(sconn, log, config.tables)
-                       if config.change_log.untracked_content_types == "error" else None)
-            src.validate_changes(sconn, log, table, ct_id, None, lo, hi, tracked)   # unknown content types first
+            tracked = (
+                src.tracked_content_type_ids(sconn, log, config.tables)
+                if config.change_log.untracked_content_types == "error"
+                else None
+            )
+            src.validate_changes(
+                sconn, log, table, ct_id, None, lo, hi, tracked
+            )  # unknown content types first
             ids = src.change_ids_in_range(sconn, log, ct_id, lo, hi) if ct_id is not None else []
             source = src.read_source_table(sconn, table, ids)
             src.validate_changes(sconn, log, table, ct_id, source, lo, hi, content_types=False)
             result.changes, newest, last_id = src.changes_by_action(sconn, log, ct_id, lo, hi)
             types, result.schema_changes = wh.evolve_merged_table(
-                wconn, schema, table, source, config.terminate_blockers_after)
-            info = {"last_change_id": last_id, "last_change_at": newest.isoformat() if newest else None,
-                    "changes": result.changes}
+                wconn, schema, table, source, config.terminate_blockers_after
+            )
+            info = {
+                "last_change_id": last_id,
+                "last_change_at": newest.isoformat() if newest else None,
+                "changes": result.changes,
+            }
             with wconn.transaction():
                 current = wh.read_watermark(wconn, schema, table.name, for_update=True)
                 if current.horizon_id != lo:
-                    raise IngestError(f"CDC table {table.name!r}: another run moved the watermark from {lo} to "
-                                      f"{current.horizon_id} meanwhile; nothing was staged, run again.")
+                    raise IngestError(
+                        f"CDC table {table.name!r}: another run moved the watermark from {lo} to "
+                        f"{current.horizon_id} meanwhile; nothing was staged, run again."
+                    )
                 wh.recreate_staging(wconn, schema, table, source, types)
                 if ct_id is not None:
                     # Up to a quarter of the source's rows: look the changed rows up by key.
-                    lookups = src.few_of(sum(result.changes.values()),
-                                         src.estimated_rows(sconn, src.qualified(table.source_schema, table.source_table)))
+                    lookups = src.few_of(
+                        sum(result.changes.values()),
+                        src.estimated_rows(
+                            sconn, src.qualified(table.source_schema, table.source_table)
+                        ),
+                    )
                     with src.index_lookup_joins(sconn, lookups):
-                        _copy_between(sconn, wconn, src.copy_out_query(log, table, source, ct_id, lo, hi),
-                                      psycopg.sql.SQL("COPY {} FROM STDIN").format(src.qualified(schema, table.staging_table)))
+                        _copy_between(
+                            sconn,
+                            wconn,
+                            src.copy_out_query(log, table, source, ct_id, lo, hi),
+                            psycopg.sql.SQL("COPY {} FROM STDIN").format(
+                                src.qualified(schema, table.staging_table)
+                            ),
+                        )
                 wh.mark_staged(wconn, schema, table.name, lo, hi, info, horizon.candidates)
                 wh.analyze_staging(wconn, schema, table)
             result.staged = wh.staging_counts(wconn, schema, table)
@@ -148,7 +187,9 @@ def _copy_between(sconn: psycopg.Connection, wconn: psycopg.Connection, copy_out
             writer.write(data)
 
 
-def merge_staged(warehouse_dsn: str, config: CdcConfig, table: CdcTable, clear_staging: bool = True) -> MergeResult:
+def merge_staged(
+    warehouse_dsn: str, config: CdcConfig, table: CdcTable, clear_staging: bool = True
+) -> MergeResult:
     """Merge staging into the merged table and move the watermark, in one transaction; then empty
     staging (`clear_staging=False` leaves it, as a crash right after the merge would)."""
     started = time.perf_counter()
@@ -158,15 +199,22 @@ def merge_staged(warehouse_dsn: str, config: CdcConfig, table: CdcTable, clear_s
         with wconn.transaction():
             mark = wh.read_watermark(wconn, schema, table.name, for_update=True)
             src.set_planner(wconn, WORK_MEM)
-            result = MergeResult(table.name, False, mark.horizon_id, last_change_at=mark.last_change_at)
+            result = MergeResult(
+                table.name, False, mark.horizon_id, last_change_at=mark.last_change_at
+            )
             if mark.staged_from is not None and mark.staged_from == mark.horizon_id:
                 merged_columns = wh.table_columns(wconn, schema, table.merged_table)
-                staging_columns = [c for c in wh.table_columns(wconn, schema, table.staging_table)
-                                   if c not in dict(wh.STAGING_META)]
+                staging_columns = [
+                    c
+                    for c in wh.table_columns(wconn, schema, table.staging_table)
+                    if c not in dict(wh.STAGING_META)
+                ]
                 missing = [c for c in staging_columns if c not in merged_columns]
                 if missing or not staging_columns:
-                    raise IngestError(f"CDC table {table.name!r}: the staging table does not match the merged table "
-                                      f"(missing there: {', '.join(missing) or 'all'}); run the staging step again.")
+                    raise IngestError(
+                        f"CDC table {table.name!r}: the staging table does not match the merged table "
+                        f"(missing there: {', '.join(missing) or 'all'}); run the staging step again."
+                    )
                 key = wh.primary_key(wconn, schema, table.merged_table)[0]
                 result.counts = wh.merge_staging(wconn, schema, table, staging_columns, key)
                 wh.finish_merge(wconn, schema, table.name, mark)
@@ -179,15 +227,26 @@ def merge_staged(warehouse_dsn: str, config: CdcConfig, table: CdcTable, clear_s
     return result
 
 
-def run_table(source_dsn: str, warehouse_dsn: str, config: CdcConfig, table: CdcTable,
-              wait_seconds: float = DEFAULT_WAIT_SECONDS) -> tuple[StageResult, MergeResult]:
+def run_table(
+    source_dsn: str,
+    warehouse_dsn: str,
+    config: CdcConfig,
+    table: CdcTable,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+) -> tuple[StageResult, MergeResult]:
     staged = stage_changes(source_dsn, warehouse_dsn, config, table, wait_seconds)
     return staged, merge_staged(warehouse_dsn, config, table)
 
 
-def run_all(source_dsn: str, warehouse_dsn: str, config: CdcConfig,
-            wait_seconds: float = DEFAULT_WAIT_SECONDS) -> dict[str, tuple[StageResult, MergeResult]]:
-    return {t.name: run_table(source_dsn, warehouse_dsn, config, t, wait_seconds) for t in config.tables}
+def run_all(
+    source_dsn: str,
+    warehouse_dsn: str,
+    config: CdcConfig,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+) -> dict[str, tuple[StageResult, MergeResult]]:
+    return {
+        t.name: run_table(source_dsn, warehouse_dsn, config, t, wait_seconds) for t in config.tables
+    }
 
 
 def pending_tables(source_dsn: str, warehouse_dsn: str, config: CdcConfig) -> dict[str, int]:
@@ -204,13 +263,22 @@ def pending_tables(source_dsn: str, warehouse_dsn: str, config: CdcConfig) -> di
             "LEFT JOIN {ct} t ON t.app_label = v.app_label AND t.model = v.model "
             "WHERE EXISTS (SELECT 1 FROM {log} c WHERE c.id > v.horizon AND "
             "(c.content_type_id = t.id OR c.content_type_id IS NULL OR NOT EXISTS "
-            "(SELECT 1 FROM {ct} u WHERE u.id = c.content_type_id)))").format(
-                rows=psycopg.sql.SQL(", ").join(psycopg.sql.SQL("(%s, %s, %s, %s::bigint)") for _ in values),
-                ct=log.content_type_table, log=log.change_table)
+            "(SELECT 1 FROM {ct} u WHERE u.id = c.content_type_id)))"
+        ).format(
+            rows=psycopg.sql.SQL(", ").join(
+                psycopg.sql.SQL("(%s, %s, %s, %s::bigint)") for _ in values
+            ),
+            ct=log.content_type_table,
+            log=log.change_table,
+        )
         found = {r[0] for r in sconn.execute(query, [x for v in values for x in v])}
         if config.change_log.untracked_content_types == "error":
             tracked = src.tracked_content_type_ids(sconn, log, config.tables)
-            if sconn.execute(psycopg.sql.SQL("SELECT 1 FROM {} WHERE id > %s AND content_type_id <> ALL(%s) LIMIT 1").format(
-                    log.change_table), (min(v[3] for v in values), tracked)).fetchone():
-                found = {t.name for t in config.tables}   # the runs report the unknown content type
+            if sconn.execute(
+                psycopg.sql.SQL(
+                    "SELECT 1 FROM {} WHERE id > %s AND content_type_id <> ALL(%s) LIMIT 1"
+                ).format(log.change_table),
+                (min(v[3] for v in values), tracked),
+            ).fetchone():
+                found = {t.name for t in config.tables}  # the runs report the unknown content type
     return {t.name: marks.get(t.name, 0) for t in config.tables if t.name in found}

@@ -27,7 +27,13 @@ import psycopg
 from psycopg import sql
 
 from ingest_platform.cdc.config import CdcConfig, CdcTable
-from ingest_platform.cdc.source import SourceTable, estimated_rows, few_of, index_lookup_joins, qualified
+from ingest_platform.cdc.source import (
+    SourceTable,
+    estimated_rows,
+    few_of,
+    index_lookup_joins,
+    qualified,
+)
 from ingest_platform.errors import SchemaError
 from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS, terminating_blockers
 from ingest_platform.postgres.type_widening import PgType, common_type, parse_pg_type
@@ -35,13 +41,19 @@ from ingest_platform.postgres.type_widening import PgType, common_type, parse_pg
 WATERMARK_TABLE = "_cdc_watermark"
 IS_DELETED, LAST_CHANGE_ID, APPLIED_AT = "is_deleted", "_last_change_id", "_applied_at"
 MERGED_META_COLUMNS = (IS_DELETED, LAST_CHANGE_ID, APPLIED_AT)
-STAGING_META = (("_change_id", "bigint NOT NULL"), ("_action", "text NOT NULL"), ("_row_found", "boolean NOT NULL"))
+STAGING_META = (
+    ("_change_id", "bigint NOT NULL"),
+    ("_action", "text NOT NULL"),
+    ("_row_found", "boolean NOT NULL"),
+)
 LOGGER = logging.getLogger(__name__)
-_SETUP_LOCK = 0x43_44_43   # advisory lock: one CREATE SCHEMA/TABLE IF NOT EXISTS at a time
+_SETUP_LOCK = 0x43_44_43  # advisory lock: one CREATE SCHEMA/TABLE IF NOT EXISTS at a time
 # Merged tables leave 10% of each page free, so that an update can put the new row version on the
 # same page: a HOT update, which adds no index entry (the merge updates many rows of a large table).
 MERGED_FILLFACTOR = 90
-USE_MERGE: bool | None = None   # None: MERGE when the server can (see merge_staging); False: ON CONFLICT (tests)
+USE_MERGE: bool | None = (
+    None  # None: MERGE when the server can (see merge_staging); False: ON CONFLICT (tests)
+)
 
 
 def ensure_watermark(conn: psycopg.Connection, schema: str, table: str) -> None:
@@ -49,13 +61,19 @@ def ensure_watermark(conn: psycopg.Connection, schema: str, table: str) -> None:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        conn.execute(sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (table_name text PRIMARY KEY, horizon_id bigint NOT NULL DEFAULT 0, "
-            "candidates jsonb NOT NULL DEFAULT '[]', staged_from bigint, staged_to bigint, staged_info jsonb, "
-            "last_change_id bigint, last_change_at timestamptz, applied_at timestamptz)").format(
-                qualified(schema, WATERMARK_TABLE)))
-        conn.execute(sql.SQL("INSERT INTO {} (table_name) VALUES (%s) ON CONFLICT DO NOTHING").format(
-            qualified(schema, WATERMARK_TABLE)), (table,))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (table_name text PRIMARY KEY, horizon_id bigint NOT NULL DEFAULT 0, "
+                "candidates jsonb NOT NULL DEFAULT '[]', staged_from bigint, staged_to bigint, staged_info jsonb, "
+                "last_change_id bigint, last_change_at timestamptz, applied_at timestamptz)"
+            ).format(qualified(schema, WATERMARK_TABLE))
+        )
+        conn.execute(
+            sql.SQL("INSERT INTO {} (table_name) VALUES (%s) ON CONFLICT DO NOTHING").format(
+                qualified(schema, WATERMARK_TABLE)
+            ),
+            (table,),
+        )
 
 
 @dataclass
@@ -70,39 +88,63 @@ class Watermark:
     applied_at: object
 
 
-def read_watermark(conn: psycopg.Connection, schema: str, table: str, for_update: bool = False) -> Watermark | None:
+def read_watermark(
+    conn: psycopg.Connection, schema: str, table: str, for_update: bool = False
+) -> Watermark | None:
     if not _relation_exists(conn, schema, WATERMARK_TABLE):
         return None
-    row = conn.execute(sql.SQL(
-        "SELECT horizon_id, candidates, staged_from, staged_to, staged_info, last_change_id, last_change_at, applied_at "
-        "FROM {} WHERE table_name = %s{}").format(
-            qualified(schema, WATERMARK_TABLE), sql.SQL(" FOR UPDATE" if for_update else "")), (table,)).fetchone()
+    row = conn.execute(
+        sql.SQL(
+            "SELECT horizon_id, candidates, staged_from, staged_to, staged_info, last_change_id, last_change_at, applied_at "
+            "FROM {} WHERE table_name = %s{}"
+        ).format(qualified(schema, WATERMARK_TABLE), sql.SQL(" FOR UPDATE" if for_update else "")),
+        (table,),
+    ).fetchone()
     return Watermark(*row) if row else None
 
 
 def save_candidates(conn: psycopg.Connection, schema: str, table: str, candidates: list) -> None:
-    conn.execute(sql.SQL("UPDATE {} SET candidates = %s WHERE table_name = %s").format(
-        qualified(schema, WATERMARK_TABLE)), (json.dumps(candidates), table))
+    conn.execute(
+        sql.SQL("UPDATE {} SET candidates = %s WHERE table_name = %s").format(
+            qualified(schema, WATERMARK_TABLE)
+        ),
+        (json.dumps(candidates), table),
+    )
 
 
 def _relation_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE n.nspname = %s AND c.relname = %s", (schema, name)).fetchone() is not None
+    return (
+        conn.execute(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s",
+            (schema, name),
+        ).fetchone()
+        is not None
+    )
 
 
 def table_columns(conn: psycopg.Connection, schema: str, name: str) -> dict[str, str]:
     """{column: type as format_type prints it} in table order; empty if the table does not exist."""
-    return dict(conn.execute(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 "
-        "AND NOT a.attisdropped ORDER BY a.attnum", (schema, name)).fetchall())
+    return dict(
+        conn.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 "
+            "AND NOT a.attisdropped ORDER BY a.attnum",
+            (schema, name),
+        ).fetchall()
+    )
 
 
 def primary_key(conn: psycopg.Connection, schema: str, name: str) -> list[str]:
-    return [r[0] for r in conn.execute(
-        "SELECT a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-        "WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary", (schema, name))]
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+            "WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary",
+            (schema, name),
+        )
+    ]
 
 
 def catalog_type(printed: str) -> PgType:
@@ -112,8 +154,13 @@ def catalog_type(printed: str) -> PgType:
         return PgType(printed)
 
 
-def evolve_merged_table(conn: psycopg.Connection, schema: str, table: CdcTable, source: SourceTable,
-                        terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS) -> tuple[dict[str, str], list[str]]:
+def evolve_merged_table(
+    conn: psycopg.Connection,
+    schema: str,
+    table: CdcTable,
+    source: SourceTable,
+    terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS,
+) -> tuple[dict[str, str], list[str]]:
     """Create or evolve the merged table for `source`; returns ({column: merged type}, changes made).
     Runs in its own transaction; SchemaError (and nothing changed) on an incompatible column.
     Readers whose locks hold up the ALTER TABLE longer than `terminate_blockers_after` seconds are
@@ -121,58 +168,100 @@ def evolve_merged_table(conn: psycopg.Connection, schema: str, table: CdcTable, 
     where = f'CDC table "{table.name}" (merged table {schema}."{table.merged_table}")'
     for name, _ in source.columns:
         if name in MERGED_META_COLUMNS:
-            raise SchemaError(f'{where}: the source column "{name}" has the name of a column the merged table adds; '
-                              "rename it in the source or track the table under a view that renames it.")
+            raise SchemaError(
+                f'{where}: the source column "{name}" has the name of a column the merged table adds; '
+                "rename it in the source or track the table under a view that renames it."
+            )
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
         existing = table_columns(conn, schema, table.merged_table)
         if not existing:
-            columns = [sql.SQL("{} {}{}").format(sql.Identifier(n), sql.SQL(str(catalog_type(t))),
-                                                 sql.SQL(" PRIMARY KEY" if n == source.primary_key else ""))
-                       for n, t in source.columns]
-            columns += [sql.SQL(f"{IS_DELETED} boolean NOT NULL DEFAULT false"), sql.SQL(f"{LAST_CHANGE_ID} bigint"),
-                        sql.SQL(f"{APPLIED_AT} timestamptz")]
-            conn.execute(sql.SQL("CREATE TABLE {} ({}) WITH (fillfactor = {})").format(
-                qualified(schema, table.merged_table), sql.SQL(", ").join(columns), sql.Literal(MERGED_FILLFACTOR)))
-            return {n: str(catalog_type(t)) for n, t in source.columns}, [f"created {schema}.{table.merged_table}"]
+            columns = [
+                sql.SQL("{} {}{}").format(
+                    sql.Identifier(n),
+                    sql.SQL(str(catalog_type(t))),
+                    sql.SQL(" PRIMARY KEY" if n == source.primary_key else ""),
+                )
+                for n, t in source.columns
+            ]
+            columns += [
+                sql.SQL(f"{IS_DELETED} boolean NOT NULL DEFAULT false"),
+                sql.SQL(f"{LAST_CHANGE_ID} bigint"),
+                sql.SQL(f"{APPLIED_AT} timestamptz"),
+            ]
+            conn.execute(
+                sql.SQL("CREATE TABLE {} ({}) WITH (fillfactor = {})").format(
+                    qualified(schema, table.merged_table),
+                    sql.SQL(", ").join(columns),
+                    sql.Literal(MERGED_FILLFACTOR),
+                )
+            )
+            return {n: str(catalog_type(t)) for n, t in source.columns}, [
+                f"created {schema}.{table.merged_table}"
+            ]
         key = primary_key(conn, schema, table.merged_table)
         if key != [source.primary_key]:
-            raise SchemaError(f'{where}: the source\'s primary key is "{source.primary_key}", the merged table\'s '
-                              f"{', '.join(key) or 'none'}; a changed key needs a new merged table (drop it and re-sync).")
+            raise SchemaError(
+                f"{where}: the source's primary key is \"{source.primary_key}\", the merged table's "
+                f"{', '.join(key) or 'none'}; a changed key needs a new merged table (drop it and re-sync)."
+            )
         _default_fillfactor(conn, qualified(schema, table.merged_table))
         actions, changes, target = [], [], {}
         for name, printed in source.columns:
             source_type = catalog_type(printed)
             if name not in existing:
-                actions.append(sql.SQL("ADD COLUMN {} {}").format(sql.Identifier(name), sql.SQL(str(source_type))))
+                actions.append(
+                    sql.SQL("ADD COLUMN {} {}").format(
+                        sql.Identifier(name), sql.SQL(str(source_type))
+                    )
+                )
                 changes.append(f'add column "{name}" {source_type}')
                 target[name] = str(source_type)
                 continue
             merged_type = catalog_type(existing[name])
             common = common_type(merged_type, source_type)
             if common is None:
-                raise SchemaError(f'{where}, column "{name}": the source now has {source_type}, the merged table '
-                                  f"{merged_type}; these types are incompatible (no widening rule turns one into the "
-                                  "other). Nothing was merged. Change the column back in the source, or migrate the "
-                                  "merged column by hand (ALTER TABLE .. ALTER COLUMN .. TYPE) and run again.")
+                raise SchemaError(
+                    f'{where}, column "{name}": the source now has {source_type}, the merged table '
+                    f"{merged_type}; these types are incompatible (no widening rule turns one into the "
+                    "other). Nothing was merged. Change the column back in the source, or migrate the "
+                    "merged column by hand (ALTER TABLE .. ALTER COLUMN .. TYPE) and run again."
+                )
             if common != merged_type:
-                actions.append(sql.SQL("ALTER COLUMN {} TYPE {}").format(sql.Identifier(name), sql.SQL(str(common))))
+                actions.append(
+                    sql.SQL("ALTER COLUMN {} TYPE {}").format(
+                        sql.Identifier(name), sql.SQL(str(common))
+                    )
+                )
                 changes.append(f'widen column "{name}" from {merged_type} to {common}')
             target[name] = str(common)
         if actions:
             with terminating_blockers(conn, terminate_blockers_after, LOGGER):
-                conn.execute(sql.SQL("ALTER TABLE {} {}").format(qualified(schema, table.merged_table),
-                                                                 sql.SQL(", ").join(actions)))
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} {}").format(
+                        qualified(schema, table.merged_table), sql.SQL(", ").join(actions)
+                    )
+                )
         return target, changes
 
 
 def _default_fillfactor(conn: psycopg.Connection, merged: sql.Composed) -> None:
     """A merged table created before MERGED_FILLFACTOR (and without a fillfactor of its own) gets it;
     it applies to the pages written from now on."""
-    options = conn.execute(sql.SQL("SELECT reloptions FROM pg_class WHERE oid = {}::regclass").format(
-        sql.Literal(merged.as_string(conn)))).fetchone()[0] or []
+    options = (
+        conn.execute(
+            sql.SQL("SELECT reloptions FROM pg_class WHERE oid = {}::regclass").format(
+                sql.Literal(merged.as_string(conn))
+            )
+        ).fetchone()[0]
+        or []
+    )
     if not any(o.startswith("fillfactor=") for o in options):
-        conn.execute(sql.SQL("ALTER TABLE {} SET (fillfactor = {})").format(merged, sql.Literal(MERGED_FILLFACTOR)))
+        conn.execute(
+            sql.SQL("ALTER TABLE {} SET (fillfactor = {})").format(
+                merged, sql.Literal(MERGED_FILLFACTOR)
+            )
+        )
 
 
 def analyze_staging(conn: psycopg.Connection, schema: str, table: CdcTable) -> None:
@@ -182,20 +271,40 @@ def analyze_staging(conn: psycopg.Connection, schema: str, table: CdcTable) -> N
     conn.execute(sql.SQL("ANALYZE {}").format(qualified(schema, table.staging_table)))
 
 
-def recreate_staging(conn: psycopg.Connection, schema: str, table: CdcTable, source: SourceTable, types: dict[str, str]) -> None:
+def recreate_staging(
+    conn: psycopg.Connection,
+    schema: str,
+    table: CdcTable,
+    source: SourceTable,
+    types: dict[str, str],
+) -> None:
     """(Inside the caller's transaction.) A fresh, empty staging table in COPY order."""
     order = [source.primary_key] + [n for n, _ in source.columns if n != source.primary_key]
     columns = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in STAGING_META]
     columns += [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(types[n])) for n in order]
     staging = qualified(schema, table.staging_table)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
-    conn.execute(sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(staging, sql.SQL(", ").join(columns)))
+    conn.execute(
+        sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(staging, sql.SQL(", ").join(columns))
+    )
 
 
-def mark_staged(conn: psycopg.Connection, schema: str, table: str, lo: int, hi: int, info: dict, candidates: list) -> None:
-    conn.execute(sql.SQL("UPDATE {} SET staged_from = %s, staged_to = %s, staged_info = %s, candidates = %s "
-                         "WHERE table_name = %s").format(qualified(schema, WATERMARK_TABLE)),
-                 (lo, hi, json.dumps(info, default=str), json.dumps(candidates), table))
+def mark_staged(
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    lo: int,
+    hi: int,
+    info: dict,
+    candidates: list,
+) -> None:
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET staged_from = %s, staged_to = %s, staged_info = %s, candidates = %s "
+            "WHERE table_name = %s"
+        ).format(qualified(schema, WATERMARK_TABLE)),
+        (lo, hi, json.dumps(info, default=str), json.dumps(candidates), table),
+    )
 
 
 @dataclass
@@ -203,15 +312,21 @@ class MergeCounts:
     inserted: int = 0
     updated: int = 0
     soft_deleted: int = 0
-    skipped_unknown_deleted: int = 0   # deleted (or gone) objects the merged table never had
+    skipped_unknown_deleted: int = 0  # deleted (or gone) objects the merged table never had
 
     @property
     def rows_merged(self) -> int:
         return self.inserted + self.updated + self.soft_deleted
 
 
-def merge_staging(conn: psycopg.Connection, schema: str, table: CdcTable, source_columns: list[str], key: str,
-                  use_merge: bool | None = None) -> MergeCounts:
+def merge_staging(
+    conn: psycopg.Connection,
+    schema: str,
+    table: CdcTable,
+    source_columns: list[str],
+    key: str,
+    use_merge: bool | None = None,
+) -> MergeCounts:
     """(Inside the caller's transaction, which holds the watermark row: no other merge of this table
     runs meanwhile.) Staging -> merged: found rows whose last action is added or changed are upserted
     (is_deleted = false); objects whose last action is deleted, or whose row is gone from the source,
@@ -222,19 +337,38 @@ def merge_staging(conn: psycopg.Connection, schema: str, table: CdcTable, source
     speculative insertion per row, slower). A batch under 1/4 of the merged table is joined by index
     lookups, the staging rows in key order."""
     merged, staging = qualified(schema, table.merged_table), qualified(schema, table.staging_table)
-    live_rows, dead_rows = conn.execute(sql.SQL(
-        "SELECT count(*) FILTER (WHERE {live}), count(*) FILTER (WHERE NOT ({live})) FROM {}").format(
-            staging, live=_LIVE)).fetchone()
+    live_rows, dead_rows = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FILTER (WHERE {live}), count(*) FILTER (WHERE NOT ({live})) FROM {}"
+        ).format(staging, live=_LIVE)
+    ).fetchone()
     if use_merge is None:
         use_merge = USE_MERGE
     if use_merge is None:
-        use_merge = conn.info.server_version >= 150000 and conn.execute("SHOW track_counts").fetchone()[0] == "on"
-    parts = dict(merged=merged, staging=staging, key=sql.Identifier(key), live=_LIVE,
-                 is_deleted=sql.Identifier(IS_DELETED), last=sql.Identifier(LAST_CHANGE_ID), at=sql.Identifier(APPLIED_AT))
+        use_merge = (
+            conn.info.server_version >= 150000
+            and conn.execute("SHOW track_counts").fetchone()[0] == "on"
+        )
+    parts = dict(
+        merged=merged,
+        staging=staging,
+        key=sql.Identifier(key),
+        live=_LIVE,
+        is_deleted=sql.Identifier(IS_DELETED),
+        last=sql.Identifier(LAST_CHANGE_ID),
+        at=sql.Identifier(APPLIED_AT),
+    )
     with index_lookup_joins(conn, few_of(live_rows + dead_rows, estimated_rows(conn, merged))):
-        soft_deleted = conn.execute(sql.SQL(
-            "UPDATE {merged} m SET {is_deleted} = true, {last} = s._change_id, {at} = now() FROM {staging} s "
-            "WHERE m.{key} = s.{key} AND NOT (s._row_found AND s._action <> 'deleted')").format(**parts)).rowcount if dead_rows else 0
+        soft_deleted = (
+            conn.execute(
+                sql.SQL(
+                    "UPDATE {merged} m SET {is_deleted} = true, {last} = s._change_id, {at} = now() FROM {staging} s "
+                    "WHERE m.{key} = s.{key} AND NOT (s._row_found AND s._action <> 'deleted')"
+                ).format(**parts)
+            ).rowcount
+            if dead_rows
+            else 0
+        )
         if not live_rows:
             inserted = updated = 0
         elif use_merge:
@@ -244,43 +378,68 @@ def merge_staging(conn: psycopg.Connection, schema: str, table: CdcTable, source
     return MergeCounts(inserted, updated, soft_deleted, dead_rows - soft_deleted)
 
 
-_LIVE = sql.SQL("_row_found AND _action <> 'deleted'")   # on the staging table alone
+_LIVE = sql.SQL("_row_found AND _action <> 'deleted'")  # on the staging table alone
 
 
-def _merge_live(conn: psycopg.Connection, source_columns: list[str], parts: dict) -> tuple[int, int]:
+def _merge_live(
+    conn: psycopg.Connection, source_columns: list[str], parts: dict
+) -> tuple[int, int]:
     """MERGE of the live staging rows; (inserted, updated) from the transaction's own tuple counters."""
     cols = [sql.Identifier(c) for c in source_columns]
     sets = [sql.SQL("{c} = s.{c}").format(c=c) for c in cols if c != parts["key"]]
-    counters = sql.SQL("SELECT pg_stat_get_xact_tuples_inserted(r), pg_stat_get_xact_tuples_updated(r) "
-                       "FROM (SELECT {}::regclass AS r) x").format(sql.Literal(parts["merged"].as_string(conn)))
+    counters = sql.SQL(
+        "SELECT pg_stat_get_xact_tuples_inserted(r), pg_stat_get_xact_tuples_updated(r) "
+        "FROM (SELECT {}::regclass AS r) x"
+    ).format(sql.Literal(parts["merged"].as_string(conn)))
     before = conn.execute(counters).fetchone()
-    conn.execute(sql.SQL(
-        "MERGE INTO {merged} m USING (SELECT * FROM {staging} WHERE {live}) s ON m.{key} = s.{key} "
-        "WHEN MATCHED THEN UPDATE SET {sets}, {is_deleted} = false, {last} = s._change_id, {at} = now() "
-        "WHEN NOT MATCHED THEN INSERT ({cols}, {is_deleted}, {last}, {at}) VALUES ({values}, false, s._change_id, now())").format(
-            sets=sql.SQL(", ").join(sets), cols=sql.SQL(", ").join(cols),
-            values=sql.SQL(", ").join(sql.SQL("s.{}").format(c) for c in cols), **parts))
+    conn.execute(
+        sql.SQL(
+            "MERGE INTO {merged} m USING (SELECT * FROM {staging} WHERE {live}) s ON m.{key} = s.{key} "
+            "WHEN MATCHED THEN UPDATE SET {sets}, {is_deleted} = false, {last} = s._change_id, {at} = now() "
+            "WHEN NOT MATCHED THEN INSERT ({cols}, {is_deleted}, {last}, {at}) VALUES ({values}, false, s._change_id, now())"
+        ).format(
+            sets=sql.SQL(", ").join(sets),
+            cols=sql.SQL(", ").join(cols),
+            values=sql.SQL(", ").join(sql.SQL("s.{}").format(c) for c in cols),
+            **parts,
+        )
+    )
     after = conn.execute(counters).fetchone()
     return after[0] - before[0], after[1] - before[1]
 
 
-def _upsert_live(conn: psycopg.Connection, source_columns: list[str], parts: dict) -> tuple[int, int]:
+def _upsert_live(
+    conn: psycopg.Connection, source_columns: list[str], parts: dict
+) -> tuple[int, int]:
     cols = [sql.Identifier(c) for c in source_columns]
     sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in cols if c != parts["key"]]
-    sets += [sql.SQL(f"{IS_DELETED} = false, {LAST_CHANGE_ID} = EXCLUDED.{LAST_CHANGE_ID}, {APPLIED_AT} = EXCLUDED.{APPLIED_AT}")]
-    return conn.execute(sql.SQL(
-        "WITH up AS (INSERT INTO {merged} ({cols}, {meta}) SELECT {cols}, false, _change_id, now() FROM {staging} "
-        "WHERE {live} ON CONFLICT ({key}) DO UPDATE SET {sets} RETURNING (xmax = 0) AS inserted) "
-        "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up").format(
-            cols=sql.SQL(", ").join(cols), meta=sql.SQL(", ").join(map(sql.Identifier, MERGED_META_COLUMNS)),
-            sets=sql.SQL(", ").join(sets), **parts)).fetchone()
+    sets += [
+        sql.SQL(
+            f"{IS_DELETED} = false, {LAST_CHANGE_ID} = EXCLUDED.{LAST_CHANGE_ID}, {APPLIED_AT} = EXCLUDED.{APPLIED_AT}"
+        )
+    ]
+    return conn.execute(
+        sql.SQL(
+            "WITH up AS (INSERT INTO {merged} ({cols}, {meta}) SELECT {cols}, false, _change_id, now() FROM {staging} "
+            "WHERE {live} ON CONFLICT ({key}) DO UPDATE SET {sets} RETURNING (xmax = 0) AS inserted) "
+            "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up"
+        ).format(
+            cols=sql.SQL(", ").join(cols),
+            meta=sql.SQL(", ").join(map(sql.Identifier, MERGED_META_COLUMNS)),
+            sets=sql.SQL(", ").join(sets),
+            **parts,
+        )
+    ).fetchone()
 
 
 def staging_counts(conn: psycopg.Connection, schema: str, table: CdcTable) -> dict[str, int]:
     """Staged objects by last action, plus `gone` (added/changed objects whose row the source no longer has)."""
     counts = {"added": 0, "changed": 0, "deleted": 0, "gone": 0}
-    for action, found, count in conn.execute(sql.SQL("SELECT _action, _row_found, count(*) FROM {} GROUP BY 1, 2").format(
-            qualified(schema, table.staging_table))):
+    for action, found, count in conn.execute(
+        sql.SQL("SELECT _action, _row_found, count(*) FROM {} GROUP BY 1, 2").format(
+            qualified(schema, table.staging_table)
+        )
+    ):
         counts[action] = counts.get(action, 0) + count
         if not found and action != "deleted":
             counts["gone"] += count
@@ -290,11 +449,14 @@ def staging_counts(conn: psycopg.Connection, schema: str, table: CdcTable) -> di
 def finish_merge(conn: psycopg.Connection, schema: str, table: str, watermark: Watermark) -> None:
     """(Inside the merge transaction.) Move the watermark to the staged horizon."""
     info = watermark.staged_info or {}
-    conn.execute(sql.SQL(
-        "UPDATE {} SET horizon_id = staged_to, staged_from = NULL, staged_to = NULL, staged_info = NULL, "
-        "last_change_id = COALESCE(%s, last_change_id), last_change_at = COALESCE(%s::timestamptz, last_change_at), "
-        "applied_at = now() WHERE table_name = %s").format(qualified(schema, WATERMARK_TABLE)),
-        (info.get("last_change_id"), info.get("last_change_at"), table))
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET horizon_id = staged_to, staged_from = NULL, staged_to = NULL, staged_info = NULL, "
+            "last_change_id = COALESCE(%s, last_change_id), last_change_at = COALESCE(%s::timestamptz, last_change_at), "
+            "applied_at = now() WHERE table_name = %s"
+        ).format(qualified(schema, WATERMARK_TABLE)),
+        (info.get("last_change_id"), info.get("last_change_at"), table),
+    )
 
 
 def truncate_staging(conn: psycopg.Connection, schema: str, table: CdcTable) -> None:
@@ -306,11 +468,18 @@ def truncate_staging(conn: psycopg.Connection, schema: str, table: CdcTable) -> 
 def staging_row_count(conn: psycopg.Connection, schema: str, table: CdcTable) -> int:
     if not _relation_exists(conn, schema, table.staging_table):
         return 0
-    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified(schema, table.staging_table))).fetchone()[0]
+    return conn.execute(
+        sql.SQL("SELECT count(*) FROM {}").format(qualified(schema, table.staging_table))
+    ).fetchone()[0]
 
 
 def all_watermarks(conn: psycopg.Connection, config: CdcConfig) -> dict[str, int]:
     if not _relation_exists(conn, config.warehouse_schema, WATERMARK_TABLE):
         return {}
-    return dict(conn.execute(sql.SQL("SELECT table_name, horizon_id FROM {}").format(
-        qualified(config.warehouse_schema, WATERMARK_TABLE))).fetchall())
+    return dict(
+        conn.execute(
+            sql.SQL("SELECT table_name, horizon_id FROM {}").format(
+                qualified(config.warehouse_schema, WATERMARK_TABLE)
+            )
+        ).fetchall()
+    )

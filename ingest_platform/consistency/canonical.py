@@ -43,14 +43,17 @@ FIELD_SEPARATOR = "|"
 
 # ----------------------------------------------------------------------------- PostgreSQL
 
+
 def _pg_text(kind: str, ref: sql.Composable, money: bool = False) -> sql.Composable:
     if kind == "int" or kind == "string":
         return sql.SQL("({})::text").format(ref)
     if kind == "numeric":
         return sql.SQL("trim_scale(({})::numeric)::text").format(ref)
     if kind == "float":
-        return sql.SQL("(CASE WHEN {0} = 'NaN' THEN 'NaN' WHEN {0} = 'Infinity' THEN 'inf'"
-                       " WHEN {0} = '-Infinity' THEN '-inf' WHEN {0} = 0 THEN '0' ELSE ({0})::float8::text END)").format(ref)
+        return sql.SQL(
+            "(CASE WHEN {0} = 'NaN' THEN 'NaN' WHEN {0} = 'Infinity' THEN 'inf'"
+            " WHEN {0} = '-Infinity' THEN '-inf' WHEN {0} = 0 THEN '0' ELSE ({0})::float8::text END)"
+        ).format(ref)
     if kind == "bool":
         return sql.SQL("(CASE WHEN {0} THEN 't' WHEN NOT {0} THEN 'f' END)").format(ref)
     if kind == "bytes":
@@ -65,7 +68,9 @@ def _pg_text(kind: str, ref: sql.Composable, money: bool = False) -> sql.Composa
 
 
 def _pg_wrap(text: sql.Composable) -> sql.Composable:
-    return sql.SQL("coalesce(length({0})::text || ':' || {0}, {1})").format(text, sql.Literal(NULL_MARK))
+    return sql.SQL("coalesce(length({0})::text || ':' || {0}, {1})").format(
+        text, sql.Literal(NULL_MARK)
+    )
 
 
 def pg_text(column: MirrorColumn) -> sql.Composable:
@@ -73,8 +78,9 @@ def pg_text(column: MirrorColumn) -> sql.Composable:
     ref = sql.Identifier(column.name)
     if column.repeated:
         element = _pg_wrap(_pg_text(column.kind, sql.SQL("_e")))
-        return sql.SQL("coalesce((SELECT string_agg({}, ',' ORDER BY _o) FROM unnest({}) WITH ORDINALITY AS _u(_e, _o)), '')").format(
-            element, ref)
+        return sql.SQL(
+            "coalesce((SELECT string_agg({}, ',' ORDER BY _o) FROM unnest({}) WITH ORDINALITY AS _u(_e, _o)), '')"
+        ).format(element, ref)
     return _pg_text(column.kind, ref)
 
 
@@ -96,6 +102,7 @@ def pg_canonical(columns: Sequence[MirrorColumn]) -> sql.Composable:
 
 # ----------------------------------------------------------------------------- BigQuery
 
+
 def _bq_text(kind: str, ref: str) -> str:
     if kind == "int":
         return f"CAST({ref} AS STRING)"
@@ -105,9 +112,11 @@ def _bq_text(kind: str, ref: str) -> str:
         s = f"CAST({ref} AS STRING)"
         return f"IF(STRPOS({s}, '.') > 0, RTRIM(RTRIM({s}, '0'), '.'), {s})"
     if kind == "float":
-        return (f"(CASE WHEN IS_NAN({ref}) THEN 'NaN' WHEN IS_INF({ref}) AND {ref} > 0 THEN 'inf'"
-                f" WHEN IS_INF({ref}) THEN '-inf' WHEN {ref} = 0 THEN '0'"
-                f" ELSE REGEXP_REPLACE(CAST({ref} AS STRING), r'\\.0$', '') END)")
+        return (
+            f"(CASE WHEN IS_NAN({ref}) THEN 'NaN' WHEN IS_INF({ref}) AND {ref} > 0 THEN 'inf'"
+            f" WHEN IS_INF({ref}) THEN '-inf' WHEN {ref} = 0 THEN '0'"
+            f" ELSE REGEXP_REPLACE(CAST({ref} AS STRING), r'\\.0$', '') END)"
+        )
     if kind == "bool":
         return f"(CASE WHEN {ref} THEN 't' WHEN NOT {ref} THEN 'f' END)"
     if kind == "bytes":
@@ -159,6 +168,7 @@ def bq_canonical(columns: Sequence[MirrorColumn], alias: str = "") -> str:
 
 # ----------------------------------------------------------------------------- keys back to values
 
+
 def parse_canonical(text: str) -> list[str | None]:
     """The field texts of a canonical form (None for NULL): the inverse of the wrapping."""
     fields: list[str | None] = []
@@ -170,7 +180,7 @@ def parse_canonical(text: str) -> list[str | None]:
         else:
             colon = text.index(":", i)
             length = int(text[i:colon])
-            fields.append(text[colon + 1: colon + 1 + length])
+            fields.append(text[colon + 1 : colon + 1 + length])
             i = colon + 1 + length
         if i < len(text):
             if text[i] != FIELD_SEPARATOR:

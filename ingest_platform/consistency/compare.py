@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
@@ -31,7 +31,13 @@ from psycopg import sql
 
 from ingest_platform.bigquery.source import MirrorSource
 from ingest_platform.bigquery.types import MirrorColumn, quote_bq_column
-from ingest_platform.consistency.canonical import bq_canonical_of, bq_text, parse_canonical, pg_canonical, pg_field
+from ingest_platform.consistency.canonical import (
+    bq_canonical_of,
+    bq_text,
+    parse_canonical,
+    pg_canonical,
+    pg_field,
+)
 
 MISSING_IN_BIGQUERY = "missing in BigQuery"
 MISSING_IN_POSTGRES = "missing in PostgreSQL"
@@ -46,8 +52,8 @@ CHUNK_STARTS = (1, 8, 15, 22)
 
 @dataclass(frozen=True)
 class Difference:
-    key: dict            # key column -> value as canonical text (None = NULL); {"row_hash": h} without key
-    status: str          # MISSING_IN_BIGQUERY, MISSING_IN_POSTGRES, DIFFERENT
+    key: dict  # key column -> value as canonical text (None = NULL); {"row_hash": h} without key
+    status: str  # MISSING_IN_BIGQUERY, MISSING_IN_POSTGRES, DIFFERENT
     detail: str = ""
 
 
@@ -68,14 +74,22 @@ class Comparison:
         return self.differing_buckets == 0 and self.pg_rows == self.bq_rows
 
     def markdown(self) -> str:
-        lines = [f"Compared {self.what}: PostgreSQL {self.pg_rows} rows, BigQuery {self.bq_rows} rows; "
-                 f"{self.buckets} buckets, {self.differing_buckets} differ; {self.seconds:.2f} s."]
+        lines = [
+            f"Compared {self.what}: PostgreSQL {self.pg_rows} rows, BigQuery {self.bq_rows} rows; "
+            f"{self.buckets} buckets, {self.differing_buckets} differ; {self.seconds:.2f} s."
+        ]
         if self.differences:
             columns = list(self.differences[0].key)
-            lines += ["", "| " + " | ".join(columns + ["status", "detail"]) + " |",
-                      "|" + "---|" * (len(columns) + 2)]
+            lines += [
+                "",
+                "| " + " | ".join(columns + ["status", "detail"]) + " |",
+                "|" + "---|" * (len(columns) + 2),
+            ]
             for d in self.differences:
-                values = ["NULL" if d.key.get(c) is None else str(d.key.get(c)).replace("|", "\\|") for c in columns]
+                values = [
+                    "NULL" if d.key.get(c) is None else str(d.key.get(c)).replace("|", "\\|")
+                    for c in columns
+                ]
                 lines.append("| " + " | ".join(values + [d.status, d.detail]) + " |")
             if self.more_differences:
                 lines.append(f"\nOnly the first {len(self.differences)} differing keys are listed.")
@@ -84,8 +98,14 @@ class Comparison:
 
 # ----------------------------------------------------------------------------- the two sides
 
+
 class PostgresSide:
-    def __init__(self, conn: psycopg.Connection, source: MirrorSource, columns: Sequence[MirrorColumn] | None = None):
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        source: MirrorSource,
+        columns: Sequence[MirrorColumn] | None = None,
+    ):
         self.conn, self.source = conn, source
         self.columns = list(columns or source.columns)
         key_columns = [source.column(k) for k in source.key]
@@ -94,18 +114,33 @@ class PostgresSide:
         self.row_expr = sql.SQL("md5({})").format(pg_canonical(self.columns))
         self.key_text = pg_canonical(key_columns) if key_columns else self.row_expr
         where, self.params = source.where()
-        self.from_ = sql.SQL("{}.{}{}").format(sql.Identifier(source.schema), sql.Identifier(source.table), where)
+        self.from_ = sql.SQL("{}.{}{}").format(
+            sql.Identifier(source.schema), sql.Identifier(source.table), where
+        )
         self.base = sql.SQL("SELECT {} AS k, md5({}) AS kh, {} AS rh FROM {}").format(
-            self.key_text, self.key_text, self.row_expr, self.from_)
+            self.key_text, self.key_text, self.row_expr, self.from_
+        )
 
     def counts(self, group: str | None = None, deleted: str | None = None) -> dict:
-        deleted_expr = (sql.SQL("count(*) FILTER (WHERE NOT coalesce({}, false))").format(sql.Identifier(deleted))
-                        if deleted else sql.SQL("count(*)"))
+        deleted_expr = (
+            sql.SQL("count(*) FILTER (WHERE NOT coalesce({}, false))").format(
+                sql.Identifier(deleted)
+            )
+            if deleted
+            else sql.SQL("count(*)")
+        )
         group_expr = sql.SQL("{}::text").format(sql.Identifier(group)) if group else sql.SQL("''")
         where, params = self.source.where()
-        rows = self.conn.execute(sql.SQL("SELECT {} AS g, count(*), {} FROM {}.{}{} GROUP BY 1").format(
-            group_expr, deleted_expr, sql.Identifier(self.source.schema), sql.Identifier(self.source.table), where),
-            params).fetchall()
+        rows = self.conn.execute(
+            sql.SQL("SELECT {} AS g, count(*), {} FROM {}.{}{} GROUP BY 1").format(
+                group_expr,
+                deleted_expr,
+                sql.Identifier(self.source.schema),
+                sql.Identifier(self.source.table),
+                where,
+            ),
+            params,
+        ).fetchall()
         return {g: (n, live) for g, n, live in rows}
 
     def buckets(self, depth: int, within: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -115,10 +150,16 @@ class PostgresSide:
             params += [len(within[0]), within]
         # OFFSET 0 keeps the subquery from being flattened: otherwise PostgreSQL would compute the
         # row hash once per chunk.
-        sums = sql.SQL(", ").join(sql.SQL("sum(('x' || substr(rh, {}, {}))::bit({})::int)").format(
-            sql.Literal(start), sql.Literal(CHUNK_DIGITS), sql.Literal(CHUNK_DIGITS * 4)) for start in CHUNK_STARTS)
-        statement = sql.SQL("SELECT b, count(*), {} FROM (SELECT substr(kh, 1, %s) AS b, rh FROM ({}) AS s{} OFFSET 0) AS t"
-                            " GROUP BY 1").format(sums, self.base, restrict)
+        sums = sql.SQL(", ").join(
+            sql.SQL("sum(('x' || substr(rh, {}, {}))::bit({})::int)").format(
+                sql.Literal(start), sql.Literal(CHUNK_DIGITS), sql.Literal(CHUNK_DIGITS * 4)
+            )
+            for start in CHUNK_STARTS
+        )
+        statement = sql.SQL(
+            "SELECT b, count(*), {} FROM (SELECT substr(kh, 1, %s) AS b, rh FROM ({}) AS s{} OFFSET 0) AS t"
+            " GROUP BY 1"
+        ).format(sums, self.base, restrict)
         rows = self.conn.execute(statement, [depth] + params).fetchall()
         return {r[0]: tuple(r[1:]) for r in rows}
 
@@ -126,11 +167,14 @@ class PostgresSide:
         """Each column's canonical text of the rows with this key (to say which columns differ)."""
         glue = sql.SQL(" AND ") if self.params else sql.SQL(" WHERE ")
         statement = sql.SQL("SELECT {} FROM {}{}{} = %s").format(
-            sql.SQL(", ").join(pg_field(c) for c in self.columns), self.from_, glue, self.key_text)
+            sql.SQL(", ").join(pg_field(c) for c in self.columns), self.from_, glue, self.key_text
+        )
         return [tuple(r) for r in self.conn.execute(statement, self.params + [key])]
 
     def leaves(self, prefixes: list[str]) -> dict[str, Counter]:
-        statement = sql.SQL("SELECT k, rh FROM ({}) AS s WHERE substr(kh, 1, %s) = ANY(%s)").format(self.base)
+        statement = sql.SQL("SELECT k, rh FROM ({}) AS s WHERE substr(kh, 1, %s) = ANY(%s)").format(
+            self.base
+        )
         found: dict[str, Counter] = {}
         for k, rh in self.conn.execute(statement, self.params + [len(prefixes[0]), prefixes]):
             found.setdefault(k, Counter())[rh] += 1
@@ -138,7 +182,13 @@ class PostgresSide:
 
 
 class BigQuerySide:
-    def __init__(self, client, table_ref: str, source: MirrorSource, columns: Sequence[MirrorColumn] | None = None):
+    def __init__(
+        self,
+        client,
+        table_ref: str,
+        source: MirrorSource,
+        columns: Sequence[MirrorColumn] | None = None,
+    ):
         self.client, self.table_ref, self.source = client, table_ref, source
         self.columns = list(columns or source.columns)
         key_columns = [source.column(k) for k in source.key]
@@ -149,7 +199,9 @@ class BigQuerySide:
         self.texts = f"(SELECT {', '.join(f'{bq_text(c)} AS {alias[c.name]}' for c in needed)} FROM {table_ref}{self.where})"
         self.field_refs = [alias[c.name] for c in self.columns]
         self.row_expr = f"TO_HEX(MD5({bq_canonical_of(self.field_refs)}))"
-        self.key_text = bq_canonical_of([alias[c.name] for c in key_columns]) if key_columns else self.row_expr
+        self.key_text = (
+            bq_canonical_of([alias[c.name] for c in key_columns]) if key_columns else self.row_expr
+        )
         self.base = f"SELECT {self.key_text} AS k, TO_HEX(MD5({self.key_text})) AS kh, {self.row_expr} AS rh FROM {self.texts}"
 
     def _where(self):
@@ -171,9 +223,15 @@ class BigQuerySide:
 
     def counts(self, group: str | None = None, deleted: str | None = None) -> dict:
         q = quote_bq_column
-        live = f"COUNTIF(NOT COALESCE({q(self.source.column(deleted).bq_name)}, FALSE))" if deleted else "COUNT(*)"
+        live = (
+            f"COUNTIF(NOT COALESCE({q(self.source.column(deleted).bq_name)}, FALSE))"
+            if deleted
+            else "COUNT(*)"
+        )
         group_expr = f"CAST({q(self.source.column(group).bq_name)} AS STRING)" if group else "''"
-        rows = self._run(f"SELECT {group_expr} AS g, COUNT(*), {live} FROM {self.table_ref}{self.where} GROUP BY 1")
+        rows = self._run(
+            f"SELECT {group_expr} AS g, COUNT(*), {live} FROM {self.table_ref}{self.where} GROUP BY 1"
+        )
         return {g: (n, l) for g, n, l in rows}
 
     def buckets(self, depth: int, within: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -183,16 +241,24 @@ class BigQuerySide:
         if within is not None:
             restrict = f" WHERE SUBSTR(kh, 1, {int(len(within[0]))}) IN UNNEST(@within)"
             extra = [bigquery.ArrayQueryParameter("within", "STRING", within)]
-        sums = ", ".join(f"SUM(CAST(CONCAT('0x', SUBSTR(rh, {start}, {CHUNK_DIGITS})) AS INT64))" for start in CHUNK_STARTS)
-        rows = self._run(f"SELECT b, COUNT(*), {sums} FROM"
-                         f" (SELECT SUBSTR(kh, 1, {int(depth)}) AS b, rh FROM ({self.base}){restrict}) GROUP BY b", extra)
+        sums = ", ".join(
+            f"SUM(CAST(CONCAT('0x', SUBSTR(rh, {start}, {CHUNK_DIGITS})) AS INT64))"
+            for start in CHUNK_STARTS
+        )
+        rows = self._run(
+            f"SELECT b, COUNT(*), {sums} FROM"
+            f" (SELECT SUBSTR(kh, 1, {int(depth)}) AS b, rh FROM ({self.base}){restrict}) GROUP BY b",
+            extra,
+        )
         return {r[0]: tuple(r[1:]) for r in rows}
 
     def fields(self, key: str) -> list[tuple]:
         from google.cloud import bigquery
 
-        statement = (f"SELECT {', '.join(bq_canonical_of([r]) for r in self.field_refs)} FROM {self.texts}"
-                     f" WHERE {self.key_text} = @key")
+        statement = (
+            f"SELECT {', '.join(bq_canonical_of([r]) for r in self.field_refs)} FROM {self.texts}"
+            f" WHERE {self.key_text} = @key"
+        )
         return self._run(statement, [bigquery.ScalarQueryParameter("key", "STRING", key)])
 
     def leaves(self, prefixes: list[str]) -> dict[str, Counter]:
@@ -208,6 +274,7 @@ class BigQuerySide:
 
 # ----------------------------------------------------------------------------- comparing
 
+
 def choose_depth(rows: int, rows_per_bucket: int = 1000) -> int:
     """Hex digits of the first bucket level: about `rows_per_bucket` rows per bucket, at least 16 buckets."""
     if rows <= rows_per_bucket * 16:
@@ -215,13 +282,25 @@ def choose_depth(rows: int, rows_per_bucket: int = 1000) -> int:
     return min(MAX_DEPTH - 2, max(1, math.ceil(math.log(rows / rows_per_bucket, 16))))
 
 
-def compare_hashes(pg: PostgresSide, bq: BigQuerySide, *, what: str = "", max_keys: int = 20,
-                   rows_per_bucket: int = 1000, leaf_rows: int = 20_000) -> Comparison:
+def compare_hashes(
+    pg: PostgresSide,
+    bq: BigQuerySide,
+    *,
+    what: str = "",
+    max_keys: int = 20,
+    rows_per_bucket: int = 1000,
+    leaf_rows: int = 20_000,
+) -> Comparison:
     started = time.perf_counter()
     depth = choose_depth(max(sum(n for n, _ in pg.counts().values()), 1), rows_per_bucket)
     pg_buckets, bq_buckets = _both(lambda: pg.buckets(depth, None), lambda: bq.buckets(depth, None))
-    result = Comparison(what or pg.source.label, sum(v[0] for v in pg_buckets.values()),
-                        sum(v[0] for v in bq_buckets.values()), buckets=len(set(pg_buckets) | set(bq_buckets)), depth=depth)
+    result = Comparison(
+        what or pg.source.label,
+        sum(v[0] for v in pg_buckets.values()),
+        sum(v[0] for v in bq_buckets.values()),
+        buckets=len(set(pg_buckets) | set(bq_buckets)),
+        depth=depth,
+    )
     differing = _differing(pg_buckets, bq_buckets)
     result.differing_buckets = len(differing)
     # Narrow, depth first: a differing bucket with more than `leaf_rows` rows is split one hex
@@ -231,14 +310,22 @@ def compare_hashes(pg: PostgresSide, bq: BigQuerySide, *, what: str = "", max_ke
     while pending and len(result.differences) < max_keys:
         bucket, size = pending.pop(0)
         if size > leaf_rows and len(bucket) < MAX_DEPTH:
-            deeper_pg, deeper_bq = _both(lambda: pg.buckets(len(bucket) + 1, [bucket]),
-                                         lambda: bq.buckets(len(bucket) + 1, [bucket]))
+            deeper_pg, deeper_bq = _both(
+                lambda: pg.buckets(len(bucket) + 1, [bucket]),
+                lambda: bq.buckets(len(bucket) + 1, [bucket]),
+            )
             result.depth = max(result.depth, len(bucket) + 1)
-            pending = [(b, _size(deeper_pg, deeper_bq, b)) for b in _differing(deeper_pg, deeper_bq)] + pending
+            pending = [
+                (b, _size(deeper_pg, deeper_bq, b)) for b in _differing(deeper_pg, deeper_bq)
+            ] + pending
             continue
         batch, rows = [bucket], size
-        while (pending and len(pending[0][0]) == len(bucket) and pending[0][1] <= leaf_rows
-               and rows + pending[0][1] <= leaf_rows):
+        while (
+            pending
+            and len(pending[0][0]) == len(bucket)
+            and pending[0][1] <= leaf_rows
+            and rows + pending[0][1] <= leaf_rows
+        ):
             rows += pending[0][1]
             batch.append(pending.pop(0)[0])
         _collect(pg, bq, batch, result, max_keys)
@@ -268,7 +355,9 @@ def _differing(a: dict, b: dict) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
-def _collect(pg: PostgresSide, bq: BigQuerySide, prefixes: list[str], result: Comparison, max_keys: int) -> None:
+def _collect(
+    pg: PostgresSide, bq: BigQuerySide, prefixes: list[str], result: Comparison, max_keys: int
+) -> None:
     pg_rows, bq_rows = _both(lambda: pg.leaves(prefixes), lambda: bq.leaves(prefixes))
     key_names = list(pg.source.key) or ["row_hash"]
     for key in sorted(set(pg_rows) | set(bq_rows)):
@@ -278,7 +367,9 @@ def _collect(pg: PostgresSide, bq: BigQuerySide, prefixes: list[str], result: Co
         if len(result.differences) >= max_keys:
             result.more_differences = True
             return
-        values = dict(zip(key_names, parse_canonical(key))) if pg.source.key else {"row_hash": _md5(key)}
+        values = (
+            dict(zip(key_names, parse_canonical(key))) if pg.source.key else {"row_hash": _md5(key)}
+        )
         if there is None:
             result.differences.append(Difference(values, MISSING_IN_BIGQUERY))
         elif here is None:
@@ -287,7 +378,9 @@ def _collect(pg: PostgresSide, bq: BigQuerySide, prefixes: list[str], result: Co
             if sum(here.values()) == sum(there.values()):
                 detail = _differing_columns(pg, bq, key)
             else:
-                detail = f"{sum(here.values())} rows in PostgreSQL, {sum(there.values())} in BigQuery"
+                detail = (
+                    f"{sum(here.values())} rows in PostgreSQL, {sum(there.values())} in BigQuery"
+                )
             result.differences.append(Difference(values, DIFFERENT, detail))
 
 
@@ -300,15 +393,16 @@ def _differing_columns(pg: PostgresSide, bq: BigQuerySide, key: str) -> str:
 
 
 def _md5(text: str) -> str:
-    return text   # without a key, k is already the row hash
+    return text  # without a key, k is already the row hash
 
 
 # ----------------------------------------------------------------------------- counts
 
+
 @dataclass
 class CountComparison:
     what: str
-    groups: dict          # group -> {"pg": (all, live), "bq": (all, live)}
+    groups: dict  # group -> {"pg": (all, live), "bq": (all, live)}
     seconds: float
 
     @property
@@ -320,20 +414,36 @@ class CountComparison:
         bq_all = sum(v["bq"][0] for v in self.groups.values())
         pg_live = sum(v["pg"][1] for v in self.groups.values())
         bq_live = sum(v["bq"][1] for v in self.groups.values())
-        return {"pg_rows": pg_all, "bq_rows": bq_all, "pg_rows_not_deleted": pg_live, "bq_rows_not_deleted": bq_live}
+        return {
+            "pg_rows": pg_all,
+            "bq_rows": bq_all,
+            "pg_rows_not_deleted": pg_live,
+            "bq_rows_not_deleted": bq_live,
+        }
 
     def markdown(self, group_name: str = "group") -> str:
-        lines = [f"Row counts of {self.what} ({self.seconds:.2f} s):", "",
-                 f"| {group_name} | PostgreSQL rows | BigQuery rows | PostgreSQL not deleted | BigQuery not deleted | |",
-                 "|---|---|---|---|---|---|"]
+        lines = [
+            f"Row counts of {self.what} ({self.seconds:.2f} s):",
+            "",
+            f"| {group_name} | PostgreSQL rows | BigQuery rows | PostgreSQL not deleted | BigQuery not deleted | |",
+            "|---|---|---|---|---|---|",
+        ]
         for g, v in sorted(self.groups.items()):
             ok = "ok" if v["pg"] == v["bq"] else "DIFFERENT"
-            lines.append(f"| {g or '(all)'} | {v['pg'][0]} | {v['bq'][0]} | {v['pg'][1]} | {v['bq'][1]} | {ok} |")
+            lines.append(
+                f"| {g or '(all)'} | {v['pg'][0]} | {v['bq'][0]} | {v['pg'][1]} | {v['bq'][1]} | {ok} |"
+            )
         return "\n".join(lines)
 
 
-def compare_counts(pg: PostgresSide, bq: BigQuerySide, *, group: str | None = None, deleted: str | None = None,
-                   what: str = "") -> CountComparison:
+def compare_counts(
+    pg: PostgresSide,
+    bq: BigQuerySide,
+    *,
+    group: str | None = None,
+    deleted: str | None = None,
+    what: str = "",
+) -> CountComparison:
     started = time.perf_counter()
     a, b = pg.counts(group, deleted), bq.counts(group, deleted)
     groups = {g: {"pg": a.get(g, (0, 0)), "bq": b.get(g, (0, 0))} for g in set(a) | set(b)}

@@ -52,8 +52,10 @@ class BulkIngestResource(dg.ConfigurableResource):
 
     dsn: str = Field(description="libpq connection string or postgresql:// URL.")
     terminate_blockers_after: float | None = Field(
-        default=60.0, description="Seconds a migration waits for a lock before terminating the backends that "
-                                  "hold it (logged); null waits forever.")
+        default=60.0,
+        description="Seconds a migration waits for a lock before terminating the backends that "
+        "hold it (logged); null waits forever.",
+    )
 
     @contextmanager
     def connect(self) -> Iterator[sa.Connection]:
@@ -65,15 +67,23 @@ class BulkIngestResource(dg.ConfigurableResource):
         finally:
             engine.dispose()
 
-    def ingest(self, metadata: sa.MetaData, batches: Callable, high_watermark: Any = HighWatermark.LATEST,
-               ingest_mode: Mode = Mode.UPSERT_COMMITTING_EACH_BATCH, **kwargs) -> IngestResult:
+    def ingest(
+        self,
+        metadata: sa.MetaData,
+        batches: Callable,
+        high_watermark: Any = HighWatermark.LATEST,
+        ingest_mode: Mode = Mode.UPSERT_COMMITTING_EACH_BATCH,
+        **kwargs,
+    ) -> IngestResult:
         kwargs.setdefault("terminate_blockers_after", self.terminate_blockers_after)
         with self.connect() as conn:
             return ingest(conn, metadata, batches, high_watermark, ingest_mode, **kwargs)
 
 
 def _psycopg_url(dsn: str) -> str:
-    return to_url(libpq_dsn(dsn) if "://" not in dsn else _url_to_conninfo(dsn)).replace("+psycopg2://", "+psycopg://")
+    return to_url(libpq_dsn(dsn) if "://" not in dsn else _url_to_conninfo(dsn)).replace(
+        "+psycopg2://", "+psycopg://"
+    )
 
 
 def _url_to_conninfo(url: str) -> str:
@@ -97,27 +107,46 @@ def materialization_metadata(result: IngestResult) -> dict[str, Any]:
     return metadata
 
 
-def bulk_ingest_asset(key: str | Sequence[str] | dg.AssetKey, metadata: sa.MetaData, batches: Callable, *,
-                      ingest_mode: Mode = Mode.UPSERT_COMMITTING_EACH_BATCH,
-                      high_watermark: Any = HighWatermark.LATEST, watermark_key: str | None = None,
-                      resource_key: str = "bulk_ingest", **asset_kwargs) -> dg.AssetsDefinition:
+def bulk_ingest_asset(
+    key: str | Sequence[str] | dg.AssetKey,
+    metadata: sa.MetaData,
+    batches: Callable,
+    *,
+    ingest_mode: Mode = Mode.UPSERT_COMMITTING_EACH_BATCH,
+    high_watermark: Any = HighWatermark.LATEST,
+    watermark_key: str | None = None,
+    resource_key: str = "bulk_ingest",
+    **asset_kwargs,
+) -> dg.AssetsDefinition:
     """An asset whose materialization is one ``ingest()`` of `batches` into the tables of `metadata`.
 
     `key`: "a/b" or a sequence or AssetKey. `asset_kwargs` go to ``dg.asset`` (group_name, deps,
     description, owners, tags, ...). The resource under `resource_key` is a BulkIngestResource.
     """
-    asset_key = key if isinstance(key, dg.AssetKey) else dg.AssetKey(key.split("/") if isinstance(key, str) else key)
+    asset_key = (
+        key
+        if isinstance(key, dg.AssetKey)
+        else dg.AssetKey(key.split("/") if isinstance(key, str) else key)
+    )
     tables = ", ".join(sorted(t.key for t in metadata.tables.values()))
     asset_kwargs.setdefault("description", f"ingest() into {tables} ({Mode(ingest_mode).name}).")
     asset_kwargs.setdefault("kinds", {"postgres"})
 
     @dg.asset(key=asset_key, required_resource_keys={resource_key}, **asset_kwargs)
-    def _bulk_ingest(context) -> dg.MaterializeResult:   # an AssetExecutionContext
+    def _bulk_ingest(context) -> dg.MaterializeResult:  # an AssetExecutionContext
         resource: BulkIngestResource = getattr(context.resources, resource_key)
-        result = resource.ingest(metadata, batches, high_watermark, ingest_mode, watermark_key=watermark_key,
-                                 logger=context.log)
-        context.log.info(f"Ingested {result.batches} batches up to high watermark {result.high_watermark!r}: "
-                         f"{result.rows}")
+        result = resource.ingest(
+            metadata,
+            batches,
+            high_watermark,
+            ingest_mode,
+            watermark_key=watermark_key,
+            logger=context.log,
+        )
+        context.log.info(
+            f"Ingested {result.batches} batches up to high watermark {result.high_watermark!r}: "
+            f"{result.rows}"
+        )
         return dg.MaterializeResult(metadata=materialization_metadata(result))
 
     return _bulk_ingest
@@ -126,35 +155,58 @@ def bulk_ingest_asset(key: str | Sequence[str] | dg.AssetKey, metadata: sa.MetaD
 _JOBS: dict[tuple[dg.AssetKey, str], dg.UnresolvedAssetJobDefinition] = {}
 
 
-def bulk_ingest_job(asset: dg.AssetsDefinition, name: str | None = None) -> dg.UnresolvedAssetJobDefinition:
+def bulk_ingest_job(
+    asset: dg.AssetsDefinition, name: str | None = None
+) -> dg.UnresolvedAssetJobDefinition:
     """The job `<name or asset key>_job` materializing `asset`; one object per name, so a schedule
     and a sensor of the same asset share it."""
     base = name or asset.key.to_python_identifier()
-    return _JOBS.setdefault((asset.key, base), dg.define_asset_job(f"{base}_job", selection=[asset.key]))
+    return _JOBS.setdefault(
+        (asset.key, base), dg.define_asset_job(f"{base}_job", selection=[asset.key])
+    )
 
 
 _job_for = bulk_ingest_job
 
 
-def bulk_ingest_schedule(asset: dg.AssetsDefinition, cron_schedule: str, *, name: str | None = None,
-                         default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
-                         **schedule_kwargs) -> dg.ScheduleDefinition:
+def bulk_ingest_schedule(
+    asset: dg.AssetsDefinition,
+    cron_schedule: str,
+    *,
+    name: str | None = None,
+    default_status: dg.DefaultScheduleStatus = dg.DefaultScheduleStatus.STOPPED,
+    **schedule_kwargs,
+) -> dg.ScheduleDefinition:
     """Materialize `asset` on a cron schedule (each run resumes from the stored watermark)."""
     job = _job_for(asset, name)
-    return dg.ScheduleDefinition(name=f"{job.name[:-4]}_schedule", job=job, cron_schedule=cron_schedule,
-                                 default_status=default_status, **schedule_kwargs)
+    return dg.ScheduleDefinition(
+        name=f"{job.name[:-4]}_schedule",
+        job=job,
+        cron_schedule=cron_schedule,
+        default_status=default_status,
+        **schedule_kwargs,
+    )
 
 
-def bulk_ingest_sensor(asset: dg.AssetsDefinition, probe: Callable[[], Any], *, name: str | None = None,
-                       minimum_interval_seconds: int = 60,
-                       default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED) -> dg.SensorDefinition:
+def bulk_ingest_sensor(
+    asset: dg.AssetsDefinition,
+    probe: Callable[[], Any],
+    *,
+    name: str | None = None,
+    minimum_interval_seconds: int = 60,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
+) -> dg.SensorDefinition:
     """Materialize `asset` when ``probe()`` (a cheap look at the source, e.g. its newest change
     time) returns something new; None means the source cannot tell, so nothing runs."""
     job = _job_for(asset, name)
 
-    @dg.sensor(name=f"{job.name[:-4]}_sensor", job=job, minimum_interval_seconds=minimum_interval_seconds,
-               default_status=default_status)
-    def _sensor(context):   # a SensorEvaluationContext
+    @dg.sensor(
+        name=f"{job.name[:-4]}_sensor",
+        job=job,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+    )
+    def _sensor(context):  # a SensorEvaluationContext
         marker = probe()
         if marker is None or str(marker) == context.cursor:
             return dg.SkipReason(f"No new data at the source (marker {marker!r}).")

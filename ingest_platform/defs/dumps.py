@@ -5,7 +5,6 @@ child table. A sensor on the dump directory adds each new version as a partition
 run for the tables of that dump; `ingest-platform ingest` runs the same job.
 """
 
-
 import json
 import os
 import re
@@ -17,7 +16,14 @@ import dagster as dg
 
 from ingest_platform.defs.resources import PostgresResource
 from ingest_platform.dumps import open_dump
-from ingest_platform.dumps.catalog import DumpCatalog, DumpFile, default_dialect, describe_dump, dump_dir, is_dump_file
+from ingest_platform.dumps.catalog import (
+    DumpCatalog,
+    DumpFile,
+    default_dialect,
+    describe_dump,
+    dump_dir,
+    is_dump_file,
+)
 from ingest_platform.postgres.parallel_load import plan_for
 from ingest_platform.postgres.versioned_tables import conformance_problems, version_row_count
 
@@ -59,31 +65,56 @@ class DumpTranslator:
             group_name=_safe_name(app),
             kinds={"postgres"},
             partitions_def=self.partitions_def(app),
-            description=(f"Parent table `{schema}.{table}`: every loaded version of `{table}` from `{app}` dumps. "
-                         f"Each partition is a dump version, loaded into child table `{schema}.{table}__v<version>`."),
+            description=(
+                f"Parent table `{schema}.{table}`: every loaded version of `{table}` from `{app}` dumps. "
+                f"Each partition is a dump version, loaded into child table `{schema}.{table}__v<version>`."
+            ),
             metadata={"dagster/table_name": f"{schema}.{table}"},
         )
 
 
-def build_dump_definitions(catalog: DumpCatalog, translator: DumpTranslator = DumpTranslator()) -> dg.Definitions:
+def build_dump_definitions(
+    catalog: DumpCatalog, translator: DumpTranslator = DumpTranslator()
+) -> dg.Definitions:
     assets, jobs = [], []
     for app, tables in catalog.tables_by_app().items():
-        app_assets = [_dump_table_asset(translator.get_asset_spec(app, table), app, table) for table in tables]
+        app_assets = [
+            _dump_table_asset(translator.get_asset_spec(app, table), app, table) for table in tables
+        ]
         assets += app_assets
-        jobs.append(dg.define_asset_job(
-            translator.job_name(app), selection=dg.AssetSelection.assets(*app_assets),
-            executor_def=dg.in_process_executor,
-            description=f"Load one {app} dump version (the I/O manager parallelizes each table)."))
-    return dg.Definitions(assets=assets, jobs=jobs, sensors=[_dump_directory_sensor(catalog, translator, jobs)])
+        jobs.append(
+            dg.define_asset_job(
+                translator.job_name(app),
+                selection=dg.AssetSelection.assets(*app_assets),
+                executor_def=dg.in_process_executor,
+                description=f"Load one {app} dump version (the I/O manager parallelizes each table).",
+            )
+        )
+    return dg.Definitions(
+        assets=assets, jobs=jobs, sensors=[_dump_directory_sensor(catalog, translator, jobs)]
+    )
 
 
 def _dump_table_asset(spec: dg.AssetSpec, app: str, table: str) -> dg.AssetsDefinition:
     @dg.asset(
-        key=spec.key, group_name=spec.group_name, kinds=spec.kinds, partitions_def=spec.partitions_def,
-        description=spec.description, metadata=spec.metadata, io_manager_key="dump_copy_io_manager",
+        key=spec.key,
+        group_name=spec.group_name,
+        kinds=spec.kinds,
+        partitions_def=spec.partitions_def,
+        description=spec.description,
+        metadata=spec.metadata,
+        io_manager_key="dump_copy_io_manager",
         check_specs=[
-            dg.AssetCheckSpec(ROWS_CHECK, asset=spec.key, description="Rows in the version's child table == data rows in the file."),
-            dg.AssetCheckSpec(COLUMNS_CHECK, asset=spec.key, description="The child's columns conform to the parent (names, types, inheritance, version CHECK)."),
+            dg.AssetCheckSpec(
+                ROWS_CHECK,
+                asset=spec.key,
+                description="Rows in the version's child table == data rows in the file.",
+            ),
+            dg.AssetCheckSpec(
+                COLUMNS_CHECK,
+                asset=spec.key,
+                description="The child's columns conform to the parent (names, types, inheritance, version CHECK).",
+            ),
         ],
     )
     def dump_table(context: dg.AssetExecutionContext, postgres: PostgresResource):
@@ -92,8 +123,10 @@ def _dump_table_asset(spec: dg.AssetSpec, app: str, table: str) -> dg.AssetsDefi
         path, overrides = _dump_for_run(context, app, version)
         with open_dump(path, default_dialect=default_dialect(), **overrides) as dump:
             if table not in dump.tables:
-                raise dg.Failure(f"Dump {dump.path.name} (version {version}) has no table {table!r}; "
-                                 f"it has: {', '.join(sorted(dump.tables))}.")
+                raise dg.Failure(
+                    f"Dump {dump.path.name} (version {version}) has no table {table!r}; "
+                    f"it has: {', '.join(sorted(dump.tables))}."
+                )
             plan = plan_for(dump, table, schema)
             yield dg.Output(plan)  # the I/O manager loads it before this generator resumes
             expected = dump.count_rows(table)
@@ -101,13 +134,24 @@ def _dump_table_asset(spec: dg.AssetSpec, app: str, table: str) -> dg.AssetsDefi
             loaded = version_row_count(conn, schema, table, version)
             problems = conformance_problems(conn, schema, table, version)
         yield dg.AssetCheckResult(
-            check_name=ROWS_CHECK, passed=loaded == expected,
-            description=None if loaded == expected else f"{dump.path.name}: the file has {expected} data rows, the child table {loaded}.",
-            metadata={"rows_in_file": expected, "rows_in_table": loaded if loaded is not None else -1})
+            check_name=ROWS_CHECK,
+            passed=loaded == expected,
+            description=None
+            if loaded == expected
+            else f"{dump.path.name}: the file has {expected} data rows, the child table {loaded}.",
+            metadata={
+                "rows_in_file": expected,
+                "rows_in_table": loaded if loaded is not None else -1,
+            },
+        )
         yield dg.AssetCheckResult(
-            check_name=COLUMNS_CHECK, passed=not problems,
+            check_name=COLUMNS_CHECK,
+            passed=not problems,
             description="; ".join(problems) if problems else None,
-            metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")})
+            metadata={
+                "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")
+            },
+        )
 
     return dump_table
 
@@ -116,7 +160,11 @@ def _dump_for_run(context: dg.AssetExecutionContext, app: str, version: str) -> 
     """The dump file and open_dump overrides: from the run's tags, else found in the dump directory."""
     tags = context.run.tags
     if DUMP_PATH_TAG in tags:
-        return Path(tags[DUMP_PATH_TAG]), {"dialect": tags.get(DIALECT_TAG), "app": app, "version": version}
+        return Path(tags[DUMP_PATH_TAG]), {
+            "dialect": tags.get(DIALECT_TAG),
+            "app": app,
+            "version": version,
+        }
     directory = dump_dir()
     for path in sorted(p for p in directory.glob("*") if is_dump_file(p)):
         try:
@@ -125,33 +173,54 @@ def _dump_for_run(context: dg.AssetExecutionContext, app: str, version: str) -> 
             continue
         if (found.app, found.version) == (app, version):
             return path, {}
-    raise dg.Failure(f"No dump of {app} version {version} in {directory}; put it there or use `ingest-platform ingest PATH`.")
+    raise dg.Failure(
+        f"No dump of {app} version {version} in {directory}; put it there or use `ingest-platform ingest PATH`."
+    )
 
 
-def run_request_for(dump: DumpFile, translator: DumpTranslator, dialect: str | None = None) -> dg.RunRequest:
+def run_request_for(
+    dump: DumpFile, translator: DumpTranslator, dialect: str | None = None
+) -> dg.RunRequest:
     tags = {DUMP_PATH_TAG: str(dump.path), APP_TAG: dump.app, VERSION_TAG: dump.version}
     if dialect:
         tags[DIALECT_TAG] = dialect
     return dg.RunRequest(
         run_key=f"{dump.path.name}:{dump.path.stat().st_mtime_ns}",
-        job_name=translator.job_name(dump.app), partition_key=dump.version,
-        asset_selection=[translator.asset_key(dump.app, table) for table in dump.tables], tags=tags)
+        job_name=translator.job_name(dump.app),
+        partition_key=dump.version,
+        asset_selection=[translator.asset_key(dump.app, table) for table in dump.tables],
+        tags=tags,
+    )
 
 
-def _dump_directory_sensor(catalog: DumpCatalog, translator: DumpTranslator, jobs) -> dg.SensorDefinition:
+def _dump_directory_sensor(
+    catalog: DumpCatalog, translator: DumpTranslator, jobs
+) -> dg.SensorDefinition:
     known_tables = {app: set(tables) for app, tables in catalog.tables_by_app().items()}
 
-    @dg.sensor(name="dump_directory_sensor", jobs=jobs or None, minimum_interval_seconds=10,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Watches INGEST_DUMP_DIR: each new, complete dump adds its version and loads its tables.")
+    @dg.sensor(
+        name="dump_directory_sensor",
+        jobs=jobs or None,
+        minimum_interval_seconds=10,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Watches INGEST_DUMP_DIR: each new, complete dump adds its version and loads its tables.",
+    )
     def dump_directory_sensor(context: dg.SensorEvaluationContext):
-        return evaluate_dump_directory(context.cursor, dump_dir(), known_tables, translator, context.log)
+        return evaluate_dump_directory(
+            context.cursor, dump_dir(), known_tables, translator, context.log
+        )
 
     return dump_directory_sensor
 
 
-def evaluate_dump_directory(cursor: str | None, directory: Path, known_tables: dict[str, set[str]],
-                            translator: DumpTranslator, log, settle_seconds: float = 5.0) -> dg.SensorResult:
+def evaluate_dump_directory(
+    cursor: str | None,
+    directory: Path,
+    known_tables: dict[str, set[str]],
+    translator: DumpTranslator,
+    log,
+    settle_seconds: float = 5.0,
+) -> dg.SensorResult:
     """New complete dumps -> partitions + runs. A file counts as complete when its size and mtime
     did not change since the previous tick and it is older than `settle_seconds`.
 
@@ -160,7 +229,9 @@ def evaluate_dump_directory(cursor: str | None, directory: Path, known_tables: d
     state = json.loads(cursor) if cursor else {}
     run_requests, partitions, waiting = [], {}, []
     now = time.time()
-    for path in sorted(p for p in directory.glob("*") if is_dump_file(p)) if directory.is_dir() else []:
+    for path in (
+        sorted(p for p in directory.glob("*") if is_dump_file(p)) if directory.is_dir() else []
+    ):
         stat = path.stat()
         seen = [stat.st_size, stat.st_mtime_ns]
         entry = state.get(path.name, {})
@@ -182,16 +253,28 @@ def evaluate_dump_directory(cursor: str | None, directory: Path, known_tables: d
         partitions.setdefault(dump.app, []).append(dump.version)
         run_requests.append(run_request_for(dump, translator))
         state[path.name] = {"seen": seen, "done": True}
-    reload_needed = ("New tables have no assets yet: " + "; ".join(waiting) + ". Reload the code location "
-                     "(Deployment > Code locations > ingest_platform > Reload, or Reload definitions on the Assets "
-                     "page); this sensor then loads those dumps.") if waiting else None
+    reload_needed = (
+        (
+            "New tables have no assets yet: " + "; ".join(waiting) + ". Reload the code location "
+            "(Deployment > Code locations > ingest_platform > Reload, or Reload definitions on the Assets "
+            "page); this sensor then loads those dumps."
+        )
+        if waiting
+        else None
+    )
     if reload_needed:
         log.warning(reload_needed)
     return dg.SensorResult(
-        run_requests=run_requests, cursor=json.dumps(state, sort_keys=True),
-        dynamic_partitions_requests=[translator.partitions_def(app).build_add_request(versions)
-                                     for app, versions in partitions.items()],
-        skip_reason=None if run_requests else dg.SkipReason(reload_needed or "No new complete dumps."))
+        run_requests=run_requests,
+        cursor=json.dumps(state, sort_keys=True),
+        dynamic_partitions_requests=[
+            translator.partitions_def(app).build_add_request(versions)
+            for app, versions in partitions.items()
+        ],
+        skip_reason=None
+        if run_requests
+        else dg.SkipReason(reload_needed or "No new complete dumps."),
+    )
 
 
 def failure_message(event: dg.DagsterEvent) -> str:

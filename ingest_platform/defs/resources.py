@@ -8,8 +8,8 @@ from contextlib import contextmanager
 
 import dagster as dg
 import dagster_gcp
-from dagster_gcp.bigquery.utils import setup_gcp_creds
 import psycopg
+from dagster_gcp.bigquery.utils import setup_gcp_creds
 from pydantic import Field
 
 from ingest_platform.bigquery.clients import (
@@ -42,7 +42,9 @@ class BigQueryResource(dagster_gcp.BigQueryResource):
     otherwise `project`, `location` and `gcp_credentials` work exactly as in dagster-gcp.
     """
 
-    emulator_rest_endpoint: str | None = Field(default=None, description="e.g. http://127.0.0.1:9050")
+    emulator_rest_endpoint: str | None = Field(
+        default=None, description="e.g. http://127.0.0.1:9050"
+    )
     emulator_grpc_endpoint: str | None = Field(default=None, description="e.g. 127.0.0.1:9060")
 
     @classmethod
@@ -88,7 +90,9 @@ def resources_from_env(environ=os.environ) -> dict:
     bigquery = BigQueryResource(
         project=environ.get("INGEST_BQ_PROJECT") or (EMULATOR_PROJECT if emulator else None),
         location=environ.get("INGEST_BQ_LOCATION") or None,
-        gcp_credentials=dg.EnvVar("INGEST_BQ_CREDENTIALS") if environ.get("INGEST_BQ_CREDENTIALS") else None,
+        gcp_credentials=dg.EnvVar("INGEST_BQ_CREDENTIALS")
+        if environ.get("INGEST_BQ_CREDENTIALS")
+        else None,
         emulator_rest_endpoint=emulator.rest if emulator else None,
         emulator_grpc_endpoint=emulator.grpc if emulator else None,
     )
@@ -96,5 +100,6 @@ def resources_from_env(environ=os.environ) -> dict:
         "postgres": PostgresResource(dsn=dg.EnvVar("INGEST_PG_DSN")),
         "bigquery": bigquery,
         "dump_copy_io_manager": MultiprocessCopyIOManager(
-            dsn=dg.EnvVar("INGEST_PG_DSN"), processes=int(environ.get("INGEST_LOAD_PROCESSES") or 2)),
+            dsn=dg.EnvVar("INGEST_PG_DSN"), processes=int(environ.get("INGEST_LOAD_PROCESSES") or 2)
+        ),
     }

@@ -17,24 +17,37 @@ class MultiprocessCopyIOManager(dg.ConfigurableIOManager):
     """Loads a dump table version into PostgreSQL with `processes` COPY workers, atomically."""
 
     dsn: str = Field(description="Warehouse DSN; give it as EnvVar('INGEST_PG_DSN').")
-    processes: int = Field(default=2, description="Worker processes per table (spawned, one connection each).")
+    processes: int = Field(
+        default=2, description="Worker processes per table (spawned, one connection each)."
+    )
     terminate_blockers_after: float | None = Field(
         default=DEFAULT_AFTER_SECONDS,
         description="Seconds the attach (a short ACCESS EXCLUSIVE lock on the parent) waits for readers' locks "
-                    "before terminating the backends that hold them, named in the run's log; null: wait.")
+        "before terminating the backends that hold them, named in the run's log; null: wait.",
+    )
 
     def handle_output(self, context: dg.OutputContext, obj: TableLoadPlan) -> None:
         if not isinstance(obj, TableLoadPlan):
-            raise TypeError(f"{context.asset_key.to_user_string()} must return a TableLoadPlan, got {type(obj).__name__}")
-        report = load_table_version(self.dsn, obj, processes=self.processes,
-                                    terminate_blockers_after=self.terminate_blockers_after, logger=context.log)
+            raise TypeError(
+                f"{context.asset_key.to_user_string()} must return a TableLoadPlan, got {type(obj).__name__}"
+            )
+        report = load_table_version(
+            self.dsn,
+            obj,
+            processes=self.processes,
+            terminate_blockers_after=self.terminate_blockers_after,
+            logger=context.log,
+        )
         context.add_output_metadata(load_metadata(report, obj))
 
     def load_input(self, context: dg.InputContext) -> dict:
         """Downstream assets get a reference to the table (`dumps/<app>/<table>`), not its rows."""
         app, table = context.upstream_output.asset_key.path[-2:]
-        return {"app": app, "table": table,
-                "version": context.asset_partition_key if context.has_asset_partitions else None}
+        return {
+            "app": app,
+            "table": table,
+            "version": context.asset_partition_key if context.has_asset_partitions else None,
+        }
 
 
 def load_metadata(report: LoadReport, plan: TableLoadPlan) -> dict:
@@ -46,6 +59,8 @@ def load_metadata(report: LoadReport, plan: TableLoadPlan) -> dict:
         "processes": dg.MetadataValue.int(report.processes),
         "child_table": dg.MetadataValue.text(f"{plan.pg_schema}.{report.child_table}"),
         "parent_table": dg.MetadataValue.text(f"{plan.pg_schema}.{report.table}"),
-        "schema_changes": dg.MetadataValue.md("\n".join(f"- {c}" for c in report.schema_changes) or "none"),
+        "schema_changes": dg.MetadataValue.md(
+            "\n".join(f"- {c}" for c in report.schema_changes) or "none"
+        ),
         "replaced_earlier_load": dg.MetadataValue.bool(report.replaced_earlier_load),
     }

@@ -37,29 +37,47 @@ class EmulatorProcess:
                 self.process.wait()
 
 
-def start_emulator(rest_port: int, grpc_port: int, data_dir: Path | None, log_path: Path | None) -> EmulatorProcess:
+def start_emulator(
+    rest_port: int, grpc_port: int, data_dir: Path | None, log_path: Path | None
+) -> EmulatorProcess:
     """Start the emulator on loopback; persistent in `data_dir`, or in memory when it is None."""
-    args = [sys.executable, "-m", __name__, "--rest-port", str(rest_port), "--grpc-port", str(grpc_port)]
+    args = [
+        sys.executable,
+        "-m",
+        __name__,
+        "--rest-port",
+        str(rest_port),
+        "--grpc-port",
+        str(grpc_port),
+    ]
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
         args += ["--data-dir", str(data_dir)]
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
     try:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     finally:
         if log_path:
             log.close()
-    emulator = EmulatorProcess(process, f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}", log_path)
+    emulator = EmulatorProcess(
+        process, f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}", log_path
+    )
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log_path.read_text(errors="replace")[-2000:] if log_path else ""
-            raise ServiceUnavailableError(f"The BigQuery emulator exited during startup (code {process.returncode}).\n{tail}")
+            raise ServiceUnavailableError(
+                f"The BigQuery emulator exited during startup (code {process.returncode}).\n{tail}"
+            )
         if _rest_ready(emulator.rest_endpoint) and _port_open(grpc_port):
             return emulator
         time.sleep(0.2)
     emulator.stop()
-    raise ServiceUnavailableError(f"The BigQuery emulator did not answer within {STARTUP_TIMEOUT}s; see {log_path}.")
+    raise ServiceUnavailableError(
+        f"The BigQuery emulator did not answer within {STARTUP_TIMEOUT}s; see {log_path}."
+    )
 
 
 def _rest_ready(endpoint: str) -> bool:
@@ -92,8 +110,17 @@ def _run(argv: list[str]) -> None:
         """GEOGRAPHY is unsupported locally: the spatial extension cannot be downloaded offline."""
 
     DuckDBEngine._load_spatial = skip_spatial
-    start = ["start", "--rest-port", str(options.rest_port), "--grpc-port", str(options.grpc_port),
-             "--log-level", "warning", "--log-format", "console"]
+    start = [
+        "start",
+        "--rest-port",
+        str(options.rest_port),
+        "--grpc-port",
+        str(options.grpc_port),
+        "--log-level",
+        "warning",
+        "--log-format",
+        "console",
+    ]
     start += ["--data-dir", options.data_dir] if options.data_dir else ["--ephemeral"]
     bqemulator_main(start, standalone_mode=True)
 

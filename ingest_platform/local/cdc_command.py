@@ -17,12 +17,29 @@ from ingest_platform.cdc.config import DEMO_DATABASE
 
 
 def register(subparsers, say) -> None:
-    parser = subparsers.add_parser("demo-app", help="create the CDC demo source (cdc_demo) and write changes to it")
+    parser = subparsers.add_parser(
+        "demo-app", help="create the CDC demo source (cdc_demo) and write changes to it"
+    )
     parser.add_argument("--rate", type=float, default=5.0, help="transactions a second (default 5)")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds of workload (default 60; 0: until Ctrl-C)")
-    parser.add_argument("--reset", action="store_true", help="drop and recreate the demo tables first")
-    parser.add_argument("--seed-projects", type=int, default=20, help="projects (with children) seeded into empty tables")
-    parser.add_argument("--dsn", help="source database (default INGEST_CDC_SOURCE_DSN, else cdc_demo on the warehouse server)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=60.0,
+        help="seconds of workload (default 60; 0: until Ctrl-C)",
+    )
+    parser.add_argument(
+        "--reset", action="store_true", help="drop and recreate the demo tables first"
+    )
+    parser.add_argument(
+        "--seed-projects",
+        type=int,
+        default=20,
+        help="projects (with children) seeded into empty tables",
+    )
+    parser.add_argument(
+        "--dsn",
+        help="source database (default INGEST_CDC_SOURCE_DSN, else cdc_demo on the warehouse server)",
+    )
     parser.add_argument("--random-seed", type=int, help="for a reproducible workload")
     parser.set_defaults(run=lambda options: run_demo_app(options, say))
 
@@ -30,7 +47,13 @@ def register(subparsers, say) -> None:
 def run_demo_app(options, say) -> int:
     from ingest_platform.cdc import demo_app
     from ingest_platform.errors import ConfigError
-    from ingest_platform.postgres.connection import connect, ensure_database, libpq_dsn, server_address, with_database
+    from ingest_platform.postgres.connection import (
+        connect,
+        ensure_database,
+        libpq_dsn,
+        server_address,
+        with_database,
+    )
 
     if options.rate <= 0:
         raise ConfigError("--rate must be positive.")
@@ -43,12 +66,16 @@ def run_demo_app(options, say) -> int:
                 from ingest_platform.local.embedded_postgres import start_embedded_postgres
                 from ingest_platform.local.services import state_dir
 
-                say(f"PostgreSQL: starting (or joining) the embedded server in {state_dir() / 'postgres'} ...")
+                say(
+                    f"PostgreSQL: starting (or joining) the embedded server in {state_dir() / 'postgres'} ..."
+                )
                 embedded = start_embedded_postgres(state_dir() / "postgres", ("warehouse",))
                 warehouse = embedded.dsn
             dsn = with_database(libpq_dsn(warehouse), DEMO_DATABASE)
             ensure_database(warehouse, DEMO_DATABASE)
-        say(f"Demo source: database {DEMO_DATABASE if not options.dsn else dsn} on {server_address(dsn)}")
+        say(
+            f"Demo source: database {DEMO_DATABASE if not options.dsn else dsn} on {server_address(dsn)}"
+        )
         demo_app.create_demo_source(dsn, reset=options.reset)
         with connect(dsn) as conn:
             empty = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM project)").fetchone()[0]
@@ -56,9 +83,11 @@ def run_demo_app(options, say) -> int:
         if empty and options.seed_projects > 0:
             demo_app.seed(dsn, options.seed_projects, rng)
             say(f"Seeded {options.seed_projects} projects with inventory, plans and items.")
-        say(f"Writing ~{options.rate:g} transactions/s for "
+        say(
+            f"Writing ~{options.rate:g} transactions/s for "
             f"{'ever (Ctrl-C stops)' if options.duration <= 0 else f'{options.duration:g} s'}; "
-            "the sensor cdc_change_log_sensor picks the changes up.")
+            "the sensor cdc_change_log_sensor picks the changes up."
+        )
         counts = demo_app.run_workload(dsn, options.rate, options.duration, say, rng)
         say(f"Done: {counts}")
         return 0

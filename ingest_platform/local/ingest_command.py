@@ -6,27 +6,44 @@ from pathlib import Path
 
 import dagster as dg
 
-from ingest_platform.defs.dumps import DumpTranslator, build_dump_definitions, failure_message, run_request_for
+from ingest_platform.defs.dumps import (
+    DumpTranslator,
+    build_dump_definitions,
+    failure_message,
+    run_request_for,
+)
 from ingest_platform.defs.resources import resources_from_env
 from ingest_platform.dumps.catalog import DumpCatalog, describe_dump
 
 
-def ingest_dumps(paths: list[Path], dialect: str | None, app: str | None, version: str | None, say) -> int:
+def ingest_dumps(
+    paths: list[Path], dialect: str | None, app: str | None, version: str | None, say
+) -> int:
     """Run the dump job for each file, in the Dagster instance of DAGSTER_HOME; 0 when all succeeded."""
     dumps = [describe_dump(path, dialect=dialect, app=app, version=version) for path in paths]
     translator = DumpTranslator()
-    defs = dg.Definitions.merge(build_dump_definitions(DumpCatalog(dumps=dumps), translator),
-                                dg.Definitions(resources=resources_from_env()))
+    defs = dg.Definitions.merge(
+        build_dump_definitions(DumpCatalog(dumps=dumps), translator),
+        dg.Definitions(resources=resources_from_env()),
+    )
     failed = 0
     with dg.DagsterInstance.get() as instance:
         for dump in dumps:
             request = run_request_for(dump, translator, dialect)
-            instance.add_dynamic_partitions(translator.partitions_def(dump.app).name, [dump.version])
-            say(f"Loading {dump.path.name}: app {dump.app}, version {dump.version}, {len(dump.tables)} tables ...")
+            instance.add_dynamic_partitions(
+                translator.partitions_def(dump.app).name, [dump.version]
+            )
+            say(
+                f"Loading {dump.path.name}: app {dump.app}, version {dump.version}, {len(dump.tables)} tables ..."
+            )
             result = defs.resolve_job_def(request.job_name).execute_in_process(
-                instance=instance, partition_key=request.partition_key, tags=request.tags,
-                asset_selection=list(request.asset_selection), raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+                instance=instance,
+                partition_key=request.partition_key,
+                tags=request.tags,
+                asset_selection=list(request.asset_selection),
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            )
             print(summary_table(result), flush=True)
             if not result.success:
                 failed += 1
@@ -40,15 +57,28 @@ def summary_table(result: dg.ExecuteInProcessResult) -> str:
     checks: dict[str, list[str]] = {}
     for evaluation in result.get_asset_check_evaluations():
         checks.setdefault(evaluation.asset_key.path[-1], []).append(
-            f"{evaluation.check_name} {'ok' if evaluation.passed else 'FAILED'}")
+            f"{evaluation.check_name} {'ok' if evaluation.passed else 'FAILED'}"
+        )
     rows = [("table", "rows", "seconds", "rows/s", "child table", "schema changes", "checks")]
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
         meta = {k: v.value for k, v in materialization.metadata.items()}
         table = materialization.asset_key.path[-1]
-        changes = meta.get("schema_changes", "none").count("\n- ") + (0 if meta.get("schema_changes") in (None, "none") else 1)
-        rows.append((table, str(meta.get("rows")), f"{meta.get('seconds', 0):.2f}", f"{meta.get('rows_per_second', 0):,.0f}",
-                     str(meta.get("child_table")), str(changes), ", ".join(checks.get(table, []))))
+        changes = meta.get("schema_changes", "none").count("\n- ") + (
+            0 if meta.get("schema_changes") in (None, "none") else 1
+        )
+        rows.append(
+            (
+                table,
+                str(meta.get("rows")),
+                f"{meta.get('seconds', 0):.2f}",
+                f"{meta.get('rows_per_second', 0):,.0f}",
+                str(meta.get("child_table")),
+                str(changes),
+                ", ".join(checks.get(table, [])),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows)
-
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows
+    )

@@ -30,7 +30,9 @@ def choose_port(preferred: int, what: str, *, explicit: bool, say) -> int:
     if port_is_free(preferred):
         return preferred
     if explicit:
-        raise ConfigError(f"Port {preferred} for {what} is already taken by another program; choose another one.")
+        raise ConfigError(
+            f"Port {preferred} for {what} is already taken by another program; choose another one."
+        )
     port = free_port()
     say(f"Port {preferred} for {what} is taken; using {port} instead.")
     return port

@@ -14,14 +14,28 @@ from ingest_platform.errors import ConfigError
 
 
 def register(subparsers, say) -> None:
-    parser = subparsers.add_parser("proto", help="write the .proto of a table's BigQuery mirror rows")
-    parser.add_argument("table", metavar="TABLE", help="schema.table in the warehouse (INGEST_PG_DSN)")
-    parser.add_argument("-o", "--output", help="file to write (default: <table>.proto; '-' for stdout)")
-    parser.add_argument("--package", default="ingest_mirror", help="protobuf package (default ingest_mirror)")
-    parser.add_argument("--native-cdc", action="store_true",
-                        help="add the _CHANGE_TYPE and _CHANGE_SEQUENCE_NUMBER fields of native CDC upserts")
-    parser.add_argument("--no-bignumeric", action="store_true",
-                        help="as for the local emulator: BIGNUMERIC columns become STRING")
+    parser = subparsers.add_parser(
+        "proto", help="write the .proto of a table's BigQuery mirror rows"
+    )
+    parser.add_argument(
+        "table", metavar="TABLE", help="schema.table in the warehouse (INGEST_PG_DSN)"
+    )
+    parser.add_argument(
+        "-o", "--output", help="file to write (default: <table>.proto; '-' for stdout)"
+    )
+    parser.add_argument(
+        "--package", default="ingest_mirror", help="protobuf package (default ingest_mirror)"
+    )
+    parser.add_argument(
+        "--native-cdc",
+        action="store_true",
+        help="add the _CHANGE_TYPE and _CHANGE_SEQUENCE_NUMBER fields of native CDC upserts",
+    )
+    parser.add_argument(
+        "--no-bignumeric",
+        action="store_true",
+        help="as for the local emulator: BIGNUMERIC columns become STRING",
+    )
     parser.set_defaults(run=lambda options: run_proto(options, say))
 
 
@@ -39,12 +53,19 @@ def run_proto(options, say, environ=os.environ) -> int:
 
     dsn = environ.get("INGEST_PG_DSN")
     if not dsn:
-        raise ConfigError("INGEST_PG_DSN is not set: export it (`ingest-platform services` prints it).")
+        raise ConfigError(
+            "INGEST_PG_DSN is not set: export it (`ingest-platform services` prints it)."
+        )
     schema, table = split_table(options.table)
     with connect(dsn) as conn:
         source = source_for_table(conn, schema, table, key=(), bignumeric=not options.no_bignumeric)
-    text = proto_file_text(table, source.columns, package=options.package, cdc_pseudo_columns=options.native_cdc,
-                           source_label=f"{schema}.{table}")
+    text = proto_file_text(
+        table,
+        source.columns,
+        package=options.package,
+        cdc_pseudo_columns=options.native_cdc,
+        source_label=f"{schema}.{table}",
+    )
     if options.output == "-":
         sys.stdout.write(text)
         return 0

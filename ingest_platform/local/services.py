@@ -24,7 +24,13 @@ from ingest_platform.errors import ConfigError
 from ingest_platform.local.bigquery_emulator import start_emulator
 from ingest_platform.local.embedded_postgres import start_embedded_postgres
 from ingest_platform.local.ports import choose_port
-from ingest_platform.postgres.connection import connect, ensure_database, server_address, to_url, with_database
+from ingest_platform.postgres.connection import (
+    connect,
+    ensure_database,
+    server_address,
+    to_url,
+    with_database,
+)
 
 WAREHOUSE_DATABASE = "warehouse"
 DAGSTER_DATABASE = "dagster"
@@ -45,7 +51,9 @@ class RunningServices:
             self.started.pop().stop()
 
 
-def start_services(project_dir: Path, environ=os.environ, say=print, bigquery: bool = True) -> RunningServices:
+def start_services(
+    project_dir: Path, environ=os.environ, say=print, bigquery: bool = True
+) -> RunningServices:
     """Start the services that are not configured; on failure, stop what was started."""
     services = RunningServices()
     try:
@@ -69,7 +77,9 @@ def _start_postgres(services: RunningServices, state: Path, environ, say) -> Non
         connect(dsn).close()
     else:
         say(f"PostgreSQL: starting the embedded server in {state / 'postgres'} ...")
-        embedded = start_embedded_postgres(state / "postgres", (WAREHOUSE_DATABASE, DAGSTER_DATABASE))
+        embedded = start_embedded_postgres(
+            state / "postgres", (WAREHOUSE_DATABASE, DAGSTER_DATABASE)
+        )
         services.started.append(embedded)
         dsn = with_database(embedded.dsn, WAREHOUSE_DATABASE)
         services.env["INGEST_PG_DSN"] = dsn
@@ -79,7 +89,9 @@ def _start_postgres(services: RunningServices, state: Path, environ, say) -> Non
         say(f"Dagster storage: using {server_address(dagster_url)} (DAGSTER_PG_URL)")
         connect(dagster_url).close()
         if dagster_url.startswith(("postgresql://", "postgres://")):
-            services.env["DAGSTER_PG_URL"] = "postgresql+psycopg2://" + dagster_url.split("://", 1)[1]
+            services.env["DAGSTER_PG_URL"] = (
+                "postgresql+psycopg2://" + dagster_url.split("://", 1)[1]
+            )
     else:
         try:
             ensure_database(dsn, DAGSTER_DATABASE)
@@ -93,7 +105,9 @@ def _start_postgres(services: RunningServices, state: Path, environ, say) -> Non
 
 def _start_bigquery(services: RunningServices, state: Path, environ, say) -> None:
     if environ.get("INGEST_BQ_EMULATOR_HOST"):
-        say(f"BigQuery: using the emulator at {environ['INGEST_BQ_EMULATOR_HOST']} (INGEST_BQ_EMULATOR_HOST)")
+        say(
+            f"BigQuery: using the emulator at {environ['INGEST_BQ_EMULATOR_HOST']} (INGEST_BQ_EMULATOR_HOST)"
+        )
         return
     project = environ.get("INGEST_BQ_PROJECT")
     if project:
@@ -105,11 +119,21 @@ def _start_bigquery(services: RunningServices, state: Path, environ, say) -> Non
             )
         say(f"BigQuery: using project {project} (INGEST_BQ_PROJECT)")
         return
-    rest_port = choose_port(int(environ.get("INGEST_BQ_EMULATOR_REST_PORT") or 9050), "the BigQuery emulator (REST)",
-                            explicit="INGEST_BQ_EMULATOR_REST_PORT" in environ, say=say)
-    grpc_port = choose_port(int(environ.get("INGEST_BQ_EMULATOR_GRPC_PORT") or 9060), "the BigQuery emulator (gRPC)",
-                            explicit="INGEST_BQ_EMULATOR_GRPC_PORT" in environ, say=say)
-    say(f"BigQuery: starting the local emulator in {state / 'bigquery'} (GEOGRAPHY unsupported locally) ...")
+    rest_port = choose_port(
+        int(environ.get("INGEST_BQ_EMULATOR_REST_PORT") or 9050),
+        "the BigQuery emulator (REST)",
+        explicit="INGEST_BQ_EMULATOR_REST_PORT" in environ,
+        say=say,
+    )
+    grpc_port = choose_port(
+        int(environ.get("INGEST_BQ_EMULATOR_GRPC_PORT") or 9060),
+        "the BigQuery emulator (gRPC)",
+        explicit="INGEST_BQ_EMULATOR_GRPC_PORT" in environ,
+        say=say,
+    )
+    say(
+        f"BigQuery: starting the local emulator in {state / 'bigquery'} (GEOGRAPHY unsupported locally) ..."
+    )
     emulator = start_emulator(rest_port, grpc_port, state / "bigquery", state / "bigquery.log")
     services.started.append(emulator)
     services.env["INGEST_BQ_EMULATOR_HOST"] = f"127.0.0.1:{rest_port}"
@@ -117,7 +141,9 @@ def _start_bigquery(services: RunningServices, state: Path, environ, say) -> Non
     say(f"BigQuery: emulator ready; REST {emulator.rest_endpoint}, gRPC {emulator.grpc_endpoint}")
 
 
-def _prepare_dagster_home(services: RunningServices, project_dir: Path, state: Path, environ) -> None:
+def _prepare_dagster_home(
+    services: RunningServices, project_dir: Path, state: Path, environ
+) -> None:
     if environ.get("DAGSTER_HOME"):
         return
     home = state / "dagster_home"

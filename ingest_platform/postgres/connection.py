@@ -58,9 +58,13 @@ def connect(dsn: str, **kwargs) -> psycopg.Connection:
         return psycopg.connect(libpq_dsn(dsn), connect_timeout=CONNECT_TIMEOUT, **kwargs)
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        if "FATAL" in reason:  # the server answered and refused: a missing database, a role, a password
-            raise ServiceUnavailableError(f"PostgreSQL at {server_address(dsn)} refused the connection: "
-                                          f"{reason.split('FATAL:', 1)[1].strip()}.") from None
+        if (
+            "FATAL" in reason
+        ):  # the server answered and refused: a missing database, a role, a password
+            raise ServiceUnavailableError(
+                f"PostgreSQL at {server_address(dsn)} refused the connection: "
+                f"{reason.split('FATAL:', 1)[1].strip()}."
+            ) from None
         raise ServiceUnavailableError(
             f"PostgreSQL at {server_address(dsn)} does not answer: {reason}. "
             "Check that the server runs and that the DSN (INGEST_PG_DSN / DAGSTER_PG_URL) is right."
@@ -70,6 +74,8 @@ def connect(dsn: str, **kwargs) -> psycopg.Connection:
 def ensure_database(dsn: str, database: str) -> None:
     """Create `database` on the server of `dsn` unless it exists."""
     with connect(dsn, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))

@@ -25,7 +25,12 @@ class CopyRejected(Exception):
 
     def __init__(self, message: str, context: str, line: int | None, bad_encoding: bool):
         super().__init__(f"{message} ({context})" if context else message)
-        self.message, self.context, self.line, self.bad_encoding = message, context, line, bad_encoding
+        self.message, self.context, self.line, self.bad_encoding = (
+            message,
+            context,
+            line,
+            bad_encoding,
+        )
 
 
 def copy_error_details(error: psycopg.Error) -> tuple[str, str]:
@@ -47,4 +52,6 @@ def copy_format_error(message: str, context: str, file: str, record: int | None)
     detail = f"record {record}: {message}" if record is not None else message
     if value is not None:
         detail += f" (value {value!r})"
-    return FormatError(detail + "; nothing was loaded for this version", file=file, line=record, column=column)
+    return FormatError(
+        detail + "; nothing was loaded for this version", file=file, line=record, column=column
+    )

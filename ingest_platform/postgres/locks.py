@@ -21,13 +21,14 @@ from contextlib import contextmanager
 
 import psycopg
 
-_CHECK_INTERVAL = 0.2   # seconds between checks once the delay has passed
+_CHECK_INTERVAL = 0.2  # seconds between checks once the delay has passed
 DEFAULT_AFTER_SECONDS = 60.0
 
 
 @contextmanager
-def terminating_blockers(conn: psycopg.Connection, after_seconds: float | None,
-                         logger: logging.Logger) -> Iterator[None]:
+def terminating_blockers(
+    conn: psycopg.Connection, after_seconds: float | None, logger: logging.Logger
+) -> Iterator[None]:
     if after_seconds is None:
         yield
         return
@@ -40,19 +41,28 @@ def terminating_blockers(conn: psycopg.Connection, after_seconds: float | None,
         if done.wait(after_seconds):
             return
         try:
-            with psycopg.connect(dsn, password=password, autocommit=True,
-                                 application_name="ingest_platform lock watcher") as watcher:
+            with psycopg.connect(
+                dsn,
+                password=password,
+                autocommit=True,
+                application_name="ingest_platform lock watcher",
+            ) as watcher:
                 while not done.is_set():
                     for blocker in watcher.execute(
-                            "SELECT a.pid, a.usename, a.application_name, a.state, left(a.query, 200), "
-                            "       pg_terminate_backend(a.pid) "
-                            "FROM unnest(pg_blocking_pids(%s)) AS b(pid) JOIN pg_stat_activity a ON a.pid = b.pid",
-                            (pid,)).fetchall():
+                        "SELECT a.pid, a.usename, a.application_name, a.state, left(a.query, 200), "
+                        "       pg_terminate_backend(a.pid) "
+                        "FROM unnest(pg_blocking_pids(%s)) AS b(pid) JOIN pg_stat_activity a ON a.pid = b.pid",
+                        (pid,),
+                    ).fetchall():
                         logger.warning(
                             "Terminated backend %s (user %s, application %r, %s, query %r): it held a lock that "
-                            "backend %s waited for longer than %s s", *blocker[:5], pid, after_seconds)
+                            "backend %s waited for longer than %s s",
+                            *blocker[:5],
+                            pid,
+                            after_seconds,
+                        )
                     done.wait(_CHECK_INTERVAL)
-        except BaseException as exc:   # reported by the main thread
+        except BaseException as exc:  # reported by the main thread
             failure.append(exc)
 
     thread = threading.Thread(target=watch, name=f"lock-watcher-{pid}", daemon=True)

@@ -61,7 +61,9 @@ class TableLoadPlan:
     table_schema: TableSchema
     pg_schema: str
     version: str
-    reader_path: str = "auto"  # "row" forces the per-row reader (the fast path must give the same table)
+    reader_path: str = (
+        "auto"  # "row" forces the per-row reader (the fast path must give the same table)
+    )
 
 
 @dataclass
@@ -81,9 +83,14 @@ class LoadReport:
         return self.rows / self.seconds if self.seconds else 0.0
 
 
-def load_table_version(dsn: str, plan: TableLoadPlan, processes: int = 2, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                       terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS,
-                       logger: logging.Logger | logging.LoggerAdapter = LOGGER) -> LoadReport:
+def load_table_version(
+    dsn: str,
+    plan: TableLoadPlan,
+    processes: int = 2,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS,
+    logger: logging.Logger | logging.LoggerAdapter = LOGGER,
+) -> LoadReport:
     """Load one table version atomically: visible complete after success, not at all after failure.
 
     `terminate_blockers_after`, `logger`: for the attach (``versioned_tables.attach_version``).
@@ -106,28 +113,51 @@ def load_table_version(dsn: str, plan: TableLoadPlan, processes: int = 2, chunk_
             abandon_version_load(conn, load)
         raise
     return LoadReport(
-        table=plan.table_schema.name, version=plan.version, child_table=attached.child_table, rows=rows, bytes=nbytes,
-        seconds=time.perf_counter() - started, processes=workers,
-        schema_changes=list(attached.changes), replaced_earlier_load=attached.replaced_previous)
+        table=plan.table_schema.name,
+        version=plan.version,
+        child_table=attached.child_table,
+        rows=rows,
+        bytes=nbytes,
+        seconds=time.perf_counter() - started,
+        processes=workers,
+        schema_changes=list(attached.changes),
+        replaced_earlier_load=attached.replaced_previous,
+    )
 
 
-def load_dump_version(dsn: str, dump_path: str | Path, pg_schema: str | None = None, processes: int = 2,
-                      dialect: str | None = None,
-                      terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS) -> list[LoadReport]:
+def load_dump_version(
+    dsn: str,
+    dump_path: str | Path,
+    pg_schema: str | None = None,
+    processes: int = 2,
+    dialect: str | None = None,
+    terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS,
+) -> list[LoadReport]:
     """Load every table of a dump, each atomically; the schema defaults to the dump's app.
 
     With several tables, `processes` workers each load whole tables (largest first): that beats
     cutting one file into blocks, which costs the main process a second pass over every block.
     """
     with open_dump(dump_path, dialect=dialect) as dump:
-        plans = sorted((plan_for(dump, table, pg_schema or dump.app) for table in dump.tables),
-                       key=_data_size, reverse=True)
+        plans = sorted(
+            (plan_for(dump, table, pg_schema or dump.app) for table in dump.tables),
+            key=_data_size,
+            reverse=True,
+        )
         if processes <= 1 or len(plans) == 1:
-            return [load_table_version(dsn, plan, processes, terminate_blockers_after=terminate_blockers_after)
-                    for plan in plans]
-        load = partial(load_table_version, dsn, processes=1, terminate_blockers_after=terminate_blockers_after)
+            return [
+                load_table_version(
+                    dsn, plan, processes, terminate_blockers_after=terminate_blockers_after
+                )
+                for plan in plans
+            ]
+        load = partial(
+            load_table_version, dsn, processes=1, terminate_blockers_after=terminate_blockers_after
+        )
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(processes, len(plans)), mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            max_workers=min(processes, len(plans)), mp_context=context
+        ) as pool:
             return list(pool.map(load, plans))
 
 
@@ -140,8 +170,14 @@ def _data_size(plan: TableLoadPlan) -> int:
 
 def plan_for(dump, table: str, pg_schema: str) -> TableLoadPlan:
     entry = dump.tables[table]
-    return TableLoadPlan(str(dump.archive_path), entry.data_member, entry.file_format, entry.schema, pg_schema,
-                         dump.version)
+    return TableLoadPlan(
+        str(dump.archive_path),
+        entry.data_member,
+        entry.file_format,
+        entry.schema,
+        pg_schema,
+        dump.version,
+    )
 
 
 def _workers_for(plan: TableLoadPlan, processes: int, chunk_bytes: int) -> int:
@@ -151,12 +187,20 @@ def _workers_for(plan: TableLoadPlan, processes: int, chunk_bytes: int) -> int:
     return processes
 
 
-def _copy_in_process(dsn: str, plan: TableLoadPlan, load: VersionLoad, chunk_bytes: int) -> tuple[int, int]:
+def _copy_in_process(
+    dsn: str, plan: TableLoadPlan, load: VersionLoad, chunk_bytes: int
+) -> tuple[int, int]:
     loaded = _copy_optimistically(dsn, plan, load, chunk_bytes)
     if loaded is not None:
         return loaded
-    chunks = iter_load_chunks(plan.archive_path, plan.data_member, plan.file_format, plan.table_schema.columns,
-                              chunk_bytes, plan.reader_path)
+    chunks = iter_load_chunks(
+        plan.archive_path,
+        plan.data_member,
+        plan.file_format,
+        plan.table_schema.columns,
+        chunk_bytes,
+        plan.reader_path,
+    )
     try:
         with connect(dsn) as conn:
             return copy_into(conn, load, chunks)
@@ -164,16 +208,28 @@ def _copy_in_process(dsn: str, plan: TableLoadPlan, load: VersionLoad, chunk_byt
         if rejected.bad_encoding:
             raise _locate_format_error(plan) from None
         record = rejected.line + plan.file_format.header_rows if rejected.line is not None else None
-        raise copy_format_error(rejected.message, rejected.context, plan.data_member, record) from None
+        raise copy_format_error(
+            rejected.message, rejected.context, plan.data_member, record
+        ) from None
 
 
-def _copy_optimistically(dsn: str, plan: TableLoadPlan, load: VersionLoad, chunk_bytes: int) -> tuple[int, int] | None:
+def _copy_optimistically(
+    dsn: str, plan: TableLoadPlan, load: VersionLoad, chunk_bytes: int
+) -> tuple[int, int] | None:
     """(rows, bytes), or None when the optimistic read does not apply or PostgreSQL refused it (its
     transaction rolled back): then the careful read loads the file or names its error."""
-    if plan.reader_path != "auto" or not can_load_optimistically(plan.file_format, plan.table_schema.columns):
+    if plan.reader_path != "auto" or not can_load_optimistically(
+        plan.file_format, plan.table_schema.columns
+    ):
         return None
-    chunks = iter_load_chunks(plan.archive_path, plan.data_member, plan.file_format, plan.table_schema.columns,
-                              chunk_bytes, optimistic=True)
+    chunks = iter_load_chunks(
+        plan.archive_path,
+        plan.data_member,
+        plan.file_format,
+        plan.table_schema.columns,
+        chunk_bytes,
+        optimistic=True,
+    )
     try:
         with connect(dsn) as conn:
             return copy_into(conn, load, chunks)
@@ -181,13 +237,19 @@ def _copy_optimistically(dsn: str, plan: TableLoadPlan, load: VersionLoad, chunk
         return None
 
 
-def _copy_in_parallel(dsn: str, plan: TableLoadPlan, load: VersionLoad, processes: int,
-                      chunk_bytes: int) -> tuple[int, int]:
+def _copy_in_parallel(
+    dsn: str, plan: TableLoadPlan, load: VersionLoad, processes: int, chunk_bytes: int
+) -> tuple[int, int]:
     pool = _WorkerPool(dsn, plan, load, processes, chunk_bytes)
     try:
         skip = plan.file_format.header_rows
-        with open_record_blocks(plan.archive_path, plan.data_member, plan.file_format, plan.table_schema.columns,
-                                chunk_bytes) as record_blocks:
+        with open_record_blocks(
+            plan.archive_path,
+            plan.data_member,
+            plan.file_format,
+            plan.table_schema.columns,
+            chunk_bytes,
+        ) as record_blocks:
             for index, (block, terminator, records) in enumerate(record_blocks):
                 pool.put((index, block, terminator, records, skip))
                 skip = 0  # header rows are all in the first block (blocks are ~chunk_bytes)
@@ -199,13 +261,19 @@ def _copy_in_parallel(dsn: str, plan: TableLoadPlan, load: VersionLoad, processe
 class _WorkerPool:
     """Worker processes fed through a bounded queue; the first failure is raised in this process."""
 
-    def __init__(self, dsn: str, plan: TableLoadPlan, load: VersionLoad, processes: int, chunk_bytes: int):
+    def __init__(
+        self, dsn: str, plan: TableLoadPlan, load: VersionLoad, processes: int, chunk_bytes: int
+    ):
         self.plan, self.chunk_bytes = plan, chunk_bytes
         context = multiprocessing.get_context("spawn")
         self.blocks = context.Queue(maxsize=processes * QUEUE_BLOCKS_PER_WORKER)
         self.results = context.Queue()
-        self.workers = [context.Process(target=_copy_worker, args=(dsn, plan, load, self.blocks, self.results),
-                                        daemon=True) for _ in range(processes)]
+        self.workers = [
+            context.Process(
+                target=_copy_worker, args=(dsn, plan, load, self.blocks, self.results), daemon=True
+            )
+            for _ in range(processes)
+        ]
         self.outcomes: list[tuple] = []
         for worker in self.workers:
             worker.start()
@@ -237,10 +305,14 @@ class _WorkerPool:
 
     def _collect(self, wait: float) -> None:
         try:
-            self.outcomes.append(self.results.get(timeout=wait) if wait else self.results.get_nowait())
+            self.outcomes.append(
+                self.results.get(timeout=wait) if wait else self.results.get_nowait()
+            )
         except queue.Empty:
             exited = sum(not w.is_alive() for w in self.workers)
-            if exited > len(self.outcomes):  # a worker exited without a word: give its message time to arrive
+            if exited > len(
+                self.outcomes
+            ):  # a worker exited without a word: give its message time to arrive
                 try:
                     self.outcomes.append(self.results.get(timeout=2))
                 except queue.Empty:
@@ -263,12 +335,21 @@ def _records_before_block(plan: TableLoadPlan, block_index: int, chunk_bytes: in
     """Records (header included) in the blocks before `block_index`: re-read on the error path only."""
     encoder = BlockEncoder(plan.data_member, plan.file_format, plan.table_schema.columns)
     total, skip = 0, plan.file_format.header_rows
-    with open_record_blocks(plan.archive_path, plan.data_member, plan.file_format, plan.table_schema.columns,
-                            chunk_bytes) as record_blocks:
+    with open_record_blocks(
+        plan.archive_path,
+        plan.data_member,
+        plan.file_format,
+        plan.table_schema.columns,
+        chunk_bytes,
+    ) as record_blocks:
         for index, (block, terminator, records) in enumerate(record_blocks):
             if index == block_index:
                 return total + skip
-            total += records if records is not None else encoder.encode(block, terminator, total + 1, skip)[1]
+            total += (
+                records
+                if records is not None
+                else encoder.encode(block, terminator, total + 1, skip)[1]
+            )
             skip = 0
     return total
 
@@ -277,15 +358,21 @@ def _locate_format_error(plan: TableLoadPlan) -> Exception:
     """Re-read in order, checking the encoding too, to name the exact record (and column): a worker
     only knows record numbers within its block, and PostgreSQL does not name the column of bad bytes."""
     try:
-        for _ in iter_copy_chunks(plan.archive_path, plan.data_member, plan.file_format, plan.table_schema.columns):
+        for _ in iter_copy_chunks(
+            plan.archive_path, plan.data_member, plan.file_format, plan.table_schema.columns
+        ):
             pass
     except FormatError as error:
         return error
-    return IngestError(f"{plan.data_member}: a load worker rejected the data, but re-reading found no error")
+    return IngestError(
+        f"{plan.data_member}: a load worker rejected the data, but re-reading found no error"
+    )
 
 
 def _copy_worker(dsn: str, plan: TableLoadPlan, load: VersionLoad, blocks, results) -> None:
-    encoder = BlockEncoder(plan.data_member, plan.file_format, plan.table_schema.columns, plan.reader_path)
+    encoder = BlockEncoder(
+        plan.data_member, plan.file_format, plan.table_schema.columns, plan.reader_path
+    )
     sent: list[tuple[int, int]] = []  # (block index, COPY lines) in the order this worker sent them
 
     def chunks() -> Iterator[bytes]:
@@ -305,7 +392,14 @@ def _copy_worker(dsn: str, plan: TableLoadPlan, load: VersionLoad, blocks, resul
         if rejected.bad_encoding:
             results.put(("format_error", rejected.message))
         else:
-            results.put(("copy_error", rejected.message, rejected.context, *_block_of_line(sent, rejected.line)))
+            results.put(
+                (
+                    "copy_error",
+                    rejected.message,
+                    rejected.context,
+                    *_block_of_line(sent, rejected.line),
+                )
+            )
     except Exception as error:  # noqa: BLE001 - reported to the main process, which raises
         results.put(("error", f"{type(error).__name__}: {error}"))
 

@@ -34,17 +34,30 @@ from dataclasses import dataclass
 
 # Spellings of the same type -> the canonical name used in DDL.
 _ALIASES = {
-    "int2": "smallint", "smallint": "smallint",
-    "int": "integer", "int4": "integer", "integer": "integer",
-    "int8": "bigint", "bigint": "bigint",
-    "decimal": "numeric", "numeric": "numeric",
-    "float4": "real", "real": "real",
-    "float8": "double precision", "double precision": "double precision",
-    "character varying": "varchar", "varchar": "varchar",
-    "character": "char", "char": "char", "bpchar": "char",
-    "bool": "boolean", "boolean": "boolean",
-    "timestamp": "timestamp", "timestamptz": "timestamptz",
-    "time": "time", "timetz": "timetz",
+    "int2": "smallint",
+    "smallint": "smallint",
+    "int": "integer",
+    "int4": "integer",
+    "integer": "integer",
+    "int8": "bigint",
+    "bigint": "bigint",
+    "decimal": "numeric",
+    "numeric": "numeric",
+    "float4": "real",
+    "real": "real",
+    "float8": "double precision",
+    "double precision": "double precision",
+    "character varying": "varchar",
+    "varchar": "varchar",
+    "character": "char",
+    "char": "char",
+    "bpchar": "char",
+    "bool": "boolean",
+    "boolean": "boolean",
+    "timestamp": "timestamp",
+    "timestamptz": "timestamptz",
+    "time": "time",
+    "timetz": "timetz",
 }
 _WITH_TIME_ZONE = {"timestamp": "timestamptz", "time": "timetz"}
 
@@ -52,8 +65,8 @@ INTEGER_DIGITS = {"smallint": 5, "integer": 10, "bigint": 19}
 _INTEGER_RANK = ["smallint", "integer", "bigint"]
 _STRINGS = {"char", "varchar", "text"}
 _SECONDS_PRECISION = {"timestamp", "timestamptz", "time", "timetz", "interval"}
-MAX_NUMERIC_PRECISION = 1000   # PostgreSQL's limit for numeric(p,s)
-MAX_SECONDS_PRECISION = 6      # PostgreSQL rounds timestamp(7) (SQL Server datetime2) to 6
+MAX_NUMERIC_PRECISION = 1000  # PostgreSQL's limit for numeric(p,s)
+MAX_SECONDS_PRECISION = 6  # PostgreSQL rounds timestamp(7) (SQL Server datetime2) to 6
 
 # Letters, digits, underscores, single spaces and dots only: the spelling is safe to put into DDL.
 _TYPE_PATTERN = re.compile(
@@ -68,13 +81,15 @@ _TYPE_PATTERN = re.compile(
 class PgType:
     """A PostgreSQL type in canonical form; ``str()`` is its DDL spelling."""
 
-    name: str                          # canonical name, e.g. "integer", "varchar", "timestamptz"
-    modifiers: tuple[int, ...] = ()    # (length,), (precision, scale) or (seconds precision,)
+    name: str  # canonical name, e.g. "integer", "varchar", "timestamptz"
+    modifiers: tuple[int, ...] = ()  # (length,), (precision, scale) or (seconds precision,)
     array_dims: int = 0
 
     def __str__(self) -> str:
         mods = f"({','.join(map(str, self.modifiers))})" if self.modifiers else ""
-        name = "bpchar" if self.name == "char" and not self.modifiers else self.name  # bare char = char(1)
+        name = (
+            "bpchar" if self.name == "char" and not self.modifiers else self.name
+        )  # bare char = char(1)
         return f"{name}{mods}{'[]' * self.array_dims}"
 
 
@@ -91,12 +106,12 @@ def parse_pg_type(text: str) -> PgType:
             raise ValueError(f"{text!r}: only timestamp and time take 'with time zone'")
         name = _WITH_TIME_ZONE[name]
     arrays = match["arrays"].count("[")
-    if name == "float":       # float(p): PostgreSQL picks real up to 24 bits, else double
+    if name == "float":  # float(p): PostgreSQL picks real up to 24 bits, else double
         name, mods = ("real" if mods and mods[0] <= 24 else "double precision"), ()
     elif name == "numeric" and len(mods) == 1:
         mods = (mods[0], 0)
     elif name == "char" and not mods and match["name"] != "bpchar":
-        mods = (1,)           # char means char(1); bpchar is blank-padded without a limit
+        mods = (1,)  # char means char(1); bpchar is blank-padded without a limit
     elif name in _SECONDS_PRECISION and mods:
         mods = (min(mods[0], MAX_SECONDS_PRECISION),)
     return PgType(name, mods, arrays)
@@ -139,7 +154,7 @@ def _integer_digits_and_scale(t: PgType) -> tuple[int, int] | None:
     if t.name in INTEGER_DIGITS:
         return INTEGER_DIGITS[t.name], 0
     if not t.modifiers:
-        return None           # unconstrained numeric
+        return None  # unconstrained numeric
     precision, scale = t.modifiers
     return precision - scale, scale
 

@@ -73,7 +73,11 @@ def load_tables_of(conn: psycopg.Connection, schema: str, table: str, version: s
             marker = json.loads(comment)
         except ValueError:
             continue
-        if marker.get("marker") == LOAD_MARKER and marker.get("table") == table and marker.get("version") == version:
+        if (
+            marker.get("marker") == LOAD_MARKER
+            and marker.get("table") == table
+            and marker.get("version") == version
+        ):
             found.append(name)
     return found
 
@@ -85,12 +89,14 @@ def load_marker(table: str, version: str) -> str:
 def create_registry(conn: psycopg.Connection, schema: str) -> None:
     # columns: [{"name", "type" (as loaded, = the parent's type then), "declared"}], in file order;
     # a jsonb array because jsonb objects do not keep key order.
-    conn.execute(sql.SQL(
-        "CREATE TABLE IF NOT EXISTS {}.{} ("
-        " table_name text NOT NULL, version text NOT NULL, child_table text NOT NULL,"
-        " rows bigint NOT NULL, columns jsonb NOT NULL, primary_key jsonb NOT NULL,"
-        " loaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, version))"
-    ).format(sql.Identifier(schema), sql.Identifier(REGISTRY_TABLE)))
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.{} ("
+            " table_name text NOT NULL, version text NOT NULL, child_table text NOT NULL,"
+            " rows bigint NOT NULL, columns jsonb NOT NULL, primary_key jsonb NOT NULL,"
+            " loaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, version))"
+        ).format(sql.Identifier(schema), sql.Identifier(REGISTRY_TABLE))
+    )
 
 
 def registered_versions(conn: psycopg.Connection, schema: str, table: str) -> list[dict]:
@@ -98,19 +104,33 @@ def registered_versions(conn: psycopg.Connection, schema: str, table: str) -> li
     if relation_oid(conn, schema, REGISTRY_TABLE) is None:
         return []
     cur = conn.execute(
-        sql.SQL("SELECT version, child_table, rows, columns FROM {}.{} WHERE table_name = %s"
-                " ORDER BY loaded_at, version").format(sql.Identifier(schema), sql.Identifier(REGISTRY_TABLE)),
+        sql.SQL(
+            "SELECT version, child_table, rows, columns FROM {}.{} WHERE table_name = %s"
+            " ORDER BY loaded_at, version"
+        ).format(sql.Identifier(schema), sql.Identifier(REGISTRY_TABLE)),
         (table,),
     )
     return [dict(zip(("version", "child_table", "rows", "columns"), row)) for row in cur]
 
 
-def registered_version(conn: psycopg.Connection, schema: str, table: str, version: str) -> dict | None:
-    return next((r for r in registered_versions(conn, schema, table) if r["version"] == version), None)
+def registered_version(
+    conn: psycopg.Connection, schema: str, table: str, version: str
+) -> dict | None:
+    return next(
+        (r for r in registered_versions(conn, schema, table) if r["version"] == version), None
+    )
 
 
-def register_version(conn: psycopg.Connection, schema: str, table: str, version: str, child_table: str,
-                     rows: int, columns: list[dict], primary_key: list[str]) -> None:
+def register_version(
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    version: str,
+    child_table: str,
+    rows: int,
+    columns: list[dict],
+    primary_key: list[str],
+) -> None:
     conn.execute(
         sql.SQL(
             "INSERT INTO {}.{} (table_name, version, child_table, rows, columns, primary_key, loaded_at)"

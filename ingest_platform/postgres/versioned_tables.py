@@ -65,9 +65,9 @@ from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS, terminating_bl
 from ingest_platform.postgres.type_widening import PgType, common_type, parse_pg_type
 
 VERSION_COLUMN = "_version"
-VERSION_CHECK = "_version_check"   # name of the CHECK (_version = 'V') constraint on each child
-MAX_IDENTIFIER_BYTES = 63           # PostgreSQL silently truncates longer names
-_ATTACH_ATTEMPTS = 3                # an attach that loses a deadlock to a reader is retried
+VERSION_CHECK = "_version_check"  # name of the CHECK (_version = 'V') constraint on each child
+MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names
+_ATTACH_ATTEMPTS = 3  # an attach that loses a deadlock to a reader is retried
 LOGGER = logging.getLogger(__name__)
 
 
@@ -90,26 +90,29 @@ class VersionLoad:
     """A begun load; picklable, so worker processes can COPY into it."""
 
     schema: str
-    table: str                                   # the dump's table name
+    table: str  # the dump's table name
     version: str
     parent_table: str
     child_table: str
     load_table: str
-    copy_columns: tuple[tuple[str, str], ...]    # (name, type in the load table), data-file order
+    copy_columns: tuple[tuple[str, str], ...]  # (name, type in the load table), data-file order
     declared_columns: tuple[tuple[str, str], ...]  # (name, the version's own pg type)
     primary_key: tuple[str, ...]
-    planned_changes: tuple[str, ...]             # parent changes foreseen at begin (attach decides)
+    planned_changes: tuple[str, ...]  # parent changes foreseen at begin (attach decides)
 
 
 @dataclass(frozen=True)
 class AttachResult:
     child_table: str
-    rows: int                      # rows in the attached child
-    changes: tuple[str, ...]       # applied to the parent, e.g. 'widen column "Id" from integer to bigint'
-    replaced_previous: bool        # an earlier load of this version was dropped
+    rows: int  # rows in the attached child
+    changes: tuple[
+        str, ...
+    ]  # applied to the parent, e.g. 'widen column "Id" from integer to bigint'
+    replaced_previous: bool  # an earlier load of this version was dropped
 
 
 # ----------------------------------------------------------------------------- names
+
 
 def parent_table_name(table: str) -> str:
     return _fit(table)
@@ -130,7 +133,7 @@ def _fit(head: str, tail: str = "") -> str:
         return name
     digest = "_" + hashlib.sha256(name.encode()).hexdigest()[:8]
     room = MAX_IDENTIFIER_BYTES - len((digest + tail).encode())
-    if room >= 8:   # keep the version readable at the end
+    if room >= 8:  # keep the version readable at the end
         return _truncate(head, room) + digest + tail
     return _truncate(name, MAX_IDENTIFIER_BYTES - len(digest)) + digest
 
@@ -141,7 +144,10 @@ def _truncate(text: str, max_bytes: int) -> str:
 
 # ----------------------------------------------------------------------------- the load steps
 
-def begin_version_load(conn: psycopg.Connection, schema: str, table_schema: TableSchema, version: str) -> VersionLoad:
+
+def begin_version_load(
+    conn: psycopg.Connection, schema: str, table_schema: TableSchema, version: str
+) -> VersionLoad:
     """Step 1: check the evolution and create an empty load table. Commits."""
     table = table_schema.name
     declared = _declared_columns(schema, table_schema, version)
@@ -149,34 +155,61 @@ def begin_version_load(conn: psycopg.Connection, schema: str, table_schema: Tabl
     load_table = load_table_name(table, version, secrets.token_hex(4))
     with _transaction(conn):
         # One begin per schema at a time: CREATE ... IF NOT EXISTS races with itself.
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('ingest_platform.versioned_tables'), hashtext(%s))",
-                     (schema,))
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('ingest_platform.versioned_tables'), hashtext(%s))",
+            (schema,),
+        )
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         catalog.create_registry(conn, schema)
-        conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({} text)").format(
-            _qualified(schema, parent), sql.Identifier(VERSION_COLUMN)))
+        conn.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} ({} text)").format(
+                _qualified(schema, parent), sql.Identifier(VERSION_COLUMN)
+            )
+        )
         parent_oid = catalog.relation_oid(conn, schema, parent)
         parent_columns = _parent_columns(conn, schema, parent, parent_oid)
         target, changes = _plan(conn, schema, table, version, parent_columns, declared, declared)
         _check_child_name_free(conn, schema, table, version, child, parent_oid)
         for stale in catalog.load_tables_of(conn, schema, table, version):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_qualified(schema, stale)))
-        conn.execute(sql.SQL("CREATE TABLE {} ({}, {} text NOT NULL DEFAULT {}, CONSTRAINT {} CHECK ({} = {}))").format(
-            _qualified(schema, load_table),
-            sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(str(t))) for n, t in target.items()),
-            sql.Identifier(VERSION_COLUMN), sql.Literal(version),
-            sql.Identifier(VERSION_CHECK), sql.Identifier(VERSION_COLUMN), sql.Literal(version)))
-        conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
-            _qualified(schema, load_table), sql.Literal(catalog.load_marker(table, version))))
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} ({}, {} text NOT NULL DEFAULT {}, CONSTRAINT {} CHECK ({} = {}))"
+            ).format(
+                _qualified(schema, load_table),
+                sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(str(t)))
+                    for n, t in target.items()
+                ),
+                sql.Identifier(VERSION_COLUMN),
+                sql.Literal(version),
+                sql.Identifier(VERSION_CHECK),
+                sql.Identifier(VERSION_COLUMN),
+                sql.Literal(version),
+            )
+        )
+        conn.execute(
+            sql.SQL("COMMENT ON TABLE {} IS {}").format(
+                _qualified(schema, load_table), sql.Literal(catalog.load_marker(table, version))
+            )
+        )
     return VersionLoad(
-        schema=schema, table=table, version=version, parent_table=parent, child_table=child,
-        load_table=load_table, copy_columns=tuple((n, str(t)) for n, t in target.items()),
+        schema=schema,
+        table=table,
+        version=version,
+        parent_table=parent,
+        child_table=child,
+        load_table=load_table,
+        copy_columns=tuple((n, str(t)) for n, t in target.items()),
         declared_columns=tuple((n, str(t)) for n, t in declared.items()),
-        primary_key=tuple(table_schema.primary_key), planned_changes=tuple(str(c) for c in changes),
+        primary_key=tuple(table_schema.primary_key),
+        planned_changes=tuple(str(c) for c in changes),
     )
 
 
-def copy_into(conn: psycopg.Connection, load: VersionLoad, chunks: Iterable[bytes | tuple[bytes, str]]) -> tuple[int, int]:
+def copy_into(
+    conn: psycopg.Connection, load: VersionLoad, chunks: Iterable[bytes | tuple[bytes, str]]
+) -> tuple[int, int]:
     """Step 2: COPY text-format chunks (UTF-8) into the load table. Commits. Returns (rows, bytes).
 
     A chunk is bytes (NULL written \\N) or (bytes, its COPY NULL string): where the NULL string
@@ -185,13 +218,18 @@ def copy_into(conn: psycopg.Connection, load: VersionLoad, chunks: Iterable[byte
     """
     copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
         _qualified(load.schema, load.load_table),
-        sql.SQL(", ").join(sql.Identifier(name) for name, _ in load.copy_columns))
+        sql.SQL(", ").join(sql.Identifier(name) for name, _ in load.copy_columns),
+    )
     rows = sent = 0
     try:
         with _transaction(conn), conn.cursor() as cur:
             cur.execute("SET LOCAL client_encoding TO 'UTF8'")
             for null, group in itertools.groupby(chunks, key=_null_string):
-                statement = copy if null == "\\N" else sql.SQL("{} (NULL {})").format(copy, sql.Literal(null))
+                statement = (
+                    copy
+                    if null == "\\N"
+                    else sql.SQL("{} (NULL {})").format(copy, sql.Literal(null))
+                )
                 try:
                     with cur.copy(statement) as writer:
                         for chunk in group:
@@ -201,8 +239,12 @@ def copy_into(conn: psycopg.Connection, load: VersionLoad, chunks: Iterable[byte
                 except psycopg.DataError as error:
                     message, context = copy_error_details(error)
                     line = copy_error_line(context)
-                    raise CopyRejected(message, context, None if line is None else rows + line,
-                                       isinstance(error, psycopg.errors.CharacterNotInRepertoire)) from error
+                    raise CopyRejected(
+                        message,
+                        context,
+                        None if line is None else rows + line,
+                        isinstance(error, psycopg.errors.CharacterNotInRepertoire),
+                    ) from error
                 rows += cur.rowcount
             return rows, sent
     except psycopg.errors.UndefinedTable:
@@ -216,9 +258,12 @@ def _null_string(chunk: bytes | tuple[bytes, str]) -> str:
     return "\\N" if isinstance(chunk, bytes) else chunk[1]
 
 
-def attach_version(conn: psycopg.Connection, load: VersionLoad,
-                   terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS,
-                   logger: logging.Logger | logging.LoggerAdapter = LOGGER) -> AttachResult:
+def attach_version(
+    conn: psycopg.Connection,
+    load: VersionLoad,
+    terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS,
+    logger: logging.Logger | logging.LoggerAdapter = LOGGER,
+) -> AttachResult:
     """Step 3: make the loaded rows the version's child, in one short transaction. Commits.
 
     Backends whose locks keep the attach waiting longer than `terminate_blockers_after` seconds
@@ -228,8 +273,9 @@ def attach_version(conn: psycopg.Connection, load: VersionLoad,
     with _transaction(conn):
         _load_table_oid(conn, load)
         # Counted and analyzed before the parent is locked: nobody else writes a load table now.
-        rows = conn.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(
-            _qualified(load.schema, load.load_table))).fetchone()[0]
+        rows = conn.execute(
+            sql.SQL("SELECT count(*) FROM ONLY {}").format(_qualified(load.schema, load.load_table))
+        ).fetchone()[0]
         conn.execute(sql.SQL("ANALYZE {}").format(_qualified(load.schema, load.load_table)))
     for attempt in range(1, _ATTACH_ATTEMPTS + 1):
         try:
@@ -242,60 +288,104 @@ def attach_version(conn: psycopg.Connection, load: VersionLoad,
     raise AssertionError("unreachable")
 
 
-def _attach(conn: psycopg.Connection, load: VersionLoad, rows: int) -> tuple[list[ColumnChange], bool]:
+def _attach(
+    conn: psycopg.Connection, load: VersionLoad, rows: int
+) -> tuple[list[ColumnChange], bool]:
     schema = load.schema
     # ACCESS EXCLUSIVE, taken first: a reader of the parent then waits for our commit and lists
     # the children afresh. A weaker lock (SHARE ROW EXCLUSIVE) would let a reader list the old
     # child, block on our DROP of it, then skip it as dropped: zero rows for this version.
     # It also serializes attaches of one table, which re-read and evolve the parent.
-    conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(_qualified(schema, load.parent_table)))
-    load_oid = _load_table_oid(conn, load)   # again: an abandon may have raced us
+    conn.execute(
+        sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
+            _qualified(schema, load.parent_table)
+        )
+    )
+    load_oid = _load_table_oid(conn, load)  # again: an abandon may have raced us
     parent_oid = catalog.relation_oid(conn, schema, load.parent_table)
     parent_columns = _parent_columns(conn, schema, load.parent_table, parent_oid)
-    load_columns = {n: _catalog_type(t) for n, t in catalog.table_columns(conn, load_oid).items()
-                    if n != VERSION_COLUMN}
+    load_columns = {
+        n: _catalog_type(t)
+        for n, t in catalog.table_columns(conn, load_oid).items()
+        if n != VERSION_COLUMN
+    }
     declared = {n: parse_pg_type(t) for n, t in load.declared_columns}
-    target, parent_changes = _plan(conn, schema, load.table, load.version, parent_columns, load_columns, declared)
+    target, parent_changes = _plan(
+        conn, schema, load.table, load.version, parent_columns, load_columns, declared
+    )
     # The load table must match the parent exactly (INHERIT demands equal types): widen it and
     # add the parent's other columns (NULL, no rewrite).
-    load_changes = [ColumnChange(n, str(load_columns[n]), str(t)) for n, t in target.items() if t != load_columns[n]]
-    load_changes += [ColumnChange(n, None, str(t)) for n, t in parent_columns.items() if n not in target]
+    load_changes = [
+        ColumnChange(n, str(load_columns[n]), str(t))
+        for n, t in target.items()
+        if t != load_columns[n]
+    ]
+    load_changes += [
+        ColumnChange(n, None, str(t)) for n, t in parent_columns.items() if n not in target
+    ]
     _alter_columns(conn, schema, load.parent_table, parent_changes)
     _alter_columns(conn, schema, load.load_table, load_changes)
 
     replaced = _drop_previous_child(conn, load, parent_oid)
     child = _qualified(schema, load.child_table)
-    conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
-        _qualified(schema, load.load_table), sql.Identifier(load.child_table)))
-    conn.execute(sql.SQL("ALTER TABLE {} INHERIT {}").format(child, _qualified(schema, load.parent_table)))
-    conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
-        child, sql.Literal(f'Version {load.version} of "{load.table}" (ingest_platform)')))
+    conn.execute(
+        sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+            _qualified(schema, load.load_table), sql.Identifier(load.child_table)
+        )
+    )
+    conn.execute(
+        sql.SQL("ALTER TABLE {} INHERIT {}").format(child, _qualified(schema, load.parent_table))
+    )
+    conn.execute(
+        sql.SQL("COMMENT ON TABLE {} IS {}").format(
+            child, sql.Literal(f'Version {load.version} of "{load.table}" (ingest_platform)')
+        )
+    )
     catalog.register_version(
-        conn, schema, load.table, load.version, load.child_table, rows,
+        conn,
+        schema,
+        load.table,
+        load.version,
+        load.child_table,
+        rows,
         [{"name": n, "type": str(t), "declared": str(declared[n])} for n, t in target.items()],
-        list(load.primary_key))
+        list(load.primary_key),
+    )
     return parent_changes, replaced
 
 
 def abandon_version_load(conn: psycopg.Connection, load: VersionLoad) -> None:
     """Drop the load table of a failed load (no-op once attached or already dropped). Commits."""
     with _transaction(conn):
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_qualified(load.schema, load.load_table)))
+        conn.execute(
+            sql.SQL("DROP TABLE IF EXISTS {}").format(_qualified(load.schema, load.load_table))
+        )
 
 
 # ----------------------------------------------------------------------------- checks
 
-def version_row_count(conn: psycopg.Connection, schema: str, table: str, version: str) -> int | None:
+
+def version_row_count(
+    conn: psycopg.Connection, schema: str, table: str, version: str
+) -> int | None:
     """Rows in the version's child, or None if the version is not loaded."""
     with conn.transaction():
         registered = catalog.registered_version(conn, schema, table, version)
-        if registered is None or catalog.relation_oid(conn, schema, registered["child_table"]) is None:
+        if (
+            registered is None
+            or catalog.relation_oid(conn, schema, registered["child_table"]) is None
+        ):
             return None
-        return conn.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(
-            _qualified(schema, registered["child_table"]))).fetchone()[0]
+        return conn.execute(
+            sql.SQL("SELECT count(*) FROM ONLY {}").format(
+                _qualified(schema, registered["child_table"])
+            )
+        ).fetchone()[0]
 
 
-def conformance_problems(conn: psycopg.Connection, schema: str, table: str, version: str) -> list[str]:
+def conformance_problems(
+    conn: psycopg.Connection, schema: str, table: str, version: str
+) -> list[str]:
     """What is wrong with the version's child relative to its parent; [] if it conforms."""
     with conn.transaction():
         registered = catalog.registered_version(conn, schema, table, version)
@@ -316,17 +406,31 @@ def conformance_problems(conn: psycopg.Connection, schema: str, table: str, vers
             if name not in child_columns:
                 problems.append(f'column "{name}" is missing')
             elif child_columns[name] != parent_type:
-                problems.append(f'column "{name}" is {child_columns[name]}, the parent has {parent_type}')
-        problems += [f'column "{n}" is not in the parent' for n in child_columns if n not in parent_columns]
+                problems.append(
+                    f'column "{name}" is {child_columns[name]}, the parent has {parent_type}'
+                )
+        problems += [
+            f'column "{n}" is not in the parent' for n in child_columns if n not in parent_columns
+        ]
         if not catalog.has_version_check(conn, child_oid, VERSION_COLUMN, version):
-            problems.append(f"CHECK ({VERSION_COLUMN} = '{version}') is missing, so queries by version scan it")
+            problems.append(
+                f"CHECK ({VERSION_COLUMN} = '{version}') is missing, so queries by version scan it"
+            )
         return problems
 
 
 # ----------------------------------------------------------------------------- helpers
 
-def _plan(conn: psycopg.Connection, schema: str, table: str, version: str, parent_columns: dict[str, PgType],
-          version_columns: dict[str, PgType], declared: dict[str, PgType]) -> tuple[dict[str, PgType], list[ColumnChange]]:
+
+def _plan(
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    version: str,
+    parent_columns: dict[str, PgType],
+    version_columns: dict[str, PgType],
+    declared: dict[str, PgType],
+) -> tuple[dict[str, PgType], list[ColumnChange]]:
     """Target type of each version column (the parent's when wider) and the parent changes."""
     target: dict[str, PgType] = {}
     changes: list[ColumnChange] = []
@@ -338,24 +442,43 @@ def _plan(conn: psycopg.Connection, schema: str, table: str, version: str, paren
             continue
         common = common_type(parent_type, version_type)
         if common is None:
-            raise SchemaError(_incompatible(conn, schema, table, name, version, declared[name], parent_type))
+            raise SchemaError(
+                _incompatible(conn, schema, table, name, version, declared[name], parent_type)
+            )
         target[name] = common
         if common != parent_type:
             changes.append(ColumnChange(name, str(parent_type), str(common)))
     return target, changes
 
 
-def _incompatible(conn: psycopg.Connection, schema: str, table: str, column: str, version: str,
-                  new_type: PgType, parent_type: PgType) -> str:
+def _incompatible(
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    column: str,
+    version: str,
+    new_type: PgType,
+    parent_type: PgType,
+) -> str:
     # The version that gave the parent its type: the first load whose column was loaded as it.
-    origin = next((f"version {r['version']} made it" for r in catalog.registered_versions(conn, schema, table)
-                   if r["version"] != version and any(
-                       c["name"] == column and _catalog_type(c["type"]) == parent_type for c in r["columns"])),
-                  "the parent table has it as")
-    return (f'Table "{table}", column "{column}": version {version} has {new_type}, but {origin} {parent_type}; '
-            "these types are incompatible (no widening rule turns one into the other). Nothing was loaded. "
-            f'Give the column one "pg_type" that holds both (e.g. text) in every version\'s schema and reload '
-            f"those versions, or load version {version} into another schema.")
+    origin = next(
+        (
+            f"version {r['version']} made it"
+            for r in catalog.registered_versions(conn, schema, table)
+            if r["version"] != version
+            and any(
+                c["name"] == column and _catalog_type(c["type"]) == parent_type
+                for c in r["columns"]
+            )
+        ),
+        "the parent table has it as",
+    )
+    return (
+        f'Table "{table}", column "{column}": version {version} has {new_type}, but {origin} {parent_type}; '
+        "these types are incompatible (no widening rule turns one into the other). Nothing was loaded. "
+        f'Give the column one "pg_type" that holds both (e.g. text) in every version\'s schema and reload '
+        f"those versions, or load version {version} into another schema."
+    )
 
 
 def _declared_columns(schema: str, table_schema: TableSchema, version: str) -> dict[str, PgType]:
@@ -365,29 +488,43 @@ def _declared_columns(schema: str, table_schema: TableSchema, version: str) -> d
         if not name:
             raise SchemaError(f"The {what} name is empty; give the dump a name and version.")
     if len(schema.encode()) > MAX_IDENTIFIER_BYTES:
-        raise SchemaError(f'Schema name "{schema}" is longer than {MAX_IDENTIFIER_BYTES} bytes; choose a shorter one.')
+        raise SchemaError(
+            f'Schema name "{schema}" is longer than {MAX_IDENTIFIER_BYTES} bytes; choose a shorter one.'
+        )
     if table == catalog.REGISTRY_TABLE:
-        raise SchemaError(f'Table "{table}" has the name of the platform\'s registry table; rename it in the dump.')
+        raise SchemaError(
+            f'Table "{table}" has the name of the platform\'s registry table; rename it in the dump.'
+        )
     declared = {}
     for column in table_schema.columns:
         where = f'Table "{table}", column "{column.name}" (version {version})'
         if column.name == VERSION_COLUMN:
-            raise SchemaError(f"{where}: the name {VERSION_COLUMN} is reserved for the version; rename the column.")
+            raise SchemaError(
+                f"{where}: the name {VERSION_COLUMN} is reserved for the version; rename the column."
+            )
         if len(column.name.encode()) > MAX_IDENTIFIER_BYTES:
-            raise SchemaError(f"{where}: the name is longer than {MAX_IDENTIFIER_BYTES} bytes, which PostgreSQL "
-                              "truncates; rename the column in the schema.")
+            raise SchemaError(
+                f"{where}: the name is longer than {MAX_IDENTIFIER_BYTES} bytes, which PostgreSQL "
+                "truncates; rename the column in the schema."
+            )
         try:
             declared[column.name] = parse_pg_type(column.pg_type)
         except ValueError as error:
-            raise SchemaError(f"{where}: {error}; fix its pg_type or the dialect's type map.") from None
+            raise SchemaError(
+                f"{where}: {error}; fix its pg_type or the dialect's type map."
+            ) from None
     return declared
 
 
-def _parent_columns(conn: psycopg.Connection, schema: str, parent: str, parent_oid: int | None) -> dict[str, PgType]:
+def _parent_columns(
+    conn: psycopg.Connection, schema: str, parent: str, parent_oid: int | None
+) -> dict[str, PgType]:
     columns = catalog.table_columns(conn, parent_oid) if parent_oid is not None else {}
     if VERSION_COLUMN not in columns:
-        raise SchemaError(f'Table "{parent}" in schema "{schema}" exists but is not a parent table of '
-                          f"versioned dumps (it has no {VERSION_COLUMN} column); rename or drop it.")
+        raise SchemaError(
+            f'Table "{parent}" in schema "{schema}" exists but is not a parent table of '
+            f"versioned dumps (it has no {VERSION_COLUMN} column); rename or drop it."
+        )
     return {n: _catalog_type(t) for n, t in columns.items() if n != VERSION_COLUMN}
 
 
@@ -400,16 +537,23 @@ def _catalog_type(printed: str) -> PgType:
         return PgType(printed)
 
 
-def _alter_columns(conn: psycopg.Connection, schema: str, table: str, changes: list[ColumnChange]) -> None:
+def _alter_columns(
+    conn: psycopg.Connection, schema: str, table: str, changes: list[ColumnChange]
+) -> None:
     # One ALTER TABLE for all changes: a table whose storage changes is rewritten once.
     if not changes:
         return
     actions = [
-        sql.SQL("ADD COLUMN {} {}").format(sql.Identifier(c.column), sql.SQL(c.new_type)) if c.old_type is None
-        else sql.SQL("ALTER COLUMN {} TYPE {}").format(sql.Identifier(c.column), sql.SQL(c.new_type))
+        sql.SQL("ADD COLUMN {} {}").format(sql.Identifier(c.column), sql.SQL(c.new_type))
+        if c.old_type is None
+        else sql.SQL("ALTER COLUMN {} TYPE {}").format(
+            sql.Identifier(c.column), sql.SQL(c.new_type)
+        )
         for c in changes
     ]
-    conn.execute(sql.SQL("ALTER TABLE {} {}").format(_qualified(schema, table), sql.SQL(", ").join(actions)))
+    conn.execute(
+        sql.SQL("ALTER TABLE {} {}").format(_qualified(schema, table), sql.SQL(", ").join(actions))
+    )
 
 
 def _drop_previous_child(conn: psycopg.Connection, load: VersionLoad, parent_oid: int) -> bool:
@@ -420,15 +564,18 @@ def _drop_previous_child(conn: psycopg.Connection, load: VersionLoad, parent_oid
         oid = catalog.relation_oid(conn, load.schema, name)
         if oid is None:
             continue
-        if not catalog.inherits_from(conn, oid, parent_oid) and name != (registered or {}).get("child_table"):
+        if not catalog.inherits_from(conn, oid, parent_oid) and name != (registered or {}).get(
+            "child_table"
+        ):
             raise SchemaError(_name_taken(load.schema, name, load.table, load.version))
         conn.execute(sql.SQL("DROP TABLE {}").format(_qualified(load.schema, name)))
         dropped = True
     return dropped
 
 
-def _check_child_name_free(conn: psycopg.Connection, schema: str, table: str, version: str, child: str,
-                           parent_oid: int) -> None:
+def _check_child_name_free(
+    conn: psycopg.Connection, schema: str, table: str, version: str, child: str, parent_oid: int
+) -> None:
     """The child's name may hold only an earlier load of this version (replaced at attach)."""
     oid = catalog.relation_oid(conn, schema, child)
     if oid is not None and not catalog.inherits_from(conn, oid, parent_oid):
@@ -438,8 +585,10 @@ def _check_child_name_free(conn: psycopg.Connection, schema: str, table: str, ve
 
 
 def _name_taken(schema: str, name: str, table: str, version: str) -> str:
-    return (f'Table "{name}" in schema "{schema}" is not a version of "{table}", but version {version} '
-            "needs that name; rename or drop it.")
+    return (
+        f'Table "{name}" in schema "{schema}" is not a version of "{table}", but version {version} '
+        "needs that name; rename or drop it."
+    )
 
 
 def _load_table_oid(conn: psycopg.Connection, load: VersionLoad) -> int:
@@ -447,7 +596,8 @@ def _load_table_oid(conn: psycopg.Connection, load: VersionLoad) -> int:
     if oid is None:
         raise IngestError(
             f'The load table of "{load.table}" version {load.version} is gone: the load was abandoned, '
-            "attached already, or begun again elsewhere. Begin the load again.")
+            "attached already, or begun again elsewhere. Begin the load again."
+        )
     return oid
 
 
@@ -459,7 +609,9 @@ def _qualified(schema: str, table: str) -> sql.Composed:
 def _transaction(conn: psycopg.Connection) -> Iterator[None]:
     """A transaction of our own that commits at the end, whatever the connection's autocommit."""
     if conn.info.transaction_status != TransactionStatus.IDLE:
-        raise IngestError("Versioned-table loads commit on their own: pass a connection with no open "
-                          "transaction (commit or roll back first).")
+        raise IngestError(
+            "Versioned-table loads commit on their own: pass a connection with no open "
+            "transaction (commit or roll back first)."
+        )
     with conn.transaction():
         yield

@@ -13,16 +13,47 @@ from ingest_platform.bigquery.mirror import mirror_dump_version
 from ingest_platform_tests.bigquery.helpers import bq_rows, make_dump_table, replace_version, target
 
 COLUMNS = [
-    ("id", "bigint"), ("small", "smallint"), ("amount", "numeric(12,2)"), ("big", "numeric"), ("price", "money"),
-    ("ratio", "double precision"), ("flag", "boolean"), ("label", "varchar(20)"), ("code", "char(4)"),
-    ("blob", "bytea"), ("day", "date"), ("at", "timestamptz"), ("local_at", "timestamp(3)"), ("clock", "time"),
-    ("doc", "jsonb"), ("uid", "uuid"), ("tags", "text[]"), ("scores", "integer[]"), ("Odd Name", "text"),
+    ("id", "bigint"),
+    ("small", "smallint"),
+    ("amount", "numeric(12,2)"),
+    ("big", "numeric"),
+    ("price", "money"),
+    ("ratio", "double precision"),
+    ("flag", "boolean"),
+    ("label", "varchar(20)"),
+    ("code", "char(4)"),
+    ("blob", "bytea"),
+    ("day", "date"),
+    ("at", "timestamptz"),
+    ("local_at", "timestamp(3)"),
+    ("clock", "time"),
+    ("doc", "jsonb"),
+    ("uid", "uuid"),
+    ("tags", "text[]"),
+    ("scores", "integer[]"),
+    ("Odd Name", "text"),
 ]
-ROW_1 = (1, 7, Decimal("12.50"), Decimal("123456789012345678901234567890.123456789"), "$1,234.56",
-         0.1, True, "Zürich", "ab", b"\x00\xff", dt.date(2024, 2, 29),
-         dt.datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=dt.timezone.utc), dt.datetime(2001, 2, 3, 4, 5, 6, 789000),
-         dt.time(12, 34, 56, 789000), json.dumps({"a": [1, 2]}), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
-         ["x", "y"], [3, 1, 2], "odd")
+ROW_1 = (
+    1,
+    7,
+    Decimal("12.50"),
+    Decimal("123456789012345678901234567890.123456789"),
+    "$1,234.56",
+    0.1,
+    True,
+    "Zürich",
+    "ab",
+    b"\x00\xff",
+    dt.date(2024, 2, 29),
+    dt.datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=dt.UTC),
+    dt.datetime(2001, 2, 3, 4, 5, 6, 789000),
+    dt.time(12, 34, 56, 789000),
+    json.dumps({"a": [1, 2]}),
+    "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+    ["x", "y"],
+    [3, 1, 2],
+    "odd",
+)
 ROW_2 = (2,) + (None,) * (len(COLUMNS) - 1)
 
 
@@ -40,8 +71,14 @@ def test_every_type_round_trips_and_null_stays_null(conn, bigquery_resource, bq_
         assert result.rows == 2 and result.requests == 1 and result.bytes > 0
         rows = bq_rows(client, mirror, "id")
         schema = {f.name: (f.field_type, f.mode) for f in client.get_table(mirror.table_id).schema}
-    assert schema["amount"] == ("NUMERIC", "NULLABLE") and schema["big"][0] == "STRING"  # BIGNUMERIC on real BigQuery
-    assert schema["at"][0] == "TIMESTAMP" and schema["local_at"][0] == "DATETIME" and schema["tags"] == ("STRING", "REPEATED")
+    assert (
+        schema["amount"] == ("NUMERIC", "NULLABLE") and schema["big"][0] == "STRING"
+    )  # BIGNUMERIC on real BigQuery
+    assert (
+        schema["at"][0] == "TIMESTAMP"
+        and schema["local_at"][0] == "DATETIME"
+        and schema["tags"] == ("STRING", "REPEATED")
+    )
     assert schema["Odd_Name"][0] == "STRING"
     one, two = rows
     assert one["id"] == 1 and one["small"] == 7 and one["amount"] == Decimal("12.50")
@@ -49,32 +86,53 @@ def test_every_type_round_trips_and_null_stays_null(conn, bigquery_resource, bq_
     assert one["price"] == Decimal("1234.56") and one["ratio"] == 0.1 and one["flag"] is True
     assert one["label"] == "Zürich" and one["code"] == "ab" and one["blob"] == b"\x00\xff"
     assert one["day"] == dt.date(2024, 2, 29)
-    assert one["at"] == dt.datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=dt.timezone.utc)
+    assert one["at"] == dt.datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=dt.UTC)
     assert one["local_at"] == dt.datetime(2001, 2, 3, 4, 5, 6, 789000)
     assert one["clock"] == dt.time(12, 34, 56, 789000)
-    assert json.loads(one["doc"]) == {"a": [1, 2]} if isinstance(one["doc"], str) else one["doc"] == {"a": [1, 2]}
-    assert one["uid"] == "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11" and one["tags"] == ["x", "y"] and one["scores"] == [3, 1, 2]
+    assert (
+        json.loads(one["doc"]) == {"a": [1, 2]}
+        if isinstance(one["doc"], str)
+        else one["doc"] == {"a": [1, 2]}
+    )
+    assert (
+        one["uid"] == "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+        and one["tags"] == ["x", "y"]
+        and one["scores"] == [3, 1, 2]
+    )
     assert one["Odd_Name"] == "odd" and one["_version"] == "1.0"
     assert two["id"] == 2 and two["_version"] == "1.0"
     assert all(two[k] is None for k in two if k not in ("id", "_version", "tags", "scores"))
-    assert two["tags"] == [] and two["scores"] == []   # BigQuery arrays are never NULL
+    assert two["tags"] == [] and two["scores"] == []  # BigQuery arrays are never NULL
 
 
-def test_reloading_a_version_replaces_only_its_rows_and_reruns_do_not_duplicate(conn, bigquery_resource, bq_dataset):
+def test_reloading_a_version_replaces_only_its_rows_and_reruns_do_not_duplicate(
+    conn, bigquery_resource, bq_dataset
+):
     columns = [("id", "integer"), ("name", "text")]
-    make_dump_table(conn, "app", "t", columns, {"1.0": [(1, "a"), (2, "b")], "2.0": [(1, "A"), (3, "C")]}, ["id"])
+    make_dump_table(
+        conn,
+        "app",
+        "t",
+        columns,
+        {"1.0": [(1, "a"), (2, "b")], "2.0": [(1, "A"), (3, "C")]},
+        ["id"],
+    )
     mirror = target(bq_dataset, "t")
     with bigquery_resource.get_client() as client, bigquery_resource.get_write_client() as writer:
         mirror_dump_version(conn, client, writer, "app", "t", "1.0", mirror)
         mirror_dump_version(conn, client, writer, "app", "t", "2.0", mirror)
-        mirror_dump_version(conn, client, writer, "app", "t", "2.0", mirror)   # a retried run
-        assert [(r["_version"], r["id"], r["name"]) for r in bq_rows(client, mirror, "_version, id")] == [
-            ("1.0", 1, "a"), ("1.0", 2, "b"), ("2.0", 1, "A"), ("2.0", 3, "C")]
+        mirror_dump_version(conn, client, writer, "app", "t", "2.0", mirror)  # a retried run
+        assert [
+            (r["_version"], r["id"], r["name"]) for r in bq_rows(client, mirror, "_version, id")
+        ] == [("1.0", 1, "a"), ("1.0", 2, "b"), ("2.0", 1, "A"), ("2.0", 3, "C")]
         replace_version(conn, "app", "t", columns, "1.0", [(9, "z")], ["id"])
         result = mirror_dump_version(conn, client, writer, "app", "t", "1.0", mirror)
         assert result.deleted_rows == 2 and result.rows == 1
         assert [(r["_version"], r["id"]) for r in bq_rows(client, mirror, "_version, id")] == [
-            ("1.0", 9), ("2.0", 1), ("2.0", 3)]
+            ("1.0", 9),
+            ("2.0", 1),
+            ("2.0", 3),
+        ]
 
 
 def test_requests_stay_under_the_size_limit_and_streams_rotate(conn, bigquery_resource, bq_dataset):
@@ -82,28 +140,57 @@ def test_requests_stay_under_the_size_limit_and_streams_rotate(conn, bigquery_re
     from ingest_platform.bigquery.source import RowEncoder
     from ingest_platform.bigquery.writer import PendingStreamWriter
 
-    make_dump_table(conn, "app", "w", [("id", "integer"), ("pad", "text")],
-                    {"1": [(i, "x" * 200) for i in range(3000)]}, ["id"])
+    make_dump_table(
+        conn,
+        "app",
+        "w",
+        [("id", "integer"), ("pad", "text")],
+        {"1": [(i, "x" * 200) for i in range(3000)]},
+        ["id"],
+    )
     mirror = target(bq_dataset, "w")
-    with bigquery_resource.get_client() as client, bigquery_resource.get_write_client() as write_client:
+    with (
+        bigquery_resource.get_client() as client,
+        bigquery_resource.get_write_client() as write_client,
+    ):
         from ingest_platform.bigquery.mirror import ensure_mirror_table, write_source
+
         source = dump_source(conn, "app", "w", "1")
         ensure_mirror_table(client, mirror, source.columns)
         encoder = RowEncoder(source)
-        writer = PendingStreamWriter(write_client, mirror.path, encoder.descriptor,
-                                     max_request_bytes=100_000, rows_per_stream=1000)
+        writer = PendingStreamWriter(
+            write_client,
+            mirror.path,
+            encoder.descriptor,
+            max_request_bytes=100_000,
+            rows_per_stream=1000,
+        )
         write_source(conn, source, writer, encoder, chunk_rows=700)
         writer.commit()
-        assert writer.stats.rows == 3000 and writer.stats.streams == 3 and writer.stats.requests >= 7
+        assert (
+            writer.stats.rows == 3000 and writer.stats.streams == 3 and writer.stats.requests >= 7
+        )
         assert writer.stats.bytes / writer.stats.requests < 100_000
-        assert list(client.query(f"SELECT COUNT(*) c, COUNT(DISTINCT id) d FROM {mirror.ref}").result())[0].values() == (3000, 3000)
+        assert list(
+            client.query(f"SELECT COUNT(*) c, COUNT(DISTINCT id) d FROM {mirror.ref}").result()
+        )[0].values() == (3000, 3000)
 
 
 def test_fill_nulls_option(conn, bigquery_resource, bq_dataset):
-    make_dump_table(conn, "app", "f", [("id", "integer"), ("n", "integer"), ("s", "text"), ("at", "timestamptz")],
-                    {"1": [(1, None, None, None)]}, ["id"])
+    make_dump_table(
+        conn,
+        "app",
+        "f",
+        [("id", "integer"), ("n", "integer"), ("s", "text"), ("at", "timestamptz")],
+        {"1": [(1, None, None, None)]},
+        ["id"],
+    )
     mirror = target(bq_dataset, "f")
     with bigquery_resource.get_client() as client, bigquery_resource.get_write_client() as writer:
         mirror_dump_version(conn, client, writer, "app", "f", "1", mirror, fill_nulls=True)
         row = bq_rows(client, mirror, "id")[0]
-    assert (row["n"], row["s"], row["at"]) == (0, "", dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))
+    assert (row["n"], row["s"], row["at"]) == (
+        0,
+        "",
+        dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
+    )

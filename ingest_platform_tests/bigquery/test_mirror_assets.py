@@ -8,15 +8,25 @@ import dagster as dg
 import psycopg
 
 from ingest_platform.defs.bigquery_mirror import (
-    COUNTS_CHECK, HASHES_CHECK, MirrorTranslator, build_cdc_mirror_definitions, build_mirror_definitions)
+    COUNTS_CHECK,
+    HASHES_CHECK,
+    MirrorTranslator,
+    build_cdc_mirror_definitions,
+    build_mirror_definitions,
+)
 from ingest_platform.defs.resources import PostgresResource
 from ingest_platform.dumps.catalog import DumpCatalog, DumpFile
 from ingest_platform_tests.bigquery.helpers import make_dump_table
 
 
 def _run(assets, resources, partition=None, instance=None):
-    return dg.materialize(assets, partition_key=partition, resources=resources,
-                          instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=True)
+    return dg.materialize(
+        assets,
+        partition_key=partition,
+        resources=resources,
+        instance=instance or dg.DagsterInstance.ephemeral(),
+        raise_on_error=True,
+    )
 
 
 def _asset(defs, key):
@@ -29,9 +39,17 @@ def _checks(result) -> dict:
 
 def test_dump_mirror_asset_partition_and_checks(pg_dsn, bigquery_resource, bq_dataset):
     with psycopg.connect(pg_dsn) as conn:
-        make_dump_table(conn, "shop", "orders", [("id", "integer"), ("note", "text")],
-                        {"1.0": [(1, "a"), (2, "b")], "2.0": [(1, "c")]}, ["id"])
-    catalog = DumpCatalog(dumps=[DumpFile(path=Path("shop_1.0.zip"), app="shop", version="1.0", tables=["orders"])])
+        make_dump_table(
+            conn,
+            "shop",
+            "orders",
+            [("id", "integer"), ("note", "text")],
+            {"1.0": [(1, "a"), (2, "b")], "2.0": [(1, "c")]},
+            ["id"],
+        )
+    catalog = DumpCatalog(
+        dumps=[DumpFile(path=Path("shop_1.0.zip"), app="shop", version="1.0", tables=["orders"])]
+    )
     defs = build_mirror_definitions(catalog, MirrorTranslator(prefix=bq_dataset + "_"))
     asset = _asset(defs, ["bigquery", "shop", "orders"])
     assert asset.partitions_def.name == "shop_versions"
@@ -58,15 +76,26 @@ def test_dump_mirror_asset_partition_and_checks(pg_dsn, bigquery_resource, bq_da
 def test_cdc_mirror_asset(pg_dsn, bigquery_resource, bq_dataset):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA cdc")
-        conn.execute("CREATE TABLE cdc.pm_plan (id bigint PRIMARY KEY, title text, is_deleted boolean NOT NULL DEFAULT false,"
-                     " _last_change_id bigint NOT NULL, _applied_at timestamptz NOT NULL DEFAULT now())")
-        conn.execute("INSERT INTO cdc.pm_plan (id, title, is_deleted, _last_change_id) VALUES (1, 'a', false, 1), (2, 'b', true, 2)")
-    defs = build_cdc_mirror_definitions(["pm_plan"], translator=MirrorTranslator(prefix=bq_dataset + "_"))
+        conn.execute(
+            "CREATE TABLE cdc.pm_plan (id bigint PRIMARY KEY, title text, is_deleted boolean NOT NULL DEFAULT false,"
+            " _last_change_id bigint NOT NULL, _applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(
+            "INSERT INTO cdc.pm_plan (id, title, is_deleted, _last_change_id) VALUES (1, 'a', false, 1), (2, 'b', true, 2)"
+        )
+    defs = build_cdc_mirror_definitions(
+        ["pm_plan"], translator=MirrorTranslator(prefix=bq_dataset + "_")
+    )
     asset = _asset(defs, ["bigquery", "cdc", "pm_plan"])
     assert dg.AssetKey(["cdc", "pm_plan", "merged"]) in asset.dependency_keys
-    result = _run([asset], {"postgres": PostgresResource(dsn=pg_dsn), "bigquery": bigquery_resource})
+    result = _run(
+        [asset], {"postgres": PostgresResource(dsn=pg_dsn), "bigquery": bigquery_resource}
+    )
     checks = _checks(result)
-    assert checks[COUNTS_CHECK].passed and checks[COUNTS_CHECK].metadata["bq_rows_not_deleted"].value == 1
+    assert (
+        checks[COUNTS_CHECK].passed
+        and checks[COUNTS_CHECK].metadata["bq_rows_not_deleted"].value == 1
+    )
     assert checks[HASHES_CHECK].passed
     with bigquery_resource.get_client() as client:
         client.delete_dataset(f"{bq_dataset}_cdc", delete_contents=True)

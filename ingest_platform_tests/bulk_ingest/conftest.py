@@ -11,7 +11,9 @@ from ingest_platform.postgres.connection import to_url
 
 
 def engine_for(dsn: str) -> sa.Engine:
-    return sa.create_engine(to_url(dsn).replace("+psycopg2://", "+psycopg://"), poolclass=sa.pool.NullPool)
+    return sa.create_engine(
+        to_url(dsn).replace("+psycopg2://", "+psycopg://"), poolclass=sa.pool.NullPool
+    )
 
 
 @pytest.fixture

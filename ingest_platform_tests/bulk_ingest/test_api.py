@@ -16,18 +16,28 @@ from ingest_platform_tests.bulk_ingest.conftest import rows_of, stored_watermark
 
 
 def item_table(metadata: sa.MetaData, schema: str | None = "app") -> sa.Table:
-    return sa.Table("item", metadata, sa.Column("id", sa.Integer, primary_key=True),
-                    sa.Column("name", sa.String(20)), sa.Column("price", sa.Numeric(10, 2)), schema=schema)
+    return sa.Table(
+        "item",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.String(20)),
+        sa.Column("price", sa.Numeric(10, 2)),
+        schema=schema,
+    )
 
 
 def event_table(metadata: sa.MetaData) -> sa.Table:
-    return sa.Table("event", metadata, sa.Column("at", sa.DateTime), sa.Column("what", sa.Text), schema="app")
+    return sa.Table(
+        "event", metadata, sa.Column("at", sa.DateTime), sa.Column("what", sa.Text), schema="app"
+    )
 
 
 def test_import_does_not_load_dagster():
-    code = ("import sys, ingest_platform; assert 'sqlalchemy' not in sys.modules\n"
-            "from ingest_platform import ingest, HighWatermark, Mode\n"
-            "assert callable(ingest) and 'dagster' not in sys.modules, sorted(sys.modules)")
+    code = (
+        "import sys, ingest_platform; assert 'sqlalchemy' not in sys.modules\n"
+        "from ingest_platform import ingest, HighWatermark, Mode\n"
+        "assert callable(ingest) and 'dagster' not in sys.modules, sorted(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -47,22 +57,32 @@ def test_upsert_each_batch_with_stored_watermark_and_resume(engine, pg):
         assert result.high_watermark == 2 and result.batches == 2
         assert result.rows == {"app.item": 4} and result.mode is Mode.UPSERT_COMMITTING_EACH_BATCH
         assert result.migrations == {"app.item": ["create table app.item"]}
-        again = ingest(conn, metadata, batches)    # resumes from the stored watermark
+        again = ingest(conn, metadata, batches)  # resumes from the stored watermark
     assert seen == [None, 2]
     assert again.high_watermark == 4 and again.migrations == {}
-    assert rows_of(pg, "app.item") == [(1, "latest 4", None), (2, "v2", Decimal("2.00")),
-                                        (3, "v3", Decimal("3.00")), (4, "v4", Decimal("4.00"))]
+    assert rows_of(pg, "app.item") == [
+        (1, "latest 4", None),
+        (2, "v2", Decimal("2.00")),
+        (3, "v3", Decimal("3.00")),
+        (4, "v4", Decimal("4.00")),
+    ]
     assert stored_watermark(pg, "app") == {"app.item": 4}
 
 
 def test_last_row_of_a_key_wins_within_a_batch(engine, pg):
     metadata = sa.MetaData()
     item = item_table(metadata)
-    rows = [(item, (k, f"first {k}", None)) for k in range(1, 4)] + [(item, (2, "second", None)),
-                                                                      (item, (2, "third", Decimal(3)))]
+    rows = [(item, (k, f"first {k}", None)) for k in range(1, 4)] + [
+        (item, (2, "second", None)),
+        (item, (2, "third", Decimal(3))),
+    ]
     with engine.connect() as conn:
         ingest(conn, metadata, lambda w: [(1, rows)])
-    assert rows_of(pg, "app.item") == [(1, "first 1", None), (2, "third", Decimal("3.00")), (3, "first 3", None)]
+    assert rows_of(pg, "app.item") == [
+        (1, "first 1", None),
+        (2, "third", Decimal("3.00")),
+        (3, "first 3", None),
+    ]
 
 
 def test_table_without_primary_key_appends_and_batches_hold_several_tables(engine, pg):
@@ -72,7 +92,7 @@ def test_table_without_primary_key_appends_and_batches_hold_several_tables(engin
 
     def batches(watermark):
         rows = []
-        for n in range(25):     # interleaved, more than buffer_rows of each: several COPYs per table
+        for n in range(25):  # interleaved, more than buffer_rows of each: several COPYs per table
             rows += [(event, (at, f"e{n}")), (item, (n, None, None)), (event, (at, f"again {n}"))]
         yield at, rows
 
@@ -96,22 +116,38 @@ def test_explicit_watermark_and_earliest_and_key(engine, pg):
 
     with engine.connect() as conn:
         ingest(conn, metadata, batches, high_watermark=("a", 1), watermark_key="items")
-        ingest(conn, metadata, batches, high_watermark=HighWatermark.EARLIEST, watermark_key="items")
+        ingest(
+            conn, metadata, batches, high_watermark=HighWatermark.EARLIEST, watermark_key="items"
+        )
     assert seen == [("a", 1), None]
     assert stored_watermark(pg, "public") == {"items": ("a", 7)}
     assert rows_of(pg, "public.item") == [(7, "by key", None)]
 
 
-@pytest.mark.parametrize("mode", [Mode.DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_EACH_BATCH,
-                                  Mode.DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_AFTER_FINAL_BATCH])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        Mode.DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_EACH_BATCH,
+        Mode.DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_AFTER_FINAL_BATCH,
+    ],
+)
 def test_delete_all_rows_modes_replace_the_rows(engine, pg, mode):
     metadata = sa.MetaData()
     item, event = item_table(metadata), event_table(metadata)
     with engine.connect() as conn:
-        ingest(conn, metadata, lambda w: [(1, [(item, (k, "old", None)) for k in range(5)]
-                                           + [(event, (None, "old"))])])
-        result = ingest(conn, metadata, lambda w: [(2, [(item, (9, "new", None))]), (3, [(item, (10, "new", None))])],
-                        ingest_mode=mode)
+        ingest(
+            conn,
+            metadata,
+            lambda w: [
+                (1, [(item, (k, "old", None)) for k in range(5)] + [(event, (None, "old"))])
+            ],
+        )
+        result = ingest(
+            conn,
+            metadata,
+            lambda w: [(2, [(item, (9, "new", None))]), (3, [(item, (10, "new", None))])],
+            ingest_mode=mode,
+        )
     assert result.batches == 2 and result.high_watermark == 3
     assert rows_of(pg, "app.item") == [(9, "new", None), (10, "new", None)]
     assert rows_of(pg, "app.event") == []
@@ -145,9 +181,14 @@ def test_each_batch_is_visible_when_it_commits_and_readers_are_not_blocked(engin
             yield batch, rows(batch)
 
     with engine.connect() as conn:
-        ingest(conn, metadata, batches, ingest_mode=Mode.DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_EACH_BATCH)
-    assert seen[0] == [("old",)] * 3               # batch 1 (which deletes) not committed yet
-    assert seen[1] == [("new",)] * 2               # batch 1 committed: the new rows only
+        ingest(
+            conn,
+            metadata,
+            batches,
+            ingest_mode=Mode.DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_EACH_BATCH,
+        )
+    assert seen[0] == [("old",)] * 3  # batch 1 (which deletes) not committed yet
+    assert seen[1] == [("new",)] * 2  # batch 1 committed: the new rows only
 
 
 def test_after_final_batch_readers_see_old_rows_until_the_end(engine, pg, pg_dsn):
@@ -167,7 +208,12 @@ def test_after_final_batch_readers_see_old_rows_until_the_end(engine, pg, pg_dsn
         look()
 
     with engine.connect() as conn:
-        ingest(conn, metadata, batches, ingest_mode=Mode.DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_AFTER_FINAL_BATCH)
+        ingest(
+            conn,
+            metadata,
+            batches,
+            ingest_mode=Mode.DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_AFTER_FINAL_BATCH,
+        )
     assert seen == [[("old",)] * 3] * 4
     assert rows_of(pg, "app.item") == [(k, "new", None) for k in (10, 11, 20, 21, 30, 31)]
     assert stored_watermark(pg, "app") == {"app.item": 3}
@@ -181,10 +227,15 @@ def test_after_final_batch_failure_keeps_everything(engine, pg):
 
     def batches(watermark):
         yield 1, [(item, (2, "new", None))]
-        yield 2, [(item, (3, "x" * 50, None))]     # too long for varchar(20)
+        yield 2, [(item, (3, "x" * 50, None))]  # too long for varchar(20)
 
     with engine.connect() as conn, pytest.raises(Exception, match="too long"):
-        ingest(conn, metadata, batches, ingest_mode=Mode.DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_AFTER_FINAL_BATCH)
+        ingest(
+            conn,
+            metadata,
+            batches,
+            ingest_mode=Mode.DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_AFTER_FINAL_BATCH,
+        )
     assert rows_of(pg, "app.item") == [(1, "old", None)]
     assert stored_watermark(pg, "app") == {"app.item": 0}
 
@@ -194,19 +245,31 @@ def test_no_batches_changes_nothing(engine, pg):
     item = item_table(metadata)
     with engine.connect() as conn:
         ingest(conn, metadata, lambda w: [(0, [(item, (1, "old", None))])])
-        result = ingest(conn, metadata, lambda w: [],
-                        ingest_mode=Mode.DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_AFTER_FINAL_BATCH)
+        result = ingest(
+            conn,
+            metadata,
+            lambda w: [],
+            ingest_mode=Mode.DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_AFTER_FINAL_BATCH,
+        )
     assert result.batches == 0 and result.high_watermark == 0
     assert rows_of(pg, "app.item") == [(1, "old", None)]
 
 
 def test_value_types_roundtrip_and_quoted_names(engine, pg):
     metadata = sa.MetaData()
-    odd = sa.Table('we"ird table', metadata, sa.Column("Key Col", sa.BigInteger, primary_key=True),
-                   sa.Column("js", sa.dialects.postgresql.JSONB), sa.Column("tags", sa.ARRAY(sa.Text)),
-                   sa.Column("at", sa.DateTime(timezone=True)), sa.Column("flag", sa.Boolean),
-                   sa.Column("raw", sa.LargeBinary), sa.Column("d", sa.Date), schema="Sch ema")
-    at = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    odd = sa.Table(
+        'we"ird table',
+        metadata,
+        sa.Column("Key Col", sa.BigInteger, primary_key=True),
+        sa.Column("js", sa.dialects.postgresql.JSONB),
+        sa.Column("tags", sa.ARRAY(sa.Text)),
+        sa.Column("at", sa.DateTime(timezone=True)),
+        sa.Column("flag", sa.Boolean),
+        sa.Column("raw", sa.LargeBinary),
+        sa.Column("d", sa.Date),
+        schema="Sch ema",
+    )
+    at = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     row = (1, {"a": [1, "x"]}, ["a", "b\tc"], at, True, b"\x00\x01", dt.date(2024, 1, 2))
     with engine.connect() as conn:
         ingest(conn, metadata, lambda w: [(dt.date(2024, 1, 2), [(odd, row)])])

@@ -33,11 +33,18 @@ class CdcEnv:
     def merged(self, table: str, where: str = "true") -> dict:
         """{id: row dict} of the merged table."""
         with self.warehouse(row_factory=psycopg.rows.dict_row) as conn:
-            return {r["id"]: r for r in conn.execute(sql.SQL("SELECT * FROM cdc.{} WHERE " + where).format(sql.Identifier(table)))}
+            return {
+                r["id"]: r
+                for r in conn.execute(
+                    sql.SQL("SELECT * FROM cdc.{} WHERE " + where).format(sql.Identifier(table))
+                )
+            }
 
     def watermark(self, table: str) -> int:
         with self.warehouse() as conn:
-            return conn.execute("SELECT horizon_id FROM cdc._cdc_watermark WHERE table_name = %s", (table,)).fetchone()[0]
+            return conn.execute(
+                "SELECT horizon_id FROM cdc._cdc_watermark WHERE table_name = %s", (table,)
+            ).fetchone()[0]
 
 
 @pytest.fixture
@@ -49,4 +56,6 @@ def cdc_env(pg_server_dsn, pg_dsn) -> CdcEnv:
     demo_app.seed(source, projects=4, rng=random.Random(7))
     yield CdcEnv(source, pg_dsn, CdcConfig(tables=DEMO_TABLES))
     with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )

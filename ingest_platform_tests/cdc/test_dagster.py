@@ -9,7 +9,13 @@ import psycopg
 import pytest
 
 from ingest_platform.cdc import pipeline
-from ingest_platform.cdc.config import DEMO_TABLES, cdc_config_from_env, cdc_tables_from_env, parse_cdc_config, source_dsn_from_env
+from ingest_platform.cdc.config import (
+    DEMO_TABLES,
+    cdc_config_from_env,
+    cdc_tables_from_env,
+    parse_cdc_config,
+    source_dsn_from_env,
+)
 from ingest_platform.defs.cdc import (
     DELETED_CHECK,
     JOB_NAME,
@@ -28,15 +34,22 @@ from ingest_platform_tests.cdc.test_pipeline import workload
 
 def definitions(env) -> dg.Definitions:
     return dg.Definitions.merge(
-        build_cdc_definitions(env.config, source=CdcSourceResource(dsn=env.source_dsn), wait_seconds=1.0),
-        dg.Definitions(resources={"postgres": PostgresResource(dsn=env.warehouse_dsn)}))
+        build_cdc_definitions(
+            env.config, source=CdcSourceResource(dsn=env.source_dsn), wait_seconds=1.0
+        ),
+        dg.Definitions(resources={"postgres": PostgresResource(dsn=env.warehouse_dsn)}),
+    )
 
 
 def test_assets_checks_and_metadata(cdc_env):
     defs = definitions(cdc_env)
     dg.Definitions.validate_loadable(defs)
     keys = {spec.key for spec in defs.resolve_all_asset_specs()}
-    assert keys == {dg.AssetKey(["cdc", t, s]) for t in ("project", "inventory", "pm_plan", "pm_item") for s in ("staging", "merged")}
+    assert keys == {
+        dg.AssetKey(["cdc", t, s])
+        for t in ("project", "inventory", "pm_plan", "pm_item")
+        for s in ("staging", "merged")
+    }
     job = defs.resolve_job_def(JOB_NAME)
     with dg.instance_for_test() as instance:
         result = job.execute_in_process(instance=instance)
@@ -46,14 +59,24 @@ def test_assets_checks_and_metadata(cdc_env):
         assert result.success
     evaluations = result.get_asset_check_evaluations()
     assert {(e.asset_key.path[1], e.check_name) for e in evaluations} == {
-        (t.name, c) for t in cdc_env.config.tables for c in (MATCHES_SOURCE_CHECK, DELETED_CHECK, STAGING_EMPTY_CHECK)}
-    assert all(e.passed for e in evaluations), [(e.asset_key, e.check_name, e.description) for e in evaluations if not e.passed]
+        (t.name, c)
+        for t in cdc_env.config.tables
+        for c in (MATCHES_SOURCE_CHECK, DELETED_CHECK, STAGING_EMPTY_CHECK)
+    }
+    assert all(e.passed for e in evaluations), [
+        (e.asset_key, e.check_name, e.description) for e in evaluations if not e.passed
+    ]
     meta = {}
     for event in result.get_asset_materialization_events():
         m = event.step_materialization_data.materialization
         meta[tuple(m.asset_key.path[1:])] = {k: v.value for k, v in m.metadata.items()}
     merged = meta[("pm_item", "merged")]
-    assert merged["watermark"] > 0 and merged["rows_merged"] > 0 and merged["lag_seconds"] >= 0 and "seconds" in merged
+    assert (
+        merged["watermark"] > 0
+        and merged["rows_merged"] > 0
+        and merged["lag_seconds"] >= 0
+        and "seconds" in merged
+    )
     staged = meta[("pm_item", "staging")]
     assert staged["changes_changed"] + staged["changes_added"] + staged["changes_deleted"] > 0
 
@@ -64,8 +87,12 @@ def test_sensor_requests_pending_tables_only_once_per_watermark(cdc_env):
     assert set(pending) == {t.name for t in config.tables}
     result = evaluate_cdc_sensor(None, pending, config, now=1000.0)
     assert len(result.run_requests) == 1 and len(result.run_requests[0].asset_selection) == 8
-    assert not evaluate_cdc_sensor(result.cursor, pending, config, now=1010.0).run_requests   # already requested
-    assert evaluate_cdc_sensor(result.cursor, pending, config, now=1100.0).run_requests     # retried later
+    assert not evaluate_cdc_sensor(
+        result.cursor, pending, config, now=1010.0
+    ).run_requests  # already requested
+    assert evaluate_cdc_sensor(
+        result.cursor, pending, config, now=1100.0
+    ).run_requests  # retried later
     pipeline.run_all(cdc_env.source_dsn, cdc_env.warehouse_dsn, config)
     assert pipeline.pending_tables(cdc_env.source_dsn, cdc_env.warehouse_dsn, config) == {}
     assert evaluate_cdc_sensor(result.cursor, {}, config).skip_reason
@@ -77,22 +104,45 @@ def test_sensor_through_dagster(cdc_env):
     defs = definitions(cdc_env)
     sensor = defs.resolve_sensor_def("cdc_change_log_sensor")
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, resources={
-            "postgres": PostgresResource(dsn=cdc_env.warehouse_dsn), "cdc_source": CdcSourceResource(dsn=cdc_env.source_dsn)})
+        context = dg.build_sensor_context(
+            instance=instance,
+            resources={
+                "postgres": PostgresResource(dsn=cdc_env.warehouse_dsn),
+                "cdc_source": CdcSourceResource(dsn=cdc_env.source_dsn),
+            },
+        )
         result = sensor(context)
         assert len(result.run_requests) == 1
-        no_log = dg.build_sensor_context(instance=instance, resources={
-            "postgres": PostgresResource(dsn=cdc_env.warehouse_dsn), "cdc_source": CdcSourceResource(dsn=cdc_env.warehouse_dsn)})
+        no_log = dg.build_sensor_context(
+            instance=instance,
+            resources={
+                "postgres": PostgresResource(dsn=cdc_env.warehouse_dsn),
+                "cdc_source": CdcSourceResource(dsn=cdc_env.warehouse_dsn),
+            },
+        )
         skipped = sensor(no_log)
-        assert not skipped.run_requests and "no change-log table" in skipped.skip_reason.skip_message
+        assert (
+            not skipped.run_requests and "no change-log table" in skipped.skip_reason.skip_message
+        )
 
 
 def test_demo_app_command_creates_and_writes(pg_server_dsn, cdc_env):
     parser = argparse.ArgumentParser()
     said = []
     cdc_command.register(parser.add_subparsers(), said.append)
-    options = parser.parse_args(["demo-app", "--dsn", cdc_env.source_dsn, "--rate", "1000", "--duration", "0.5",
-                                 "--random-seed", "5"])
+    options = parser.parse_args(
+        [
+            "demo-app",
+            "--dsn",
+            cdc_env.source_dsn,
+            "--rate",
+            "1000",
+            "--duration",
+            "0.5",
+            "--random-seed",
+            "5",
+        ]
+    )
     with psycopg.connect(cdc_env.source_dsn) as conn:
         before = conn.execute("SELECT count(*) FROM models_logging_change").fetchone()[0]
     assert options.run(options) == 0
@@ -105,21 +155,37 @@ def test_demo_app_command_creates_and_writes(pg_server_dsn, cdc_env):
 
 
 def test_config_from_toml_and_environment(tmp_path):
-    assert [t.name for t in cdc_tables_from_env({})] == ["project", "inventory", "pm_plan", "pm_item"]
+    assert [t.name for t in cdc_tables_from_env({})] == [
+        "project",
+        "inventory",
+        "pm_plan",
+        "pm_item",
+    ]
     assert cdc_config_from_env({}).warehouse_schema == "cdc"
     path = tmp_path / "cdc.toml"
-    path.write_text('warehouse_schema = "mirror"\n[change_log]\nchange_table = "log"\nuntracked_content_types = "ignore"\n'
-                    '[[tables]]\napp_label = "shop"\nmodel = "order"\n[[tables]]\napp_label = "shop"\nmodel = "item"\n'
-                    'source_table = "items"\nname = "order_items"\n')
+    path.write_text(
+        'warehouse_schema = "mirror"\n[change_log]\nchange_table = "log"\nuntracked_content_types = "ignore"\n'
+        '[[tables]]\napp_label = "shop"\nmodel = "order"\n[[tables]]\napp_label = "shop"\nmodel = "item"\n'
+        'source_table = "items"\nname = "order_items"\n'
+    )
     config = cdc_config_from_env({"INGEST_CDC_CONFIG": str(path)})
     assert config.warehouse_schema == "mirror" and config.change_log.change_table == "log"
     assert [(t.source_table, t.name, t.staging_table) for t in config.tables] == [
-        ("shop_order", "shop_order", "shop_order__staging"), ("items", "order_items", "order_items__staging")]
-    assert cdc_config_from_env({"INGEST_CDC_CONFIG": str(path), "INGEST_CDC_SCHEMA": "x"}).warehouse_schema == "x"
+        ("shop_order", "shop_order", "shop_order__staging"),
+        ("items", "order_items", "order_items__staging"),
+    ]
+    assert (
+        cdc_config_from_env(
+            {"INGEST_CDC_CONFIG": str(path), "INGEST_CDC_SCHEMA": "x"}
+        ).warehouse_schema
+        == "x"
+    )
     with pytest.raises(ConfigError, match="entry 1 needs app_label and model"):
         parse_cdc_config('[[tables]]\nmodel = "x"\n')
     with pytest.raises(ConfigError, match="used twice"):
-        parse_cdc_config('[[tables]]\napp_label = "a"\nmodel = "x"\nname = "t"\n[[tables]]\napp_label = "b"\nmodel = "y"\nname = "t"\n')
+        parse_cdc_config(
+            '[[tables]]\napp_label = "a"\nmodel = "x"\nname = "t"\n[[tables]]\napp_label = "b"\nmodel = "y"\nname = "t"\n'
+        )
     assert "dbname=cdc_demo" in source_dsn_from_env({"INGEST_PG_DSN": "host=/tmp dbname=warehouse"})
     with pytest.raises(ConfigError, match="INGEST_CDC_SOURCE_DSN"):
         source_dsn_from_env({})

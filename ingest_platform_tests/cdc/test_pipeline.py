@@ -15,14 +15,19 @@ from ingest_platform.errors import SchemaError
 
 def run(env, table=None, wait=5.0):
     tables = [env.table(table)] if table else env.config.tables
-    return {t.name: pipeline.run_table(env.source_dsn, env.warehouse_dsn, env.config, t, wait) for t in tables}
+    return {
+        t.name: pipeline.run_table(env.source_dsn, env.warehouse_dsn, env.config, t, wait)
+        for t in tables
+    }
 
 
 def assert_consistent(env):
     for table in env.config.tables:
         match = checks.compare_with_source(env.source_dsn, env.warehouse_dsn, env.config, table)
         assert match.passed, (table.name, match.describe())
-        assert checks.live_deleted_objects(env.source_dsn, env.warehouse_dsn, env.config, table).passed
+        assert checks.live_deleted_objects(
+            env.source_dsn, env.warehouse_dsn, env.config, table
+        ).passed
         assert checks.staging_row_count(env.warehouse_dsn, env.config, table) == 0
 
 
@@ -40,14 +45,17 @@ def test_sync_merges_inserts_updates_soft_deletes_and_is_idempotent(cdc_env):
     workload(cdc_env, 150)
     results = run(cdc_env)
     counts = {name: merge.counts for name, (_, merge) in results.items()}
-    assert sum(c.updated for c in counts.values()) > 0 and sum(c.soft_deleted for c in counts.values()) > 0
+    assert (
+        sum(c.updated for c in counts.values()) > 0
+        and sum(c.soft_deleted for c in counts.values()) > 0
+    )
     assert_consistent(cdc_env)
     merged = cdc_env.merged("pm_item")
     deleted = [r for r in merged.values() if r["is_deleted"]]
-    assert deleted and all(r["description"] is not None for r in deleted)   # last known values kept
+    assert deleted and all(r["description"] is not None for r in deleted)  # last known values kept
     assert all(r["_last_change_id"] and r["_applied_at"] for r in merged.values())
     marks = {t.name: cdc_env.watermark(t.name) for t in cdc_env.config.tables}
-    again = run(cdc_env)   # nothing new: no merge, nothing changes
+    again = run(cdc_env)  # nothing new: no merge, nothing changes
     assert not any(merge.merged for _, merge in again.values())
     assert {t.name: cdc_env.watermark(t.name) for t in cdc_env.config.tables} == marks
     assert cdc_env.merged("pm_item") == merged
@@ -60,17 +68,27 @@ def test_a_lower_id_committed_late_is_applied_once(cdc_env):
         slow_writer, fast_writer = demo_app.ChangeWriter(slow), demo_app.ChangeWriter(fast)
         slow.execute("BEGIN")
         plan = slow.execute("SELECT min(id) FROM pm_plan").fetchone()[0]
-        late = slow_writer.add("pm_item", {"plan_id": plan, "description": "late", "qty": 1})    # lower change id
+        late = slow_writer.add(
+            "pm_item", {"plan_id": plan, "description": "late", "qty": 1}
+        )  # lower change id
         with fast.transaction():
             early = fast_writer.add("pm_item", {"plan_id": plan, "description": "early", "qty": 2})
-        high_id = fast.execute("SELECT max(id) FROM models_logging_change").fetchone()[0]   # the early one's
+        high_id = fast.execute("SELECT max(id) FROM models_logging_change").fetchone()[
+            0
+        ]  # the early one's
         stage, _ = run(cdc_env, "pm_item", wait=0.2)["pm_item"]
         assert slow.info.backend_pid in stage.blocked_by_pids
-        assert cdc_env.watermark("pm_item") < high_id        # not past the open transaction's id
+        assert cdc_env.watermark("pm_item") < high_id  # not past the open transaction's id
         slow.execute("COMMIT")
-        ids = [r[0] for r in slow.execute("SELECT id FROM models_logging_change WHERE object_id IN (%s, %s) "
-                                          "AND content_type_id = %s ORDER BY id", (str(late), str(early), slow_writer.content_types["pm_item"]))]
-    assert ids[0] < ids[1]     # the late commit has the lower id
+        ids = [
+            r[0]
+            for r in slow.execute(
+                "SELECT id FROM models_logging_change WHERE object_id IN (%s, %s) "
+                "AND content_type_id = %s ORDER BY id",
+                (str(late), str(early), slow_writer.content_types["pm_item"]),
+            )
+        ]
+    assert ids[0] < ids[1]  # the late commit has the lower id
     run(cdc_env, "pm_item")
     merged = cdc_env.merged("pm_item")
     assert merged[late]["description"] == "late" and merged[early]["description"] == "early"
@@ -92,12 +110,14 @@ def test_rerun_after_a_crash_converges(cdc_env, crash):
     pipeline.stage_changes(cdc_env.source_dsn, cdc_env.warehouse_dsn, cdc_env.config, item)
     assert checks.staging_row_count(cdc_env.warehouse_dsn, cdc_env.config, item) > 0
     if crash == "after_merge":
-        merged = pipeline.merge_staged(cdc_env.warehouse_dsn, cdc_env.config, item, clear_staging=False)
+        merged = pipeline.merge_staged(
+            cdc_env.warehouse_dsn, cdc_env.config, item, clear_staging=False
+        )
         assert merged.merged and cdc_env.watermark("pm_item") > before
         assert checks.staging_row_count(cdc_env.warehouse_dsn, cdc_env.config, item) > 0
     else:
         assert cdc_env.watermark("pm_item") == before
-    workload(cdc_env, 30, seed=12)            # the application keeps writing meanwhile
+    workload(cdc_env, 30, seed=12)  # the application keeps writing meanwhile
     run(cdc_env)
     first = strip_applied(cdc_env.merged("pm_item"))
     assert_consistent(cdc_env)
@@ -112,7 +132,9 @@ def test_merging_a_stale_staging_table_does_nothing(cdc_env):
     pipeline.stage_changes(cdc_env.source_dsn, cdc_env.warehouse_dsn, cdc_env.config, item)
     assert pipeline.merge_staged(cdc_env.warehouse_dsn, cdc_env.config, item).merged
     snapshot = cdc_env.merged("pm_item")
-    again = pipeline.merge_staged(cdc_env.warehouse_dsn, cdc_env.config, item)   # a second merge of the same batch
+    again = pipeline.merge_staged(
+        cdc_env.warehouse_dsn, cdc_env.config, item
+    )  # a second merge of the same batch
     assert not again.merged and cdc_env.merged("pm_item") == snapshot
 
 
@@ -122,31 +144,44 @@ def test_edge_cases_within_one_batch(cdc_env):
         writer = demo_app.ChangeWriter(conn)
         plan = conn.execute("SELECT min(id) FROM pm_plan").fetchone()[0]
         with conn.transaction():
-            transient = writer.add("pm_item", {"plan_id": plan, "description": "transient", "qty": 1})
+            transient = writer.add(
+                "pm_item", {"plan_id": plan, "description": "transient", "qty": 1}
+            )
         with conn.transaction():
-            writer.delete("pm_item", transient)                     # added then deleted
+            writer.delete("pm_item", transient)  # added then deleted
         reborn = conn.execute("SELECT min(id) FROM pm_item").fetchone()[0]
         with conn.transaction():
             writer.delete("pm_item", reborn)
-        with conn.transaction():                                     # deleted then re-added, same key
-            writer.add("pm_item", {"id": reborn, "plan_id": plan, "description": "reborn", "qty": 3})
+        with conn.transaction():  # deleted then re-added, same key
+            writer.add(
+                "pm_item", {"id": reborn, "plan_id": plan, "description": "reborn", "qty": 3}
+            )
         vanished = conn.execute("SELECT max(id) FROM pm_item").fetchone()[0]
         with conn.transaction():
             writer.change("pm_item", vanished, {"description": "changed before it vanished"})
-        conn.execute("DELETE FROM pm_item WHERE id = %s", (vanished,))   # gone before the pull, delete not logged
+        conn.execute(
+            "DELETE FROM pm_item WHERE id = %s", (vanished,)
+        )  # gone before the pull, delete not logged
     stage, merge = run(cdc_env, "pm_item")["pm_item"]
     merged = cdc_env.merged("pm_item")
-    assert transient not in merged                                  # never seen alive: nothing to keep
+    assert transient not in merged  # never seen alive: nothing to keep
     assert merged[reborn]["description"] == "reborn" and not merged[reborn]["is_deleted"]
-    assert merged[vanished]["is_deleted"] and merged[vanished]["description"] != "changed before it vanished"
+    assert (
+        merged[vanished]["is_deleted"]
+        and merged[vanished]["description"] != "changed before it vanished"
+    )
     assert stage.staged["gone"] == 1
-    assert checks.compare_with_source(cdc_env.source_dsn, cdc_env.warehouse_dsn, cdc_env.config, cdc_env.table("pm_item")).passed
+    assert checks.compare_with_source(
+        cdc_env.source_dsn, cdc_env.warehouse_dsn, cdc_env.config, cdc_env.table("pm_item")
+    ).passed
 
 
 def test_schema_evolution_adds_and_widens_and_stops_on_incompatible(cdc_env):
     run(cdc_env)
     with cdc_env.source() as conn:
-        conn.execute("ALTER TABLE pm_item ADD COLUMN priority smallint, ALTER COLUMN qty TYPE numeric(14, 3)")
+        conn.execute(
+            "ALTER TABLE pm_item ADD COLUMN priority smallint, ALTER COLUMN qty TYPE numeric(14, 3)"
+        )
         writer = demo_app.ChangeWriter(conn)
         some = conn.execute("SELECT min(id) FROM pm_item").fetchone()[0]
         with conn.transaction():
@@ -183,34 +218,51 @@ def test_bad_change_rows_name_their_ids_and_change_nothing(cdc_env, bad):
             ids = [_log(conn, "pm_item", "12abc"), _log(conn, "pm_item", "99999999999999999999")]
             expected = "does not cast"
         elif bad == "content_type":
-            other = conn.execute("INSERT INTO django_content_type (app_label, model) VALUES ('auth', 'user') RETURNING id").fetchone()[0]
+            other = conn.execute(
+                "INSERT INTO django_content_type (app_label, model) VALUES ('auth', 'user') RETURNING id"
+            ).fetchone()[0]
             ids = [_log(conn, "pm_item", "1", content_type=other)]
             expected = "unknown content type"
         else:
             ids = [_log(conn, "pm_item", "1", action="moved")]
             expected = "unknown action"
-    before = {t.name: (cdc_env.watermark(t.name), cdc_env.merged(t.name)) for t in cdc_env.config.tables}
+    before = {
+        t.name: (cdc_env.watermark(t.name), cdc_env.merged(t.name)) for t in cdc_env.config.tables
+    }
     with pytest.raises(ChangeLogError, match=expected) as error:
         run(cdc_env, "pm_item")
     assert set(ids) <= set(error.value.change_ids) and str(ids[0]) in str(error.value)
     assert "watermark did not move" in str(error.value)
     assert (cdc_env.watermark("pm_item"), cdc_env.merged("pm_item")) == before["pm_item"]
-    assert checks.staging_row_count(cdc_env.warehouse_dsn, cdc_env.config, cdc_env.table("pm_item")) == 0
+    assert (
+        checks.staging_row_count(cdc_env.warehouse_dsn, cdc_env.config, cdc_env.table("pm_item"))
+        == 0
+    )
 
 
 def test_source_table_without_primary_key_is_an_error(cdc_env):
     with cdc_env.source() as conn:
         conn.execute("CREATE TABLE notes (id bigint, body text)")
-        ct = conn.execute("INSERT INTO django_content_type (app_label, model) VALUES ('core', 'notes') RETURNING id").fetchone()[0]
+        ct = conn.execute(
+            "INSERT INTO django_content_type (app_label, model) VALUES ('core', 'notes') RETURNING id"
+        ).fetchone()[0]
         conn.execute("INSERT INTO notes VALUES (1, 'x')")
         change = _log(conn, "pm_item", "1", action="added", content_type=ct)
-    config = CdcConfig(tables=cdc_env.config.tables + (CdcTable(app_label="core", model="notes", source_table="notes"),))
+    config = CdcConfig(
+        tables=cdc_env.config.tables
+        + (CdcTable(app_label="core", model="notes", source_table="notes"),)
+    )
     with pytest.raises(ChangeLogError, match="notes.*has no primary key") as error:
         pipeline.run_table(cdc_env.source_dsn, cdc_env.warehouse_dsn, config, config.table("notes"))
     assert change in error.value.change_ids
     with cdc_env.warehouse() as conn:
         assert conn.execute("SELECT to_regclass('cdc.notes')").fetchone()[0] is None
-        assert conn.execute("SELECT horizon_id FROM cdc._cdc_watermark WHERE table_name = 'notes'").fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "SELECT horizon_id FROM cdc._cdc_watermark WHERE table_name = 'notes'"
+            ).fetchone()[0]
+            == 0
+        )
 
 
 @pytest.mark.parametrize("path", ["merge", "on_conflict"])
@@ -219,31 +271,45 @@ def test_merge_counts_and_index_lookups(cdc_env, monkeypatch, path):
     also when batches are joined by index lookups; merged tables leave room for HOT updates."""
     from ingest_platform.cdc import source as src
     from ingest_platform.cdc import warehouse as wh
+
     monkeypatch.setattr(wh, "USE_MERGE", path == "merge")
-    monkeypatch.setattr(src, "INDEX_LOOKUP_RATIO", 0)     # every batch "small": nested loops on both sides
+    monkeypatch.setattr(
+        src, "INDEX_LOOKUP_RATIO", 0
+    )  # every batch "small": nested loops on both sides
     results = run(cdc_env)
     assert results["pm_item"][1].counts.inserted == len(cdc_env.merged("pm_item"))
     for conn in (cdc_env.source(), cdc_env.warehouse()):
         with conn:
-            conn.execute("ANALYZE")                       # statistics, so the lookup rule applies
+            conn.execute("ANALYZE")  # statistics, so the lookup rule applies
     workload(cdc_env, 150, seed=5)
-    before = {t.name: {k: r["is_deleted"] for k, r in cdc_env.merged(t.name).items()} for t in cdc_env.config.tables}
+    before = {
+        t.name: {k: r["is_deleted"] for k, r in cdc_env.merged(t.name).items()}
+        for t in cdc_env.config.tables
+    }
     results = run(cdc_env)
     for name, (stage, merge) in results.items():
         staged, counts, old = stage.staged, merge.counts, before[name]
         after = cdc_env.merged(name)
         live = staged["added"] + staged["changed"] - staged["gone"]
         assert counts.inserted + counts.updated == live, name
-        assert counts.soft_deleted + counts.skipped_unknown_deleted == staged["deleted"] + staged["gone"], name
+        assert (
+            counts.soft_deleted + counts.skipped_unknown_deleted
+            == staged["deleted"] + staged["gone"]
+        ), name
         assert counts.inserted == len(after) - len(old), name
-        assert counts.soft_deleted == sum(1 for k, r in after.items() if r["is_deleted"] and k in old
-                                          and r["_last_change_id"] > stage.watermark), name
+        assert counts.soft_deleted == sum(
+            1
+            for k, r in after.items()
+            if r["is_deleted"] and k in old and r["_last_change_id"] > stage.watermark
+        ), name
     assert sum(m.counts.soft_deleted for _, m in results.values()) > 0
     assert_consistent(cdc_env)
     options = "SELECT reloptions FROM pg_class WHERE oid = 'cdc.pm_item'::regclass"
     with cdc_env.warehouse() as conn:
         assert f"fillfactor={wh.MERGED_FILLFACTOR}" in conn.execute(options).fetchone()[0]
-        conn.execute("ALTER TABLE cdc.pm_item RESET (fillfactor)")    # a merged table made before the setting
+        conn.execute(
+            "ALTER TABLE cdc.pm_item RESET (fillfactor)"
+        )  # a merged table made before the setting
     workload(cdc_env, 5, seed=6)
     run(cdc_env, "pm_item")
     with cdc_env.warehouse() as conn:
@@ -256,7 +322,9 @@ def test_merge_counts_and_index_lookups(cdc_env, monkeypatch, path):
     assert_consistent(cdc_env)
 
 
-def test_a_reader_blocking_a_schema_change_is_terminated_after_the_configured_delay(cdc_env, caplog):
+def test_a_reader_blocking_a_schema_change_is_terminated_after_the_configured_delay(
+    cdc_env, caplog
+):
     # The same lock terminator as ingest()'s migrations (postgres.locks), set by the CDC config.
     cdc_env.config = CdcConfig(tables=cdc_env.config.tables, terminate_blockers_after=0.2)
     run(cdc_env, "pm_item")
@@ -266,7 +334,7 @@ def test_a_reader_blocking_a_schema_change_is_terminated_after_the_configured_de
         with conn.transaction():
             demo_app.ChangeWriter(conn).change("pm_item", some, {"priority": 3})
     reader = psycopg.connect(cdc_env.warehouse_dsn)
-    reader.execute("SELECT count(*) FROM cdc.pm_item")       # idle in transaction, holding ACCESS SHARE
+    reader.execute("SELECT count(*) FROM cdc.pm_item")  # idle in transaction, holding ACCESS SHARE
     reader_pid = reader.info.backend_pid
     with caplog.at_level("WARNING", logger="ingest_platform"):
         stage, _ = run(cdc_env, "pm_item")["pm_item"]
@@ -284,7 +352,12 @@ def test_terminate_blockers_after_is_read_from_the_toml(tmp_path):
 
     tables = '[[tables]]\napp_label = "pm"\nmodel = "item"\n'
     assert parse_cdc_config(tables).terminate_blockers_after == 60.0
-    assert parse_cdc_config('terminate_blockers_after = 5\n' + tables).terminate_blockers_after == 5.0
-    assert parse_cdc_config('terminate_blockers_after = "never"\n' + tables).terminate_blockers_after is None
+    assert (
+        parse_cdc_config("terminate_blockers_after = 5\n" + tables).terminate_blockers_after == 5.0
+    )
+    assert (
+        parse_cdc_config('terminate_blockers_after = "never"\n' + tables).terminate_blockers_after
+        is None
+    )
     with pytest.raises(ConfigError, match="terminate_blockers_after must be seconds"):
-        parse_cdc_config('terminate_blockers_after = -1\n' + tables)
+        parse_cdc_config("terminate_blockers_after = -1\n" + tables)

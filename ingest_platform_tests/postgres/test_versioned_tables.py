@@ -16,21 +16,39 @@ from ingest_platform.errors import IngestError, SchemaError
 from ingest_platform.postgres.connection import connect
 from ingest_platform.postgres.copy_errors import CopyRejected
 from ingest_platform.postgres.versioned_tables import (
-    MAX_IDENTIFIER_BYTES, VERSION_COLUMN, VersionLoad, abandon_version_load, attach_version,
-    begin_version_load, child_table_name, conformance_problems, copy_into, load_table_name,
-    parent_table_name, version_row_count,
+    MAX_IDENTIFIER_BYTES,
+    VERSION_COLUMN,
+    VersionLoad,
+    abandon_version_load,
+    attach_version,
+    begin_version_load,
+    child_table_name,
+    conformance_problems,
+    copy_into,
+    load_table_name,
+    parent_table_name,
+    version_row_count,
 )
 
 SCHEMA = "crm"
 
 
-def table_schema(name: str, *columns: tuple[str, str], primary_key: tuple[str, ...] = ()) -> TableSchema:
-    return TableSchema(name, [Column(n, source_type=t, pg_type=t) for n, t in columns], list(primary_key))
+def table_schema(
+    name: str, *columns: tuple[str, str], primary_key: tuple[str, ...] = ()
+) -> TableSchema:
+    return TableSchema(
+        name, [Column(n, source_type=t, pg_type=t) for n, t in columns], list(primary_key)
+    )
 
 
 def copy_text(rows) -> bytes:
     def field(value):
-        return "\\N" if value is None else str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+        return (
+            "\\N"
+            if value is None
+            else str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+        )
+
     return "".join("\t".join(field(v) for v in row) + "\n" for row in rows).encode()
 
 
@@ -49,32 +67,58 @@ def q(*names: str) -> sql.Composed:
 
 
 def columns_of(conn, schema: str, table: str) -> dict[str, str]:
-    return dict(conn.execute(
-        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass"
-        " AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (q(schema, table).as_string(conn),)).fetchall())
+    return dict(
+        conn.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass"
+            " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            (q(schema, table).as_string(conn),),
+        ).fetchall()
+    )
 
 
 def state(conn, schema: str = SCHEMA) -> dict:
     """Everything a load could change: tables and their columns, inheritance, registry, rows."""
-    tables = [r[0] for r in conn.execute(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = %s AND c.relkind = 'r' ORDER BY 1", (schema,))]
+    tables = [
+        r[0]
+        for r in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relkind = 'r' ORDER BY 1",
+            (schema,),
+        )
+    ]
     inherits = conn.execute(
         "SELECT i.inhrelid::regclass::text, i.inhparent::regclass::text FROM pg_inherits i"
         " JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = %s ORDER BY 1", (schema,)).fetchall()
-    registry = conn.execute(sql.SQL("SELECT table_name, version, child_table, rows, columns FROM {} ORDER BY 1, 2")
-                            .format(q(schema, "_ingest_versions"))).fetchall()
-    result = {"tables": {t: columns_of(conn, schema, t) for t in tables}, "inherits": inherits, "registry": registry,
-              "rows": {t: conn.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(q(schema, t))).fetchone()[0]
-                       for t in tables}}
+        " WHERE n.nspname = %s ORDER BY 1",
+        (schema,),
+    ).fetchall()
+    registry = conn.execute(
+        sql.SQL(
+            "SELECT table_name, version, child_table, rows, columns FROM {} ORDER BY 1, 2"
+        ).format(q(schema, "_ingest_versions"))
+    ).fetchall()
+    result = {
+        "tables": {t: columns_of(conn, schema, t) for t in tables},
+        "inherits": inherits,
+        "registry": registry,
+        "rows": {
+            t: conn.execute(
+                sql.SQL("SELECT count(*) FROM ONLY {}").format(q(schema, t))
+            ).fetchone()[0]
+            for t in tables
+        },
+    }
     conn.commit()
     return result
 
 
 def count_version(conn, table: str, version: str, schema: str = SCHEMA) -> int:
-    return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(
-        q(schema, parent_table_name(table)), sql.Identifier(VERSION_COLUMN)), (version,)).fetchone()[0]
+    return conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE {} = %s").format(
+            q(schema, parent_table_name(table)), sql.Identifier(VERSION_COLUMN)
+        ),
+        (version,),
+    ).fetchone()[0]
 
 
 @pytest.fixture
@@ -83,10 +127,21 @@ def conn(pg_dsn):
         yield connection
 
 
-V1 = table_schema("Orders", ("Id", "integer"), ("Name", "varchar(50)"), ("Amount", "numeric(10,2)"),
-                  primary_key=("Id",))
-V2 = table_schema("Orders", ("Id", "bigint"), ("Name", "varchar(100)"), ("Amount", "numeric(12,4)"),
-                  ("Region", "text"), primary_key=("Id",))
+V1 = table_schema(
+    "Orders",
+    ("Id", "integer"),
+    ("Name", "varchar(50)"),
+    ("Amount", "numeric(10,2)"),
+    primary_key=("Id",),
+)
+V2 = table_schema(
+    "Orders",
+    ("Id", "bigint"),
+    ("Name", "varchar(100)"),
+    ("Amount", "numeric(12,4)"),
+    ("Region", "text"),
+    primary_key=("Id",),
+)
 
 
 def test_evolution_adds_columns_and_widens_types(conn):
@@ -95,17 +150,33 @@ def test_evolution_adds_columns_and_widens_types(conn):
 
     assert first.rows == 2 and not first.replaced_previous
     assert columns_of(conn, SCHEMA, "Orders") == {
-        "_version": "text", "Id": "bigint", "Name": "character varying(100)", "Amount": "numeric(12,4)", "Region": "text"}
+        "_version": "text",
+        "Id": "bigint",
+        "Name": "character varying(100)",
+        "Amount": "numeric(12,4)",
+        "Region": "text",
+    }
     assert set(second.changes) == {
-        'widen column "Id" from integer to bigint', 'widen column "Name" from varchar(50) to varchar(100)',
-        'widen column "Amount" from numeric(10,2) to numeric(12,4)', 'add column "Region" text'}
-    rows = conn.execute('SELECT _version, "Id", "Name", "Amount", "Region" FROM crm."Orders" ORDER BY "Id"').fetchall()
-    assert [(v, i, r) for v, i, _, _, r in rows] == [("1", 1, None), ("1", 2, None), ("2", 3_000_000_000, "EU")]
+        'widen column "Id" from integer to bigint',
+        'widen column "Name" from varchar(50) to varchar(100)',
+        'widen column "Amount" from numeric(10,2) to numeric(12,4)',
+        'add column "Region" text',
+    }
+    rows = conn.execute(
+        'SELECT _version, "Id", "Name", "Amount", "Region" FROM crm."Orders" ORDER BY "Id"'
+    ).fetchall()
+    assert [(v, i, r) for v, i, _, _, r in rows] == [
+        ("1", 1, None),
+        ("1", 2, None),
+        ("2", 3_000_000_000, "EU"),
+    ]
     # The old child was widened with the parent, and reads NULL in the new column.
     assert columns_of(conn, SCHEMA, "Orders__v1")["Id"] == "bigint"
-    registry = conn.execute('SELECT version, rows, columns, primary_key FROM crm."_ingest_versions" ORDER BY 1').fetchall()
+    registry = conn.execute(
+        'SELECT version, rows, columns, primary_key FROM crm."_ingest_versions" ORDER BY 1'
+    ).fetchall()
     assert registry[0][:2] == ("1", 2) and registry[1][:2] == ("2", 1)
-    assert [c["name"] for c in registry[1][2]] == ["Id", "Name", "Amount", "Region"]   # file order
+    assert [c["name"] for c in registry[1][2]] == ["Id", "Name", "Amount", "Region"]  # file order
     assert registry[1][2][0] == {"name": "Id", "type": "bigint", "declared": "bigint"}
     assert registry[1][3] == ["Id"]
     assert version_row_count(conn, SCHEMA, "Orders", "1") == 2
@@ -116,18 +187,35 @@ def test_a_narrower_version_changes_nothing(conn):
     load(conn, V2, "2", [(1, "x", "1", "EU")])
     result = load(conn, V1, "1", [(2, "y", "2.5")])
     assert result.changes == ()
-    assert columns_of(conn, SCHEMA, "Orders__v1")["Id"] == "bigint"   # loaded in the parent's type
+    assert columns_of(conn, SCHEMA, "Orders__v1")["Id"] == "bigint"  # loaded in the parent's type
     assert conformance_problems(conn, SCHEMA, "Orders", "1") == []
 
 
 def test_incompatible_change_names_everything_and_changes_nothing(conn):
-    load(conn, table_schema("Address", ("AddressID", "integer"), ("PostalCode", "varchar(15)")), "1.0", [(1, "98011")])
+    load(
+        conn,
+        table_schema("Address", ("AddressID", "integer"), ("PostalCode", "varchar(15)")),
+        "1.0",
+        [(1, "98011")],
+    )
     before = state(conn)
     with pytest.raises(SchemaError) as raised:
-        begin_version_load(conn, SCHEMA, table_schema("Address", ("AddressID", "integer"), ("PostalCode", "bigint"),
-                                                      ("New", "text")), "2.0")
+        begin_version_load(
+            conn,
+            SCHEMA,
+            table_schema(
+                "Address", ("AddressID", "integer"), ("PostalCode", "bigint"), ("New", "text")
+            ),
+            "2.0",
+        )
     message = str(raised.value)
-    for part in ('"Address"', '"PostalCode"', "version 2.0 has bigint", "version 1.0 made it varchar(15)", "incompatible"):
+    for part in (
+        '"Address"',
+        '"PostalCode"',
+        "version 2.0 has bigint",
+        "version 1.0 made it varchar(15)",
+        "incompatible",
+    ):
         assert part in message
     conn.rollback()
     assert state(conn) == before
@@ -141,7 +229,7 @@ def test_reload_replaces_the_version_and_readers_never_see_a_mix(conn, pg_dsn):
     seen: set[int] = set()
     stop = threading.Event()
 
-    def poll():   # a plain READ COMMITTED reader, querying all the time
+    def poll():  # a plain READ COMMITTED reader, querying all the time
         with connect(pg_dsn, autocommit=True) as reader:
             while not stop.is_set():
                 seen.add(count_version(reader, "Orders", "1"))
@@ -150,11 +238,11 @@ def test_reload_replaces_the_version_and_readers_never_see_a_mix(conn, pg_dsn):
     poller.start()
     with connect(pg_dsn) as reader:
         reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        assert count_version(reader, "Orders", "1") == 3      # copied, not attached: invisible
+        assert count_version(reader, "Orders", "1") == 3  # copied, not attached: invisible
         attach = threading.Thread(target=lambda: attach_version(conn, reload))
         attach.start()
         time.sleep(0.3)
-        assert attach.is_alive()                               # waits for the reader's transaction
+        assert attach.is_alive()  # waits for the reader's transaction
         assert count_version(reader, "Orders", "1") == 3
         reader.commit()
         attach.join(10)
@@ -201,8 +289,10 @@ def test_two_connections_copy_concurrently_then_attach(conn, pg_dsn):
     def worker(first_id: int):
         with connect(pg_dsn) as own:
             barrier.wait()
-            chunks = (copy_text([(i, "w", None) for i in range(start, start + 100)])
-                      for start in range(first_id, first_id + 1000, 100))
+            chunks = (
+                copy_text([(i, "w", None) for i in range(start, start + 100)])
+                for start in range(first_id, first_id + 1000, 100)
+            )
             results.append(copy_into(own, started, chunks))
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in (0, 10_000)]
@@ -217,7 +307,9 @@ def test_two_connections_copy_concurrently_then_attach(conn, pg_dsn):
 
 def _copy_in_process(dsn: str, started: VersionLoad, first_id: int) -> tuple[int, int]:
     with connect(dsn) as own:
-        return copy_into(own, started, [copy_text([(i, "p", None) for i in range(first_id, first_id + 50)])])
+        return copy_into(
+            own, started, [copy_text([(i, "p", None) for i in range(first_id, first_id + 50)])]
+        )
 
 
 def test_load_plan_crosses_process_boundaries(conn, pg_dsn):
@@ -232,10 +324,22 @@ def test_load_plan_crosses_process_boundaries(conn, pg_dsn):
 def test_parent_evolved_by_another_version_between_begin_and_attach(conn):
     load(conn, V1, "1", [(1, "a", "1")])
     v2 = begin_version_load(conn, SCHEMA, V1, "2")
-    v3 = begin_version_load(conn, SCHEMA, table_schema("Orders", ("Id", "bigint"), ("Name", "varchar(50)"),
-                                                       ("Amount", "numeric(10,2)"), ("Note", "text")), "3")
+    v3 = begin_version_load(
+        conn,
+        SCHEMA,
+        table_schema(
+            "Orders",
+            ("Id", "bigint"),
+            ("Name", "varchar(50)"),
+            ("Amount", "numeric(10,2)"),
+            ("Note", "text"),
+        ),
+        "3",
+    )
     assert v2.planned_changes == () and set(v3.planned_changes) == {
-        'widen column "Id" from integer to bigint', 'add column "Note" text'}
+        'widen column "Id" from integer to bigint',
+        'add column "Note" text',
+    }
     copy_into(conn, v2, [copy_text([(2, "b", "2")])])
     copy_into(conn, v3, [copy_text([(3, "c", "3", "note")])])
     attach_version(conn, v3)
@@ -244,17 +348,22 @@ def test_parent_evolved_by_another_version_between_begin_and_attach(conn):
     child = columns_of(conn, SCHEMA, "Orders__v2")
     assert child["Id"] == "bigint" and child["Note"] == "text"
     assert conn.execute('SELECT _version, "Note" FROM crm."Orders" ORDER BY "Id"').fetchall() == [
-        ("1", None), ("2", None), ("3", "note")]
+        ("1", None),
+        ("2", None),
+        ("3", "note"),
+    ]
     assert all(conformance_problems(conn, SCHEMA, "Orders", v) == [] for v in ("1", "2", "3"))
 
 
 def test_incompatible_evolution_found_at_attach_leaves_the_load_to_abandon(conn):
     load(conn, V1, "1", [(1, "a", "1")])
-    v2 = begin_version_load(conn, SCHEMA, table_schema("Orders", ("Id", "integer"), ("Code", "integer")), "2")
+    v2 = begin_version_load(
+        conn, SCHEMA, table_schema("Orders", ("Id", "integer"), ("Code", "integer")), "2"
+    )
     load(conn, table_schema("Orders", ("Id", "integer"), ("Code", "text")), "3", [(3, "x")])
     copy_into(conn, v2, [copy_text([(2, 7)])])
     before = state(conn)
-    with pytest.raises(SchemaError, match='version 2 has integer, but version 3 made it text'):
+    with pytest.raises(SchemaError, match="version 2 has integer, but version 3 made it text"):
         attach_version(conn, v2)
     abandon_version_load(conn, v2)
     before["tables"].pop(v2.load_table)
@@ -264,11 +373,22 @@ def test_incompatible_evolution_found_at_attach_leaves_the_load_to_abandon(conn)
 
 def test_weird_identifiers(conn):
     schema, table, version = 'app "x"; y', 'we"ird; DROP TABLE x', "1.0'; --\\x"
-    weird = table_schema(table, ("first name", "integer"), ('a"b', "text"), ("Ünïcødé", "varchar(5)"))
+    weird = table_schema(
+        table, ("first name", "integer"), ('a"b', "text"), ("Ünïcødé", "varchar(5)")
+    )
     load(conn, weird, version, [(1, "q\"'", "äöü")], db_schema=schema)
-    load(conn, table_schema(table, ("first name", "bigint"), ("semi;colon", "text")), "2", [(2, ";")], db_schema=schema)
-    rows = conn.execute(sql.SQL('SELECT {}, "first name", "a""b", "semi;colon" FROM {} ORDER BY 2').format(
-        sql.Identifier(VERSION_COLUMN), q(schema, table))).fetchall()
+    load(
+        conn,
+        table_schema(table, ("first name", "bigint"), ("semi;colon", "text")),
+        "2",
+        [(2, ";")],
+        db_schema=schema,
+    )
+    rows = conn.execute(
+        sql.SQL('SELECT {}, "first name", "a""b", "semi;colon" FROM {} ORDER BY 2').format(
+            sql.Identifier(VERSION_COLUMN), q(schema, table)
+        )
+    ).fetchall()
     assert rows == [(version, 1, "q\"'", None), ("2", 2, None, ";")]
     assert count_version(conn, table, version, schema) == 1
     assert conformance_problems(conn, schema, table, version) == []
@@ -277,12 +397,14 @@ def test_weird_identifiers(conn):
 
 def test_long_names_stay_unique_and_readable(conn):
     long_a, long_b = "A" * 70 + "_one", "A" * 70 + "_two"
-    umlauts = "Ü" * 40   # 80 bytes: truncation must not split a character
+    umlauts = "Ü" * 40  # 80 bytes: truncation must not split a character
     for name in (long_a, long_b, umlauts):
         load(conn, table_schema(name, ("Id", "integer")), "2025.10", [(1,)])
-    names = [parent_table_name(n) for n in (long_a, long_b, umlauts)] + \
-            [child_table_name(n, "2025.10") for n in (long_a, long_b, umlauts)] + \
-            [load_table_name(long_a, "2025.10", "abcd1234")]
+    names = (
+        [parent_table_name(n) for n in (long_a, long_b, umlauts)]
+        + [child_table_name(n, "2025.10") for n in (long_a, long_b, umlauts)]
+        + [load_table_name(long_a, "2025.10", "abcd1234")]
+    )
     assert len(set(names)) == len(names)
     assert all(len(n.encode()) <= MAX_IDENTIFIER_BYTES for n in names)
     assert child_table_name(long_a, "2025.10").endswith("__v2025.10")
@@ -296,8 +418,12 @@ def test_long_names_stay_unique_and_readable(conn):
 def test_a_query_by_version_scans_only_that_child(conn):
     for version in ("1", "2", "3"):
         load(conn, V1, version, [(1, "a", "1")])
-    plan = "\n".join(r[0] for r in conn.execute(
-        'EXPLAIN SELECT * FROM crm."Orders" WHERE _version = %s', ("2",)).fetchall())
+    plan = "\n".join(
+        r[0]
+        for r in conn.execute(
+            'EXPLAIN SELECT * FROM crm."Orders" WHERE _version = %s', ("2",)
+        ).fetchall()
+    )
     assert "Orders__v2" in plan
     assert "Orders__v1" not in plan and "Orders__v3" not in plan
 
@@ -305,7 +431,9 @@ def test_a_query_by_version_scans_only_that_child(conn):
 def test_conformance_problems_find_a_broken_child(conn):
     load(conn, V1, "1", [(1, "a", "1")])
     assert conformance_problems(conn, SCHEMA, "Orders", "1") == []
-    assert conformance_problems(conn, SCHEMA, "Orders", "7") == ['version 7 of table "Orders" is not loaded']
+    assert conformance_problems(conn, SCHEMA, "Orders", "7") == [
+        'version 7 of table "Orders" is not loaded'
+    ]
     conn.execute('ALTER TABLE crm."Orders__v1" NO INHERIT crm."Orders"')
     conn.execute('ALTER TABLE crm."Orders__v1" DROP CONSTRAINT _version_check')
     conn.execute('ALTER TABLE crm."Orders__v1" ALTER COLUMN "Name" TYPE text')
