@@ -41,6 +41,7 @@ class FormatError(IngestError):
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (psycopg's carry DETAIL/HINT lines after it), or its type."""
+    """The first line of an exception's message (psycopg's carry DETAIL/HINT lines after it), or
+    its type."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

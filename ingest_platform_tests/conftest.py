@@ -69,7 +69,7 @@ def mysql_zip(tmp_path_factory) -> Path:
 
 
 def pytest_collection_modifyitems(items):
-    # `pytest -m postgres` re-runs exactly the tests that talk to PostgreSQL (CI does, against 5432).
+    # `pytest -m postgres` re-runs exactly the tests that talk to PostgreSQL (CI does, on 5432).
     for item in items:
         if "pg_server_dsn" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
@@ -87,7 +87,8 @@ def pg_server_dsn() -> str:
         connect(dsn).close()
         yield dsn
         return
-    # Not under pytest's basetemp: another pytest session's cleanup of old basetemps could delete it.
+    # Not under pytest's basetemp: another pytest session's cleanup of old basetemps could
+    # delete it.
     data_dir = Path(tempfile.mkdtemp(prefix="ingest_test_pg_")) / "data"
     embedded = start_embedded_postgres(data_dir, delete_on_stop=True)
     yield embedded.dsn

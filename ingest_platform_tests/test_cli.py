@@ -27,7 +27,7 @@ STARTUP_SECONDS = 120
 
 
 class Launcher:
-    """`python -m ingest_platform.local.cli ARGS` in its own session, its output read line by line."""
+    """`python -m ingest_platform.local.cli ARGS` in its own session, output read line by line."""
 
     running: list[Launcher] = []  # stopped after each test, even a failed one
 
@@ -229,7 +229,10 @@ def test_dev_serves_the_code_location_and_the_sensor_loads_dropped_dumps(
     dev = Launcher(["dev", "--port", str(free_port())], project, clean_env)
     try:
         ui = dev.wait_for(r"Dagster UI: (http://\S+)").group(1)
-        query = "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } } instance { info } }"
+        query = (
+            "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus } } }"
+            " instance { info } }"
+        )
         request = urllib.request.Request(
             f"{ui}/graphql",
             data=json.dumps({"query": query}).encode(),
@@ -244,7 +247,8 @@ def test_dev_serves_the_code_location_and_the_sensor_loads_dropped_dumps(
         assert entries[0]["name"] == "ingest_platform"
         assert "run_storage: PostgresRunStorage" in data["instance"]["info"]
         assert "event_log_storage: PostgresEventLogStorage" in data["instance"]["info"]
-        # The sensor sees the demo dumps (complete: unchanged over two ticks) and runs one job per version.
+        # The sensor sees the demo dumps (complete: unchanged over two ticks) and runs one job per
+        # version.
         deadline = time.monotonic() + 240
         loaded = {}
         while (

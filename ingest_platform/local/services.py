@@ -1,4 +1,4 @@
-"""Start what is not configured (embedded PostgreSQL, BigQuery emulator) and describe the environment.
+"""Start what is not configured (embedded PostgreSQL, BigQuery emulator); describe the environment.
 
 Decisions, also in the README:
 - `INGEST_PG_DSN` set: that server is the warehouse; else the embedded server in
@@ -97,7 +97,8 @@ def _start_postgres(services: RunningServices, state: Path, environ, say) -> Non
             ensure_database(dsn, DAGSTER_DATABASE)
         except Exception as exc:
             raise ConfigError(
-                f"Could not create database '{DAGSTER_DATABASE}' for Dagster's storage on {server_address(dsn)}: {exc}. "
+                f"Could not create database '{DAGSTER_DATABASE}' for Dagster's storage on "
+                f"{server_address(dsn)}: {exc}. "
                 "Create it, or set DAGSTER_PG_URL to a database Dagster may use."
             ) from None
         services.env["DAGSTER_PG_URL"] = to_url(with_database(dsn, DAGSTER_DATABASE))
@@ -106,16 +107,18 @@ def _start_postgres(services: RunningServices, state: Path, environ, say) -> Non
 def _start_bigquery(services: RunningServices, state: Path, environ, say) -> None:
     if environ.get("INGEST_BQ_EMULATOR_HOST"):
         say(
-            f"BigQuery: using the emulator at {environ['INGEST_BQ_EMULATOR_HOST']} (INGEST_BQ_EMULATOR_HOST)"
+            f"BigQuery: using the emulator at {environ['INGEST_BQ_EMULATOR_HOST']} "
+            "(INGEST_BQ_EMULATOR_HOST)"
         )
         return
     project = environ.get("INGEST_BQ_PROJECT")
     if project:
         if not has_credentials(environ):
             raise ConfigError(
-                f"INGEST_BQ_PROJECT={project} is set but no credentials were found: set INGEST_BQ_CREDENTIALS "
-                "(base64 of a service-account key) or GOOGLE_APPLICATION_CREDENTIALS, or unset INGEST_BQ_PROJECT "
-                "to use the local emulator."
+                f"INGEST_BQ_PROJECT={project} is set but no credentials were found: set "
+                "INGEST_BQ_CREDENTIALS (base64 of a service-account key) or "
+                "GOOGLE_APPLICATION_CREDENTIALS, or unset INGEST_BQ_PROJECT to use the local "
+                "emulator."
             )
         say(f"BigQuery: using project {project} (INGEST_BQ_PROJECT)")
         return
@@ -132,7 +135,8 @@ def _start_bigquery(services: RunningServices, state: Path, environ, say) -> Non
         say=say,
     )
     say(
-        f"BigQuery: starting the local emulator in {state / 'bigquery'} (GEOGRAPHY unsupported locally) ..."
+        f"BigQuery: starting the local emulator in {state / 'bigquery'} "
+        "(GEOGRAPHY unsupported locally) ..."
     )
     emulator = start_emulator(rest_port, grpc_port, state / "bigquery", state / "bigquery.log")
     services.started.append(emulator)
