@@ -15,8 +15,8 @@ from ingest_platform.dumps.schema import Column, TableSchema
 from ingest_platform.errors import IngestError, SchemaError
 from ingest_platform.postgres.connection import connect
 from ingest_platform.postgres.copy_errors import CopyRejected
+from ingest_platform.postgres.catalog import MAX_IDENTIFIER_BYTES
 from ingest_platform.postgres.versioned_tables import (
-    MAX_IDENTIFIER_BYTES,
     VERSION_COLUMN,
     VersionLoad,
     abandon_version_load,
