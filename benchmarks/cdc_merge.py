@@ -32,7 +32,7 @@ from psycopg import sql
 from ingest_platform.cdc import checks, pipeline
 from ingest_platform.cdc import warehouse as wh
 from ingest_platform.cdc.config import CdcConfig, CdcTable
-from ingest_platform.cdc.demo_app import SCHEMA_SQL
+from ingest_platform.demo.cdc_app import SCHEMA_SQL
 from ingest_platform.postgres.connection import with_database
 
 TABLE = CdcTable(app_label="bench", model="item", source_table="bench_item")

@@ -45,6 +45,7 @@ from psycopg.types.string import BytesBinaryDumper
 
 from ingest_platform.bulk_ingest.numeric_binary import encode_decimals
 from ingest_platform.errors import IngestError, first_line
+from ingest_platform.postgres import catalog
 
 _INT_RANGES = {"int2": (-(2**15), 2**15 - 1), "int4": (-(2**31), 2**31 - 1)}
 _FLUSH_BYTES = 1 << 17
@@ -52,7 +53,10 @@ _CHUNK_ROWS = 1024  # rows read, checked, encoded and formatted at a time
 _NUMERIC_OID = 1700
 _BYTEA_OID = 17  # numeric fields made here are sent through the bytes dumper
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
-try:  # psycopg's compiled row formatter (a private name: without it, write_row does the same, slower)
+# psycopg's compiled row formatter, a private module: psycopg 3.3 has no public function that
+# formats a row into a buffer of ours (Copy.write_row costs a Python call per row and buffers on
+# its own), and this keeps the per-row work in C. Confined here; without it write_row does the same.
+try:
     from psycopg._copy_base import _binary_signature as _BINARY_SIGNATURE
     from psycopg._copy_base import _binary_trailer as _BINARY_TRAILER
     from psycopg._copy_base import format_row_binary as _format_row_binary
@@ -113,7 +117,8 @@ class TableTarget:
 def describe_target(conn: psycopg.Connection, table: sa.Table, schema: str) -> TableTarget:
     """Column types of the live table (after migration), in the order of the SQLAlchemy columns."""
     columns = tuple(c.name for c in table.columns)
-    qualified = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
+    qualified = catalog.qualified(schema, table.name)
+    # Type oids and names for the binary dumpers and range checks: COPY's own read of the catalog.
     found = {
         name: (oid, typname)
         for name, oid, typname in conn.execute(

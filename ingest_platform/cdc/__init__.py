@@ -9,8 +9,8 @@ Pure Python (no Dagster). Per tracked table (``config``):
    with COPY TO STDOUT -> COPY FROM STDIN into ``<schema>."<table>__staging"``.
 3. ``pipeline.merge_staged``: one transaction inserts/updates/soft-deletes into ``<schema>."<table>"``
    and moves the watermark; then staging is emptied.
-``checks`` compares merged and source (counts, per-row hashes, differing keys); ``demo_app`` is a
-demo source with a workload. The docstrings of ``source``, ``warehouse`` and ``pipeline`` say
+``checks`` compares merged and source (counts, per-row hashes, differing keys); a demo source
+with a workload is ``ingest_platform.demo.cdc_app``. The docstrings of ``source``, ``warehouse`` and ``pipeline`` say
 what happens under the hood: locks, transactions, what a crash leaves.
 """
 

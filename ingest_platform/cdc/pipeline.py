@@ -36,6 +36,8 @@ from ingest_platform.cdc import source as src
 from ingest_platform.cdc import warehouse as wh
 from ingest_platform.cdc.config import CdcConfig, CdcTable
 from ingest_platform.errors import IngestError
+from ingest_platform.postgres import catalog
+from ingest_platform.postgres.catalog import qualified
 from ingest_platform.postgres.connection import connect
 
 DEFAULT_WAIT_SECONDS = 5.0
@@ -158,7 +160,7 @@ def stage_changes(
                     lookups = src.few_of(
                         sum(result.changes.values()),
                         src.estimated_rows(
-                            sconn, src.qualified(table.source_schema, table.source_table)
+                            sconn, qualified(table.source_schema, table.source_table)
                         ),
                     )
                     with src.index_lookup_joins(sconn, lookups):
@@ -167,7 +169,7 @@ def stage_changes(
                             wconn,
                             src.copy_out_query(log, table, source, ct_id, lo, hi),
                             psycopg.sql.SQL("COPY {} FROM STDIN").format(
-                                src.qualified(schema, table.staging_table)
+                                qualified(schema, table.staging_table)
                             ),
                         )
                 wh.mark_staged(wconn, schema, table.name, lo, hi, info, horizon.candidates)
@@ -203,10 +205,10 @@ def merge_staged(
                 table.name, False, mark.horizon_id, last_change_at=mark.last_change_at
             )
             if mark.staged_from is not None and mark.staged_from == mark.horizon_id:
-                merged_columns = wh.table_columns(wconn, schema, table.merged_table)
+                merged_columns = catalog.columns_of(wconn, schema, table.merged_table)
                 staging_columns = [
                     c
-                    for c in wh.table_columns(wconn, schema, table.staging_table)
+                    for c in catalog.columns_of(wconn, schema, table.staging_table)
                     if c not in dict(wh.STAGING_META)
                 ]
                 missing = [c for c in staging_columns if c not in merged_columns]
@@ -215,7 +217,8 @@ def merge_staged(
                         f"CDC table {table.name!r}: the staging table does not match the merged table "
                         f"(missing there: {', '.join(missing) or 'all'}); run the staging step again."
                     )
-                key = wh.primary_key(wconn, schema, table.merged_table)[0]
+                oid = catalog.relation_oid(wconn, schema, table.merged_table)
+                key = catalog.primary_key(wconn, oid)[0]
                 result.counts = wh.merge_staging(wconn, schema, table, staging_columns, key)
                 wh.finish_merge(wconn, schema, table.name, mark)
                 result.merged = True

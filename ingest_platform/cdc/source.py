@@ -46,7 +46,8 @@ from psycopg import sql
 from ingest_platform.cdc.config import CdcTable, ChangeLog
 from ingest_platform.cdc.errors import ChangeLogError
 from ingest_platform.errors import ConfigError
-from ingest_platform.postgres.type_widening import parse_pg_type
+from ingest_platform.postgres import catalog
+from ingest_platform.postgres.catalog import parsed_type, qualified
 
 ACTIONS = ("added", "changed", "deleted")
 MAX_CANDIDATES = 20
@@ -67,10 +68,6 @@ def set_session(conn: psycopg.Connection) -> None:
             "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; "
             "SET extra_float_digits = 1"
         )
-
-
-def qualified(schema: str, table: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
 
 
 # Joins of a batch of keys with a large table: below 1/INDEX_LOOKUP_RATIO of the table's rows, the
@@ -135,12 +132,8 @@ class ChangeLogInfo:
 
 
 def change_log_info(conn: psycopg.Connection, log: ChangeLog, table_name: str) -> ChangeLogInfo:
-    row = conn.execute(
-        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s",
-        (log.schema, log.change_table),
-    ).fetchone()
-    if row is None:
+    oid = catalog.relation_oid(conn, log.schema, log.change_table)
+    if oid is None:
         raise ChangeLogError(
             f'the source has no change-log table "{log.schema}"."{log.change_table}"; check '
             "INGEST_CDC_SOURCE_DSN and [change_log] in INGEST_CDC_CONFIG",
@@ -149,7 +142,7 @@ def change_log_info(conn: psycopg.Connection, log: ChangeLog, table_name: str) -
     cache = conn.execute(
         "SELECT s.seqcache FROM pg_depend d JOIN pg_sequence s ON s.seqrelid = d.objid "
         "WHERE d.refobjid = %s AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1",
-        (row[0],),
+        (oid,),
     ).fetchone()
     if cache and cache[0] > 1:
         raise ConfigError(
@@ -157,7 +150,7 @@ def change_log_info(conn: psycopg.Connection, log: ChangeLog, table_name: str) -
             "not handed out in order and the CDC horizon cannot be safe. ALTER SEQUENCE .. CACHE 1."
         )
     return ChangeLogInfo(
-        row[0],
+        oid,
         qualified(log.schema, log.change_table),
         qualified(log.schema, log.content_type_table),
     )
@@ -261,32 +254,16 @@ def read_source_table(
     conn: psycopg.Connection, table: CdcTable, change_ids: list[int]
 ) -> SourceTable:
     where = f'source table "{table.source_schema}"."{table.source_table}"'
-    row = conn.execute(
-        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
-        (table.source_schema, table.source_table),
-    ).fetchone()
-    if row is None:
+    oid = catalog.relation_oid(conn, table.source_schema, table.source_table)
+    if oid is None:
         raise ChangeLogError(
-            f"{where} does not exist; fix the table's source_table/source_schema in INGEST_CDC_CONFIG",
+            f"{where} does not exist; fix the table's source_table/source_schema in "
+            "INGEST_CDC_CONFIG",
             table=table.name,
             change_ids=change_ids,
         )
-    columns = tuple(
-        conn.execute(
-            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-            "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            (row[0],),
-        ).fetchall()
-    )
-    key = [
-        r[0]
-        for r in conn.execute(
-            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-            "WHERE i.indrelid = %s AND i.indisprimary",
-            (row[0],),
-        )
-    ]
+    columns = tuple((c.name, c.type) for c in catalog.columns(conn, oid))
+    key = catalog.primary_key(conn, oid)
     if len(key) != 1:
         problem = (
             "has no primary key" if not key else f"has a composite primary key ({', '.join(key)})"
@@ -303,10 +280,7 @@ def read_source_table(
 def key_cast_type(source: SourceTable) -> sql.SQL:
     """The type object_id (text) is cast to. String keys compare as text: a cast to varchar(n)
     would silently truncate an over-long object_id onto another row's key."""
-    try:
-        parsed = parse_pg_type(source.key_type)
-    except ValueError:
-        return sql.SQL(source.key_type)
+    parsed = parsed_type(source.key_type)
     return sql.SQL(
         "text" if parsed.name in _STRING_TYPES and not parsed.array_dims else str(parsed)
     )

@@ -27,16 +27,11 @@ import psycopg
 from psycopg import sql
 
 from ingest_platform.cdc.config import CdcConfig, CdcTable
-from ingest_platform.cdc.source import (
-    SourceTable,
-    estimated_rows,
-    few_of,
-    index_lookup_joins,
-    qualified,
-)
+from ingest_platform.cdc.source import SourceTable, estimated_rows, few_of, index_lookup_joins
 from ingest_platform.errors import SchemaError
+from ingest_platform.postgres import catalog, evolution
+from ingest_platform.postgres.catalog import parsed_type, qualified
 from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS, terminating_blockers
-from ingest_platform.postgres.type_widening import PgType, common_type, parse_pg_type
 
 WATERMARK_TABLE = "_cdc_watermark"
 IS_DELETED, LAST_CHANGE_ID, APPLIED_AT = "is_deleted", "_last_change_id", "_applied_at"
@@ -51,9 +46,6 @@ _SETUP_LOCK = 0x43_44_43  # advisory lock: one CREATE SCHEMA/TABLE IF NOT EXISTS
 # Merged tables leave 10% of each page free, so that an update can put the new row version on the
 # same page: a HOT update, which adds no index entry (the merge updates many rows of a large table).
 MERGED_FILLFACTOR = 90
-USE_MERGE: bool | None = (
-    None  # None: MERGE when the server can (see merge_staging); False: ON CONFLICT (tests)
-)
 
 
 def ensure_watermark(conn: psycopg.Connection, schema: str, table: str) -> None:
@@ -91,7 +83,7 @@ class Watermark:
 def read_watermark(
     conn: psycopg.Connection, schema: str, table: str, for_update: bool = False
 ) -> Watermark | None:
-    if not _relation_exists(conn, schema, WATERMARK_TABLE):
+    if not catalog.relation_exists(conn, schema, WATERMARK_TABLE):
         return None
     row = conn.execute(
         sql.SQL(
@@ -101,57 +93,6 @@ def read_watermark(
         (table,),
     ).fetchone()
     return Watermark(*row) if row else None
-
-
-def save_candidates(conn: psycopg.Connection, schema: str, table: str, candidates: list) -> None:
-    conn.execute(
-        sql.SQL("UPDATE {} SET candidates = %s WHERE table_name = %s").format(
-            qualified(schema, WATERMARK_TABLE)
-        ),
-        (json.dumps(candidates), table),
-    )
-
-
-def _relation_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
-    return (
-        conn.execute(
-            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relname = %s",
-            (schema, name),
-        ).fetchone()
-        is not None
-    )
-
-
-def table_columns(conn: psycopg.Connection, schema: str, name: str) -> dict[str, str]:
-    """{column: type as format_type prints it} in table order; empty if the table does not exist."""
-    return dict(
-        conn.execute(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 "
-            "AND NOT a.attisdropped ORDER BY a.attnum",
-            (schema, name),
-        ).fetchall()
-    )
-
-
-def primary_key(conn: psycopg.Connection, schema: str, name: str) -> list[str]:
-    return [
-        r[0]
-        for r in conn.execute(
-            "SELECT a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-            "WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary",
-            (schema, name),
-        )
-    ]
-
-
-def catalog_type(printed: str) -> PgType:
-    try:
-        return parse_pg_type(printed)
-    except ValueError:
-        return PgType(printed)
 
 
 def evolve_merged_table(
@@ -174,15 +115,16 @@ def evolve_merged_table(
             )
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
-        existing = table_columns(conn, schema, table.merged_table)
+        existing = catalog.columns_of(conn, schema, table.merged_table)
+        wanted = {n: parsed_type(t) for n, t in source.columns}
         if not existing:
             columns = [
                 sql.SQL("{} {}{}").format(
                     sql.Identifier(n),
-                    sql.SQL(str(catalog_type(t))),
+                    sql.SQL(str(t)),
                     sql.SQL(" PRIMARY KEY" if n == source.primary_key else ""),
                 )
-                for n, t in source.columns
+                for n, t in wanted.items()
             ]
             columns += [
                 sql.SQL(f"{IS_DELETED} boolean NOT NULL DEFAULT false"),
@@ -196,53 +138,32 @@ def evolve_merged_table(
                     sql.Literal(MERGED_FILLFACTOR),
                 )
             )
-            return {n: str(catalog_type(t)) for n, t in source.columns}, [
+            return {n: str(t) for n, t in wanted.items()}, [
                 f"created {schema}.{table.merged_table}"
             ]
-        key = primary_key(conn, schema, table.merged_table)
-        if key != [source.primary_key]:
+        oid = catalog.relation_oid(conn, schema, table.merged_table)
+        key = catalog.primary_key(conn, oid) if oid is not None else ()
+        if key != (source.primary_key,):
             raise SchemaError(
-                f"{where}: the source's primary key is \"{source.primary_key}\", the merged table's "
-                f"{', '.join(key) or 'none'}; a changed key needs a new merged table (drop it and re-sync)."
+                f'{where}: the source\'s primary key is "{source.primary_key}", the merged '
+                f"table's {', '.join(key) or 'none'}; a changed key needs a new merged table "
+                "(drop it and re-sync)."
             )
         _default_fillfactor(conn, qualified(schema, table.merged_table))
-        actions, changes, target = [], [], {}
-        for name, printed in source.columns:
-            source_type = catalog_type(printed)
-            if name not in existing:
-                actions.append(
-                    sql.SQL("ADD COLUMN {} {}").format(
-                        sql.Identifier(name), sql.SQL(str(source_type))
-                    )
-                )
-                changes.append(f'add column "{name}" {source_type}')
-                target[name] = str(source_type)
-                continue
-            merged_type = catalog_type(existing[name])
-            common = common_type(merged_type, source_type)
-            if common is None:
-                raise SchemaError(
-                    f'{where}, column "{name}": the source now has {source_type}, the merged table '
-                    f"{merged_type}; these types are incompatible (no widening rule turns one into the "
-                    "other). Nothing was merged. Change the column back in the source, or migrate the "
-                    "merged column by hand (ALTER TABLE .. ALTER COLUMN .. TYPE) and run again."
-                )
-            if common != merged_type:
-                actions.append(
-                    sql.SQL("ALTER COLUMN {} TYPE {}").format(
-                        sql.Identifier(name), sql.SQL(str(common))
-                    )
-                )
-                changes.append(f'widen column "{name}" from {merged_type} to {common}')
-            target[name] = str(common)
-        if actions:
+        planned = evolution.plan({n: c.parsed for n, c in existing.items()}, wanted)
+        if planned.refused:
+            column = planned.refused[0]
+            raise SchemaError(
+                f'{where}, column "{column.name}": the source now has {column.wanted}, the merged '
+                f"table {column.live}; these types are incompatible (no widening rule turns one "
+                "into the other). Nothing was merged. Change the column back in the source, or "
+                "migrate the merged column by hand (ALTER TABLE .. ALTER COLUMN .. TYPE) and run "
+                "again."
+            )
+        if planned.changes:
             with terminating_blockers(conn, terminate_blockers_after, LOGGER):
-                conn.execute(
-                    sql.SQL("ALTER TABLE {} {}").format(
-                        qualified(schema, table.merged_table), sql.SQL(", ").join(actions)
-                    )
-                )
-        return target, changes
+                conn.execute(evolution.alter_table(schema, table.merged_table, planned.changes))
+        return {n: str(t) for n, t in planned.target.items()}, [str(c) for c in planned.changes]
 
 
 def _default_fillfactor(conn: psycopg.Connection, merged: sql.Composed) -> None:
@@ -325,16 +246,15 @@ def merge_staging(
     table: CdcTable,
     source_columns: list[str],
     key: str,
-    use_merge: bool | None = None,
 ) -> MergeCounts:
     """(Inside the caller's transaction, which holds the watermark row: no other merge of this table
     runs meanwhile.) Staging -> merged: found rows whose last action is added or changed are upserted
     (is_deleted = false); objects whose last action is deleted, or whose row is gone from the source,
     are soft-deleted keeping their last known values. Never a DELETE.
 
-    PostgreSQL 15+ (`use_merge` None: when the server has it and counts tuples): one UPDATE for the
-    soft deletes, one MERGE for the rest; older servers: INSERT .. ON CONFLICT DO UPDATE (a
-    speculative insertion per row, slower). A batch under 1/4 of the merged table is joined by index
+    Where the server has MERGE (PostgreSQL 15+) and counts tuples (``track_counts``, for the
+    inserted/updated counts): one UPDATE for the soft deletes, one MERGE for the rest; otherwise
+    INSERT .. ON CONFLICT DO UPDATE (a speculative insertion per row, slower). A batch under 1/4 of the merged table is joined by index
     lookups, the staging rows in key order."""
     merged, staging = qualified(schema, table.merged_table), qualified(schema, table.staging_table)
     live_rows, dead_rows = conn.execute(
@@ -342,13 +262,10 @@ def merge_staging(
             "SELECT count(*) FILTER (WHERE {live}), count(*) FILTER (WHERE NOT ({live})) FROM {}"
         ).format(staging, live=_LIVE)
     ).fetchone()
-    if use_merge is None:
-        use_merge = USE_MERGE
-    if use_merge is None:
-        use_merge = (
-            conn.info.server_version >= 150000
-            and conn.execute("SHOW track_counts").fetchone()[0] == "on"
-        )
+    use_merge = (
+        conn.info.server_version >= 150000
+        and conn.execute("SHOW track_counts").fetchone()[0] == "on"
+    )
     parts = dict(
         merged=merged,
         staging=staging,
@@ -460,13 +377,13 @@ def finish_merge(conn: psycopg.Connection, schema: str, table: str, watermark: W
 
 
 def truncate_staging(conn: psycopg.Connection, schema: str, table: CdcTable) -> None:
-    if _relation_exists(conn, schema, table.staging_table):
+    if catalog.relation_exists(conn, schema, table.staging_table):
         with conn.transaction():
             conn.execute(sql.SQL("TRUNCATE {}").format(qualified(schema, table.staging_table)))
 
 
 def staging_row_count(conn: psycopg.Connection, schema: str, table: CdcTable) -> int:
-    if not _relation_exists(conn, schema, table.staging_table):
+    if not catalog.relation_exists(conn, schema, table.staging_table):
         return 0
     return conn.execute(
         sql.SQL("SELECT count(*) FROM {}").format(qualified(schema, table.staging_table))
@@ -474,7 +391,7 @@ def staging_row_count(conn: psycopg.Connection, schema: str, table: CdcTable) ->
 
 
 def all_watermarks(conn: psycopg.Connection, config: CdcConfig) -> dict[str, int]:
-    if not _relation_exists(conn, config.warehouse_schema, WATERMARK_TABLE):
+    if not catalog.relation_exists(conn, config.warehouse_schema, WATERMARK_TABLE):
         return {}
     return dict(
         conn.execute(

@@ -166,9 +166,6 @@ def bulk_ingest_job(
     )
 
 
-_job_for = bulk_ingest_job
-
-
 def bulk_ingest_schedule(
     asset: dg.AssetsDefinition,
     cron_schedule: str,
@@ -178,7 +175,7 @@ def bulk_ingest_schedule(
     **schedule_kwargs,
 ) -> dg.ScheduleDefinition:
     """Materialize `asset` on a cron schedule (each run resumes from the stored watermark)."""
-    job = _job_for(asset, name)
+    job = bulk_ingest_job(asset, name)
     return dg.ScheduleDefinition(
         name=f"{job.name[:-4]}_schedule",
         job=job,
@@ -198,7 +195,7 @@ def bulk_ingest_sensor(
 ) -> dg.SensorDefinition:
     """Materialize `asset` when ``probe()`` (a cheap look at the source, e.g. its newest change
     time) returns something new; None means the source cannot tell, so nothing runs."""
-    job = _job_for(asset, name)
+    job = bulk_ingest_job(asset, name)
 
     @dg.sensor(
         name=f"{job.name[:-4]}_sensor",

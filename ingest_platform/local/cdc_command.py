@@ -45,7 +45,7 @@ def register(subparsers, say) -> None:
 
 
 def run_demo_app(options, say) -> int:
-    from ingest_platform.cdc import demo_app
+    from ingest_platform.demo import cdc_app
     from ingest_platform.errors import ConfigError
     from ingest_platform.postgres.connection import (
         connect,
@@ -76,19 +76,19 @@ def run_demo_app(options, say) -> int:
         say(
             f"Demo source: database {DEMO_DATABASE if not options.dsn else dsn} on {server_address(dsn)}"
         )
-        demo_app.create_demo_source(dsn, reset=options.reset)
+        cdc_app.create_demo_source(dsn, reset=options.reset)
         with connect(dsn) as conn:
             empty = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM project)").fetchone()[0]
         rng = random.Random(options.random_seed)
         if empty and options.seed_projects > 0:
-            demo_app.seed(dsn, options.seed_projects, rng)
+            cdc_app.seed(dsn, options.seed_projects, rng)
             say(f"Seeded {options.seed_projects} projects with inventory, plans and items.")
         say(
             f"Writing ~{options.rate:g} transactions/s for "
             f"{'ever (Ctrl-C stops)' if options.duration <= 0 else f'{options.duration:g} s'}; "
             "the sensor cdc_change_log_sensor picks the changes up."
         )
-        counts = demo_app.run_workload(dsn, options.rate, options.duration, say, rng)
+        counts = cdc_app.run_workload(dsn, options.rate, options.duration, say, rng)
         say(f"Done: {counts}")
         return 0
     finally:

@@ -13,9 +13,9 @@ from psycopg import sql
 
 from ingest_platform.dumps.schema import Column, TableSchema
 from ingest_platform.errors import IngestError, SchemaError
+from ingest_platform.postgres.catalog import MAX_IDENTIFIER_BYTES
 from ingest_platform.postgres.connection import connect
 from ingest_platform.postgres.copy_errors import CopyRejected
-from ingest_platform.postgres.catalog import MAX_IDENTIFIER_BYTES
 from ingest_platform.postgres.versioned_tables import (
     VERSION_COLUMN,
     VersionLoad,
