@@ -122,7 +122,8 @@ def describe_target(conn: psycopg.Connection, table: sa.Table, schema: str) -> T
     found = {
         name: (oid, typname)
         for name, oid, typname in conn.execute(
-            "SELECT a.attname, a.atttypid, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+            "SELECT a.attname, a.atttypid, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = "
+            "a.atttypid "
             "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
             (qualified.as_string(conn),),
         )
@@ -189,7 +190,8 @@ class BatchCopier:
                 known = ", ".join(sorted(self._by_key)) or "none"
                 raise IngestError(
                     f"The batch names the table {key or table!r}, which is not in the metadata "
-                    f"passed to ingest() (its tables: {known}). Add it to the metadata or fix the batch."
+                    f"passed to ingest() (its tables: {known}). Add it to the metadata or fix the "
+                    f"batch."
                 )
             # Not cached by id(): only the metadata's own tables live as long as the copier; the id
             # of a freed key string or Table could come back as another table's.
@@ -224,8 +226,10 @@ class BatchCopier:
         try:
             with self.conn.cursor() as cursor:
                 if target.numeric and _BYTEA_OID not in target.type_oids:
-                    # The fields made by numeric_binary pass through as bytes, in C (psycopg's default
-                    # bytea dumper by oid is Python; kept for tables with bytea columns: it also takes
+                    # The fields made by numeric_binary pass through as bytes, in C (psycopg's
+                    # default
+                    # bytea dumper by oid is Python; kept for tables with bytea columns: it also
+                    # takes
                     # psycopg.Binary).
                     cursor.adapters.register_dumper(None, BytesBinaryDumper)
                 with cursor.copy(self._statement(target)) as copy:
@@ -348,8 +352,10 @@ class BatchCopier:
             )
         if len(row) != len(target.columns):
             raise IngestError(
-                f"Row {number:,} of {target.display} in this batch has {len(row)} values, the table has "
-                f"{len(target.columns)} columns ({', '.join(target.columns)}): give one value per column, in "
+                f"Row {number:,} of {target.display} in this batch has {len(row)} values, the "
+                f"table has "
+                f"{len(target.columns)} columns ({', '.join(target.columns)}): give one value per "
+                f"column, in "
                 "this order (None for NULL)."
             )
         for index, low, high in target.range_checks:
@@ -358,12 +364,15 @@ class BatchCopier:
                 continue
             if isinstance(value, int):
                 raise IngestError(
-                    f'Row {number:,} of {target.display} in this batch: column "{target.columns[index]}" '
+                    f"Row {number:,} of {target.display} in this batch: column "
+                    f'"{target.columns[index]}" '
                     f"({target.type_names[index]}) cannot hold {value!r}: out of range."
                 )
             raise IngestError(
-                f'Row {number:,} of {target.display} in this batch: column "{target.columns[index]}" '
-                f"({target.type_names[index]}) takes int, not {type(value).__name__} ({value!r:.80})."
+                f"Row {number:,} of {target.display} in this batch: column "
+                f'"{target.columns[index]}" '
+                f"({target.type_names[index]}) takes int, not {type(value).__name__} "
+                f"({value!r:.80})."
             )
 
     def _value_error(
@@ -558,7 +567,8 @@ class _ChunkWriter:
                 fields, self.widths[index] = encoded
                 present = iter(fields)
                 return [None if v is None else next(present) for v in values]
-        # Anything else (int, NaN, Infinity, exponents, mixed scales, a wrong type): psycopg, one by one.
+        # Anything else (int, NaN, Infinity, exponents, mixed scales, a wrong type): psycopg, one
+        # by one.
         dump = self.numeric_dumper.dump
         fields = []
         for number, value in enumerate(values):

@@ -293,8 +293,10 @@ def _check_type_changes(
             ) from None
         if row is not None:
             raise SchemaError(
-                f'Migrating {live.display}: column "{column}" cannot change from {old} to {new} without losing '
-                f"data: the value {row[0]!r} would change. Nothing changed; convert the values yourself or "
+                f'Migrating {live.display}: column "{column}" cannot change from {old} to {new} '
+                f"without losing "
+                f"data: the value {row[0]!r} would change. Nothing changed; convert the values "
+                f"yourself or "
                 "keep the type."
             )
 
@@ -363,7 +365,8 @@ def _table_privileges(
     grants = [
         (grantee, privilege, grantable)
         for grantee, privilege, grantable in conn.execute(
-            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, "
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, "
+            "a.privilege_type, "
             "       a.is_grantable "
             "FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = %s AND a.grantee <> c.relowner",
             (oid,),
@@ -423,7 +426,8 @@ def _recreate_view(conn: psycopg.Connection, view: DependentView, table: str) ->
             )
     except psycopg.Error as exc:
         raise SchemaError(
-            f"The view {view.schema}.{view.name} on {table} no longer works with the table's new definition: "
+            f"The view {view.schema}.{view.name} on {table} no longer works with the table's new "
+            f"definition: "
             f"{first_line(exc)}. Nothing changed; drop or change the view first."
         ) from None
     for index in view.indexes:

@@ -101,7 +101,8 @@ def live_definition(conn: psycopg.Connection, schema: str, name: str) -> TableDe
     indexes = set()
     for is_primary, unique, names in conn.execute(
         "SELECT i.indisprimary, i.indisunique, "
-        "  array(SELECT coalesce(a.attname, '(expression)') FROM unnest(i.indkey[0:i.indnkeyatts - 1]) "
+        "  array(SELECT coalesce(a.attname, '(expression)') FROM unnest(i.indkey[0:i.indnkeyatts - "
+        "1]) "
         "        WITH ORDINALITY k(attnum, ord) LEFT JOIN pg_attribute a "
         "        ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord) "
         "FROM pg_index i WHERE i.indrelid = %s",

@@ -94,7 +94,8 @@ class CdcConfig:
             if table.name == name:
                 return table
         raise ConfigError(
-            f"No tracked CDC table named {name!r}; tracked: {', '.join(t.name for t in self.tables)}."
+            f"No tracked CDC table named {name!r}; tracked: "
+            f"{', '.join(t.name for t in self.tables)}."
         )
 
 
@@ -179,7 +180,8 @@ def validate_config(config: CdcConfig, origin: str = "CDC config") -> None:
     for table in config.tables:
         if len(table.staging_table.encode()) > MAX_IDENTIFIER_BYTES:
             raise ConfigError(
-                f"{origin}: table name {table.name!r} is too long: {table.staging_table!r} must fit "
+                f"{origin}: table name {table.name!r} is too long: {table.staging_table!r} must "
+                f"fit "
                 f"PostgreSQL's {MAX_IDENTIFIER_BYTES} bytes; give it a shorter `name`."
             )
         if table.name.startswith("_cdc"):
@@ -216,7 +218,8 @@ def source_dsn_from_env(environ=os.environ) -> str:
     warehouse = environ.get("INGEST_PG_DSN")
     if not warehouse:
         raise ConfigError(
-            "Neither INGEST_CDC_SOURCE_DSN nor INGEST_PG_DSN is set: set INGEST_CDC_SOURCE_DSN to the "
+            "Neither INGEST_CDC_SOURCE_DSN nor INGEST_PG_DSN is set: set INGEST_CDC_SOURCE_DSN to "
+            "the "
             "application database, or run under `ingest-platform dev` (which sets INGEST_PG_DSN)."
         )
     from ingest_platform.postgres.connection import libpq_dsn, with_database

@@ -214,8 +214,10 @@ def merge_staged(
                 missing = [c for c in staging_columns if c not in merged_columns]
                 if missing or not staging_columns:
                     raise IngestError(
-                        f"CDC table {table.name!r}: the staging table does not match the merged table "
-                        f"(missing there: {', '.join(missing) or 'all'}); run the staging step again."
+                        f"CDC table {table.name!r}: the staging table does not match the merged "
+                        f"table "
+                        f"(missing there: {', '.join(missing) or 'all'}); run the staging step "
+                        f"again."
                     )
                 oid = catalog.relation_oid(wconn, schema, table.merged_table)
                 key = catalog.primary_key(wconn, oid)[0]

@@ -71,7 +71,8 @@ def set_session(conn: psycopg.Connection) -> None:
 
 
 # Joins of a batch of keys with a large table: below 1/INDEX_LOOKUP_RATIO of the table's rows, the
-# batch is joined by index lookups (the planner would scan and hash the whole table: it does not know
+# batch is joined by index lookups (the planner would scan and hash the whole table: it does not
+# know
 # the keys arrive sorted, so the lookups walk the index in order and touch each page about once).
 INDEX_LOOKUP_RATIO = 4
 
@@ -96,7 +97,8 @@ def index_lookup_joins(conn: psycopg.Connection, enabled: bool):
         "SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')"
     ).fetchone()
     conn.execute(
-        "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
+        "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', "
+        "true)"
     )
     yield
     conn.execute(
@@ -111,7 +113,8 @@ def estimated_rows(conn: psycopg.Connection, relation: sql.Composable) -> float 
     return conn.execute(
         sql.SQL(
             "SELECT CASE WHEN relpages > 0 AND reltuples > 0 THEN reltuples / relpages * "
-            "(pg_relation_size(oid) / current_setting('block_size')::int) END FROM pg_class WHERE oid = {}::regclass"
+            "(pg_relation_size(oid) / current_setting('block_size')::int) END FROM pg_class WHERE "
+            "oid = {}::regclass"
         ).format(sql.Literal(relation.as_string(conn)))
     ).fetchone()[0]
 
@@ -141,12 +144,14 @@ def change_log_info(conn: psycopg.Connection, log: ChangeLog, table_name: str) -
         )
     cache = conn.execute(
         "SELECT s.seqcache FROM pg_depend d JOIN pg_sequence s ON s.seqrelid = d.objid "
-        "WHERE d.refobjid = %s AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1",
+        "WHERE d.refobjid = %s AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') "
+        "LIMIT 1",
         (oid,),
     ).fetchone()
     if cache and cache[0] > 1:
         raise ConfigError(
-            f'The id sequence of "{log.schema}"."{log.change_table}" has CACHE {cache[0]}: ids are then '
+            f'The id sequence of "{log.schema}"."{log.change_table}" has CACHE {cache[0]}: ids are '
+            f"then "
             "not handed out in order and the CDC horizon cannot be safe. ALTER SEQUENCE .. CACHE 1."
         )
     return ChangeLogInfo(
@@ -180,7 +185,8 @@ def advance_horizon(
     snapshot that reads up to the horizon must be taken after this returns."""
     q, vxids = conn.execute(
         sql.SQL(
-            "SELECT (SELECT max(id) FROM {log}), ARRAY(SELECT DISTINCT virtualtransaction FROM pg_locks "
+            "SELECT (SELECT max(id) FROM {log}), ARRAY(SELECT DISTINCT virtualtransaction FROM "
+            "pg_locks "
             "WHERE locktype = 'relation' AND relation = %s AND mode <> 'AccessShareLock' "
             "AND pid IS DISTINCT FROM pg_backend_pid())"
         ).format(log=log.change_table),
@@ -210,7 +216,8 @@ def advance_horizon(
         blocked = [
             r[0]
             for r in conn.execute(
-                "SELECT DISTINCT pid FROM pg_locks WHERE virtualtransaction = ANY(%s) AND pid IS NOT NULL ORDER BY 1",
+                "SELECT DISTINCT pid FROM pg_locks WHERE virtualtransaction = ANY(%s) AND pid IS "
+                "NOT NULL ORDER BY 1",
                 (sorted({v for c in waiting for v in c["vxids"]}),),
             )
         ]
@@ -345,7 +352,8 @@ def validate_changes(
     bad_actions = _ids(
         conn,
         sql.SQL(
-            "SELECT c.id FROM {log} c WHERE {mine} AND (c.action IS NULL OR c.action <> ALL({actions})) "
+            "SELECT c.id FROM {log} c WHERE {mine} AND (c.action IS NULL OR c.action <> "
+            "ALL({actions})) "
             "ORDER BY c.id LIMIT {n}"
         ).format(
             log=log.change_table,
@@ -387,7 +395,8 @@ def _validate_content_types(
         conn,
         sql.SQL(
             "SELECT c.id FROM {log} c WHERE {rng} AND (c.content_type_id IS NULL OR NOT EXISTS "
-            "(SELECT 1 FROM {ct} t WHERE t.id = c.content_type_id){untracked}) ORDER BY c.id LIMIT {n}"
+            "(SELECT 1 FROM {ct} t WHERE t.id = c.content_type_id){untracked}) ORDER BY c.id LIMIT "
+            "{n}"
         ).format(
             log=log.change_table,
             ct=log.content_type_table,
@@ -419,7 +428,8 @@ def _uncastable_object_ids(
         with conn.transaction():
             if not conn.execute(
                 sql.SQL(
-                    "SELECT count(*) FILTER (WHERE c.object_id IS NULL OR c.object_id::{t} IS NULL) "
+                    "SELECT count(*) FILTER (WHERE c.object_id IS NULL OR c.object_id::{t} IS "
+                    "NULL) "
                     "FROM {log} c WHERE {mine}"
                 ).format(t=cast, log=log.change_table, mine=mine)
             ).fetchone()[0]:
@@ -510,7 +520,8 @@ def changes_by_action(
     newest, last_id = None, None
     for action, count, latest, largest in conn.execute(
         sql.SQL(
-            "SELECT c.action, count(*), max(c.date_created), max(c.id) FROM {log} c WHERE c.content_type_id = %s "
+            "SELECT c.action, count(*), max(c.date_created), max(c.id) FROM {log} c WHERE "
+            "c.content_type_id = %s "
             "AND {rng} GROUP BY c.action"
         ).format(log=log.change_table, rng=_range(lo, hi)),
         (ct_id,),
@@ -534,9 +545,11 @@ def copy_out_query(
         if name != source.primary_key
     ]
     return sql.SQL(
-        "COPY (WITH r AS (SELECT DISTINCT ON (k) c.object_id::{cast} AS k, c.id, c.action FROM {log} c "
+        "COPY (WITH r AS (SELECT DISTINCT ON (k) c.object_id::{cast} AS k, c.id, c.action FROM "
+        "{log} c "
         "WHERE c.content_type_id = {ct} AND {rng} ORDER BY k, c.id DESC) "
-        "SELECT r.id, r.action, s.{pk} IS NOT NULL, r.k{comma}{others} FROM r LEFT JOIN {src} s ON s.{pk} = r.k) "
+        "SELECT r.id, r.action, s.{pk} IS NOT NULL, r.k{comma}{others} FROM r LEFT JOIN {src} s ON "
+        "s.{pk} = r.k) "
         "TO STDOUT"
     ).format(
         cast=key_cast_type(source),

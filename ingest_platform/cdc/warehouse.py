@@ -55,8 +55,10 @@ def ensure_watermark(conn: psycopg.Connection, schema: str, table: str) -> None:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         conn.execute(
             sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (table_name text PRIMARY KEY, horizon_id bigint NOT NULL DEFAULT 0, "
-                "candidates jsonb NOT NULL DEFAULT '[]', staged_from bigint, staged_to bigint, staged_info jsonb, "
+                "CREATE TABLE IF NOT EXISTS {} (table_name text PRIMARY KEY, horizon_id bigint NOT "
+                "NULL DEFAULT 0, "
+                "candidates jsonb NOT NULL DEFAULT '[]', staged_from bigint, staged_to bigint, "
+                "staged_info jsonb, "
                 "last_change_id bigint, last_change_at timestamptz, applied_at timestamptz)"
             ).format(qualified(schema, WATERMARK_TABLE))
         )
@@ -87,7 +89,8 @@ def read_watermark(
         return None
     row = conn.execute(
         sql.SQL(
-            "SELECT horizon_id, candidates, staged_from, staged_to, staged_info, last_change_id, last_change_at, applied_at "
+            "SELECT horizon_id, candidates, staged_from, staged_to, staged_info, last_change_id, "
+            "last_change_at, applied_at "
             "FROM {} WHERE table_name = %s{}"
         ).format(qualified(schema, WATERMARK_TABLE), sql.SQL(" FOR UPDATE" if for_update else "")),
         (table,),
@@ -110,7 +113,8 @@ def evolve_merged_table(
     for name, _ in source.columns:
         if name in MERGED_META_COLUMNS:
             raise SchemaError(
-                f'{where}: the source column "{name}" has the name of a column the merged table adds; '
+                f'{where}: the source column "{name}" has the name of a column the merged table '
+                f"adds; "
                 "rename it in the source or track the table under a view that renames it."
             )
     with conn.transaction():
@@ -279,7 +283,8 @@ def merge_staging(
         soft_deleted = (
             conn.execute(
                 sql.SQL(
-                    "UPDATE {merged} m SET {is_deleted} = true, {last} = s._change_id, {at} = now() FROM {staging} s "
+                    "UPDATE {merged} m SET {is_deleted} = true, {last} = s._change_id, {at} = "
+                    "now() FROM {staging} s "
                     "WHERE m.{key} = s.{key} AND NOT (s._row_found AND s._action <> 'deleted')"
                 ).format(**parts)
             ).rowcount
@@ -311,9 +316,12 @@ def _merge_live(
     before = conn.execute(counters).fetchone()
     conn.execute(
         sql.SQL(
-            "MERGE INTO {merged} m USING (SELECT * FROM {staging} WHERE {live}) s ON m.{key} = s.{key} "
-            "WHEN MATCHED THEN UPDATE SET {sets}, {is_deleted} = false, {last} = s._change_id, {at} = now() "
-            "WHEN NOT MATCHED THEN INSERT ({cols}, {is_deleted}, {last}, {at}) VALUES ({values}, false, s._change_id, now())"
+            "MERGE INTO {merged} m USING (SELECT * FROM {staging} WHERE {live}) s ON m.{key} = "
+            "s.{key} "
+            "WHEN MATCHED THEN UPDATE SET {sets}, {is_deleted} = false, {last} = s._change_id, "
+            "{at} = now() "
+            "WHEN NOT MATCHED THEN INSERT ({cols}, {is_deleted}, {last}, {at}) VALUES ({values}, "
+            "false, s._change_id, now())"
         ).format(
             sets=sql.SQL(", ").join(sets),
             cols=sql.SQL(", ").join(cols),
@@ -332,13 +340,16 @@ def _upsert_live(
     sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in cols if c != parts["key"]]
     sets += [
         sql.SQL(
-            f"{IS_DELETED} = false, {LAST_CHANGE_ID} = EXCLUDED.{LAST_CHANGE_ID}, {APPLIED_AT} = EXCLUDED.{APPLIED_AT}"
+            f"{IS_DELETED} = false, {LAST_CHANGE_ID} = EXCLUDED.{LAST_CHANGE_ID}, {APPLIED_AT} = "
+            f"EXCLUDED.{APPLIED_AT}"
         )
     ]
     return conn.execute(
         sql.SQL(
-            "WITH up AS (INSERT INTO {merged} ({cols}, {meta}) SELECT {cols}, false, _change_id, now() FROM {staging} "
-            "WHERE {live} ON CONFLICT ({key}) DO UPDATE SET {sets} RETURNING (xmax = 0) AS inserted) "
+            "WITH up AS (INSERT INTO {merged} ({cols}, {meta}) SELECT {cols}, false, _change_id, "
+            "now() FROM {staging} "
+            "WHERE {live} ON CONFLICT ({key}) DO UPDATE SET {sets} RETURNING (xmax = 0) AS "
+            "inserted) "
             "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up"
         ).format(
             cols=sql.SQL(", ").join(cols),
@@ -368,8 +379,10 @@ def finish_merge(conn: psycopg.Connection, schema: str, table: str, watermark: W
     info = watermark.staged_info or {}
     conn.execute(
         sql.SQL(
-            "UPDATE {} SET horizon_id = staged_to, staged_from = NULL, staged_to = NULL, staged_info = NULL, "
-            "last_change_id = COALESCE(%s, last_change_id), last_change_at = COALESCE(%s::timestamptz, last_change_at), "
+            "UPDATE {} SET horizon_id = staged_to, staged_from = NULL, staged_to = NULL, "
+            "staged_info = NULL, "
+            "last_change_id = COALESCE(%s, last_change_id), last_change_at = "
+            "COALESCE(%s::timestamptz, last_change_at), "
             "applied_at = now() WHERE table_name = %s"
         ).format(qualified(schema, WATERMARK_TABLE)),
         (info.get("last_change_id"), info.get("last_change_at"), table),

@@ -133,7 +133,8 @@ class ChangeWriter:
 
     def log(self, table: str, object_id, action: str, changed: dict | None, repr_: str) -> int:
         return self.conn.execute(
-            "INSERT INTO models_logging_change (date_created, object_id, content_type_id, action, changed_data, "
+            "INSERT INTO models_logging_change (date_created, object_id, content_type_id, action, "
+            "changed_data, "
             "object_repr, extras) VALUES (now(), %s, %s, %s, %s, %s, '{}') RETURNING id",
             (
                 str(object_id),
@@ -228,7 +229,8 @@ class Workload:
         """A random existing id (the first at or after a random point between min and max)."""
         row = self.conn.execute(
             sql.SQL(
-                "SELECT id FROM {t} WHERE id >= (SELECT min(id) + floor(random() * (max(id) - min(id) + 1)) FROM {t}) "
+                "SELECT id FROM {t} WHERE id >= (SELECT min(id) + floor(random() * (max(id) - "
+                "min(id) + 1)) FROM {t}) "
                 "ORDER BY id LIMIT 1"
             ).format(t=sql.Identifier(table))
         ).fetchone()

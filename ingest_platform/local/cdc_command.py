@@ -67,14 +67,16 @@ def run_demo_app(options, say) -> int:
                 from ingest_platform.local.services import state_dir
 
                 say(
-                    f"PostgreSQL: starting (or joining) the embedded server in {state_dir() / 'postgres'} ..."
+                    f"PostgreSQL: starting (or joining) the embedded server in "
+                    f"{state_dir() / 'postgres'} ..."
                 )
                 embedded = start_embedded_postgres(state_dir() / "postgres", ("warehouse",))
                 warehouse = embedded.dsn
             dsn = with_database(libpq_dsn(warehouse), DEMO_DATABASE)
             ensure_database(warehouse, DEMO_DATABASE)
         say(
-            f"Demo source: database {DEMO_DATABASE if not options.dsn else dsn} on {server_address(dsn)}"
+            f"Demo source: database {DEMO_DATABASE if not options.dsn else dsn} on "
+            f"{server_address(dsn)}"
         )
         cdc_app.create_demo_source(dsn, reset=options.reset)
         with connect(dsn) as conn:

@@ -51,11 +51,13 @@ def terminating_blockers(
                     for blocker in watcher.execute(
                         "SELECT a.pid, a.usename, a.application_name, a.state, left(a.query, 200), "
                         "       pg_terminate_backend(a.pid) "
-                        "FROM unnest(pg_blocking_pids(%s)) AS b(pid) JOIN pg_stat_activity a ON a.pid = b.pid",
+                        "FROM unnest(pg_blocking_pids(%s)) AS b(pid) JOIN pg_stat_activity a ON "
+                        "a.pid = b.pid",
                         (pid,),
                     ).fetchall():
                         logger.warning(
-                            "Terminated backend %s (user %s, application %r, %s, query %r): it held a lock that "
+                            "Terminated backend %s (user %s, application %r, %s, query %r): it "
+                            "held a lock that "
                             "backend %s waited for longer than %s s",
                             *blocker[:5],
                             pid,

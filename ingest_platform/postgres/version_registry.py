@@ -97,7 +97,8 @@ def register_version(
 ) -> None:
     conn.execute(
         sql.SQL(
-            "INSERT INTO {} (table_name, version, child_table, rows, columns, primary_key, loaded_at)"
+            "INSERT INTO {} (table_name, version, child_table, rows, columns, primary_key, "
+            "loaded_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp())"
             " ON CONFLICT (table_name, version) DO UPDATE SET child_table = EXCLUDED.child_table,"
             " rows = EXCLUDED.rows, columns = EXCLUDED.columns, primary_key = EXCLUDED.primary_key,"

@@ -135,7 +135,8 @@ def begin_version_load(
     with _transaction(conn):
         # One begin per schema at a time: CREATE ... IF NOT EXISTS races with itself.
         conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('ingest_platform.versioned_tables'), hashtext(%s))",
+            "SELECT pg_advisory_xact_lock(hashtext('ingest_platform.versioned_tables'), "
+            "hashtext(%s))",
             (schema,),
         )
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
@@ -228,7 +229,8 @@ def copy_into(
             return rows, sent
     except psycopg.errors.UndefinedTable:
         raise IngestError(
-            f'The load table of "{load.table}" version {load.version} is gone: the load was abandoned, '
+            f'The load table of "{load.table}" version {load.version} is gone: the load was '
+            f"abandoned, "
             "or begun again elsewhere (which drops older load tables). Begin the load again."
         ) from None
 
@@ -432,9 +434,12 @@ def _incompatible(
         "the parent table has it as",
     )
     return (
-        f'Table "{table}", column "{column}": version {version} has {new_type}, but {origin} {parent_type}; '
-        "these types are incompatible (no widening rule turns one into the other). Nothing was loaded. "
-        f'Give the column one "pg_type" that holds both (e.g. text) in every version\'s schema and reload '
+        f'Table "{table}", column "{column}": version {version} has {new_type}, but {origin} '
+        f"{parent_type}; "
+        "these types are incompatible (no widening rule turns one into the other). Nothing was "
+        "loaded. "
+        f'Give the column one "pg_type" that holds both (e.g. text) in every version\'s schema and '
+        f"reload "
         f"those versions, or load version {version} into another schema."
     )
 
@@ -447,18 +452,21 @@ def _declared_columns(schema: str, table_schema: TableSchema, version: str) -> d
             raise SchemaError(f"The {what} name is empty; give the dump a name and version.")
     if len(schema.encode()) > MAX_IDENTIFIER_BYTES:
         raise SchemaError(
-            f'Schema name "{schema}" is longer than {MAX_IDENTIFIER_BYTES} bytes; choose a shorter one.'
+            f'Schema name "{schema}" is longer than {MAX_IDENTIFIER_BYTES} bytes; choose a shorter '
+            f"one."
         )
     if table == registry.REGISTRY_TABLE:
         raise SchemaError(
-            f'Table "{table}" has the name of the platform\'s registry table; rename it in the dump.'
+            f'Table "{table}" has the name of the platform\'s registry table; rename it in the '
+            f"dump."
         )
     declared = {}
     for column in table_schema.columns:
         where = f'Table "{table}", column "{column.name}" (version {version})'
         if column.name == VERSION_COLUMN:
             raise SchemaError(
-                f"{where}: the name {VERSION_COLUMN} is reserved for the version; rename the column."
+                f"{where}: the name {VERSION_COLUMN} is reserved for the version; rename the "
+                f"column."
             )
         if len(column.name.encode()) > MAX_IDENTIFIER_BYTES:
             raise SchemaError(
@@ -526,7 +534,8 @@ def _load_table_oid(conn: psycopg.Connection, load: VersionLoad) -> int:
     oid = relation_oid(conn, load.schema, load.load_table)
     if oid is None:
         raise IngestError(
-            f'The load table of "{load.table}" version {load.version} is gone: the load was abandoned, '
+            f'The load table of "{load.table}" version {load.version} is gone: the load was '
+            f"abandoned, "
             "attached already, or begun again elsewhere. Begin the load again."
         )
     return oid

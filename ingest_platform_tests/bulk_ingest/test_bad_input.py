@@ -193,7 +193,8 @@ def test_migration_that_would_lose_data(engine, pg, loaded):
         ingest(conn, metadata, lambda w: [(2, [(item, (3, 3, 3))])])
     assert rows_of(pg, "app.item") == BEFORE_ITEMS
     assert pg.execute(
-        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'app.item'::regclass "
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+        "'app.item'::regclass "
         "AND attname = 'amount'"
     ).fetchone() == ("numeric(10,2)",)
     assert stored_watermark(pg, "app") == {"app.item,app.log": 1}

@@ -220,7 +220,8 @@ def test_bad_change_rows_name_their_ids_and_change_nothing(cdc_env, bad):
             expected = "does not cast"
         elif bad == "content_type":
             other = conn.execute(
-                "INSERT INTO django_content_type (app_label, model) VALUES ('auth', 'user') RETURNING id"
+                "INSERT INTO django_content_type (app_label, model) VALUES ('auth', 'user') "
+                "RETURNING id"
             ).fetchone()[0]
             ids = [_log(conn, "pm_item", "1", content_type=other)]
             expected = "unknown content type"
@@ -246,7 +247,8 @@ def test_a_composite_key_is_named_in_key_order(cdc_env):
     with cdc_env.source() as conn:
         conn.execute("CREATE TABLE pairs (a bigint, b bigint, body text, PRIMARY KEY (b, a))")
         ct = conn.execute(
-            "INSERT INTO django_content_type (app_label, model) VALUES ('core', 'pairs') RETURNING id"
+            "INSERT INTO django_content_type (app_label, model) VALUES ('core', 'pairs') RETURNING "
+            "id"
         ).fetchone()[0]
         _log(conn, "pm_item", "1", action="added", content_type=ct)
     config = CdcConfig(
@@ -261,7 +263,8 @@ def test_source_table_without_primary_key_is_an_error(cdc_env):
     with cdc_env.source() as conn:
         conn.execute("CREATE TABLE notes (id bigint, body text)")
         ct = conn.execute(
-            "INSERT INTO django_content_type (app_label, model) VALUES ('core', 'notes') RETURNING id"
+            "INSERT INTO django_content_type (app_label, model) VALUES ('core', 'notes') RETURNING "
+            "id"
         ).fetchone()[0]
         conn.execute("INSERT INTO notes VALUES (1, 'x')")
         change = _log(conn, "pm_item", "1", action="added", content_type=ct)

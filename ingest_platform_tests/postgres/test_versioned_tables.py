@@ -69,7 +69,8 @@ def q(*names: str) -> sql.Composed:
 def columns_of(conn, schema: str, table: str) -> dict[str, str]:
     return dict(
         conn.execute(
-            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass"
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+            "%s::regclass"
             " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             (q(schema, table).as_string(conn),),
         ).fetchall()
