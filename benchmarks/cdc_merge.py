@@ -1,7 +1,8 @@
 """CDC benchmark: the pipeline (reduce, COPY between databases, one merge transaction) against
 applying each change with its own statements.
 
-    python benchmarks/cdc_merge.py [--rows 1000000] [--changes 100000] [--baseline-sample 10000] [--dsn DSN]
+    python benchmarks/cdc_merge.py [--rows 1000000] [--changes 100000] \\
+        [--baseline-sample 10000] [--dsn DSN]
 
 Setup (not timed): a source database with `bench_item` (--rows rows: bigint key, text, integer,
 numeric, timestamptz, jsonb), Django's content type and change-log tables, and a warehouse database
@@ -14,8 +15,9 @@ Timed:
   staging, one merge transaction with the watermark, TRUNCATE staging);
 - per-change statements: for each of the first --baseline-sample changes in id order, one SELECT of
   the row on the source and one INSERT .. ON CONFLICT DO UPDATE (or soft-delete UPDATE) on a copy
-  of the merged table (same fillfactor); twice: in autocommit (each change its own transaction, as an applier that
-  records its progress per change must) and all in one warehouse transaction (a lower bound);
+  of the merged table (same fillfactor); twice: in autocommit (each change its own transaction, as
+  an applier that records its progress per change must) and all in one warehouse transaction (a
+  lower bound);
 - no-change run: `run_table` when nothing is new.
 """
 

@@ -81,7 +81,7 @@ def ingest(
     watermark_schema = watermark_schema or sorted(set(schemas.values()))[0]
 
     migrations = {}
-    for table, display in zip(tables, displays):
+    for table, display in zip(tables, displays, strict=True):
         done = prepare_table(
             driver,
             table,

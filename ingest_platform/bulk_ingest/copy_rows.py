@@ -218,7 +218,8 @@ class BatchCopier:
         self, target: TableTarget, pending: list, source: _Items, buffers: dict
     ) -> TableTarget | None:
         """One COPY into `target`: its pending rows, then rows from `source` while they are its own.
-        Returns the target whose buffer filled up (the next COPY), or None when the batch is done."""
+        Returns the target whose buffer filled up (the next COPY), or None when the batch is
+        done."""
         start = target.rows
         written = 0
         switch_to = None
@@ -284,8 +285,9 @@ class BatchCopier:
     def _route(
         self, target: TableTarget, pending: list, source: _Items, buffers: dict, write: _ChunkWriter
     ) -> tuple[int, TableTarget | None]:
-        """Write `pending`, then the rows of `target` from `source`, a chunk at a time, keeping the rows
-        of other tables in their buffers. Returns (rows written, target whose buffer filled up or None)."""
+        """Write `pending`, then the rows of `target` from `source`, a chunk at a time, keeping the
+        rows of other tables in their buffers. Returns (rows written, target whose buffer filled up
+        or None)."""
         own = target.table
         written = 0
         for start in range(0, len(pending), _CHUNK_ROWS):
@@ -321,7 +323,8 @@ class BatchCopier:
         return written, None
 
     def _replay(self, target: TableTarget) -> None:
-        """The direct COPY of `target` failed: roll it back and load its spooled bytes into staging."""
+        """The direct COPY of `target` failed: roll it back and load its spooled bytes into
+        staging."""
         spool, target.spool = target.spool, None
         target.destination = self.divert(target)
         target.direct, target.direct_ok, target.diverted = False, False, True
@@ -381,7 +384,7 @@ class BatchCopier:
         column = ""
         if isinstance(row, (tuple, list)) and target.binary:
             for name, oid, typname, value in zip(
-                target.columns, target.type_oids, target.type_names, row
+                target.columns, target.type_oids, target.type_names, row, strict=False
             ):
                 if value is None:
                     continue
@@ -389,8 +392,11 @@ class BatchCopier:
                     self.conn.adapters.get_dumper_by_oid(oid, pq.Format.BINARY)(
                         type(value), self.conn
                     ).dump(value)
-                except Exception:  # noqa: BLE001  (whatever the dumper raises: the column cannot take it)
-                    column = f' column "{name}" ({typname}) cannot take the {type(value).__name__} {value!r:.80}:'
+                except Exception:  # whatever the dumper raises: the column cannot take it
+                    column = (
+                        f' column "{name}" ({typname}) cannot take the {type(value).__name__} '
+                        f"{value!r:.80}:"
+                    )
                     break
         return IngestError(
             f"Row {number:,} of {target.display} in this batch:{column} {exc}. Give each column a "
@@ -530,8 +536,9 @@ class _ChunkWriter:
         return len(rows)
 
     def _quick_check(self, rows: list) -> bool:
-        """True if every row is a tuple of the right length with its smallint/integer values in range
-        (a value of another type that compares with ints is left to the dumper, which refuses it)."""
+        """True if every row is a tuple of the right length with its smallint/integer values in
+        range (a value of another type that compares with ints is left to the dumper, which refuses
+        it)."""
         if set(map(type, rows)) != {tuple} or set(map(len, rows)) != {self.width}:
             return False
         try:
@@ -585,8 +592,12 @@ class _ChunkWriter:
         if len(others) > 1:
             values = map(itemgetter(*others), rows)
         else:  # itemgetter of one index gives the value, not a tuple
-            values = zip(map(itemgetter(others[0]), rows)) if others else repeat((), len(rows))
-        return map(tuple.__add__, values, zip(*numeric))
+            values = (
+                zip(map(itemgetter(others[0]), rows), strict=False)
+                if others
+                else repeat((), len(rows))
+            )
+        return map(tuple.__add__, values, zip(*numeric, strict=False))
 
     def _find_bad_row(self, rows: list, numeric: list | None, offset: int) -> None:
         """After the formatter failed on a chunk: raise its error again, naming the row."""

@@ -327,7 +327,8 @@ ORDER BY v.depth, c.oid
 
 
 def dependent_views(conn: psycopg.Connection, oid: int) -> list[DependentView]:
-    """Views and materialized views on the table, directly or through other views; creation order."""
+    """Views and materialized views on the table, directly or through other views; creation
+    order."""
     views = []
     for (
         schema,

@@ -78,7 +78,8 @@ def decode(data: Any) -> Any:
 
 
 def check_increases(previous: Any, new: Any, batch_number: int) -> None:
-    """IngestError unless `new` is strictly after `previous` (None before anything; None after None)."""
+    """IngestError unless `new` is strictly after `previous` (None before anything; None after
+    None)."""
     if previous is None:
         return
     where = f"Batch {batch_number}"

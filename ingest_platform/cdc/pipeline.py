@@ -41,7 +41,8 @@ from ingest_platform.postgres.catalog import qualified
 from ingest_platform.postgres.connection import connect
 
 DEFAULT_WAIT_SECONDS = 5.0
-WORK_MEM = "128MB"  # SET LOCAL for the reduction's sort and the merge's joins (one run per table at a time)
+# SET LOCAL for the reduction's sort and the merge's joins (one run per table at a time)
+WORK_MEM = "128MB"
 
 
 @dataclass

@@ -343,7 +343,8 @@ def validate_changes(
 ) -> None:
     """ChangeLogError naming the change ids in (lo, hi] that cannot be applied. With `tracked_ids`
     (untracked_content_types = "error"), a content type outside it is unknown too.
-    `content_types=False` skips the content-type check (an earlier call in the same snapshot made it)."""
+    `content_types=False` skips the content-type check (an earlier call in the same snapshot made
+    it)."""
     if content_types:
         _validate_content_types(conn, log, table, lo, hi, tracked_ids)
     if ct_id is None or source is None:
@@ -424,7 +425,8 @@ def _uncastable_object_ids(
 ) -> list[int]:
     cast = key_cast_type(source)
     limit = sql.Literal(MAX_REPORTED_IDS)
-    try:  # the usual case, in one cheap pass: every object_id casts (a savepoint keeps the snapshot)
+    # The usual case, in one cheap pass: every object_id casts (a savepoint keeps the snapshot).
+    try:
         with conn.transaction():
             if not conn.execute(
                 sql.SQL(
@@ -513,7 +515,8 @@ def _probe_casts(
 def changes_by_action(
     conn: psycopg.Connection, log: ChangeLogInfo, ct_id: int | None, lo: int, hi: int
 ) -> tuple[dict, object, int | None]:
-    """({action: number of change-log rows}, newest date_created, largest id) in (lo, hi] for the table."""
+    """({action: number of change-log rows}, newest date_created, largest id) in (lo, hi] for the
+    table."""
     counts = {a: 0 for a in ACTIONS}
     if ct_id is None:
         return counts, None, None

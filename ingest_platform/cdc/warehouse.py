@@ -105,8 +105,8 @@ def evolve_merged_table(
     source: SourceTable,
     terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS,
 ) -> tuple[dict[str, str], list[str]]:
-    """Create or evolve the merged table for `source`; returns ({column: merged type}, changes made).
-    Runs in its own transaction; SchemaError (and nothing changed) on an incompatible column.
+    """Create or evolve the merged table for `source`; returns ({column: merged type}, changes
+    made). Runs in its own transaction; SchemaError (and nothing changed) on an incompatible column.
     Readers whose locks hold up the ALTER TABLE longer than `terminate_blockers_after` seconds are
     terminated and logged (postgres.locks)."""
     where = f'CDC table "{table.name}" (merged table {schema}."{table.merged_table}")'
@@ -171,8 +171,8 @@ def evolve_merged_table(
 
 
 def _default_fillfactor(conn: psycopg.Connection, merged: sql.Composed) -> None:
-    """A merged table created before MERGED_FILLFACTOR (and without a fillfactor of its own) gets it;
-    it applies to the pages written from now on."""
+    """A merged table created before MERGED_FILLFACTOR (and without a fillfactor of its own) gets
+    it; it applies to the pages written from now on."""
     options = (
         conn.execute(
             sql.SQL("SELECT reloptions FROM pg_class WHERE oid = {}::regclass").format(
@@ -252,14 +252,14 @@ def merge_staging(
     key: str,
 ) -> MergeCounts:
     """(Inside the caller's transaction, which holds the watermark row: no other merge of this table
-    runs meanwhile.) Staging -> merged: found rows whose last action is added or changed are upserted
-    (is_deleted = false); objects whose last action is deleted, or whose row is gone from the source,
-    are soft-deleted keeping their last known values. Never a DELETE.
+    runs meanwhile.) Staging -> merged: found rows whose last action is added or changed are
+    upserted (is_deleted = false); objects whose last action is deleted, or whose row is gone from
+    the source, are soft-deleted keeping their last known values. Never a DELETE.
 
     Where the server has MERGE (PostgreSQL 15+) and counts tuples (``track_counts``, for the
     inserted/updated counts): one UPDATE for the soft deletes, one MERGE for the rest; otherwise
-    INSERT .. ON CONFLICT DO UPDATE (a speculative insertion per row, slower). A batch under 1/4 of the merged table is joined by index
-    lookups, the staging rows in key order."""
+    INSERT .. ON CONFLICT DO UPDATE (a speculative insertion per row, slower). A batch under 1/4 of
+    the merged table is joined by index lookups, the staging rows in key order."""
     merged, staging = qualified(schema, table.merged_table), qualified(schema, table.staging_table)
     live_rows, dead_rows = conn.execute(
         sql.SQL(
@@ -306,7 +306,8 @@ _LIVE = sql.SQL("_row_found AND _action <> 'deleted'")  # on the staging table a
 def _merge_live(
     conn: psycopg.Connection, source_columns: list[str], parts: dict
 ) -> tuple[int, int]:
-    """MERGE of the live staging rows; (inserted, updated) from the transaction's own tuple counters."""
+    """MERGE of the live staging rows; (inserted, updated) from the transaction's own tuple
+    counters."""
     cols = [sql.Identifier(c) for c in source_columns]
     sets = [sql.SQL("{c} = s.{c}").format(c=c) for c in cols if c != parts["key"]]
     counters = sql.SQL(
@@ -361,7 +362,8 @@ def _upsert_live(
 
 
 def staging_counts(conn: psycopg.Connection, schema: str, table: CdcTable) -> dict[str, int]:
-    """Staged objects by last action, plus `gone` (added/changed objects whose row the source no longer has)."""
+    """Staged objects by last action, plus `gone` (added/changed objects whose row the source no
+    longer has)."""
     counts = {"added": 0, "changed": 0, "deleted": 0, "gone": 0}
     for action, found, count in conn.execute(
         sql.SQL("SELECT _action, _row_found, count(*) FROM {} GROUP BY 1, 2").format(

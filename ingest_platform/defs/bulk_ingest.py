@@ -1,4 +1,5 @@
-"""Dagster glue for ``ingest()``: a resource, an asset factory, and a schedule and a sensor to run it.
+"""Dagster glue for ``ingest()``: a resource, an asset factory, and a schedule and a sensor to run
+it.
 
 Not wired into ``definitions.py`` by this module; wire what you build with it there. Example::
 
@@ -118,7 +119,8 @@ def bulk_ingest_asset(
     resource_key: str = "bulk_ingest",
     **asset_kwargs,
 ) -> dg.AssetsDefinition:
-    """An asset whose materialization is one ``ingest()`` of `batches` into the tables of `metadata`.
+    """An asset whose materialization is one ``ingest()`` of `batches` into the tables of
+    `metadata`.
 
     `key`: "a/b" or a sequence or AssetKey. `asset_kwargs` go to ``dg.asset`` (group_name, deps,
     description, owners, tags, ...). The resource under `resource_key` is a BulkIngestResource.

@@ -258,7 +258,9 @@ def _sensor(config: CdcConfig, translator: CdcTranslator) -> dg.SensorDefinition
         job_name=JOB_NAME,
         minimum_interval_seconds=15,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Runs cdc_sync for the tracked tables whose change log has rows past their watermark.",
+        description=(
+            "Runs cdc_sync for the tracked tables whose change log has rows past their watermark."
+        ),
     )
     def cdc_change_log_sensor(
         context: dg.SensorEvaluationContext,
@@ -292,7 +294,8 @@ def evaluate_cdc_sensor(
     now: float | None = None,
 ) -> dg.SensorResult:
     """One run for the pending tables. Cursor {table: [watermark, requested at]}: a table is not
-    requested again for the same watermark (its run is queued or running) until RETRY_SECONDS passed."""
+    requested again for the same watermark (its run is queued or running) until RETRY_SECONDS
+    passed."""
     now = time.time() if now is None else now
     state = json.loads(cursor) if cursor else {}
     due = [

@@ -38,7 +38,9 @@ def register(subparsers, say) -> None:
     )
     parser.add_argument(
         "--dsn",
-        help="source database (default INGEST_CDC_SOURCE_DSN, else cdc_demo on the warehouse server)",
+        help=(
+            "source database (default INGEST_CDC_SOURCE_DSN, else cdc_demo on the warehouse server)"
+        ),
     )
     parser.add_argument("--random-seed", type=int, help="for a reproducible workload")
     parser.set_defaults(run=lambda options: run_demo_app(options, say))

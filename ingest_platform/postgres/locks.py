@@ -1,4 +1,5 @@
-"""Waiting for a lock without waiting forever: backends that block ours are terminated after a delay.
+"""Waiting for a lock without waiting forever: backends that block ours are terminated after a
+delay.
 
 ``terminating_blockers(conn, after_seconds, logger)`` is a context manager around a statement that
 needs a strong lock (ALTER TABLE, LOCK TABLE .. ACCESS EXCLUSIVE). A watcher thread, on its own

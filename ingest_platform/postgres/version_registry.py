@@ -74,7 +74,9 @@ def registered_versions(conn: psycopg.Connection, schema: str, table: str) -> li
         ).format(qualified(schema, REGISTRY_TABLE)),
         (table,),
     )
-    return [dict(zip(("version", "child_table", "rows", "columns"), row)) for row in cur]
+    return [
+        dict(zip(("version", "child_table", "rows", "columns"), row, strict=True)) for row in cur
+    ]
 
 
 def registered_version(

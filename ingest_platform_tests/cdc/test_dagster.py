@@ -1,4 +1,5 @@
-"""CDC through Dagster: generated assets, metadata, checks, the sensor; the demo-app command; config."""
+"""CDC through Dagster: generated assets, metadata, checks, the sensor; the demo-app command;
+config."""
 
 from __future__ import annotations
 

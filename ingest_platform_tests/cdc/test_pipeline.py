@@ -1,4 +1,5 @@
-"""The CDC core against real PostgreSQL: sync, safe horizon, crash recovery, edge cases, evolution, bad input."""
+"""The CDC core against real PostgreSQL: sync, safe horizon, crash recovery, edge cases, evolution,
+bad input."""
 
 from __future__ import annotations
 
