@@ -41,6 +41,7 @@ from ingest_platform.bulk_ingest.table_defs import (
 from ingest_platform.errors import SchemaError, first_line
 from ingest_platform.postgres import evolution
 from ingest_platform.postgres.catalog import default_constraint_name, qualified
+from ingest_platform.postgres.connection import scalar
 from ingest_platform.postgres.locks import terminating_blockers
 
 _ADVISORY_NAMESPACE = "ingest_platform.bulk_ingest.migration"
@@ -389,7 +390,7 @@ def _restore_privileges(
     owner: str,
     comment: str | None,
 ) -> None:
-    current_user = conn.execute("SELECT current_user").fetchone()[0]
+    current_user = scalar(conn, "SELECT current_user")
     if owner != current_user:
         conn.execute(
             sql.SQL("ALTER {} {} OWNER TO {}").format(kind, qualified, sql.Identifier(owner))

@@ -94,7 +94,7 @@ def stage_changes(
         connect(source_dsn, autocommit=True) as sconn,
     ):
         wh.ensure_watermark(wconn, schema, table.name)
-        mark = wh.read_watermark(wconn, schema, table.name)
+        mark = _watermark(wconn, schema, table.name)
         log = src.change_log_info(sconn, config.change_log, table.name)
         candidates = list(mark.candidates)
         if mark.staged_from == mark.horizon_id and mark.staged_to:
@@ -112,7 +112,7 @@ def stage_changes(
             # Nothing safe to stage: forget stale staging, keep the candidates for the next run.
             with wconn.transaction():
                 if (
-                    wh.read_watermark(wconn, schema, table.name, for_update=True).horizon_id
+                    _watermark(wconn, schema, table.name, for_update=True).horizon_id
                     == mark.horizon_id
                 ):
                     wh.mark_staged(wconn, schema, table.name, None, None, {}, horizon.candidates)
@@ -149,7 +149,7 @@ def stage_changes(
                 "changes": result.changes,
             }
             with wconn.transaction():
-                current = wh.read_watermark(wconn, schema, table.name, for_update=True)
+                current = _watermark(wconn, schema, table.name, for_update=True)
                 if current.horizon_id != lo:
                     raise IngestError(
                         f"CDC table {table.name!r}: another run moved the watermark from {lo} to "
@@ -182,6 +182,19 @@ def stage_changes(
     return result
 
 
+def _watermark(
+    conn: psycopg.Connection, schema: str, table: str, for_update: bool = False
+) -> wh.Watermark:
+    """The table's watermark row, which ``wh.ensure_watermark`` made at the start of the run."""
+    mark = wh.read_watermark(conn, schema, table, for_update)
+    if mark is None:
+        raise IngestError(
+            f"CDC table {table!r}: its watermark row in {schema}.{wh.WATERMARK_TABLE} is gone "
+            "(dropped during the run); run again."
+        )
+    return mark
+
+
 def _copy_between(sconn: psycopg.Connection, wconn: psycopg.Connection, copy_out, copy_in) -> None:
     """COPY TO STDOUT on the source into COPY FROM STDIN on the warehouse: COPY text passes through
     as the bytes the server sent, never parsed in Python."""
@@ -200,7 +213,7 @@ def merge_staged(
     with connect(warehouse_dsn, autocommit=True) as wconn:
         wh.ensure_watermark(wconn, schema, table.name)
         with wconn.transaction():
-            mark = wh.read_watermark(wconn, schema, table.name, for_update=True)
+            mark = _watermark(wconn, schema, table.name, for_update=True)
             src.set_planner(wconn, WORK_MEM)
             result = MergeResult(
                 table.name, False, mark.horizon_id, last_change_at=mark.last_change_at
@@ -225,7 +238,7 @@ def merge_staged(
                 result.counts = wh.merge_staging(wconn, schema, table, staging_columns, key)
                 wh.finish_merge(wconn, schema, table.name, mark)
                 result.merged = True
-                after = wh.read_watermark(wconn, schema, table.name)
+                after = _watermark(wconn, schema, table.name)
                 result.watermark, result.last_change_at = after.horizon_id, after.last_change_at
         if clear_staging:
             wh.truncate_staging(wconn, schema, table)

@@ -48,6 +48,7 @@ from ingest_platform.cdc.errors import ChangeLogError
 from ingest_platform.errors import ConfigError
 from ingest_platform.postgres import catalog
 from ingest_platform.postgres.catalog import parsed_type, qualified
+from ingest_platform.postgres.connection import scalar
 
 ACTIONS = ("added", "changed", "deleted")
 MAX_CANDIDATES = 20
@@ -110,13 +111,14 @@ def index_lookup_joins(conn: psycopg.Connection, enabled: bool):
 def estimated_rows(conn: psycopg.Connection, relation: sql.Composable) -> float | None:
     """The planner's estimate of a table's rows (statistics' density x current size); None if the
     table has no statistics yet."""
-    return conn.execute(
+    return scalar(
+        conn,
         sql.SQL(
             "SELECT CASE WHEN relpages > 0 AND reltuples > 0 THEN reltuples / relpages * "
             "(pg_relation_size(oid) / current_setting('block_size')::int) END FROM pg_class WHERE "
             "oid = {}::regclass"
-        ).format(sql.Literal(relation.as_string(conn)))
-    ).fetchone()[0]
+        ).format(sql.Literal(relation.as_string(conn))),
+    )
 
 
 def few_of(batch_rows: float, table_rows: float | None) -> bool:
@@ -428,13 +430,14 @@ def _uncastable_object_ids(
     # The usual case, in one cheap pass: every object_id casts (a savepoint keeps the snapshot).
     try:
         with conn.transaction():
-            if not conn.execute(
+            if not scalar(
+                conn,
                 sql.SQL(
                     "SELECT count(*) FILTER (WHERE c.object_id IS NULL OR c.object_id::{t} IS "
                     "NULL) "
                     "FROM {log} c WHERE {mine}"
-                ).format(t=cast, log=log.change_table, mine=mine)
-            ).fetchone()[0]:
+                ).format(t=cast, log=log.change_table, mine=mine),
+            ):
                 return []
     except psycopg.DataError:
         pass

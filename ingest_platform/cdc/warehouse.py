@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 from psycopg import sql
@@ -31,6 +32,7 @@ from ingest_platform.cdc.source import SourceTable, estimated_rows, few_of, inde
 from ingest_platform.errors import SchemaError
 from ingest_platform.postgres import catalog, evolution
 from ingest_platform.postgres.catalog import parsed_type, qualified
+from ingest_platform.postgres.connection import scalar
 from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS, terminating_blockers
 
 WATERMARK_TABLE = "_cdc_watermark"
@@ -78,8 +80,8 @@ class Watermark:
     staged_to: int | None
     staged_info: dict | None
     last_change_id: int | None
-    last_change_at: object
-    applied_at: object
+    last_change_at: datetime | None
+    applied_at: datetime | None
 
 
 def read_watermark(
@@ -174,11 +176,12 @@ def _default_fillfactor(conn: psycopg.Connection, merged: sql.Composed) -> None:
     """A merged table created before MERGED_FILLFACTOR (and without a fillfactor of its own) gets
     it; it applies to the pages written from now on."""
     options = (
-        conn.execute(
+        scalar(
+            conn,
             sql.SQL("SELECT reloptions FROM pg_class WHERE oid = {}::regclass").format(
                 sql.Literal(merged.as_string(conn))
-            )
-        ).fetchone()[0]
+            ),
+        )
         or []
     )
     if not any(o.startswith("fillfactor=") for o in options):
@@ -218,8 +221,8 @@ def mark_staged(
     conn: psycopg.Connection,
     schema: str,
     table: str,
-    lo: int,
-    hi: int,
+    lo: int | None,
+    hi: int | None,
     info: dict,
     candidates: list,
 ) -> None:
@@ -266,10 +269,7 @@ def merge_staging(
             "SELECT count(*) FILTER (WHERE {live}), count(*) FILTER (WHERE NOT ({live})) FROM {}"
         ).format(staging, live=_LIVE)
     ).fetchone()
-    use_merge = (
-        conn.info.server_version >= 150000
-        and conn.execute("SHOW track_counts").fetchone()[0] == "on"
-    )
+    use_merge = conn.info.server_version >= 150000 and scalar(conn, "SHOW track_counts") == "on"
     parts = dict(
         merged=merged,
         staging=staging,
@@ -400,9 +400,9 @@ def truncate_staging(conn: psycopg.Connection, schema: str, table: CdcTable) -> 
 def staging_row_count(conn: psycopg.Connection, schema: str, table: CdcTable) -> int:
     if not catalog.relation_exists(conn, schema, table.staging_table):
         return 0
-    return conn.execute(
-        sql.SQL("SELECT count(*) FROM {}").format(qualified(schema, table.staging_table))
-    ).fetchone()[0]
+    return scalar(
+        conn, sql.SQL("SELECT count(*) FROM {}").format(qualified(schema, table.staging_table))
+    )
 
 
 def all_watermarks(conn: psycopg.Connection, config: CdcConfig) -> dict[str, int]:

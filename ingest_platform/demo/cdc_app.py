@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ingest_platform.postgres.connection import connect
+from ingest_platform.postgres.connection import connect, scalar
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS django_content_type (
@@ -136,7 +136,8 @@ class ChangeWriter:
         self.content_types = content_types
 
     def log(self, table: str, object_id, action: str, changed: dict | None, repr_: str) -> int:
-        return self.conn.execute(
+        return scalar(
+            self.conn,
             "INSERT INTO models_logging_change (date_created, object_id, content_type_id, action, "
             "changed_data, "
             "object_repr, extras) VALUES (now(), %s, %s, %s, %s, %s, '{}') RETURNING id",
@@ -147,7 +148,7 @@ class ChangeWriter:
                 Jsonb(changed) if changed is not None else None,
                 repr_[:255],
             ),
-        ).fetchone()[0]
+        )
 
     def _row(self, table: str, pk) -> dict | None:
         cur = self.conn.cursor(row_factory=psycopg.rows.dict_row)

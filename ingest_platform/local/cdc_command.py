@@ -53,6 +53,7 @@ def run_demo_app(options, say) -> int:
         connect,
         ensure_database,
         libpq_dsn,
+        scalar,
         server_address,
         with_database,
     )
@@ -82,7 +83,7 @@ def run_demo_app(options, say) -> int:
         )
         cdc_app.create_demo_source(dsn, reset=options.reset)
         with connect(dsn) as conn:
-            empty = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM project)").fetchone()[0]
+            empty = scalar(conn, "SELECT NOT EXISTS (SELECT 1 FROM project)")
         rng = random.Random(options.random_seed)
         if empty and options.seed_projects > 0:
             cdc_app.seed(dsn, options.seed_projects, rng)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from ingest_platform.postgres.connection import scalar
 from ingest_platform.postgres.type_widening import PgType, parse_pg_type
 
 # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1).
@@ -93,22 +94,24 @@ def primary_key(conn: psycopg.Connection, oid: int) -> tuple[str, ...]:
 
 
 def inherits_from(conn: psycopg.Connection, child_oid: int, parent_oid: int) -> bool:
-    return conn.execute(
+    return scalar(
+        conn,
         "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = %s AND inhparent = %s)",
         (child_oid, parent_oid),
-    ).fetchone()[0]
+    )
 
 
 def has_equality_check(conn: psycopg.Connection, oid: int, column: str, value: str) -> bool:
     """Whether the table has a validated CHECK (column = 'value'), the kind of constraint that
     constraint exclusion uses to skip it. Compared as PostgreSQL itself prints the constraint."""
-    return conn.execute(
+    return scalar(
+        conn,
         "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = %s AND contype = 'c'"
         " AND convalidated AND pg_get_constraintdef(oid)"
         # As ruleutils prints a text constant: quotes doubled, backslashes kept (not %L's E'..')
         "   = format('CHECK ((%%I = ''%%s''::text))', %s::text, replace(%s::text, '''', '''''')))",
         (oid, column, value),
-    ).fetchone()[0]
+    )
 
 
 def fit_identifier(head: str, tail: str = "") -> str:

@@ -28,7 +28,9 @@ DEFAULT_AFTER_SECONDS = 60.0
 
 @contextmanager
 def terminating_blockers(
-    conn: psycopg.Connection, after_seconds: float | None, logger: logging.Logger
+    conn: psycopg.Connection,
+    after_seconds: float | None,
+    logger: logging.Logger | logging.LoggerAdapter,
 ) -> Iterator[None]:
     if after_seconds is None:
         yield

@@ -70,6 +70,7 @@ from ingest_platform.postgres.catalog import (
     qualified,
     relation_oid,
 )
+from ingest_platform.postgres.connection import scalar
 from ingest_platform.postgres.copy_errors import CopyRejected, copy_error_details, copy_error_line
 from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS, terminating_blockers
 from ingest_platform.postgres.type_widening import PgType, parse_pg_type
@@ -146,8 +147,7 @@ def begin_version_load(
                 qualified(schema, parent), sql.Identifier(VERSION_COLUMN)
             )
         )
-        parent_oid = relation_oid(conn, schema, parent)
-        parent_columns = _parent_columns(conn, schema, parent, parent_oid)
+        parent_oid, parent_columns = _parent_columns(conn, schema, parent)
         target, changes = _plan(conn, schema, table, version, parent_columns, declared, declared)
         _check_child_name_free(conn, schema, table, version, child, parent_oid)
         for stale in registry.load_tables_of(conn, schema, table, version):
@@ -254,9 +254,10 @@ def attach_version(
     with _transaction(conn):
         _load_table_oid(conn, load)
         # Counted and analyzed before the parent is locked: nobody else writes a load table now.
-        rows = conn.execute(
-            sql.SQL("SELECT count(*) FROM ONLY {}").format(qualified(load.schema, load.load_table))
-        ).fetchone()[0]
+        rows = scalar(
+            conn,
+            sql.SQL("SELECT count(*) FROM ONLY {}").format(qualified(load.schema, load.load_table)),
+        )
         conn.execute(sql.SQL("ANALYZE {}").format(qualified(load.schema, load.load_table)))
     for attempt in range(1, _ATTACH_ATTEMPTS + 1):
         try:
@@ -283,8 +284,7 @@ def _attach(
         )
     )
     load_oid = _load_table_oid(conn, load)  # again: an abandon may have raced us
-    parent_oid = relation_oid(conn, schema, load.parent_table)
-    parent_columns = _parent_columns(conn, schema, load.parent_table, parent_oid)
+    parent_oid, parent_columns = _parent_columns(conn, schema, load.parent_table)
     load_columns = {c.name: c.parsed for c in columns(conn, load_oid) if c.name != VERSION_COLUMN}
     declared = {n: parse_pg_type(t) for n, t in load.declared_columns}
     target, parent_changes = _plan(
@@ -347,11 +347,12 @@ def version_row_count(
         registered = registry.registered_version(conn, schema, table, version)
         if registered is None or relation_oid(conn, schema, registered["child_table"]) is None:
             return None
-        return conn.execute(
+        return scalar(
+            conn,
             sql.SQL("SELECT count(*) FROM ONLY {}").format(
                 qualified(schema, registered["child_table"])
-            )
-        ).fetchone()[0]
+            ),
+        )
 
 
 def conformance_problems(
@@ -483,16 +484,18 @@ def _declared_columns(schema: str, table_schema: TableSchema, version: str) -> d
 
 
 def _parent_columns(
-    conn: psycopg.Connection, schema: str, parent: str, parent_oid: int | None
-) -> dict[str, PgType]:
-    found = {c.name: c.parsed for c in columns(conn, parent_oid)} if parent_oid is not None else {}
-    if VERSION_COLUMN not in found:
+    conn: psycopg.Connection, schema: str, parent: str
+) -> tuple[int, dict[str, PgType]]:
+    """The parent's oid and columns (without the version column)."""
+    oid = relation_oid(conn, schema, parent)
+    found = {c.name: c.parsed for c in columns(conn, oid)} if oid is not None else {}
+    if oid is None or VERSION_COLUMN not in found:
         raise SchemaError(
             f'Table "{parent}" in schema "{schema}" exists but is not a parent table of '
             f"versioned dumps (it has no {VERSION_COLUMN} column); rename or drop it."
         )
     del found[VERSION_COLUMN]
-    return found
+    return oid, found
 
 
 def _drop_previous_child(conn: psycopg.Connection, load: VersionLoad, parent_oid: int) -> bool:
