@@ -1,7 +1,8 @@
 """CDC benchmark: the pipeline (reduce, COPY between databases, one merge transaction) against
 applying each change with its own statements.
 
-    python benchmarks/cdc_merge.py [--rows 1000000] [--changes 100000] [--baseline-sample 10000] [--dsn DSN]
+    python benchmarks/cdc_merge.py [--rows 1000000] [--changes 100000] \\
+        [--baseline-sample 10000] [--dsn DSN]
 
 Setup (not timed): a source database with `bench_item` (--rows rows: bigint key, text, integer,
 numeric, timestamptz, jsonb), Django's content type and change-log tables, and a warehouse database
@@ -14,8 +15,9 @@ Timed:
   staging, one merge transaction with the watermark, TRUNCATE staging);
 - per-change statements: for each of the first --baseline-sample changes in id order, one SELECT of
   the row on the source and one INSERT .. ON CONFLICT DO UPDATE (or soft-delete UPDATE) on a copy
-  of the merged table (same fillfactor); twice: in autocommit (each change its own transaction, as an applier that
-  records its progress per change must) and all in one warehouse transaction (a lower bound);
+  of the merged table (same fillfactor); twice: in autocommit (each change its own transaction, as
+  an applier that records its progress per change must) and all in one warehouse transaction (a
+  lower bound);
 - no-change run: `run_table` when nothing is new.
 """
 
@@ -32,7 +34,7 @@ from psycopg import sql
 from ingest_platform.cdc import checks, pipeline
 from ingest_platform.cdc import warehouse as wh
 from ingest_platform.cdc.config import CdcConfig, CdcTable
-from ingest_platform.cdc.demo_app import SCHEMA_SQL
+from ingest_platform.demo.cdc_app import SCHEMA_SQL
 from ingest_platform.postgres.connection import with_database
 
 TABLE = CdcTable(app_label="bench", model="item", source_table="bench_item")
@@ -54,8 +56,10 @@ def setup_source(dsn: str, rows: int) -> None:
             (rows,),
         )
         conn.execute(
-            "INSERT INTO models_logging_change (object_id, content_type_id, action, changed_data, object_repr) "
-            "SELECT b.id::text, (SELECT id FROM django_content_type WHERE app_label = 'bench' AND model = 'item'), 'added', NULL, "
+            "INSERT INTO models_logging_change (object_id, content_type_id, action, changed_data, "
+            "object_repr) "
+            "SELECT b.id::text, (SELECT id FROM django_content_type WHERE app_label = 'bench' AND "
+            "model = 'item'), 'added', NULL, "
             "'bench_item ' || b.id FROM bench_item b ORDER BY b.id"
         )
         conn.execute("VACUUM ANALYZE")
@@ -75,20 +79,25 @@ def make_changes(dsn: str, rows: int, changes: int) -> None:
         )
         conn.execute(
             "UPDATE bench_item b SET qty = b.qty + 1, price = b.price + 1, updated_at = now(), "
-            "attrs = jsonb_build_object('changed', true) FROM picks p WHERE p.id = b.id AND p.n <= %s",
+            "attrs = jsonb_build_object('changed', true) FROM picks p WHERE p.id = b.id AND p.n <= "
+            "%s",
             (changed,),
         )
         conn.execute(
             "DELETE FROM bench_item b USING picks p WHERE p.id = b.id AND p.n > %s", (changed,)
         )
         conn.execute(
-            "INSERT INTO bench_item SELECT g, 'new ' || g, 1, 1.5, now(), NULL FROM generate_series(%s, %s) g",
+            "INSERT INTO bench_item SELECT g, 'new ' || g, 1, 1.5, now(), NULL FROM "
+            "generate_series(%s, %s) g",
             (rows + 1, rows + added),
         )
         conn.execute(
-            "INSERT INTO models_logging_change (object_id, content_type_id, action, changed_data, object_repr) "
-            "SELECT k::text, (SELECT id FROM django_content_type WHERE app_label = 'bench' AND model = 'item'), a, '{}'::jsonb, 'bench_item ' || k "
-            "FROM (SELECT id AS k, CASE WHEN n <= %s THEN 'changed' ELSE 'deleted' END AS a FROM picks "
+            "INSERT INTO models_logging_change (object_id, content_type_id, action, changed_data, "
+            "object_repr) "
+            "SELECT k::text, (SELECT id FROM django_content_type WHERE app_label = 'bench' AND "
+            "model = 'item'), a, '{}'::jsonb, 'bench_item ' || k "
+            "FROM (SELECT id AS k, CASE WHEN n <= %s THEN 'changed' ELSE 'deleted' END AS a FROM "
+            "picks "
             "UNION ALL SELECT g, 'added' FROM generate_series(%s, %s) g) x ORDER BY random()",
             (changed, rows + 1, rows + added),
         )
@@ -113,27 +122,34 @@ def per_change_statements(
         psycopg.connect(warehouse_dsn, autocommit=autocommit) as w,
     ):
         changes = s.execute(
-            "SELECT id, object_id, action FROM models_logging_change WHERE id > %s ORDER BY id LIMIT %s",
+            "SELECT id, object_id, action FROM models_logging_change WHERE id > %s ORDER BY id "
+            "LIMIT %s",
             (start_id, sample),
         ).fetchall()
         started = time.perf_counter()
         for change_id, object_id, action in changes:
             row = s.execute(
-                "SELECT id, name, qty, price, updated_at, attrs FROM bench_item WHERE id = %s::bigint",
+                "SELECT id, name, qty, price, updated_at, attrs FROM bench_item WHERE id = "
+                "%s::bigint",
                 (object_id,),
             ).fetchone()
             if action == "deleted" or row is None:
                 w.execute(
-                    "UPDATE cdc.baseline SET is_deleted = true, _last_change_id = %s, _applied_at = now() "
+                    "UPDATE cdc.baseline SET is_deleted = true, _last_change_id = %s, _applied_at "
+                    "= now() "
                     "WHERE id = %s::bigint",
                     (change_id, object_id),
                 )
             else:
                 w.execute(
-                    "INSERT INTO cdc.baseline (id, name, qty, price, updated_at, attrs, is_deleted, _last_change_id, "
-                    "_applied_at) VALUES (%s, %s, %s, %s, %s, %s, false, %s, now()) ON CONFLICT (id) DO UPDATE SET "
-                    "name = EXCLUDED.name, qty = EXCLUDED.qty, price = EXCLUDED.price, updated_at = EXCLUDED.updated_at, "
-                    "attrs = EXCLUDED.attrs, is_deleted = false, _last_change_id = EXCLUDED._last_change_id, "
+                    "INSERT INTO cdc.baseline (id, name, qty, price, updated_at, attrs, "
+                    "is_deleted, _last_change_id, "
+                    "_applied_at) VALUES (%s, %s, %s, %s, %s, %s, false, %s, now()) ON CONFLICT "
+                    "(id) DO UPDATE SET "
+                    "name = EXCLUDED.name, qty = EXCLUDED.qty, price = EXCLUDED.price, updated_at "
+                    "= EXCLUDED.updated_at, "
+                    "attrs = EXCLUDED.attrs, is_deleted = false, _last_change_id = "
+                    "EXCLUDED._last_change_id, "
                     "_applied_at = EXCLUDED._applied_at",
                     (
                         *row[:5],
@@ -241,19 +257,23 @@ def main() -> None:
         for name, n, secs, st, mg in rows:
             rate = f"{n / secs:,.0f}" if n else "-"
             print(
-                f"| {name} | {n:,} | {secs:.2f} | {rate} | {'' if st is None else f'{st:.2f}'} | {'' if mg is None else f'{mg:.2f}'} |"
+                f"| {name} | {n:,} | {secs:.2f} | {rate} | {'' if st is None else f'{st:.2f}'} | "
+                f"{'' if mg is None else f'{mg:.2f}'} |"
             )
         print()
         print(f"merge counts: {merge.counts}; staged objects: {stage.staged}")
         autocommit_rate = sample / autocommit_seconds
         print(
-            f"pipeline vs per-change statements: {pipeline_rate / autocommit_rate:.1f}x faster than autocommit "
-            f"({autocommit_rate:,.0f} changes/s), {pipeline_rate / baseline_rate:.1f}x faster than one transaction "
+            f"pipeline vs per-change statements: {pipeline_rate / autocommit_rate:.1f}x faster "
+            f"than autocommit "
+            f"({autocommit_rate:,.0f} changes/s), {pipeline_rate / baseline_rate:.1f}x faster than "
+            f"one transaction "
             f"({baseline_rate:,.0f} changes/s); pipeline {pipeline_rate:,.0f} changes/s"
         )
         print(f"matches_source check: {match.describe()}")
         print(
-            f"load average (1, 5, 15 min) at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
+            f"load average (1, 5, 15 min) at the end: "
+            f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} "
             f"({os.cpu_count()} CPUs); at the start: {load_at_start}"
         )
     finally:

@@ -408,7 +408,8 @@ def dump_key(conn: psycopg.Connection, schema: str, table: str) -> tuple[str, ..
     """(_version, primary key...) from the newest registered version that declares one; () if none."""
     from psycopg import sql
 
-    from ingest_platform.postgres.version_catalog import REGISTRY_TABLE, relation_oid
+    from ingest_platform.postgres.catalog import relation_oid
+    from ingest_platform.postgres.version_registry import REGISTRY_TABLE
 
     if relation_oid(conn, schema, REGISTRY_TABLE) is None:
         return ()

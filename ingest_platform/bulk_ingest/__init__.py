@@ -6,11 +6,12 @@
            ingest_mode=Mode.UPSERT_COMMITTING_EACH_BATCH)
 
 Modules, one job each: ``modes`` (HighWatermark, Mode), ``watermarks`` (the stored watermark),
-``definitions`` (declared vs live table), ``migration`` (create/migrate, views, grants),
+``table_defs`` (declared vs live table), ``migration`` (create/migrate, views, grants),
 ``copy_rows`` (binary COPY with row checks), ``numeric_binary`` (Decimals to binary numeric, a
-chunk at a time), ``upsert`` (staging, de-dup, INSERT .. ON CONFLICT, delete all), ``api`` (``ingest``).
-Lock blockers are terminated after a delay by ``ingest_platform.postgres.locks``, which the dump and
-CDC pipelines share. No Dagster here; ``ingest_platform.defs.bulk_ingest`` makes assets of it.
+chunk at a time), ``upsert`` (staging, de-dup, INSERT .. ON CONFLICT, delete all), ``api``
+(``ingest``). Lock blockers are terminated after a delay by ``ingest_platform.postgres.locks``,
+which the dump and CDC pipelines share. No Dagster here; ``ingest_platform.defs.bulk_ingest`` makes
+assets of it.
 """
 
 from ingest_platform.bulk_ingest.api import IngestResult, ingest

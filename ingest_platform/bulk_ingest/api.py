@@ -22,6 +22,7 @@ from ingest_platform.bulk_ingest.copy_rows import BatchCopier, TableTarget, desc
 from ingest_platform.bulk_ingest.migration import prepare_table
 from ingest_platform.bulk_ingest.modes import HighWatermark, Mode
 from ingest_platform.errors import IngestError, first_line
+from ingest_platform.postgres.connection import scalar
 
 LOGGER = logging.getLogger("ingest_platform.bulk_ingest")
 
@@ -73,7 +74,7 @@ def ingest(
         raise IngestError(
             "The metadata passed to ingest() holds no tables: define the target tables in it."
         )
-    default_schema = driver.execute("SELECT current_schema()").fetchone()[0] or "public"
+    default_schema = scalar(driver, "SELECT current_schema()") or "public"
     driver.rollback()
     schemas = {table.key: table.schema or default_schema for table in tables}
     displays = [f"{schemas[t.key]}.{t.name}" for t in tables]
@@ -81,7 +82,7 @@ def ingest(
     watermark_schema = watermark_schema or sorted(set(schemas.values()))[0]
 
     migrations = {}
-    for table, display in zip(tables, displays):
+    for table, display in zip(tables, displays, strict=True):
         done = prepare_table(
             driver,
             table,

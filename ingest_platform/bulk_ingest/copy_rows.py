@@ -45,6 +45,7 @@ from psycopg.types.string import BytesBinaryDumper
 
 from ingest_platform.bulk_ingest.numeric_binary import encode_decimals
 from ingest_platform.errors import IngestError, first_line
+from ingest_platform.postgres import catalog
 
 _INT_RANGES = {"int2": (-(2**15), 2**15 - 1), "int4": (-(2**31), 2**31 - 1)}
 _FLUSH_BYTES = 1 << 17
@@ -52,7 +53,10 @@ _CHUNK_ROWS = 1024  # rows read, checked, encoded and formatted at a time
 _NUMERIC_OID = 1700
 _BYTEA_OID = 17  # numeric fields made here are sent through the bytes dumper
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
-try:  # psycopg's compiled row formatter (a private name: without it, write_row does the same, slower)
+# psycopg's compiled row formatter, a private module: psycopg 3.3 has no public function that
+# formats a row into a buffer of ours (Copy.write_row costs a Python call per row and buffers on
+# its own), and this keeps the per-row work in C. Confined here; without it write_row does the same.
+try:
     from psycopg._copy_base import _binary_signature as _BINARY_SIGNATURE
     from psycopg._copy_base import _binary_trailer as _BINARY_TRAILER
     from psycopg._copy_base import format_row_binary as _format_row_binary
@@ -113,11 +117,13 @@ class TableTarget:
 def describe_target(conn: psycopg.Connection, table: sa.Table, schema: str) -> TableTarget:
     """Column types of the live table (after migration), in the order of the SQLAlchemy columns."""
     columns = tuple(c.name for c in table.columns)
-    qualified = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
+    qualified = catalog.qualified(schema, table.name)
+    # Type oids and names for the binary dumpers and range checks: COPY's own read of the catalog.
     found = {
         name: (oid, typname)
         for name, oid, typname in conn.execute(
-            "SELECT a.attname, a.atttypid, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+            "SELECT a.attname, a.atttypid, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = "
+            "a.atttypid "
             "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
             (qualified.as_string(conn),),
         )
@@ -184,7 +190,8 @@ class BatchCopier:
                 known = ", ".join(sorted(self._by_key)) or "none"
                 raise IngestError(
                     f"The batch names the table {key or table!r}, which is not in the metadata "
-                    f"passed to ingest() (its tables: {known}). Add it to the metadata or fix the batch."
+                    f"passed to ingest() (its tables: {known}). Add it to the metadata or fix the "
+                    f"batch."
                 )
             # Not cached by id(): only the metadata's own tables live as long as the copier; the id
             # of a freed key string or Table could come back as another table's.
@@ -211,7 +218,8 @@ class BatchCopier:
         self, target: TableTarget, pending: list, source: _Items, buffers: dict
     ) -> TableTarget | None:
         """One COPY into `target`: its pending rows, then rows from `source` while they are its own.
-        Returns the target whose buffer filled up (the next COPY), or None when the batch is done."""
+        Returns the target whose buffer filled up (the next COPY), or None when the batch is
+        done."""
         start = target.rows
         written = 0
         switch_to = None
@@ -219,8 +227,10 @@ class BatchCopier:
         try:
             with self.conn.cursor() as cursor:
                 if target.numeric and _BYTEA_OID not in target.type_oids:
-                    # The fields made by numeric_binary pass through as bytes, in C (psycopg's default
-                    # bytea dumper by oid is Python; kept for tables with bytea columns: it also takes
+                    # The fields made by numeric_binary pass through as bytes, in C (psycopg's
+                    # default
+                    # bytea dumper by oid is Python; kept for tables with bytea columns: it also
+                    # takes
                     # psycopg.Binary).
                     cursor.adapters.register_dumper(None, BytesBinaryDumper)
                 with cursor.copy(self._statement(target)) as copy:
@@ -275,8 +285,9 @@ class BatchCopier:
     def _route(
         self, target: TableTarget, pending: list, source: _Items, buffers: dict, write: _ChunkWriter
     ) -> tuple[int, TableTarget | None]:
-        """Write `pending`, then the rows of `target` from `source`, a chunk at a time, keeping the rows
-        of other tables in their buffers. Returns (rows written, target whose buffer filled up or None)."""
+        """Write `pending`, then the rows of `target` from `source`, a chunk at a time, keeping the
+        rows of other tables in their buffers. Returns (rows written, target whose buffer filled up
+        or None)."""
         own = target.table
         written = 0
         for start in range(0, len(pending), _CHUNK_ROWS):
@@ -312,7 +323,8 @@ class BatchCopier:
         return written, None
 
     def _replay(self, target: TableTarget) -> None:
-        """The direct COPY of `target` failed: roll it back and load its spooled bytes into staging."""
+        """The direct COPY of `target` failed: roll it back and load its spooled bytes into
+        staging."""
         spool, target.spool = target.spool, None
         target.destination = self.divert(target)
         target.direct, target.direct_ok, target.diverted = False, False, True
@@ -343,8 +355,10 @@ class BatchCopier:
             )
         if len(row) != len(target.columns):
             raise IngestError(
-                f"Row {number:,} of {target.display} in this batch has {len(row)} values, the table has "
-                f"{len(target.columns)} columns ({', '.join(target.columns)}): give one value per column, in "
+                f"Row {number:,} of {target.display} in this batch has {len(row)} values, the "
+                f"table has "
+                f"{len(target.columns)} columns ({', '.join(target.columns)}): give one value per "
+                f"column, in "
                 "this order (None for NULL)."
             )
         for index, low, high in target.range_checks:
@@ -353,12 +367,15 @@ class BatchCopier:
                 continue
             if isinstance(value, int):
                 raise IngestError(
-                    f'Row {number:,} of {target.display} in this batch: column "{target.columns[index]}" '
+                    f"Row {number:,} of {target.display} in this batch: column "
+                    f'"{target.columns[index]}" '
                     f"({target.type_names[index]}) cannot hold {value!r}: out of range."
                 )
             raise IngestError(
-                f'Row {number:,} of {target.display} in this batch: column "{target.columns[index]}" '
-                f"({target.type_names[index]}) takes int, not {type(value).__name__} ({value!r:.80})."
+                f"Row {number:,} of {target.display} in this batch: column "
+                f'"{target.columns[index]}" '
+                f"({target.type_names[index]}) takes int, not {type(value).__name__} "
+                f"({value!r:.80})."
             )
 
     def _value_error(
@@ -367,7 +384,7 @@ class BatchCopier:
         column = ""
         if isinstance(row, (tuple, list)) and target.binary:
             for name, oid, typname, value in zip(
-                target.columns, target.type_oids, target.type_names, row
+                target.columns, target.type_oids, target.type_names, row, strict=False
             ):
                 if value is None:
                     continue
@@ -375,8 +392,11 @@ class BatchCopier:
                     self.conn.adapters.get_dumper_by_oid(oid, pq.Format.BINARY)(
                         type(value), self.conn
                     ).dump(value)
-                except Exception:  # noqa: BLE001  (whatever the dumper raises: the column cannot take it)
-                    column = f' column "{name}" ({typname}) cannot take the {type(value).__name__} {value!r:.80}:'
+                except Exception:  # whatever the dumper raises: the column cannot take it
+                    column = (
+                        f' column "{name}" ({typname}) cannot take the {type(value).__name__} '
+                        f"{value!r:.80}:"
+                    )
                     break
         return IngestError(
             f"Row {number:,} of {target.display} in this batch:{column} {exc}. Give each column a "
@@ -516,8 +536,9 @@ class _ChunkWriter:
         return len(rows)
 
     def _quick_check(self, rows: list) -> bool:
-        """True if every row is a tuple of the right length with its smallint/integer values in range
-        (a value of another type that compares with ints is left to the dumper, which refuses it)."""
+        """True if every row is a tuple of the right length with its smallint/integer values in
+        range (a value of another type that compares with ints is left to the dumper, which refuses
+        it)."""
         if set(map(type, rows)) != {tuple} or set(map(len, rows)) != {self.width}:
             return False
         try:
@@ -553,7 +574,8 @@ class _ChunkWriter:
                 fields, self.widths[index] = encoded
                 present = iter(fields)
                 return [None if v is None else next(present) for v in values]
-        # Anything else (int, NaN, Infinity, exponents, mixed scales, a wrong type): psycopg, one by one.
+        # Anything else (int, NaN, Infinity, exponents, mixed scales, a wrong type): psycopg, one
+        # by one.
         dump = self.numeric_dumper.dump
         fields = []
         for number, value in enumerate(values):
@@ -570,8 +592,12 @@ class _ChunkWriter:
         if len(others) > 1:
             values = map(itemgetter(*others), rows)
         else:  # itemgetter of one index gives the value, not a tuple
-            values = zip(map(itemgetter(others[0]), rows)) if others else repeat((), len(rows))
-        return map(tuple.__add__, values, zip(*numeric))
+            values = (
+                zip(map(itemgetter(others[0]), rows), strict=False)
+                if others
+                else repeat((), len(rows))
+            )
+        return map(tuple.__add__, values, zip(*numeric, strict=False))
 
     def _find_bad_row(self, rows: list, numeric: list | None, offset: int) -> None:
         """After the formatter failed on a chunk: raise its error again, naming the row."""

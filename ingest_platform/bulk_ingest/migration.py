@@ -31,15 +31,17 @@ import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 
-from ingest_platform.bulk_ingest.definitions import (
+from ingest_platform.bulk_ingest.table_defs import (
     Changes,
     TableDef,
-    is_widening,
     live_definition,
     plan_changes,
     target_definition,
 )
 from ingest_platform.errors import SchemaError, first_line
+from ingest_platform.postgres import evolution
+from ingest_platform.postgres.catalog import default_constraint_name, qualified
+from ingest_platform.postgres.connection import scalar
 from ingest_platform.postgres.locks import terminating_blockers
 
 _ADVISORY_NAMESPACE = "ingest_platform.bulk_ingest.migration"
@@ -63,7 +65,7 @@ class DependentView:
 
     @property
     def qualified(self) -> sql.Composed:
-        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
+        return qualified(self.schema, self.name)
 
     @property
     def kind(self) -> sql.SQL:
@@ -94,12 +96,7 @@ def prepare_table(
             return []
         if not changes.rebuild_reasons:
             with terminating_blockers(conn, terminate_blockers_after, logger):
-                for column in changes.add_nullable:
-                    conn.execute(
-                        sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
-                            target.qualified, sql.Identifier(column.name), sql.SQL(column.type)
-                        )
-                    )
+                conn.execute(evolution.alter_table(target.schema, target.name, changes.in_place))
             done = [f'add nullable column "{c.name}" {c.type}' for c in changes.add_nullable]
             logger.info("Migrated %s in place: %s", target.display, "; ".join(done))
             return done
@@ -185,10 +182,11 @@ def _rebuild(
     )
     live_columns = live.column_map
     common = [c for c in target.columns if c.name in live_columns]
+    cast = {t.column for t in changes.type_changes if not t.widening}
     selected = [
-        sql.Identifier(c.name)
-        if is_widening(live_columns[c.name].type, c.type)
-        else sql.SQL("CAST({} AS {})").format(sql.Identifier(c.name), sql.SQL(c.type))
+        sql.SQL("CAST({} AS {})").format(sql.Identifier(c.name), sql.SQL(c.type))
+        if c.name in cast
+        else sql.Identifier(c.name)
         for c in common
     ]
     try:
@@ -253,7 +251,7 @@ def _rebuild(
             sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
                 target.qualified,
                 sql.Identifier(f"{new_name}_pkey"),
-                sql.Identifier(_fit(f"{target.name}_pkey")),
+                sql.Identifier(default_constraint_name(target.name, "pkey")),
             )
         )
     _restore_privileges(conn, sql.SQL("TABLE"), target.qualified, grants, owner, comment)
@@ -267,17 +265,14 @@ def _index_name(index: sa.Index, dialect) -> str:
     return name[1:-1].replace('""', '"') if name.startswith('"') else name
 
 
-def _fit(name: str) -> str:
-    return name.encode()[:63].decode("utf-8", "ignore")
-
-
 def _check_type_changes(
     conn: psycopg.Connection, live: TableDef, target: TableDef, changes: Changes
 ) -> None:
     """SchemaError naming the first value that a type change that is not a widening would alter."""
-    for column, old, new in changes.type_changes:
-        if is_widening(old, new):
+    for change in changes.type_changes:
+        if change.widening:
             continue
+        column, old, new = change.column, change.old, change.new
         name = sql.Identifier(column)
         try:
             with conn.transaction():
@@ -299,8 +294,10 @@ def _check_type_changes(
             ) from None
         if row is not None:
             raise SchemaError(
-                f'Migrating {live.display}: column "{column}" cannot change from {old} to {new} without losing '
-                f"data: the value {row[0]!r} would change. Nothing changed; convert the values yourself or "
+                f'Migrating {live.display}: column "{column}" cannot change from {old} to {new} '
+                f"without losing "
+                f"data: the value {row[0]!r} would change. Nothing changed; convert the values "
+                f"yourself or "
                 "keep the type."
             )
 
@@ -331,7 +328,8 @@ ORDER BY v.depth, c.oid
 
 
 def dependent_views(conn: psycopg.Connection, oid: int) -> list[DependentView]:
-    """Views and materialized views on the table, directly or through other views; creation order."""
+    """Views and materialized views on the table, directly or through other views; creation
+    order."""
     views = []
     for (
         schema,
@@ -369,7 +367,8 @@ def _table_privileges(
     grants = [
         (grantee, privilege, grantable)
         for grantee, privilege, grantable in conn.execute(
-            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, "
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, "
+            "a.privilege_type, "
             "       a.is_grantable "
             "FROM pg_class c, aclexplode(c.relacl) a WHERE c.oid = %s AND a.grantee <> c.relowner",
             (oid,),
@@ -391,7 +390,7 @@ def _restore_privileges(
     owner: str,
     comment: str | None,
 ) -> None:
-    current_user = conn.execute("SELECT current_user").fetchone()[0]
+    current_user = scalar(conn, "SELECT current_user")
     if owner != current_user:
         conn.execute(
             sql.SQL("ALTER {} {} OWNER TO {}").format(kind, qualified, sql.Identifier(owner))
@@ -429,7 +428,8 @@ def _recreate_view(conn: psycopg.Connection, view: DependentView, table: str) ->
             )
     except psycopg.Error as exc:
         raise SchemaError(
-            f"The view {view.schema}.{view.name} on {table} no longer works with the table's new definition: "
+            f"The view {view.schema}.{view.name} on {table} no longer works with the table's new "
+            f"definition: "
             f"{first_line(exc)}. Nothing changed; drop or change the view first."
         ) from None
     for index in view.indexes:

@@ -1,4 +1,5 @@
-"""The enumerated choices of ``ingest()``: where to resume (``HighWatermark``) and how to write (``Mode``)."""
+"""The enumerated choices of ``ingest()``: where to resume (``HighWatermark``) and how to write
+(``Mode``)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ class Mode(enum.Enum):
     ``UPSERT_COMMITTING_EACH_BATCH``: each batch commits on its own (with its watermark); rows
     upsert on the primary key when the table has one (last row of a key wins), else append.
 
-    ``DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_EACH_BATCH``: the first batch's transaction also deletes
-    every existing row of every table in the metadata; then as above. Readers see the first batch
-    alone once it commits, then each further batch as it commits.
+    ``DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_EACH_BATCH``: the first batch's transaction also
+    deletes every existing row of every table in the metadata; then as above. Readers see the first
+    batch alone once it commits, then each further batch as it commits.
 
     ``DELETE_ALL_ROWS_THEN_UPSERT_COMMITTING_AFTER_FINAL_BATCH``: delete, then every batch, in one
     transaction that commits after the final batch: other clients see the old rows until then, then

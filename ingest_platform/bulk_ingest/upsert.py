@@ -29,6 +29,7 @@ import psycopg
 from psycopg import sql
 
 from ingest_platform.bulk_ingest.copy_rows import TableTarget, new_spool
+from ingest_platform.postgres.connection import scalar
 
 _SAVEPOINT = sql.Identifier("_ingest_direct_copy")
 
@@ -43,9 +44,9 @@ def begin_table(
         target.destination = target.qualified
         return
     if target.maybe_empty is None:
-        target.maybe_empty = conn.execute(
-            sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(target.qualified)
-        ).fetchone()[0]
+        target.maybe_empty = scalar(
+            conn, sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(target.qualified)
+        )
     if direct_allowed and target.maybe_empty and target.can_go_direct:
         conn.execute(sql.SQL("SAVEPOINT {}").format(_SAVEPOINT))
         target.direct, target.spool, target.destination = True, new_spool(), target.qualified

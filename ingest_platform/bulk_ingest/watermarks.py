@@ -51,7 +51,8 @@ def encode(value: Any) -> Any:
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {"$dict": {k: encode(v) for k, v in value.items()}}
     raise IngestError(
-        f"A high watermark of type {type(value).__name__} cannot be stored: use None, bool, int, float, "
+        f"A high watermark of type {type(value).__name__} cannot be stored: use None, bool, int, "
+        f"float, "
         "str, datetime, date, time, Decimal, or tuples, lists and str-keyed dicts of these."
     )
 
@@ -77,7 +78,8 @@ def decode(data: Any) -> Any:
 
 
 def check_increases(previous: Any, new: Any, batch_number: int) -> None:
-    """IngestError unless `new` is strictly after `previous` (None before anything; None after None)."""
+    """IngestError unless `new` is strictly after `previous` (None before anything; None after
+    None)."""
     if previous is None:
         return
     where = f"Batch {batch_number}"
@@ -116,8 +118,10 @@ def ensure_table(conn: psycopg.Connection, schema: str) -> None:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         conn.execute(
             sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, watermark jsonb, tables text[] NOT NULL, "
-                "mode text NOT NULL, batches bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL DEFAULT now())"
+                "CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, watermark jsonb, tables "
+                "text[] NOT NULL, "
+                "mode text NOT NULL, batches bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT "
+                "NULL DEFAULT now())"
             ).format(_table(schema))
         )
 
@@ -136,8 +140,10 @@ def write(
     """Store `value` for `key` in the caller's (open) transaction."""
     conn.execute(
         sql.SQL(
-            "INSERT INTO {} AS w (key, watermark, tables, mode, batches, updated_at) VALUES (%s, %s, %s, %s, 1, now()) "
-            "ON CONFLICT (key) DO UPDATE SET watermark = EXCLUDED.watermark, tables = EXCLUDED.tables, "
+            "INSERT INTO {} AS w (key, watermark, tables, mode, batches, updated_at) VALUES (%s, "
+            "%s, %s, %s, 1, now()) "
+            "ON CONFLICT (key) DO UPDATE SET watermark = EXCLUDED.watermark, tables = "
+            "EXCLUDED.tables, "
             "mode = EXCLUDED.mode, batches = w.batches + 1, updated_at = now()"
         ).format(_table(schema)),
         (key, Jsonb(encode(value), dumps=_dumps), tables, mode),

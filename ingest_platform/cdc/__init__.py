@@ -1,4 +1,5 @@
-"""Change data capture: a django-models-logging change log -> staging -> merged tables, exactly once.
+"""Change data capture: a django-models-logging change log -> staging -> merged tables, exactly
+once.
 
 Pure Python (no Dagster). Per tracked table (``config``):
 
@@ -7,11 +8,12 @@ Pure Python (no Dagster). Per tracked table (``config``):
 2. ``pipeline.stage_changes``: in one REPEATABLE READ snapshot of the source, validate the changes
    in (watermark, horizon], reduce them to the last action per object and stream the current rows
    with COPY TO STDOUT -> COPY FROM STDIN into ``<schema>."<table>__staging"``.
-3. ``pipeline.merge_staged``: one transaction inserts/updates/soft-deletes into ``<schema>."<table>"``
+3. ``pipeline.merge_staged``: one transaction inserts/updates/soft-deletes into
+``<schema>."<table>"``
    and moves the watermark; then staging is emptied.
-``checks`` compares merged and source (counts, per-row hashes, differing keys); ``demo_app`` is a
-demo source with a workload. The docstrings of ``source``, ``warehouse`` and ``pipeline`` say
-what happens under the hood: locks, transactions, what a crash leaves.
+``checks`` compares merged and source (counts, per-row hashes, differing keys); a demo source
+with a workload is ``ingest_platform.demo.cdc_app``. The docstrings of ``source``, ``warehouse`` and
+``pipeline`` say what happens under the hood: locks, transactions, what a crash leaves.
 """
 
 from ingest_platform.cdc.config import (

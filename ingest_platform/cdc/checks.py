@@ -21,6 +21,7 @@ from psycopg import sql
 from ingest_platform.cdc import source as src
 from ingest_platform.cdc import warehouse as wh
 from ingest_platform.cdc.config import CdcConfig, CdcTable
+from ingest_platform.postgres.catalog import columns_of, parsed_type, qualified
 from ingest_platform.postgres.connection import connect
 
 MAX_KEYS = 20
@@ -68,7 +69,7 @@ def compare_with_source(
             src.set_session(conn)
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         mark = wh.read_watermark(wconn, schema, table.name)
-        merged_columns = wh.table_columns(wconn, schema, table.merged_table)
+        merged_columns = columns_of(wconn, schema, table.merged_table)
         horizon = mark.horizon_id if mark else 0
         log = src.change_log_info(sconn, config.change_log, table.name)
         source = src.read_source_table(sconn, table, [])
@@ -89,7 +90,7 @@ def compare_with_source(
         if not merged_columns:
             count = sconn.execute(
                 sql.SQL("SELECT count(*) FROM {}").format(
-                    src.qualified(table.source_schema, table.source_table)
+                    qualified(table.source_schema, table.source_table)
                 )
             ).fetchone()[0]
             return MatchReport(count, 0, [], BUCKETS if count else 0, len(excluded))
@@ -98,20 +99,20 @@ def compare_with_source(
         queries = {
             "source": (
                 sconn,
-                src.qualified(table.source_schema, table.source_table),
+                qualified(table.source_schema, table.source_table),
                 _hash([(n, None) for n, _ in common], "s"),
                 sql.SQL("true"),
             ),
             "merged": (
                 wconn,
-                src.qualified(schema, table.merged_table),
+                qualified(schema, table.merged_table),
                 _hash(
                     [
                         (
                             n,
                             None
-                            if wh.catalog_type(merged_columns[n]) == wh.catalog_type(t)
-                            else str(wh.catalog_type(t)),
+                            if merged_columns[n].parsed == parsed_type(t)
+                            else str(parsed_type(t)),
                         )
                         for n, t in common
                     ],
@@ -190,7 +191,7 @@ def live_deleted_objects(
         mark = wh.read_watermark(wconn, schema, table.name)
         log = src.change_log_info(sconn, config.change_log, table.name)
         ct_id = src.content_type_id(sconn, log, table)
-        if mark is None or ct_id is None or not wh.table_columns(wconn, schema, table.merged_table):
+        if mark is None or ct_id is None or not columns_of(wconn, schema, table.merged_table):
             return DeletedReport(0)
         source = src.read_source_table(sconn, table, [])
         cast = src.key_cast_type(source)
@@ -212,7 +213,7 @@ def live_deleted_objects(
                     "SELECT {key}::text FROM {merged} WHERE NOT {is_deleted} AND {key}::text = ANY(%s) ORDER BY 1"
                 ).format(
                     key=sql.Identifier(source.primary_key),
-                    merged=src.qualified(schema, table.merged_table),
+                    merged=qualified(schema, table.merged_table),
                     is_deleted=sql.Identifier(wh.IS_DELETED),
                 ),
                 (deleted,),

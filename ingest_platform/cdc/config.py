@@ -3,7 +3,8 @@
 Configuration comes from the environment:
 
 - ``INGEST_CDC_SOURCE_DSN``: the application database (libpq DSN or URL). Default: database
-  ``cdc_demo`` on the warehouse server of ``INGEST_PG_DSN`` (``ingest-platform demo-app`` creates it).
+  ``cdc_demo`` on the warehouse server of ``INGEST_PG_DSN`` (``ingest-platform demo-app`` creates
+  it).
 - ``INGEST_CDC_CONFIG``: a TOML file (below). Default: the demo app's four tables.
 - ``INGEST_CDC_SCHEMA``: the warehouse schema of merged and staging tables (default ``cdc``; the
   TOML's ``warehouse_schema`` wins over the default, the variable over both).
@@ -11,14 +12,16 @@ Configuration comes from the environment:
 TOML layout (every key optional except ``tables``; the values shown are the defaults)::
 
     warehouse_schema = "cdc"
-    terminate_blockers_after = 60            # seconds a merged-table schema change waits for readers'
-                                             # locks before terminating them (logged); "never": wait
+    terminate_blockers_after = 60            # seconds a merged-table schema change waits for
+                                             # readers' locks before terminating them (logged);
+                                             # "never": wait
 
     [change_log]
     schema = "public"                        # source schema of the two Django tables
     change_table = "models_logging_change"
     content_type_table = "django_content_type"
-    untracked_content_types = "error"        # or "ignore": changes of content types no [[tables]] names
+    untracked_content_types = "error"        # or "ignore": changes of content types no
+                                             # [[tables]] names
 
     [[tables]]
     app_label = "pm"                         # django_content_type.app_label
@@ -39,17 +42,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest_platform.errors import ConfigError
+from ingest_platform.postgres.catalog import MAX_IDENTIFIER_BYTES
 from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS
 
 DEFAULT_WAREHOUSE_SCHEMA = "cdc"
 DEMO_DATABASE = "cdc_demo"
 STAGING_SUFFIX = "__staging"
-MAX_IDENTIFIER_BYTES = 63
 
 
 @dataclass(frozen=True)
 class CdcTable:
-    """One tracked table: the Django content type that names it in the change log, where it lives."""
+    """One tracked table: the Django content type that names it in the change log, where it
+    lives."""
 
     app_label: str
     model: str
@@ -94,7 +98,8 @@ class CdcConfig:
             if table.name == name:
                 return table
         raise ConfigError(
-            f"No tracked CDC table named {name!r}; tracked: {', '.join(t.name for t in self.tables)}."
+            f"No tracked CDC table named {name!r}; tracked: "
+            f"{', '.join(t.name for t in self.tables)}."
         )
 
 
@@ -179,7 +184,8 @@ def validate_config(config: CdcConfig, origin: str = "CDC config") -> None:
     for table in config.tables:
         if len(table.staging_table.encode()) > MAX_IDENTIFIER_BYTES:
             raise ConfigError(
-                f"{origin}: table name {table.name!r} is too long: {table.staging_table!r} must fit "
+                f"{origin}: table name {table.name!r} is too long: {table.staging_table!r} must "
+                f"fit "
                 f"PostgreSQL's {MAX_IDENTIFIER_BYTES} bytes; give it a shorter `name`."
             )
         if table.name.startswith("_cdc"):
@@ -209,14 +215,16 @@ def cdc_tables_from_env(environ=os.environ) -> list[CdcTable]:
 
 
 def source_dsn_from_env(environ=os.environ) -> str:
-    """`INGEST_CDC_SOURCE_DSN`, else database `cdc_demo` on the warehouse server (`INGEST_PG_DSN`)."""
+    """`INGEST_CDC_SOURCE_DSN`, else database `cdc_demo` on the warehouse server
+    (`INGEST_PG_DSN`)."""
     dsn = environ.get("INGEST_CDC_SOURCE_DSN")
     if dsn:
         return dsn
     warehouse = environ.get("INGEST_PG_DSN")
     if not warehouse:
         raise ConfigError(
-            "Neither INGEST_CDC_SOURCE_DSN nor INGEST_PG_DSN is set: set INGEST_CDC_SOURCE_DSN to the "
+            "Neither INGEST_CDC_SOURCE_DSN nor INGEST_PG_DSN is set: set INGEST_CDC_SOURCE_DSN to "
+            "the "
             "application database, or run under `ingest-platform dev` (which sets INGEST_PG_DSN)."
         )
     from ingest_platform.postgres.connection import libpq_dsn, with_database

@@ -36,10 +36,13 @@ from ingest_platform.cdc import source as src
 from ingest_platform.cdc import warehouse as wh
 from ingest_platform.cdc.config import CdcConfig, CdcTable
 from ingest_platform.errors import IngestError
+from ingest_platform.postgres import catalog
+from ingest_platform.postgres.catalog import qualified
 from ingest_platform.postgres.connection import connect
 
 DEFAULT_WAIT_SECONDS = 5.0
-WORK_MEM = "128MB"  # SET LOCAL for the reduction's sort and the merge's joins (one run per table at a time)
+# SET LOCAL for the reduction's sort and the merge's joins (one run per table at a time)
+WORK_MEM = "128MB"
 
 
 @dataclass
@@ -91,7 +94,7 @@ def stage_changes(
         connect(source_dsn, autocommit=True) as sconn,
     ):
         wh.ensure_watermark(wconn, schema, table.name)
-        mark = wh.read_watermark(wconn, schema, table.name)
+        mark = _watermark(wconn, schema, table.name)
         log = src.change_log_info(sconn, config.change_log, table.name)
         candidates = list(mark.candidates)
         if mark.staged_from == mark.horizon_id and mark.staged_to:
@@ -109,7 +112,7 @@ def stage_changes(
             # Nothing safe to stage: forget stale staging, keep the candidates for the next run.
             with wconn.transaction():
                 if (
-                    wh.read_watermark(wconn, schema, table.name, for_update=True).horizon_id
+                    _watermark(wconn, schema, table.name, for_update=True).horizon_id
                     == mark.horizon_id
                 ):
                     wh.mark_staged(wconn, schema, table.name, None, None, {}, horizon.candidates)
@@ -146,7 +149,7 @@ def stage_changes(
                 "changes": result.changes,
             }
             with wconn.transaction():
-                current = wh.read_watermark(wconn, schema, table.name, for_update=True)
+                current = _watermark(wconn, schema, table.name, for_update=True)
                 if current.horizon_id != lo:
                     raise IngestError(
                         f"CDC table {table.name!r}: another run moved the watermark from {lo} to "
@@ -158,7 +161,7 @@ def stage_changes(
                     lookups = src.few_of(
                         sum(result.changes.values()),
                         src.estimated_rows(
-                            sconn, src.qualified(table.source_schema, table.source_table)
+                            sconn, qualified(table.source_schema, table.source_table)
                         ),
                     )
                     with src.index_lookup_joins(sconn, lookups):
@@ -167,7 +170,7 @@ def stage_changes(
                             wconn,
                             src.copy_out_query(log, table, source, ct_id, lo, hi),
                             psycopg.sql.SQL("COPY {} FROM STDIN").format(
-                                src.qualified(schema, table.staging_table)
+                                qualified(schema, table.staging_table)
                             ),
                         )
                 wh.mark_staged(wconn, schema, table.name, lo, hi, info, horizon.candidates)
@@ -177,6 +180,19 @@ def stage_changes(
             sconn.rollback()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _watermark(
+    conn: psycopg.Connection, schema: str, table: str, for_update: bool = False
+) -> wh.Watermark:
+    """The table's watermark row, which ``wh.ensure_watermark`` made at the start of the run."""
+    mark = wh.read_watermark(conn, schema, table, for_update)
+    if mark is None:
+        raise IngestError(
+            f"CDC table {table!r}: its watermark row in {schema}.{wh.WATERMARK_TABLE} is gone "
+            "(dropped during the run); run again."
+        )
+    return mark
 
 
 def _copy_between(sconn: psycopg.Connection, wconn: psycopg.Connection, copy_out, copy_in) -> None:
@@ -197,29 +213,32 @@ def merge_staged(
     with connect(warehouse_dsn, autocommit=True) as wconn:
         wh.ensure_watermark(wconn, schema, table.name)
         with wconn.transaction():
-            mark = wh.read_watermark(wconn, schema, table.name, for_update=True)
+            mark = _watermark(wconn, schema, table.name, for_update=True)
             src.set_planner(wconn, WORK_MEM)
             result = MergeResult(
                 table.name, False, mark.horizon_id, last_change_at=mark.last_change_at
             )
             if mark.staged_from is not None and mark.staged_from == mark.horizon_id:
-                merged_columns = wh.table_columns(wconn, schema, table.merged_table)
+                merged_columns = catalog.columns_of(wconn, schema, table.merged_table)
                 staging_columns = [
                     c
-                    for c in wh.table_columns(wconn, schema, table.staging_table)
+                    for c in catalog.columns_of(wconn, schema, table.staging_table)
                     if c not in dict(wh.STAGING_META)
                 ]
                 missing = [c for c in staging_columns if c not in merged_columns]
                 if missing or not staging_columns:
                     raise IngestError(
-                        f"CDC table {table.name!r}: the staging table does not match the merged table "
-                        f"(missing there: {', '.join(missing) or 'all'}); run the staging step again."
+                        f"CDC table {table.name!r}: the staging table does not match the merged "
+                        f"table "
+                        f"(missing there: {', '.join(missing) or 'all'}); run the staging step "
+                        f"again."
                     )
-                key = wh.primary_key(wconn, schema, table.merged_table)[0]
+                oid = catalog.relation_oid(wconn, schema, table.merged_table)
+                key = catalog.primary_key(wconn, oid)[0]
                 result.counts = wh.merge_staging(wconn, schema, table, staging_columns, key)
                 wh.finish_merge(wconn, schema, table.name, mark)
                 result.merged = True
-                after = wh.read_watermark(wconn, schema, table.name)
+                after = _watermark(wconn, schema, table.name)
                 result.watermark, result.last_change_at = after.horizon_id, after.last_change_at
         if clear_staging:
             wh.truncate_staging(wconn, schema, table)

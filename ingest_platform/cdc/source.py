@@ -46,7 +46,9 @@ from psycopg import sql
 from ingest_platform.cdc.config import CdcTable, ChangeLog
 from ingest_platform.cdc.errors import ChangeLogError
 from ingest_platform.errors import ConfigError
-from ingest_platform.postgres.type_widening import parse_pg_type
+from ingest_platform.postgres import catalog
+from ingest_platform.postgres.catalog import parsed_type, qualified
+from ingest_platform.postgres.connection import scalar
 
 ACTIONS = ("added", "changed", "deleted")
 MAX_CANDIDATES = 20
@@ -69,12 +71,9 @@ def set_session(conn: psycopg.Connection) -> None:
         )
 
 
-def qualified(schema: str, table: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-
-
 # Joins of a batch of keys with a large table: below 1/INDEX_LOOKUP_RATIO of the table's rows, the
-# batch is joined by index lookups (the planner would scan and hash the whole table: it does not know
+# batch is joined by index lookups (the planner would scan and hash the whole table: it does not
+# know
 # the keys arrive sorted, so the lookups walk the index in order and touch each page about once).
 INDEX_LOOKUP_RATIO = 4
 
@@ -99,7 +98,8 @@ def index_lookup_joins(conn: psycopg.Connection, enabled: bool):
         "SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')"
     ).fetchone()
     conn.execute(
-        "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
+        "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', "
+        "true)"
     )
     yield
     conn.execute(
@@ -111,12 +111,14 @@ def index_lookup_joins(conn: psycopg.Connection, enabled: bool):
 def estimated_rows(conn: psycopg.Connection, relation: sql.Composable) -> float | None:
     """The planner's estimate of a table's rows (statistics' density x current size); None if the
     table has no statistics yet."""
-    return conn.execute(
+    return scalar(
+        conn,
         sql.SQL(
             "SELECT CASE WHEN relpages > 0 AND reltuples > 0 THEN reltuples / relpages * "
-            "(pg_relation_size(oid) / current_setting('block_size')::int) END FROM pg_class WHERE oid = {}::regclass"
-        ).format(sql.Literal(relation.as_string(conn)))
-    ).fetchone()[0]
+            "(pg_relation_size(oid) / current_setting('block_size')::int) END FROM pg_class WHERE "
+            "oid = {}::regclass"
+        ).format(sql.Literal(relation.as_string(conn))),
+    )
 
 
 def few_of(batch_rows: float, table_rows: float | None) -> bool:
@@ -135,12 +137,8 @@ class ChangeLogInfo:
 
 
 def change_log_info(conn: psycopg.Connection, log: ChangeLog, table_name: str) -> ChangeLogInfo:
-    row = conn.execute(
-        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s",
-        (log.schema, log.change_table),
-    ).fetchone()
-    if row is None:
+    oid = catalog.relation_oid(conn, log.schema, log.change_table)
+    if oid is None:
         raise ChangeLogError(
             f'the source has no change-log table "{log.schema}"."{log.change_table}"; check '
             "INGEST_CDC_SOURCE_DSN and [change_log] in INGEST_CDC_CONFIG",
@@ -148,16 +146,18 @@ def change_log_info(conn: psycopg.Connection, log: ChangeLog, table_name: str) -
         )
     cache = conn.execute(
         "SELECT s.seqcache FROM pg_depend d JOIN pg_sequence s ON s.seqrelid = d.objid "
-        "WHERE d.refobjid = %s AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') LIMIT 1",
-        (row[0],),
+        "WHERE d.refobjid = %s AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') "
+        "LIMIT 1",
+        (oid,),
     ).fetchone()
     if cache and cache[0] > 1:
         raise ConfigError(
-            f'The id sequence of "{log.schema}"."{log.change_table}" has CACHE {cache[0]}: ids are then '
+            f'The id sequence of "{log.schema}"."{log.change_table}" has CACHE {cache[0]}: ids are '
+            f"then "
             "not handed out in order and the CDC horizon cannot be safe. ALTER SEQUENCE .. CACHE 1."
         )
     return ChangeLogInfo(
-        row[0],
+        oid,
         qualified(log.schema, log.change_table),
         qualified(log.schema, log.content_type_table),
     )
@@ -187,7 +187,8 @@ def advance_horizon(
     snapshot that reads up to the horizon must be taken after this returns."""
     q, vxids = conn.execute(
         sql.SQL(
-            "SELECT (SELECT max(id) FROM {log}), ARRAY(SELECT DISTINCT virtualtransaction FROM pg_locks "
+            "SELECT (SELECT max(id) FROM {log}), ARRAY(SELECT DISTINCT virtualtransaction FROM "
+            "pg_locks "
             "WHERE locktype = 'relation' AND relation = %s AND mode <> 'AccessShareLock' "
             "AND pid IS DISTINCT FROM pg_backend_pid())"
         ).format(log=log.change_table),
@@ -217,7 +218,8 @@ def advance_horizon(
         blocked = [
             r[0]
             for r in conn.execute(
-                "SELECT DISTINCT pid FROM pg_locks WHERE virtualtransaction = ANY(%s) AND pid IS NOT NULL ORDER BY 1",
+                "SELECT DISTINCT pid FROM pg_locks WHERE virtualtransaction = ANY(%s) AND pid IS "
+                "NOT NULL ORDER BY 1",
                 (sorted({v for c in waiting for v in c["vxids"]}),),
             )
         ]
@@ -261,32 +263,16 @@ def read_source_table(
     conn: psycopg.Connection, table: CdcTable, change_ids: list[int]
 ) -> SourceTable:
     where = f'source table "{table.source_schema}"."{table.source_table}"'
-    row = conn.execute(
-        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
-        (table.source_schema, table.source_table),
-    ).fetchone()
-    if row is None:
+    oid = catalog.relation_oid(conn, table.source_schema, table.source_table)
+    if oid is None:
         raise ChangeLogError(
-            f"{where} does not exist; fix the table's source_table/source_schema in INGEST_CDC_CONFIG",
+            f"{where} does not exist; fix the table's source_table/source_schema in "
+            "INGEST_CDC_CONFIG",
             table=table.name,
             change_ids=change_ids,
         )
-    columns = tuple(
-        conn.execute(
-            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
-            "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            (row[0],),
-        ).fetchall()
-    )
-    key = [
-        r[0]
-        for r in conn.execute(
-            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-            "WHERE i.indrelid = %s AND i.indisprimary",
-            (row[0],),
-        )
-    ]
+    columns = tuple((c.name, c.type) for c in catalog.columns(conn, oid))
+    key = catalog.primary_key(conn, oid)
     if len(key) != 1:
         problem = (
             "has no primary key" if not key else f"has a composite primary key ({', '.join(key)})"
@@ -303,10 +289,7 @@ def read_source_table(
 def key_cast_type(source: SourceTable) -> sql.SQL:
     """The type object_id (text) is cast to. String keys compare as text: a cast to varchar(n)
     would silently truncate an over-long object_id onto another row's key."""
-    try:
-        parsed = parse_pg_type(source.key_type)
-    except ValueError:
-        return sql.SQL(source.key_type)
+    parsed = parsed_type(source.key_type)
     return sql.SQL(
         "text" if parsed.name in _STRING_TYPES and not parsed.array_dims else str(parsed)
     )
@@ -362,7 +345,8 @@ def validate_changes(
 ) -> None:
     """ChangeLogError naming the change ids in (lo, hi] that cannot be applied. With `tracked_ids`
     (untracked_content_types = "error"), a content type outside it is unknown too.
-    `content_types=False` skips the content-type check (an earlier call in the same snapshot made it)."""
+    `content_types=False` skips the content-type check (an earlier call in the same snapshot made
+    it)."""
     if content_types:
         _validate_content_types(conn, log, table, lo, hi, tracked_ids)
     if ct_id is None or source is None:
@@ -371,7 +355,8 @@ def validate_changes(
     bad_actions = _ids(
         conn,
         sql.SQL(
-            "SELECT c.id FROM {log} c WHERE {mine} AND (c.action IS NULL OR c.action <> ALL({actions})) "
+            "SELECT c.id FROM {log} c WHERE {mine} AND (c.action IS NULL OR c.action <> "
+            "ALL({actions})) "
             "ORDER BY c.id LIMIT {n}"
         ).format(
             log=log.change_table,
@@ -413,7 +398,8 @@ def _validate_content_types(
         conn,
         sql.SQL(
             "SELECT c.id FROM {log} c WHERE {rng} AND (c.content_type_id IS NULL OR NOT EXISTS "
-            "(SELECT 1 FROM {ct} t WHERE t.id = c.content_type_id){untracked}) ORDER BY c.id LIMIT {n}"
+            "(SELECT 1 FROM {ct} t WHERE t.id = c.content_type_id){untracked}) ORDER BY c.id LIMIT "
+            "{n}"
         ).format(
             log=log.change_table,
             ct=log.content_type_table,
@@ -441,14 +427,17 @@ def _uncastable_object_ids(
 ) -> list[int]:
     cast = key_cast_type(source)
     limit = sql.Literal(MAX_REPORTED_IDS)
-    try:  # the usual case, in one cheap pass: every object_id casts (a savepoint keeps the snapshot)
+    # The usual case, in one cheap pass: every object_id casts (a savepoint keeps the snapshot).
+    try:
         with conn.transaction():
-            if not conn.execute(
+            if not scalar(
+                conn,
                 sql.SQL(
-                    "SELECT count(*) FILTER (WHERE c.object_id IS NULL OR c.object_id::{t} IS NULL) "
+                    "SELECT count(*) FILTER (WHERE c.object_id IS NULL OR c.object_id::{t} IS "
+                    "NULL) "
                     "FROM {log} c WHERE {mine}"
-                ).format(t=cast, log=log.change_table, mine=mine)
-            ).fetchone()[0]:
+                ).format(t=cast, log=log.change_table, mine=mine),
+            ):
                 return []
     except psycopg.DataError:
         pass
@@ -529,14 +518,16 @@ def _probe_casts(
 def changes_by_action(
     conn: psycopg.Connection, log: ChangeLogInfo, ct_id: int | None, lo: int, hi: int
 ) -> tuple[dict, object, int | None]:
-    """({action: number of change-log rows}, newest date_created, largest id) in (lo, hi] for the table."""
+    """({action: number of change-log rows}, newest date_created, largest id) in (lo, hi] for the
+    table."""
     counts = {a: 0 for a in ACTIONS}
     if ct_id is None:
         return counts, None, None
     newest, last_id = None, None
     for action, count, latest, largest in conn.execute(
         sql.SQL(
-            "SELECT c.action, count(*), max(c.date_created), max(c.id) FROM {log} c WHERE c.content_type_id = %s "
+            "SELECT c.action, count(*), max(c.date_created), max(c.id) FROM {log} c WHERE "
+            "c.content_type_id = %s "
             "AND {rng} GROUP BY c.action"
         ).format(log=log.change_table, rng=_range(lo, hi)),
         (ct_id,),
@@ -560,9 +551,11 @@ def copy_out_query(
         if name != source.primary_key
     ]
     return sql.SQL(
-        "COPY (WITH r AS (SELECT DISTINCT ON (k) c.object_id::{cast} AS k, c.id, c.action FROM {log} c "
+        "COPY (WITH r AS (SELECT DISTINCT ON (k) c.object_id::{cast} AS k, c.id, c.action FROM "
+        "{log} c "
         "WHERE c.content_type_id = {ct} AND {rng} ORDER BY k, c.id DESC) "
-        "SELECT r.id, r.action, s.{pk} IS NOT NULL, r.k{comma}{others} FROM r LEFT JOIN {src} s ON s.{pk} = r.k) "
+        "SELECT r.id, r.action, s.{pk} IS NOT NULL, r.k{comma}{others} FROM r LEFT JOIN {src} s ON "
+        "s.{pk} = r.k) "
         "TO STDOUT"
     ).format(
         cast=key_cast_type(source),

@@ -22,21 +22,18 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 from psycopg import sql
 
 from ingest_platform.cdc.config import CdcConfig, CdcTable
-from ingest_platform.cdc.source import (
-    SourceTable,
-    estimated_rows,
-    few_of,
-    index_lookup_joins,
-    qualified,
-)
+from ingest_platform.cdc.source import SourceTable, estimated_rows, few_of, index_lookup_joins
 from ingest_platform.errors import SchemaError
+from ingest_platform.postgres import catalog, evolution
+from ingest_platform.postgres.catalog import parsed_type, qualified
+from ingest_platform.postgres.connection import scalar
 from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS, terminating_blockers
-from ingest_platform.postgres.type_widening import PgType, common_type, parse_pg_type
 
 WATERMARK_TABLE = "_cdc_watermark"
 IS_DELETED, LAST_CHANGE_ID, APPLIED_AT = "is_deleted", "_last_change_id", "_applied_at"
@@ -51,9 +48,6 @@ _SETUP_LOCK = 0x43_44_43  # advisory lock: one CREATE SCHEMA/TABLE IF NOT EXISTS
 # Merged tables leave 10% of each page free, so that an update can put the new row version on the
 # same page: a HOT update, which adds no index entry (the merge updates many rows of a large table).
 MERGED_FILLFACTOR = 90
-USE_MERGE: bool | None = (
-    None  # None: MERGE when the server can (see merge_staging); False: ON CONFLICT (tests)
-)
 
 
 def ensure_watermark(conn: psycopg.Connection, schema: str, table: str) -> None:
@@ -63,8 +57,10 @@ def ensure_watermark(conn: psycopg.Connection, schema: str, table: str) -> None:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         conn.execute(
             sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} (table_name text PRIMARY KEY, horizon_id bigint NOT NULL DEFAULT 0, "
-                "candidates jsonb NOT NULL DEFAULT '[]', staged_from bigint, staged_to bigint, staged_info jsonb, "
+                "CREATE TABLE IF NOT EXISTS {} (table_name text PRIMARY KEY, horizon_id bigint NOT "
+                "NULL DEFAULT 0, "
+                "candidates jsonb NOT NULL DEFAULT '[]', staged_from bigint, staged_to bigint, "
+                "staged_info jsonb, "
                 "last_change_id bigint, last_change_at timestamptz, applied_at timestamptz)"
             ).format(qualified(schema, WATERMARK_TABLE))
         )
@@ -84,74 +80,24 @@ class Watermark:
     staged_to: int | None
     staged_info: dict | None
     last_change_id: int | None
-    last_change_at: object
-    applied_at: object
+    last_change_at: datetime | None
+    applied_at: datetime | None
 
 
 def read_watermark(
     conn: psycopg.Connection, schema: str, table: str, for_update: bool = False
 ) -> Watermark | None:
-    if not _relation_exists(conn, schema, WATERMARK_TABLE):
+    if not catalog.relation_exists(conn, schema, WATERMARK_TABLE):
         return None
     row = conn.execute(
         sql.SQL(
-            "SELECT horizon_id, candidates, staged_from, staged_to, staged_info, last_change_id, last_change_at, applied_at "
+            "SELECT horizon_id, candidates, staged_from, staged_to, staged_info, last_change_id, "
+            "last_change_at, applied_at "
             "FROM {} WHERE table_name = %s{}"
         ).format(qualified(schema, WATERMARK_TABLE), sql.SQL(" FOR UPDATE" if for_update else "")),
         (table,),
     ).fetchone()
     return Watermark(*row) if row else None
-
-
-def save_candidates(conn: psycopg.Connection, schema: str, table: str, candidates: list) -> None:
-    conn.execute(
-        sql.SQL("UPDATE {} SET candidates = %s WHERE table_name = %s").format(
-            qualified(schema, WATERMARK_TABLE)
-        ),
-        (json.dumps(candidates), table),
-    )
-
-
-def _relation_exists(conn: psycopg.Connection, schema: str, name: str) -> bool:
-    return (
-        conn.execute(
-            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relname = %s",
-            (schema, name),
-        ).fetchone()
-        is not None
-    )
-
-
-def table_columns(conn: psycopg.Connection, schema: str, name: str) -> dict[str, str]:
-    """{column: type as format_type prints it} in table order; empty if the table does not exist."""
-    return dict(
-        conn.execute(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 "
-            "AND NOT a.attisdropped ORDER BY a.attnum",
-            (schema, name),
-        ).fetchall()
-    )
-
-
-def primary_key(conn: psycopg.Connection, schema: str, name: str) -> list[str]:
-    return [
-        r[0]
-        for r in conn.execute(
-            "SELECT a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
-            "WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary",
-            (schema, name),
-        )
-    ]
-
-
-def catalog_type(printed: str) -> PgType:
-    try:
-        return parse_pg_type(printed)
-    except ValueError:
-        return PgType(printed)
 
 
 def evolve_merged_table(
@@ -161,28 +107,30 @@ def evolve_merged_table(
     source: SourceTable,
     terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS,
 ) -> tuple[dict[str, str], list[str]]:
-    """Create or evolve the merged table for `source`; returns ({column: merged type}, changes made).
-    Runs in its own transaction; SchemaError (and nothing changed) on an incompatible column.
+    """Create or evolve the merged table for `source`; returns ({column: merged type}, changes
+    made). Runs in its own transaction; SchemaError (and nothing changed) on an incompatible column.
     Readers whose locks hold up the ALTER TABLE longer than `terminate_blockers_after` seconds are
     terminated and logged (postgres.locks)."""
     where = f'CDC table "{table.name}" (merged table {schema}."{table.merged_table}")'
     for name, _ in source.columns:
         if name in MERGED_META_COLUMNS:
             raise SchemaError(
-                f'{where}: the source column "{name}" has the name of a column the merged table adds; '
+                f'{where}: the source column "{name}" has the name of a column the merged table '
+                f"adds; "
                 "rename it in the source or track the table under a view that renames it."
             )
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
-        existing = table_columns(conn, schema, table.merged_table)
+        existing = catalog.columns_of(conn, schema, table.merged_table)
+        wanted = {n: parsed_type(t) for n, t in source.columns}
         if not existing:
             columns = [
                 sql.SQL("{} {}{}").format(
                     sql.Identifier(n),
-                    sql.SQL(str(catalog_type(t))),
+                    sql.SQL(str(t)),
                     sql.SQL(" PRIMARY KEY" if n == source.primary_key else ""),
                 )
-                for n, t in source.columns
+                for n, t in wanted.items()
             ]
             columns += [
                 sql.SQL(f"{IS_DELETED} boolean NOT NULL DEFAULT false"),
@@ -196,64 +144,44 @@ def evolve_merged_table(
                     sql.Literal(MERGED_FILLFACTOR),
                 )
             )
-            return {n: str(catalog_type(t)) for n, t in source.columns}, [
+            return {n: str(t) for n, t in wanted.items()}, [
                 f"created {schema}.{table.merged_table}"
             ]
-        key = primary_key(conn, schema, table.merged_table)
-        if key != [source.primary_key]:
+        oid = catalog.relation_oid(conn, schema, table.merged_table)
+        key = catalog.primary_key(conn, oid) if oid is not None else ()
+        if key != (source.primary_key,):
             raise SchemaError(
-                f"{where}: the source's primary key is \"{source.primary_key}\", the merged table's "
-                f"{', '.join(key) or 'none'}; a changed key needs a new merged table (drop it and re-sync)."
+                f'{where}: the source\'s primary key is "{source.primary_key}", the merged '
+                f"table's {', '.join(key) or 'none'}; a changed key needs a new merged table "
+                "(drop it and re-sync)."
             )
         _default_fillfactor(conn, qualified(schema, table.merged_table))
-        actions, changes, target = [], [], {}
-        for name, printed in source.columns:
-            source_type = catalog_type(printed)
-            if name not in existing:
-                actions.append(
-                    sql.SQL("ADD COLUMN {} {}").format(
-                        sql.Identifier(name), sql.SQL(str(source_type))
-                    )
-                )
-                changes.append(f'add column "{name}" {source_type}')
-                target[name] = str(source_type)
-                continue
-            merged_type = catalog_type(existing[name])
-            common = common_type(merged_type, source_type)
-            if common is None:
-                raise SchemaError(
-                    f'{where}, column "{name}": the source now has {source_type}, the merged table '
-                    f"{merged_type}; these types are incompatible (no widening rule turns one into the "
-                    "other). Nothing was merged. Change the column back in the source, or migrate the "
-                    "merged column by hand (ALTER TABLE .. ALTER COLUMN .. TYPE) and run again."
-                )
-            if common != merged_type:
-                actions.append(
-                    sql.SQL("ALTER COLUMN {} TYPE {}").format(
-                        sql.Identifier(name), sql.SQL(str(common))
-                    )
-                )
-                changes.append(f'widen column "{name}" from {merged_type} to {common}')
-            target[name] = str(common)
-        if actions:
+        planned = evolution.plan({n: c.parsed for n, c in existing.items()}, wanted)
+        if planned.refused:
+            column = planned.refused[0]
+            raise SchemaError(
+                f'{where}, column "{column.name}": the source now has {column.wanted}, the merged '
+                f"table {column.live}; these types are incompatible (no widening rule turns one "
+                "into the other). Nothing was merged. Change the column back in the source, or "
+                "migrate the merged column by hand (ALTER TABLE .. ALTER COLUMN .. TYPE) and run "
+                "again."
+            )
+        if planned.changes:
             with terminating_blockers(conn, terminate_blockers_after, LOGGER):
-                conn.execute(
-                    sql.SQL("ALTER TABLE {} {}").format(
-                        qualified(schema, table.merged_table), sql.SQL(", ").join(actions)
-                    )
-                )
-        return target, changes
+                conn.execute(evolution.alter_table(schema, table.merged_table, planned.changes))
+        return {n: str(t) for n, t in planned.target.items()}, [str(c) for c in planned.changes]
 
 
 def _default_fillfactor(conn: psycopg.Connection, merged: sql.Composed) -> None:
-    """A merged table created before MERGED_FILLFACTOR (and without a fillfactor of its own) gets it;
-    it applies to the pages written from now on."""
+    """A merged table created before MERGED_FILLFACTOR (and without a fillfactor of its own) gets
+    it; it applies to the pages written from now on."""
     options = (
-        conn.execute(
+        scalar(
+            conn,
             sql.SQL("SELECT reloptions FROM pg_class WHERE oid = {}::regclass").format(
                 sql.Literal(merged.as_string(conn))
-            )
-        ).fetchone()[0]
+            ),
+        )
         or []
     )
     if not any(o.startswith("fillfactor=") for o in options):
@@ -293,8 +221,8 @@ def mark_staged(
     conn: psycopg.Connection,
     schema: str,
     table: str,
-    lo: int,
-    hi: int,
+    lo: int | None,
+    hi: int | None,
     info: dict,
     candidates: list,
 ) -> None:
@@ -325,30 +253,23 @@ def merge_staging(
     table: CdcTable,
     source_columns: list[str],
     key: str,
-    use_merge: bool | None = None,
 ) -> MergeCounts:
     """(Inside the caller's transaction, which holds the watermark row: no other merge of this table
-    runs meanwhile.) Staging -> merged: found rows whose last action is added or changed are upserted
-    (is_deleted = false); objects whose last action is deleted, or whose row is gone from the source,
-    are soft-deleted keeping their last known values. Never a DELETE.
+    runs meanwhile.) Staging -> merged: found rows whose last action is added or changed are
+    upserted (is_deleted = false); objects whose last action is deleted, or whose row is gone from
+    the source, are soft-deleted keeping their last known values. Never a DELETE.
 
-    PostgreSQL 15+ (`use_merge` None: when the server has it and counts tuples): one UPDATE for the
-    soft deletes, one MERGE for the rest; older servers: INSERT .. ON CONFLICT DO UPDATE (a
-    speculative insertion per row, slower). A batch under 1/4 of the merged table is joined by index
-    lookups, the staging rows in key order."""
+    Where the server has MERGE (PostgreSQL 15+) and counts tuples (``track_counts``, for the
+    inserted/updated counts): one UPDATE for the soft deletes, one MERGE for the rest; otherwise
+    INSERT .. ON CONFLICT DO UPDATE (a speculative insertion per row, slower). A batch under 1/4 of
+    the merged table is joined by index lookups, the staging rows in key order."""
     merged, staging = qualified(schema, table.merged_table), qualified(schema, table.staging_table)
     live_rows, dead_rows = conn.execute(
         sql.SQL(
             "SELECT count(*) FILTER (WHERE {live}), count(*) FILTER (WHERE NOT ({live})) FROM {}"
         ).format(staging, live=_LIVE)
     ).fetchone()
-    if use_merge is None:
-        use_merge = USE_MERGE
-    if use_merge is None:
-        use_merge = (
-            conn.info.server_version >= 150000
-            and conn.execute("SHOW track_counts").fetchone()[0] == "on"
-        )
+    use_merge = conn.info.server_version >= 150000 and scalar(conn, "SHOW track_counts") == "on"
     parts = dict(
         merged=merged,
         staging=staging,
@@ -362,7 +283,8 @@ def merge_staging(
         soft_deleted = (
             conn.execute(
                 sql.SQL(
-                    "UPDATE {merged} m SET {is_deleted} = true, {last} = s._change_id, {at} = now() FROM {staging} s "
+                    "UPDATE {merged} m SET {is_deleted} = true, {last} = s._change_id, {at} = "
+                    "now() FROM {staging} s "
                     "WHERE m.{key} = s.{key} AND NOT (s._row_found AND s._action <> 'deleted')"
                 ).format(**parts)
             ).rowcount
@@ -384,7 +306,8 @@ _LIVE = sql.SQL("_row_found AND _action <> 'deleted'")  # on the staging table a
 def _merge_live(
     conn: psycopg.Connection, source_columns: list[str], parts: dict
 ) -> tuple[int, int]:
-    """MERGE of the live staging rows; (inserted, updated) from the transaction's own tuple counters."""
+    """MERGE of the live staging rows; (inserted, updated) from the transaction's own tuple
+    counters."""
     cols = [sql.Identifier(c) for c in source_columns]
     sets = [sql.SQL("{c} = s.{c}").format(c=c) for c in cols if c != parts["key"]]
     counters = sql.SQL(
@@ -394,9 +317,12 @@ def _merge_live(
     before = conn.execute(counters).fetchone()
     conn.execute(
         sql.SQL(
-            "MERGE INTO {merged} m USING (SELECT * FROM {staging} WHERE {live}) s ON m.{key} = s.{key} "
-            "WHEN MATCHED THEN UPDATE SET {sets}, {is_deleted} = false, {last} = s._change_id, {at} = now() "
-            "WHEN NOT MATCHED THEN INSERT ({cols}, {is_deleted}, {last}, {at}) VALUES ({values}, false, s._change_id, now())"
+            "MERGE INTO {merged} m USING (SELECT * FROM {staging} WHERE {live}) s ON m.{key} = "
+            "s.{key} "
+            "WHEN MATCHED THEN UPDATE SET {sets}, {is_deleted} = false, {last} = s._change_id, "
+            "{at} = now() "
+            "WHEN NOT MATCHED THEN INSERT ({cols}, {is_deleted}, {last}, {at}) VALUES ({values}, "
+            "false, s._change_id, now())"
         ).format(
             sets=sql.SQL(", ").join(sets),
             cols=sql.SQL(", ").join(cols),
@@ -415,13 +341,16 @@ def _upsert_live(
     sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in cols if c != parts["key"]]
     sets += [
         sql.SQL(
-            f"{IS_DELETED} = false, {LAST_CHANGE_ID} = EXCLUDED.{LAST_CHANGE_ID}, {APPLIED_AT} = EXCLUDED.{APPLIED_AT}"
+            f"{IS_DELETED} = false, {LAST_CHANGE_ID} = EXCLUDED.{LAST_CHANGE_ID}, {APPLIED_AT} = "
+            f"EXCLUDED.{APPLIED_AT}"
         )
     ]
     return conn.execute(
         sql.SQL(
-            "WITH up AS (INSERT INTO {merged} ({cols}, {meta}) SELECT {cols}, false, _change_id, now() FROM {staging} "
-            "WHERE {live} ON CONFLICT ({key}) DO UPDATE SET {sets} RETURNING (xmax = 0) AS inserted) "
+            "WITH up AS (INSERT INTO {merged} ({cols}, {meta}) SELECT {cols}, false, _change_id, "
+            "now() FROM {staging} "
+            "WHERE {live} ON CONFLICT ({key}) DO UPDATE SET {sets} RETURNING (xmax = 0) AS "
+            "inserted) "
             "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up"
         ).format(
             cols=sql.SQL(", ").join(cols),
@@ -433,7 +362,8 @@ def _upsert_live(
 
 
 def staging_counts(conn: psycopg.Connection, schema: str, table: CdcTable) -> dict[str, int]:
-    """Staged objects by last action, plus `gone` (added/changed objects whose row the source no longer has)."""
+    """Staged objects by last action, plus `gone` (added/changed objects whose row the source no
+    longer has)."""
     counts = {"added": 0, "changed": 0, "deleted": 0, "gone": 0}
     for action, found, count in conn.execute(
         sql.SQL("SELECT _action, _row_found, count(*) FROM {} GROUP BY 1, 2").format(
@@ -451,8 +381,10 @@ def finish_merge(conn: psycopg.Connection, schema: str, table: str, watermark: W
     info = watermark.staged_info or {}
     conn.execute(
         sql.SQL(
-            "UPDATE {} SET horizon_id = staged_to, staged_from = NULL, staged_to = NULL, staged_info = NULL, "
-            "last_change_id = COALESCE(%s, last_change_id), last_change_at = COALESCE(%s::timestamptz, last_change_at), "
+            "UPDATE {} SET horizon_id = staged_to, staged_from = NULL, staged_to = NULL, "
+            "staged_info = NULL, "
+            "last_change_id = COALESCE(%s, last_change_id), last_change_at = "
+            "COALESCE(%s::timestamptz, last_change_at), "
             "applied_at = now() WHERE table_name = %s"
         ).format(qualified(schema, WATERMARK_TABLE)),
         (info.get("last_change_id"), info.get("last_change_at"), table),
@@ -460,21 +392,21 @@ def finish_merge(conn: psycopg.Connection, schema: str, table: str, watermark: W
 
 
 def truncate_staging(conn: psycopg.Connection, schema: str, table: CdcTable) -> None:
-    if _relation_exists(conn, schema, table.staging_table):
+    if catalog.relation_exists(conn, schema, table.staging_table):
         with conn.transaction():
             conn.execute(sql.SQL("TRUNCATE {}").format(qualified(schema, table.staging_table)))
 
 
 def staging_row_count(conn: psycopg.Connection, schema: str, table: CdcTable) -> int:
-    if not _relation_exists(conn, schema, table.staging_table):
+    if not catalog.relation_exists(conn, schema, table.staging_table):
         return 0
-    return conn.execute(
-        sql.SQL("SELECT count(*) FROM {}").format(qualified(schema, table.staging_table))
-    ).fetchone()[0]
+    return scalar(
+        conn, sql.SQL("SELECT count(*) FROM {}").format(qualified(schema, table.staging_table))
+    )
 
 
 def all_watermarks(conn: psycopg.Connection, config: CdcConfig) -> dict[str, int]:
-    if not _relation_exists(conn, config.warehouse_schema, WATERMARK_TABLE):
+    if not catalog.relation_exists(conn, config.warehouse_schema, WATERMARK_TABLE):
         return {}
     return dict(
         conn.execute(

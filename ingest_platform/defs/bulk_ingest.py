@@ -1,4 +1,5 @@
-"""Dagster glue for ``ingest()``: a resource, an asset factory, and a schedule and a sensor to run it.
+"""Dagster glue for ``ingest()``: a resource, an asset factory, and a schedule and a sensor to run
+it.
 
 Not wired into ``definitions.py`` by this module; wire what you build with it there. Example::
 
@@ -118,7 +119,8 @@ def bulk_ingest_asset(
     resource_key: str = "bulk_ingest",
     **asset_kwargs,
 ) -> dg.AssetsDefinition:
-    """An asset whose materialization is one ``ingest()`` of `batches` into the tables of `metadata`.
+    """An asset whose materialization is one ``ingest()`` of `batches` into the tables of
+    `metadata`.
 
     `key`: "a/b" or a sequence or AssetKey. `asset_kwargs` go to ``dg.asset`` (group_name, deps,
     description, owners, tags, ...). The resource under `resource_key` is a BulkIngestResource.
@@ -166,9 +168,6 @@ def bulk_ingest_job(
     )
 
 
-_job_for = bulk_ingest_job
-
-
 def bulk_ingest_schedule(
     asset: dg.AssetsDefinition,
     cron_schedule: str,
@@ -178,7 +177,7 @@ def bulk_ingest_schedule(
     **schedule_kwargs,
 ) -> dg.ScheduleDefinition:
     """Materialize `asset` on a cron schedule (each run resumes from the stored watermark)."""
-    job = _job_for(asset, name)
+    job = bulk_ingest_job(asset, name)
     return dg.ScheduleDefinition(
         name=f"{job.name[:-4]}_schedule",
         job=job,
@@ -198,7 +197,7 @@ def bulk_ingest_sensor(
 ) -> dg.SensorDefinition:
     """Materialize `asset` when ``probe()`` (a cheap look at the source, e.g. its newest change
     time) returns something new; None means the source cannot tell, so nothing runs."""
-    job = _job_for(asset, name)
+    job = bulk_ingest_job(asset, name)
 
     @dg.sensor(
         name=f"{job.name[:-4]}_sensor",

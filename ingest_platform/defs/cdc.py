@@ -65,8 +65,10 @@ class CdcTranslator:
                 group_name=GROUP,
                 kinds={"postgres"},
                 description=(
-                    f"Staging table `{schema}.{table.staging_table}`: the current source rows of {source} for "
-                    "the objects changed past the watermark, last action per object. Empty between runs."
+                    f"Staging table `{schema}.{table.staging_table}`: the current source rows of "
+                    f"{source} for "
+                    "the objects changed past the watermark, last action per object. Empty between "
+                    "runs."
                 ),
                 metadata={"dagster/table_name": f"{schema}.{table.staging_table}"},
             )
@@ -76,7 +78,8 @@ class CdcTranslator:
             kinds={"postgres"},
             deps=[self.staging_key(table)],
             description=(
-                f"Merged table `{schema}.{table.merged_table}`: {source} with `is_deleted` (soft deletes), "
+                f"Merged table `{schema}.{table.merged_table}`: {source} with `is_deleted` (soft "
+                f"deletes), "
                 "`_last_change_id` and `_applied_at`; merged with its watermark in one transaction."
             ),
             metadata={"dagster/table_name": f"{schema}.{table.merged_table}"},
@@ -139,7 +142,8 @@ def _staging_asset(
         if result.blocked_by_pids:
             context.log.warning(
                 f"{table.name}: changes past id {result.staged_to} wait for source transactions "
-                f"(pids {', '.join(map(str, result.blocked_by_pids))}) that wrote to the change log."
+                f"(pids {', '.join(map(str, result.blocked_by_pids))}) that wrote to the change "
+                f"log."
             )
         return dg.MaterializeResult(
             metadata={
@@ -177,7 +181,8 @@ def _merged_asset(config: CdcConfig, table: CdcTable, spec: dg.AssetSpec) -> dg.
                 MATCHES_SOURCE_CHECK,
                 asset=key,
                 description=(
-                    "Live merged rows == source rows: count and per-row hash; names up to 20 differing keys."
+                    "Live merged rows == source rows: count and per-row hash; names up to 20 "
+                    "differing keys."
                 ),
             ),
             dg.AssetCheckSpec(
@@ -253,7 +258,9 @@ def _sensor(config: CdcConfig, translator: CdcTranslator) -> dg.SensorDefinition
         job_name=JOB_NAME,
         minimum_interval_seconds=15,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Runs cdc_sync for the tracked tables whose change log has rows past their watermark.",
+        description=(
+            "Runs cdc_sync for the tracked tables whose change log has rows past their watermark."
+        ),
     )
     def cdc_change_log_sensor(
         context: dg.SensorEvaluationContext,
@@ -266,7 +273,8 @@ def _sensor(config: CdcConfig, translator: CdcTranslator) -> dg.SensorDefinition
             IngestError
         ) as error:  # no source or change log yet: say so on the tick, do not fail it
             hint = (
-                " Create the demo source with `ingest-platform demo-app`, or set INGEST_CDC_SOURCE_DSN "
+                " Create the demo source with `ingest-platform demo-app`, or set "
+                "INGEST_CDC_SOURCE_DSN "
                 "to your application database."
             )
             return dg.SensorResult(
@@ -286,7 +294,8 @@ def evaluate_cdc_sensor(
     now: float | None = None,
 ) -> dg.SensorResult:
     """One run for the pending tables. Cursor {table: [watermark, requested at]}: a table is not
-    requested again for the same watermark (its run is queued or running) until RETRY_SECONDS passed."""
+    requested again for the same watermark (its run is queued or running) until RETRY_SECONDS
+    passed."""
     now = time.time() if now is None else now
     state = json.loads(cursor) if cursor else {}
     due = [

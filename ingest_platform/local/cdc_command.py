@@ -38,19 +38,22 @@ def register(subparsers, say) -> None:
     )
     parser.add_argument(
         "--dsn",
-        help="source database (default INGEST_CDC_SOURCE_DSN, else cdc_demo on the warehouse server)",
+        help=(
+            "source database (default INGEST_CDC_SOURCE_DSN, else cdc_demo on the warehouse server)"
+        ),
     )
     parser.add_argument("--random-seed", type=int, help="for a reproducible workload")
     parser.set_defaults(run=lambda options: run_demo_app(options, say))
 
 
 def run_demo_app(options, say) -> int:
-    from ingest_platform.cdc import demo_app
+    from ingest_platform.demo import cdc_app
     from ingest_platform.errors import ConfigError
     from ingest_platform.postgres.connection import (
         connect,
         ensure_database,
         libpq_dsn,
+        scalar,
         server_address,
         with_database,
     )
@@ -67,28 +70,30 @@ def run_demo_app(options, say) -> int:
                 from ingest_platform.local.services import state_dir
 
                 say(
-                    f"PostgreSQL: starting (or joining) the embedded server in {state_dir() / 'postgres'} ..."
+                    f"PostgreSQL: starting (or joining) the embedded server in "
+                    f"{state_dir() / 'postgres'} ..."
                 )
                 embedded = start_embedded_postgres(state_dir() / "postgres", ("warehouse",))
                 warehouse = embedded.dsn
             dsn = with_database(libpq_dsn(warehouse), DEMO_DATABASE)
             ensure_database(warehouse, DEMO_DATABASE)
         say(
-            f"Demo source: database {DEMO_DATABASE if not options.dsn else dsn} on {server_address(dsn)}"
+            f"Demo source: database {DEMO_DATABASE if not options.dsn else dsn} on "
+            f"{server_address(dsn)}"
         )
-        demo_app.create_demo_source(dsn, reset=options.reset)
+        cdc_app.create_demo_source(dsn, reset=options.reset)
         with connect(dsn) as conn:
-            empty = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM project)").fetchone()[0]
+            empty = scalar(conn, "SELECT NOT EXISTS (SELECT 1 FROM project)")
         rng = random.Random(options.random_seed)
         if empty and options.seed_projects > 0:
-            demo_app.seed(dsn, options.seed_projects, rng)
+            cdc_app.seed(dsn, options.seed_projects, rng)
             say(f"Seeded {options.seed_projects} projects with inventory, plans and items.")
         say(
             f"Writing ~{options.rate:g} transactions/s for "
             f"{'ever (Ctrl-C stops)' if options.duration <= 0 else f'{options.duration:g} s'}; "
             "the sensor cdc_change_log_sensor picks the changes up."
         )
-        counts = demo_app.run_workload(dsn, options.rate, options.duration, say, rng)
+        counts = cdc_app.run_workload(dsn, options.rate, options.duration, say, rng)
         say(f"Done: {counts}")
         return 0
     finally:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from ingest_platform.postgres.connection import scalar
 from ingest_platform.postgres.type_widening import PgType, parse_pg_type
 
 # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1).
@@ -74,6 +75,12 @@ def columns(conn: psycopg.Connection, oid: int) -> list[Column]:
     return [Column(_text(name), _text(printed), not_null) for name, printed, not_null in rows]
 
 
+def columns_of(conn: psycopg.Connection, schema: str, name: str) -> dict[str, Column]:
+    """The columns of ``schema.name`` by name, in column order; {} if there is no such table."""
+    oid = relation_oid(conn, schema, name)
+    return {} if oid is None else {c.name: c for c in columns(conn, oid)}
+
+
 def primary_key(conn: psycopg.Connection, oid: int) -> tuple[str, ...]:
     """The primary key's columns in key order (not column order); () without one."""
     rows = conn.execute(
@@ -84,6 +91,27 @@ def primary_key(conn: psycopg.Connection, oid: int) -> tuple[str, ...]:
         (oid,),
     ).fetchall()
     return tuple(_text(r[0]) for r in rows)
+
+
+def inherits_from(conn: psycopg.Connection, child_oid: int, parent_oid: int) -> bool:
+    return scalar(
+        conn,
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = %s AND inhparent = %s)",
+        (child_oid, parent_oid),
+    )
+
+
+def has_equality_check(conn: psycopg.Connection, oid: int, column: str, value: str) -> bool:
+    """Whether the table has a validated CHECK (column = 'value'), the kind of constraint that
+    constraint exclusion uses to skip it. Compared as PostgreSQL itself prints the constraint."""
+    return scalar(
+        conn,
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = %s AND contype = 'c'"
+        " AND convalidated AND pg_get_constraintdef(oid)"
+        # As ruleutils prints a text constant: quotes doubled, backslashes kept (not %L's E'..')
+        "   = format('CHECK ((%%I = ''%%s''::text))', %s::text, replace(%s::text, '''', '''''')))",
+        (oid, column, value),
+    )
 
 
 def fit_identifier(head: str, tail: str = "") -> str:
@@ -97,6 +125,13 @@ def fit_identifier(head: str, tail: str = "") -> str:
     if room >= 8:
         return _truncate(head, room) + digest + tail
     return _truncate(name, MAX_IDENTIFIER_BYTES - len(digest)) + digest
+
+
+def default_constraint_name(table: str, label: str) -> str:
+    """The name PostgreSQL gives an unnamed constraint of `table` (``makeObjectName``): the table
+    name clipped so that ``_label`` still fits in 63 bytes. Not ``fit_identifier``: a table
+    rebuilt under another name must end up with the name a plain CREATE TABLE gives."""
+    return _truncate(table, MAX_IDENTIFIER_BYTES - len(label.encode()) - 1) + "_" + label
 
 
 def _truncate(text: str, max_bytes: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import psycopg
@@ -13,6 +14,14 @@ from ingest_platform.errors import ServiceUnavailableError
 # Seconds to wait for a server before saying it does not answer (Dagster's own retry
 # loop would take minutes to say the same).
 CONNECT_TIMEOUT = 5
+
+
+def scalar(conn: psycopg.Connection, query: Any, params: Any = None) -> Any:
+    """The first value of the one row a query returns (count(*), EXISTS, SHOW ...)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise AssertionError(f"expected a row from {query!r}")
+    return row[0]
 
 
 def libpq_dsn(dsn: str) -> str:

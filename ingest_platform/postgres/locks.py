@@ -1,4 +1,5 @@
-"""Waiting for a lock without waiting forever: backends that block ours are terminated after a delay.
+"""Waiting for a lock without waiting forever: backends that block ours are terminated after a
+delay.
 
 ``terminating_blockers(conn, after_seconds, logger)`` is a context manager around a statement that
 needs a strong lock (ALTER TABLE, LOCK TABLE .. ACCESS EXCLUSIVE). A watcher thread, on its own
@@ -27,7 +28,9 @@ DEFAULT_AFTER_SECONDS = 60.0
 
 @contextmanager
 def terminating_blockers(
-    conn: psycopg.Connection, after_seconds: float | None, logger: logging.Logger
+    conn: psycopg.Connection,
+    after_seconds: float | None,
+    logger: logging.Logger | logging.LoggerAdapter,
 ) -> Iterator[None]:
     if after_seconds is None:
         yield
@@ -51,11 +54,13 @@ def terminating_blockers(
                     for blocker in watcher.execute(
                         "SELECT a.pid, a.usename, a.application_name, a.state, left(a.query, 200), "
                         "       pg_terminate_backend(a.pid) "
-                        "FROM unnest(pg_blocking_pids(%s)) AS b(pid) JOIN pg_stat_activity a ON a.pid = b.pid",
+                        "FROM unnest(pg_blocking_pids(%s)) AS b(pid) JOIN pg_stat_activity a ON "
+                        "a.pid = b.pid",
                         (pid,),
                     ).fetchall():
                         logger.warning(
-                            "Terminated backend %s (user %s, application %r, %s, query %r): it held a lock that "
+                            "Terminated backend %s (user %s, application %r, %s, query %r): it "
+                            "held a lock that "
                             "backend %s waited for longer than %s s",
                             *blocker[:5],
                             pid,

@@ -45,7 +45,6 @@ PostgreSQL's DDL takes no parameters (DEFAULT, CHECK, COMMENT).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import secrets
@@ -59,30 +58,27 @@ from psycopg.pq import TransactionStatus
 
 from ingest_platform.dumps.schema import TableSchema
 from ingest_platform.errors import IngestError, SchemaError
-from ingest_platform.postgres import version_catalog as catalog
+from ingest_platform.postgres import evolution
+from ingest_platform.postgres import version_registry as registry
+from ingest_platform.postgres.catalog import (
+    MAX_IDENTIFIER_BYTES,
+    columns,
+    fit_identifier,
+    has_equality_check,
+    inherits_from,
+    parsed_type,
+    qualified,
+    relation_oid,
+)
+from ingest_platform.postgres.connection import scalar
 from ingest_platform.postgres.copy_errors import CopyRejected, copy_error_details, copy_error_line
 from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS, terminating_blockers
-from ingest_platform.postgres.type_widening import PgType, common_type, parse_pg_type
+from ingest_platform.postgres.type_widening import PgType, parse_pg_type
 
 VERSION_COLUMN = "_version"
 VERSION_CHECK = "_version_check"  # name of the CHECK (_version = 'V') constraint on each child
-MAX_IDENTIFIER_BYTES = 63  # PostgreSQL silently truncates longer names
 _ATTACH_ATTEMPTS = 3  # an attach that loses a deadlock to a reader is retried
 LOGGER = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ColumnChange:
-    """One change to a table's columns: added (old_type None) or widened."""
-
-    column: str
-    old_type: str | None
-    new_type: str
-
-    def __str__(self) -> str:
-        if self.old_type is None:
-            return f'add column "{self.column}" {self.new_type}'
-        return f'widen column "{self.column}" from {self.old_type} to {self.new_type}'
 
 
 @dataclass(frozen=True)
@@ -115,31 +111,15 @@ class AttachResult:
 
 
 def parent_table_name(table: str) -> str:
-    return _fit(table)
+    return fit_identifier(table)
 
 
 def child_table_name(table: str, version: str) -> str:
-    return _fit(table, f"__v{version}")
+    return fit_identifier(table, f"__v{version}")
 
 
 def load_table_name(table: str, version: str, token: str) -> str:
-    return _fit(table, f"__v{version}__load_{token}")
-
-
-def _fit(head: str, tail: str = "") -> str:
-    """`head + tail`, or if longer than 63 bytes: head shortened + a hash of the whole + tail."""
-    name = head + tail
-    if len(name.encode()) <= MAX_IDENTIFIER_BYTES:
-        return name
-    digest = "_" + hashlib.sha256(name.encode()).hexdigest()[:8]
-    room = MAX_IDENTIFIER_BYTES - len((digest + tail).encode())
-    if room >= 8:  # keep the version readable at the end
-        return _truncate(head, room) + digest + tail
-    return _truncate(name, MAX_IDENTIFIER_BYTES - len(digest)) + digest
-
-
-def _truncate(text: str, max_bytes: int) -> str:
-    return text.encode()[:max_bytes].decode("utf-8", "ignore")
+    return fit_identifier(table, f"__v{version}__load_{token}")
 
 
 # ----------------------------------------------------------------------------- the load steps
@@ -156,27 +136,27 @@ def begin_version_load(
     with _transaction(conn):
         # One begin per schema at a time: CREATE ... IF NOT EXISTS races with itself.
         conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('ingest_platform.versioned_tables'), hashtext(%s))",
+            "SELECT pg_advisory_xact_lock(hashtext('ingest_platform.versioned_tables'), "
+            "hashtext(%s))",
             (schema,),
         )
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        catalog.create_registry(conn, schema)
+        registry.create_registry(conn, schema)
         conn.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} ({} text)").format(
-                _qualified(schema, parent), sql.Identifier(VERSION_COLUMN)
+                qualified(schema, parent), sql.Identifier(VERSION_COLUMN)
             )
         )
-        parent_oid = catalog.relation_oid(conn, schema, parent)
-        parent_columns = _parent_columns(conn, schema, parent, parent_oid)
+        parent_oid, parent_columns = _parent_columns(conn, schema, parent)
         target, changes = _plan(conn, schema, table, version, parent_columns, declared, declared)
         _check_child_name_free(conn, schema, table, version, child, parent_oid)
-        for stale in catalog.load_tables_of(conn, schema, table, version):
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_qualified(schema, stale)))
+        for stale in registry.load_tables_of(conn, schema, table, version):
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(schema, stale)))
         conn.execute(
             sql.SQL(
                 "CREATE TABLE {} ({}, {} text NOT NULL DEFAULT {}, CONSTRAINT {} CHECK ({} = {}))"
             ).format(
-                _qualified(schema, load_table),
+                qualified(schema, load_table),
                 sql.SQL(", ").join(
                     sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(str(t)))
                     for n, t in target.items()
@@ -190,7 +170,7 @@ def begin_version_load(
         )
         conn.execute(
             sql.SQL("COMMENT ON TABLE {} IS {}").format(
-                _qualified(schema, load_table), sql.Literal(catalog.load_marker(table, version))
+                qualified(schema, load_table), sql.Literal(registry.load_marker(table, version))
             )
         )
     return VersionLoad(
@@ -217,7 +197,7 @@ def copy_into(
     CopyRejected with its line counted from the first chunk.
     """
     copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        _qualified(load.schema, load.load_table),
+        qualified(load.schema, load.load_table),
         sql.SQL(", ").join(sql.Identifier(name) for name, _ in load.copy_columns),
     )
     rows = sent = 0
@@ -249,7 +229,8 @@ def copy_into(
             return rows, sent
     except psycopg.errors.UndefinedTable:
         raise IngestError(
-            f'The load table of "{load.table}" version {load.version} is gone: the load was abandoned, '
+            f'The load table of "{load.table}" version {load.version} is gone: the load was '
+            f"abandoned, "
             "or begun again elsewhere (which drops older load tables). Begin the load again."
         ) from None
 
@@ -273,10 +254,11 @@ def attach_version(
     with _transaction(conn):
         _load_table_oid(conn, load)
         # Counted and analyzed before the parent is locked: nobody else writes a load table now.
-        rows = conn.execute(
-            sql.SQL("SELECT count(*) FROM ONLY {}").format(_qualified(load.schema, load.load_table))
-        ).fetchone()[0]
-        conn.execute(sql.SQL("ANALYZE {}").format(_qualified(load.schema, load.load_table)))
+        rows = scalar(
+            conn,
+            sql.SQL("SELECT count(*) FROM ONLY {}").format(qualified(load.schema, load.load_table)),
+        )
+        conn.execute(sql.SQL("ANALYZE {}").format(qualified(load.schema, load.load_table)))
     for attempt in range(1, _ATTACH_ATTEMPTS + 1):
         try:
             with terminating_blockers(conn, terminate_blockers_after, logger), _transaction(conn):
@@ -290,7 +272,7 @@ def attach_version(
 
 def _attach(
     conn: psycopg.Connection, load: VersionLoad, rows: int
-) -> tuple[list[ColumnChange], bool]:
+) -> tuple[list[evolution.ColumnPlan], bool]:
     schema = load.schema
     # ACCESS EXCLUSIVE, taken first: a reader of the parent then waits for our commit and lists
     # the children afresh. A weaker lock (SHARE ROW EXCLUSIVE) would let a reader list the old
@@ -298,50 +280,42 @@ def _attach(
     # It also serializes attaches of one table, which re-read and evolve the parent.
     conn.execute(
         sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(
-            _qualified(schema, load.parent_table)
+            qualified(schema, load.parent_table)
         )
     )
     load_oid = _load_table_oid(conn, load)  # again: an abandon may have raced us
-    parent_oid = catalog.relation_oid(conn, schema, load.parent_table)
-    parent_columns = _parent_columns(conn, schema, load.parent_table, parent_oid)
-    load_columns = {
-        n: _catalog_type(t)
-        for n, t in catalog.table_columns(conn, load_oid).items()
-        if n != VERSION_COLUMN
-    }
+    parent_oid, parent_columns = _parent_columns(conn, schema, load.parent_table)
+    load_columns = {c.name: c.parsed for c in columns(conn, load_oid) if c.name != VERSION_COLUMN}
     declared = {n: parse_pg_type(t) for n, t in load.declared_columns}
     target, parent_changes = _plan(
         conn, schema, load.table, load.version, parent_columns, load_columns, declared
     )
     # The load table must match the parent exactly (INHERIT demands equal types): widen it and
     # add the parent's other columns (NULL, no rewrite).
-    load_changes = [
-        ColumnChange(n, str(load_columns[n]), str(t))
-        for n, t in target.items()
-        if t != load_columns[n]
-    ]
-    load_changes += [
-        ColumnChange(n, None, str(t)) for n, t in parent_columns.items() if n not in target
-    ]
-    _alter_columns(conn, schema, load.parent_table, parent_changes)
-    _alter_columns(conn, schema, load.load_table, load_changes)
+    load_changes = evolution.plan(load_columns, {**parent_columns, **target}).changes
+    for table_name, changes in (
+        (load.parent_table, parent_changes),
+        (load.load_table, load_changes),
+    ):
+        if changes:
+            conn.execute(evolution.alter_table(schema, table_name, changes))
 
     replaced = _drop_previous_child(conn, load, parent_oid)
-    child = _qualified(schema, load.child_table)
+    child = qualified(schema, load.child_table)
     conn.execute(
         sql.SQL("ALTER TABLE {} RENAME TO {}").format(
-            _qualified(schema, load.load_table), sql.Identifier(load.child_table)
+            qualified(schema, load.load_table), sql.Identifier(load.child_table)
         )
     )
     conn.execute(
-        sql.SQL("ALTER TABLE {} INHERIT {}").format(child, _qualified(schema, load.parent_table))
+        sql.SQL("ALTER TABLE {} INHERIT {}").format(child, qualified(schema, load.parent_table))
     )
     conn.execute(
         sql.SQL("COMMENT ON TABLE {} IS {}").format(
             child, sql.Literal(f'Version {load.version} of "{load.table}" (ingest_platform)')
         )
     )
-    catalog.register_version(
+    registry.register_version(
         conn,
         schema,
         load.table,
@@ -358,7 +332,7 @@ def abandon_version_load(conn: psycopg.Connection, load: VersionLoad) -> None:
     """Drop the load table of a failed load (no-op once attached or already dropped). Commits."""
     with _transaction(conn):
         conn.execute(
-            sql.SQL("DROP TABLE IF EXISTS {}").format(_qualified(load.schema, load.load_table))
+            sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(load.schema, load.load_table))
         )
 
 
@@ -370,17 +344,15 @@ def version_row_count(
 ) -> int | None:
     """Rows in the version's child, or None if the version is not loaded."""
     with conn.transaction():
-        registered = catalog.registered_version(conn, schema, table, version)
-        if (
-            registered is None
-            or catalog.relation_oid(conn, schema, registered["child_table"]) is None
-        ):
+        registered = registry.registered_version(conn, schema, table, version)
+        if registered is None or relation_oid(conn, schema, registered["child_table"]) is None:
             return None
-        return conn.execute(
+        return scalar(
+            conn,
             sql.SQL("SELECT count(*) FROM ONLY {}").format(
-                _qualified(schema, registered["child_table"])
-            )
-        ).fetchone()[0]
+                qualified(schema, registered["child_table"])
+            ),
+        )
 
 
 def conformance_problems(
@@ -388,20 +360,20 @@ def conformance_problems(
 ) -> list[str]:
     """What is wrong with the version's child relative to its parent; [] if it conforms."""
     with conn.transaction():
-        registered = catalog.registered_version(conn, schema, table, version)
+        registered = registry.registered_version(conn, schema, table, version)
         if registered is None:
             return [f'version {version} of table "{table}" is not loaded']
         child = registered["child_table"]
-        child_oid = catalog.relation_oid(conn, schema, child)
-        parent_oid = catalog.relation_oid(conn, schema, parent_table_name(table))
+        child_oid = relation_oid(conn, schema, child)
+        parent_oid = relation_oid(conn, schema, parent_table_name(table))
         if child_oid is None or parent_oid is None:
             missing = child if child_oid is None else parent_table_name(table)
             return [f'table "{missing}" does not exist in schema "{schema}"']
         problems = []
-        if not catalog.inherits_from(conn, child_oid, parent_oid):
+        if not inherits_from(conn, child_oid, parent_oid):
             problems.append(f'"{child}" does not inherit from "{parent_table_name(table)}"')
-        parent_columns = catalog.table_columns(conn, parent_oid)
-        child_columns = catalog.table_columns(conn, child_oid)
+        parent_columns = {c.name: c.type for c in columns(conn, parent_oid)}
+        child_columns = {c.name: c.type for c in columns(conn, child_oid)}
         for name, parent_type in parent_columns.items():
             if name not in child_columns:
                 problems.append(f'column "{name}" is missing')
@@ -412,7 +384,7 @@ def conformance_problems(
         problems += [
             f'column "{n}" is not in the parent' for n in child_columns if n not in parent_columns
         ]
-        if not catalog.has_version_check(conn, child_oid, VERSION_COLUMN, version):
+        if not has_equality_check(conn, child_oid, VERSION_COLUMN, version):
             problems.append(
                 f"CHECK ({VERSION_COLUMN} = '{version}') is missing, so queries by version scan it"
             )
@@ -430,25 +402,15 @@ def _plan(
     parent_columns: dict[str, PgType],
     version_columns: dict[str, PgType],
     declared: dict[str, PgType],
-) -> tuple[dict[str, PgType], list[ColumnChange]]:
+) -> tuple[dict[str, PgType], list[evolution.ColumnPlan]]:
     """Target type of each version column (the parent's when wider) and the parent changes."""
-    target: dict[str, PgType] = {}
-    changes: list[ColumnChange] = []
-    for name, version_type in version_columns.items():
-        parent_type = parent_columns.get(name)
-        if parent_type is None:
-            target[name] = version_type
-            changes.append(ColumnChange(name, None, str(version_type)))
-            continue
-        common = common_type(parent_type, version_type)
-        if common is None:
-            raise SchemaError(
-                _incompatible(conn, schema, table, name, version, declared[name], parent_type)
-            )
-        target[name] = common
-        if common != parent_type:
-            changes.append(ColumnChange(name, str(parent_type), str(common)))
-    return target, changes
+    planned = evolution.plan(parent_columns, version_columns)
+    if planned.refused:
+        name = planned.refused[0].name
+        raise SchemaError(
+            _incompatible(conn, schema, table, name, version, declared[name], parent_columns[name])
+        )
+    return planned.target, planned.changes
 
 
 def _incompatible(
@@ -464,19 +426,21 @@ def _incompatible(
     origin = next(
         (
             f"version {r['version']} made it"
-            for r in catalog.registered_versions(conn, schema, table)
+            for r in registry.registered_versions(conn, schema, table)
             if r["version"] != version
             and any(
-                c["name"] == column and _catalog_type(c["type"]) == parent_type
-                for c in r["columns"]
+                c["name"] == column and parsed_type(c["type"]) == parent_type for c in r["columns"]
             )
         ),
         "the parent table has it as",
     )
     return (
-        f'Table "{table}", column "{column}": version {version} has {new_type}, but {origin} {parent_type}; '
-        "these types are incompatible (no widening rule turns one into the other). Nothing was loaded. "
-        f'Give the column one "pg_type" that holds both (e.g. text) in every version\'s schema and reload '
+        f'Table "{table}", column "{column}": version {version} has {new_type}, but {origin} '
+        f"{parent_type}; "
+        "these types are incompatible (no widening rule turns one into the other). Nothing was "
+        "loaded. "
+        f'Give the column one "pg_type" that holds both (e.g. text) in every version\'s schema and '
+        f"reload "
         f"those versions, or load version {version} into another schema."
     )
 
@@ -489,18 +453,21 @@ def _declared_columns(schema: str, table_schema: TableSchema, version: str) -> d
             raise SchemaError(f"The {what} name is empty; give the dump a name and version.")
     if len(schema.encode()) > MAX_IDENTIFIER_BYTES:
         raise SchemaError(
-            f'Schema name "{schema}" is longer than {MAX_IDENTIFIER_BYTES} bytes; choose a shorter one.'
+            f'Schema name "{schema}" is longer than {MAX_IDENTIFIER_BYTES} bytes; choose a shorter '
+            f"one."
         )
-    if table == catalog.REGISTRY_TABLE:
+    if table == registry.REGISTRY_TABLE:
         raise SchemaError(
-            f'Table "{table}" has the name of the platform\'s registry table; rename it in the dump.'
+            f'Table "{table}" has the name of the platform\'s registry table; rename it in the '
+            f"dump."
         )
     declared = {}
     for column in table_schema.columns:
         where = f'Table "{table}", column "{column.name}" (version {version})'
         if column.name == VERSION_COLUMN:
             raise SchemaError(
-                f"{where}: the name {VERSION_COLUMN} is reserved for the version; rename the column."
+                f"{where}: the name {VERSION_COLUMN} is reserved for the version; rename the "
+                f"column."
             )
         if len(column.name.encode()) > MAX_IDENTIFIER_BYTES:
             raise SchemaError(
@@ -517,58 +484,33 @@ def _declared_columns(schema: str, table_schema: TableSchema, version: str) -> d
 
 
 def _parent_columns(
-    conn: psycopg.Connection, schema: str, parent: str, parent_oid: int | None
-) -> dict[str, PgType]:
-    columns = catalog.table_columns(conn, parent_oid) if parent_oid is not None else {}
-    if VERSION_COLUMN not in columns:
+    conn: psycopg.Connection, schema: str, parent: str
+) -> tuple[int, dict[str, PgType]]:
+    """The parent's oid and columns (without the version column)."""
+    oid = relation_oid(conn, schema, parent)
+    found = {c.name: c.parsed for c in columns(conn, oid)} if oid is not None else {}
+    if oid is None or VERSION_COLUMN not in found:
         raise SchemaError(
             f'Table "{parent}" in schema "{schema}" exists but is not a parent table of '
             f"versioned dumps (it has no {VERSION_COLUMN} column); rename or drop it."
         )
-    return {n: _catalog_type(t) for n, t in columns.items() if n != VERSION_COLUMN}
-
-
-def _catalog_type(printed: str) -> PgType:
-    """A type as format_type printed it. Types outside the accepted spellings (added by hand)
-    stay verbatim: PostgreSQL's own printing quotes them safely, and they only equal themselves."""
-    try:
-        return parse_pg_type(printed)
-    except ValueError:
-        return PgType(printed)
-
-
-def _alter_columns(
-    conn: psycopg.Connection, schema: str, table: str, changes: list[ColumnChange]
-) -> None:
-    # One ALTER TABLE for all changes: a table whose storage changes is rewritten once.
-    if not changes:
-        return
-    actions = [
-        sql.SQL("ADD COLUMN {} {}").format(sql.Identifier(c.column), sql.SQL(c.new_type))
-        if c.old_type is None
-        else sql.SQL("ALTER COLUMN {} TYPE {}").format(
-            sql.Identifier(c.column), sql.SQL(c.new_type)
-        )
-        for c in changes
-    ]
-    conn.execute(
-        sql.SQL("ALTER TABLE {} {}").format(_qualified(schema, table), sql.SQL(", ").join(actions))
-    )
+    del found[VERSION_COLUMN]
+    return oid, found
 
 
 def _drop_previous_child(conn: psycopg.Connection, load: VersionLoad, parent_oid: int) -> bool:
-    registered = catalog.registered_version(conn, load.schema, load.table, load.version)
+    registered = registry.registered_version(conn, load.schema, load.table, load.version)
     names = {load.child_table} | ({registered["child_table"]} if registered else set())
     dropped = False
     for name in sorted(names):
-        oid = catalog.relation_oid(conn, load.schema, name)
+        oid = relation_oid(conn, load.schema, name)
         if oid is None:
             continue
-        if not catalog.inherits_from(conn, oid, parent_oid) and name != (registered or {}).get(
+        if not inherits_from(conn, oid, parent_oid) and name != (registered or {}).get(
             "child_table"
         ):
             raise SchemaError(_name_taken(load.schema, name, load.table, load.version))
-        conn.execute(sql.SQL("DROP TABLE {}").format(_qualified(load.schema, name)))
+        conn.execute(sql.SQL("DROP TABLE {}").format(qualified(load.schema, name)))
         dropped = True
     return dropped
 
@@ -577,9 +519,9 @@ def _check_child_name_free(
     conn: psycopg.Connection, schema: str, table: str, version: str, child: str, parent_oid: int
 ) -> None:
     """The child's name may hold only an earlier load of this version (replaced at attach)."""
-    oid = catalog.relation_oid(conn, schema, child)
-    if oid is not None and not catalog.inherits_from(conn, oid, parent_oid):
-        registered = catalog.registered_version(conn, schema, table, version)
+    oid = relation_oid(conn, schema, child)
+    if oid is not None and not inherits_from(conn, oid, parent_oid):
+        registered = registry.registered_version(conn, schema, table, version)
         if not registered or registered["child_table"] != child:
             raise SchemaError(_name_taken(schema, child, table, version))
 
@@ -592,17 +534,14 @@ def _name_taken(schema: str, name: str, table: str, version: str) -> str:
 
 
 def _load_table_oid(conn: psycopg.Connection, load: VersionLoad) -> int:
-    oid = catalog.relation_oid(conn, load.schema, load.load_table)
+    oid = relation_oid(conn, load.schema, load.load_table)
     if oid is None:
         raise IngestError(
-            f'The load table of "{load.table}" version {load.version} is gone: the load was abandoned, '
+            f'The load table of "{load.table}" version {load.version} is gone: the load was '
+            f"abandoned, "
             "attached already, or begun again elsewhere. Begin the load again."
         )
     return oid
-
-
-def _qualified(schema: str, table: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
 
 
 @contextmanager

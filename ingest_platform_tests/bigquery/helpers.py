@@ -7,7 +7,7 @@ from psycopg import sql
 
 from ingest_platform.bigquery.clients import EMULATOR_PROJECT
 from ingest_platform.bigquery.mirror import MirrorTarget
-from ingest_platform.postgres import version_catalog as catalog
+from ingest_platform.postgres import version_registry as catalog
 
 
 def make_dump_table(

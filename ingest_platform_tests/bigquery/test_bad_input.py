@@ -91,7 +91,7 @@ def test_invalid_utf8_names_table_key_and_column(pg_server_dsn, bigquery_resourc
             conn.execute(
                 "INSERT INTO app.t VALUES (1, 'fine', '1'), (2, convert_from('\\x41ff42'::bytea, 'SQL_ASCII'), '1')"
             )
-            from ingest_platform.postgres import version_catalog as catalog
+            from ingest_platform.postgres import version_registry as catalog
 
             catalog.create_registry(conn, "app")
             catalog.register_version(conn, "app", "t", "1", "t", 2, [], ["id"])

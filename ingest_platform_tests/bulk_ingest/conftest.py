@@ -1,4 +1,5 @@
-"""Fixtures of the bulk-ingest tests: a SQLAlchemy engine (psycopg 3) on the test's fresh database."""
+"""Fixtures of the bulk-ingest tests: a SQLAlchemy engine (psycopg 3) on the test's fresh
+database."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Bad input: a clear error, the batch rolled back, the stored watermark unchanged, the table as before."""
+"""Bad input: a clear error, the batch rolled back, the stored watermark unchanged, the table as
+before."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from ingest_platform import ingest
 from ingest_platform.errors import IngestError, SchemaError
 from ingest_platform_tests.bulk_ingest.conftest import rows_of, stored_watermark
 
+AMOUNT = sa.Numeric(10, 2)
 
-def make_metadata(amount_type=sa.Numeric(10, 2)) -> tuple[sa.MetaData, sa.Table, sa.Table]:
+
+def make_metadata(amount_type=AMOUNT) -> tuple[sa.MetaData, sa.Table, sa.Table]:
     metadata = sa.MetaData()
     item = sa.Table(
         "item",
@@ -193,7 +196,8 @@ def test_migration_that_would_lose_data(engine, pg, loaded):
         ingest(conn, metadata, lambda w: [(2, [(item, (3, 3, 3))])])
     assert rows_of(pg, "app.item") == BEFORE_ITEMS
     assert pg.execute(
-        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'app.item'::regclass "
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+        "'app.item'::regclass "
         "AND attname = 'amount'"
     ).fetchone() == ("numeric(10,2)",)
     assert stored_watermark(pg, "app") == {"app.item,app.log": 1}

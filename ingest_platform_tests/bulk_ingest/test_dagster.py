@@ -1,4 +1,5 @@
-"""The Dagster factory: an asset that ingests, its materialization metadata, a schedule and a sensor."""
+"""The Dagster factory: an asset that ingests, its materialization metadata, a schedule and a
+sensor."""
 
 from __future__ import annotations
 

@@ -116,7 +116,8 @@ def test_type_change_rebuilds_and_keeps_views_grants_indexes(engine, pg, role):
         (3,)
     ]  # recreated WITH DATA at the swap, before the batch
     privileges = pg.execute(
-        "SELECT has_table_privilege(%(r)s, 'app.item', 'SELECT'), has_table_privilege(%(r)s, 'app.item', 'INSERT'), "
+        "SELECT has_table_privilege(%(r)s, 'app.item', 'SELECT'), has_table_privilege(%(r)s, "
+        "'app.item', 'INSERT'), "
         "has_table_privilege(%(r)s, 'app.item_names_upper', 'SELECT'), "
         "has_table_privilege(%(r)s, 'app.item_totals', 'SELECT'), "
         "has_table_privilege(%(r)s, 'app.item_names', 'SELECT')",

@@ -1,5 +1,6 @@
 """What lands in PostgreSQL is what was given, value by value: the chunked row path of copy_rows and
-numeric_binary's Decimal encoder, edge values of every type, NULLs, row numbers past the first chunk."""
+numeric_binary's Decimal encoder, edge values of every type, NULLs, row numbers past the first
+chunk."""
 
 from __future__ import annotations
 
@@ -72,8 +73,9 @@ def test_encoder_takes_plain_decimals_and_declines_the_rest():
     "texts", DECIMAL_BATCHES, ids=["scale2", "scale0", "scale10", "long", "wide", "mixed"]
 )
 def test_decimals_land_as_psycopg_would_send_them(engine, pg, texts):
-    """Against a reference table filled by a parameterised INSERT (psycopg's own Decimal dumper): the
-    same text in PostgreSQL, scale included, for the unconstrained and the fixed-scale columns."""
+    """Against a reference table filled by a parameterised INSERT (psycopg's own Decimal dumper):
+    the same text in PostgreSQL, scale included, for the unconstrained and the fixed-scale
+    columns."""
     finite = [t for t in texts if Decimal(t).is_finite()]
     fits = [t for t in finite if Decimal(t).adjusted() < 10]  # numeric(12,2) / (19,4) hold these
     metadata = sa.MetaData()
@@ -199,8 +201,8 @@ def test_every_type_lands_as_given_across_chunks(engine, pg):
     assert result.rows == {"app.every": len(rows)}
     stored = rows_of(pg, "app.every")
     assert len(stored) == len(rows)
-    for number, (got, given) in enumerate(zip(stored, rows), 1):
-        for name, a, b in zip(every.columns.keys(), got, given):
+    for number, (got, given) in enumerate(zip(stored, rows, strict=True), 1):
+        for name, a, b in zip(every.columns.keys(), got, given, strict=True):
             assert same(a, b), f"row {number}, column {name}: stored {a!r}, given {b!r}"
 
 

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ingest_platform.cdc import demo_app
 from ingest_platform.cdc.config import DEMO_TABLES, CdcConfig
+from ingest_platform.demo import cdc_app
 from ingest_platform.postgres.connection import ensure_database, with_database
 from ingest_platform_tests.conftest import unique_name
 
@@ -52,8 +52,8 @@ def cdc_env(pg_server_dsn, pg_dsn) -> CdcEnv:
     database = unique_name("cdcsrc")
     ensure_database(pg_server_dsn, database)
     source = with_database(pg_server_dsn, database)
-    demo_app.create_demo_source(source)
-    demo_app.seed(source, projects=4, rng=random.Random(7))
+    cdc_app.create_demo_source(source)
+    cdc_app.seed(source, projects=4, rng=random.Random(7))
     yield CdcEnv(source, pg_dsn, CdcConfig(tables=DEMO_TABLES))
     with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
         conn.execute(

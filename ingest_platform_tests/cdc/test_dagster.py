@@ -1,4 +1,5 @@
-"""CDC through Dagster: generated assets, metadata, checks, the sensor; the demo-app command; config."""
+"""CDC through Dagster: generated assets, metadata, checks, the sensor; the demo-app command;
+config."""
 
 from __future__ import annotations
 
@@ -164,8 +165,10 @@ def test_config_from_toml_and_environment(tmp_path):
     assert cdc_config_from_env({}).warehouse_schema == "cdc"
     path = tmp_path / "cdc.toml"
     path.write_text(
-        'warehouse_schema = "mirror"\n[change_log]\nchange_table = "log"\nuntracked_content_types = "ignore"\n'
-        '[[tables]]\napp_label = "shop"\nmodel = "order"\n[[tables]]\napp_label = "shop"\nmodel = "item"\n'
+        'warehouse_schema = "mirror"\n[change_log]\nchange_table = "log"\nuntracked_content_types '
+        '= "ignore"\n'
+        '[[tables]]\napp_label = "shop"\nmodel = "order"\n[[tables]]\napp_label = "shop"\nmodel = '
+        '"item"\n'
         'source_table = "items"\nname = "order_items"\n'
     )
     config = cdc_config_from_env({"INGEST_CDC_CONFIG": str(path)})
@@ -184,7 +187,8 @@ def test_config_from_toml_and_environment(tmp_path):
         parse_cdc_config('[[tables]]\nmodel = "x"\n')
     with pytest.raises(ConfigError, match="used twice"):
         parse_cdc_config(
-            '[[tables]]\napp_label = "a"\nmodel = "x"\nname = "t"\n[[tables]]\napp_label = "b"\nmodel = "y"\nname = "t"\n'
+            '[[tables]]\napp_label = "a"\nmodel = "x"\nname = "t"\n[[tables]]\napp_label = '
+            '"b"\nmodel = "y"\nname = "t"\n'
         )
     assert "dbname=cdc_demo" in source_dsn_from_env({"INGEST_PG_DSN": "host=/tmp dbname=warehouse"})
     with pytest.raises(ConfigError, match="INGEST_CDC_SOURCE_DSN"):

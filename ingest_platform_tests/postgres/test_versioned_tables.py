@@ -13,10 +13,10 @@ from psycopg import sql
 
 from ingest_platform.dumps.schema import Column, TableSchema
 from ingest_platform.errors import IngestError, SchemaError
+from ingest_platform.postgres.catalog import MAX_IDENTIFIER_BYTES
 from ingest_platform.postgres.connection import connect
 from ingest_platform.postgres.copy_errors import CopyRejected
 from ingest_platform.postgres.versioned_tables import (
-    MAX_IDENTIFIER_BYTES,
     VERSION_COLUMN,
     VersionLoad,
     abandon_version_load,
@@ -69,7 +69,8 @@ def q(*names: str) -> sql.Composed:
 def columns_of(conn, schema: str, table: str) -> dict[str, str]:
     return dict(
         conn.execute(
-            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = %s::regclass"
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+            "%s::regclass"
             " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             (q(schema, table).as_string(conn),),
         ).fetchall()

@@ -1,5 +1,5 @@
-"""What the database holds for versioned tables: columns and inheritance from the system catalog,
-and the per-schema registry of loaded versions (``S."_ingest_versions"``).
+"""What the platform records about versioned tables: the per-schema registry of loaded versions
+(``S."_ingest_versions"``) and the marker on load tables not yet attached.
 
 Helpers for ``versioned_tables``; they run inside the caller's transaction and never commit.
 Names are looked up as values (``nspname = %s``), so quotes and spaces in them need no care.
@@ -13,49 +13,13 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from ingest_platform.postgres.catalog import qualified, relation_oid
+
 REGISTRY_TABLE = "_ingest_versions"
 
 # Marks a load table (a table comment) so a later begin can find and drop the ones a crashed
 # load left behind, whatever its (possibly shortened) name.
 LOAD_MARKER = "ingest_platform load table"
-
-
-def relation_oid(conn: psycopg.Connection, schema: str, name: str) -> int | None:
-    row = conn.execute(
-        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
-        (schema, name),
-    ).fetchone()
-    return row[0] if row else None
-
-
-def table_columns(conn: psycopg.Connection, oid: int) -> dict[str, str]:
-    """Column name -> type as PostgreSQL prints it, in column order."""
-    rows = conn.execute(
-        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
-        " WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-        (oid,),
-    ).fetchall()
-    return dict(rows)
-
-
-def inherits_from(conn: psycopg.Connection, child_oid: int, parent_oid: int) -> bool:
-    return conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = %s AND inhparent = %s)",
-        (child_oid, parent_oid),
-    ).fetchone()[0]
-
-
-def has_version_check(conn: psycopg.Connection, child_oid: int, column: str, version: str) -> bool:
-    """Whether the table has a validated CHECK (column = 'version'), the one constraint
-    exclusion uses to skip it. Compared as PostgreSQL itself prints the constraint."""
-    return conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = %s AND contype = 'c'"
-        " AND convalidated AND pg_get_constraintdef(oid)"
-        # As ruleutils prints a text constant: quotes doubled, backslashes kept (not %L's E'..')
-        "   = format('CHECK ((%%I = ''%%s''::text))', %s::text, replace(%s::text, '''', '''''')))",
-        (child_oid, column, version),
-    ).fetchone()[0]
 
 
 def load_tables_of(conn: psycopg.Connection, schema: str, table: str, version: str) -> list[str]:
@@ -91,11 +55,11 @@ def create_registry(conn: psycopg.Connection, schema: str) -> None:
     # a jsonb array because jsonb objects do not keep key order.
     conn.execute(
         sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {}.{} ("
+            "CREATE TABLE IF NOT EXISTS {} ("
             " table_name text NOT NULL, version text NOT NULL, child_table text NOT NULL,"
             " rows bigint NOT NULL, columns jsonb NOT NULL, primary_key jsonb NOT NULL,"
             " loaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, version))"
-        ).format(sql.Identifier(schema), sql.Identifier(REGISTRY_TABLE))
+        ).format(qualified(schema, REGISTRY_TABLE))
     )
 
 
@@ -105,12 +69,14 @@ def registered_versions(conn: psycopg.Connection, schema: str, table: str) -> li
         return []
     cur = conn.execute(
         sql.SQL(
-            "SELECT version, child_table, rows, columns FROM {}.{} WHERE table_name = %s"
+            "SELECT version, child_table, rows, columns FROM {} WHERE table_name = %s"
             " ORDER BY loaded_at, version"
-        ).format(sql.Identifier(schema), sql.Identifier(REGISTRY_TABLE)),
+        ).format(qualified(schema, REGISTRY_TABLE)),
         (table,),
     )
-    return [dict(zip(("version", "child_table", "rows", "columns"), row)) for row in cur]
+    return [
+        dict(zip(("version", "child_table", "rows", "columns"), row, strict=True)) for row in cur
+    ]
 
 
 def registered_version(
@@ -133,11 +99,12 @@ def register_version(
 ) -> None:
     conn.execute(
         sql.SQL(
-            "INSERT INTO {}.{} (table_name, version, child_table, rows, columns, primary_key, loaded_at)"
+            "INSERT INTO {} (table_name, version, child_table, rows, columns, primary_key, "
+            "loaded_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp())"
             " ON CONFLICT (table_name, version) DO UPDATE SET child_table = EXCLUDED.child_table,"
             " rows = EXCLUDED.rows, columns = EXCLUDED.columns, primary_key = EXCLUDED.primary_key,"
             " loaded_at = EXCLUDED.loaded_at"
-        ).format(sql.Identifier(schema), sql.Identifier(REGISTRY_TABLE)),
+        ).format(qualified(schema, REGISTRY_TABLE)),
         (table, version, child_table, rows, Jsonb(columns), Jsonb(primary_key)),
     )

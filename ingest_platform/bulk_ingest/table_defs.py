@@ -1,10 +1,10 @@
 """A table's definition two ways, comparable: as SQLAlchemy declares it (``target_definition``) and
 as the catalog holds it (``live_definition``); ``plan_changes`` says what differs.
 
-Compared: column names, types (through ``postgres.type_widening.parse_pg_type``, so ``int4`` equals
-``INTEGER``), nullability, the primary key (columns, in order) and the other indexes and unique
-constraints (unique flag and columns, names ignored). Not compared: column order, server defaults,
-comments, check and foreign-key constraints.
+Compared: column names, types (planned by ``postgres.evolution``, so ``int4`` equals ``INTEGER``),
+nullability, the primary key (columns, in order) and the other indexes and unique constraints
+(unique flag and columns, names ignored). Not compared: column order, server defaults, comments,
+check and foreign-key constraints.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 
-from ingest_platform.postgres.type_widening import common_type, parse_pg_type
+from ingest_platform.postgres import catalog, evolution
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,19 @@ class TableDef:
 
     @property
     def qualified(self) -> sql.Composed:
-        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.name))
+        return catalog.qualified(self.schema, self.name)
 
     @property
     def display(self) -> str:
         return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class TypeChange:
+    column: str
+    old: str  # as the catalog prints it
+    new: str  # as SQLAlchemy compiles it
+    widening: bool  # every old value fits the new type unchanged: no check, no cast
 
 
 @dataclass
@@ -54,10 +62,9 @@ class Changes:
     """What separates the live table from its definition."""
 
     add_nullable: list[ColumnDef] = field(default_factory=list)  # can be added in place
+    in_place: list[evolution.ColumnPlan] = field(default_factory=list)  # their ADD COLUMNs
     rebuild_reasons: list[str] = field(default_factory=list)  # anything else: build a new table
-    type_changes: list[tuple[str, str, str]] = field(
-        default_factory=list
-    )  # (column, live type, new type)
+    type_changes: list[TypeChange] = field(default_factory=list)
 
     @property
     def needed(self) -> bool:
@@ -86,27 +93,16 @@ def target_definition(table: sa.Table, dialect, default_schema: str) -> TableDef
 
 def live_definition(conn: psycopg.Connection, schema: str, name: str) -> TableDef | None:
     """The table as the catalog has it, or None if there is no such table."""
-    row = conn.execute(
-        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
-        (schema, name),
-    ).fetchone()
-    if row is None:
+    oid = catalog.relation_oid(conn, schema, name)
+    if oid is None:
         return None
-    oid = row[0]
-    columns = tuple(
-        ColumnDef(n, t, not notnull)
-        for n, t, notnull in conn.execute(
-            "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
-            "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            (oid,),
-        )
-    )
+    columns = tuple(ColumnDef(c.name, c.type, not c.not_null) for c in catalog.columns(conn, oid))
     primary_key: tuple[str, ...] = ()
     indexes = set()
     for is_primary, unique, names in conn.execute(
         "SELECT i.indisprimary, i.indisunique, "
-        "  array(SELECT coalesce(a.attname, '(expression)') FROM unnest(i.indkey[0:i.indnkeyatts - 1]) "
+        "  array(SELECT coalesce(a.attname, '(expression)') FROM unnest(i.indkey[0:i.indnkeyatts - "
+        "1]) "
         "        WITH ORDINALITY k(attnum, ord) LEFT JOIN pg_attribute a "
         "        ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord) "
         "FROM pg_index i WHERE i.indrelid = %s",
@@ -119,38 +115,29 @@ def live_definition(conn: psycopg.Connection, schema: str, name: str) -> TableDe
     return TableDef(schema, name, columns, primary_key, frozenset(indexes), oid)
 
 
-def same_type(a: str, b: str) -> bool:
-    try:
-        return parse_pg_type(a) == parse_pg_type(b)
-    except ValueError:
-        return " ".join(a.lower().split()) == " ".join(b.lower().split())
-
-
-def is_widening(old: str, new: str) -> bool:
-    """Every value of `old` fits `new` unchanged (by the dump pipeline's widening rules)."""
-    try:
-        old_type, new_type = parse_pg_type(old), parse_pg_type(new)
-    except ValueError:
-        return False
-    return common_type(old_type, new_type) == new_type
-
-
 def plan_changes(live: TableDef, target: TableDef) -> Changes:
     changes = Changes()
     live_columns = live.column_map
-    for column in target.columns:
+    planned = evolution.plan(
+        {c.name: catalog.parsed_type(c.type) for c in live.columns},
+        {c.name: catalog.parsed_type(c.type) for c in target.columns},
+    )
+    for column, plan in zip(target.columns, planned.columns, strict=True):
         current = live_columns.get(column.name)
         if current is None:
             if column.nullable:
                 changes.add_nullable.append(column)
+                changes.in_place.append(plan)
             else:
                 changes.rebuild_reasons.append(f'add NOT NULL column "{column.name}" {column.type}')
             continue
-        if not same_type(current.type, column.type):
+        if plan.live != plan.wanted:
             changes.rebuild_reasons.append(
                 f'change the type of "{column.name}" from {current.type} to {column.type}'
             )
-            changes.type_changes.append((column.name, current.type, column.type))
+            changes.type_changes.append(
+                TypeChange(column.name, current.type, column.type, plan.fits_wanted)
+            )
         if current.nullable != column.nullable:
             changes.rebuild_reasons.append(
                 f'make "{column.name}" {"nullable" if column.nullable else "NOT NULL"}'
@@ -161,7 +148,8 @@ def plan_changes(live: TableDef, target: TableDef) -> Changes:
             changes.rebuild_reasons.append(f'drop column "{column.name}"')
     if live.primary_key != target.primary_key:
         changes.rebuild_reasons.append(
-            f"change the primary key from ({', '.join(live.primary_key)}) to ({', '.join(target.primary_key)})"
+            f"change the primary key from ({', '.join(live.primary_key)}) to "
+            f"({', '.join(target.primary_key)})"
         )
     if live.indexes != target.indexes:
         changes.rebuild_reasons.append("change the indexes")
