@@ -119,6 +119,16 @@ from ingest_platform.dumps.reader import count_rows, iter_copy_chunks
 from ingest_platform.dumps.schema import Column, TableSchema, read_json_schema
 
 __all__ = [
-    "Column", "Dialect", "Dump", "FileFormat", "TableEntry", "TableSchema", "count_rows",
-    "iter_copy_chunks", "load_dialect", "open_dump", "parse_dump_file_name", "read_json_schema",
+    "Column",
+    "Dialect",
+    "Dump",
+    "FileFormat",
+    "TableEntry",
+    "TableSchema",
+    "count_rows",
+    "iter_copy_chunks",
+    "load_dialect",
+    "open_dump",
+    "parse_dump_file_name",
+    "read_json_schema",
 ]

@@ -18,12 +18,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from ingest_platform.dumps.byte_blocks import ByteFastPath, byte_encoding, count_byte_records, iter_byte_record_blocks
+from ingest_platform.dumps.byte_blocks import (
+    ByteFastPath,
+    byte_encoding,
+    count_byte_records,
+    iter_byte_record_blocks,
+)
 from ingest_platform.dumps.copy_text import RowEncoder, fast_block
 from ingest_platform.dumps.dialect import FileFormat
 from ingest_platform.dumps.schema import Column
+from ingest_platform.dumps.text_stream import (
+    BAD_BYTE_ERRORS,
+    iter_record_blocks,
+    iter_text,
+    simple_split_is_exact,
+)
 from ingest_platform.dumps.zip_member import INFLATE_ERRORS, MemberReader, can_stream
-from ingest_platform.dumps.text_stream import BAD_BYTE_ERRORS, iter_record_blocks, iter_text, simple_split_is_exact
 from ingest_platform.errors import DumpError
 
 DEFAULT_CHUNK_BYTES = 1 << 20
@@ -46,11 +56,15 @@ def iter_copy_chunks(
     first (the path before the byte path existed).  All but "auto" are for tests and benchmarks.
     Raises FormatError with file, record number and column.
     """
-    for chunk, _null in _encoded_chunks(dump_path, member, file_format, columns, chunk_bytes, path, for_load=False):
+    for chunk, _null in _encoded_chunks(
+        dump_path, member, file_format, columns, chunk_bytes, path, for_load=False
+    ):
         yield chunk
 
 
-def count_rows(dump_path: str | Path, member: str, file_format: FileFormat, columns: list[Column]) -> int:
+def count_rows(
+    dump_path: str | Path, member: str, file_format: FileFormat, columns: list[Column]
+) -> int:
     """Number of data rows in the file (header rows excluded), for the "rows loaded" check.
 
     Counts records the same way the chunk readers split them, without converting fields.
@@ -59,11 +73,17 @@ def count_rows(dump_path: str | Path, member: str, file_format: FileFormat, colu
     encoder = RowEncoder(file_format, columns, member)
     with open_record_blocks(dump_path, member, file_format, columns) as blocks:
         for block, terminator, records in blocks:
-            total += records if records is not None else _count_records(block, terminator, file_format, encoder)
+            total += (
+                records
+                if records is not None
+                else _count_records(block, terminator, file_format, encoder)
+            )
     return max(total - file_format.header_rows, 0)
 
 
-def _count_records(block: str | bytes, terminator: str, file_format: FileFormat, encoder: RowEncoder) -> int:
+def _count_records(
+    block: str | bytes, terminator: str, file_format: FileFormat, encoder: RowEncoder
+) -> int:
     if isinstance(block, bytes):
         count = count_byte_records(block, file_format, len(encoder.columns))
         if count is not None:
@@ -73,7 +93,8 @@ def _count_records(block: str | bytes, terminator: str, file_format: FileFormat,
         unescaped = block.replace(file_format.escape * 2, "")
         return unescaped.count(terminator) - unescaped.count(file_format.escape + terminator)
     if not file_format.quote and simple_split_is_exact(
-            block, file_format.field_terminator, terminator, len(encoder.columns)):
+        block, file_format.field_terminator, terminator, len(encoder.columns)
+    ):
         return block.count(terminator)
     return len(encoder.split_records(block, terminator))  # embedded terminators: parse
 
@@ -84,13 +105,21 @@ class BlockEncoder:
     Picklable inputs only, so worker processes build their own from a load plan.
     """
 
-    def __init__(self, member: str, file_format: FileFormat, columns: list[Column], path: Path_ = "auto"):
+    def __init__(
+        self, member: str, file_format: FileFormat, columns: list[Column], path: Path_ = "auto"
+    ):
         self.member, self.format, self.columns, self.path = member, file_format, columns, path
         self.row_encoder = RowEncoder(file_format, columns, member)
         self.byte_path = ByteFastPath(file_format, columns)
 
-    def encode(self, block: str | bytes, terminator: str, first_record: int, skip: int = 0,
-               records: int | None = None) -> tuple[bytes, int]:
+    def encode(
+        self,
+        block: str | bytes,
+        terminator: str,
+        first_record: int,
+        skip: int = 0,
+        records: int | None = None,
+    ) -> tuple[bytes, int]:
         """(COPY bytes, records in the block, skipped header records included).
 
         A bytes block (from open_record_blocks when the file qualifies) tries the byte path, then
@@ -102,7 +131,9 @@ class BlockEncoder:
                 if converted is not None:
                     return converted
             if self.path == "bytes":
-                raise DumpError(f"{self.member}: block at record {first_record} misses the byte path")
+                raise DumpError(
+                    f"{self.member}: block at record {first_record} misses the byte path"
+                )
             block = block.decode(self.byte_path.encoding or self.format.encoding, BAD_BYTE_ERRORS)
         if self.path not in ("row", "bytes") and not skip:
             fast = fast_block(block, terminator, self.format, self.columns)
@@ -115,8 +146,14 @@ class BlockEncoder:
             raise DumpError(f"{self.member}: block at record {first_record} needs the per-row path")
         return self.row_encoder.encode_block(block, terminator, first_record, skip=skip)
 
-    def encode_for_copy(self, block: str | bytes, terminator: str, first_record: int, skip: int = 0,
-                        records: int | None = None) -> tuple[bytes, int, str]:
+    def encode_for_copy(
+        self,
+        block: str | bytes,
+        terminator: str,
+        first_record: int,
+        skip: int = 0,
+        records: int | None = None,
+    ) -> tuple[bytes, int, str]:
         """(COPY bytes, records, COPY NULL string) for the loader: ByteFastPath.for_copy when it
         applies (bcp blocks pass as they are), else encode() with NULL \\N."""
         if isinstance(block, bytes) and self.path == "auto" and not skip:
@@ -127,10 +164,15 @@ class BlockEncoder:
 
 
 @contextmanager
-def open_record_blocks(dump_path: str | Path, member: str, file_format: FileFormat, columns: list[Column],
-                       chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                       byte_blocks: bool = True,
-                       verify_cuts: bool = True) -> Iterator[Iterator[tuple[str | bytes, str, int | None]]]:
+def open_record_blocks(
+    dump_path: str | Path,
+    member: str,
+    file_format: FileFormat,
+    columns: list[Column],
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    byte_blocks: bool = True,
+    verify_cuts: bool = True,
+) -> Iterator[Iterator[tuple[str | bytes, str, int | None]]]:
     """The member as (block, row terminator, records or None) of whole records, for BlockEncoder.
 
     Blocks are undecoded ``bytes`` (terminator "\n") when the file can be cut on bytes (TAB/LF
@@ -142,13 +184,26 @@ def open_record_blocks(dump_path: str | Path, member: str, file_format: FileForm
         if byte_blocks:
             yield iter_byte_record_blocks(raw, file_format, chunk_bytes, len(columns), verify_cuts)
         else:
-            yield ((block, terminator, None) for block, terminator in iter_record_blocks(
-                iter_text(raw, file_format.encoding, chunk_bytes), file_format, chunk_bytes, len(columns)))
+            yield (
+                (block, terminator, None)
+                for block, terminator in iter_record_blocks(
+                    iter_text(raw, file_format.encoding, chunk_bytes),
+                    file_format,
+                    chunk_bytes,
+                    len(columns),
+                )
+            )
 
 
-def iter_load_chunks(dump_path: str | Path, member: str, file_format: FileFormat, columns: list[Column],
-                     chunk_bytes: int = DEFAULT_CHUNK_BYTES, path: Path_ = "auto",
-                     optimistic: bool = False) -> Iterator[tuple[bytes, str]]:
+def iter_load_chunks(
+    dump_path: str | Path,
+    member: str,
+    file_format: FileFormat,
+    columns: list[Column],
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    path: Path_ = "auto",
+    optimistic: bool = False,
+) -> Iterator[tuple[bytes, str]]:
     """(COPY bytes, COPY NULL string) for the loader (``copy_into``): like iter_copy_chunks, but bcp
     blocks pass as they are and invalid UTF-8 is left to PostgreSQL (BlockEncoder.encode_for_copy).
 
@@ -159,7 +214,9 @@ def iter_load_chunks(dump_path: str | Path, member: str, file_format: FileFormat
     """
     if optimistic:
         return _optimistic_chunks(dump_path, member, file_format, columns, chunk_bytes)
-    return _encoded_chunks(dump_path, member, file_format, columns, chunk_bytes, path, for_load=True)
+    return _encoded_chunks(
+        dump_path, member, file_format, columns, chunk_bytes, path, for_load=True
+    )
 
 
 class NotOptimistic(Exception):
@@ -172,7 +229,9 @@ def can_load_optimistically(file_format: FileFormat, columns: list[Column]) -> b
 
 def _optimistic_chunks(dump_path, member, file_format, columns, chunk_bytes):
     byte_path = ByteFastPath(file_format, columns)
-    with open_record_blocks(dump_path, member, file_format, columns, chunk_bytes, verify_cuts=False) as blocks:
+    with open_record_blocks(
+        dump_path, member, file_format, columns, chunk_bytes, verify_cuts=False
+    ) as blocks:
         for block, _terminator, _records in blocks:
             ready = byte_path.for_copy(block, optimistic=True) if isinstance(block, bytes) else None
             if ready is None:
@@ -182,15 +241,21 @@ def _optimistic_chunks(dump_path, member, file_format, columns, chunk_bytes):
 
 def _encoded_chunks(dump_path, member, file_format, columns, chunk_bytes, path, for_load):
     encoder = BlockEncoder(member, file_format, columns, path)
-    next_record = 1                       # 1-based record number in the file, header included
+    next_record = 1  # 1-based record number in the file, header included
     to_skip = file_format.header_rows
-    with open_record_blocks(dump_path, member, file_format, columns, chunk_bytes,
-                            byte_blocks=path != "text") as blocks:
+    with open_record_blocks(
+        dump_path, member, file_format, columns, chunk_bytes, byte_blocks=path != "text"
+    ) as blocks:
         for block, terminator, records in blocks:
             if for_load:
-                chunk, count, null = encoder.encode_for_copy(block, terminator, next_record, to_skip, records)
+                chunk, count, null = encoder.encode_for_copy(
+                    block, terminator, next_record, to_skip, records
+                )
             else:
-                (chunk, count), null = encoder.encode(block, terminator, next_record, to_skip, records), "\\N"
+                (chunk, count), null = (
+                    encoder.encode(block, terminator, next_record, to_skip, records),
+                    "\\N",
+                )
             to_skip = max(to_skip - count, 0)
             next_record += count
             if chunk:
@@ -207,9 +272,13 @@ class _open_member:
         try:
             self.archive = zipfile.ZipFile(self.dump_path)
             info = self.archive.getinfo(self.member)
-            self.raw = MemberReader(self.dump_path, info) if can_stream(info) else self.archive.open(info)
+            self.raw = (
+                MemberReader(self.dump_path, info) if can_stream(info) else self.archive.open(info)
+            )
         except (OSError, zipfile.BadZipFile, KeyError) as error:
-            raise DumpError(f"{self.dump_path}: cannot read member {self.member!r}: {error}") from error
+            raise DumpError(
+                f"{self.dump_path}: cannot read member {self.member!r}: {error}"
+            ) from error
         return _GuardedReader(self.raw, self.dump_path, self.member)
 
     def __exit__(self, *exc):
@@ -227,4 +296,6 @@ class _GuardedReader:
         try:
             return self.raw.read(size)
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error, *INFLATE_ERRORS) as error:
-            raise DumpError(f"{self.dump_path}: member {self.member!r} is corrupt or truncated: {error}") from error
+            raise DumpError(
+                f"{self.dump_path}: member {self.member!r} is corrupt or truncated: {error}"
+            ) from error
