@@ -18,8 +18,8 @@ from ingest_platform.defs.dumps import (
     run_request_for,
 )
 from ingest_platform.defs.resources import PostgresResource
-from ingest_platform.dumps.catalog import describe_dump, scan_dump_dir
-from ingest_platform.dumps.demo import write_demo_dumps
+from ingest_platform.demo.dumps import write_demo_dumps
+from ingest_platform.dumps.directory import describe_dump, scan_dump_dir
 from ingest_platform.io_managers.multiprocess_copy import MultiprocessCopyIOManager
 
 TRANSLATOR = DumpTranslator()

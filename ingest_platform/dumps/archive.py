@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from ingest_platform.dumps.copy_source import CopySource
 from ingest_platform.dumps.dialect import Dialect, FileFormat, load_dialect
 from ingest_platform.dumps.reader import DEFAULT_CHUNK_BYTES, count_rows, iter_copy_chunks
 from ingest_platform.dumps.schema import TableSchema, read_json_schema
@@ -61,6 +62,18 @@ class Dump:
             entry.file_format,
             entry.schema.columns,
             chunk_bytes,
+        )
+
+    def copy_source(self, table: str) -> CopySource | None:
+        """The table's data file for the loader; None when this version has no data file."""
+        entry = self.tables[table]
+        if entry.data_member is None:
+            return None
+        return CopySource(
+            str(self.archive_path),
+            entry.data_member,
+            entry.file_format,
+            tuple(entry.schema.columns),
         )
 
     def count_rows(self, table: str) -> int:

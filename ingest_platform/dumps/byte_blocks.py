@@ -188,7 +188,7 @@ def count_byte_records(block: bytes, file_format: FileFormat, fields: int) -> in
 class ByteFastPath:
     """COPY text for a bytes block by whole-block byte operations, when that is provably exact.
 
-    Gives the same bytes as ``RowEncoder.encode_block`` on the decoded block.  Blocks always end
+    Gives the same bytes as ``PerRowEncoder.encode_block`` on the decoded block.  Blocks always end
     in LF (``iter_byte_record_blocks``).
     """
 

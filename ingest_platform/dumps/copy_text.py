@@ -4,7 +4,7 @@ Two paths produce the same bytes for the same block:
 
 - ``fast_block``: whole-block ``str.replace`` calls, no per-row Python work.  It only accepts a
   block it can prove it converts exactly (see the checks) and returns None otherwise.
-- ``RowEncoder.encode_block``: parses every record and field; handles everything, and is where
+- ``PerRowEncoder.encode_block``: parses every record and field; handles everything, and is where
   errors are located (file, record number, column).
 
 A block the fast path refuses goes through the per-row path, so the choice is per block.
@@ -47,7 +47,7 @@ def is_zero_date(value: str) -> bool:
     return value[4:5] == "-" and (value[:4] == "0000" or value[5:7] == "00" or value[8:10] == "00")
 
 
-class RowEncoder:
+class PerRowEncoder:
     """Per-row path for one table: parse, convert, and encode records of one data file."""
 
     def __init__(self, file_format: FileFormat, columns: list[Column], file: str):

@@ -13,7 +13,7 @@ from ingest_platform.defs.dumps import (
     run_request_for,
 )
 from ingest_platform.defs.resources import resources_from_env
-from ingest_platform.dumps.catalog import DumpCatalog, describe_dump
+from ingest_platform.dumps.directory import DumpCatalog, describe_dump
 
 
 def ingest_dumps(

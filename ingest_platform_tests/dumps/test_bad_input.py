@@ -8,9 +8,11 @@ import zipfile
 import pytest
 
 from ingest_platform.dumps import FileFormat, iter_copy_chunks, load_dialect, open_dump
+from ingest_platform.dumps.copy_text import fast_block
 from ingest_platform.dumps.zip_member import MemberReader
 from ingest_platform.errors import DumpError, FormatError, SchemaError
 from ingest_platform_tests.conftest import make_zip
+from ingest_platform_tests.dumps.paths import per_row_copy_text
 
 SCHEMA = json.dumps(
     {
@@ -33,14 +35,14 @@ def chunks(dump, table="t", **kwargs):
     )
 
 
-@pytest.mark.parametrize("path", ["auto", "row"])
-def test_wrong_column_count_names_file_line_expected_found(tmp_path, path):
+@pytest.mark.parametrize("read", [chunks, per_row_copy_text])
+def test_wrong_column_count_names_file_line_expected_found(tmp_path, read):
     data = "1\ta\t2020-01-01\n2\tb\n3\tc\t2020-01-03\n"
     dump = open_dump(
         make_zip(tmp_path / "app_1.zip", {"t.json": SCHEMA, "t.dat": data}), dialect="mssql"
     )
     with pytest.raises(FormatError) as error:
-        chunks(dump, path=path)
+        read(dump)
     assert (error.value.file, error.value.line) == ("t.dat", 2)
     assert "expected 3 fields, found 2" in str(error.value)
 
@@ -192,7 +194,7 @@ def test_mysql_escapes_nul_and_zero_dates(tmp_path):
         b"\\N\t2020-01-02 03:04:05\t\\\\x\n"
     )
     assert chunks(dump) == expected
-    assert chunks(dump, path="row") == expected
+    assert per_row_copy_text(dump) == expected
     nul = open_dump(
         make_zip(tmp_path / "app_2.zip", {"t.json": schema, "t.txt": b"a\\0b\t\\N\t\\N\n"}),
         dialect="mysql",
@@ -211,8 +213,7 @@ def test_fast_path_refuses_what_it_cannot_prove(tmp_path):
         dialect="mysql",
     )
     assert chunks(dump) == b"aNb\t\\N\n"
-    with pytest.raises(DumpError, match="per-row"):
-        chunks(dump, path="fast")
+    assert fast_block("a\\Nb\t\\N\n", "\n", fmt, dump.tables["t"].schema.columns) is None
     assert isinstance(fmt, FileFormat)
 
 

@@ -12,8 +12,14 @@ import pytest
 from ingest_platform.dumps import iter_copy_chunks, open_dump
 from ingest_platform.dumps.byte_blocks import ByteFastPath
 from ingest_platform.dumps.reader import BlockEncoder, open_record_blocks
-from ingest_platform.errors import DumpError, FormatError
+from ingest_platform.errors import FormatError
 from ingest_platform_tests.conftest import make_zip
+from ingest_platform_tests.dumps.paths import (
+    byte_path_copy_text,
+    entry_of,
+    per_row_copy_text,
+    text_path_copy_text,
+)
 
 TEXT4 = json.dumps({"columns": [{"name": f"c{i}", "type": "nvarchar(max)"} for i in range(4)]})
 DATES = json.dumps(
@@ -27,13 +33,8 @@ DATES = json.dumps(
 )
 
 
-def entry_of(dump, table="t"):
-    entry = dump.tables[table]
-    return dump.archive_path, entry.data_member, entry.file_format, entry.schema.columns
-
-
-def chunks(dump, path="auto", chunk_bytes=1 << 20, table="t") -> bytes:
-    return b"".join(iter_copy_chunks(*entry_of(dump, table), chunk_bytes=chunk_bytes, path=path))
+def chunks(dump, chunk_bytes=1 << 20, table="t") -> bytes:
+    return b"".join(iter_copy_chunks(*entry_of(dump, table), chunk_bytes=chunk_bytes))
 
 
 def make_dump(
@@ -54,14 +55,15 @@ def blocks_of(dump, chunk_bytes):
 
 
 def assert_paths_agree(dump, chunk_sizes=(16, 100, 1 << 20), expect_bytes=True) -> bytes:
-    """auto (byte path), the old str path and the per-row path: the same bytes and counts."""
-    expected = chunks(dump, "row")
+    """The reader (byte path where it can), the old str path and the per-row path: the same
+    bytes and counts."""
+    expected = per_row_copy_text(dump)
     for chunk_bytes in chunk_sizes:
-        assert chunks(dump, "auto", chunk_bytes) == expected, chunk_bytes
-        assert chunks(dump, "row", chunk_bytes) == expected, chunk_bytes
-        assert chunks(dump, "text", chunk_bytes) == expected, chunk_bytes
+        assert chunks(dump, chunk_bytes) == expected, chunk_bytes
+        assert per_row_copy_text(dump, chunk_bytes=chunk_bytes) == expected, chunk_bytes
+        assert text_path_copy_text(dump, chunk_bytes=chunk_bytes) == expected, chunk_bytes
         if expect_bytes:
-            assert chunks(dump, "bytes", chunk_bytes) == expected, chunk_bytes
+            assert byte_path_copy_text(dump, chunk_bytes=chunk_bytes) == expected, chunk_bytes
     assert dump.count_rows("t") == expected.count(b"\n")
     return expected
 
@@ -107,8 +109,8 @@ def test_bcp_lf_inside_a_field_falls_back_for_that_block_only(tmp_path):
     dump = make_dump(tmp_path, "".join(rows).encode())
     expected = assert_paths_agree(dump, chunk_sizes=(64, 1000, 1 << 20), expect_bytes=False)
     assert expected.count(b"\n") == 300 and b"line one\\nline two" in expected
-    with pytest.raises(DumpError, match="byte path"):
-        chunks(dump, "bytes", 1000)
+    with pytest.raises(AssertionError, match="byte path"):
+        byte_path_copy_text(dump, chunk_bytes=1000)
     # Cut on bytes at real record ends only; just the block holding record 151 misses the byte path.
     blocks = blocks_of(dump, 1000)
     assert len(blocks) > 5 and all(isinstance(b, bytes) and t == "\n" for b, t, _ in blocks)
@@ -121,9 +123,9 @@ def test_bcp_invalid_utf8_is_named_by_record_and_column(tmp_path):
     rows = [f"{i}\tok\tfine\t\n".encode() for i in range(1, 200)]
     rows[120] = b"121\tok\tbad \xff byte\t\n"
     dump = make_dump(tmp_path, b"".join(rows))
-    for path in ("auto", "row", "text"):
+    for read in (chunks, per_row_copy_text, text_path_copy_text):
         with pytest.raises(FormatError, match="0xff") as error:
-            chunks(dump, path, chunk_bytes=256)
+            read(dump, chunk_bytes=256)
         assert (error.value.file, error.value.line, error.value.column) == ("t.dat", 121, "c2")
     assert dump.count_rows("t") == 199
     # A truncated multi-byte sequence at a block end is invalid too (blocks end in LF).
@@ -200,8 +202,8 @@ def test_mysql_escapes_on_bytes(tmp_path):
 def test_mysql_blocks_the_byte_path_refuses_still_agree(tmp_path, data):
     dump = make_dump(tmp_path, data, dialect="mysql", schema=DATES, name="t.txt")
     assert_paths_agree(dump, expect_bytes=False)
-    with pytest.raises(DumpError, match="byte path"):
-        chunks(dump, "bytes")
+    with pytest.raises(AssertionError, match="byte path"):
+        byte_path_copy_text(dump)
 
 
 def test_mysql_nul_escape_is_named(tmp_path):
@@ -302,7 +304,7 @@ def test_bytes_blocks_pickle_for_workers_and_encode_there(tmp_path):
             *pickle.loads(pickle.dumps((block, terminator))), first_record=records + 1
         )
         out, records = out + chunk, records + count
-    assert records == 100 and out == chunks(dump, "row")
+    assert records == 100 and out == per_row_copy_text(dump)
 
 
 def test_for_copy_passes_bcp_blocks_as_they_are_unless_they_hold_empty_strings(tmp_path):

@@ -10,8 +10,8 @@ from decimal import Decimal
 
 import pytest
 
+from ingest_platform.demo.dumps import demo_rows, demo_tables, write_demo_dump, write_demo_dumps
 from ingest_platform.dumps import open_dump
-from ingest_platform.dumps.demo import demo_rows, demo_tables, write_demo_dump, write_demo_dumps
 
 ROWS = 500
 NAMES = ["shop_1.0-eu.zip", "shop_1.0-us.zip", "shop_2.0-eu.zip", "shop_2.0-us.zip"]
@@ -107,7 +107,7 @@ def test_same_arguments_write_the_same_bytes(tmp_path):
 
 def test_writing_streams_instead_of_building_files_in_memory(tmp_path, monkeypatch):
     # Small write batches: a streaming writer's peak is then the same for 3k and 12k rows.
-    monkeypatch.setattr("ingest_platform.dumps.demo.ROWS_PER_WRITE", 500)
+    monkeypatch.setattr("ingest_platform.demo.dumps.ROWS_PER_WRITE", 500)
     peaks = []
     for rows in (3_000, 12_000):
         tracemalloc.start()

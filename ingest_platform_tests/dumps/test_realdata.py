@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from ingest_platform.dumps import iter_copy_chunks
 from ingest_platform_tests.conftest import MSSQL_DIR, MYSQL_DIR
+from ingest_platform_tests.dumps.paths import (
+    byte_path_copy_text,
+    fast_paths_copy_text,
+    per_row_copy_text,
+    text_path_copy_text,
+)
 
 
-def copy_rows(
-    dump, table: str, path: str = "auto", chunk_bytes: int = 1 << 16
-) -> list[list[bytes]]:
-    entry = dump.tables[table]
-    data = b"".join(
-        iter_copy_chunks(
-            dump.archive_path,
-            entry.data_member,
-            entry.file_format,
-            entry.schema.columns,
-            chunk_bytes=chunk_bytes,
-            path=path,
-        )
-    )
+def copy_rows(dump, table: str, chunk_bytes: int = 1 << 16, read=None) -> list[list[bytes]]:
+    """The table's COPY text split into fields: by the reader, or by one path alone (`read`)."""
+    if read is None:
+        data = b"".join(dump.iter_copy_chunks(table, chunk_bytes))
+    else:
+        data = read(dump, table, chunk_bytes)
     assert data == b"" or data.endswith(b"\n")
     return [line.split(b"\t") for line in data.split(b"\n")[:-1]]
 
@@ -91,18 +88,17 @@ def test_fast_and_per_row_paths_are_identical(request, dump_name):
         if entry.data_member is None:
             continue
         for chunk_bytes in (1 << 14, 1 << 20):  # different block boundaries, same bytes
-            auto = copy_rows(dump, table, "auto", chunk_bytes)  # byte path where the file allows it
-            assert auto == copy_rows(dump, table, "row", chunk_bytes), table
-            assert auto == copy_rows(dump, table, "text", chunk_bytes), (
-                table
-            )  # str blocks, str fast path
+            auto = copy_rows(dump, table, chunk_bytes)  # byte path where the file allows it
+            assert auto == copy_rows(dump, table, chunk_bytes, per_row_copy_text), table
+            # str blocks, str fast path
+            assert auto == copy_rows(dump, table, chunk_bytes, text_path_copy_text), table
         try:
-            copy_rows(dump, table, "fast")
+            copy_rows(dump, table, read=fast_paths_copy_text)
             fast_blocks_used += 1
         except Exception:
             pass
         try:
-            copy_rows(dump, table, "bytes")  # every block converted on bytes, no decode
+            copy_rows(dump, table, read=byte_path_copy_text)  # every block on bytes, no decode
             byte_path_used += 1
         except Exception:
             pass
@@ -116,6 +112,7 @@ def test_fast_and_per_row_paths_are_identical(request, dump_name):
 def test_byte_path_blocks_are_identical_to_per_row_blocks(request, dump_name):
     # Block by block on the real files: the byte path's bytes == the per-row path's on the same block.
     from ingest_platform.dumps.reader import BlockEncoder, open_record_blocks
+    from ingest_platform.dumps.text_stream import BAD_BYTE_ERRORS
 
     dump = request.getfixturevalue(dump_name)
     converted = 0
@@ -123,13 +120,15 @@ def test_byte_path_blocks_are_identical_to_per_row_blocks(request, dump_name):
         if entry.data_member is None:
             continue
         args = (entry.data_member, entry.file_format, entry.schema.columns)
-        fast, row = BlockEncoder(*args, path="bytes"), BlockEncoder(*args, path="row")
+        encoder = BlockEncoder(*args)
+        encoding = encoder.byte_path.encoding or entry.file_format.encoding
         with open_record_blocks(dump.archive_path, *args, chunk_bytes=1 << 15) as blocks:
             record = 1
             for block, terminator, records in blocks:
-                expected = row.encode(block, terminator, record)
-                if isinstance(block, bytes) and fast.byte_path.convert(block, records) is not None:
-                    assert fast.encode(block, terminator, record, records=records) == expected, (
+                text = block.decode(encoding, BAD_BYTE_ERRORS) if isinstance(block, bytes) else block
+                expected = encoder.per_row.encode_block(text, terminator, record)
+                if isinstance(block, bytes) and encoder.byte_path.convert(block, records):
+                    assert encoder.encode(block, terminator, record, records=records) == expected, (
                         table,
                         record,
                     )

@@ -1,4 +1,4 @@
-"""The dump directory as a catalog: which applications, versions and tables it holds.
+"""The dump directory: which applications, versions and tables it holds.
 
 Definitions are generated from it (one asset per application table); the sensor compares it
 with what the definitions know to request runs or ask for a reload.
