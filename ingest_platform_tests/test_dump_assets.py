@@ -21,6 +21,7 @@ from ingest_platform.defs.dumps import (
 from ingest_platform.defs.resources import PostgresResource
 from ingest_platform.demo.dumps import write_demo_dumps
 from ingest_platform.dumps.directory import describe_dump, scan_dump_dir
+from ingest_platform.errors import DumpError
 from ingest_platform.io_managers.multiprocess_copy import MultiprocessCopyIOManager
 
 TRANSLATOR = DumpTranslator()
@@ -163,7 +164,7 @@ def test_a_failed_version_leaves_earlier_versions_and_shows_nothing(demo_dumps, 
         assert run_dump(defs, instance, good).success
         broken_path = tmp_path / "shop_1.0-eu.zip"
         broken_path.write_bytes((demo_dumps / "shop_1.0-eu.zip").read_bytes()[:-200])  # truncated
-        with pytest.raises(Exception):
+        with pytest.raises(DumpError):
             describe_dump(broken_path)
         broken = type(good)(broken_path, good.app, "9.9-eu", good.tables)
         result = run_dump(defs, instance, broken)

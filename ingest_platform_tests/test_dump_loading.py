@@ -1,4 +1,5 @@
-"""Loading dump versions into PostgreSQL: real exports, both reader paths, parallel workers, bad input."""
+"""Loading dump versions into PostgreSQL: real exports, both reader paths, parallel workers,
+bad input."""
 
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ def test_real_exports_load_every_table_with_exact_row_counts(request, pg_dsn, zi
     reports = {r.table: r for r in load_dump_version(pg_dsn, path, processes=2, dialect=dialect)}
     with open_dump(path, dialect=dialect) as dump:
         assert set(reports) == set(dump.tables)
-        for table, entry in dump.tables.items():
+        for table in dump.tables:
             expected = dump.count_rows(table)
             assert reports[table].rows == expected, table
             assert versions_of(pg_dsn, dump.app, table).get(dump.version, 0) == expected, table
@@ -111,7 +112,8 @@ def test_real_sql_server_values_round_trip(pg_dsn, mssql_zip):
     with psycopg.connect(pg_dsn) as conn:
         document = conn.execute(
             'SELECT "FileExtension", "DocumentSummary", "ModifiedDate"::text, "DocumentNode", '
-            'substr("Document", 1, 8) FROM adventureworks."Document" ORDER BY "DocumentNode" NULLS FIRST LIMIT 1'
+            'substr("Document", 1, 8) FROM adventureworks."Document" '
+            'ORDER BY "DocumentNode" NULLS FIRST LIMIT 1'
         ).fetchone()
         assert document[0] == ""  # bcp's NUL byte is the empty string
         assert document[1] is None  # an empty field is NULL
@@ -343,7 +345,8 @@ def bcp_dump(tmp_path, rows: list[bytes], version: str = "1.0") -> str:
 
 def bcp_rows(count: int) -> list[bytes]:
     """NULLs everywhere, empty strings (NUL) only in records 1001-1010: blocks pass as they are
-    (COPY NULL '') except around those, which are rewritten (NULL \\N), so the COPY switches twice."""
+    (COPY NULL '') except around those, which are rewritten (NULL \\N), so the COPY switches
+    twice."""
     rows = []
     for i in range(1, count + 1):
         note = (
@@ -458,9 +461,7 @@ def test_the_optimistic_read_passes_plain_bcp_and_steps_aside_for_a_lf_inside_a_
         with open_dump(bcp_dump(tmp_path, rows, version)) as dump:
             source = replace(dump.copy_source("orders"), chunk_bytes=SMALL_BLOCKS)
             with connect(pg_dsn) as conn:
-                load = begin_version_load(
-                    conn, "optimistic", dump.tables["orders"].schema, version
-                )
+                load = begin_version_load(conn, "optimistic", dump.tables["orders"].schema, version)
                 if expected is None:  # refused: load_table_version then reads carefully
                     with pytest.raises(CopyRejected):
                         copy_into(conn, load, source.optimistic_chunks())

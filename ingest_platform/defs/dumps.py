@@ -69,8 +69,9 @@ class DumpTranslator:
             kinds={"postgres"},
             partitions_def=self.partitions_def(app),
             description=(
-                f"Parent table `{schema}.{table}`: every loaded version of `{table}` from `{app}` dumps. "
-                f"Each partition is a dump version, loaded into child table `{schema}.{table}__v<version>`."
+                f"Parent table `{schema}.{table}`: every loaded version of `{table}` from "
+                f"`{app}` dumps. Each partition is a dump version, loaded into child table "
+                f"`{schema}.{table}__v<version>`."
             ),
             metadata={"dagster/table_name": f"{schema}.{table}"},
         )
@@ -92,7 +93,8 @@ def build_dump_definitions(
                 translator.job_name(app),
                 selection=dg.AssetSelection.assets(*app_assets),
                 executor_def=dg.in_process_executor,
-                description=f"Load one {app} dump version (the I/O manager parallelizes each table).",
+                description=f"Load one {app} dump version "
+                "(the I/O manager parallelizes each table).",
             )
         )
     return dg.Definitions(

@@ -272,7 +272,7 @@ def data_lines(table: DemoTable, dialect: str, rows: Iterable[tuple]) -> Iterato
         formatters = [_mysql_formatter(c.kind) for c in table.columns]
         field, row_end = "\t", "\n"
     for row in rows:
-        yield field.join([f(v) for f, v in zip(formatters, row)]) + row_end
+        yield field.join([f(v) for f, v in zip(formatters, row, strict=True)]) + row_end
 
 
 # ---------------------------------------------------------------- schema files
@@ -297,7 +297,8 @@ def tsql_install_script(tables: list[DemoTable], app_version: str, app: str = AP
             f"BULK INSERT [dbo].[{table.name}] FROM '$(DataPath){table.name}.dat'\nWITH (\n"
             f"    CODEPAGE = '65001',\n    DATAFILETYPE = 'char',\n"
             f"    FIELDTERMINATOR = '{_tsql_terminator(table.field_terminator)}',\n"
-            f"    ROWTERMINATOR = '{_tsql_terminator(table.row_terminator)}',\n    TABLOCK\n);\nGO\n"
+            f"    ROWTERMINATOR = '{_tsql_terminator(table.row_terminator)}',\n"
+            "    TABLOCK\n);\nGO\n"
         )
     return "\n".join(parts)
 

@@ -13,7 +13,8 @@ exact returns None (``fast_bytes_block``) and the block is decoded and goes thro
   triples: ``bytes`` blocks with terminator "\\n" when the file qualifies, else the text path's
   ``str`` blocks (UTF-16 BOM, CRLF rows, quotes, other terminators or encodings). `records` is the
   block's record count when cutting it proved TABs == (fields-1) x LFs, else None.
-- ``ByteFastPath(file_format, columns)``: ``.convert(block, records) -> (COPY bytes, records) | None``;
+- ``ByteFastPath(file_format, columns)``:
+  ``.convert(block, records) -> (COPY bytes, records) | None``;
   ``.for_copy(block, records) -> (bytes, records, COPY NULL string) | None`` for the loader.
 - ``count_byte_records(block, file_format, fields) -> int | None``.
 """
@@ -91,7 +92,8 @@ class _Replay:
 def iter_byte_record_blocks(
     raw: BinaryIO, file_format: FileFormat, chunk_bytes: int, fields: int, verify_cuts: bool = True
 ) -> Iterator[tuple[bytes | str, str, int | None]]:
-    """(block, row terminator, records or None) of whole records: bytes when the file qualifies, else str.
+    """(block, row terminator, records or None) of whole records: bytes when the file qualifies,
+    else str.
 
     verify_cuts=False cuts a bcp file at its last LF without counting: a block may then end inside
     a field that holds a LF (see ``ByteFastPath.for_copy``, optimistic).

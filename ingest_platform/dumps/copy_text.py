@@ -181,7 +181,8 @@ class PerRowEncoder:
         for offset, values in enumerate(records):
             if len(values) != expected:
                 raise FormatError(
-                    f"record {first_record + offset}: expected {expected} fields, found {len(values)} "
+                    f"record {first_record + offset}: expected {expected} fields, "
+                    f"found {len(values)} "
                     f"(line = record number, counted by row terminators {terminator!r})",
                     file=self.file,
                     line=first_record + offset,
@@ -217,7 +218,8 @@ class PerRowEncoder:
                 if bad is not None:
                     byte = ord(bad) - 0xDC00
                     raise FormatError(
-                        f"record {first_record + offset}: byte 0x{byte:02x} is not valid {self.format.encoding} "
+                        f"record {first_record + offset}: byte 0x{byte:02x} is not valid "
+                        f"{self.format.encoding} "
                         "(fix the file or declare its encoding in the manifest/schema 'format')",
                         file=self.file,
                         line=first_record + offset,
@@ -225,8 +227,8 @@ class PerRowEncoder:
                     )
                 if "\0" in value:
                     raise FormatError(
-                        f"record {first_record + offset}: NUL character in a text value; PostgreSQL text "
-                        "cannot hold it",
+                        f"record {first_record + offset}: NUL character in a text value; "
+                        "PostgreSQL text cannot hold it",
                         file=self.file,
                         line=first_record + offset,
                         column=self.columns[index].name,
@@ -236,7 +238,8 @@ class PerRowEncoder:
 def fast_block(
     block: str, terminator: str, file_format: FileFormat, columns: list[Column]
 ) -> str | None:
-    """COPY text for a block by whole-block replaces, or None when only the per-row path is exact."""
+    """COPY text for a block by whole-block replaces, or None when only the per-row path is
+    exact."""
     if any(parse_type_name(c.pg_type)[0] == "bytea" for c in columns) or file_format.quote:
         return None
     if (

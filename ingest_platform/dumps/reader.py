@@ -144,9 +144,9 @@ class BlockEncoder:
         skip: int = 0,
         records: int | None = None,
     ) -> tuple[bytes, int, str]:
-        """(COPY bytes, records, COPY NULL string) for the loader: ByteFastPath.for_copy when it
-        applies (bcp blocks pass as they are, UTF-8 left to PostgreSQL), else encode() with NULL \\N.
-        """
+        """(COPY bytes, records, COPY NULL string) for the loader: ByteFastPath.for_copy when
+        it applies (bcp blocks pass as they are, UTF-8 left to PostgreSQL), else encode() with
+        NULL \\N."""
         if isinstance(block, bytes) and not skip:
             ready = self.byte_path.for_copy(block, records)
             if ready is not None:

@@ -39,9 +39,9 @@ from ingest_platform.postgres.versioned_tables import (
     copy_into,
 )
 
-# Blocks waiting for a worker, per worker: enough to keep workers busy, small enough to bound memory.
+# Blocks waiting for a worker, per worker: keeps workers busy, bounds memory.
 QUEUE_BLOCKS_PER_WORKER = 2
-# Files smaller than this many blocks load in-process: starting workers would cost more than it saves.
+# Files smaller than this many blocks load in-process: workers would cost more than they save.
 MIN_BLOCKS_FOR_WORKERS = 8
 LOGGER = logging.getLogger(__name__)
 

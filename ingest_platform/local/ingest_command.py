@@ -1,4 +1,5 @@
-"""`ingest-platform ingest PATH...`: load dumps through Dagster (the sensor's job) and print a summary."""
+"""`ingest-platform ingest PATH...`: load dumps through Dagster (the sensor's job), print a
+summary."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from ingest_platform.dumps.directory import DumpCatalog, describe_dump
 def ingest_dumps(
     paths: list[Path], dialect: str | None, app: str | None, version: str | None, say
 ) -> int:
-    """Run the dump job for each file, in the Dagster instance of DAGSTER_HOME; 0 when all succeeded."""
+    """Run the dump job for each file, in the Dagster instance of DAGSTER_HOME; 0 when all
+    succeeded."""
     dumps = [describe_dump(path, dialect=dialect, app=app, version=version) for path in paths]
     translator = DumpTranslator()
     defs = dg.Definitions.merge(
@@ -34,7 +36,8 @@ def ingest_dumps(
                 translator.partitions_def(dump.app).name, [dump.version]
             )
             say(
-                f"Loading {dump.path.name}: app {dump.app}, version {dump.version}, {len(dump.tables)} tables ..."
+                f"Loading {dump.path.name}: app {dump.app}, version {dump.version}, "
+                f"{len(dump.tables)} tables ..."
             )
             result = defs.resolve_job_def(request.job_name).execute_in_process(
                 instance=instance,
@@ -80,5 +83,6 @@ def summary_table(result: dg.ExecuteInProcessResult) -> str:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
     )

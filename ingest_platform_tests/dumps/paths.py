@@ -72,13 +72,16 @@ def byte_path_copy_text(dump, table="t", chunk_bytes=1 << 20) -> bytes:
 
 
 def fast_paths_copy_text(dump, table="t", chunk_bytes=1 << 20) -> bytes:
-    """Byte path or str fast path for every block; AssertionError when one needs the per-row path."""
+    """Byte path or str fast path for every block; AssertionError when one needs the per-row
+    path."""
     archive_path, member, file_format, columns = entry_of(dump, table)
     encoder = BlockEncoder(member, file_format, columns)
     out = []
     with open_record_blocks(archive_path, member, file_format, columns, chunk_bytes) as blocks:
         for index, (block, terminator, records) in enumerate(blocks):
-            converted = encoder.byte_path.convert(block, records) if isinstance(block, bytes) else None
+            converted = (
+                encoder.byte_path.convert(block, records) if isinstance(block, bytes) else None
+            )
             if converted is None:
                 text = block if isinstance(block, str) else block.decode(encoder.byte_path.encoding)
                 fast = fast_block(text, terminator, file_format, columns)

@@ -105,7 +105,8 @@ def test_truncated_and_corrupt_zip(tmp_path):
 
 
 def test_stored_member_and_a_wrong_crc(tmp_path):
-    # The ISA-L member reader (zip_member.py) reads stored members too and checks the CRC-32 at the end.
+    # The ISA-L member reader (zip_member.py) reads stored members too and checks the CRC-32
+    # at the end.
     data = ("1\ta\t2020-01-01\n" * 1000).encode()
     path = tmp_path / "app_1.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:

@@ -1,4 +1,5 @@
-"""The byte path (no decode/re-encode) gives exactly the per-row path's COPY bytes, or steps aside."""
+"""The byte path (no decode/re-encode) gives exactly the per-row path's COPY bytes, or steps
+aside."""
 
 from __future__ import annotations
 
@@ -314,6 +315,7 @@ def test_for_copy_passes_bcp_blocks_as_they_are_unless_they_hold_empty_strings(t
     assert fast.for_copy(b"1\t\ta\\b\tc\rd\n") == (b"1\t\ta\\\\b\tc\\rd\n", 1, "")
     # A NUL field (bcp's empty string) cannot be written with NULL '': rewritten with \N.
     assert fast.for_copy(b"1\t\0\t\tx\n") == (b"1\t\t\\N\tx\n", 1, "\\N")
-    # Invalid UTF-8 is left to PostgreSQL (the loader re-reads to name the column); convert() refuses.
+    # Invalid UTF-8 is left to PostgreSQL (the loader re-reads to name the column); convert()
+    # refuses.
     assert fast.for_copy(b"1\t\xff\t\tx\n") == (b"1\t\xff\t\tx\n", 1, "")
     assert fast.convert(b"1\t\xff\t\tx\n") is None

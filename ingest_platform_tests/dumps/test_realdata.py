@@ -110,7 +110,8 @@ def test_fast_and_per_row_paths_are_identical(request, dump_name):
 
 @pytest.mark.parametrize("dump_name", ["mssql_dump", "mysql_dump"])
 def test_byte_path_blocks_are_identical_to_per_row_blocks(request, dump_name):
-    # Block by block on the real files: the byte path's bytes == the per-row path's on the same block.
+    # Block by block on the real files: the byte path's bytes == the per-row path's on the same
+    # block.
     from ingest_platform.dumps.reader import BlockEncoder, open_record_blocks
     from ingest_platform.dumps.text_stream import BAD_BYTE_ERRORS
 
@@ -125,7 +126,9 @@ def test_byte_path_blocks_are_identical_to_per_row_blocks(request, dump_name):
         with open_record_blocks(dump.archive_path, *args, chunk_bytes=1 << 15) as blocks:
             record = 1
             for block, terminator, records in blocks:
-                text = block.decode(encoding, BAD_BYTE_ERRORS) if isinstance(block, bytes) else block
+                text = (
+                    block.decode(encoding, BAD_BYTE_ERRORS) if isinstance(block, bytes) else block
+                )
                 expected = encoder.per_row.encode_block(text, terminator, record)
                 if isinstance(block, bytes) and encoder.byte_path.convert(block, records):
                     assert encoder.encode(block, terminator, record, records=records) == expected, (

@@ -66,10 +66,12 @@ CREATE TABLE [Sales].[Odd "name"]]](
     [rowguid] uniqueidentifier ROWGUIDCOL NOT NULL UNIQUE CONSTRAINT [DF_x] DEFAULT (NEWID())
 ) ON [PRIMARY];
 GO
-ALTER TABLE [Sales].[Odd "name"]]] WITH CHECK ADD CONSTRAINT [PK] PRIMARY KEY CLUSTERED ([ID]) ON [PRIMARY];
+ALTER TABLE [Sales].[Odd "name"]]] WITH CHECK ADD CONSTRAINT [PK]
+    PRIMARY KEY CLUSTERED ([ID]) ON [PRIMARY];
 GO
 BULK INSERT [Sales].[Odd "name"]]] FROM '$(Path)odd.csv'
-WITH (CODEPAGE = '65001', DATAFILETYPE = 'widechar', FIELDTERMINATOR = '+|', ROWTERMINATOR = '&|\\n', TABLOCK);
+WITH (CODEPAGE = '65001', DATAFILETYPE = 'widechar', FIELDTERMINATOR = '+|',
+      ROWTERMINATOR = '&|\\n', TABLOCK);
 GO
 """
     result = read_tsql_script(script, load_dialect("mssql"))
@@ -101,7 +103,8 @@ def test_real_tsql_script_primary_keys(mssql_dump):
 
 def test_mysql_create_table():
     ddl = (
-        "CREATE TABLE `a b` (`id` int(10) unsigned NOT NULL AUTO_INCREMENT, `c``d` varchar(3) DEFAULT NULL, "
+        "CREATE TABLE `a b` (`id` int(10) unsigned NOT NULL AUTO_INCREMENT, "
+        "`c``d` varchar(3) DEFAULT NULL, "
         "`at` datetime NOT NULL DEFAULT '0000-00-00 00:00:00', PRIMARY KEY (`id`)) ENGINE=MyISAM;"
     )
     table = read_mysql_tables(ddl, load_dialect("mysql"))["a b"]
