@@ -55,8 +55,11 @@ class DumpTranslator:
     def asset_key(self, app: str, table: str) -> dg.AssetKey:
         return dg.AssetKey(["dumps", app, table])
 
+    def partitions_name(self, app: str) -> str:
+        return f"{_safe_name(app)}_versions"
+
     def partitions_def(self, app: str) -> dg.DynamicPartitionsDefinition:
-        return dg.DynamicPartitionsDefinition(name=f"{_safe_name(app)}_versions")
+        return dg.DynamicPartitionsDefinition(name=self.partitions_name(app))
 
     def job_name(self, app: str) -> str:
         return f"ingest_{_safe_name(app)}_dump"
@@ -261,7 +264,8 @@ def evaluate_dump_directory(
     decrypted: its table list sits at the end of one encrypted stream) once per change of the file.
     """
     state = json.loads(cursor) if cursor else {}
-    run_requests, partitions, waiting = [], {}, []
+    run_requests, waiting = [], []
+    partitions: dict[str, list[str]] = {}
     now = time.time()
     for path in (
         sorted(p for p in directory.glob("*") if is_dump_file(p)) if directory.is_dir() else []
@@ -323,7 +327,11 @@ def evaluate_dump_directory(
 
 def failure_message(event: dg.DagsterEvent) -> str:
     """The error a step failed with: the first in the chain that is not Dagster's own wrapper."""
-    error = event.event_specific_data.error
-    while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
+    error = event.step_failure_data.error
+    while (
+        error is not None
+        and error.cause is not None
+        and (error.cls_name or "").startswith("Dagster")
+    ):
         error = error.cause
-    return error.message.strip()
+    return error.message.strip() if error is not None else "the step failed without an error"

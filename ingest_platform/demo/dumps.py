@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 APP = "shop"
 VERSIONS = ("1.0", "2.0")
@@ -130,7 +131,7 @@ def _customer_rows(
         balance = (
             None if rng.random() < 0.05 else rng.randrange(-50_000_000, 500_000_000)
         )  # 1/10000 units
-        row = (id_, f"{first} {last}", email, created_at, balance, rng.random() < 0.8)
+        row: tuple = (id_, f"{first} {last}", email, created_at, balance, rng.random() < 0.8)
         if with_country:
             row += (None if rng.random() < 0.1 else rng.choice(COUNTRIES[region]),)
         yield row
@@ -231,7 +232,7 @@ def _decimal(scaled: int, scale: int) -> str:
 
 def _bcp_formatter(kind: str) -> Callable[[object], str]:
     """bcp -c: NULL is an empty field, '' a single NUL byte, no escaping at all."""
-    convert = {
+    converters: dict[str, Callable[[Any], str]] = {
         "int": str,
         "float": repr,
         "text": lambda v: v or "\0",
@@ -240,7 +241,8 @@ def _bcp_formatter(kind: str) -> Callable[[object], str]:
         "decimal4": lambda v: _decimal(v, 4),  # money: 12.3400
         "flag": lambda v: "1" if v else "0",
         "bytes": lambda v: v.hex().upper(),  # bare hex, no 0x
-    }[kind]
+    }
+    convert = converters[kind]
     return lambda value: "" if value is None else convert(value)
 
 
@@ -250,7 +252,7 @@ _MYSQL_ESCAPES = str.maketrans({"\\": "\\\\", "\0": "\\0", "\t": "\\\t", "\n": "
 def _mysql_formatter(kind: str) -> Callable[[object], str]:
     """SELECT .. INTO OUTFILE defaults: \\N is NULL; backslash escapes backslash, NUL, and (as
     backslash + the raw character) the field and line terminators."""
-    convert = {
+    converters: dict[str, Callable[[Any], str]] = {
         "int": str,
         "float": repr,
         "text": lambda v: v.translate(_MYSQL_ESCAPES),
@@ -260,7 +262,8 @@ def _mysql_formatter(kind: str) -> Callable[[object], str]:
         "flag": lambda v: "1" if v else "0",
         # Raw bytes: surrogateescape keeps bytes that are not UTF-8 exact through str.
         "bytes": lambda v: v.decode("utf-8", "surrogateescape").translate(_MYSQL_ESCAPES),
-    }[kind]
+    }
+    convert = converters[kind]
     return lambda value: "\\N" if value is None else convert(value)
 
 

@@ -24,11 +24,11 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Iterator
-from typing import BinaryIO
 
 from ingest_platform.dumps.dialect import FileFormat, parse_type_name
 from ingest_platform.dumps.schema import Column
 from ingest_platform.dumps.text_stream import (
+    ByteReader,
     iter_record_blocks,
     iter_text,
     plain_records,
@@ -80,7 +80,7 @@ def byte_path_format(file_format: FileFormat) -> bool:
 class _Replay:
     """A reader that returns already-read chunks first, then the rest of the stream."""
 
-    def __init__(self, chunks: list[bytes], raw: BinaryIO):
+    def __init__(self, chunks: list[bytes], raw: ByteReader):
         self.chunks, self.raw = chunks, raw
 
     def read(self, size: int = -1) -> bytes:
@@ -90,7 +90,11 @@ class _Replay:
 
 
 def iter_byte_record_blocks(
-    raw: BinaryIO, file_format: FileFormat, chunk_bytes: int, fields: int, verify_cuts: bool = True
+    raw: ByteReader,
+    file_format: FileFormat,
+    chunk_bytes: int,
+    fields: int,
+    verify_cuts: bool = True,
 ) -> Iterator[tuple[bytes | str, str, int | None]]:
     """(block, row terminator, records or None) of whole records: bytes when the file qualifies,
     else str.

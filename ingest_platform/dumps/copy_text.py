@@ -188,9 +188,10 @@ class PerRowEncoder:
                     line=first_record + offset,
                 )
             for index, convert in self.converters.items():
-                if values[index] is not None:
+                value = values[index]
+                if value is not None:
                     try:
-                        values[index] = convert(values[index])
+                        values[index] = convert(value)
                     except ValueError as error:
                         raise FormatError(
                             f"record {first_record + offset}: {error}",

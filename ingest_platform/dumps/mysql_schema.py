@@ -41,7 +41,7 @@ def _table_schema(create: exp.Create, dialect: Dialect, file: str) -> TableSchem
     for element in create.this.expressions:
         if isinstance(element, exp.ColumnDef):
             kinds = [c.args.get("kind") for c in element.constraints]
-            data_type = element.args.get("kind")
+            data_type = element.args["kind"]
             source_type = data_type.sql("mysql").lower()
             try:
                 pg_type = dialect.map_type(source_type)

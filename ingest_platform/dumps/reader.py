@@ -34,6 +34,13 @@ from ingest_platform.dumps.zip_member import INFLATE_ERRORS, MemberReader, can_s
 from ingest_platform.errors import DumpError
 
 DEFAULT_CHUNK_BYTES = 1 << 20
+_READ_ERRORS: tuple[type[Exception], ...] = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    zlib.error,
+    *INFLATE_ERRORS,
+)
 
 
 def iter_copy_chunks(
@@ -208,7 +215,7 @@ class _GuardedReader:
     def read(self, size: int = -1) -> bytes:
         try:
             return self.raw.read(size)
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error, *INFLATE_ERRORS) as error:
+        except _READ_ERRORS as error:
             raise DumpError(
                 f"{self.dump_path}: member {self.member!r} is corrupt or truncated: {error}"
             ) from error

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import AnyStr, Protocol
 
 from ingest_platform.dumps.dialect import FileFormat
 
@@ -47,7 +47,11 @@ def sniff_encoding(head: bytes, declared: str) -> tuple[str, int]:
     return declared, 0
 
 
-def iter_text(raw: BinaryIO, declared_encoding: str, read_bytes: int) -> Iterator[str]:
+class ByteReader(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def iter_text(raw: ByteReader, declared_encoding: str, read_bytes: int) -> Iterator[str]:
     head = raw.read(read_bytes)
     encoding, skip = sniff_encoding(head, declared_encoding)
     decoder = codecs.getincrementaldecoder(encoding)(errors=BAD_BYTE_ERRORS)
@@ -87,16 +91,18 @@ def _quoted(text: str, position: int, quote: str) -> bool:
 
 
 def plain_records(
-    text: str, field_terminator: str, row_terminator: str, fields: int
-) -> tuple[list[list[str]], int]:
+    text: AnyStr, field_terminator: AnyStr, row_terminator: AnyStr, fields: int
+) -> tuple[list[list[AnyStr]], int]:
     """bcp's own rule: n-1 field terminators, then the row terminator.
 
     So a row terminator inside a non-last field is data (AdventureWorks' ProductReview comments
     hold LFs while rows end in LF).  Returns the complete records and the text length they use.
     """
-    records, position, size = [], 0, len(text)
+    records: list[list[AnyStr]] = []
+    position, size = 0, len(text)
     while position < size:
-        values, cursor = [], position
+        values: list[AnyStr] = []
+        cursor = position
         for _ in range(fields - 1):
             end = text.find(field_terminator, cursor)
             if end == -1:

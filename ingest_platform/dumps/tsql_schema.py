@@ -175,6 +175,7 @@ def _parse_create_table(text: str, tokens, file: str) -> exp.Create | None:
     table_name = tokens[2].text if len(tokens) > 2 else ""
     if table_name.startswith(("#", "@")):
         return None  # temporary tables inside procedures
+    statement: exp.Expr | None
     try:
         statement = sqlglot.parse_one(text, read="tsql")
     except sqlglot.errors.SqlglotError:
@@ -184,14 +185,16 @@ def _parse_create_table(text: str, tokens, file: str) -> exp.Create | None:
     return None
 
 
-def _parse_create_table_tolerantly(text: str, file: str) -> exp.Expression | None:
+def _parse_create_table_tolerantly(text: str, file: str) -> exp.Expr | None:
     """Parse each column definition alone; trim the ones sqlglot rejects from the end."""
     tokens = TSQL().tokenize(text)
     open_at = next((i for i, t in enumerate(tokens) if t.token_type == TokenType.L_PAREN), None)
     if open_at is None:
         return None
     head = text[: tokens[open_at].start]
-    elements, depth, current = [], 0, []
+    elements: list[list] = []
+    current: list = []
+    depth = 0
     for token in tokens[open_at + 1 :]:
         if token.token_type == TokenType.L_PAREN:
             depth += 1
@@ -245,7 +248,7 @@ def _column(definition: exp.ColumnDef, aliases: dict, dialect: Dialect, table: s
     nullable = bool(null_rules[-1].args.get("allow_null")) if null_rules else None
     if computed:
         return Column(definition.name, "computed", "text", True, computed=True), is_key
-    data_type: exp.DataType | str = definition.args.get("kind")
+    data_type: exp.DataType | str | None = definition.args.get("kind")
     if data_type is None:
         raise SchemaError(f"{file}: column {table}.{definition.name} has no type")
     # Resolve alias types (CREATE TYPE .. FROM) to their base type, alias nullability as default.
@@ -291,6 +294,7 @@ def _key_columns(node: exp.Expression) -> list[str]:
 
 
 def _read_primary_key(text: str, primary_keys: dict) -> None:
+    statement: exp.Expr | None
     try:
         statement = sqlglot.parse_one(text, read="tsql")
     except sqlglot.errors.SqlglotError:

@@ -19,7 +19,8 @@ _LOCAL_HEADER = struct.Struct(
 )  # signature, 22 bytes we do not need, name and extra lengths
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 _READ_BYTES = 1 << 18
-INFLATE_ERRORS = (isal_zlib.error,)
+# isal's stub declares `error` an instance; it is the exception class.
+INFLATE_ERRORS: tuple[type[Exception], ...] = (isal_zlib.error,)  # type: ignore[assignment]
 
 
 def can_stream(info: zipfile.ZipInfo) -> bool:

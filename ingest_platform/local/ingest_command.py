@@ -32,18 +32,16 @@ def ingest_dumps(
     with dg.DagsterInstance.get() as instance:
         for dump in dumps:
             request = run_request_for(dump, translator, dialect)
-            instance.add_dynamic_partitions(
-                translator.partitions_def(dump.app).name, [dump.version]
-            )
+            instance.add_dynamic_partitions(translator.partitions_name(dump.app), [dump.version])
             say(
                 f"Loading {dump.path.name}: app {dump.app}, version {dump.version}, "
                 f"{len(dump.tables)} tables ..."
             )
-            result = defs.resolve_job_def(request.job_name).execute_in_process(
+            result = defs.resolve_job_def(translator.job_name(dump.app)).execute_in_process(
                 instance=instance,
                 partition_key=request.partition_key,
                 tags=request.tags,
-                asset_selection=list(request.asset_selection),
+                asset_selection=list(request.asset_selection or ()),
                 raise_on_error=False,
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             )
@@ -67,9 +65,8 @@ def summary_table(result: dg.ExecuteInProcessResult) -> str:
         materialization = event.step_materialization_data.materialization
         meta = {k: v.value for k, v in materialization.metadata.items()}
         table = materialization.asset_key.path[-1]
-        changes = meta.get("schema_changes", "none").count("\n- ") + (
-            0 if meta.get("schema_changes") in (None, "none") else 1
-        )
+        listed = str(meta.get("schema_changes") or "none")
+        changes = 0 if listed == "none" else listed.count("\n- ") + 1
         rows.append(
             (
                 table,
