@@ -44,7 +44,7 @@ from ingest_platform.consistency.compare import BigQuerySide, PostgresSide, comp
 from ingest_platform.local.bigquery_emulator import start_emulator  # noqa: E402
 from ingest_platform.local.ports import free_port  # noqa: E402
 from ingest_platform.postgres.connection import with_database  # noqa: E402
-from ingest_platform.postgres.parallel_load import load_dump_version  # noqa: E402
+from ingest_platform.loading.dump_versions import load_dump_version  # noqa: E402
 
 SCHEMA, TABLE = "bench", "item_1"
 

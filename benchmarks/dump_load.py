@@ -43,7 +43,7 @@ import psycopg
 from psycopg import sql
 
 from ingest_platform.dumps import open_dump
-from ingest_platform.dumps.demo import (
+from ingest_platform.demo.dumps import (
     DemoColumn,
     DemoTable,
     data_lines,
@@ -297,7 +297,7 @@ def run_pandas(dsn: str, dump: Path, member: str, schema: str, table: str, rows:
 def our_loader():
     """`load_dump_version`, or None while it does not exist (the benchmark still runs the peers)."""
     try:
-        from ingest_platform.postgres.parallel_load import load_dump_version
+        from ingest_platform.loading.dump_versions import load_dump_version
     except ImportError:
         return None
     return load_dump_version
@@ -528,7 +528,7 @@ def run_all(args, dsn, one_table, four_tables, member, table_bytes, pg_columns) 
         say(
             Row(
                 "ours: load_dump_version",
-                note="not available: no ingest_platform.postgres.parallel_load"
+                note="not available: no ingest_platform.loading.dump_versions"
                 ".load_dump_version yet",
             )
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 
 class IngestError(Exception):
     """Base class for every error the platform raises on purpose."""
@@ -29,6 +31,7 @@ class FormatError(IngestError):
     def __init__(
         self, message: str, *, file: str, line: int | None = None, column: str | int | None = None
     ):
+        self.message = message
         self.file = file
         self.line = line
         self.column = column
@@ -38,6 +41,11 @@ class FormatError(IngestError):
         if column is not None:
             where += f", column {column}"
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):
+        # Picklable with its place: load workers raise it in the main process.
+        place = {"file": self.file, "line": self.line, "column": self.column}
+        return partial(type(self), **place), (self.message,)
 
 
 def first_line(exc: BaseException) -> str:

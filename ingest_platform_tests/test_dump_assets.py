@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import dagster as dg
@@ -18,8 +19,9 @@ from ingest_platform.defs.dumps import (
     run_request_for,
 )
 from ingest_platform.defs.resources import PostgresResource
-from ingest_platform.dumps.catalog import describe_dump, scan_dump_dir
-from ingest_platform.dumps.demo import write_demo_dumps
+from ingest_platform.demo.dumps import write_demo_dumps
+from ingest_platform.dumps.directory import describe_dump, scan_dump_dir
+from ingest_platform.errors import DumpError
 from ingest_platform.io_managers.multiprocess_copy import MultiprocessCopyIOManager
 
 TRANSLATOR = DumpTranslator()
@@ -162,7 +164,7 @@ def test_a_failed_version_leaves_earlier_versions_and_shows_nothing(demo_dumps, 
         assert run_dump(defs, instance, good).success
         broken_path = tmp_path / "shop_1.0-eu.zip"
         broken_path.write_bytes((demo_dumps / "shop_1.0-eu.zip").read_bytes()[:-200])  # truncated
-        with pytest.raises(Exception):
+        with pytest.raises(DumpError):
             describe_dump(broken_path)
         broken = type(good)(broken_path, good.app, "9.9-eu", good.tables)
         result = run_dump(defs, instance, broken)
@@ -173,3 +175,60 @@ def test_a_failed_version_leaves_earlier_versions_and_shows_nothing(demo_dumps, 
         assert dict(
             conn.execute("SELECT _version, count(*) FROM shop.orders GROUP BY 1").fetchall()
         ) == {"1.0-eu": 300}
+
+
+def test_a_dump_waiting_for_a_reload_is_not_read_again(demo_dumps, tmp_path):
+    # The sensor keeps what it read in its cursor: an encrypted dump is not decrypted every tick.
+    directory = tmp_path / "incoming"
+    directory.mkdir()
+    path = directory / "shop_2.0-eu.zip"
+    shutil.copy(demo_dumps / "shop_2.0-eu.zip", path)
+    known = {"shop": {"customer", "orders"}}
+    log = dg.get_dagster_logger()
+    first = evaluate_dump_directory(None, directory, known, TRANSLATOR, log, settle_seconds=0)
+    second = evaluate_dump_directory(
+        first.cursor, directory, known, TRANSLATOR, log, settle_seconds=0
+    )
+    assert second.run_requests == []
+    stat = path.stat()
+    path.write_bytes(b"\0" * stat.st_size)  # unreadable now, same size and mtime
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    reloaded = evaluate_dump_directory(
+        second.cursor,
+        directory,
+        {"shop": {"customer", "orders", "order_item"}},
+        TRANSLATOR,
+        log,
+        settle_seconds=0,
+    )
+    [request] = reloaded.run_requests
+    assert request.partition_key == "2.0-eu"
+    assert TRANSLATOR.asset_key("shop", "order_item") in request.asset_selection
+
+
+def test_a_run_launched_without_tags_loads_the_listed_file(demo_dumps, pg_dsn, tmp_path):
+    # A run launched from the UI has no dump path tag: the listing loaded with the definitions
+    # maps (app, version) to the file; a version it does not list fails with advice.
+    defs = dump_definitions(demo_dumps, pg_dsn)
+    job = defs.resolve_job_def("ingest_shop_dump")
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("shop_versions", ["1.0-eu", "7.0-eu"])
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key="1.0-eu",
+            asset_selection=[TRANSLATOR.asset_key("shop", "orders")],
+            raise_on_error=False,
+        )
+        assert result.success
+        missing = job.execute_in_process(
+            instance=instance,
+            partition_key="7.0-eu",
+            asset_selection=[TRANSLATOR.asset_key("shop", "orders")],
+            raise_on_error=False,
+        )
+    assert not missing.success
+    assert "reload the code location" in failure_message(missing.get_step_failure_events()[0])
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM shop.orders WHERE _version = '1.0-eu'"
+        ).fetchone() == (300,)

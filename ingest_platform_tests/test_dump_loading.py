@@ -1,23 +1,32 @@
-"""Loading dump versions into PostgreSQL: real exports, both reader paths, parallel workers, bad input."""
+"""Loading dump versions into PostgreSQL: real exports, both reader paths, parallel workers,
+bad input."""
 
 from __future__ import annotations
 
 import json
+import pickle
+from dataclasses import replace
 
 import psycopg
 import pytest
 
 from ingest_platform.dumps import open_dump
 from ingest_platform.errors import FormatError
-from ingest_platform.postgres.connection import connect
-from ingest_platform.postgres.parallel_load import (
-    _copy_optimistically,
+from ingest_platform.loading.dump_versions import (
     load_dump_version,
     load_table_version,
     plan_for,
 )
-from ingest_platform.postgres.versioned_tables import abandon_version_load, begin_version_load
+from ingest_platform.postgres.connection import connect
+from ingest_platform.postgres.copy_errors import CopyRejected
+from ingest_platform.postgres.versioned_tables import (
+    abandon_version_load,
+    attach_version,
+    begin_version_load,
+    copy_into,
+)
 from ingest_platform_tests.conftest import make_zip
+from ingest_platform_tests.dumps.paths import per_row_copy_text
 
 SMALL_BLOCKS = 4096  # small enough that a few hundred KB of data goes through the worker processes
 
@@ -48,6 +57,16 @@ def leftover_load_tables(dsn: str) -> list[str]:
                 "SELECT relname FROM pg_class WHERE relname LIKE '%\\_\\_load\\_%'"
             )
         ]
+
+
+def load_per_row(dsn: str, dump, table: str, schema: str) -> None:
+    """Load a table version from the per-row path's COPY text alone (the reference)."""
+    entry = dump.tables[table]
+    data = per_row_copy_text(dump, table) if entry.data_member else b""
+    with connect(dsn) as conn:
+        load = begin_version_load(conn, schema, entry.schema, dump.version)
+        copy_into(conn, load, [data])
+        attach_version(conn, load)
 
 
 def small_dump(tmp_path, version: str, rows: list[str], name: str = "orders") -> str:
@@ -82,7 +101,7 @@ def test_real_exports_load_every_table_with_exact_row_counts(request, pg_dsn, zi
     reports = {r.table: r for r in load_dump_version(pg_dsn, path, processes=2, dialect=dialect)}
     with open_dump(path, dialect=dialect) as dump:
         assert set(reports) == set(dump.tables)
-        for table, entry in dump.tables.items():
+        for table in dump.tables:
             expected = dump.count_rows(table)
             assert reports[table].rows == expected, table
             assert versions_of(pg_dsn, dump.app, table).get(dump.version, 0) == expected, table
@@ -93,7 +112,8 @@ def test_real_sql_server_values_round_trip(pg_dsn, mssql_zip):
     with psycopg.connect(pg_dsn) as conn:
         document = conn.execute(
             'SELECT "FileExtension", "DocumentSummary", "ModifiedDate"::text, "DocumentNode", '
-            'substr("Document", 1, 8) FROM adventureworks."Document" ORDER BY "DocumentNode" NULLS FIRST LIMIT 1'
+            'substr("Document", 1, 8) FROM adventureworks."Document" '
+            'ORDER BY "DocumentNode" NULLS FIRST LIMIT 1'
         ).fetchone()
         assert document[0] == ""  # bcp's NUL byte is the empty string
         assert document[1] is None  # an empty field is NULL
@@ -154,12 +174,9 @@ def test_real_mysql_values_round_trip(pg_dsn, mysql_zip):
 def test_fast_path_and_per_row_path_produce_identical_tables(request, pg_dsn, zip_fixture, dialect):
     path = request.getfixturevalue(zip_fixture)
     with open_dump(path, dialect=dialect) as dump:
-        for schema, reader_path in (("fast", "auto"), ("per_row", "row")):
-            for table in dump.tables:
-                plan = plan_for(dump, table, schema)
-                load_table_version(
-                    pg_dsn, type(plan)(**{**plan.__dict__, "reader_path": reader_path}), processes=1
-                )
+        for table in dump.tables:
+            load_table_version(pg_dsn, plan_for(dump, table, "fast"), processes=1)
+            load_per_row(pg_dsn, dump, table, "per_row")
         for table in dump.tables:
             assert table_digest(pg_dsn, "fast", table) == table_digest(pg_dsn, "per_row", table), (
                 table
@@ -328,7 +345,8 @@ def bcp_dump(tmp_path, rows: list[bytes], version: str = "1.0") -> str:
 
 def bcp_rows(count: int) -> list[bytes]:
     """NULLs everywhere, empty strings (NUL) only in records 1001-1010: blocks pass as they are
-    (COPY NULL '') except around those, which are rewritten (NULL \\N), so the COPY switches twice."""
+    (COPY NULL '') except around those, which are rewritten (NULL \\N), so the COPY switches
+    twice."""
     rows = []
     for i in range(1, count + 1):
         note = (
@@ -352,11 +370,7 @@ def test_bcp_blocks_passed_to_copy_as_they_are_load_like_the_per_row_path(
     with open_dump(bcp_dump(tmp_path, bcp_rows(3000))) as dump:
         plan = plan_for(dump, "orders", "passed")
         report = load_table_version(pg_dsn, plan, processes=processes, chunk_bytes=SMALL_BLOCKS)
-        load_table_version(
-            pg_dsn,
-            type(plan)(**{**plan.__dict__, "pg_schema": "per_row", "reader_path": "row"}),
-            processes=1,
-        )
+        load_per_row(pg_dsn, dump, "orders", "per_row")
     assert report.rows == 3000 and report.processes == processes
     assert table_digest(pg_dsn, "passed", "orders") == table_digest(pg_dsn, "per_row", "orders")
     with psycopg.connect(pg_dsn) as conn:
@@ -445,12 +459,14 @@ def test_the_optimistic_read_passes_plain_bcp_and_steps_aside_for_a_lf_inside_a_
     with_lf[1500] = b"1501\tline one\nline two\t1.50\n"  # bcp cannot escape it: a short row to COPY
     for version, rows, expected in (("1.0", plain, 3000), ("2.0", with_lf, None)):
         with open_dump(bcp_dump(tmp_path, rows, version)) as dump:
-            plan = plan_for(dump, "orders", "optimistic")
+            source = replace(dump.copy_source("orders"), chunk_bytes=SMALL_BLOCKS)
             with connect(pg_dsn) as conn:
-                load = begin_version_load(conn, "optimistic", plan.table_schema, version)
-            loaded = _copy_optimistically(pg_dsn, plan, load, SMALL_BLOCKS)
-            assert (loaded[0] if loaded else None) == expected
-            with connect(pg_dsn) as conn:
+                load = begin_version_load(conn, "optimistic", dump.tables["orders"].schema, version)
+                if expected is None:  # refused: load_table_version then reads carefully
+                    with pytest.raises(CopyRejected):
+                        copy_into(conn, load, source.optimistic_chunks())
+                else:
+                    assert copy_into(conn, load, source.optimistic_chunks())[0] == expected
                 abandon_version_load(conn, load)
     with open_dump(bcp_dump(tmp_path, with_lf, "2.0")) as dump:  # the whole load reads it carefully
         report = load_table_version(
@@ -461,3 +477,28 @@ def test_the_optimistic_read_passes_plain_bcp_and_steps_aside_for_a_lf_inside_a_
         assert conn.execute("SELECT note FROM careful.orders WHERE id = 1501").fetchone() == (
             "line one\nline two",
         )
+
+
+def test_errors_cross_the_process_boundary_whole(pg_dsn):
+    # Workers send the exception they raised; psycopg 3 keeps diag when pickled, and the
+    # platform's errors keep their place.
+    with psycopg.connect(pg_dsn) as conn, pytest.raises(psycopg.errors.DivisionByZero) as raised:
+        conn.execute("SELECT 1/0")
+    error = pickle.loads(pickle.dumps(raised.value))
+    assert type(error) is psycopg.errors.DivisionByZero
+    assert error.diag.message_primary == raised.value.diag.message_primary == "division by zero"
+    assert error.diag.sqlstate == "22012"
+    place = pickle.loads(pickle.dumps(FormatError("bad value", file="t.dat", line=7, column="c")))
+    assert (str(place), place.file, place.line, place.column) == (
+        "t.dat, line 7, column c: bad value",
+        "t.dat",
+        7,
+        "c",
+    )
+    rejected = pickle.loads(pickle.dumps(CopyRejected("bad", "COPY t, line 3", 3, False)))
+    assert (rejected.message, rejected.context, rejected.line, rejected.bad_encoding) == (
+        "bad",
+        "COPY t, line 3",
+        3,
+        False,
+    )

@@ -40,7 +40,7 @@ from ingest_platform.consistency.compare import (
 )
 from ingest_platform.defs.dumps import DumpTranslator, pg_schema_for
 from ingest_platform.defs.resources import BigQueryResource, PostgresResource
-from ingest_platform.dumps.catalog import DumpCatalog
+from ingest_platform.dumps.directory import DumpCatalog
 
 COUNTS_CHECK = "row_counts"
 HASHES_CHECK = "row_hashes"

@@ -9,6 +9,8 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,8 @@ import dagster as dg
 
 from ingest_platform.defs.resources import PostgresResource
 from ingest_platform.dumps import open_dump
-from ingest_platform.dumps.catalog import (
+from ingest_platform.dumps.archive import Dump
+from ingest_platform.dumps.directory import (
     DumpCatalog,
     DumpFile,
     default_dialect,
@@ -24,7 +27,7 @@ from ingest_platform.dumps.catalog import (
     dump_dir,
     is_dump_file,
 )
-from ingest_platform.postgres.parallel_load import plan_for
+from ingest_platform.loading.dump_versions import plan_for
 from ingest_platform.postgres.versioned_tables import conformance_problems, version_row_count
 
 # Run tags that tell a dump asset which file a run is for (set by the sensor and the CLI).
@@ -52,8 +55,11 @@ class DumpTranslator:
     def asset_key(self, app: str, table: str) -> dg.AssetKey:
         return dg.AssetKey(["dumps", app, table])
 
+    def partitions_name(self, app: str) -> str:
+        return f"{_safe_name(app)}_versions"
+
     def partitions_def(self, app: str) -> dg.DynamicPartitionsDefinition:
-        return dg.DynamicPartitionsDefinition(name=f"{_safe_name(app)}_versions")
+        return dg.DynamicPartitionsDefinition(name=self.partitions_name(app))
 
     def job_name(self, app: str) -> str:
         return f"ingest_{_safe_name(app)}_dump"
@@ -66,8 +72,9 @@ class DumpTranslator:
             kinds={"postgres"},
             partitions_def=self.partitions_def(app),
             description=(
-                f"Parent table `{schema}.{table}`: every loaded version of `{table}` from `{app}` dumps. "
-                f"Each partition is a dump version, loaded into child table `{schema}.{table}__v<version>`."
+                f"Parent table `{schema}.{table}`: every loaded version of `{table}` from "
+                f"`{app}` dumps. Each partition is a dump version, loaded into child table "
+                f"`{schema}.{table}__v<version>`."
             ),
             metadata={"dagster/table_name": f"{schema}.{table}"},
         )
@@ -77,9 +84,11 @@ def build_dump_definitions(
     catalog: DumpCatalog, translator: DumpTranslator = DumpTranslator()
 ) -> dg.Definitions:
     assets, jobs = [], []
+    paths = {(dump.app, dump.version): dump.path for dump in catalog.dumps}
     for app, tables in catalog.tables_by_app().items():
         app_assets = [
-            _dump_table_asset(translator.get_asset_spec(app, table), app, table) for table in tables
+            _dump_table_asset(translator.get_asset_spec(app, table), app, table, paths)
+            for table in tables
         ]
         assets += app_assets
         jobs.append(
@@ -87,15 +96,38 @@ def build_dump_definitions(
                 translator.job_name(app),
                 selection=dg.AssetSelection.assets(*app_assets),
                 executor_def=dg.in_process_executor,
-                description=f"Load one {app} dump version (the I/O manager parallelizes each table).",
+                description=f"Load one {app} dump version "
+                "(the I/O manager parallelizes each table).",
             )
         )
     return dg.Definitions(
-        assets=assets, jobs=jobs, sensors=[_dump_directory_sensor(catalog, translator, jobs)]
+        assets=assets,
+        jobs=jobs,
+        sensors=[_dump_directory_sensor(catalog, translator, jobs)],
+        resources={"opened_dumps": _opened_dumps},
     )
 
 
-def _dump_table_asset(spec: dg.AssetSpec, app: str, table: str) -> dg.AssetsDefinition:
+@dg.resource(description="The dumps a run reads, each opened (a .zip.gpg decrypted) once.")
+def _opened_dumps(_context) -> Iterator[Callable[..., Dump]]:
+    """One per run (the dump jobs execute in one process): every table's step shares the open
+    dump, and its decrypted copy is removed when the run ends."""
+    opened: dict[tuple, Dump] = {}
+    with ExitStack() as stack:
+
+        def open_once(path: Path, **overrides) -> Dump:
+            key = (str(path), tuple(sorted(overrides.items())))
+            if key not in opened:
+                dump = open_dump(path, default_dialect=default_dialect(), **overrides)
+                opened[key] = stack.enter_context(dump)
+            return opened[key]
+
+        yield open_once
+
+
+def _dump_table_asset(
+    spec: dg.AssetSpec, app: str, table: str, paths: dict[tuple[str, str], Path]
+) -> dg.AssetsDefinition:
     @dg.asset(
         key=spec.key,
         group_name=spec.group_name,
@@ -113,23 +145,27 @@ def _dump_table_asset(spec: dg.AssetSpec, app: str, table: str) -> dg.AssetsDefi
             dg.AssetCheckSpec(
                 COLUMNS_CHECK,
                 asset=spec.key,
-                description="The child's columns conform to the parent (names, types, inheritance, version CHECK).",
+                description="The child's columns conform to the parent "
+                "(names, types, inheritance, version CHECK).",
             ),
         ],
     )
-    def dump_table(context: dg.AssetExecutionContext, postgres: PostgresResource):
+    def dump_table(
+        context: dg.AssetExecutionContext,
+        postgres: PostgresResource,
+        opened_dumps: dg.ResourceParam[Callable[..., Dump]],
+    ):
         version = context.partition_key
         schema = pg_schema_for(app)
-        path, overrides = _dump_for_run(context, app, version)
-        with open_dump(path, default_dialect=default_dialect(), **overrides) as dump:
-            if table not in dump.tables:
-                raise dg.Failure(
-                    f"Dump {dump.path.name} (version {version}) has no table {table!r}; "
-                    f"it has: {', '.join(sorted(dump.tables))}."
-                )
-            plan = plan_for(dump, table, schema)
-            yield dg.Output(plan)  # the I/O manager loads it before this generator resumes
-            expected = dump.count_rows(table)
+        path, overrides = _dump_for_run(context.run.tags, paths, app, version)
+        dump = opened_dumps(path, **overrides)
+        if table not in dump.tables:
+            raise dg.Failure(
+                f"Dump {dump.path.name} (version {version}) has no table {table!r}; "
+                f"it has: {', '.join(sorted(dump.tables))}."
+            )
+        yield dg.Output(plan_for(dump, table, schema))  # the I/O manager loads it first
+        expected = dump.count_rows(table)
         with postgres.get_connection() as conn:
             loaded = version_row_count(conn, schema, table, version)
             problems = conformance_problems(conn, schema, table, version)
@@ -156,25 +192,23 @@ def _dump_table_asset(spec: dg.AssetSpec, app: str, table: str) -> dg.AssetsDefi
     return dump_table
 
 
-def _dump_for_run(context: dg.AssetExecutionContext, app: str, version: str) -> tuple[Path, dict]:
-    """The dump file and open_dump overrides: from the run's tags, else found in the dump directory."""
-    tags = context.run.tags
+def _dump_for_run(
+    tags: Mapping[str, str], paths: dict[tuple[str, str], Path], app: str, version: str
+) -> tuple[Path, dict]:
+    """The dump file and open_dump overrides: from the run's tags (the sensor's and the CLI's
+    runs), else the file the dump directory held for that version when definitions were loaded
+    (a run launched from the UI)."""
     if DUMP_PATH_TAG in tags:
         return Path(tags[DUMP_PATH_TAG]), {
             "dialect": tags.get(DIALECT_TAG),
             "app": app,
             "version": version,
         }
-    directory = dump_dir()
-    for path in sorted(p for p in directory.glob("*") if is_dump_file(p)):
-        try:
-            found = describe_dump(path)
-        except Exception:  # noqa: BLE001 - unreadable files are the sensor's to report
-            continue
-        if (found.app, found.version) == (app, version):
-            return path, {}
+    if (app, version) in paths:
+        return paths[app, version], {}
     raise dg.Failure(
-        f"No dump of {app} version {version} in {directory}; put it there or use `ingest-platform ingest PATH`."
+        f"No dump of {app} version {version} was in {dump_dir()} when the definitions were "
+        "loaded; put it there and reload the code location, or use `ingest-platform ingest PATH`."
     )
 
 
@@ -203,7 +237,8 @@ def _dump_directory_sensor(
         jobs=jobs or None,
         minimum_interval_seconds=10,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Watches INGEST_DUMP_DIR: each new, complete dump adds its version and loads its tables.",
+        description="Watches INGEST_DUMP_DIR: each new, complete dump adds its version and "
+        "loads its tables.",
     )
     def dump_directory_sensor(context: dg.SensorEvaluationContext):
         return evaluate_dump_directory(
@@ -224,10 +259,13 @@ def evaluate_dump_directory(
     """New complete dumps -> partitions + runs. A file counts as complete when its size and mtime
     did not change since the previous tick and it is older than `settle_seconds`.
 
-    Cursor: {file name: {"seen": [size, mtime_ns], "done": bool}}; survives restarts.
+    Cursor: {file name: {"seen": [size, mtime_ns], "done": bool}, plus "dump" (app, version,
+    tables) while a dump waits for a reload}; survives restarts. A dump is read (a .zip.gpg
+    decrypted: its table list sits at the end of one encrypted stream) once per change of the file.
     """
     state = json.loads(cursor) if cursor else {}
-    run_requests, partitions, waiting = [], {}, []
+    run_requests, waiting = [], []
+    partitions: dict[str, list[str]] = {}
     now = time.time()
     for path in (
         sorted(p for p in directory.glob("*") if is_dump_file(p)) if directory.is_dir() else []
@@ -240,24 +278,34 @@ def evaluate_dump_directory(
         if entry.get("seen") != seen or now - stat.st_mtime < settle_seconds:
             state[path.name] = {"seen": seen, "done": False}  # still arriving: look again next tick
             continue
-        try:
-            dump = describe_dump(path)
-        except Exception as error:  # noqa: BLE001 - report and retry when the file changes
-            log.warning(f"{path.name}: {error}")
-            state[path.name] = {"seen": seen, "done": True, "error": str(error)[:500]}
-            continue
+        if "dump" in entry:  # read on an earlier tick, waiting for a reload
+            app, version, tables = entry["dump"]
+            dump = DumpFile(path.resolve(), app, version, tuple(tables))
+        else:
+            try:
+                dump = describe_dump(path)
+            except Exception as error:  # report, and retry when the file changes
+                log.warning(f"{path.name}: {error}")
+                state[path.name] = {"seen": seen, "done": True, "error": str(error)[:500]}
+                continue
         unknown = sorted(set(dump.tables) - known_tables.get(dump.app, set()))
         if unknown:
             waiting.append(f"{path.name}: tables {', '.join(unknown)} of app {dump.app!r}")
-            continue  # keep it pending: after the reload the whole dump is requested
+            # Pending: after the reload the whole dump is requested.
+            state[path.name] = {
+                "seen": seen,
+                "done": False,
+                "dump": [dump.app, dump.version, list(dump.tables)],
+            }
+            continue
         partitions.setdefault(dump.app, []).append(dump.version)
         run_requests.append(run_request_for(dump, translator))
         state[path.name] = {"seen": seen, "done": True}
     reload_needed = (
         (
             "New tables have no assets yet: " + "; ".join(waiting) + ". Reload the code location "
-            "(Deployment > Code locations > ingest_platform > Reload, or Reload definitions on the Assets "
-            "page); this sensor then loads those dumps."
+            "(Deployment > Code locations > ingest_platform > Reload, or Reload definitions on the "
+            "Assets page); this sensor then loads those dumps."
         )
         if waiting
         else None
@@ -279,7 +327,11 @@ def evaluate_dump_directory(
 
 def failure_message(event: dg.DagsterEvent) -> str:
     """The error a step failed with: the first in the chain that is not Dagster's own wrapper."""
-    error = event.event_specific_data.error
-    while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
+    error = event.step_failure_data.error
+    while (
+        error is not None
+        and error.cause is not None
+        and (error.cls_name or "").startswith("Dagster")
+    ):
         error = error.cause
-    return error.message.strip()
+    return error.message.strip() if error is not None else "the step failed without an error"

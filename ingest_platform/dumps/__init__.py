@@ -33,7 +33,8 @@ else by file stem == table name (exact, then case-insensitive).
 Manifest (optional): ``manifest.json`` at the root of the ZIP::
 
     {"app": "crm", "version": "2025.2", "dialect": "mssql",
-     "tables": {"Address": {"field_terminator": "+|", "encoding": "utf-16-le", "data": "x/Address.dat"}}}
+     "tables": {"Address": {"field_terminator": "+|", "encoding": "utf-16-le",
+                            "data": "x/Address.dat"}}}
 
 ``tables.<name>`` holds file-format keys (below) and optionally ``data`` (the member name).
 Precedence: open_dump() arguments > manifest > file name; file format: manifest > JSON schema
@@ -92,8 +93,9 @@ may use ``{params}``; a table value ``{template = "numeric({params})", bare = "n
 picks ``template`` when the source has parameters.  T-SQL alias types (``CREATE TYPE [Name]
 FROM nvarchar(50)``) resolve to their base type first.  Notable choices: SQL Server computed
 columns are exported by bcp and kept as ``text``; hierarchyid/geography/geometry keep SQL
-Server's native bytes as ``bytea``; MySQL ``tinyint(1)`` -> ``smallint`` (not boolean: other values
-occur), ``int unsigned`` -> ``bigint``, ``bigint unsigned`` -> ``numeric(20,0)``, enum/set -> ``text``.
+Server's native bytes as ``bytea``; MySQL ``tinyint(1)`` -> ``smallint`` (not boolean: other
+values occur), ``int unsigned`` -> ``bigint``, ``bigint unsigned`` -> ``numeric(20,0)``,
+enum/set -> ``text``.
 
 Reading data files (see ``reader``, ``text_stream``, ``copy_text``)
 ------------------------------------------------------------------
@@ -119,6 +121,16 @@ from ingest_platform.dumps.reader import count_rows, iter_copy_chunks
 from ingest_platform.dumps.schema import Column, TableSchema, read_json_schema
 
 __all__ = [
-    "Column", "Dialect", "Dump", "FileFormat", "TableEntry", "TableSchema", "count_rows",
-    "iter_copy_chunks", "load_dialect", "open_dump", "parse_dump_file_name", "read_json_schema",
+    "Column",
+    "Dialect",
+    "Dump",
+    "FileFormat",
+    "TableEntry",
+    "TableSchema",
+    "count_rows",
+    "iter_copy_chunks",
+    "load_dialect",
+    "open_dump",
+    "parse_dump_file_name",
+    "read_json_schema",
 ]

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from ingest_platform.dumps.copy_source import CopySource
 from ingest_platform.dumps.dialect import Dialect, FileFormat, load_dialect
 from ingest_platform.dumps.reader import DEFAULT_CHUNK_BYTES, count_rows, iter_copy_chunks
 from ingest_platform.dumps.schema import TableSchema, read_json_schema
@@ -23,10 +24,10 @@ from ingest_platform.dumps.text_stream import sniff_encoding
 from ingest_platform.errors import ConfigError, DumpError, SchemaError
 
 MANIFEST_NAME = "manifest.json"
-GPG_HOME_ENV = "INGEST_GPG_HOME"              # GnuPG home holding the private key (default: gpg's own)
+GPG_HOME_ENV = "INGEST_GPG_HOME"  # GnuPG home holding the private key (default: gpg's own)
 GPG_PASSPHRASE_ENV = "INGEST_GPG_PASSPHRASE"  # passphrase of that key, if it has one
-GPG_BINARY_ENV = "INGEST_GPG_BINARY"          # path to gpg (default: "gpg" on PATH)
-DECRYPT_DIR_ENV = "INGEST_DECRYPT_DIR"        # where decrypted ZIPs go (default: a new temp dir)
+GPG_BINARY_ENV = "INGEST_GPG_BINARY"  # path to gpg (default: "gpg" on PATH)
+DECRYPT_DIR_ENV = "INGEST_DECRYPT_DIR"  # where decrypted ZIPs go (default: a new temp dir)
 _VERSION = re.compile(r"^v?\d[\w.\-+]*$", re.IGNORECASE)
 
 
@@ -34,14 +35,14 @@ _VERSION = re.compile(r"^v?\d[\w.\-+]*$", re.IGNORECASE)
 class TableEntry:
     name: str
     schema: TableSchema
-    data_member: str | None          # None: schema without data file = a version with no rows
+    data_member: str | None  # None: schema without data file = a version with no rows
     file_format: FileFormat
 
 
 @dataclass
 class Dump:
-    path: Path                       # the file as delivered (.zip or .zip.gpg)
-    archive_path: Path               # the plain ZIP to read members from (picklable, for workers)
+    path: Path  # the file as delivered (.zip or .zip.gpg)
+    archive_path: Path  # the plain ZIP to read members from (picklable, for workers)
     app: str
     version: str
     dialect: Dialect
@@ -49,18 +50,39 @@ class Dump:
     manifest: dict | None = None
     _decrypted_dir: Path | None = None
 
-    def iter_copy_chunks(self, table: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes]:
+    def iter_copy_chunks(
+        self, table: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    ) -> Iterator[bytes]:
         entry = self.tables[table]
         if entry.data_member is None:
             return iter(())
-        return iter_copy_chunks(self.archive_path, entry.data_member, entry.file_format, entry.schema.columns,
-                                chunk_bytes)
+        return iter_copy_chunks(
+            self.archive_path,
+            entry.data_member,
+            entry.file_format,
+            entry.schema.columns,
+            chunk_bytes,
+        )
+
+    def copy_source(self, table: str) -> CopySource | None:
+        """The table's data file for the loader; None when this version has no data file."""
+        entry = self.tables[table]
+        if entry.data_member is None:
+            return None
+        return CopySource(
+            str(self.archive_path),
+            entry.data_member,
+            entry.file_format,
+            tuple(entry.schema.columns),
+        )
 
     def count_rows(self, table: str) -> int:
         entry = self.tables[table]
         if entry.data_member is None:
             return 0
-        return count_rows(self.archive_path, entry.data_member, entry.file_format, entry.schema.columns)
+        return count_rows(
+            self.archive_path, entry.data_member, entry.file_format, entry.schema.columns
+        )
 
     def close(self) -> None:
         """Delete the decrypted copy of a .zip.gpg (after every worker is done with it)."""
@@ -87,14 +109,20 @@ def parse_dump_file_name(file_name: str) -> tuple[str, str]:
             stem = stem[: -len(suffix)]
     app, _, version = stem.rpartition("_")
     if not app or not _VERSION.match(version):
-        raise DumpError(f"{file_name}: cannot read <app>_<version> from the file name; rename it like "
-                        "'myapp_2025.zip' or put app and version in manifest.json")
+        raise DumpError(
+            f"{file_name}: cannot read <app>_<version> from the file name; rename it like "
+            "'myapp_2025.zip' or put app and version in manifest.json"
+        )
     return app, version
 
 
-def open_dump(path: str | Path, dialect: str | Path | Dialect | None = None,
-              app: str | None = None, version: str | None = None,
-              default_dialect: str | Path | Dialect | None = None) -> Dump:
+def open_dump(
+    path: str | Path,
+    dialect: str | Path | Dialect | None = None,
+    app: str | None = None,
+    version: str | None = None,
+    default_dialect: str | Path | Dialect | None = None,
+) -> Dump:
     """Open a dump and list its tables.  Explicit arguments win over manifest.json, which wins
     over the file name (and over `default_dialect`, the configured one).  Reads only schemas and
     the ZIP directory, not the data."""
@@ -102,7 +130,9 @@ def open_dump(path: str | Path, dialect: str | Path | Dialect | None = None,
     decrypted_dir = None
     archive_path = path
     if path.suffix.lower() == ".gpg":
-        decrypted_dir = Path(tempfile.mkdtemp(prefix="ingest_dump_", dir=os.environ.get(DECRYPT_DIR_ENV)))
+        decrypted_dir = Path(
+            tempfile.mkdtemp(prefix="ingest_dump_", dir=os.environ.get(DECRYPT_DIR_ENV))
+        )
         archive_path = decrypt_gpg(path, decrypted_dir / path.name[: -len(".gpg")])
     try:
         return _read_dump(path, archive_path, dialect, app, version, decrypted_dir, default_dialect)
@@ -116,15 +146,23 @@ def decrypt_gpg(path: Path, output: Path) -> Path:
     import gnupg
 
     try:
-        gpg = gnupg.GPG(gnupghome=os.environ.get(GPG_HOME_ENV), gpgbinary=os.environ.get(GPG_BINARY_ENV, "gpg"))
+        gpg = gnupg.GPG(
+            gnupghome=os.environ.get(GPG_HOME_ENV), gpgbinary=os.environ.get(GPG_BINARY_ENV, "gpg")
+        )
     except (OSError, ValueError, RuntimeError) as error:
-        raise ConfigError(f"cannot start gpg ({error}); install GnuPG or set {GPG_BINARY_ENV}") from error
+        raise ConfigError(
+            f"cannot start gpg ({error}); install GnuPG or set {GPG_BINARY_ENV}"
+        ) from error
     with open(path, "rb") as encrypted:
-        result = gpg.decrypt_file(encrypted, output=str(output), passphrase=os.environ.get(GPG_PASSPHRASE_ENV))
+        result = gpg.decrypt_file(
+            encrypted, output=str(output), passphrase=os.environ.get(GPG_PASSPHRASE_ENV)
+        )
     if not result.ok:
         output.unlink(missing_ok=True)
-        raise DumpError(f"{path}: cannot decrypt ({result.status or 'gpg failed'}); check that {GPG_HOME_ENV} "
-                        f"holds the recipient's private key and {GPG_PASSPHRASE_ENV} its passphrase")
+        raise DumpError(
+            f"{path}: cannot decrypt ({result.status or 'gpg failed'}); check that {GPG_HOME_ENV} "
+            f"holds the recipient's private key and {GPG_PASSPHRASE_ENV} its passphrase"
+        )
     return output
 
 
@@ -132,15 +170,19 @@ def check_member_name(name: str, archive: Path) -> None:
     """Refuse names that could escape a directory when someone extracts the archive."""
     parts = re.split(r"[\\/]", name)
     if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or ".." in parts:
-        raise DumpError(f"{archive}: unsafe member name {name!r} (absolute or with '..'); the dump was "
-                        "not produced by a trusted exporter")
+        raise DumpError(
+            f"{archive}: unsafe member name {name!r} (absolute or with '..'); the dump was "
+            "not produced by a trusted exporter"
+        )
 
 
 def _read_dump(path, archive_path, dialect, app, version, decrypted_dir, default_dialect) -> Dump:
     try:
         archive = zipfile.ZipFile(archive_path)
     except (zipfile.BadZipFile, OSError) as error:
-        raise DumpError(f"{path}: not a readable ZIP archive (corrupt or truncated?): {error}") from error
+        raise DumpError(
+            f"{path}: not a readable ZIP archive (corrupt or truncated?): {error}"
+        ) from error
     with archive:
         members = [i.filename for i in archive.infolist() if not i.is_dir()]
         for name in members:
@@ -156,13 +198,23 @@ def _read_dump(path, archive_path, dialect, app, version, decrypted_dir, default
             version = version or str(manifest.get("version", file_version))
         dialect = dialect or manifest.get("dialect") or default_dialect
         if dialect is None:
-            raise ConfigError(f"{path}: no dialect; set INGEST_DUMP_DIALECT or pass --dialect (mssql, mysql, csv "
-                              "or a .toml path), or add 'dialect' to manifest.json")
+            raise ConfigError(
+                f"{path}: no dialect; set INGEST_DUMP_DIALECT or pass --dialect (mssql, mysql, csv "
+                "or a .toml path), or add 'dialect' to manifest.json"
+            )
         if not isinstance(dialect, Dialect):
             dialect = load_dialect(dialect)
         tables = _discover_tables(archive, members, dialect, manifest.get("tables", {}), path)
-    return Dump(path=path, archive_path=archive_path, app=app, version=version, dialect=dialect,
-                tables=tables, manifest=manifest or None, _decrypted_dir=decrypted_dir)
+    return Dump(
+        path=path,
+        archive_path=archive_path,
+        app=app,
+        version=version,
+        dialect=dialect,
+        tables=tables,
+        manifest=manifest or None,
+        _decrypted_dir=decrypted_dir,
+    )
 
 
 def _read_manifest(archive: zipfile.ZipFile, path: Path) -> dict:
@@ -171,7 +223,9 @@ def _read_manifest(archive: zipfile.ZipFile, path: Path) -> dict:
     except (ValueError, zipfile.BadZipFile, OSError) as error:
         raise DumpError(f"{path}: {MANIFEST_NAME} is not valid JSON: {error}") from error
     if not isinstance(manifest, dict) or not isinstance(manifest.get("tables", {}), dict):
-        raise DumpError(f"{path}: {MANIFEST_NAME} must be an object; 'tables' an object of table -> overrides")
+        raise DumpError(
+            f"{path}: {MANIFEST_NAME} must be an object; 'tables' an object of table -> overrides"
+        )
     return manifest
 
 
@@ -187,16 +241,20 @@ def _read_text(archive: zipfile.ZipFile, name: str, path: Path) -> str:
         raise SchemaError(f"{path}: schema file {name!r} is not {encoding}: {error}") from error
 
 
-def _discover_tables(archive, members, dialect: Dialect, manifest_tables: dict, path: Path) -> dict[str, TableEntry]:
+def _discover_tables(
+    archive, members, dialect: Dialect, manifest_tables: dict, path: Path
+) -> dict[str, TableEntry]:
     schemas: dict[str, TableSchema] = {}
     overrides: dict[str, dict] = {}
-    named_data: dict[str, str] = {}     # table -> data file name given by the schema (BULK INSERT)
+    named_data: dict[str, str] = {}  # table -> data file name given by the schema (BULK INSERT)
     for name in members:
         stem, suffix = PurePosixPath(name).stem, PurePosixPath(name).suffix.lower()
         if name == MANIFEST_NAME:
             continue
         if suffix == ".json":
-            schema, format_overrides = read_json_schema(_read_text(archive, name, path), dialect, stem, name)
+            schema, format_overrides = read_json_schema(
+                _read_text(archive, name, path), dialect, stem, name
+            )
             schemas[schema.name] = schema
             overrides[schema.name] = {**overrides.get(schema.name, {}), **format_overrides}
         elif suffix == ".sql" and dialect.schema_language == "tsql":
@@ -206,15 +264,24 @@ def _discover_tables(archive, members, dialect: Dialect, manifest_tables: dict, 
             script = read_tsql_script(_read_text(archive, name, path), dialect, name)
             for table, schema in script.tables.items():
                 schemas.setdefault(table, schema)
-                overrides[table] = {**script.format_overrides.get(table, {}), **overrides.get(table, {})}
+                overrides[table] = {
+                    **script.format_overrides.get(table, {}),
+                    **overrides.get(table, {}),
+                }
             named_data.update(script.data_files)
         elif suffix == ".sql" and dialect.schema_language == "mysql":
             from ingest_platform.dumps.mysql_schema import read_mysql_tables
 
-            for table, schema in read_mysql_tables(_read_text(archive, name, path), dialect, name).items():
+            for table, schema in read_mysql_tables(
+                _read_text(archive, name, path), dialect, name
+            ).items():
                 schemas.setdefault(table, schema)
-    data_members = [m for m in members if PurePosixPath(m).suffix.lower() in dialect.data_extensions
-                    and PurePosixPath(m).name != MANIFEST_NAME]
+    data_members = [
+        m
+        for m in members
+        if PurePosixPath(m).suffix.lower() in dialect.data_extensions
+        and PurePosixPath(m).name != MANIFEST_NAME
+    ]
     by_base = {PurePosixPath(m).name.lower(): m for m in data_members}
     by_stem: dict[str, list[str]] = {}
     for member in data_members:
@@ -226,18 +293,25 @@ def _discover_tables(archive, members, dialect: Dialect, manifest_tables: dict, 
         if member is None and table in named_data:
             member = by_base.get(named_data[table].lower())
         if member is None:
-            candidates = by_stem.get(table) or [m for s, ms in by_stem.items() if s.casefold() == table.casefold()
-                                                for m in ms]
+            candidates = by_stem.get(table) or [
+                m for s, ms in by_stem.items() if s.casefold() == table.casefold() for m in ms
+            ]
             member = candidates[0] if candidates else None
         if member is not None:
             used.add(member)
         try:
-            file_format = dialect.file_format.with_overrides({**overrides.get(table, {}), **table_overrides})
+            file_format = dialect.file_format.with_overrides(
+                {**overrides.get(table, {}), **table_overrides}
+            )
         except (ConfigError, TypeError) as error:
-            raise SchemaError(f"{path}: table {table!r}: bad file format override: {error}") from error
+            raise SchemaError(
+                f"{path}: table {table!r}: bad file format override: {error}"
+            ) from error
         tables[table] = TableEntry(table, schema, member, file_format)
     orphans = sorted(set(data_members) - used)
     if orphans:
-        raise SchemaError(f"{path}: data files without a schema: {orphans}; add <table>.json (or the CREATE "
-                          "TABLE script) for each, or remove them from the dump")
+        raise SchemaError(
+            f"{path}: data files without a schema: {orphans}; add <table>.json (or the CREATE "
+            "TABLE script) for each, or remove them from the dump"
+        )
     return tables

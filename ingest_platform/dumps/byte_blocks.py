@@ -13,7 +13,8 @@ exact returns None (``fast_bytes_block``) and the block is decoded and goes thro
   triples: ``bytes`` blocks with terminator "\\n" when the file qualifies, else the text path's
   ``str`` blocks (UTF-16 BOM, CRLF rows, quotes, other terminators or encodings). `records` is the
   block's record count when cutting it proved TABs == (fields-1) x LFs, else None.
-- ``ByteFastPath(file_format, columns)``: ``.convert(block, records) -> (COPY bytes, records) | None``;
+- ``ByteFastPath(file_format, columns)``:
+  ``.convert(block, records) -> (COPY bytes, records) | None``;
   ``.for_copy(block, records) -> (bytes, records, COPY NULL string) | None`` for the loader.
 - ``count_byte_records(block, file_format, fields) -> int | None``.
 """
@@ -23,11 +24,11 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Iterator
-from typing import BinaryIO
 
 from ingest_platform.dumps.dialect import FileFormat, parse_type_name
 from ingest_platform.dumps.schema import Column
 from ingest_platform.dumps.text_stream import (
+    ByteReader,
     iter_record_blocks,
     iter_text,
     plain_records,
@@ -37,8 +38,13 @@ from ingest_platform.dumps.text_stream import (
 
 # Codec (by its normalized name) -> codec used to decode one byte block.  UTF-8 blocks are
 # decoded independently: a block ends in LF, which never sits inside a multi-byte sequence.
-_BYTE_ENCODINGS = {"utf-8": "utf-8", "utf-8-sig": "utf-8", "ascii": "ascii", "iso8859-1": "latin-1",
-                   "cp1252": "cp1252"}
+_BYTE_ENCODINGS = {
+    "utf-8": "utf-8",
+    "utf-8-sig": "utf-8",
+    "ascii": "ascii",
+    "iso8859-1": "latin-1",
+    "cp1252": "cp1252",
+}
 _DATE_TYPES = {"date", "timestamp", "timestamptz"}
 
 # bcp: a TAB followed by a TAB or LF ends an empty field (NULL): append \N after it.  A regex with a
@@ -62,15 +68,19 @@ def byte_encoding(declared: str) -> str | None:
 
 def byte_path_format(file_format: FileFormat) -> bool:
     """True when blocks of this format may be cut (and counted) on bytes."""
-    return (file_format.field_terminator == "\t" and file_format.row_terminator == "\n"
-            and not file_format.quote and file_format.escape in ("", "\\")
-            and byte_encoding(file_format.encoding) is not None)
+    return (
+        file_format.field_terminator == "\t"
+        and file_format.row_terminator == "\n"
+        and not file_format.quote
+        and file_format.escape in ("", "\\")
+        and byte_encoding(file_format.encoding) is not None
+    )
 
 
 class _Replay:
     """A reader that returns already-read chunks first, then the rest of the stream."""
 
-    def __init__(self, chunks: list[bytes], raw: BinaryIO):
+    def __init__(self, chunks: list[bytes], raw: ByteReader):
         self.chunks, self.raw = chunks, raw
 
     def read(self, size: int = -1) -> bytes:
@@ -79,9 +89,15 @@ class _Replay:
         return self.raw.read(size)
 
 
-def iter_byte_record_blocks(raw: BinaryIO, file_format: FileFormat, chunk_bytes: int, fields: int,
-                            verify_cuts: bool = True) -> Iterator[tuple[bytes | str, str, int | None]]:
-    """(block, row terminator, records or None) of whole records: bytes when the file qualifies, else str.
+def iter_byte_record_blocks(
+    raw: ByteReader,
+    file_format: FileFormat,
+    chunk_bytes: int,
+    fields: int,
+    verify_cuts: bool = True,
+) -> Iterator[tuple[bytes | str, str, int | None]]:
+    """(block, row terminator, records or None) of whole records: bytes when the file qualifies,
+    else str.
 
     verify_cuts=False cuts a bcp file at its last LF without counting: a block may then end inside
     a field that holds a LF (see ``ByteFastPath.for_copy``, optimistic).
@@ -89,7 +105,9 @@ def iter_byte_record_blocks(raw: BinaryIO, file_format: FileFormat, chunk_bytes:
     head = raw.read(chunk_bytes)
     encoding, bom = sniff_encoding(head, file_format.encoding)
     declared = byte_encoding(file_format.encoding)
-    eligible = byte_path_format(file_format) and (not bom or (declared == "utf-8" and encoding == "utf-8"))
+    eligible = byte_path_format(file_format) and (
+        not bom or (declared == "utf-8" and encoding == "utf-8")
+    )
     read = [head]
     buffer = head[bom:]
     if eligible:
@@ -104,8 +122,12 @@ def iter_byte_record_blocks(raw: BinaryIO, file_format: FileFormat, chunk_bytes:
         probe = buffer if at == -1 else buffer[: at + 1]
         eligible = resolve_row_terminator(probe.decode("latin-1"), file_format) == "\n"
     if not eligible:
-        for block, terminator in iter_record_blocks(iter_text(_Replay(read, raw), file_format.encoding, chunk_bytes),
-                                                    file_format, chunk_bytes, fields):
+        for block, terminator in iter_record_blocks(
+            iter_text(_Replay(read, raw), file_format.encoding, chunk_bytes),
+            file_format,
+            chunk_bytes,
+            fields,
+        ):
             yield block, terminator, None
         return
     while True:
@@ -127,8 +149,9 @@ def iter_byte_record_blocks(raw: BinaryIO, file_format: FileFormat, chunk_bytes:
         yield buffer if buffer.endswith(b"\n") else buffer + b"\n", "\n", None
 
 
-def last_byte_boundary(buffer: bytes, file_format: FileFormat, fields: int,
-                       verify: bool = True) -> tuple[int, int | None]:
+def last_byte_boundary(
+    buffer: bytes, file_format: FileFormat, fields: int, verify: bool = True
+) -> tuple[int, int | None]:
     """(end index of the last complete record in buffer or -1, records up to it when counting proved
     every LF a record end, else None): text_stream._last_boundary on bytes. verify=False: the last
     LF, uncounted (bcp)."""
@@ -171,7 +194,7 @@ def count_byte_records(block: bytes, file_format: FileFormat, fields: int) -> in
 class ByteFastPath:
     """COPY text for a bytes block by whole-block byte operations, when that is provably exact.
 
-    Gives the same bytes as ``RowEncoder.encode_block`` on the decoded block.  Blocks always end
+    Gives the same bytes as ``PerRowEncoder.encode_block`` on the decoded block.  Blocks always end
     in LF (``iter_byte_record_blocks``).
     """
 
@@ -179,18 +202,28 @@ class ByteFastPath:
         self.encoding = byte_encoding(file_format.encoding)
         self.tabs = len(columns) - 1
         self.kind = None
-        if (self.encoding is None or not byte_path_format(file_format) or len(columns) < 2
-                or any(parse_type_name(c.pg_type)[0] == "bytea" for c in columns)):
+        if (
+            self.encoding is None
+            or not byte_path_format(file_format)
+            or len(columns) < 2
+            or any(parse_type_name(c.pg_type)[0] == "bytea" for c in columns)
+        ):
             return
         if not file_format.escape and file_format.null == "" and file_format.empty_string == "\0":
             self.kind = "bcp"
-        elif file_format.escape == "\\" and file_format.null == "\\N" and file_format.empty_string == "":
+        elif (
+            file_format.escape == "\\"
+            and file_format.null == "\\N"
+            and file_format.empty_string == ""
+        ):
             self.kind = "mysql"
             self.zero_dates = file_format.zero_dates == "null" and any(
-                parse_type_name(c.pg_type)[0] in _DATE_TYPES for c in columns)
+                parse_type_name(c.pg_type)[0] in _DATE_TYPES for c in columns
+            )
 
-    def convert(self, block: bytes, records: int | None = None,
-                check_encoding: bool = True) -> tuple[bytes, int] | None:
+    def convert(
+        self, block: bytes, records: int | None = None, check_encoding: bool = True
+    ) -> tuple[bytes, int] | None:
         """(COPY text with NULL \\N, records); `records` when the cut already proved them (bcp).
 
         check_encoding=False leaves invalid UTF-8 to PostgreSQL, which rejects it too, only without
@@ -210,8 +243,9 @@ class ByteFastPath:
             return self._bcp(block, records)
         return self._mysql(block)
 
-    def for_copy(self, block: bytes, records: int | None = None,
-                 optimistic: bool = False) -> tuple[bytes, int | None, str] | None:
+    def for_copy(
+        self, block: bytes, records: int | None = None, optimistic: bool = False
+    ) -> tuple[bytes, int | None, str] | None:
         """(bytes, records, COPY NULL string) for the loader, encoding left to PostgreSQL.
 
         A bcp block without empty strings (NUL fields) goes to COPY as it is, with NULL '': bcp's
@@ -220,7 +254,11 @@ class ByteFastPath:
         optimistic=True skips counting fields too (records None): PostgreSQL counts them, and the
         loader re-reads carefully if it refuses (a LF inside a bcp field looks like a short row).
         """
-        if self.kind == "bcp" and b"\0" not in block and (self.encoding == "utf-8" or block.isascii()):
+        if (
+            self.kind == "bcp"
+            and b"\0" not in block
+            and (self.encoding == "utf-8" or block.isascii())
+        ):
             if records is None and not optimistic:
                 records = block.count(b"\n")
                 if block.count(b"\t") != self.tabs * records:

@@ -4,7 +4,7 @@ Two paths produce the same bytes for the same block:
 
 - ``fast_block``: whole-block ``str.replace`` calls, no per-row Python work.  It only accepts a
   block it can prove it converts exactly (see the checks) and returns None otherwise.
-- ``RowEncoder.encode_block``: parses every record and field; handles everything, and is where
+- ``PerRowEncoder.encode_block``: parses every record and field; handles everything, and is where
   errors are located (file, record number, column).
 
 A block the fast path refuses goes through the per-row path, so the choice is per block.
@@ -47,7 +47,7 @@ def is_zero_date(value: str) -> bool:
     return value[4:5] == "-" and (value[:4] == "0000" or value[5:7] == "00" or value[8:10] == "00")
 
 
-class RowEncoder:
+class PerRowEncoder:
     """Per-row path for one table: parse, convert, and encode records of one data file."""
 
     def __init__(self, file_format: FileFormat, columns: list[Column], file: str):
@@ -59,10 +59,14 @@ class RowEncoder:
         for index, column in enumerate(columns):
             base = parse_type_name(column.pg_type)[0]
             if base == "bytea":
-                self.converters[index] = self._hex_bytes if file_format.binary == "hex" else self._raw_bytes
+                self.converters[index] = (
+                    self._hex_bytes if file_format.binary == "hex" else self._raw_bytes
+                )
             elif base in DATE_TYPES and file_format.zero_dates == "null":
                 self.converters[index] = lambda v: None if is_zero_date(v) else v
-        self.binary_columns = {i for i, c in enumerate(columns) if parse_type_name(c.pg_type)[0] == "bytea"}
+        self.binary_columns = {
+            i for i, c in enumerate(columns) if parse_type_name(c.pg_type)[0] == "bytea"
+        }
 
     # -- converters -----------------------------------------------------------------------
     def _hex_bytes(self, value: str) -> str:
@@ -90,10 +94,16 @@ class RowEncoder:
         free = iter(c for c in _PLACEHOLDERS if c not in block)
         backslash, row_char, field_char = next(free), next(free), next(free)
         hidden = block.replace("\\\\", backslash)
-        hidden = hidden.replace("\\" + terminator[0], row_char).replace("\\" + fmt.field_terminator[0], field_char)
+        hidden = hidden.replace("\\" + terminator[0], row_char).replace(
+            "\\" + fmt.field_terminator[0], field_char
+        )
         records = hidden.split(terminator)
         records.pop()
-        restore = ((backslash, "\\\\"), (row_char, "\\" + terminator[0]), (field_char, "\\" + fmt.field_terminator[0]))
+        restore = (
+            (backslash, "\\\\"),
+            (row_char, "\\" + terminator[0]),
+            (field_char, "\\" + fmt.field_terminator[0]),
+        )
         out = []
         for record in records:
             values: list[str | None] = []
@@ -134,21 +144,29 @@ class RowEncoder:
         raise FormatError(
             f"record {line}: expected {len(self.columns)} fields, found {found} "
             f"(line = record number, counted by row terminators {terminator!r})",
-            file=self.file, line=line)
+            file=self.file,
+            line=line,
+        )
 
     def _split_quoted(self, block: str, terminator: str) -> list[list[str | None]]:
         import csv
         import io
 
-        reader = csv.reader(io.StringIO(block, newline=""), delimiter=self.format.field_terminator,
-                            quotechar=self.format.quote, strict=True)
+        reader = csv.reader(
+            io.StringIO(block, newline=""),
+            delimiter=self.format.field_terminator,
+            quotechar=self.format.quote,
+            strict=True,
+        )
         try:
             return [[None if f == self.format.null else f for f in row] for row in reader]
         except csv.Error as error:
             raise FormatError(f"malformed CSV: {error}", file=self.file) from error
 
     # -- encoding ---------------------------------------------------------------------------
-    def encode_block(self, block: str, terminator: str, first_record: int, skip: int = 0) -> tuple[bytes, int]:
+    def encode_block(
+        self, block: str, terminator: str, first_record: int, skip: int = 0
+    ) -> tuple[bytes, int]:
         """COPY bytes for a block, and its record count (skipped header records included).
 
         first_record is the 1-based number of the block's first record in the file.
@@ -163,17 +181,24 @@ class RowEncoder:
         for offset, values in enumerate(records):
             if len(values) != expected:
                 raise FormatError(
-                    f"record {first_record + offset}: expected {expected} fields, found {len(values)} "
+                    f"record {first_record + offset}: expected {expected} fields, "
+                    f"found {len(values)} "
                     f"(line = record number, counted by row terminators {terminator!r})",
-                    file=self.file, line=first_record + offset,
+                    file=self.file,
+                    line=first_record + offset,
                 )
             for index, convert in self.converters.items():
-                if values[index] is not None:
+                value = values[index]
+                if value is not None:
                     try:
-                        values[index] = convert(values[index])
+                        values[index] = convert(value)
                     except ValueError as error:
-                        raise FormatError(f"record {first_record + offset}: {error}", file=self.file,
-                                          line=first_record + offset, column=self.columns[index].name) from None
+                        raise FormatError(
+                            f"record {first_record + offset}: {error}",
+                            file=self.file,
+                            line=first_record + offset,
+                            column=self.columns[index].name,
+                        ) from None
             lines.append("\t".join("\\N" if v is None else copy_escape(v) for v in values))
         text = "\n".join(lines) + "\n" if lines else ""
         try:
@@ -194,20 +219,36 @@ class RowEncoder:
                 if bad is not None:
                     byte = ord(bad) - 0xDC00
                     raise FormatError(
-                        f"record {first_record + offset}: byte 0x{byte:02x} is not valid {self.format.encoding} "
+                        f"record {first_record + offset}: byte 0x{byte:02x} is not valid "
+                        f"{self.format.encoding} "
                         "(fix the file or declare its encoding in the manifest/schema 'format')",
-                        file=self.file, line=first_record + offset, column=self.columns[index].name)
+                        file=self.file,
+                        line=first_record + offset,
+                        column=self.columns[index].name,
+                    )
                 if "\0" in value:
                     raise FormatError(
-                        f"record {first_record + offset}: NUL character in a text value; PostgreSQL text "
-                        "cannot hold it", file=self.file, line=first_record + offset, column=self.columns[index].name)
+                        f"record {first_record + offset}: NUL character in a text value; "
+                        "PostgreSQL text cannot hold it",
+                        file=self.file,
+                        line=first_record + offset,
+                        column=self.columns[index].name,
+                    )
 
 
-def fast_block(block: str, terminator: str, file_format: FileFormat, columns: list[Column]) -> str | None:
-    """COPY text for a block by whole-block replaces, or None when only the per-row path is exact."""
+def fast_block(
+    block: str, terminator: str, file_format: FileFormat, columns: list[Column]
+) -> str | None:
+    """COPY text for a block by whole-block replaces, or None when only the per-row path is
+    exact."""
     if any(parse_type_name(c.pg_type)[0] == "bytea" for c in columns) or file_format.quote:
         return None
-    if file_format.header_rows or len(columns) < 2 or file_format.field_terminator != "\t" or terminator != "\n":
+    if (
+        file_format.header_rows
+        or len(columns) < 2
+        or file_format.field_terminator != "\t"
+        or terminator != "\n"
+    ):
         return None
     if "\0" in block or ("\r" in block and not file_format.escape):
         return None
@@ -229,17 +270,26 @@ def _fast_bcp(block: str, tabs_per_record: int) -> str | None:
     return text.replace("\t\n", "\t\\N\n")[1:]
 
 
-def _fast_mysql(block: str, file_format: FileFormat, columns: list[Column], tabs_per_record: int) -> str | None:
+def _fast_mysql(
+    block: str, file_format: FileFormat, columns: list[Column], tabs_per_record: int
+) -> str | None:
     # MySQL's format is COPY text except: an escaped LF/TAB/CR is backslash + the raw character
     # (COPY wants \n \t \r), a raw CR may appear in data, and \0 \Z \b mean other things.
-    if file_format.zero_dates == "null" and any(parse_type_name(c.pg_type)[0] in DATE_TYPES for c in columns):
+    if file_format.zero_dates == "null" and any(
+        parse_type_name(c.pg_type)[0] in DATE_TYPES for c in columns
+    ):
         if "0000-" in block or "-00" in block:
             return None
     text = block.replace("\\\\", "\0")  # now every backslash starts exactly one escape pair
     pairs = sum(text.count("\\" + c) for c in ("\n", "\t", "\r", "N", "n", "t", "r"))
     if text.count("\\") != pairs:
         return None
-    text = text.replace("\\\r", "\r").replace("\r", "\\r").replace("\\\n", "\\n").replace("\\\t", "\\t")
+    text = (
+        text.replace("\\\r", "\r")
+        .replace("\r", "\\r")
+        .replace("\\\n", "\\n")
+        .replace("\\\t", "\\t")
+    )
     # From here on, raw tabs and LFs are only separators.
     if text.count("\t") != tabs_per_record * text.count("\n"):
         return None

@@ -16,8 +16,17 @@ from ingest_platform.errors import ConfigError, SchemaError
 DIALECTS_DIR = Path(__file__).resolve().parent.parent / "dialects"
 
 _FORMAT_KEYS = {
-    "field_terminator", "row_terminator", "row_terminator_crlf_sniff", "null", "empty_string",
-    "escape", "quote", "encoding", "header_rows", "binary", "zero_dates",
+    "field_terminator",
+    "row_terminator",
+    "row_terminator_crlf_sniff",
+    "null",
+    "empty_string",
+    "escape",
+    "quote",
+    "encoding",
+    "header_rows",
+    "binary",
+    "zero_dates",
 }
 
 
@@ -28,14 +37,16 @@ class FileFormat:
     field_terminator: str = "\t"
     row_terminator: str = "\n"
     row_terminator_crlf_sniff: bool = False  # "\n" may really be "\r\n" (bcp): look at the file
-    null: str = ""                 # the field text that means NULL (compared before unescaping)
-    empty_string: str | None = ""  # the field text that means '' (bcp: "\x00"); None: not expressible
-    escape: str = ""               # "" (none) or "\\" (MySQL backslash escapes)
-    quote: str = ""                # "" (none) or '"' (CSV)
-    encoding: str = "utf-8"        # overridden by a byte-order mark in the file
+    null: str = ""  # the field text that means NULL (compared before unescaping)
+    empty_string: str | None = (
+        ""  # the field text that means '' (bcp: "\x00"); None: not expressible
+    )
+    escape: str = ""  # "" (none) or "\\" (MySQL backslash escapes)
+    quote: str = ""  # "" (none) or '"' (CSV)
+    encoding: str = "utf-8"  # overridden by a byte-order mark in the file
     header_rows: int = 0
-    binary: str = "hex"            # how bytea columns are written: "hex" (bare hex) or "raw" bytes
-    zero_dates: str = "keep"       # "null": dates with a zero year/month/day become NULL
+    binary: str = "hex"  # how bytea columns are written: "hex" (bare hex) or "raw" bytes
+    zero_dates: str = "keep"  # "null": dates with a zero year/month/day become NULL
 
     def __post_init__(self) -> None:
         if not self.field_terminator or not self.row_terminator:
@@ -51,7 +62,9 @@ class FileFormat:
         """A copy with some keys replaced (from a manifest, a JSON schema or BULK INSERT)."""
         unknown = set(overrides) - _FORMAT_KEYS
         if unknown:
-            raise ConfigError(f"unknown file format keys {sorted(unknown)}; allowed: {sorted(_FORMAT_KEYS)}")
+            raise ConfigError(
+                f"unknown file format keys {sorted(unknown)}; allowed: {sorted(_FORMAT_KEYS)}"
+            )
         return dataclasses.replace(self, **overrides)
 
 
@@ -59,7 +72,7 @@ class FileFormat:
 class Dialect:
     name: str
     file_format: FileFormat
-    schema_language: str                      # "tsql" | "mysql" | "json": how *.sql members are read
+    schema_language: str  # "tsql" | "mysql" | "json": how *.sql members are read
     data_extensions: tuple[str, ...]
     types: dict = field(default_factory=dict, hash=False, compare=False)
     description: str = ""
@@ -83,7 +96,9 @@ class Dialect:
         )
 
 
-_TYPE_NAME = re.compile(r"^\s*([A-Za-z_][\w ]*?)\s*(?:\((.*)\))?\s*((?:unsigned|signed|zerofill|\s)*)$", re.I)
+_TYPE_NAME = re.compile(
+    r"^\s*([A-Za-z_][\w ]*?)\s*(?:\((.*)\))?\s*((?:unsigned|signed|zerofill|\s)*)$", re.I
+)
 
 
 def parse_type_name(source_type: str) -> tuple[str, list[str], str]:
@@ -114,7 +129,9 @@ def load_dialect(name_or_path: str | Path) -> Dialect:
         path = DIALECTS_DIR / f"{name_or_path}.toml"
         if not path.is_file():
             known = sorted(p.stem for p in DIALECTS_DIR.glob("*.toml"))
-            raise ConfigError(f"unknown dialect {name_or_path!r}; known: {known}, or give a .toml path")
+            raise ConfigError(
+                f"unknown dialect {name_or_path!r}; known: {known}, or give a .toml path"
+            )
     try:
         config = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:

@@ -17,14 +17,20 @@ from ingest_platform.errors import SchemaError
 DATE_TYPES = {"date", "datetime", "timestamp"}
 
 
-def read_mysql_tables(text: str, dialect: Dialect, file: str = "table.sql") -> dict[str, TableSchema]:
+def read_mysql_tables(
+    text: str, dialect: Dialect, file: str = "table.sql"
+) -> dict[str, TableSchema]:
     try:
         statements = sqlglot.parse(text, read="mysql")
     except sqlglot.errors.SqlglotError as error:
         raise SchemaError(f"{file}: cannot parse MySQL DDL: {error}") from error
     tables = {}
     for statement in statements:
-        if isinstance(statement, exp.Create) and statement.kind == "TABLE" and isinstance(statement.this, exp.Schema):
+        if (
+            isinstance(statement, exp.Create)
+            and statement.kind == "TABLE"
+            and isinstance(statement.this, exp.Schema)
+        ):
             schema = _table_schema(statement, dialect, file)
             tables[schema.name] = schema
     return tables
@@ -35,14 +41,20 @@ def _table_schema(create: exp.Create, dialect: Dialect, file: str) -> TableSchem
     for element in create.this.expressions:
         if isinstance(element, exp.ColumnDef):
             kinds = [c.args.get("kind") for c in element.constraints]
-            data_type = element.args.get("kind")
+            data_type = element.args["kind"]
             source_type = data_type.sql("mysql").lower()
             try:
                 pg_type = dialect.map_type(source_type)
             except SchemaError as error:
                 raise SchemaError(f"{file}: column {element.name}: {error}") from error
-            nullable = not any(isinstance(k, exp.NotNullColumnConstraint) and not k.args.get("allow_null") for k in kinds)
-            if dialect.file_format.zero_dates == "null" and parse_type_name(source_type)[0] in DATE_TYPES:
+            nullable = not any(
+                isinstance(k, exp.NotNullColumnConstraint) and not k.args.get("allow_null")
+                for k in kinds
+            )
+            if (
+                dialect.file_format.zero_dates == "null"
+                and parse_type_name(source_type)[0] in DATE_TYPES
+            ):
                 nullable = True
             columns.append(Column(element.name, source_type, pg_type, nullable))
             if any(isinstance(k, exp.PrimaryKeyColumnConstraint) for k in kinds):

@@ -16,18 +16,31 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
 
-from ingest_platform.dumps.byte_blocks import ByteFastPath, byte_encoding, count_byte_records, iter_byte_record_blocks
-from ingest_platform.dumps.copy_text import RowEncoder, fast_block
+from ingest_platform.dumps.byte_blocks import (
+    ByteFastPath,
+    byte_encoding,
+    count_byte_records,
+    iter_byte_record_blocks,
+)
+from ingest_platform.dumps.copy_text import PerRowEncoder, fast_block
 from ingest_platform.dumps.dialect import FileFormat
 from ingest_platform.dumps.schema import Column
+from ingest_platform.dumps.text_stream import (
+    BAD_BYTE_ERRORS,
+    simple_split_is_exact,
+)
 from ingest_platform.dumps.zip_member import INFLATE_ERRORS, MemberReader, can_stream
-from ingest_platform.dumps.text_stream import BAD_BYTE_ERRORS, iter_record_blocks, iter_text, simple_split_is_exact
 from ingest_platform.errors import DumpError
 
 DEFAULT_CHUNK_BYTES = 1 << 20
-Path_ = Literal["auto", "fast", "row", "text", "bytes"]
+_READ_ERRORS: tuple[type[Exception], ...] = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    zlib.error,
+    *INFLATE_ERRORS,
+)
 
 
 def iter_copy_chunks(
@@ -36,44 +49,57 @@ def iter_copy_chunks(
     file_format: FileFormat,
     columns: list[Column],
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    path: Path_ = "auto",
 ) -> Iterator[bytes]:
-    """Yield COPY text chunks for one data file in the (plain) dump ZIP at dump_path.
+    """Yield COPY text chunks (NULL \\N, UTF-8 checked) for one data file in the plain ZIP.
 
-    path: "auto" uses a fast path for each block it can convert exactly and the per-row path
-    otherwise; "row" forces the per-row path; "fast" raises if a block needs the per-row path;
-    "bytes" raises if a block misses the byte path; "text" decodes the whole file to str blocks
-    first (the path before the byte path existed).  All but "auto" are for tests and benchmarks.
+    Each block takes a fast path when it can convert it exactly, the per-row path otherwise.
     Raises FormatError with file, record number and column.
     """
-    for chunk, _null in _encoded_chunks(dump_path, member, file_format, columns, chunk_bytes, path, for_load=False):
-        yield chunk
+    encoder = BlockEncoder(member, file_format, columns)
+    next_record = 1  # 1-based record number in the file, header included
+    to_skip = file_format.header_rows
+    with open_record_blocks(dump_path, member, file_format, columns, chunk_bytes) as blocks:
+        for block, terminator, records in blocks:
+            chunk, count = encoder.encode(block, terminator, next_record, to_skip, records)
+            to_skip = max(to_skip - count, 0)
+            next_record += count
+            if chunk:
+                yield chunk
 
 
-def count_rows(dump_path: str | Path, member: str, file_format: FileFormat, columns: list[Column]) -> int:
+def count_rows(
+    dump_path: str | Path, member: str, file_format: FileFormat, columns: list[Column]
+) -> int:
     """Number of data rows in the file (header rows excluded), for the "rows loaded" check.
 
     Counts records the same way the chunk readers split them, without converting fields.
     """
     total = 0
-    encoder = RowEncoder(file_format, columns, member)
+    encoder = PerRowEncoder(file_format, columns, member)
     with open_record_blocks(dump_path, member, file_format, columns) as blocks:
         for block, terminator, records in blocks:
-            total += records if records is not None else _count_records(block, terminator, file_format, encoder)
+            total += (
+                records
+                if records is not None
+                else _count_records(block, terminator, file_format, encoder)
+            )
     return max(total - file_format.header_rows, 0)
 
 
-def _count_records(block: str | bytes, terminator: str, file_format: FileFormat, encoder: RowEncoder) -> int:
+def _count_records(
+    block: str | bytes, terminator: str, file_format: FileFormat, encoder: PerRowEncoder
+) -> int:
     if isinstance(block, bytes):
         count = count_byte_records(block, file_format, len(encoder.columns))
         if count is not None:
             return count
-        block = block.decode(byte_encoding(file_format.encoding), BAD_BYTE_ERRORS)
+        block = block.decode(byte_encoding(file_format.encoding) or "utf-8", BAD_BYTE_ERRORS)
     if file_format.escape:
         unescaped = block.replace(file_format.escape * 2, "")
         return unescaped.count(terminator) - unescaped.count(file_format.escape + terminator)
     if not file_format.quote and simple_split_is_exact(
-            block, file_format.field_terminator, terminator, len(encoder.columns)):
+        block, file_format.field_terminator, terminator, len(encoder.columns)
+    ):
         return block.count(terminator)
     return len(encoder.split_records(block, terminator))  # embedded terminators: parse
 
@@ -81,120 +107,79 @@ def _count_records(block: str | bytes, terminator: str, file_format: FileFormat,
 class BlockEncoder:
     """One record block -> COPY bytes: the fast path when it is exact, the per-row path otherwise.
 
-    Picklable inputs only, so worker processes build their own from a load plan.
+    Picklable inputs only, so worker processes build their own from a CopySource.
     """
 
-    def __init__(self, member: str, file_format: FileFormat, columns: list[Column], path: Path_ = "auto"):
-        self.member, self.format, self.columns, self.path = member, file_format, columns, path
-        self.row_encoder = RowEncoder(file_format, columns, member)
+    def __init__(self, member: str, file_format: FileFormat, columns: list[Column]):
+        self.member, self.format, self.columns = member, file_format, columns
+        self.per_row = PerRowEncoder(file_format, columns, member)
         self.byte_path = ByteFastPath(file_format, columns)
 
-    def encode(self, block: str | bytes, terminator: str, first_record: int, skip: int = 0,
-               records: int | None = None) -> tuple[bytes, int]:
+    def encode(
+        self,
+        block: str | bytes,
+        terminator: str,
+        first_record: int,
+        skip: int = 0,
+        records: int | None = None,
+    ) -> tuple[bytes, int]:
         """(COPY bytes, records in the block, skipped header records included).
 
         A bytes block (from open_record_blocks when the file qualifies) tries the byte path, then
         is decoded and takes the same way as a str block; the output bytes are the same.
         """
         if isinstance(block, bytes):
-            if self.path != "row" and not skip:
+            if not skip:
                 converted = self.byte_path.convert(block, records)
                 if converted is not None:
                     return converted
-            if self.path == "bytes":
-                raise DumpError(f"{self.member}: block at record {first_record} misses the byte path")
             block = block.decode(self.byte_path.encoding or self.format.encoding, BAD_BYTE_ERRORS)
-        if self.path not in ("row", "bytes") and not skip:
+        if not skip:
             fast = fast_block(block, terminator, self.format, self.columns)
             if fast is not None:
                 try:
                     return fast.encode("utf-8"), fast.count("\n")
                 except UnicodeEncodeError:
                     pass  # invalid bytes: the per-row path says where
-        if self.path in ("fast", "bytes"):
-            raise DumpError(f"{self.member}: block at record {first_record} needs the per-row path")
-        return self.row_encoder.encode_block(block, terminator, first_record, skip=skip)
+        return self.per_row.encode_block(block, terminator, first_record, skip=skip)
 
-    def encode_for_copy(self, block: str | bytes, terminator: str, first_record: int, skip: int = 0,
-                        records: int | None = None) -> tuple[bytes, int, str]:
-        """(COPY bytes, records, COPY NULL string) for the loader: ByteFastPath.for_copy when it
-        applies (bcp blocks pass as they are), else encode() with NULL \\N."""
-        if isinstance(block, bytes) and self.path == "auto" and not skip:
+    def encode_for_copy(
+        self,
+        block: str | bytes,
+        terminator: str,
+        first_record: int,
+        skip: int = 0,
+        records: int | None = None,
+    ) -> tuple[bytes, int, str]:
+        """(COPY bytes, records, COPY NULL string) for the loader: ByteFastPath.for_copy when
+        it applies (bcp blocks pass as they are, UTF-8 left to PostgreSQL), else encode() with
+        NULL \\N."""
+        if isinstance(block, bytes) and not skip:
             ready = self.byte_path.for_copy(block, records)
             if ready is not None:
-                return ready
+                chunk, counted, null = ready
+                return chunk, counted if counted is not None else chunk.count(b"\n"), null
         return (*self.encode(block, terminator, first_record, skip, records), "\\N")
 
 
 @contextmanager
-def open_record_blocks(dump_path: str | Path, member: str, file_format: FileFormat, columns: list[Column],
-                       chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                       byte_blocks: bool = True,
-                       verify_cuts: bool = True) -> Iterator[Iterator[tuple[str | bytes, str, int | None]]]:
+def open_record_blocks(
+    dump_path: str | Path,
+    member: str,
+    file_format: FileFormat,
+    columns: list[Column],
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    verify_cuts: bool = True,
+) -> Iterator[Iterator[tuple[str | bytes, str, int | None]]]:
     """The member as (block, row terminator, records or None) of whole records, for BlockEncoder.
 
-    Blocks are undecoded ``bytes`` (terminator "\n") when the file can be cut on bytes (TAB/LF
-    terminators, UTF-8/ASCII, see byte_blocks), else decoded ``str``; byte_blocks=False forces str.
-    `records` is known when cutting the block counted them (see byte_blocks), else None;
-    verify_cuts=False: see iter_byte_record_blocks.
+    Blocks are undecoded ``bytes`` (terminator "\\n") when the file can be cut on bytes (TAB/LF
+    terminators, UTF-8/ASCII, see byte_blocks), else decoded ``str``. `records` is known when
+    cutting the block counted them (see byte_blocks), else None; verify_cuts=False: see
+    iter_byte_record_blocks.
     """
     with _open_member(dump_path, member) as raw:
-        if byte_blocks:
-            yield iter_byte_record_blocks(raw, file_format, chunk_bytes, len(columns), verify_cuts)
-        else:
-            yield ((block, terminator, None) for block, terminator in iter_record_blocks(
-                iter_text(raw, file_format.encoding, chunk_bytes), file_format, chunk_bytes, len(columns)))
-
-
-def iter_load_chunks(dump_path: str | Path, member: str, file_format: FileFormat, columns: list[Column],
-                     chunk_bytes: int = DEFAULT_CHUNK_BYTES, path: Path_ = "auto",
-                     optimistic: bool = False) -> Iterator[tuple[bytes, str]]:
-    """(COPY bytes, COPY NULL string) for the loader (``copy_into``): like iter_copy_chunks, but bcp
-    blocks pass as they are and invalid UTF-8 is left to PostgreSQL (BlockEncoder.encode_for_copy).
-
-    optimistic=True (when ``can_load_optimistically``): nothing is counted either, PostgreSQL
-    counts the fields; a block that cannot pass raises NotOptimistic. If PostgreSQL refuses the
-    load, load again without optimism: the careful reader loads fields that hold a LF (which look
-    like short rows) and names the error of bad input. Halves the reader's CPU on plain bcp files.
-    """
-    if optimistic:
-        return _optimistic_chunks(dump_path, member, file_format, columns, chunk_bytes)
-    return _encoded_chunks(dump_path, member, file_format, columns, chunk_bytes, path, for_load=True)
-
-
-class NotOptimistic(Exception):
-    """A block the optimistic load cannot pass to COPY as it is: load carefully."""
-
-
-def can_load_optimistically(file_format: FileFormat, columns: list[Column]) -> bool:
-    return ByteFastPath(file_format, columns).kind == "bcp" and not file_format.header_rows
-
-
-def _optimistic_chunks(dump_path, member, file_format, columns, chunk_bytes):
-    byte_path = ByteFastPath(file_format, columns)
-    with open_record_blocks(dump_path, member, file_format, columns, chunk_bytes, verify_cuts=False) as blocks:
-        for block, _terminator, _records in blocks:
-            ready = byte_path.for_copy(block, optimistic=True) if isinstance(block, bytes) else None
-            if ready is None:
-                raise NotOptimistic(member)
-            yield ready[0], ready[2]
-
-
-def _encoded_chunks(dump_path, member, file_format, columns, chunk_bytes, path, for_load):
-    encoder = BlockEncoder(member, file_format, columns, path)
-    next_record = 1                       # 1-based record number in the file, header included
-    to_skip = file_format.header_rows
-    with open_record_blocks(dump_path, member, file_format, columns, chunk_bytes,
-                            byte_blocks=path != "text") as blocks:
-        for block, terminator, records in blocks:
-            if for_load:
-                chunk, count, null = encoder.encode_for_copy(block, terminator, next_record, to_skip, records)
-            else:
-                (chunk, count), null = encoder.encode(block, terminator, next_record, to_skip, records), "\\N"
-            to_skip = max(to_skip - count, 0)
-            next_record += count
-            if chunk:
-                yield chunk, null
+        yield iter_byte_record_blocks(raw, file_format, chunk_bytes, len(columns), verify_cuts)
 
 
 class _open_member:
@@ -207,9 +192,13 @@ class _open_member:
         try:
             self.archive = zipfile.ZipFile(self.dump_path)
             info = self.archive.getinfo(self.member)
-            self.raw = MemberReader(self.dump_path, info) if can_stream(info) else self.archive.open(info)
+            self.raw = (
+                MemberReader(self.dump_path, info) if can_stream(info) else self.archive.open(info)
+            )
         except (OSError, zipfile.BadZipFile, KeyError) as error:
-            raise DumpError(f"{self.dump_path}: cannot read member {self.member!r}: {error}") from error
+            raise DumpError(
+                f"{self.dump_path}: cannot read member {self.member!r}: {error}"
+            ) from error
         return _GuardedReader(self.raw, self.dump_path, self.member)
 
     def __exit__(self, *exc):
@@ -226,5 +215,7 @@ class _GuardedReader:
     def read(self, size: int = -1) -> bytes:
         try:
             return self.raw.read(size)
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error, *INFLATE_ERRORS) as error:
-            raise DumpError(f"{self.dump_path}: member {self.member!r} is corrupt or truncated: {error}") from error
+        except _READ_ERRORS as error:
+            raise DumpError(
+                f"{self.dump_path}: member {self.member!r} is corrupt or truncated: {error}"
+            ) from error

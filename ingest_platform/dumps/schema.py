@@ -11,19 +11,19 @@ from ingest_platform.errors import SchemaError
 
 @dataclass
 class Column:
-    name: str                  # exact source name (quoted later with psycopg.sql.Identifier)
-    source_type: str           # as the source declares it, e.g. "nvarchar(50)", "int(10) unsigned"
-    pg_type: str               # PostgreSQL type, from the dialect's type map
+    name: str  # exact source name (quoted later with psycopg.sql.Identifier)
+    source_type: str  # as the source declares it, e.g. "nvarchar(50)", "int(10) unsigned"
+    pg_type: str  # PostgreSQL type, from the dialect's type map
     nullable: bool = True
-    computed: bool = False     # SQL Server computed column: bcp exports its value, we keep it as text
+    computed: bool = False  # SQL Server computed column: bcp exports its value, we keep it as text
 
 
 @dataclass
 class TableSchema:
-    name: str                  # the table's key in the dump (its data file's stem)
+    name: str  # the table's key in the dump (its data file's stem)
     columns: list[Column]
     primary_key: list[str] = field(default_factory=list)
-    source_schema: str | None = None   # e.g. "Person" for [Person].[Address]; informational
+    source_schema: str | None = None  # e.g. "Person" for [Person].[Address]; informational
 
     @property
     def column_names(self) -> list[str]:
@@ -42,7 +42,9 @@ class TableSchema:
         return self
 
 
-def read_json_schema(text: str, dialect: Dialect, default_name: str, file: str = "") -> tuple[TableSchema, dict]:
+def read_json_schema(
+    text: str, dialect: Dialect, default_name: str, file: str = ""
+) -> tuple[TableSchema, dict]:
     """Read a ``<table>.json`` schema; returns the schema and its optional file-format overrides."""
     where = file or f"{default_name}.json"
     try:
@@ -53,7 +55,11 @@ def read_json_schema(text: str, dialect: Dialect, default_name: str, file: str =
         raise SchemaError(f"{where}: expected an object with a 'columns' list")
     columns = []
     for position, spec in enumerate(document["columns"], start=1):
-        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("type"), str):
+        if (
+            not isinstance(spec, dict)
+            or not isinstance(spec.get("name"), str)
+            or not isinstance(spec.get("type"), str)
+        ):
             raise SchemaError(f"{where}: column {position} needs a string 'name' and 'type'")
         columns.append(
             Column(

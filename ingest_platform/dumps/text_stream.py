@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import AnyStr, Protocol
 
 from ingest_platform.dumps.dialect import FileFormat
 
 BAD_BYTE_ERRORS = "ingest-bad-byte"
 _BOMS = [
-    (codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
-    (codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"),
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
 ]
 
 
@@ -44,7 +47,11 @@ def sniff_encoding(head: bytes, declared: str) -> tuple[str, int]:
     return declared, 0
 
 
-def iter_text(raw: BinaryIO, declared_encoding: str, read_bytes: int) -> Iterator[str]:
+class ByteReader(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def iter_text(raw: ByteReader, declared_encoding: str, read_bytes: int) -> Iterator[str]:
     head = raw.read(read_bytes)
     encoding, skip = sniff_encoding(head, declared_encoding)
     decoder = codecs.getincrementaldecoder(encoding)(errors=BAD_BYTE_ERRORS)
@@ -83,15 +90,19 @@ def _quoted(text: str, position: int, quote: str) -> bool:
     return text.count(quote, 0, position) % 2 == 1
 
 
-def plain_records(text: str, field_terminator: str, row_terminator: str, fields: int) -> tuple[list[list[str]], int]:
+def plain_records(
+    text: AnyStr, field_terminator: AnyStr, row_terminator: AnyStr, fields: int
+) -> tuple[list[list[AnyStr]], int]:
     """bcp's own rule: n-1 field terminators, then the row terminator.
 
     So a row terminator inside a non-last field is data (AdventureWorks' ProductReview comments
     hold LFs while rows end in LF).  Returns the complete records and the text length they use.
     """
-    records, position, size = [], 0, len(text)
+    records: list[list[AnyStr]] = []
+    position, size = 0, len(text)
     while position < size:
-        values, cursor = [], position
+        values: list[AnyStr] = []
+        cursor = position
         for _ in range(fields - 1):
             end = text.find(field_terminator, cursor)
             if end == -1:
@@ -107,7 +118,9 @@ def plain_records(text: str, field_terminator: str, row_terminator: str, fields:
     return records, position
 
 
-def simple_split_is_exact(block: str, field_terminator: str, row_terminator: str, fields: int) -> bool:
+def simple_split_is_exact(
+    block: str, field_terminator: str, row_terminator: str, fields: int
+) -> bool:
     """True when splitting on the row terminator, then on the field terminator, is bcp's parse.
 
     With T = field terminators and R = row terminators in a block that starts at a record:
@@ -143,8 +156,9 @@ def _last_boundary(buffer: str, terminator: str, file_format: FileFormat, fields
             return at + len(terminator)
 
 
-def iter_record_blocks(texts: Iterable[str], file_format: FileFormat, target_chars: int,
-                       fields: int) -> Iterator[tuple[str, str]]:
+def iter_record_blocks(
+    texts: Iterable[str], file_format: FileFormat, target_chars: int, fields: int
+) -> Iterator[tuple[str, str]]:
     """Yield (block, row_terminator); every block is whole records, each ending in the terminator.
 
     A last record without a terminator gets one, so blocks are always complete (a truncated
@@ -154,7 +168,11 @@ def iter_record_blocks(texts: Iterable[str], file_format: FileFormat, target_cha
     for text in texts:
         buffer += text
         if terminator is None:
-            if file_format.row_terminator not in buffer and "\r\n" not in buffer and len(buffer) < 1 << 24:
+            if (
+                file_format.row_terminator not in buffer
+                and "\r\n" not in buffer
+                and len(buffer) < 1 << 24
+            ):
                 continue  # not one record yet: look at more text before deciding LF vs CRLF
             terminator = resolve_row_terminator(buffer, file_format)
         if len(buffer) < target_chars:

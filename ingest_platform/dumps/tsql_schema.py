@@ -33,18 +33,43 @@ _SQLCMD_VARIABLE = re.compile(r"\$\([^)]*\)")
 _WORDS_SQLGLOT_CANNOT_READ = {"ROWGUIDCOL", "SPARSE", "FILESTREAM"}
 # A keyword at paren depth 0 that starts the next statement (T-SQL needs no semicolons).
 _STATEMENT_STARTS = {
-    "CREATE", "ALTER", "BULK", "PRINT", "IF", "EXEC", "EXECUTE", "INSERT", "UPDATE", "DELETE",
-    "DECLARE", "SET", "SELECT", "DROP", "USE", "BEGIN", "END", "RAISERROR", "WHILE", "RETURN", "GRANT",
+    "CREATE",
+    "ALTER",
+    "BULK",
+    "PRINT",
+    "IF",
+    "EXEC",
+    "EXECUTE",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "DECLARE",
+    "SET",
+    "SELECT",
+    "DROP",
+    "USE",
+    "BEGIN",
+    "END",
+    "RAISERROR",
+    "WHILE",
+    "RETURN",
+    "GRANT",
 }
 _BUILTIN_ALIASES = {"sysname": "nvarchar(128)"}
-_CODEPAGES = {"65001": "utf-8", "1200": "utf-16-le", "ACP": "cp1252", "OEM": "cp437", "RAW": "latin-1"}
+_CODEPAGES = {
+    "65001": "utf-8",
+    "1200": "utf-16-le",
+    "ACP": "cp1252",
+    "OEM": "cp437",
+    "RAW": "latin-1",
+}
 
 
 @dataclass
 class TsqlScript:
-    tables: dict[str, TableSchema] = field(default_factory=dict)          # by table name
-    data_files: dict[str, str] = field(default_factory=dict)              # table -> file name
-    format_overrides: dict[str, dict] = field(default_factory=dict)       # table -> FileFormat keys
+    tables: dict[str, TableSchema] = field(default_factory=dict)  # by table name
+    data_files: dict[str, str] = field(default_factory=dict)  # table -> file name
+    format_overrides: dict[str, dict] = field(default_factory=dict)  # table -> FileFormat keys
 
 
 def read_tsql_script(text: str, dialect: Dialect, file: str = "script.sql") -> TsqlScript:
@@ -74,8 +99,10 @@ def read_tsql_script(text: str, dialect: Dialect, file: str = "script.sql") -> T
         if not schema.primary_key and key in primary_keys:
             schema.primary_key = primary_keys[key]
         if schema.name in script.tables:
-            raise SchemaError(f"{file}: table name {schema.name!r} is declared in two schemas; "
-                              "give the dump <table>.json schemas instead")
+            raise SchemaError(
+                f"{file}: table name {schema.name!r} is declared in two schemas; "
+                "give the dump <table>.json schemas instead"
+            )
         script.tables[schema.name] = schema.validate()
     return script
 
@@ -148,6 +175,7 @@ def _parse_create_table(text: str, tokens, file: str) -> exp.Create | None:
     table_name = tokens[2].text if len(tokens) > 2 else ""
     if table_name.startswith(("#", "@")):
         return None  # temporary tables inside procedures
+    statement: exp.Expr | None
     try:
         statement = sqlglot.parse_one(text, read="tsql")
     except sqlglot.errors.SqlglotError:
@@ -157,14 +185,16 @@ def _parse_create_table(text: str, tokens, file: str) -> exp.Create | None:
     return None
 
 
-def _parse_create_table_tolerantly(text: str, file: str) -> exp.Expression | None:
+def _parse_create_table_tolerantly(text: str, file: str) -> exp.Expr | None:
     """Parse each column definition alone; trim the ones sqlglot rejects from the end."""
     tokens = TSQL().tokenize(text)
     open_at = next((i for i, t in enumerate(tokens) if t.token_type == TokenType.L_PAREN), None)
     if open_at is None:
         return None
     head = text[: tokens[open_at].start]
-    elements, depth, current = [], 0, []
+    elements: list[list] = []
+    current: list = []
+    depth = 0
     for token in tokens[open_at + 1 :]:
         if token.token_type == TokenType.L_PAREN:
             depth += 1
@@ -205,8 +235,9 @@ def _table_schema(create: exp.Create, aliases: dict, dialect: Dialect, file: str
                 primary_key.append(column.name)
         elif _is_primary_key(element):
             primary_key = _key_columns(element)
-    return TableSchema(name=table.name, columns=columns, primary_key=primary_key,
-                       source_schema=table.db or None)
+    return TableSchema(
+        name=table.name, columns=columns, primary_key=primary_key, source_schema=table.db or None
+    )
 
 
 def _column(definition: exp.ColumnDef, aliases: dict, dialect: Dialect, table: str, file: str):
@@ -217,7 +248,7 @@ def _column(definition: exp.ColumnDef, aliases: dict, dialect: Dialect, table: s
     nullable = bool(null_rules[-1].args.get("allow_null")) if null_rules else None
     if computed:
         return Column(definition.name, "computed", "text", True, computed=True), is_key
-    data_type: exp.DataType | str = definition.args.get("kind")
+    data_type: exp.DataType | str | None = definition.args.get("kind")
     if data_type is None:
         raise SchemaError(f"{file}: column {table}.{definition.name} has no type")
     # Resolve alias types (CREATE TYPE .. FROM) to their base type, alias nullability as default.
@@ -238,7 +269,9 @@ def _column(definition: exp.ColumnDef, aliases: dict, dialect: Dialect, table: s
         pg_type = dialect.map_type(source_type)
     except SchemaError as error:
         raise SchemaError(f"{file}: column {table}.{definition.name}: {error}") from error
-    return Column(definition.name, source_type, pg_type, True if nullable is None else nullable), is_key
+    return Column(
+        definition.name, source_type, pg_type, True if nullable is None else nullable
+    ), is_key
 
 
 def _user_defined_name(data_type) -> str | None:
@@ -261,6 +294,7 @@ def _key_columns(node: exp.Expression) -> list[str]:
 
 
 def _read_primary_key(text: str, primary_keys: dict) -> None:
+    statement: exp.Expr | None
     try:
         statement = sqlglot.parse_one(text, read="tsql")
     except sqlglot.errors.SqlglotError:
@@ -270,7 +304,9 @@ def _read_primary_key(text: str, primary_keys: dict) -> None:
     for constraint in statement.find_all(exp.Constraint, exp.PrimaryKey):
         if _is_primary_key(constraint):
             table = statement.this
-            primary_keys[((table.db or "dbo").lower(), table.name.lower())] = _key_columns(constraint)
+            primary_keys[((table.db or "dbo").lower(), table.name.lower())] = _key_columns(
+                constraint
+            )
             return
 
 
@@ -306,8 +342,10 @@ def _bulk_options_to_format(options: dict[str, str], table: str, file: str) -> d
         overrides["row_terminator_crlf_sniff"] = not value.lower().startswith("0x")
     data_file_type = options.get("DATAFILETYPE", "char").lower()
     if data_file_type in ("native", "widenative"):
-        raise SchemaError(f"{file}: BULK INSERT {table}: DATAFILETYPE='{data_file_type}' is bcp's binary "
-                          "format, which this platform cannot read; export with bcp -c or -w")
+        raise SchemaError(
+            f"{file}: BULK INSERT {table}: DATAFILETYPE='{data_file_type}' is bcp's binary "
+            "format, which this platform cannot read; export with bcp -c or -w"
+        )
     if data_file_type == "widechar":
         overrides["encoding"] = "utf-16-le"
     elif "CODEPAGE" in options:

@@ -14,14 +14,20 @@ import zipfile
 
 from isal import isal_zlib
 
-_LOCAL_HEADER = struct.Struct("<4s22xHH")   # signature, 22 bytes we do not need, name and extra lengths
+_LOCAL_HEADER = struct.Struct(
+    "<4s22xHH"
+)  # signature, 22 bytes we do not need, name and extra lengths
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 _READ_BYTES = 1 << 18
-INFLATE_ERRORS = (isal_zlib.error,)
+# isal's stub declares `error` an instance; it is the exception class.
+INFLATE_ERRORS: tuple[type[Exception], ...] = (isal_zlib.error,)  # type: ignore[assignment]
 
 
 def can_stream(info: zipfile.ZipInfo) -> bool:
-    return info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) and not info.flag_bits & 0x1
+    return (
+        info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+        and not info.flag_bits & 0x1
+    )
 
 
 class MemberReader:
@@ -32,17 +38,23 @@ class MemberReader:
         self.file = open(path, "rb")
         try:
             self.file.seek(info.header_offset)
-            signature, name_length, extra_length = _LOCAL_HEADER.unpack(self.file.read(_LOCAL_HEADER.size))
+            signature, name_length, extra_length = _LOCAL_HEADER.unpack(
+                self.file.read(_LOCAL_HEADER.size)
+            )
         except (OSError, struct.error) as error:
             self.file.close()
-            raise zipfile.BadZipFile(f"cannot read the local header of {info.filename!r}: {error}") from error
+            raise zipfile.BadZipFile(
+                f"cannot read the local header of {info.filename!r}: {error}"
+            ) from error
         if signature != _LOCAL_SIGNATURE:
             self.file.close()
             raise zipfile.BadZipFile(f"bad local header of {info.filename!r}")
         self.file.seek(name_length + extra_length, 1)
         self.compressed_left = info.compress_size
-        self.inflater = isal_zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
-        self.pending = b""           # compressed bytes read but not inflated yet
+        self.inflater = (
+            isal_zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
+        )
+        self.pending = b""  # compressed bytes read but not inflated yet
         self.crc = 0
         self.finished = False
 
@@ -64,9 +76,15 @@ class MemberReader:
         if self.inflater is None:
             data, self.pending = self.pending[:size], self.pending[size:]
         else:
-            data = self.inflater.decompress(self.pending, size)   # at most `size`: a zip bomb stays bounded
+            data = self.inflater.decompress(
+                self.pending, size
+            )  # at most `size`: a zip bomb stays bounded
             self.pending = self.inflater.unconsumed_tail
-        if not data and not self.pending and (not self.compressed_left or self.inflater and self.inflater.eof):
+        if (
+            not data
+            and not self.pending
+            and (not self.compressed_left or self.inflater and self.inflater.eof)
+        ):
             self._finish()
         return data
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
+from ingest_platform.loading.dump_versions import LoadReport, TableLoadPlan, load_table_version
 from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS
-from ingest_platform.postgres.parallel_load import LoadReport, TableLoadPlan, load_table_version
 
 
 class MultiprocessCopyIOManager(dg.ConfigurableIOManager):
@@ -22,14 +22,16 @@ class MultiprocessCopyIOManager(dg.ConfigurableIOManager):
     )
     terminate_blockers_after: float | None = Field(
         default=DEFAULT_AFTER_SECONDS,
-        description="Seconds the attach (a short ACCESS EXCLUSIVE lock on the parent) waits for readers' locks "
-        "before terminating the backends that hold them, named in the run's log; null: wait.",
+        description="Seconds the attach (a short ACCESS EXCLUSIVE lock on the parent) waits for "
+        "readers' locks before terminating the backends that hold them, named in the run's log; "
+        "null: wait.",
     )
 
     def handle_output(self, context: dg.OutputContext, obj: TableLoadPlan) -> None:
         if not isinstance(obj, TableLoadPlan):
             raise TypeError(
-                f"{context.asset_key.to_user_string()} must return a TableLoadPlan, got {type(obj).__name__}"
+                f"{context.asset_key.to_user_string()} must return a TableLoadPlan, "
+                f"got {type(obj).__name__}"
             )
         report = load_table_version(
             self.dsn,
@@ -40,14 +42,9 @@ class MultiprocessCopyIOManager(dg.ConfigurableIOManager):
         )
         context.add_output_metadata(load_metadata(report, obj))
 
-    def load_input(self, context: dg.InputContext) -> dict:
-        """Downstream assets get a reference to the table (`dumps/<app>/<table>`), not its rows."""
-        app, table = context.upstream_output.asset_key.path[-2:]
-        return {
-            "app": app,
-            "table": table,
-            "version": context.asset_partition_key if context.has_asset_partitions else None,
-        }
+    def load_input(self, context: dg.InputContext) -> None:
+        # Required by IOManager; no asset takes a dump table as an input (they read PostgreSQL).
+        raise NotImplementedError(f"{context.asset_key.to_user_string()} is not an asset input")
 
 
 def load_metadata(report: LoadReport, plan: TableLoadPlan) -> dict:

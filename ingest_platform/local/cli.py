@@ -21,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from ingest_platform.dumps.catalog import dump_dir
+from ingest_platform.dumps.directory import dump_dir
 from ingest_platform.errors import IngestError
 from ingest_platform.local.cdc_command import register as register_cdc
 from ingest_platform.local.ports import choose_port
@@ -153,7 +153,7 @@ def run_ingest(options) -> int:
 
 
 def run_demo_dumps(directory: Path, rows: int) -> int:
-    from ingest_platform.dumps.demo import write_demo_dumps
+    from ingest_platform.demo.dumps import write_demo_dumps
 
     for path in write_demo_dumps(directory, rows):
         say(f"wrote {path}")

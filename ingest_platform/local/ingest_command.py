@@ -1,4 +1,5 @@
-"""`ingest-platform ingest PATH...`: load dumps through Dagster (the sensor's job) and print a summary."""
+"""`ingest-platform ingest PATH...`: load dumps through Dagster (the sensor's job), print a
+summary."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from ingest_platform.defs.dumps import (
     run_request_for,
 )
 from ingest_platform.defs.resources import resources_from_env
-from ingest_platform.dumps.catalog import DumpCatalog, describe_dump
+from ingest_platform.dumps.directory import DumpCatalog, describe_dump
 
 
 def ingest_dumps(
     paths: list[Path], dialect: str | None, app: str | None, version: str | None, say
 ) -> int:
-    """Run the dump job for each file, in the Dagster instance of DAGSTER_HOME; 0 when all succeeded."""
+    """Run the dump job for each file, in the Dagster instance of DAGSTER_HOME; 0 when all
+    succeeded."""
     dumps = [describe_dump(path, dialect=dialect, app=app, version=version) for path in paths]
     translator = DumpTranslator()
     defs = dg.Definitions.merge(
@@ -30,17 +32,16 @@ def ingest_dumps(
     with dg.DagsterInstance.get() as instance:
         for dump in dumps:
             request = run_request_for(dump, translator, dialect)
-            instance.add_dynamic_partitions(
-                translator.partitions_def(dump.app).name, [dump.version]
-            )
+            instance.add_dynamic_partitions(translator.partitions_name(dump.app), [dump.version])
             say(
-                f"Loading {dump.path.name}: app {dump.app}, version {dump.version}, {len(dump.tables)} tables ..."
+                f"Loading {dump.path.name}: app {dump.app}, version {dump.version}, "
+                f"{len(dump.tables)} tables ..."
             )
-            result = defs.resolve_job_def(request.job_name).execute_in_process(
+            result = defs.resolve_job_def(translator.job_name(dump.app)).execute_in_process(
                 instance=instance,
                 partition_key=request.partition_key,
                 tags=request.tags,
-                asset_selection=list(request.asset_selection),
+                asset_selection=list(request.asset_selection or ()),
                 raise_on_error=False,
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             )
@@ -64,9 +65,8 @@ def summary_table(result: dg.ExecuteInProcessResult) -> str:
         materialization = event.step_materialization_data.materialization
         meta = {k: v.value for k, v in materialization.metadata.items()}
         table = materialization.asset_key.path[-1]
-        changes = meta.get("schema_changes", "none").count("\n- ") + (
-            0 if meta.get("schema_changes") in (None, "none") else 1
-        )
+        listed = str(meta.get("schema_changes") or "none")
+        changes = 0 if listed == "none" else listed.count("\n- ") + 1
         rows.append(
             (
                 table,
@@ -80,5 +80,6 @@ def summary_table(result: dg.ExecuteInProcessResult) -> str:
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in rows
     )

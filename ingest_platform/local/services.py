@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest_platform.bigquery.clients import has_credentials
-from ingest_platform.dumps.catalog import dump_dir
+from ingest_platform.dumps.directory import dump_dir
 from ingest_platform.errors import ConfigError
 from ingest_platform.local.bigquery_emulator import start_emulator
 from ingest_platform.local.embedded_postgres import start_embedded_postgres

@@ -1,8 +1,4 @@
-"""Turn a COPY failure into a FormatError that names the data file, record, column and value.
-
-Works on (message, context) strings rather than the psycopg error: a worker process sends them
-to the main process, and psycopg errors lose their diagnostics when pickled.
-"""
+"""Turn a COPY failure into a FormatError that names the data file, record, column and value."""
 
 from __future__ import annotations
 
@@ -25,12 +21,11 @@ class CopyRejected(Exception):
 
     def __init__(self, message: str, context: str, line: int | None, bad_encoding: bool):
         super().__init__(f"{message} ({context})" if context else message)
-        self.message, self.context, self.line, self.bad_encoding = (
-            message,
-            context,
-            line,
-            bad_encoding,
-        )
+        self.message, self.context = message, context
+        self.line, self.bad_encoding = line, bad_encoding
+
+    def __reduce__(self):
+        return type(self), (self.message, self.context, self.line, self.bad_encoding)
 
 
 def copy_error_details(error: psycopg.Error) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from ingest_platform.defs.bigquery_mirror import (
     build_mirror_definitions,
 )
 from ingest_platform.defs.resources import PostgresResource
-from ingest_platform.dumps.catalog import DumpCatalog, DumpFile
+from ingest_platform.dumps.directory import DumpCatalog, DumpFile
 from ingest_platform_tests.bigquery.helpers import make_dump_table
 
 

@@ -1,4 +1,5 @@
-"""The byte path (no decode/re-encode) gives exactly the per-row path's COPY bytes, or steps aside."""
+"""The byte path (no decode/re-encode) gives exactly the per-row path's COPY bytes, or steps
+aside."""
 
 from __future__ import annotations
 
@@ -12,28 +13,39 @@ import pytest
 from ingest_platform.dumps import iter_copy_chunks, open_dump
 from ingest_platform.dumps.byte_blocks import ByteFastPath
 from ingest_platform.dumps.reader import BlockEncoder, open_record_blocks
-from ingest_platform.errors import DumpError, FormatError
-
+from ingest_platform.errors import FormatError
 from ingest_platform_tests.conftest import make_zip
+from ingest_platform_tests.dumps.paths import (
+    byte_path_copy_text,
+    entry_of,
+    per_row_copy_text,
+    text_path_copy_text,
+)
 
 TEXT4 = json.dumps({"columns": [{"name": f"c{i}", "type": "nvarchar(max)"} for i in range(4)]})
-DATES = json.dumps({"columns": [{"name": "a", "type": "text"}, {"name": "d", "type": "datetime"},
-                                {"name": "b", "type": "text"}]})
+DATES = json.dumps(
+    {
+        "columns": [
+            {"name": "a", "type": "text"},
+            {"name": "d", "type": "datetime"},
+            {"name": "b", "type": "text"},
+        ]
+    }
+)
 
 
-def entry_of(dump, table="t"):
-    entry = dump.tables[table]
-    return dump.archive_path, entry.data_member, entry.file_format, entry.schema.columns
+def chunks(dump, chunk_bytes=1 << 20, table="t") -> bytes:
+    return b"".join(iter_copy_chunks(*entry_of(dump, table), chunk_bytes=chunk_bytes))
 
 
-def chunks(dump, path="auto", chunk_bytes=1 << 20, table="t") -> bytes:
-    return b"".join(iter_copy_chunks(*entry_of(dump, table), chunk_bytes=chunk_bytes, path=path))
-
-
-def make_dump(tmp_path, data: bytes | str, dialect="mssql", schema=TEXT4, name="t.dat", tables=None):
+def make_dump(
+    tmp_path, data: bytes | str, dialect="mssql", schema=TEXT4, name="t.dat", tables=None
+):
     members = {"t.json": schema, name: data}
     if tables:
-        members["manifest.json"] = json.dumps({"app": "app", "version": "1", "dialect": dialect, "tables": tables})
+        members["manifest.json"] = json.dumps(
+            {"app": "app", "version": "1", "dialect": dialect, "tables": tables}
+        )
     path = make_zip(tmp_path / f"app_{random.randrange(10**9)}.zip", members)
     return open_dump(path, dialect=dialect)
 
@@ -44,56 +56,62 @@ def blocks_of(dump, chunk_bytes):
 
 
 def assert_paths_agree(dump, chunk_sizes=(16, 100, 1 << 20), expect_bytes=True) -> bytes:
-    """auto (byte path), the old str path and the per-row path: the same bytes and counts."""
-    expected = chunks(dump, "row")
+    """The reader (byte path where it can), the old str path and the per-row path: the same
+    bytes and counts."""
+    expected = per_row_copy_text(dump)
     for chunk_bytes in chunk_sizes:
-        assert chunks(dump, "auto", chunk_bytes) == expected, chunk_bytes
-        assert chunks(dump, "row", chunk_bytes) == expected, chunk_bytes
-        assert chunks(dump, "text", chunk_bytes) == expected, chunk_bytes
+        assert chunks(dump, chunk_bytes) == expected, chunk_bytes
+        assert per_row_copy_text(dump, chunk_bytes=chunk_bytes) == expected, chunk_bytes
+        assert text_path_copy_text(dump, chunk_bytes=chunk_bytes) == expected, chunk_bytes
         if expect_bytes:
-            assert chunks(dump, "bytes", chunk_bytes) == expected, chunk_bytes
+            assert byte_path_copy_text(dump, chunk_bytes=chunk_bytes) == expected, chunk_bytes
     assert dump.count_rows("t") == expected.count(b"\n")
     return expected
 
 
 # -- bcp -----------------------------------------------------------------------------------------
 
+
 def test_bcp_empty_nul_backslash_and_cr_fields(tmp_path):
-    data = ("\ta\t\t\n"                 # empty first field, adjacent empties, empty last field
-            "\t\t\t\n"                  # every field empty
-            "\0\tb\0\t\0\t\0\n"         # NUL fields (first, last, adjacent) -> ''; b\0 is not a NUL field...
-            ).encode()
+    data = (
+        b"\ta\t\t\n"  # empty first field, adjacent empties, empty last field
+        b"\t\t\t\n"  # every field empty
+        b"\0\tb\0\t\0\t\0\n"  # NUL fields (first, last, adjacent) -> ''; b\0 is not a NUL field...
+    )
     dump = make_dump(tmp_path, data)
-    with pytest.raises(FormatError, match="NUL") as error:   # ... so the per-row path names it
+    with pytest.raises(FormatError, match="NUL") as error:  # ... so the per-row path names it
         chunks(dump)
     assert (error.value.line, error.value.column) == (3, "c1")
 
-    data = ("\ta\t\t\n"
-            "\t\t\t\n"
-            "\0\t\0\t\0\t\0\n"
-            "\0\t\t\0\t\n"
-            "back\\slash\t\\\tc\\r\\\\\t\\N\n"
-            "cr\rin\tfield\r\tx\t\r\n"          # raw CR is data here: the first record ends in LF
-            "ünï\tcödé\t€\t𝄞\n").encode()
+    data = (
+        "\ta\t\t\n"
+        "\t\t\t\n"
+        "\0\t\0\t\0\t\0\n"
+        "\0\t\t\0\t\n"
+        "back\\slash\t\\\tc\\r\\\\\t\\N\n"
+        "cr\rin\tfield\r\tx\t\r\n"  # raw CR is data here: the first record ends in LF
+        "ünï\tcödé\t€\t𝄞\n"
+    ).encode()
     dump = make_dump(tmp_path, data)
     expected = assert_paths_agree(dump)
-    assert expected == (b"\\N\ta\t\\N\t\\N\n"
-                        b"\\N\t\\N\t\\N\t\\N\n"
-                        b"\t\t\t\n"
-                        b"\t\\N\t\t\\N\n"
-                        b"back\\\\slash\t\\\\\tc\\\\r\\\\\\\\\t\\\\N\n"
-                        b"cr\\rin\tfield\\r\tx\t\\r\n"
-                        + "ünï\tcödé\t€\t𝄞\n".encode())
+    assert expected == (
+        b"\\N\ta\t\\N\t\\N\n"
+        b"\\N\t\\N\t\\N\t\\N\n"
+        b"\t\t\t\n"
+        b"\t\\N\t\t\\N\n"
+        b"back\\\\slash\t\\\\\tc\\\\r\\\\\\\\\t\\\\N\n"
+        b"cr\\rin\tfield\\r\tx\t\\r\n" + "ünï\tcödé\t€\t𝄞\n".encode()
+    )
 
 
 def test_bcp_lf_inside_a_field_falls_back_for_that_block_only(tmp_path):
     rows = [f"{i}\tname {i}\tnote {i}\t\n" for i in range(1, 301)]
-    rows[150] = "151\tline one\nline two\tnote\t\n"      # LF in a non-last field: bcp's data
+    rows[150] = "151\tline one\nline two\tnote\t\n"  # LF in a non-last field: bcp's data
     dump = make_dump(tmp_path, "".join(rows).encode())
     expected = assert_paths_agree(dump, chunk_sizes=(64, 1000, 1 << 20), expect_bytes=False)
     assert expected.count(b"\n") == 300 and b"line one\\nline two" in expected
-    with pytest.raises(DumpError, match="byte path"):
-        chunks(dump, "bytes", 1000)
+    with pytest.raises(AssertionError, match="byte path"):
+        byte_path_copy_text(dump, chunk_bytes=1000)
     # Cut on bytes at real record ends only; just the block holding record 151 misses the byte path.
     blocks = blocks_of(dump, 1000)
     assert len(blocks) > 5 and all(isinstance(b, bytes) and t == "\n" for b, t, _ in blocks)
@@ -106,9 +124,9 @@ def test_bcp_invalid_utf8_is_named_by_record_and_column(tmp_path):
     rows = [f"{i}\tok\tfine\t\n".encode() for i in range(1, 200)]
     rows[120] = b"121\tok\tbad \xff byte\t\n"
     dump = make_dump(tmp_path, b"".join(rows))
-    for path in ("auto", "row", "text"):
+    for read in (chunks, per_row_copy_text, text_path_copy_text):
         with pytest.raises(FormatError, match="0xff") as error:
-            chunks(dump, path, chunk_bytes=256)
+            read(dump, chunk_bytes=256)
         assert (error.value.file, error.value.line, error.value.column) == ("t.dat", 121, "c2")
     assert dump.count_rows("t") == 199
     # A truncated multi-byte sequence at a block end is invalid too (blocks end in LF).
@@ -119,7 +137,9 @@ def test_bcp_invalid_utf8_is_named_by_record_and_column(tmp_path):
 
 
 def test_ascii_declared_rejects_other_bytes_like_the_per_row_path(tmp_path):
-    dump = make_dump(tmp_path, "1\ta\tb\tc\n2\tx\tcödé\t\n".encode(), tables={"t": {"encoding": "ascii"}})
+    dump = make_dump(
+        tmp_path, "1\ta\tb\tc\n2\tx\tcödé\t\n".encode(), tables={"t": {"encoding": "ascii"}}
+    )
     with pytest.raises(FormatError, match="ascii") as error:
         chunks(dump)
     assert (error.value.line, error.value.column) == (2, "c2")
@@ -144,41 +164,57 @@ def test_bom_crlf_and_other_encodings(tmp_path):
 
 
 def test_header_rows_are_skipped_once(tmp_path):
-    dump = make_dump(tmp_path, b"h1\th2\th3\th4\n" + b"".join(b"%d\t\ta\t\n" % i for i in range(50)),
-                     tables={"t": {"header_rows": 1}})
+    dump = make_dump(
+        tmp_path,
+        b"h1\th2\th3\th4\n" + b"".join(b"%d\t\ta\t\n" % i for i in range(50)),
+        tables={"t": {"header_rows": 1}},
+    )
     expected = assert_paths_agree(dump, expect_bytes=False)
     assert expected.startswith(b"0\t\\N\ta\t\\N\n") and expected.count(b"\n") == 50
 
 
 # -- MySQL --tab -----------------------------------------------------------------------------------
 
+
 def test_mysql_escapes_on_bytes(tmp_path):
-    data = (b"x\\\\y\\\ttab\\\nnl\t2020-01-02 03:04:05\t\\N\n"
-            b"cr\r\\\nlf\\r\\n\\t\t\\N\t\n"
-            b"\\\\N\t2020-01-02 03:04:05\t\xc3\xa9\\\\\\\\\n")
+    data = (
+        b"x\\\\y\\\ttab\\\nnl\t2020-01-02 03:04:05\t\\N\n"
+        b"cr\r\\\nlf\\r\\n\\t\t\\N\t\n"
+        b"\\\\N\t2020-01-02 03:04:05\t\xc3\xa9\\\\\\\\\n"
+    )
     dump = make_dump(tmp_path, data, dialect="mysql", schema=DATES, name="t.txt")
     expected = assert_paths_agree(dump)
-    assert expected == (b"x\\\\y\\ttab\\nnl\t2020-01-02 03:04:05\t\\N\n"
-                        b"cr\\r\\nlf\\r\\n\\t\t\\N\t\n"
-                        b"\\\\N\t2020-01-02 03:04:05\t\xc3\xa9\\\\\\\\\n")
+    assert expected == (
+        b"x\\\\y\\ttab\\nnl\t2020-01-02 03:04:05\t\\N\n"
+        b"cr\\r\\nlf\\r\\n\\t\t\\N\t\n"
+        b"\\\\N\t2020-01-02 03:04:05\t\xc3\xa9\\\\\\\\\n"
+    )
 
 
-@pytest.mark.parametrize("data", [
-    b"a\\Nb\t2020-01-02\t\\N\n",             # \N inside a field: "N" for the per-row path
-    b"a\\Zb\t2020-01-02\t\\N\n",             # \Z \b \0 and unknown escapes: per-row
-    b"a\\qb\t2020-01-02\t\\N\n",
-    b"a\t0000-00-00 00:00:00\tb\n",          # zero date -> NULL
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"a\\Nb\t2020-01-02\t\\N\n",  # \N inside a field: "N" for the per-row path
+        b"a\\Zb\t2020-01-02\t\\N\n",  # \Z \b \0 and unknown escapes: per-row
+        b"a\\qb\t2020-01-02\t\\N\n",
+        b"a\t0000-00-00 00:00:00\tb\n",  # zero date -> NULL
+    ],
+)
 def test_mysql_blocks_the_byte_path_refuses_still_agree(tmp_path, data):
     dump = make_dump(tmp_path, data, dialect="mysql", schema=DATES, name="t.txt")
     assert_paths_agree(dump, expect_bytes=False)
-    with pytest.raises(DumpError, match="byte path"):
-        chunks(dump, "bytes")
+    with pytest.raises(AssertionError, match="byte path"):
+        byte_path_copy_text(dump)
 
 
 def test_mysql_nul_escape_is_named(tmp_path):
-    dump = make_dump(tmp_path, b"ok\t2020-01-02\tb\na\\0b\t2020-01-02\tb\n", dialect="mysql", schema=DATES,
-                     name="t.txt")
+    dump = make_dump(
+        tmp_path,
+        b"ok\t2020-01-02\tb\na\\0b\t2020-01-02\tb\n",
+        dialect="mysql",
+        schema=DATES,
+        name="t.txt",
+    )
     with pytest.raises(FormatError, match="NUL") as error:
         chunks(dump, chunk_bytes=8)
     assert (error.value.line, error.value.column) == (2, "a")
@@ -187,7 +223,23 @@ def test_mysql_nul_escape_is_named(tmp_path):
 # -- randomized: many block boundaries, many field shapes ------------------------------------------
 
 BCP_PIECES = ["", "", "\0", "a", "xyz", "\\", "\\\\", "\r", "é", "€uro", "𝄞", "N", "\\N", " "]
-MYSQL_PIECES = ["", "a", "xyz", "\\\\", "\\\t", "\\\n", "\\\r", "\r", "\\N", "\\n", "\\t", "\\r", "é", "€", "N"]
+MYSQL_PIECES = [
+    "",
+    "a",
+    "xyz",
+    "\\\\",
+    "\\\t",
+    "\\\n",
+    "\\\r",
+    "\r",
+    "\\N",
+    "\\n",
+    "\\t",
+    "\\r",
+    "é",
+    "€",
+    "N",
+]
 
 
 def random_rows(rng: random.Random, pieces: list[str], rows: int, fields: int, mysql: bool) -> str:
@@ -200,7 +252,12 @@ def random_rows(rng: random.Random, pieces: list[str], rows: int, fields: int, m
             elif not mysql and rng.random() < 0.1:
                 values.append(rng.choice(["", "\0"]))
             else:
-                values.append("".join(rng.choice(pieces) for _ in range(rng.randrange(0, 4))).replace("\0", "") or "v")
+                values.append(
+                    "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 4))).replace(
+                        "\0", ""
+                    )
+                    or "v"
+                )
         out.append("\t".join(values) + "\n")
     return "".join(out)
 
@@ -211,16 +268,32 @@ def test_random_blocks_agree_with_the_per_row_path(tmp_path, seed):
     # The first record ends in LF (not CR LF), so LF is the row terminator and CRs are data.
     bcp = "first\t\t\0\t\n" + random_rows(rng, BCP_PIECES, 399, 4, mysql=False)
     if seed % 2:
-        bcp = bcp.replace("\n", "\nline\n", 3)  # LF inside a first field: bcp's data (fallback blocks)
+        bcp = bcp.replace(
+            "\n", "\nline\n", 3
+        )  # LF inside a first field: bcp's data (fallback blocks)
     dump = make_dump(tmp_path, bcp.encode())
-    expected = assert_paths_agree(dump, chunk_sizes=(rng.randrange(8, 64), rng.randrange(64, 2048), 1 << 20),
-                                  expect_bytes=False)
+    expected = assert_paths_agree(
+        dump,
+        chunk_sizes=(rng.randrange(8, 64), rng.randrange(64, 2048), 1 << 20),
+        expect_bytes=False,
+    )
     assert expected.count(b"\n") == 400
     mysql = random_rows(rng, MYSQL_PIECES, 400, 3, mysql=True)
-    dump = make_dump(tmp_path, mysql.encode(), dialect="mysql", schema=json.dumps(
-        {"columns": [{"name": f"c{i}", "type": "text"} for i in range(3)]}), name="t.txt")
-    assert assert_paths_agree(dump, chunk_sizes=(rng.randrange(8, 64), rng.randrange(64, 2048), 1 << 20),
-                              expect_bytes=False).count(b"\n") == 400
+    dump = make_dump(
+        tmp_path,
+        mysql.encode(),
+        dialect="mysql",
+        schema=json.dumps({"columns": [{"name": f"c{i}", "type": "text"} for i in range(3)]}),
+        name="t.txt",
+    )
+    assert (
+        assert_paths_agree(
+            dump,
+            chunk_sizes=(rng.randrange(8, 64), rng.randrange(64, 2048), 1 << 20),
+            expect_bytes=False,
+        ).count(b"\n")
+        == 400
+    )
 
 
 def test_bytes_blocks_pickle_for_workers_and_encode_there(tmp_path):
@@ -228,9 +301,11 @@ def test_bytes_blocks_pickle_for_workers_and_encode_there(tmp_path):
     encoder = BlockEncoder(*entry_of(dump)[1:])
     out, records = b"", 0
     for block, terminator, _ in blocks_of(dump, 128):
-        chunk, count = encoder.encode(*pickle.loads(pickle.dumps((block, terminator))), first_record=records + 1)
+        chunk, count = encoder.encode(
+            *pickle.loads(pickle.dumps((block, terminator))), first_record=records + 1
+        )
         out, records = out + chunk, records + count
-    assert records == 100 and out == chunks(dump, "row")
+    assert records == 100 and out == per_row_copy_text(dump)
 
 
 def test_for_copy_passes_bcp_blocks_as_they_are_unless_they_hold_empty_strings(tmp_path):
@@ -240,6 +315,7 @@ def test_for_copy_passes_bcp_blocks_as_they_are_unless_they_hold_empty_strings(t
     assert fast.for_copy(b"1\t\ta\\b\tc\rd\n") == (b"1\t\ta\\\\b\tc\\rd\n", 1, "")
     # A NUL field (bcp's empty string) cannot be written with NULL '': rewritten with \N.
     assert fast.for_copy(b"1\t\0\t\tx\n") == (b"1\t\t\\N\tx\n", 1, "\\N")
-    # Invalid UTF-8 is left to PostgreSQL (the loader re-reads to name the column); convert() refuses.
+    # Invalid UTF-8 is left to PostgreSQL (the loader re-reads to name the column); convert()
+    # refuses.
     assert fast.for_copy(b"1\t\xff\t\tx\n") == (b"1\t\xff\t\tx\n", 1, "")
     assert fast.convert(b"1\t\xff\t\tx\n") is None

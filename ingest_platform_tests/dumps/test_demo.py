@@ -10,8 +10,8 @@ from decimal import Decimal
 
 import pytest
 
+from ingest_platform.demo.dumps import demo_rows, demo_tables, write_demo_dump, write_demo_dumps
 from ingest_platform.dumps import open_dump
-from ingest_platform.dumps.demo import demo_rows, demo_tables, write_demo_dump, write_demo_dumps
 
 ROWS = 500
 NAMES = ["shop_1.0-eu.zip", "shop_1.0-us.zip", "shop_2.0-eu.zip", "shop_2.0-us.zip"]
@@ -25,13 +25,15 @@ def demo_dir(tmp_path_factory):
 
 
 def test_four_dumps_of_one_app_with_manifests(demo_dir):
-    assert sorted(p.name for p in demo_dir.iterdir()) == NAMES   # no temporary files left behind
+    assert sorted(p.name for p in demo_dir.iterdir()) == NAMES  # no temporary files left behind
     for name in NAMES:
         version = name.removeprefix("shop_").removesuffix(".zip")
-        with open_dump(demo_dir / name) as dump:          # dialect comes from manifest.json
+        with open_dump(demo_dir / name) as dump:  # dialect comes from manifest.json
             assert (dump.app, dump.version) == ("shop", version)
             assert dump.dialect.name == ("mssql" if version.endswith("eu") else "mysql")
-            expected = ["customer", "orders"] + (["order_item"] if version.startswith("2.0") else [])
+            expected = ["customer", "orders"] + (
+                ["order_item"] if version.startswith("2.0") else []
+            )
             assert sorted(dump.tables) == sorted(expected)
 
 
@@ -41,7 +43,7 @@ def test_every_table_has_exactly_rows_records(demo_dir, name):
         for table in dump.tables:
             assert dump.count_rows(table) == ROWS, table
             copy_text = b"".join(dump.iter_copy_chunks(table))
-            assert copy_text.count(b"\n") == ROWS, table   # COPY text: raw LF only ends a record
+            assert copy_text.count(b"\n") == ROWS, table  # COPY text: raw LF only ends a record
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -52,9 +54,13 @@ def test_copy_text_holds_the_generated_values(demo_dir, name):
         for table in demo_tables(version):
             kinds = [c.kind for c in table.columns]
             records = b"".join(dump.iter_copy_chunks(table.name)).decode("utf-8").split("\n")[:-1]
-            for record, expected in zip(records, demo_rows(table, version, region, ROWS), strict=True):
+            for record, expected in zip(
+                records, demo_rows(table, version, region, ROWS), strict=True
+            ):
                 fields = [_copy_field(f) for f in record.split("\t")]
-                assert [_as_value(f, k) for f, k in zip(fields, kinds, strict=True)] == list(expected)
+                assert [_as_value(f, k) for f, k in zip(fields, kinds, strict=True)] == list(
+                    expected
+                )
 
 
 def test_schemas_evolve_between_versions(demo_dir):
@@ -66,7 +72,10 @@ def test_schemas_evolve_between_versions(demo_dir):
         old, new = f"shop_1.0-{region}.zip", f"shop_2.0-{region}.zip"
         assert set(columns(new, "customer")) - set(columns(old, "customer")) == {"country"}
         assert (columns(old, "orders")["id"], columns(new, "orders")["id"]) == ("integer", "bigint")
-        assert (columns(old, "orders")["note"], columns(new, "orders")["note"]) == ("varchar(50)", "varchar(100)")
+        assert (columns(old, "orders")["note"], columns(new, "orders")["note"]) == (
+            "varchar(50)",
+            "varchar(100)",
+        )
         assert columns(new, "order_item")["checksum"] == "bytea"
         with open_dump(demo_dir / new) as dump:
             assert all(entry.schema.primary_key == ["id"] for entry in dump.tables.values())
@@ -79,11 +88,11 @@ def test_files_look_like_what_the_exporters_write(demo_dir):
         items = archive.read("order_item.dat")
     assert "BULK INSERT [dbo].[orders]" in script and "FIELDTERMINATOR = '+|'" in script
     assert "ADD CONSTRAINT [PK_customer] PRIMARY KEY" in script
-    assert b"+|\0+|" in orders                       # bcp: an empty string is one NUL byte ...
-    assert b"+|+|" in orders                         # ... and NULL an empty field
+    assert b"+|\0+|" in orders  # bcp: an empty string is one NUL byte ...
+    assert b"+|+|" in orders  # ... and NULL an empty field
     assert b"gift\twrap please" in orders and orders.endswith(b"&|\n")
     assert re.search(rb"\t\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.000\t-?\d+\.\d{4}\t[01]\t", customer)
-    assert re.search(rb"\t[0-9A-F]{16}\n", items)                # varbinary as bare hex
+    assert re.search(rb"\t[0-9A-F]{16}\n", items)  # varbinary as bare hex
     with zipfile.ZipFile(demo_dir / "shop_2.0-us.zip") as archive:
         orders = archive.read("orders.txt")
         assert b"CREATE TABLE `orders`" in archive.read("orders.sql")
@@ -98,7 +107,7 @@ def test_same_arguments_write_the_same_bytes(tmp_path):
 
 def test_writing_streams_instead_of_building_files_in_memory(tmp_path, monkeypatch):
     # Small write batches: a streaming writer's peak is then the same for 3k and 12k rows.
-    monkeypatch.setattr("ingest_platform.dumps.demo.ROWS_PER_WRITE", 500)
+    monkeypatch.setattr("ingest_platform.demo.dumps.ROWS_PER_WRITE", 500)
     peaks = []
     for rows in (3_000, 12_000):
         tracemalloc.start()

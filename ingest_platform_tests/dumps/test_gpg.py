@@ -10,10 +10,11 @@ import pytest
 
 from ingest_platform.dumps import open_dump
 from ingest_platform.errors import DumpError
-
 from ingest_platform_tests.conftest import make_zip
 
-pytestmark = pytest.mark.skipif(shutil.which("gpg") is None, reason="needs the gpg binary (apt-get install gnupg)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("gpg") is None, reason="needs the gpg binary (apt-get install gnupg)"
+)
 
 
 @pytest.fixture
@@ -27,13 +28,21 @@ def new_keyring():
         home.mkdir()
         homes.append(home)
         gpg = gnupg.GPG(gnupghome=str(home))
-        key = gpg.gen_key(gpg.gen_key_input(name_email=email, passphrase="secret", key_type="RSA", key_length=1024))
+        key = gpg.gen_key(
+            gpg.gen_key_input(
+                name_email=email, passphrase="secret", key_type="RSA", key_length=1024
+            )
+        )
         assert key.fingerprint
         return gpg, key.fingerprint
 
     yield make
     for home in homes:
-        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False, capture_output=True)
+        subprocess.run(
+            ["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
+            check=False,
+            capture_output=True,
+        )
 
 
 def test_encrypted_dump_round_trip_and_wrong_key(tmp_path, monkeypatch, new_keyring):
@@ -42,7 +51,9 @@ def test_encrypted_dump_round_trip_and_wrong_key(tmp_path, monkeypatch, new_keyr
     plain = make_zip(tmp_path / "crm_3.zip", {"t.json": schema, "t.dat": "x\t1\n"})
     encrypted = tmp_path / "crm_3.zip.gpg"
     with open(plain, "rb") as source:
-        result = gpg.encrypt_file(source, [fingerprint], output=str(encrypted), always_trust=True, armor=False)
+        result = gpg.encrypt_file(
+            source, [fingerprint], output=str(encrypted), always_trust=True, armor=False
+        )
     assert result.ok, result.status
 
     monkeypatch.setenv("INGEST_GPG_HOME", str(tmp_path / "right"))

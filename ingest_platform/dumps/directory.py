@@ -1,4 +1,4 @@
-"""The dump directory as a catalog: which applications, versions and tables it holds.
+"""The dump directory: which applications, versions and tables it holds.
 
 Definitions are generated from it (one asset per application table); the sensor compares it
 with what the definitions know to request runs or ask for a reload.
@@ -48,13 +48,24 @@ def default_dialect(environ=os.environ) -> str | None:
 
 
 def is_dump_file(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(DUMP_SUFFIXES) and not path.name.startswith(".")
+    return (
+        path.is_file()
+        and path.name.lower().endswith(DUMP_SUFFIXES)
+        and not path.name.startswith(".")
+    )
 
 
-def describe_dump(path: Path, dialect: str | None = None, app: str | None = None, version: str | None = None,
-                  environ=os.environ) -> DumpFile:
+def describe_dump(
+    path: Path,
+    dialect: str | None = None,
+    app: str | None = None,
+    version: str | None = None,
+    environ=os.environ,
+) -> DumpFile:
     """Read a dump's identity and table list (schemas and ZIP directory only)."""
-    with open_dump(path, dialect=dialect, app=app, version=version, default_dialect=default_dialect(environ)) as dump:
+    with open_dump(
+        path, dialect=dialect, app=app, version=version, default_dialect=default_dialect(environ)
+    ) as dump:
         return DumpFile(path.resolve(), dump.app, dump.version, tuple(sorted(dump.tables)))
 
 

@@ -1,0 +1,269 @@
+"""Load one table of one dump version into PostgreSQL, with worker processes for large files.
+
+The reader side is one ``CopySource`` per data file (``dumps.copy_source``). Small files load in
+this process. For a file of MIN_BLOCKS_FOR_WORKERS blocks or more, the main process decompresses
+it and cuts it into blocks of whole records; workers (spawn context, each with its own
+connection and one long COPY) turn blocks into COPY text and stream them into the version's
+load table. The queue between them is bounded, so memory stays flat however large the file is.
+Only when every worker succeeded does one short transaction attach the load table to the parent
+(see versioned_tables); on any failure it is dropped. A worker's failure is the exception it
+raised, sent back whole (psycopg errors keep their diagnostics when pickled).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import pickle
+import queue
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+
+from ingest_platform.dumps import open_dump
+from ingest_platform.dumps.archive import Dump
+from ingest_platform.dumps.copy_source import Block, CopyChunks, CopySource
+from ingest_platform.dumps.reader import DEFAULT_CHUNK_BYTES
+from ingest_platform.dumps.schema import TableSchema
+from ingest_platform.errors import IngestError
+from ingest_platform.postgres.connection import connect
+from ingest_platform.postgres.copy_errors import CopyRejected, copy_format_error
+from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS
+from ingest_platform.postgres.versioned_tables import (
+    VersionLoad,
+    abandon_version_load,
+    attach_version,
+    begin_version_load,
+    copy_into,
+)
+
+# Blocks waiting for a worker, per worker: keeps workers busy, bounds memory.
+QUEUE_BLOCKS_PER_WORKER = 2
+# Files smaller than this many blocks load in-process: workers would cost more than they save.
+MIN_BLOCKS_FOR_WORKERS = 8
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TableLoadPlan:
+    """Everything needed to load one table of one dump version. Picklable."""
+
+    table_schema: TableSchema
+    pg_schema: str
+    version: str
+    source: CopySource | None  # None: the dump has the schema but no data file -> no rows
+
+
+@dataclass
+class LoadReport:
+    table: str
+    version: str
+    child_table: str
+    rows: int
+    bytes: int
+    seconds: float
+    processes: int
+    schema_changes: list[str] = field(default_factory=list)
+    replaced_earlier_load: bool = False
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+def plan_for(dump: Dump, table: str, pg_schema: str) -> TableLoadPlan:
+    return TableLoadPlan(
+        dump.tables[table].schema, pg_schema, dump.version, dump.copy_source(table)
+    )
+
+
+def load_table_version(
+    dsn: str,
+    plan: TableLoadPlan,
+    processes: int = 2,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS,
+    logger: logging.Logger | logging.LoggerAdapter = LOGGER,
+) -> LoadReport:
+    """Load one table version atomically: visible complete after success, not at all after failure.
+
+    `terminate_blockers_after`, `logger`: for the attach (``versioned_tables.attach_version``).
+    """
+    started = time.perf_counter()
+    with connect(dsn) as conn:
+        load = begin_version_load(conn, plan.pg_schema, plan.table_schema, plan.version)
+    source = None if plan.source is None else replace(plan.source, chunk_bytes=chunk_bytes)
+    workers = 1
+    try:
+        if source is None:
+            rows, nbytes = 0, 0
+        elif processes <= 1 or source.size < MIN_BLOCKS_FOR_WORKERS * chunk_bytes:
+            rows, nbytes = _copy_in_process(dsn, source, load)
+        else:
+            workers = processes
+            rows, nbytes = _copy_in_parallel(dsn, source, load, processes)
+        with connect(dsn) as conn:
+            attached = attach_version(conn, load, terminate_blockers_after, logger)
+    except BaseException:
+        with connect(dsn) as conn:
+            abandon_version_load(conn, load)
+        raise
+    return LoadReport(
+        table=plan.table_schema.name,
+        version=plan.version,
+        child_table=attached.child_table,
+        rows=rows,
+        bytes=nbytes,
+        seconds=time.perf_counter() - started,
+        processes=workers,
+        schema_changes=list(attached.changes),
+        replaced_earlier_load=attached.replaced_previous,
+    )
+
+
+def load_dump_version(
+    dsn: str,
+    dump_path: str | Path,
+    pg_schema: str | None = None,
+    processes: int = 2,
+    dialect: str | None = None,
+    terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS,
+) -> list[LoadReport]:
+    """Load every table of a dump, each atomically; the schema defaults to the dump's app.
+
+    With several tables, `processes` workers each load whole tables (largest first): that beats
+    cutting one file into blocks, which costs the main process a second pass over every block.
+    """
+    with open_dump(dump_path, dialect=dialect) as dump:
+        plans = sorted(
+            (plan_for(dump, table, pg_schema or dump.app) for table in dump.tables),
+            key=lambda plan: 0 if plan.source is None else plan.source.size,
+            reverse=True,
+        )
+        if processes <= 1 or len(plans) == 1:
+            return [
+                load_table_version(
+                    dsn, plan, processes, terminate_blockers_after=terminate_blockers_after
+                )
+                for plan in plans
+            ]
+        load = partial(
+            load_table_version, dsn, processes=1, terminate_blockers_after=terminate_blockers_after
+        )
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            max_workers=min(processes, len(plans)), mp_context=context
+        ) as pool:
+            return list(pool.map(load, plans))
+
+
+def _copy_in_process(dsn: str, source: CopySource, load: VersionLoad) -> tuple[int, int]:
+    optimistic = source.optimistic_chunks()
+    if optimistic is not None:
+        try:
+            with connect(dsn) as conn:
+                return copy_into(conn, load, optimistic)
+        except Exception:  # rolled back; the careful read loads or names the error
+            pass
+    return _copy(dsn, load, source.chunks())
+
+
+def _copy(dsn: str, load: VersionLoad, chunks: CopyChunks) -> tuple[int, int]:
+    """COPY one stream; a rejected line becomes a FormatError naming file, record and column."""
+    try:
+        with connect(dsn) as conn:
+            return copy_into(conn, load, chunks)
+    except CopyRejected as rejected:
+        if rejected.bad_encoding:
+            raise chunks.source.find_error() from None
+        record = chunks.record_of(rejected.line)
+        raise copy_format_error(
+            rejected.message, rejected.context, chunks.source.member, record
+        ) from None
+
+
+def _copy_in_parallel(
+    dsn: str, source: CopySource, load: VersionLoad, processes: int
+) -> tuple[int, int]:
+    pool = _WorkerPool(dsn, source, load, processes)
+    try:
+        with source.blocks() as blocks:
+            for block in blocks:
+                pool.put(block)
+        return pool.finish()
+    finally:
+        pool.stop()
+
+
+class _WorkerPool:
+    """Worker processes fed through a bounded queue; the first failure is raised in this process."""
+
+    def __init__(self, dsn: str, source: CopySource, load: VersionLoad, processes: int):
+        self.member = source.member
+        context = multiprocessing.get_context("spawn")
+        self.blocks = context.Queue(maxsize=processes * QUEUE_BLOCKS_PER_WORKER)
+        self.results = context.Queue()
+        self.workers = [
+            context.Process(
+                target=_copy_worker,
+                args=(dsn, source, load, self.blocks, self.results),
+                daemon=True,
+            )
+            for _ in range(processes)
+        ]
+        self.loaded: list[tuple[int, int]] = []  # (rows, bytes) of each finished worker
+        for worker in self.workers:
+            worker.start()
+
+    def put(self, block: Block | None) -> None:
+        """Put with backpressure, but give up as soon as a worker has failed."""
+        while True:
+            try:
+                self.blocks.put(block, timeout=0.5)
+                return
+            except queue.Full:
+                self._collect(wait=0)
+
+    def finish(self) -> tuple[int, int]:
+        """Tell every worker to finish its COPY; (rows, bytes) over all of them."""
+        for _ in self.workers:
+            self.put(None)
+        while len(self.loaded) < len(self.workers):
+            self._collect(wait=0.5)
+        return sum(rows for rows, _ in self.loaded), sum(nbytes for _, nbytes in self.loaded)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            if worker.is_alive():
+                worker.terminate()  # its COPY transaction dies with its connection
+            worker.join()
+        self.blocks.close()
+        self.results.close()
+
+    def _collect(self, wait: float) -> None:
+        try:
+            outcome = self.results.get(timeout=wait) if wait else self.results.get_nowait()
+        except queue.Empty:
+            if sum(not w.is_alive() for w in self.workers) <= len(self.loaded):
+                return
+            try:  # a worker exited without a word: give its message time to arrive
+                outcome = self.results.get(timeout=2)
+            except queue.Empty:
+                outcome = IngestError(f"{self.member}: a load worker process died unexpectedly")
+        if isinstance(outcome, BaseException):
+            raise outcome
+        self.loaded.append(outcome)
+
+
+def _copy_worker(dsn: str, source: CopySource, load: VersionLoad, blocks, results) -> None:
+    """COPY the blocks this worker takes from the queue; put (rows, bytes) or the exception."""
+    try:
+        results.put(_copy(dsn, load, source.chunks(iter(blocks.get, None))))
+    except Exception as error:  # raised again in the main process
+        try:
+            pickle.dumps(error)
+        except Exception:  # an exception that cannot travel: send its text
+            error = IngestError(f"{source.member}: {type(error).__name__}: {error}")
+        results.put(error)
