@@ -1,6 +1,7 @@
 """Load one zipped bcp table into PostgreSQL: our loader against its peers, in one run, one server.
 
-    /work/venv/bin/python benchmarks/dump_load.py --rows 1000000 [--dsn DSN] [--workdir DIR] [--skip-slow]
+    .venv/bin/python benchmarks/dump_load.py --rows 1000000 [--dsn DSN] [--workdir DIR]
+        [--skip-slow]
 
 Requirement checked (each line of the table says PASS/FAIL, or "info"):
   - our loader within 1.25x of `unzip -p dump.zip table.dat | psql -c "COPY .. FROM STDIN"`;
@@ -42,7 +43,6 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from ingest_platform.dumps import open_dump
 from ingest_platform.demo.dumps import (
     DemoColumn,
     DemoTable,
@@ -50,6 +50,7 @@ from ingest_platform.demo.dumps import (
     tsql_install_script,
     write_dump_zip,
 )
+from ingest_platform.dumps import open_dump
 from ingest_platform.postgres.connection import to_url, with_database
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -181,7 +182,8 @@ def count(dsn: str, schema: str, table: str) -> int:
 def run_unzip_psql(dsn: str, dump: Path, member: str, schema: str, table: str) -> None:
     # NULL '': bcp's empty field; the generated values need no other translation.
     copy = f"COPY {schema}.{table} FROM STDIN WITH (NULL '')"
-    command = f"set -o pipefail; unzip -p '{dump}' '{member}' | {PSQL} -X -q -v ON_ERROR_STOP=1 \"{dsn}\" -c \"{copy}\""
+    psql = f'{PSQL} -X -q -v ON_ERROR_STOP=1 "{dsn}" -c "{copy}"'
+    command = f"set -o pipefail; unzip -p '{dump}' '{member}' | {psql}"
     subprocess.run(["bash", "-c", command], check=True)
 
 
@@ -215,7 +217,10 @@ def parsed_rows(dump: Path, member: str, limit: int | None = None) -> Iterator[t
             if limit is not None and number >= limit:
                 return
             fields = line.decode("utf-8").rstrip("\n").split("\t")
-            yield tuple(None if f == "" else convert(f) for convert, f in zip(converters, fields))
+            yield tuple(
+                None if f == "" else convert(f)
+                for convert, f in zip(converters, fields, strict=True)
+            )
 
 
 def sqlalchemy_table(schema: str, name: str):
@@ -237,7 +242,10 @@ def sqlalchemy_table(schema: str, name: str):
     table = sa.Table(
         name,
         metadata,
-        *(sa.Column(c.name, t, nullable=c.nullable) for c, t in zip(BENCH_COLUMNS, types)),
+        *(
+            sa.Column(c.name, t, nullable=c.nullable)
+            for c, t in zip(BENCH_COLUMNS, types, strict=True)
+        ),
         schema=schema,
     )
     return metadata, table
@@ -309,7 +317,8 @@ def run_our_loader(dsn: str, dump: Path, schema: str, processes: int) -> int:
 
 
 def peak_rss_of_load(dsn: str, dump: Path, schema: str, processes: int) -> tuple[float, int]:
-    """(seconds, peak bytes): the load runs in a fresh process; its tree's RSS is sampled every 20 ms."""
+    """(seconds, peak bytes): the load runs in a fresh process; its tree's RSS is sampled every
+    20 ms."""
     command = [
         sys.executable,
         __file__,
@@ -402,7 +411,7 @@ def print_table(results: list[Row], reference: float | None, reference_rows: int
     for n, line in enumerate(lines):
         cells = [
             cell.ljust(w) if i in (0, 6, 7) else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(line, widths))
+            for i, (cell, w) in enumerate(zip(line, widths, strict=False))
         ]
         print("  ".join(cells).rstrip())
         if n == 0:
@@ -453,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     with open_dump(one_table) as dump:
         pg_columns = [(c.name, c.pg_type) for c in dump.tables["item_1"].schema.columns]
     print(
-        f"Table: {rows:,} rows, {table_bytes / 1e6:.0f} MB of .dat, {one_table.stat().st_size / 1e6:.0f} MB zipped; "
+        f"Table: {rows:,} rows, {table_bytes / 1e6:.0f} MB of .dat, "
+        f"{one_table.stat().st_size / 1e6:.0f} MB zipped; "
         f"{os.cpu_count()} CPUs; server {args.dsn}",
         flush=True,
     )
@@ -596,8 +606,8 @@ def run_all(args, dsn, one_table, four_tables, member, table_bytes, pg_columns) 
 
     if ours:
         # Each setting runs twice, alternating, and keeps its faster run: on a shared 2-core machine
-        # a single run of either can lose 5% to a stray job. The busy cores of the 1-process run bound
-        # the gain: its COPY already runs on the server beside the client.
+        # a single run of either can lose 5% to a stray job. The busy cores of the 1-process run
+        # bound the gain: its COPY already runs on the server beside the client.
         runs: dict[int, list[tuple[float, float]]] = {
             1: [],
             2: [],
@@ -633,7 +643,8 @@ def run_all(args, dsn, one_table, four_tables, member, table_bytes, pg_columns) 
                 4 * table_bytes,
                 ">= 1.5x faster than 1 process",
                 one / two >= 1.5,
-                f"{one / two:.2f}x faster; runs {shown[2]}; {two_busy / two:.1f} of {cores} cores busy",
+                f"{one / two:.2f}x faster; runs {shown[2]}; "
+                f"{two_busy / two:.1f} of {cores} cores busy",
             )
         )
         sizes = [(1, one_table)]
