@@ -47,7 +47,7 @@ from dump_load import (  # noqa: E402  (the dump benchmark's table, data and hel
     sqlalchemy_table,
 )
 
-from ingest_platform.postgres.connection import with_database  # noqa: E402
+from ingest_platform.postgres.connection import scalar, with_database  # noqa: E402
 
 MEMBER = "item_1.dat"
 
@@ -86,7 +86,7 @@ def run(
         iterator = iter(rows)
         while True:
             number += 1
-            pairs = ((table, row) for _, row in zip(range(batch_rows), iterator))
+            pairs = ((table, row) for _, row in zip(range(batch_rows), iterator, strict=False))
             first = next(pairs, None)
             if first is None:
                 return
@@ -151,7 +151,7 @@ def print_table(lines: list[Line]) -> None:
         print(
             "  ".join(
                 c.ljust(w) if i in (0, 5, 6) else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths))
+                for i, (c, w) in enumerate(zip(row, widths, strict=False))
             ).rstrip()
         )
         if n == 0:
@@ -248,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     database = f"bulk_bench_{os.getpid()}"
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-        server = conn.execute("SHOW server_version").fetchone()[0]
+        server = scalar(conn, "SHOW server_version")
     dsn = with_database(args.dsn, database)
     print(
-        f"{len(rows):,} rows; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; PostgreSQL {server}; "
+        f"{len(rows):,} rows; {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}; PostgreSQL {server}; "
         f"batches of {args.batch_rows:,} rows",
         flush=True,
     )

@@ -143,16 +143,12 @@ def ingest(
             committed()
     else:
         iterator = iter(batches(start))
-        first = next(iterator, _NOTHING)
-        if first is not _NOTHING:
+        for first in iterator:  # at most once: the inner loop takes the rest (none: no transaction)
             with driver.transaction():
                 for batch in chain([first], iterator):
                     load(batch)
             committed()
     return IngestResult(state.stored, state.committed, totals, mode, key, migrations)
-
-
-_NOTHING = object()
 
 
 class _Progress:
@@ -178,6 +174,11 @@ def _driver_connection(conn: Any) -> psycopg.Connection:
             "itself. Commit or roll back first, and do not call it inside conn.begin()."
         )
     driver = conn.connection.driver_connection
+    if not isinstance(driver, psycopg.Connection):
+        raise IngestError(
+            "ingest() needs an open psycopg connection; the SQLAlchemy connection has none "
+            "(closed or invalidated)."
+        )
     if driver.info.transaction_status != TransactionStatus.IDLE:
         raise IngestError(
             "ingest() needs a connection that is not in a transaction (the psycopg connection "

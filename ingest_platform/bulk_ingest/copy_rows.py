@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import islice, repeat
@@ -86,7 +86,7 @@ class TableTarget:
     binary: bool
     range_checks: tuple[tuple[int, int, int], ...]  # (column index, low, high)
     numeric: tuple[int, ...] = ()  # numeric columns encoded here (binary COPY only)
-    destination: sql.Composed | None = None  # where this batch's COPY goes
+    destination: sql.Composable | None = None  # where this batch's COPY goes
     rows: int = 0  # rows of the current batch
     # Upsert straight into the live table (see upsert.py): this batch's COPY goes to the live table
     # under a savepoint, its bytes kept in `spool` for a replay into staging if it fails.
@@ -164,7 +164,7 @@ class BatchCopier:
         conn: psycopg.Connection,
         targets: list[TableTarget],
         buffer_rows: int,
-        divert: Callable[[TableTarget], sql.Composed] | None = None,
+        divert: Callable[[TableTarget], sql.Composable] | None = None,
     ):
         self.conn = conn
         self.targets = targets
@@ -185,7 +185,7 @@ class BatchCopier:
                 if isinstance(table, str)
                 else None
             )
-            target = self._by_key.get(key)
+            target = self._by_key.get(key) if key is not None else None
             if target is None:
                 known = ", ".join(sorted(self._by_key)) or "none"
                 raise IngestError(
@@ -205,7 +205,7 @@ class BatchCopier:
         if first is None:
             return
         table, row = _split(first)
-        current = self.resolve(table)
+        current: TableTarget | None = self.resolve(table)
         buffers[id(current)] = [row]
         while current is not None:
             current = self._copy_stream(current, buffers.pop(id(current)), source, buffers)
@@ -325,6 +325,8 @@ class BatchCopier:
     def _replay(self, target: TableTarget) -> None:
         """The direct COPY of `target` failed: roll it back and load its spooled bytes into
         staging."""
+        if self.divert is None:
+            raise AssertionError("a direct COPY needs a divert to replay into staging")
         spool, target.spool = target.spool, None
         target.destination = self.divert(target)
         target.direct, target.direct_ok, target.diverted = False, False, True
@@ -404,10 +406,11 @@ class BatchCopier:
             "datetime), or None."
         )
 
-    def _server_error(self, target: TableTarget, start: int, exc: psycopg.Error) -> IngestError:
-        if isinstance(exc, psycopg.errors.QueryCanceled) and exc.__cause__ is not None:
-            exc = exc.__cause__
-        context = (exc.diag.context or "") if hasattr(exc, "diag") else ""
+    def _server_error(self, target: TableTarget, start: int, error: psycopg.Error) -> IngestError:
+        exc: BaseException = error
+        if isinstance(error, psycopg.errors.QueryCanceled) and error.__cause__ is not None:
+            exc = error.__cause__
+        context = (exc.diag.context or "") if isinstance(exc, psycopg.Error) else ""
         where = ""
         line = re.search(r"line (\d+)(?:, column ([^:]+))?", context)
         if line:
@@ -422,7 +425,7 @@ class BatchCopier:
         )
 
 
-def _row_writer(copy, binary: bool, spool=None, failed: list | None = None):
+def _row_writer(copy: Any, binary: bool, spool: Any, failed: list[psycopg.Error]):
     """(format_row, transformer, out, flush): the fast path formats binary rows with psycopg's own
     (compiled) row formatter into our buffer, saving two Python calls a row; else ``write_row``.
     With a `spool` (a direct COPY) every chunk is also written there, and a failed send is recorded
@@ -466,7 +469,7 @@ class _At(tuple):
 class _Items:
     """The batch's items, read a chunk at a time; `leftover`: items read but not yet routed."""
 
-    def __init__(self, iterator):
+    def __init__(self, iterator: Iterator[Any]) -> None:
         self.iterator = iterator
         self.leftover: list = []
 
@@ -522,7 +525,7 @@ class _ChunkWriter:
             for number, row in enumerate(rows, offset + 1):
                 self.check(row, number)  # raises for a row that is really wrong
         numeric = None
-        ready = rows
+        ready: Iterable[Any] = rows
         if self.target.numeric:
             numeric = [self._encode(rows, index, offset) for index in self.target.numeric]
             ready = self._with_fields(rows, numeric)
@@ -577,18 +580,19 @@ class _ChunkWriter:
         # Anything else (int, NaN, Infinity, exponents, mixed scales, a wrong type): psycopg, one
         # by one.
         dump = self.numeric_dumper.dump
-        fields = []
+        dumped: list[Any] = []
         for number, value in enumerate(values):
             try:
-                fields.append(None if value is None else dump(value))
+                dumped.append(None if value is None else dump(value))
             except _CLIENT_ERRORS as exc:
                 exc.args = (*exc.args, _At((offset + number + 1, rows[number])))
                 raise
-        return fields
+        return dumped
 
     def _with_fields(self, rows: list, numeric: list) -> Iterable[tuple]:
         """The rows in COPY order: the values of the other columns, then the numeric fields."""
         others = self.others
+        values: Iterable[tuple[Any, ...]]
         if len(others) > 1:
             values = map(itemgetter(*others), rows)
         else:  # itemgetter of one index gives the value, not a tuple

@@ -41,7 +41,7 @@ from ingest_platform.bulk_ingest.table_defs import (
 from ingest_platform.errors import SchemaError, first_line
 from ingest_platform.postgres import evolution
 from ingest_platform.postgres.catalog import default_constraint_name, qualified
-from ingest_platform.postgres.connection import scalar
+from ingest_platform.postgres.connection import one_row, scalar
 from ingest_platform.postgres.locks import terminating_blockers
 
 _ADVISORY_NAMESPACE = "ingest_platform.bulk_ingest.migration"
@@ -222,6 +222,8 @@ def _rebuild(
             )
         )
         index_names.append((temporary, _index_name(index, dialect)))
+    if live.oid is None:
+        raise AssertionError(f"{live.display} was read from the catalog, so it has an oid")
     views = dependent_views(conn, live.oid)
     grants, owner, comment = _table_privileges(conn, live.oid)
     if before_swap is not None:
@@ -374,11 +376,12 @@ def _table_privileges(
             (oid,),
         )
     ]
-    owner, comment = conn.execute(
+    owner, comment = one_row(
+        conn,
         "SELECT pg_get_userbyid(relowner), obj_description(oid, 'pg_class') "
         "FROM pg_class WHERE oid = %s",
         (oid,),
-    ).fetchone()
+    )
     return grants, owner, comment
 
 
@@ -411,7 +414,7 @@ def _restore_privileges(
 
 
 def _recreate_view(conn: psycopg.Connection, view: DependentView, table: str) -> None:
-    options = sql.SQL("")
+    options: sql.Composable = sql.SQL("")
     if view.options and not view.materialized:
         options = sql.SQL(" WITH ({})").format(sql.SQL(", ").join(sql.SQL(o) for o in view.options))
     data = (

@@ -234,6 +234,8 @@ def merge_staged(
                         f"again."
                     )
                 oid = catalog.relation_oid(wconn, schema, table.merged_table)
+                if oid is None:  # merged_columns would be empty, and `missing` not
+                    raise AssertionError(f"{table.merged_table} has columns, so it exists")
                 key = catalog.primary_key(wconn, oid)[0]
                 result.counts = wh.merge_staging(wconn, schema, table, staging_columns, key)
                 wh.finish_merge(wconn, schema, table.name, mark)

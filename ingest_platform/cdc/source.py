@@ -39,6 +39,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import psycopg
 from psycopg import sql
@@ -48,7 +49,7 @@ from ingest_platform.cdc.errors import ChangeLogError
 from ingest_platform.errors import ConfigError
 from ingest_platform.postgres import catalog
 from ingest_platform.postgres.catalog import parsed_type, qualified
-from ingest_platform.postgres.connection import scalar
+from ingest_platform.postgres.connection import one_row, scalar
 
 ACTIONS = ("added", "changed", "deleted")
 MAX_CANDIDATES = 20
@@ -185,7 +186,8 @@ def advance_horizon(
 ) -> Horizon:
     """The new safe horizon (see the module docstring). `conn` must be in autocommit mode, and the
     snapshot that reads up to the horizon must be taken after this returns."""
-    q, vxids = conn.execute(
+    q, vxids = one_row(
+        conn,
         sql.SQL(
             "SELECT (SELECT max(id) FROM {log}), ARRAY(SELECT DISTINCT virtualtransaction FROM "
             "pg_locks "
@@ -193,7 +195,7 @@ def advance_horizon(
             "AND pid IS DISTINCT FROM pg_backend_pid())"
         ).format(log=log.change_table),
         (log.oid,),
-    ).fetchone()
+    )
     max_id = q if q is not None else horizon_id
     if max_id <= horizon_id and not candidates:
         return Horizon(horizon_id, horizon_id, max_id)
@@ -455,7 +457,7 @@ def _uncastable_object_ids(
     name = cast.as_string(conn)
     if name in _INTEGER_RANGES:
         low, high = _INTEGER_RANGES[name]
-        predicate = sql.SQL(
+        predicate: sql.Composable = sql.SQL(
             "c.object_id !~ '^\\s*[-+]?[0-9]{{1,30}}\\s*$' OR "
             "NOT (CASE WHEN c.object_id ~ '^\\s*[-+]?[0-9]{{1,30}}\\s*$' THEN "
             "trim(c.object_id)::numeric BETWEEN {lo} AND {hi} END)"
@@ -517,13 +519,14 @@ def _probe_casts(
 
 def changes_by_action(
     conn: psycopg.Connection, log: ChangeLogInfo, ct_id: int | None, lo: int, hi: int
-) -> tuple[dict, object, int | None]:
+) -> tuple[dict[str, int], datetime | None, int | None]:
     """({action: number of change-log rows}, newest date_created, largest id) in (lo, hi] for the
     table."""
     counts = {a: 0 for a in ACTIONS}
     if ct_id is None:
         return counts, None, None
-    newest, last_id = None, None
+    newest: datetime | None = None
+    last_id: int | None = None
     for action, count, latest, largest in conn.execute(
         sql.SQL(
             "SELECT c.action, count(*), max(c.date_created), max(c.id) FROM {log} c WHERE "

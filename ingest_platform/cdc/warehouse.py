@@ -32,7 +32,7 @@ from ingest_platform.cdc.source import SourceTable, estimated_rows, few_of, inde
 from ingest_platform.errors import SchemaError
 from ingest_platform.postgres import catalog, evolution
 from ingest_platform.postgres.catalog import parsed_type, qualified
-from ingest_platform.postgres.connection import scalar
+from ingest_platform.postgres.connection import one_row, scalar
 from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS, terminating_blockers
 
 WATERMARK_TABLE = "_cdc_watermark"
@@ -124,7 +124,7 @@ def evolve_merged_table(
         existing = catalog.columns_of(conn, schema, table.merged_table)
         wanted = {n: parsed_type(t) for n, t in source.columns}
         if not existing:
-            columns = [
+            columns: list[sql.Composable] = [
                 sql.SQL("{} {}{}").format(
                     sql.Identifier(n),
                     sql.SQL(str(t)),
@@ -264,11 +264,12 @@ def merge_staging(
     INSERT .. ON CONFLICT DO UPDATE (a speculative insertion per row, slower). A batch under 1/4 of
     the merged table is joined by index lookups, the staging rows in key order."""
     merged, staging = qualified(schema, table.merged_table), qualified(schema, table.staging_table)
-    live_rows, dead_rows = conn.execute(
+    live_rows, dead_rows = one_row(
+        conn,
         sql.SQL(
             "SELECT count(*) FILTER (WHERE {live}), count(*) FILTER (WHERE NOT ({live})) FROM {}"
-        ).format(staging, live=_LIVE)
-    ).fetchone()
+        ).format(staging, live=_LIVE),
+    )
     use_merge = conn.info.server_version >= 150000 and scalar(conn, "SHOW track_counts") == "on"
     parts = dict(
         merged=merged,
@@ -314,7 +315,7 @@ def _merge_live(
         "SELECT pg_stat_get_xact_tuples_inserted(r), pg_stat_get_xact_tuples_updated(r) "
         "FROM (SELECT {}::regclass AS r) x"
     ).format(sql.Literal(parts["merged"].as_string(conn)))
-    before = conn.execute(counters).fetchone()
+    before = one_row(conn, counters)
     conn.execute(
         sql.SQL(
             "MERGE INTO {merged} m USING (SELECT * FROM {staging} WHERE {live}) s ON m.{key} = "
@@ -330,7 +331,7 @@ def _merge_live(
             **parts,
         )
     )
-    after = conn.execute(counters).fetchone()
+    after = one_row(conn, counters)
     return after[0] - before[0], after[1] - before[1]
 
 
@@ -338,14 +339,17 @@ def _upsert_live(
     conn: psycopg.Connection, source_columns: list[str], parts: dict
 ) -> tuple[int, int]:
     cols = [sql.Identifier(c) for c in source_columns]
-    sets = [sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in cols if c != parts["key"]]
+    sets: list[sql.Composable] = [
+        sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in cols if c != parts["key"]
+    ]
     sets += [
         sql.SQL(
             f"{IS_DELETED} = false, {LAST_CHANGE_ID} = EXCLUDED.{LAST_CHANGE_ID}, {APPLIED_AT} = "
             f"EXCLUDED.{APPLIED_AT}"
         )
     ]
-    return conn.execute(
+    inserted, updated = one_row(
+        conn,
         sql.SQL(
             "WITH up AS (INSERT INTO {merged} ({cols}, {meta}) SELECT {cols}, false, _change_id, "
             "now() FROM {staging} "
@@ -357,8 +361,9 @@ def _upsert_live(
             meta=sql.SQL(", ").join(map(sql.Identifier, MERGED_META_COLUMNS)),
             sets=sql.SQL(", ").join(sets),
             **parts,
-        )
-    ).fetchone()
+        ),
+    )
+    return inserted, updated
 
 
 def staging_counts(conn: psycopg.Connection, schema: str, table: CdcTable) -> dict[str, int]:

@@ -90,7 +90,7 @@ def _psycopg_url(dsn: str) -> str:
 def _url_to_conninfo(url: str) -> str:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-    return make_conninfo(**conninfo_to_dict(libpq_dsn(url)))
+    return make_conninfo("", **conninfo_to_dict(libpq_dsn(url)))
 
 
 def materialization_metadata(result: IngestResult) -> dict[str, Any]:

@@ -128,11 +128,11 @@ class ChangeWriter:
         if content_types is None:
             content_types = {}
             for table, (app, model) in CONTENT_TYPES.items():
-                row = conn.execute(
+                content_types[table] = scalar(
+                    conn,
                     "SELECT id FROM django_content_type WHERE app_label = %s AND model = %s",
                     (app, model),
-                ).fetchone()
-                content_types[table] = row[0]
+                )
         self.content_types = content_types
 
     def log(self, table: str, object_id, action: str, changed: dict | None, repr_: str) -> int:
@@ -166,6 +166,8 @@ class ChangeWriter:
             ),
             [_param(v) for v in values.values()],
         ).fetchone()
+        if row is None:
+            raise AssertionError(f"INSERT INTO {table} ... RETURNING * returned no row")
         self.log(
             table,
             row["id"],
@@ -187,6 +189,8 @@ class ChangeWriter:
             ),
             [_param(v) for v in values.values()] + [pk],
         ).fetchone()
+        if new is None:
+            return False
         diff = {
             k: {"old": _jsonable(old[k]), "new": _jsonable(new[k])} for k in new if old[k] != new[k]
         }
@@ -245,6 +249,7 @@ class Workload:
     def add(self, table: str) -> int | None:
         r = self.rng
         now = datetime.now(UTC)
+        values: dict[str, object]
         if table == "project":
             values = {
                 "code": f"P{r.getrandbits(40):x}",

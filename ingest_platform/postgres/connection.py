@@ -16,12 +16,17 @@ from ingest_platform.errors import ServiceUnavailableError
 CONNECT_TIMEOUT = 5
 
 
-def scalar(conn: psycopg.Connection, query: Any, params: Any = None) -> Any:
-    """The first value of the one row a query returns (count(*), EXISTS, SHOW ...)."""
+def one_row(conn: psycopg.Connection, query: Any, params: Any = None) -> tuple[Any, ...]:
+    """The one row a query always returns (an aggregate, SHOW, INSERT ... RETURNING ...)."""
     row = conn.execute(query, params).fetchone()
     if row is None:
         raise AssertionError(f"expected a row from {query!r}")
-    return row[0]
+    return row
+
+
+def scalar(conn: psycopg.Connection, query: Any, params: Any = None) -> Any:
+    """The first value of the one row a query returns (count(*), EXISTS, SHOW ...)."""
+    return one_row(conn, query, params)[0]
 
 
 def libpq_dsn(dsn: str) -> str:

@@ -140,11 +140,11 @@ def common_type(a: PgType, b: PgType) -> PgType | None:
 
 
 def _common_numeric(a: PgType, b: PgType) -> PgType:
-    digits = [_integer_digits_and_scale(t) for t in (a, b)]
-    if None in digits:
+    a_digits, b_digits = _integer_digits_and_scale(a), _integer_digits_and_scale(b)
+    if a_digits is None or b_digits is None:
         return _pick(a, b, PgType("numeric"))
-    integer_digits = max(d[0] for d in digits)
-    scale = max(d[1] for d in digits)
+    integer_digits = max(a_digits[0], b_digits[0])
+    scale = max(a_digits[1], b_digits[1])
     if integer_digits + scale > MAX_NUMERIC_PRECISION:
         return _pick(a, b, PgType("numeric"))
     return _pick(a, b, PgType("numeric", (integer_digits + scale, scale)))

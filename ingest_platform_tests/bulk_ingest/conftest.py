@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 from psycopg import sql
 
-from ingest_platform.postgres.connection import to_url
+from ingest_platform.postgres.connection import scalar, to_url
 
 
 def engine_for(dsn: str) -> sa.Engine:
@@ -39,7 +39,7 @@ def stored_watermark(pg: psycopg.Connection, schema: str = "public"):
     from ingest_platform.bulk_ingest import watermarks
 
     table = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier("_ingest_watermarks"))
-    if pg.execute("SELECT to_regclass(%s)", (table.as_string(pg),)).fetchone()[0] is None:
+    if scalar(pg, "SELECT to_regclass(%s)", (table.as_string(pg),)) is None:
         return None
     rows = pg.execute(sql.SQL("SELECT key, watermark FROM {}").format(table)).fetchall()
     return {key: watermarks.decode(value) for key, value in rows}

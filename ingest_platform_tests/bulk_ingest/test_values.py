@@ -158,7 +158,7 @@ INTS = [(-(2**63), -(2**31), -(2**15)), (2**63 - 1, 2**31 - 1, 2**15 - 1), (0, 0
 
 
 def every_type_rows(count: int) -> list[tuple]:
-    rows = []
+    rows: list[tuple] = []
     for k in range(count):
         big, i4, i2 = INTS[k % len(INTS)]
         rows.append(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
@@ -11,7 +13,7 @@ from psycopg import sql
 
 from ingest_platform.cdc.config import DEMO_TABLES, CdcConfig
 from ingest_platform.demo import cdc_app
-from ingest_platform.postgres.connection import ensure_database, with_database
+from ingest_platform.postgres.connection import ensure_database, scalar, with_database
 from ingest_platform_tests.conftest import unique_name
 
 
@@ -21,10 +23,10 @@ class CdcEnv:
     warehouse_dsn: str
     config: CdcConfig
 
-    def source(self, **kwargs) -> psycopg.Connection:
+    def source(self, **kwargs: Any) -> psycopg.Connection[Any]:
         return psycopg.connect(self.source_dsn, autocommit=True, **kwargs)
 
-    def warehouse(self, **kwargs) -> psycopg.Connection:
+    def warehouse(self, **kwargs: Any) -> psycopg.Connection[Any]:
         return psycopg.connect(self.warehouse_dsn, autocommit=True, **kwargs)
 
     def table(self, name: str):
@@ -42,13 +44,13 @@ class CdcEnv:
 
     def watermark(self, table: str) -> int:
         with self.warehouse() as conn:
-            return conn.execute(
-                "SELECT horizon_id FROM cdc._cdc_watermark WHERE table_name = %s", (table,)
-            ).fetchone()[0]
+            return scalar(
+                conn, "SELECT horizon_id FROM cdc._cdc_watermark WHERE table_name = %s", (table,)
+            )
 
 
 @pytest.fixture
-def cdc_env(pg_server_dsn, pg_dsn) -> CdcEnv:
+def cdc_env(pg_server_dsn, pg_dsn) -> Iterator[CdcEnv]:
     database = unique_name("cdcsrc")
     ensure_database(pg_server_dsn, database)
     source = with_database(pg_server_dsn, database)

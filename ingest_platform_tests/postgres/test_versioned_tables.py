@@ -222,7 +222,7 @@ def test_incompatible_change_names_everything_and_changes_nothing(conn):
     assert state(conn) == before
 
 
-def test_reload_replaces_the_version_and_readers_never_see_a_mix(conn, pg_dsn):
+def test_reload_replaces_the_version_and_readers_never_see_a_mix(conn, pg_dsn) -> None:
     load(conn, V1, "1", [(i, "old", None) for i in range(3)])
     reload = begin_version_load(conn, SCHEMA, V1, "1")
     copy_into(conn, reload, [copy_text([(i, "new", None) for i in range(5)])])
@@ -230,7 +230,7 @@ def test_reload_replaces_the_version_and_readers_never_see_a_mix(conn, pg_dsn):
     seen: set[int] = set()
     stop = threading.Event()
 
-    def poll():  # a plain READ COMMITTED reader, querying all the time
+    def poll() -> None:  # a plain READ COMMITTED reader, querying all the time
         with connect(pg_dsn, autocommit=True) as reader:
             while not stop.is_set():
                 seen.add(count_version(reader, "Orders", "1"))
