@@ -46,7 +46,8 @@ import re
 from dataclasses import dataclass
 
 from ingest_platform.errors import SchemaError
-from ingest_platform.postgres.type_widening import PgType, parse_pg_type
+from ingest_platform.postgres.catalog import parsed_type
+from ingest_platform.postgres.type_widening import PgType
 
 NUMERIC_MAX_INTEGER_DIGITS, NUMERIC_MAX_SCALE = 29, 9
 BIGNUMERIC_MAX_INTEGER_DIGITS, BIGNUMERIC_MAX_SCALE = 38, 38
@@ -113,10 +114,7 @@ def map_column(
 
     ``bignumeric=False`` (the local emulator, whose DuckDB decimals stop at 38 digits): columns
     that would be BIGNUMERIC become STRING holding the same numeric text (values still checked)."""
-    try:
-        parsed = parse_pg_type(pg_type)
-    except SchemaError:
-        parsed = PgType(pg_type.strip().lower())  # unusual spellings ("char" etc.) mirror as text
+    parsed = parsed_type(pg_type)  # a spelling parse_pg_type declines ("char", enums) is STRING
     if parsed.array_dims > 1:
         raise SchemaError(
             f'{table}: column "{name}" has type {pg_type}: BigQuery has no arrays of arrays. '
