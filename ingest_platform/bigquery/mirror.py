@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from ingest_platform.bigquery.source import MirrorSource, RowEncoder, read_rows
+from ingest_platform.bigquery.source import MirrorSource, ProtoRowEncoder, read_rows
 from ingest_platform.bigquery.types import MirrorColumn, quote_bq, quote_bq_column
 from ingest_platform.bigquery.writer import PendingStreamWriter, RetryPolicy
 from ingest_platform.errors import SchemaError
@@ -193,10 +193,10 @@ def write_source(
     conn: psycopg.Connection,
     source: MirrorSource,
     writer: PendingStreamWriter,
-    encoder: RowEncoder | None = None,
+    encoder: ProtoRowEncoder | None = None,
     chunk_rows: int = 5000,
 ) -> int:
-    encoder = encoder or RowEncoder(source)
+    encoder = encoder or ProtoRowEncoder(source)
     rows = 0
     for chunk in read_rows(conn, source, chunk_rows):
         for row in chunk:
@@ -223,7 +223,7 @@ def mirror_slice(
     """Replace the rows of one slice (``slice_column = slice_value``) of the mirror table with the
     source's rows of that slice. The source must carry the same filter."""
     started = time.perf_counter()
-    encoder = RowEncoder(source)
+    encoder = ProtoRowEncoder(source)
     writer = PendingStreamWriter(
         write_client,
         target.path,
@@ -245,41 +245,6 @@ def mirror_slice(
         deleted["rows"] = job.num_dml_affected_rows
 
     writer.commit(before_commit=delete_previous)
-    stats = writer.stats
-    return MirrorResult(
-        target.table_id,
-        stats.rows,
-        stats.bytes,
-        stats.requests,
-        stats.streams,
-        time.perf_counter() - started,
-        deleted_rows=deleted.get("rows"),
-    )
-
-
-def mirror_table(
-    conn: psycopg.Connection,
-    bq_client,
-    write_client,
-    source: MirrorSource,
-    target: MirrorTarget,
-    *,
-    retry: RetryPolicy = RetryPolicy(),
-    chunk_rows: int = 5000,
-) -> MirrorResult:
-    """Replace every row of the mirror table (``DELETE WHERE TRUE`` just before the batch commit)."""
-    started = time.perf_counter()
-    encoder = RowEncoder(source)
-    writer = PendingStreamWriter(write_client, target.path, encoder.descriptor, retry=retry)
-    write_source(conn, source, writer, encoder, chunk_rows)
-    deleted = {}
-
-    def delete_all():
-        deleted["rows"] = _query(
-            bq_client, f"DELETE FROM {target.ref} WHERE TRUE"
-        ).num_dml_affected_rows
-
-    writer.commit(before_commit=delete_all)
     stats = writer.stats
     return MirrorResult(
         target.table_id,
@@ -335,7 +300,7 @@ def mirror_changes(
     table.expires = dt.datetime.now(dt.UTC) + STAGING_EXPIRATION
     bq_client.create_table(table)
     try:
-        encoder = RowEncoder(changed)
+        encoder = ProtoRowEncoder(changed)
         writer = PendingStreamWriter(write_client, staging.path, encoder.descriptor, retry=retry)
         write_source(conn, changed, writer, encoder, chunk_rows)
         writer.commit()

@@ -11,30 +11,10 @@ from collections.abc import Sequence
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from ingest_platform.bigquery.kinds import proto_type_name
 from ingest_platform.bigquery.types import MirrorColumn
 
 _F = descriptor_pb2.FieldDescriptorProto
-PROTO_TYPE_OF_KIND = {
-    "int": _F.TYPE_INT64,
-    "numeric": _F.TYPE_STRING,
-    "float": _F.TYPE_DOUBLE,
-    "bool": _F.TYPE_BOOL,
-    "string": _F.TYPE_STRING,
-    "bytes": _F.TYPE_BYTES,
-    "date": _F.TYPE_INT32,
-    "timestamp": _F.TYPE_INT64,
-    "datetime": _F.TYPE_STRING,
-    "time": _F.TYPE_STRING,
-    "json": _F.TYPE_STRING,
-}
-_PROTO_TYPE_NAME = {
-    _F.TYPE_INT64: "int64",
-    _F.TYPE_INT32: "int32",
-    _F.TYPE_STRING: "string",
-    _F.TYPE_DOUBLE: "double",
-    _F.TYPE_BOOL: "bool",
-    _F.TYPE_BYTES: "bytes",
-}
 
 # Pseudo-columns of BigQuery's native CDC upserts (default stream only).
 CHANGE_TYPE_FIELD = "_CHANGE_TYPE"
@@ -56,7 +36,7 @@ def row_descriptor(
         message.field.add(
             name=column.bq_name,
             number=number,
-            type=PROTO_TYPE_OF_KIND[column.kind],
+            type=column.spec.proto_type,
             label=_F.LABEL_REPEATED if column.repeated else _F.LABEL_OPTIONAL,
         )
     if cdc_pseudo_columns:
@@ -109,7 +89,7 @@ def proto_file_text(
         column = by_name.get(field.name)
         comment = f"  // {column.name}: {column.pg_type} -> {column.bq_type}" if column else ""
         lines.append(
-            f"  {label} {_PROTO_TYPE_NAME[field.type]} {field.name} = {field.number};{comment}"
+            f"  {label} {proto_type_name(field.type)} {field.name} = {field.number};{comment}"
         )
     lines.append("}")
     return "\n".join(lines) + "\n"

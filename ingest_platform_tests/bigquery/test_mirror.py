@@ -137,7 +137,7 @@ def test_reloading_a_version_replaces_only_its_rows_and_reruns_do_not_duplicate(
 
 def test_requests_stay_under_the_size_limit_and_streams_rotate(conn, bigquery_resource, bq_dataset):
     from ingest_platform.bigquery.mirror import dump_source
-    from ingest_platform.bigquery.source import RowEncoder
+    from ingest_platform.bigquery.source import ProtoRowEncoder
     from ingest_platform.bigquery.writer import PendingStreamWriter
 
     make_dump_table(
@@ -157,7 +157,7 @@ def test_requests_stay_under_the_size_limit_and_streams_rotate(conn, bigquery_re
 
         source = dump_source(conn, "app", "w", "1")
         ensure_mirror_table(client, mirror, source.columns)
-        encoder = RowEncoder(source)
+        encoder = ProtoRowEncoder(source)
         writer = PendingStreamWriter(
             write_client,
             mirror.path,
