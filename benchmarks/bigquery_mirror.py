@@ -249,10 +249,10 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(
                 (
                     "consistency check (hash buckets)",
-                    result.pg_rows,
+                    result.left_rows,
                     result.seconds,
-                    result.pg_rows / result.seconds,
-                    f"{result.buckets} buckets of ~{result.pg_rows // max(result.buckets, 1)} rows; passed",
+                    result.left_rows / result.seconds,
+                    f"{result.buckets} buckets of ~{result.left_rows // max(result.buckets, 1)} rows; passed",
                 )
             )
             naive_rows = args.naive_rows or args.rows

@@ -27,7 +27,13 @@ from ingest_platform.errors import IngestError, SchemaError
 from ingest_platform.postgres import catalog
 
 CHUNK_ROWS = 5000
-_FILTER_OPS = {"=": sql.SQL("="), ">": sql.SQL(">"), ">=": sql.SQL(">=")}
+# column op value; "not in" compares the column's text with a list of texts (CDC object ids).
+_FILTER_OPS = {
+    "=": sql.SQL("{} = %s"),
+    ">": sql.SQL("{} > %s"),
+    ">=": sql.SQL("{} >= %s"),
+    "not in": sql.SQL("NOT ({}::text = ANY(%s::text[]))"),
+}
 
 
 class MirrorValueError(IngestError):
@@ -51,7 +57,7 @@ class MirrorSource:
     table: str
     columns: tuple[MirrorColumn, ...]
     key: tuple[str, ...]  # PostgreSQL names; () = no key
-    filters: tuple[tuple[str, str, object], ...] = ()  # (column, "=" | ">" | ">=", value)
+    filters: tuple[tuple[str, str, object], ...] = ()  # (column, op of _FILTER_OPS, value)
     fill_nulls: bool = False
 
     @property
@@ -64,10 +70,7 @@ class MirrorSource:
     def where(self) -> tuple[sql.Composable, list]:
         if not self.filters:
             return sql.SQL(""), []
-        parts = [
-            sql.SQL("{} {} %s").format(sql.Identifier(c), _FILTER_OPS[op])
-            for c, op, _ in self.filters
-        ]
+        parts = [_FILTER_OPS[op].format(sql.Identifier(c)) for c, op, _ in self.filters]
         return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts), [v for _, _, v in self.filters]
 
     def with_filters(self, *filters: tuple[str, str, object]) -> MirrorSource:

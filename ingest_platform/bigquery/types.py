@@ -80,6 +80,18 @@ def map_column(
     )
 
 
+def comparable_column(name: str, pg_type: str) -> MirrorColumn:
+    """A column as the consistency checks hash it between two PostgreSQL tables: the kind of its
+    type, without BigQuery's limits (any numeric is numeric text, arrays of arrays are arrays)."""
+    parsed = parsed_type(pg_type)
+    kind = (
+        KINDS["numeric"] if parsed.name == "numeric" else KIND_OF_PG_TYPE.get(parsed.name, STRING)
+    )
+    return MirrorColumn(
+        name, pg_type, bq_name(name), kind.bq_type, kind.name, repeated=parsed.array_dims > 0
+    )
+
+
 def _numeric_kind(table: str, name: str, pg_type: str, t: PgType) -> Kind | None:
     if t.name != "numeric":
         return None

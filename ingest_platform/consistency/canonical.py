@@ -40,13 +40,10 @@ def pg_text(column: MirrorColumn, ref: sql.Composable | None = None) -> sql.Comp
     if column.repeated:
         element = _pg_wrap(template.format(v=sql.SQL("_e")))
         return sql.SQL(
-            "coalesce((SELECT string_agg({}, ',' ORDER BY _o) FROM unnest({}) WITH ORDINALITY AS _u(_e, _o)), '')"
+            "coalesce((SELECT string_agg({}, ',' ORDER BY _o)"
+            " FROM unnest({}) WITH ORDINALITY AS _u(_e, _o)), '')"
         ).format(element, ref)
     return template.format(v=ref)
-
-
-def pg_field(column: MirrorColumn) -> sql.Composable:
-    return _pg_wrap(pg_text(column))
 
 
 def pg_canonical_of(texts: Sequence[sql.Composable]) -> sql.Composable:
@@ -55,10 +52,6 @@ def pg_canonical_of(texts: Sequence[sql.Composable]) -> sql.Composable:
     if not texts:
         return sql.SQL("''")
     return sql.SQL(" || '|' || ").join(_pg_wrap(t) for t in texts)
-
-
-def pg_canonical(columns: Sequence[MirrorColumn]) -> sql.Composable:
-    return pg_canonical_of([pg_text(c) for c in columns])
 
 
 # ----------------------------------------------------------------------------- BigQuery

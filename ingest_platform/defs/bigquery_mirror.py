@@ -127,8 +127,8 @@ def _check_results(
             else f"{hashes.differing_buckets} of {hashes.buckets} buckets differ; {len(hashes.differences)} keys listed.",
             metadata={
                 "compared": hashes.what,
-                "pg_rows": hashes.pg_rows,
-                "bq_rows": hashes.bq_rows,
+                "pg_rows": hashes.left_rows,
+                "bq_rows": hashes.right_rows,
                 "buckets": hashes.buckets,
                 "differing_buckets": hashes.differing_buckets,
                 "differing_keys": len(hashes.differences),
