@@ -33,7 +33,7 @@ import psycopg
 
 from ingest_platform.bigquery.source import MirrorSource, ProtoRowEncoder, read_rows
 from ingest_platform.bigquery.types import MirrorColumn, quote_bq, quote_bq_column
-from ingest_platform.bigquery.writer import PendingStreamWriter, RetryPolicy
+from ingest_platform.bigquery.writer import DEFAULT_RETRY, PendingStreamWriter, RetryPolicy
 from ingest_platform.errors import SchemaError
 
 DELETE_MODES = ("soft", "hard")
@@ -154,9 +154,12 @@ def ensure_mirror_table(
             or have.mode != field.mode
         ):
             raise SchemaError(
-                f"Mirror table {target.table_id}: column {field.name} is {have.mode} {have.field_type} in BigQuery "
-                f"but the source now maps to {field.mode} {field.field_type}. BigQuery cannot change a column's "
-                "type in place: drop the mirror table (it is rebuilt from PostgreSQL) or exclude the column."
+                f"Mirror table {target.table_id}: column {field.name} is {have.mode} "
+                f"{have.field_type} in BigQuery "
+                f"but the source now maps to {field.mode} {field.field_type}. BigQuery cannot "
+                f"change a column's "
+                "type in place: drop the mirror table (it is rebuilt from PostgreSQL) or exclude "
+                "the column."
             )
     if added:
         table.schema = list(table.schema) + added
@@ -215,7 +218,7 @@ def mirror_slice(
     *,
     slice_column: str,
     slice_value,
-    retry: RetryPolicy = RetryPolicy(),
+    retry: RetryPolicy = DEFAULT_RETRY,
     chunk_rows: int = 5000,
     max_request_bytes: int | None = None,
     on_request: Callable[[int], None] | None = None,
@@ -267,7 +270,7 @@ def mirror_changes(
     delete_mode: str = "soft",
     change_column: str = LAST_CHANGE_ID,
     deleted_column: str = IS_DELETED,
-    retry: RetryPolicy = RetryPolicy(),
+    retry: RetryPolicy = DEFAULT_RETRY,
     chunk_rows: int = 5000,
 ) -> MirrorResult:
     """Apply the source's rows changed since the mirror's high-water mark with one MERGE."""
@@ -349,7 +352,10 @@ def merge_statement(
     on = " AND ".join(f"T.{q(k)} = S.{q(k)}" for k in key)
     newer = f"(T.{q(change_column)} IS NULL OR S.{q(change_column)} >= T.{q(change_column)})"
     update = ", ".join(f"{q(n)} = S.{q(n)}" for n in names if n not in key)
-    insert = f"INSERT ({', '.join(q(n) for n in names)}) VALUES ({', '.join('S.' + q(n) for n in names)})"
+    insert = (
+        f"INSERT ({', '.join(q(n) for n in names)})"
+        f" VALUES ({', '.join('S.' + q(n) for n in names)})"
+    )
     clauses = []
     if delete_mode == "hard" and deleted_column:
         clauses.append(f"WHEN MATCHED AND S.{q(deleted_column)} THEN DELETE")
@@ -370,16 +376,19 @@ VERSION_COLUMN = "_version"
 
 
 def dump_key(conn: psycopg.Connection, schema: str, table: str) -> tuple[str, ...]:
-    """(_version, primary key...) from the newest registered version that declares one; () if none."""
+    """(_version, primary key...) from the newest registered version that declares one;
+    () if none."""
     from psycopg import sql
 
-    from ingest_platform.postgres.version_catalog import REGISTRY_TABLE, relation_oid
+    from ingest_platform.postgres.catalog import relation_exists
+    from ingest_platform.postgres.version_catalog import REGISTRY_TABLE
 
-    if relation_oid(conn, schema, REGISTRY_TABLE) is None:
+    if not relation_exists(conn, schema, REGISTRY_TABLE):
         return ()
     row = conn.execute(
         sql.SQL(
-            "SELECT primary_key FROM {}.{} WHERE table_name = %s AND jsonb_array_length(primary_key) > 0"
+            "SELECT primary_key FROM {}.{} WHERE table_name = %s AND "
+            "jsonb_array_length(primary_key) > 0"
             " ORDER BY loaded_at DESC LIMIT 1"
         ).format(sql.Identifier(schema), sql.Identifier(REGISTRY_TABLE)),
         (table,),
@@ -421,7 +430,7 @@ def mirror_dump_version(
     target: MirrorTarget,
     *,
     fill_nulls: bool = False,
-    retry: RetryPolicy = RetryPolicy(),
+    retry: RetryPolicy = DEFAULT_RETRY,
     on_request: Callable[[int], None] | None = None,
     max_request_bytes: int | None = None,
     location: str | None = None,
@@ -437,7 +446,8 @@ def mirror_dump_version(
         bq_client,
         target,
         source.columns,
-        description=f"Mirror of PostgreSQL {schema}.{table} (every dump version; _version = version).",
+        description=f"Mirror of PostgreSQL {schema}.{table} (every dump version; _version = "
+        f"version).",
     )
     return mirror_slice(
         conn,

@@ -64,7 +64,8 @@ def native_cdc_requests(
     change_at = names.index(change_column)
     deleted_at = names.index(deleted_column) if deleted_column in names else None
     stream = f"{target.path}/streams/_default"
-    batch, size, first = [], 0, True
+    batch: list[bytes] = []
+    size, first = 0, True
     for row in rows:
         deleted = deleted_at is not None and bool(row[deleted_at]) and delete_mode == "hard"
         data = encoder.encode(

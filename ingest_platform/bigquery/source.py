@@ -37,13 +37,14 @@ _FILTER_OPS = {
 
 
 class MirrorValueError(IngestError):
-    """A value BigQuery cannot hold; names table, key and column. Nothing of the run is committed."""
+    """A value BigQuery cannot hold; names table, key and column. Nothing of the run commits."""
 
     def __init__(self, table: str, key: dict, column: str, problem: str):
         self.table, self.key, self.column, self.problem = table, key, column, problem
         super().__init__(
             f'{table}, key {_format_key(key)}, column "{column}": {problem}. Nothing of this run '
-            "was committed to BigQuery; fix the value in PostgreSQL (or exclude the column) and run again."
+            "was committed to BigQuery; fix the value in PostgreSQL (or exclude the column) and "
+            "run again."
         )
 
 
@@ -117,8 +118,8 @@ def _select_expression(column: MirrorColumn, ref: sql.Composable) -> sql.Composa
     return sql.SQL(column.spec.pg_read).format(v=ref)
 
 
-def select_statement(source: MirrorSource) -> tuple[sql.Composable, list]:
-    exprs = []
+def select_statement(source: MirrorSource) -> tuple[sql.Composed, list]:
+    exprs: list[sql.Composable] = []
     for column in source.columns:
         ref = sql.Identifier(column.name)
         if column.repeated:
@@ -171,7 +172,7 @@ class ProtoRowEncoder:
 
     def encode(self, row: tuple, extra: dict | None = None) -> bytes:
         values = {}
-        for (name, convert, column), value in zip(self._fields, row):
+        for (name, convert, column), value in zip(self._fields, row, strict=True):
             try:
                 value = convert(value)
             except ValueRejected as reject:
@@ -185,10 +186,10 @@ class ProtoRowEncoder:
         try:
             return self.message(**values).SerializeToString()
         except (ValueError, TypeError) as error:
-            column = _find_bad_field(self.message, values) or "?"
+            field = _find_bad_field(self.message, values) or "?"
             problem = "text is not valid UTF-8" if "utf-8" in str(error).lower() else str(error)
             raise MirrorValueError(
-                self.source.label, self.key_of(row), _pg_name(self.source, column), problem
+                self.source.label, self.key_of(row), _pg_name(self.source, field), problem
             ) from None
 
 

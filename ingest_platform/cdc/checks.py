@@ -90,11 +90,11 @@ def compare_with_source(
         )
         merged_oid = catalog.relation_oid(wconn, schema, table.merged_table)
         if merged_oid is None:
-            count = sconn.execute(
+            (count,) = sconn.execute(
                 sql.SQL("SELECT count(*) FROM {}").format(
                     catalog.qualified(table.source_schema, table.source_table)
                 )
-            ).fetchone()[0]
+            ).fetchone() or (0,)
             return MatchReport(count, 0, [], 1 if count else 0, 1, len(excluded))
         merged = {c.name for c in catalog.columns(wconn, merged_oid)}
         not_pending = (source.primary_key, "not in", excluded)
@@ -151,8 +151,10 @@ def live_deleted_objects(
             r[0]
             for r in sconn.execute(
                 sql.SQL(
-                    "SELECT k::text FROM (SELECT DISTINCT ON (c.object_id::{cast}) c.object_id::{cast} AS k, c.action FROM {log} c "
-                    "WHERE c.content_type_id = %s AND c.id <= %s ORDER BY c.object_id::{cast}, c.id DESC) x "
+                    "SELECT k::text FROM (SELECT DISTINCT ON (c.object_id::{cast}) "
+                    "c.object_id::{cast} AS k, c.action FROM {log} c "
+                    "WHERE c.content_type_id = %s AND c.id <= %s ORDER BY c.object_id::{cast}, "
+                    "c.id DESC) x "
                     "WHERE action = 'deleted'"
                 ).format(cast=cast, log=log.change_table),
                 (ct_id, mark.horizon_id),
@@ -162,7 +164,8 @@ def live_deleted_objects(
             r[0]
             for r in wconn.execute(
                 sql.SQL(
-                    "SELECT {key}::text FROM {merged} WHERE NOT {is_deleted} AND {key}::text = ANY(%s) ORDER BY 1"
+                    "SELECT {key}::text FROM {merged} WHERE NOT {is_deleted} AND {key}::text = "
+                    "ANY(%s) ORDER BY 1"
                 ).format(
                     key=sql.Identifier(source.primary_key),
                     merged=catalog.qualified(schema, table.merged_table),

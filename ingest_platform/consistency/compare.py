@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol, TypeVar
 
 import psycopg
@@ -153,9 +154,10 @@ class PostgresSide:
 
         def text(column: MirrorColumn) -> sql.Composable:
             ref = sql.Identifier(column.name)
-            if column.name in casts:  # a type as format_type printed it: quoted where needed
-                ref = sql.SQL("({})::{}").format(ref, sql.SQL(casts[column.name]))
-            return pg_text(column, ref)
+            if column.name not in casts:
+                return pg_text(column, ref)
+            # A type as format_type printed it: quoted where needed.
+            return pg_text(column, sql.SQL("({})::{}").format(ref, sql.SQL(casts[column.name])))
 
         # Unlike BigQuerySide, the field texts are written in place: computing them once in a
         # subquery (OFFSET 0) costs PostgreSQL more than evaluating each text twice.
@@ -366,7 +368,8 @@ class BigQuerySide:
         )
         rows = self._run(
             f"SELECT b, COUNT(*), {sums} FROM"
-            f" (SELECT SUBSTR(kh, 1, {int(depth)}) AS b, rh FROM ({self.base}){restrict}) GROUP BY b",
+            f" (SELECT SUBSTR(kh, 1, {int(depth)}) AS b, rh FROM ({self.base}){restrict}) GROUP BY "
+            f"b",
             extra,
         )
         return {r[0]: tuple(r[1:]) for r in rows}
@@ -398,7 +401,8 @@ class BigQuerySide:
 
 
 def choose_depth(rows: int, rows_per_bucket: int = 1000) -> int:
-    """Hex digits of the first bucket level: about `rows_per_bucket` rows per bucket, at least 16 buckets."""
+    """Hex digits of the first bucket level: about `rows_per_bucket` rows per bucket, at least
+    16 buckets."""
     if rows <= rows_per_bucket * 16:
         return 1
     return min(MAX_DEPTH - 2, max(1, math.ceil(math.log(rows / rows_per_bucket, 16))))
@@ -437,7 +441,7 @@ def compare_hashes(
         if size > leaf_rows and len(bucket) < MAX_DEPTH:
             deeper = len(bucket) + 1
             ours, theirs = _both(
-                lambda: left.buckets(deeper, [bucket]), lambda: right.buckets(deeper, [bucket])
+                partial(left.buckets, deeper, [bucket]), partial(right.buckets, deeper, [bucket])
             )
             result.depth = max(result.depth, deeper)
             pending = [(b, _size(ours, theirs, b)) for b in _differing(ours, theirs)] + pending
@@ -491,7 +495,11 @@ def _collect(
             result.more_differences = True
             return
         # Without a key, k is the row hash itself.
-        values = dict(zip(key_names, parse_canonical(key))) if key_names else {"row_hash": key}
+        values = (
+            dict(zip(key_names, parse_canonical(key), strict=True))
+            if key_names
+            else {"row_hash": key}
+        )
         if there is None:
             result.differences.append(Difference(values, missing_in(right.name)))
         elif here is None:
@@ -543,13 +551,15 @@ class CountComparison:
         lines = [
             f"Row counts of {self.what} ({self.seconds:.2f} s):",
             "",
-            f"| {group_name} | PostgreSQL rows | BigQuery rows | PostgreSQL not deleted | BigQuery not deleted | |",
+            f"| {group_name} | PostgreSQL rows | BigQuery rows | PostgreSQL not deleted | BigQuery "
+            f"not deleted | |",
             "|---|---|---|---|---|---|",
         ]
         for g, v in sorted(self.groups.items()):
             ok = "ok" if v["pg"] == v["bq"] else "DIFFERENT"
             lines.append(
-                f"| {g or '(all)'} | {v['pg'][0]} | {v['bq'][0]} | {v['pg'][1]} | {v['bq'][1]} | {ok} |"
+                f"| {g or '(all)'} | {v['pg'][0]} | {v['bq'][0]} | {v['pg'][1]} | {v['bq'][1]} | "
+                f"{ok} |"
             )
         return "\n".join(lines)
 

@@ -19,7 +19,8 @@ from ingest_platform_tests.conftest import unique_name
 
 # The right side holds some columns in wider types (as a CDC merged table or a migration may).
 LEFT = (
-    'id integer PRIMARY KEY, name varchar(20), amount numeric(10,2), big numeric(80,40), flag "char",'
+    "id integer PRIMARY KEY, name varchar(20), amount numeric(10,2), big numeric(80,40), flag "
+    '"char",'
     ' mood "Mood Type", at timestamptz, grid integer[][], doc jsonb'
 )
 RIGHT = (
