@@ -1,6 +1,7 @@
 """Mirror the 10-column benchmark table to the BigQuery emulator, and check it.
 
-    /work/venv/bin/python benchmarks/bigquery_mirror.py --rows 1000000 [--sample-rows 50000] [--dsn DSN]
+    /work/venv/bin/python benchmarks/bigquery_mirror.py --rows 1000000 \
+        [--sample-rows 50000] [--dsn DSN]
 
 Rows: the same generated table as benchmarks/dump_load.py (cached dump in --workdir), loaded into
 a database created for the run with our loader, as dump version `<rows>` of `bench.item_1`.
@@ -41,10 +42,10 @@ from ingest_platform.bigquery.clients import (
 )  # noqa: E402
 from ingest_platform.bigquery.mirror import MirrorTarget, dump_source, mirror_dump_version  # noqa: E402
 from ingest_platform.consistency.compare import BigQuerySide, PostgresSide, compare_hashes  # noqa: E402
+from ingest_platform.loading.dump_versions import load_dump_version  # noqa: E402
 from ingest_platform.local.bigquery_emulator import start_emulator  # noqa: E402
 from ingest_platform.local.ports import free_port  # noqa: E402
 from ingest_platform.postgres.connection import with_database  # noqa: E402
-from ingest_platform.loading.dump_versions import load_dump_version  # noqa: E402
 
 SCHEMA, TABLE = "bench", "item_1"
 
@@ -76,7 +77,7 @@ def run_child(args: list[str]) -> tuple[float, int, str]:
         except psutil.NoSuchProcess:
             pass
         time.sleep(0.02)
-    output = child.stdout.read()
+    output, _ = child.communicate()
     if child.returncode:
         raise RuntimeError(f"child exited with {child.returncode}: {output}")
     return time.perf_counter() - started, peak, output
@@ -91,7 +92,7 @@ def json_rows(conn, source, limit: int) -> list[dict]:
     for chunk in read_rows(conn, source):
         for row in chunk:
             item = {}
-            for column, name, value in zip(source.columns, names, row):
+            for column, name, value in zip(source.columns, names, row, strict=True):
                 if value is None:
                     continue
                 if column.kind == "timestamp":
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--skip-json",
         action="store_true",
-        help="skip the insert_rows_json/load_table_from_json rows (slow; the latter fails for small samples)",
+        help="skip the insert_rows_json/load_table_from_json rows (slow; the latter fails for "
+        "small samples)",
     )
     parser.add_argument(
         "--naive-rows",
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     emulator = start_emulator(
         free_port(), free_port(), None, args.workdir / "bigquery_mirror_emulator.log"
     )
-    lines = []
+    # (method, rows measured, seconds for all rows, rows per second or None, notes)
+    lines: list[tuple[str, int, float, float | None, str]] = []
     try:
         started = time.perf_counter()
         load_dump_version(dsn, dump, SCHEMA, processes=1)
@@ -164,15 +167,16 @@ def main(argv: list[str] | None = None) -> int:
         seconds, peak, output = run_child(
             ["--measure-write", dsn, endpoints.rest, endpoints.grpc, version, "bench"]
         )
-        rows, write_seconds, nbytes, requests = output.split("RESULT")[1].split()[:4]
-        rows, write_seconds = int(rows), float(write_seconds)
+        written, write_text, nbytes, requests = output.split("RESULT")[1].split()[:4]
+        rows, write_seconds = int(written), float(write_text)
         lines.append(
             (
                 "Storage Write (ours), mirror_dump_version",
                 rows,
                 write_seconds,
                 rows / write_seconds,
-                f"{int(requests)} requests, {int(nbytes) / 1e6:.0f} MB protobuf; client peak RSS {peak / 2**20:.0f} MiB",
+                f"{int(requests)} requests, {int(nbytes) / 1e6:.0f} MB protobuf; client peak RSS "
+                f"{peak / 2**20:.0f} MiB",
             )
         )
 
@@ -223,11 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         target = MirrorTarget(EMULATOR_PROJECT, "bench", TABLE)
         with psycopg.connect(dsn) as conn:
             started = time.perf_counter()
-            pg_count = conn.execute(
+            (pg_count,) = conn.execute(
                 sql.SQL("SELECT count(*) FROM {}.{}").format(
                     sql.Identifier(SCHEMA), sql.Identifier(TABLE)
                 )
-            ).fetchone()[0]
+            ).fetchone() or (0,)
             lines.append(
                 ("count(*) in PostgreSQL", pg_count, time.perf_counter() - started, None, "")
             )
@@ -249,10 +253,11 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(
                 (
                     "consistency check (hash buckets)",
-                    result.pg_rows,
+                    result.left_rows,
                     result.seconds,
-                    result.pg_rows / result.seconds,
-                    f"{result.buckets} buckets of ~{result.pg_rows // max(result.buckets, 1)} rows; passed",
+                    result.left_rows / result.seconds,
+                    f"{result.buckets} buckets of ~{result.left_rows // max(result.buckets, 1)} "
+                    f"rows; passed",
                 )
             )
             naive_rows = args.naive_rows or args.rows
@@ -273,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             bq_rows = {
                 r[0]: tuple(r.values())
                 for r in client.query(
-                    f"SELECT {', '.join('`' + c.bq_name + '`' for c in source.columns)} FROM {target.ref} ORDER BY 1 LIMIT {naive_rows}"
+                    f"SELECT {', '.join('`' + c.bq_name + '`' for c in source.columns)} FROM "
+                    f"{target.ref} ORDER BY 1 LIMIT {naive_rows}"
                 ).result()
             }
             differing = sum(1 for k in pg_rows if k not in bq_rows)
@@ -284,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                     naive_rows,
                     t * args.rows / naive_rows,
                     naive_rows / t,
-                    f"{'extrapolated from ' + format(naive_rows, ',') + ' rows; ' if naive_rows < args.rows else ''}"
-                    f"{differing} keys missing",
+                    (f"extrapolated from {naive_rows:,} rows; " if naive_rows < args.rows else "")
+                    + f"{differing} keys missing",
                 )
             )
     finally:
@@ -296,15 +302,17 @@ def main(argv: list[str] | None = None) -> int:
             )
     print()
     print(
-        f"| method ({args.rows:,} rows, 10 columns) | rows measured | seconds for {args.rows:,} | rows/s | notes |"
+        f"| method ({args.rows:,} rows, 10 columns) | rows measured | seconds for {args.rows:,} | "
+        f"rows/s | notes |"
     )
     print("|---|---|---|---|---|")
-    for name, rows, seconds, rate, notes in lines:
+    for name, measured, seconds, rate, notes in lines:
         print(
-            f"| {name} | {rows:,} | {seconds:.2f} | {'' if rate is None else f'{rate:,.0f}'} | {notes} |"
+            f"| {name} | {measured:,} | {seconds:.2f} | {'' if rate is None else f'{rate:,.0f}'} | "
+            f"{notes} |"
         )
-    check = next(l for l in lines if l[0].startswith("consistency"))
-    naive = next(l for l in lines if l[0].startswith("naive"))
+    check = next(line for line in lines if line[0].startswith("consistency"))
+    naive = next(line for line in lines if line[0].startswith("naive"))
     print(
         f"\nconsistency check vs naive: {naive[2] / check[2]:.1f}x faster (requirement: >= 10x) "
         f"{'PASS' if naive[2] / check[2] >= 10 else 'FAIL'}"

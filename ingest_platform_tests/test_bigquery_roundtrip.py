@@ -1,4 +1,5 @@
-"""The BigQuery resource against the emulator: REST for DDL and queries, gRPC for the Storage Write API."""
+"""The BigQuery resource against the emulator: REST for DDL and queries, gRPC for the Storage
+Write API."""
 
 import datetime as dt
 from decimal import Decimal

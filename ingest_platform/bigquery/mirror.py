@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import psycopg
 
-from ingest_platform.bigquery.source import MirrorSource, RowEncoder, read_rows
+from ingest_platform.bigquery.source import MirrorSource, ProtoRowEncoder, read_rows
 from ingest_platform.bigquery.types import MirrorColumn, quote_bq, quote_bq_column
-from ingest_platform.bigquery.writer import PendingStreamWriter, RetryPolicy
+from ingest_platform.bigquery.writer import DEFAULT_RETRY, PendingStreamWriter, RetryPolicy
 from ingest_platform.errors import SchemaError
 
 DELETE_MODES = ("soft", "hard")
@@ -154,9 +154,12 @@ def ensure_mirror_table(
             or have.mode != field.mode
         ):
             raise SchemaError(
-                f"Mirror table {target.table_id}: column {field.name} is {have.mode} {have.field_type} in BigQuery "
-                f"but the source now maps to {field.mode} {field.field_type}. BigQuery cannot change a column's "
-                "type in place: drop the mirror table (it is rebuilt from PostgreSQL) or exclude the column."
+                f"Mirror table {target.table_id}: column {field.name} is {have.mode} "
+                f"{have.field_type} in BigQuery "
+                f"but the source now maps to {field.mode} {field.field_type}. BigQuery cannot "
+                f"change a column's "
+                "type in place: drop the mirror table (it is rebuilt from PostgreSQL) or exclude "
+                "the column."
             )
     if added:
         table.schema = list(table.schema) + added
@@ -193,10 +196,10 @@ def write_source(
     conn: psycopg.Connection,
     source: MirrorSource,
     writer: PendingStreamWriter,
-    encoder: RowEncoder | None = None,
+    encoder: ProtoRowEncoder | None = None,
     chunk_rows: int = 5000,
 ) -> int:
-    encoder = encoder or RowEncoder(source)
+    encoder = encoder or ProtoRowEncoder(source)
     rows = 0
     for chunk in read_rows(conn, source, chunk_rows):
         for row in chunk:
@@ -215,7 +218,7 @@ def mirror_slice(
     *,
     slice_column: str,
     slice_value,
-    retry: RetryPolicy = RetryPolicy(),
+    retry: RetryPolicy = DEFAULT_RETRY,
     chunk_rows: int = 5000,
     max_request_bytes: int | None = None,
     on_request: Callable[[int], None] | None = None,
@@ -223,7 +226,7 @@ def mirror_slice(
     """Replace the rows of one slice (``slice_column = slice_value``) of the mirror table with the
     source's rows of that slice. The source must carry the same filter."""
     started = time.perf_counter()
-    encoder = RowEncoder(source)
+    encoder = ProtoRowEncoder(source)
     writer = PendingStreamWriter(
         write_client,
         target.path,
@@ -257,41 +260,6 @@ def mirror_slice(
     )
 
 
-def mirror_table(
-    conn: psycopg.Connection,
-    bq_client,
-    write_client,
-    source: MirrorSource,
-    target: MirrorTarget,
-    *,
-    retry: RetryPolicy = RetryPolicy(),
-    chunk_rows: int = 5000,
-) -> MirrorResult:
-    """Replace every row of the mirror table (``DELETE WHERE TRUE`` just before the batch commit)."""
-    started = time.perf_counter()
-    encoder = RowEncoder(source)
-    writer = PendingStreamWriter(write_client, target.path, encoder.descriptor, retry=retry)
-    write_source(conn, source, writer, encoder, chunk_rows)
-    deleted = {}
-
-    def delete_all():
-        deleted["rows"] = _query(
-            bq_client, f"DELETE FROM {target.ref} WHERE TRUE"
-        ).num_dml_affected_rows
-
-    writer.commit(before_commit=delete_all)
-    stats = writer.stats
-    return MirrorResult(
-        target.table_id,
-        stats.rows,
-        stats.bytes,
-        stats.requests,
-        stats.streams,
-        time.perf_counter() - started,
-        deleted_rows=deleted.get("rows"),
-    )
-
-
 def mirror_changes(
     conn: psycopg.Connection,
     bq_client,
@@ -302,7 +270,7 @@ def mirror_changes(
     delete_mode: str = "soft",
     change_column: str = LAST_CHANGE_ID,
     deleted_column: str = IS_DELETED,
-    retry: RetryPolicy = RetryPolicy(),
+    retry: RetryPolicy = DEFAULT_RETRY,
     chunk_rows: int = 5000,
 ) -> MirrorResult:
     """Apply the source's rows changed since the mirror's high-water mark with one MERGE."""
@@ -335,7 +303,7 @@ def mirror_changes(
     table.expires = dt.datetime.now(dt.UTC) + STAGING_EXPIRATION
     bq_client.create_table(table)
     try:
-        encoder = RowEncoder(changed)
+        encoder = ProtoRowEncoder(changed)
         writer = PendingStreamWriter(write_client, staging.path, encoder.descriptor, retry=retry)
         write_source(conn, changed, writer, encoder, chunk_rows)
         writer.commit()
@@ -384,7 +352,10 @@ def merge_statement(
     on = " AND ".join(f"T.{q(k)} = S.{q(k)}" for k in key)
     newer = f"(T.{q(change_column)} IS NULL OR S.{q(change_column)} >= T.{q(change_column)})"
     update = ", ".join(f"{q(n)} = S.{q(n)}" for n in names if n not in key)
-    insert = f"INSERT ({', '.join(q(n) for n in names)}) VALUES ({', '.join('S.' + q(n) for n in names)})"
+    insert = (
+        f"INSERT ({', '.join(q(n) for n in names)})"
+        f" VALUES ({', '.join('S.' + q(n) for n in names)})"
+    )
     clauses = []
     if delete_mode == "hard" and deleted_column:
         clauses.append(f"WHEN MATCHED AND S.{q(deleted_column)} THEN DELETE")
@@ -405,17 +376,19 @@ VERSION_COLUMN = "_version"
 
 
 def dump_key(conn: psycopg.Connection, schema: str, table: str) -> tuple[str, ...]:
-    """(_version, primary key...) from the newest registered version that declares one; () if none."""
+    """(_version, primary key...) from the newest registered version that declares one;
+    () if none."""
     from psycopg import sql
 
-    from ingest_platform.postgres.catalog import relation_oid
+    from ingest_platform.postgres.catalog import relation_exists
     from ingest_platform.postgres.version_registry import REGISTRY_TABLE
 
-    if relation_oid(conn, schema, REGISTRY_TABLE) is None:
+    if not relation_exists(conn, schema, REGISTRY_TABLE):
         return ()
     row = conn.execute(
         sql.SQL(
-            "SELECT primary_key FROM {}.{} WHERE table_name = %s AND jsonb_array_length(primary_key) > 0"
+            "SELECT primary_key FROM {}.{} WHERE table_name = %s AND "
+            "jsonb_array_length(primary_key) > 0"
             " ORDER BY loaded_at DESC LIMIT 1"
         ).format(sql.Identifier(schema), sql.Identifier(REGISTRY_TABLE)),
         (table,),
@@ -457,7 +430,7 @@ def mirror_dump_version(
     target: MirrorTarget,
     *,
     fill_nulls: bool = False,
-    retry: RetryPolicy = RetryPolicy(),
+    retry: RetryPolicy = DEFAULT_RETRY,
     on_request: Callable[[int], None] | None = None,
     max_request_bytes: int | None = None,
     location: str | None = None,
@@ -473,7 +446,8 @@ def mirror_dump_version(
         bq_client,
         target,
         source.columns,
-        description=f"Mirror of PostgreSQL {schema}.{table} (every dump version; _version = version).",
+        description=f"Mirror of PostgreSQL {schema}.{table} (every dump version; _version = "
+        f"version).",
     )
     return mirror_slice(
         conn,

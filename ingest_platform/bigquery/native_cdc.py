@@ -18,7 +18,7 @@ from google.cloud.bigquery_storage_v1 import types as write_types
 
 from ingest_platform.bigquery.mirror import IS_DELETED, LAST_CHANGE_ID, MirrorTarget
 from ingest_platform.bigquery.proto import CHANGE_SEQUENCE_FIELD, CHANGE_TYPE_FIELD
-from ingest_platform.bigquery.source import MirrorSource, RowEncoder
+from ingest_platform.bigquery.source import MirrorSource, ProtoRowEncoder
 from ingest_platform.bigquery.types import quote_bq_column
 from ingest_platform.bigquery.writer import MAX_REQUEST_BYTES
 
@@ -59,12 +59,13 @@ def native_cdc_requests(
 ) -> Iterator[write_types.AppendRowsRequest]:
     """AppendRowsRequests for the default stream: each row an UPSERT, or a DELETE for a
     soft-deleted row with ``delete_mode="hard"``. Rows are as ``source.read_rows`` yields them."""
-    encoder = RowEncoder(source, cdc_pseudo_columns=True)
+    encoder = ProtoRowEncoder(source, cdc_pseudo_columns=True)
     names = [c.name for c in source.columns]
     change_at = names.index(change_column)
     deleted_at = names.index(deleted_column) if deleted_column in names else None
     stream = f"{target.path}/streams/_default"
-    batch, size, first = [], 0, True
+    batch: list[bytes] = []
+    size, first = 0, True
     for row in rows:
         deleted = deleted_at is not None and bool(row[deleted_at]) and delete_mode == "hard"
         data = encoder.encode(
@@ -84,7 +85,7 @@ def native_cdc_requests(
 
 
 def _request(
-    stream: str, encoder: RowEncoder, rows: list[bytes], with_schema: bool
+    stream: str, encoder: ProtoRowEncoder, rows: list[bytes], with_schema: bool
 ) -> write_types.AppendRowsRequest:
     data = write_types.AppendRowsRequest.ProtoData(rows=write_types.ProtoRows(serialized_rows=rows))
     if with_schema:

@@ -12,44 +12,39 @@ days, numeric text), so Python only checks ranges and fills the message. Memory 
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from ingest_platform.bigquery.kinds import ValueRejected
 from ingest_platform.bigquery.proto import message_class, row_descriptor
-from ingest_platform.bigquery.types import (
-    BIGNUMERIC_MAX_INTEGER_DIGITS,
-    BIGNUMERIC_MAX_SCALE,
-    DATE_MAX_DAYS,
-    DATE_MIN_DAYS,
-    INFINITY_SENTINEL,
-    NUMERIC_MAX_INTEGER_DIGITS,
-    NUMERIC_MAX_SCALE,
-    TIMESTAMP_MAX_MICROS,
-    TIMESTAMP_MIN_MICROS,
-    MirrorColumn,
-    bq_column_names,
-    map_column,
-)
+from ingest_platform.bigquery.types import MirrorColumn, bq_column_names, map_column
 from ingest_platform.errors import IngestError, SchemaError
+from ingest_platform.postgres import catalog
 
 CHUNK_ROWS = 5000
-_EPOCH = dt.datetime(1970, 1, 1)
-_FILTER_OPS = {"=": sql.SQL("="), ">": sql.SQL(">"), ">=": sql.SQL(">=")}
+# column op value; "not in" compares the column's text with a list of texts (CDC object ids).
+_FILTER_OPS = {
+    "=": sql.SQL("{} = %s"),
+    ">": sql.SQL("{} > %s"),
+    ">=": sql.SQL("{} >= %s"),
+    "not in": sql.SQL("NOT ({}::text = ANY(%s::text[]))"),
+}
 
 
 class MirrorValueError(IngestError):
-    """A value BigQuery cannot hold; names table, key and column. Nothing of the run is committed."""
+    """A value BigQuery cannot hold; names table, key and column. Nothing of the run commits."""
 
     def __init__(self, table: str, key: dict, column: str, problem: str):
         self.table, self.key, self.column, self.problem = table, key, column, problem
         super().__init__(
             f'{table}, key {_format_key(key)}, column "{column}": {problem}. Nothing of this run '
-            "was committed to BigQuery; fix the value in PostgreSQL (or exclude the column) and run again."
+            "was committed to BigQuery; fix the value in PostgreSQL (or exclude the column) and "
+            "run again."
         )
 
 
@@ -63,7 +58,7 @@ class MirrorSource:
     table: str
     columns: tuple[MirrorColumn, ...]
     key: tuple[str, ...]  # PostgreSQL names; () = no key
-    filters: tuple[tuple[str, str, object], ...] = ()  # (column, "=" | ">" | ">=", value)
+    filters: tuple[tuple[str, str, object], ...] = ()  # (column, op of _FILTER_OPS, value)
     fill_nulls: bool = False
 
     @property
@@ -76,10 +71,7 @@ class MirrorSource:
     def where(self) -> tuple[sql.Composable, list]:
         if not self.filters:
             return sql.SQL(""), []
-        parts = [
-            sql.SQL("{} {} %s").format(sql.Identifier(c), _FILTER_OPS[op])
-            for c, op, _ in self.filters
-        ]
+        parts = [_FILTER_OPS[op].format(sql.Identifier(c)) for c, op, _ in self.filters]
         return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts), [v for _, _, v in self.filters]
 
     def with_filters(self, *filters: tuple[str, str, object]) -> MirrorSource:
@@ -89,37 +81,6 @@ class MirrorSource:
 
 
 # ----------------------------------------------------------------------------- catalog
-
-
-def table_columns(conn: psycopg.Connection, schema: str, table: str) -> list[tuple[str, str]]:
-    rows = conn.execute(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
-        " JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-        (schema, table),
-    ).fetchall()
-    if not rows:
-        raise SchemaError(
-            f'Table "{schema}"."{table}" does not exist in PostgreSQL (or has no columns).'
-        )
-    return [(_text(n), _text(t)) for n, t in rows]
-
-
-def _text(value) -> str:
-    """Catalog names arrive as bytes from a SQL_ASCII database."""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def primary_key(conn: psycopg.Connection, schema: str, table: str) -> tuple[str, ...]:
-    rows = conn.execute(
-        "SELECT a.attname FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true"
-        " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum"
-        " WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary ORDER BY k.ord",
-        (schema, table),
-    ).fetchall()
-    return tuple(_text(r[0]) for r in rows)
 
 
 def source_for_table(
@@ -133,13 +94,16 @@ def source_for_table(
     bignumeric: bool = True,
 ) -> MirrorSource:
     """A source for a whole table; the key defaults to its primary key."""
-    found = [(n, t) for n, t in table_columns(conn, schema, table) if n not in set(exclude)]
-    names = bq_column_names([n for n, _ in found])
+    oid = catalog.relation_oid(conn, schema, table)
+    if oid is None:
+        raise SchemaError(f'Table "{schema}"."{table}" does not exist in PostgreSQL.')
+    found = [c for c in catalog.columns(conn, oid) if c.name not in set(exclude)]
+    names = bq_column_names([c.name for c in found])
     columns = tuple(
-        map_column(f"{schema}.{table}", n, t, bq, bignumeric=bignumeric)
-        for (n, t), bq in zip(found, names)
+        map_column(f"{schema}.{table}", c.name, c.type, bq, bignumeric=bignumeric)
+        for c, bq in zip(found, names, strict=True)
     )
-    key = tuple(key) if key is not None else primary_key(conn, schema, table)
+    key = tuple(key) if key is not None else catalog.primary_key(conn, oid)
     missing = [k for k in key if k not in {c.name for c in columns}]
     if missing:
         raise SchemaError(f"{schema}.{table}: key column(s) {', '.join(missing)} not found.")
@@ -151,30 +115,11 @@ def source_for_table(
 
 def _select_expression(column: MirrorColumn, ref: sql.Composable) -> sql.Composable:
     """One value as the Storage Write API takes it."""
-    kind = column.kind
-    if kind == "numeric":
-        return (
-            sql.SQL("({}::numeric)::text").format(ref)
-            if column.money
-            else sql.SQL("({})::text").format(ref)
-        )
-    if kind == "float":
-        return sql.SQL("({})::float8").format(ref)
-    if kind in ("string", "json", "time"):
-        return sql.SQL("({})::text").format(ref)
-    if kind == "date":
-        return sql.SQL(
-            "CASE WHEN {0} IS NULL THEN NULL WHEN isfinite({0}) THEN ({0} - DATE '1970-01-01') ELSE {1} END"
-        ).format(ref, sql.Literal(INFINITY_SENTINEL))
-    if kind in ("timestamp", "datetime"):
-        return sql.SQL(
-            "CASE WHEN {0} IS NULL THEN NULL WHEN isfinite({0}) THEN trunc(extract(epoch FROM {0}) * 1000000)::int8 ELSE {1} END"
-        ).format(ref, sql.Literal(INFINITY_SENTINEL))
-    return ref  # int, bool, bytes
+    return sql.SQL(column.spec.pg_read).format(v=ref)
 
 
-def select_statement(source: MirrorSource) -> tuple[sql.Composable, list]:
-    exprs = []
+def select_statement(source: MirrorSource) -> tuple[sql.Composed, list]:
+    exprs: list[sql.Composable] = []
     for column in source.columns:
         ref = sql.Identifier(column.name)
         if column.repeated:
@@ -188,11 +133,8 @@ def select_statement(source: MirrorSource) -> tuple[sql.Composable, list]:
         else:
             exprs.append(_select_expression(column, ref))
     where, params = source.where()
-    statement = sql.SQL("SELECT {} FROM {}.{}{}").format(
-        sql.SQL(", ").join(exprs),
-        sql.Identifier(source.schema),
-        sql.Identifier(source.table),
-        where,
+    statement = sql.SQL("SELECT {} FROM {}{}").format(
+        sql.SQL(", ").join(exprs), catalog.qualified(source.schema, source.table), where
     )
     return statement, params
 
@@ -213,16 +155,10 @@ def read_rows(
 # ----------------------------------------------------------------------------- encoding
 
 
-class RowEncoder:
+class ProtoRowEncoder:
     """Converted rows -> serialized protobuf rows, with BigQuery's limits checked per value."""
 
-    def __init__(
-        self,
-        source: MirrorSource,
-        *,
-        extra_fields: Sequence[str] = (),
-        cdc_pseudo_columns: bool = False,
-    ):
+    def __init__(self, source: MirrorSource, *, cdc_pseudo_columns: bool = False):
         self.source = source
         self.descriptor = row_descriptor(
             source.table, source.columns, cdc_pseudo_columns=cdc_pseudo_columns
@@ -236,10 +172,10 @@ class RowEncoder:
 
     def encode(self, row: tuple, extra: dict | None = None) -> bytes:
         values = {}
-        for (name, convert, column), value in zip(self._fields, row):
+        for (name, convert, column), value in zip(self._fields, row, strict=True):
             try:
                 value = convert(value)
-            except _Reject as reject:
+            except ValueRejected as reject:
                 raise MirrorValueError(
                     self.source.label, self.key_of(row), column.name, str(reject)
                 ) from None
@@ -250,10 +186,10 @@ class RowEncoder:
         try:
             return self.message(**values).SerializeToString()
         except (ValueError, TypeError) as error:
-            column = _find_bad_field(self.message, values) or "?"
+            field = _find_bad_field(self.message, values) or "?"
             problem = "text is not valid UTF-8" if "utf-8" in str(error).lower() else str(error)
             raise MirrorValueError(
-                self.source.label, self.key_of(row), _pg_name(self.source, column), problem
+                self.source.label, self.key_of(row), _pg_name(self.source, field), problem
             ) from None
 
 
@@ -270,35 +206,18 @@ def _find_bad_field(message, values: dict) -> str | None:
     return None
 
 
-class _Reject(Exception):
-    pass
-
-
-_DEFAULTS = {
-    "int": 0,
-    "numeric": "0",
-    "float": 0.0,
-    "bool": False,
-    "string": "",
-    "bytes": b"",
-    "date": 0,
-    "timestamp": 0,
-    "datetime": "1970-01-01T00:00:00",
-    "time": "00:00:00",
-    "json": "null",
-}
-
-
-def _converter(column: MirrorColumn, fill_nulls: bool):
-    scalar = _scalar_converter(column)
-    default = _DEFAULTS[column.kind] if fill_nulls else None
+def _converter(column: MirrorColumn, fill_nulls: bool) -> Callable[[Any], Any]:
+    scalar = column.spec.check
+    default = column.spec.null_default if fill_nulls else None
     if column.repeated:
 
         def convert_array(values):
             if values is None:
                 return None
             if any(v is None for v in values):
-                raise _Reject("the array holds NULL elements, which BigQuery arrays cannot hold")
+                raise ValueRejected(
+                    "the array holds NULL elements, which BigQuery arrays cannot hold"
+                )
             return [scalar(v) for v in values] if scalar else list(values)
 
         return convert_array
@@ -309,77 +228,3 @@ def _converter(column: MirrorColumn, fill_nulls: bool):
         return default if value is None else scalar(value)
 
     return convert
-
-
-def _scalar_converter(column: MirrorColumn):
-    kind = column.kind
-    if kind == "timestamp":
-        return _check_timestamp
-    if kind == "datetime":
-        return _datetime_text
-    if kind == "date":
-        return _check_date
-    if kind == "numeric" and (column.check_numeric or column.bq_type == "BIGNUMERIC"):
-        limits = (
-            (NUMERIC_MAX_INTEGER_DIGITS, NUMERIC_MAX_SCALE)
-            if column.bq_type == "NUMERIC"
-            else (BIGNUMERIC_MAX_INTEGER_DIGITS, BIGNUMERIC_MAX_SCALE)
-        )
-        name = "NUMERIC" if column.bq_type == "NUMERIC" else "BIGNUMERIC"
-        return lambda value: _check_numeric(value, *limits, name)
-    if kind == "time":
-        return _check_time
-    return None
-
-
-def _check_timestamp(micros: int) -> int:
-    if not TIMESTAMP_MIN_MICROS <= micros <= TIMESTAMP_MAX_MICROS:
-        raise _Reject(
-            "infinite timestamp"
-            if micros == INFINITY_SENTINEL
-            else f"timestamp {_EPOCH_TEXT(micros)} is outside BigQuery's range 0001-01-01 .. 9999-12-31"
-        )
-    return micros
-
-
-def _EPOCH_TEXT(micros: int) -> str:
-    return f"{micros} microseconds since 1970-01-01"
-
-
-def _datetime_text(micros: int) -> str:
-    if not TIMESTAMP_MIN_MICROS <= micros <= TIMESTAMP_MAX_MICROS:
-        raise _Reject(
-            "infinite timestamp"
-            if micros == INFINITY_SENTINEL
-            else f"timestamp {_EPOCH_TEXT(micros)} is outside BigQuery's range 0001-01-01 .. 9999-12-31"
-        )
-    return (_EPOCH + dt.timedelta(microseconds=micros)).isoformat(timespec="microseconds")
-
-
-def _check_date(days: int) -> int:
-    if not DATE_MIN_DAYS <= days <= DATE_MAX_DAYS:
-        raise _Reject(
-            "infinite date"
-            if days == INFINITY_SENTINEL
-            else f"date {days} days from 1970-01-01 is outside BigQuery's range 0001-01-01 .. 9999-12-31"
-        )
-    return days
-
-
-def _check_time(text: str) -> str:
-    if text.startswith("24:"):
-        raise _Reject(f"time {text} is outside BigQuery's range 00:00:00 .. 23:59:59.999999")
-    return text
-
-
-def _check_numeric(text: str, max_integer_digits: int, max_scale: int, bq_type: str) -> str:
-    if text in ("NaN", "Infinity", "-Infinity"):
-        raise _Reject(f"{text} cannot be stored in a BigQuery {bq_type}")
-    integer, _, fraction = text.lstrip("-").partition(".")
-    fraction = fraction.rstrip("0")
-    if len(integer.lstrip("0")) > max_integer_digits or len(fraction) > max_scale:
-        raise _Reject(
-            f"{text} is beyond {bq_type} precision ({max_integer_digits} integer and "
-            f"{max_scale} fractional digits)"
-        )
-    return text

@@ -62,6 +62,9 @@ class RetryPolicy:
             delay = min(delay * 2, self.max_delay)
 
 
+DEFAULT_RETRY = RetryPolicy()
+
+
 def call_with_retry(function: Callable, retry: RetryPolicy, what: str):
     """`function()`, retried on transient gRPC errors with exponential backoff."""
     delays = retry.delays()
@@ -73,7 +76,8 @@ def call_with_retry(function: Callable, retry: RetryPolicy, what: str):
             if delay is None:
                 raise ServiceUnavailableError(
                     f"BigQuery Storage Write API: {what} failed {retry.attempts} times "
-                    f"({type(error).__name__}: {_short(error)}). Nothing of this run was committed; run it again."
+                    f"({type(error).__name__}: {_short(error)}). Nothing of this run was "
+                    f"committed; run it again."
                 ) from None
             time.sleep(delay)
 
@@ -107,7 +111,7 @@ class PendingStreamWriter:
         *,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         rows_per_stream: int = ROWS_PER_STREAM,
-        retry: RetryPolicy = RetryPolicy(),
+        retry: RetryPolicy = DEFAULT_RETRY,
         on_request: Callable[[int], None] | None = None,
     ):
         self.client = write_client
@@ -208,13 +212,14 @@ class PendingStreamWriter:
         self.flush()
         for stream in self.streams:
             response = call_with_retry(
-                lambda: self.client.finalize_write_stream(name=stream.name, **_ONCE),
+                lambda name=stream.name: self.client.finalize_write_stream(name=name, **_ONCE),
                 self.retry,
                 "FinalizeWriteStream",
             )
             if response.row_count != stream.offset:
                 raise WriteError(
-                    f"Stream {stream.name} holds {response.row_count} rows, {stream.offset} were sent. "
+                    f"Stream {stream.name} holds {response.row_count} rows, {stream.offset} were "
+                    f"sent. "
                     "Nothing of this run was committed; run it again."
                 )
         if before_commit:

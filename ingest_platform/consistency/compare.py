@@ -1,4 +1,10 @@
-"""Compare a PostgreSQL source with its BigQuery mirror by hash buckets; name the differing keys.
+"""Compare two sides of a table by hash buckets and name the differing keys: the one engine.
+
+A *side* is a table (or a slice of it) that can answer, for the same columns and key, bucket
+fingerprints for a key-hash prefix and (key, row hash) pairs: ``PostgresSide`` (any PostgreSQL
+connection and table) and ``BigQuerySide`` (a mirror table). PostgreSQL vs BigQuery checks a
+mirror; PostgreSQL vs PostgreSQL (``postgres_sides``) checks a CDC merged table against its
+source, or any two databases that should agree.
 
 1. Both sides compute, per bucket (the first ``d`` hex digits of md5(key canonical form)),
    ``count(*)`` and the sums of four 28-bit chunks of the row hashes (hex digits 1-7, 8-14,
@@ -6,11 +12,12 @@
    28-bit values summed over fewer than 2**35 rows cannot overflow INT64. Only these aggregates
    cross the network (``16**d`` rows at most). The two sides run their queries at the same time.
    ``d`` is chosen so that a bucket holds about ``rows_per_bucket`` rows.
-2. Buckets that differ are narrowed: while they hold more than ``leaf_rows`` rows, the same
-   aggregation runs one hex digit deeper, restricted to them; then the (key, row hash) pairs of
-   the remaining differing buckets are fetched from both sides and compared.
-3. Up to ``max_keys`` differing keys are reported: missing in BigQuery, missing in PostgreSQL,
-   or different (same key, other values; or a different number of rows).
+2. Buckets that differ are narrowed (bisection): while they hold more than ``leaf_rows`` rows, the
+   same aggregation runs one hex digit deeper, restricted to them; then the (key, row hash) pairs
+   of the remaining differing buckets are fetched from both sides and compared.
+3. Up to ``max_keys`` differing keys are reported: missing on one side or the other, or
+   different (same key, other values: with the columns that differ; or a different number of
+   rows).
 
 A source without a key is keyed by its row hash: then a changed row shows up as one row missing
 on each side. Row counts (all rows, rows not deleted, per group such as ``_version``) come from
@@ -22,25 +29,27 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Protocol, TypeVar
 
 import psycopg
 from psycopg import sql
 
 from ingest_platform.bigquery.source import MirrorSource
-from ingest_platform.bigquery.types import MirrorColumn, quote_bq_column
+from ingest_platform.bigquery.types import MirrorColumn, comparable_column, quote_bq_column
 from ingest_platform.consistency.canonical import (
     bq_canonical_of,
     bq_text,
     parse_canonical,
-    pg_canonical,
-    pg_field,
+    pg_canonical_of,
+    pg_text,
 )
+from ingest_platform.errors import SchemaError
+from ingest_platform.postgres import catalog
 
-MISSING_IN_BIGQUERY = "missing in BigQuery"
-MISSING_IN_POSTGRES = "missing in PostgreSQL"
 DIFFERENT = "different"
 MAX_DEPTH = 8
 # A bucket's fingerprint: count(*) and the sums of four 28-bit chunks (7 hex digits) of its row
@@ -49,19 +58,44 @@ MAX_DEPTH = 8
 CHUNK_DIGITS = 7
 CHUNK_STARTS = (1, 8, 15, 22)
 
+Buckets = dict[str, tuple[int, ...]]
+
+
+def missing_in(side: str) -> str:
+    """The status of a key one side lacks: ``missing in BigQuery``."""
+    return f"missing in {side}"
+
+
+class Side(Protocol):
+    """One side of a comparison. Keys are canonical texts (``canonical.parse_canonical``)."""
+
+    name: str  # for reports: "PostgreSQL", "BigQuery", "source", "merged table"
+    source: MirrorSource  # the columns compared and the key
+    columns: list[MirrorColumn]
+
+    def counts(self, group: str | None = None, deleted: str | None = None) -> dict: ...
+
+    def buckets(self, depth: int, within: list[str] | None) -> Buckets: ...
+
+    def leaves(self, prefixes: list[str]) -> dict[str, Counter]: ...
+
+    def fields(self, key: str) -> list[tuple]: ...
+
 
 @dataclass(frozen=True)
 class Difference:
     key: dict  # key column -> value as canonical text (None = NULL); {"row_hash": h} without key
-    status: str  # MISSING_IN_BIGQUERY, MISSING_IN_POSTGRES, DIFFERENT
+    status: str  # missing_in(side name) or DIFFERENT
     detail: str = ""
 
 
 @dataclass
 class Comparison:
     what: str
-    pg_rows: int
-    bq_rows: int
+    left: str  # side names
+    right: str
+    left_rows: int
+    right_rows: int
     buckets: int = 0
     differing_buckets: int = 0
     depth: int = 0
@@ -71,12 +105,13 @@ class Comparison:
 
     @property
     def passed(self) -> bool:
-        return self.differing_buckets == 0 and self.pg_rows == self.bq_rows
+        return self.differing_buckets == 0 and self.left_rows == self.right_rows
 
     def markdown(self) -> str:
         lines = [
-            f"Compared {self.what}: PostgreSQL {self.pg_rows} rows, BigQuery {self.bq_rows} rows; "
-            f"{self.buckets} buckets, {self.differing_buckets} differ; {self.seconds:.2f} s."
+            f"Compared {self.what}: {self.left} {self.left_rows} rows, {self.right} "
+            f"{self.right_rows} rows; {self.buckets} buckets, {self.differing_buckets} differ; "
+            f"{self.seconds:.2f} s."
         ]
         if self.differences:
             columns = list(self.differences[0].key)
@@ -100,23 +135,39 @@ class Comparison:
 
 
 class PostgresSide:
+    """A PostgreSQL table (``source``: columns, key, filters) on a connection. ``cast_to`` reads
+    some columns as another type first: the type the other side holds them in (a merged table
+    that widened a column is compared as the source's type)."""
+
     def __init__(
         self,
         conn: psycopg.Connection,
         source: MirrorSource,
         columns: Sequence[MirrorColumn] | None = None,
+        *,
+        name: str = "PostgreSQL",
+        cast_to: Mapping[str, str] | None = None,
     ):
-        self.conn, self.source = conn, source
+        self.conn, self.source, self.name = conn, source, name
         self.columns = list(columns or source.columns)
-        key_columns = [source.column(k) for k in source.key]
+        casts = cast_to or {}
+
+        def text(column: MirrorColumn) -> sql.Composable:
+            ref = sql.Identifier(column.name)
+            if column.name not in casts:
+                return pg_text(column, ref)
+            # A type as format_type printed it: quoted where needed.
+            return pg_text(column, sql.SQL("({})::{}").format(ref, sql.SQL(casts[column.name])))
+
         # Unlike BigQuerySide, the field texts are written in place: computing them once in a
         # subquery (OFFSET 0) costs PostgreSQL more than evaluating each text twice.
-        self.row_expr = sql.SQL("md5({})").format(pg_canonical(self.columns))
-        self.key_text = pg_canonical(key_columns) if key_columns else self.row_expr
+        self.texts = [text(c) for c in self.columns]
+        self.row_expr = sql.SQL("md5({})").format(pg_canonical_of(self.texts))
+        key_columns = [source.column(k) for k in source.key]
+        self.key_text = pg_canonical_of([text(c) for c in key_columns]) if key_columns else None
+        self.key_text = self.key_text or self.row_expr
         where, self.params = source.where()
-        self.from_ = sql.SQL("{}.{}{}").format(
-            sql.Identifier(source.schema), sql.Identifier(source.table), where
-        )
+        self.from_ = sql.SQL("{}{}").format(catalog.qualified(source.schema, source.table), where)
         self.base = sql.SQL("SELECT {} AS k, md5({}) AS kh, {} AS rh FROM {}").format(
             self.key_text, self.key_text, self.row_expr, self.from_
         )
@@ -130,20 +181,15 @@ class PostgresSide:
             else sql.SQL("count(*)")
         )
         group_expr = sql.SQL("{}::text").format(sql.Identifier(group)) if group else sql.SQL("''")
-        where, params = self.source.where()
         rows = self.conn.execute(
-            sql.SQL("SELECT {} AS g, count(*), {} FROM {}.{}{} GROUP BY 1").format(
-                group_expr,
-                deleted_expr,
-                sql.Identifier(self.source.schema),
-                sql.Identifier(self.source.table),
-                where,
+            sql.SQL("SELECT {} AS g, count(*), {} FROM {} GROUP BY 1").format(
+                group_expr, deleted_expr, self.from_
             ),
-            params,
+            self.params,
         ).fetchall()
         return {g: (n, live) for g, n, live in rows}
 
-    def buckets(self, depth: int, within: list[str] | None) -> dict[str, tuple[int, ...]]:
+    def buckets(self, depth: int, within: list[str] | None) -> Buckets:
         restrict, params = sql.SQL(""), list(self.params)
         if within is not None:
             restrict = sql.SQL(" WHERE substr(kh, 1, %s) = ANY(%s)")
@@ -157,8 +203,8 @@ class PostgresSide:
             for start in CHUNK_STARTS
         )
         statement = sql.SQL(
-            "SELECT b, count(*), {} FROM (SELECT substr(kh, 1, %s) AS b, rh FROM ({}) AS s{} OFFSET 0) AS t"
-            " GROUP BY 1"
+            "SELECT b, count(*), {} FROM (SELECT substr(kh, 1, %s) AS b, rh FROM ({}) AS s{}"
+            " OFFSET 0) AS t GROUP BY 1"
         ).format(sums, self.base, restrict)
         rows = self.conn.execute(statement, [depth] + params).fetchall()
         return {r[0]: tuple(r[1:]) for r in rows}
@@ -167,7 +213,10 @@ class PostgresSide:
         """Each column's canonical text of the rows with this key (to say which columns differ)."""
         glue = sql.SQL(" AND ") if self.params else sql.SQL(" WHERE ")
         statement = sql.SQL("SELECT {} FROM {}{}{} = %s").format(
-            sql.SQL(", ").join(pg_field(c) for c in self.columns), self.from_, glue, self.key_text
+            sql.SQL(", ").join(pg_canonical_of([t]) for t in self.texts),
+            self.from_,
+            glue,
+            self.key_text,
         )
         return [tuple(r) for r in self.conn.execute(statement, self.params + [key])]
 
@@ -181,7 +230,69 @@ class PostgresSide:
         return found
 
 
+def postgres_table(
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    *,
+    columns: Sequence[str] | None = None,
+    key: Sequence[str] | None = None,
+    filters: Sequence[tuple[str, str, object]] = (),
+) -> MirrorSource:
+    """A PostgreSQL table to compare: the given columns (default: all) in that order, keyed by
+    ``key`` (default: the primary key). BigQuery's limits do not apply."""
+    oid = catalog.relation_oid(conn, schema, table)
+    if oid is None:
+        raise SchemaError(f'Table "{schema}"."{table}" does not exist in PostgreSQL.')
+    types = {c.name: c.type for c in catalog.columns(conn, oid)}
+    names = list(types) if columns is None else list(columns)
+    missing = [n for n in names if n not in types]
+    if missing:
+        raise SchemaError(f"{schema}.{table}: column(s) {', '.join(missing)} not found.")
+    key = tuple(key) if key is not None else catalog.primary_key(conn, oid)
+    return MirrorSource(
+        schema,
+        table,
+        tuple(comparable_column(n, types[n]) for n in names),
+        key,
+        tuple(filters),
+    )
+
+
+def postgres_sides(
+    left: tuple[psycopg.Connection, str, str],
+    right: tuple[psycopg.Connection, str, str],
+    *,
+    columns: Sequence[str] | None = None,
+    key: Sequence[str] | None = None,
+    left_filters: Sequence[tuple[str, str, object]] = (),
+    right_filters: Sequence[tuple[str, str, object]] = (),
+    names: tuple[str, str] = ("left", "right"),
+) -> tuple[PostgresSide, PostgresSide]:
+    """Two PostgreSQL tables, (connection, schema, table) each, compared on the same columns
+    (default: all of the left's) and key (default: the left's primary key). A column the right
+    holds in another type is read as the left's type."""
+    a = postgres_table(*left, columns=columns, key=key, filters=left_filters)
+    b = postgres_table(
+        *right, columns=[c.name for c in a.columns], key=a.key, filters=right_filters
+    )
+    casts = {
+        x.name: x.pg_type
+        for x, y in zip(a.columns, b.columns, strict=True)
+        if catalog.parsed_type(x.pg_type) != catalog.parsed_type(y.pg_type)
+    }
+    b = MirrorSource(b.schema, b.table, a.columns, a.key, b.filters)  # the left's kinds
+    return (
+        PostgresSide(left[0], a, name=names[0]),
+        PostgresSide(right[0], b, name=names[1], cast_to=casts),
+    )
+
+
 class BigQuerySide:
+    """A BigQuery mirror table of ``source`` (its columns by their BigQuery names)."""
+
+    name = "BigQuery"
+
     def __init__(
         self,
         client,
@@ -193,16 +304,20 @@ class BigQuerySide:
         self.columns = list(columns or source.columns)
         key_columns = [source.column(k) for k in source.key]
         # Each field text is computed once, in a subquery (see PostgresSide).
-        needed = _unique(self.columns + key_columns)
+        needed = list({c.name: c for c in self.columns + key_columns}.values())
         alias = {c.name: f"_c{i}" for i, c in enumerate(needed)}
         self.where, self.params = self._where()
-        self.texts = f"(SELECT {', '.join(f'{bq_text(c)} AS {alias[c.name]}' for c in needed)} FROM {table_ref}{self.where})"
+        texts = ", ".join(f"{bq_text(c)} AS {alias[c.name]}" for c in needed)
+        self.texts = f"(SELECT {texts} FROM {table_ref}{self.where})"
         self.field_refs = [alias[c.name] for c in self.columns]
         self.row_expr = f"TO_HEX(MD5({bq_canonical_of(self.field_refs)}))"
         self.key_text = (
             bq_canonical_of([alias[c.name] for c in key_columns]) if key_columns else self.row_expr
         )
-        self.base = f"SELECT {self.key_text} AS k, TO_HEX(MD5({self.key_text})) AS kh, {self.row_expr} AS rh FROM {self.texts}"
+        self.base = (
+            f"SELECT {self.key_text} AS k, TO_HEX(MD5({self.key_text})) AS kh,"
+            f" {self.row_expr} AS rh FROM {self.texts}"
+        )
 
     def _where(self):
         from google.cloud import bigquery
@@ -210,7 +325,12 @@ class BigQuerySide:
         parts, params = [], []
         for i, (column, op, value) in enumerate(self.source.filters):
             name = f"f{i}"
-            parts.append(f"{quote_bq_column(self.source.column(column).bq_name)} {op} @{name}")
+            ref = quote_bq_column(self.source.column(column).bq_name)
+            if op == "not in":
+                parts.append(f"CAST({ref} AS STRING) NOT IN UNNEST(@{name})")
+                params.append(bigquery.ArrayQueryParameter(name, "STRING", list(value)))
+                continue
+            parts.append(f"{ref} {op} @{name}")
             kind = "INT64" if isinstance(value, int) and not isinstance(value, bool) else "STRING"
             params.append(bigquery.ScalarQueryParameter(name, kind, value))
         return (" WHERE " + " AND ".join(parts) if parts else ""), params
@@ -230,11 +350,12 @@ class BigQuerySide:
         )
         group_expr = f"CAST({q(self.source.column(group).bq_name)} AS STRING)" if group else "''"
         rows = self._run(
-            f"SELECT {group_expr} AS g, COUNT(*), {live} FROM {self.table_ref}{self.where} GROUP BY 1"
+            f"SELECT {group_expr} AS g, COUNT(*), {live}"
+            f" FROM {self.table_ref}{self.where} GROUP BY 1"
         )
-        return {g: (n, l) for g, n, l in rows}
+        return {g: (n, live) for g, n, live in rows}
 
-    def buckets(self, depth: int, within: list[str] | None) -> dict[str, tuple[int, ...]]:
+    def buckets(self, depth: int, within: list[str] | None) -> Buckets:
         from google.cloud import bigquery
 
         extra, restrict = [], ""
@@ -247,7 +368,8 @@ class BigQuerySide:
         )
         rows = self._run(
             f"SELECT b, COUNT(*), {sums} FROM"
-            f" (SELECT SUBSTR(kh, 1, {int(depth)}) AS b, rh FROM ({self.base}){restrict}) GROUP BY b",
+            f" (SELECT SUBSTR(kh, 1, {int(depth)}) AS b, rh FROM ({self.base}){restrict}) GROUP BY "
+            f"b",
             extra,
         )
         return {r[0]: tuple(r[1:]) for r in rows}
@@ -266,7 +388,10 @@ class BigQuerySide:
 
         extra = [bigquery.ArrayQueryParameter("prefixes", "STRING", prefixes)]
         found: dict[str, Counter] = {}
-        statement = f"SELECT k, rh FROM ({self.base}) WHERE SUBSTR(kh, 1, {int(len(prefixes[0]))}) IN UNNEST(@prefixes)"
+        statement = (
+            f"SELECT k, rh FROM ({self.base})"
+            f" WHERE SUBSTR(kh, 1, {int(len(prefixes[0]))}) IN UNNEST(@prefixes)"
+        )
         for k, rh in self._run(statement, extra):
             found.setdefault(k, Counter())[rh] += 1
         return found
@@ -276,48 +401,50 @@ class BigQuerySide:
 
 
 def choose_depth(rows: int, rows_per_bucket: int = 1000) -> int:
-    """Hex digits of the first bucket level: about `rows_per_bucket` rows per bucket, at least 16 buckets."""
+    """Hex digits of the first bucket level: about `rows_per_bucket` rows per bucket, at least
+    16 buckets."""
     if rows <= rows_per_bucket * 16:
         return 1
     return min(MAX_DEPTH - 2, max(1, math.ceil(math.log(rows / rows_per_bucket, 16))))
 
 
 def compare_hashes(
-    pg: PostgresSide,
-    bq: BigQuerySide,
+    left: Side,
+    right: Side,
     *,
     what: str = "",
     max_keys: int = 20,
     rows_per_bucket: int = 1000,
     leaf_rows: int = 20_000,
 ) -> Comparison:
+    """Compare two sides of the same columns and key (see the module's docstring)."""
     started = time.perf_counter()
-    depth = choose_depth(max(sum(n for n, _ in pg.counts().values()), 1), rows_per_bucket)
-    pg_buckets, bq_buckets = _both(lambda: pg.buckets(depth, None), lambda: bq.buckets(depth, None))
+    depth = choose_depth(max(sum(n for n, _ in left.counts().values()), 1), rows_per_bucket)
+    ours, theirs = _both(lambda: left.buckets(depth, None), lambda: right.buckets(depth, None))
     result = Comparison(
-        what or pg.source.label,
-        sum(v[0] for v in pg_buckets.values()),
-        sum(v[0] for v in bq_buckets.values()),
-        buckets=len(set(pg_buckets) | set(bq_buckets)),
+        what or left.source.label,
+        left.name,
+        right.name,
+        sum(v[0] for v in ours.values()),
+        sum(v[0] for v in theirs.values()),
+        buckets=len(set(ours) | set(theirs)),
         depth=depth,
     )
-    differing = _differing(pg_buckets, bq_buckets)
+    differing = _differing(ours, theirs)
     result.differing_buckets = len(differing)
     # Narrow, depth first: a differing bucket with more than `leaf_rows` rows is split one hex
     # digit deeper; small ones are fetched as (key, row hash) pairs, a batch at a time, until
     # `max_keys` differing keys are found.
-    pending = [(b, _size(pg_buckets, bq_buckets, b)) for b in differing]
+    pending = [(b, _size(ours, theirs, b)) for b in differing]
     while pending and len(result.differences) < max_keys:
         bucket, size = pending.pop(0)
         if size > leaf_rows and len(bucket) < MAX_DEPTH:
-            deeper_pg, deeper_bq = _both(
-                lambda: pg.buckets(len(bucket) + 1, [bucket]),
-                lambda: bq.buckets(len(bucket) + 1, [bucket]),
+            deeper = len(bucket) + 1
+            ours, theirs = _both(
+                partial(left.buckets, deeper, [bucket]), partial(right.buckets, deeper, [bucket])
             )
-            result.depth = max(result.depth, len(bucket) + 1)
-            pending = [
-                (b, _size(deeper_pg, deeper_bq, b)) for b in _differing(deeper_pg, deeper_bq)
-            ] + pending
+            result.depth = max(result.depth, deeper)
+            pending = [(b, _size(ours, theirs, b)) for b in _differing(ours, theirs)] + pending
             continue
         batch, rows = [bucket], size
         while (
@@ -328,72 +455,71 @@ def compare_hashes(
         ):
             rows += pending[0][1]
             batch.append(pending.pop(0)[0])
-        _collect(pg, bq, batch, result, max_keys)
+        _collect(left, right, batch, result, max_keys)
     if pending:
         result.more_differences = True
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _both(on_postgres, on_bigquery):
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+def _both(on_left: Callable[[], T], on_right: Callable[[], U]) -> tuple[T, U]:
     """Run the two sides' queries at the same time (each waits on its own server)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        bigquery_future = pool.submit(on_bigquery)
-        postgres_result = on_postgres()
-        return postgres_result, bigquery_future.result()
+        right_future = pool.submit(on_right)
+        left_result = on_left()
+        return left_result, right_future.result()
 
 
-def _unique(columns: Sequence[MirrorColumn]) -> list[MirrorColumn]:
-    return list({c.name: c for c in columns}.values())
-
-
-def _size(a: dict, b: dict, bucket: str) -> int:
+def _size(a: Buckets, b: Buckets, bucket: str) -> int:
     return max(a.get(bucket, (0,))[0], b.get(bucket, (0,))[0])
 
 
-def _differing(a: dict, b: dict) -> list[str]:
+def _differing(a: Buckets, b: Buckets) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def _collect(
-    pg: PostgresSide, bq: BigQuerySide, prefixes: list[str], result: Comparison, max_keys: int
+    left: Side, right: Side, prefixes: list[str], result: Comparison, max_keys: int
 ) -> None:
-    pg_rows, bq_rows = _both(lambda: pg.leaves(prefixes), lambda: bq.leaves(prefixes))
-    key_names = list(pg.source.key) or ["row_hash"]
-    for key in sorted(set(pg_rows) | set(bq_rows)):
-        here, there = pg_rows.get(key), bq_rows.get(key)
+    ours, theirs = _both(lambda: left.leaves(prefixes), lambda: right.leaves(prefixes))
+    key_names = list(left.source.key)
+    for key in sorted(set(ours) | set(theirs)):
+        here, there = ours.get(key), theirs.get(key)
         if here == there:
             continue
         if len(result.differences) >= max_keys:
             result.more_differences = True
             return
+        # Without a key, k is the row hash itself.
         values = (
-            dict(zip(key_names, parse_canonical(key))) if pg.source.key else {"row_hash": _md5(key)}
+            dict(zip(key_names, parse_canonical(key), strict=True))
+            if key_names
+            else {"row_hash": key}
         )
         if there is None:
-            result.differences.append(Difference(values, MISSING_IN_BIGQUERY))
+            result.differences.append(Difference(values, missing_in(right.name)))
         elif here is None:
-            result.differences.append(Difference(values, MISSING_IN_POSTGRES))
+            result.differences.append(Difference(values, missing_in(left.name)))
+        elif sum(here.values()) == sum(there.values()):
+            detail = _differing_columns(left, right, key)
+            result.differences.append(Difference(values, DIFFERENT, detail))
         else:
-            if sum(here.values()) == sum(there.values()):
-                detail = _differing_columns(pg, bq, key)
-            else:
-                detail = (
-                    f"{sum(here.values())} rows in PostgreSQL, {sum(there.values())} in BigQuery"
-                )
+            detail = (
+                f"{sum(here.values())} rows in {left.name}, {sum(there.values())} in {right.name}"
+            )
             result.differences.append(Difference(values, DIFFERENT, detail))
 
 
-def _differing_columns(pg: PostgresSide, bq: BigQuerySide, key: str) -> str:
-    a, b = pg.fields(key), bq.fields(key)
+def _differing_columns(left: Side, right: Side, key: str) -> str:
+    a, b = left.fields(key), right.fields(key)
     if len(a) != 1 or len(b) != 1:
         return ""
-    names = [c.name for c, x, y in zip(pg.columns, a[0], b[0]) if x != y]
+    names = [c.name for c, x, y in zip(left.columns, a[0], b[0], strict=True) if x != y]
     return "columns: " + ", ".join(names) if names else ""
-
-
-def _md5(text: str) -> str:
-    return text  # without a key, k is already the row hash
 
 
 # ----------------------------------------------------------------------------- counts
@@ -425,20 +551,22 @@ class CountComparison:
         lines = [
             f"Row counts of {self.what} ({self.seconds:.2f} s):",
             "",
-            f"| {group_name} | PostgreSQL rows | BigQuery rows | PostgreSQL not deleted | BigQuery not deleted | |",
+            f"| {group_name} | PostgreSQL rows | BigQuery rows | PostgreSQL not deleted | BigQuery "
+            f"not deleted | |",
             "|---|---|---|---|---|---|",
         ]
         for g, v in sorted(self.groups.items()):
             ok = "ok" if v["pg"] == v["bq"] else "DIFFERENT"
             lines.append(
-                f"| {g or '(all)'} | {v['pg'][0]} | {v['bq'][0]} | {v['pg'][1]} | {v['bq'][1]} | {ok} |"
+                f"| {g or '(all)'} | {v['pg'][0]} | {v['bq'][0]} | {v['pg'][1]} | {v['bq'][1]} | "
+                f"{ok} |"
             )
         return "\n".join(lines)
 
 
 def compare_counts(
-    pg: PostgresSide,
-    bq: BigQuerySide,
+    pg: Side,
+    bq: Side,
     *,
     group: str | None = None,
     deleted: str | None = None,

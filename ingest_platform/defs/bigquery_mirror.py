@@ -8,8 +8,8 @@
 
 Checks on every mirror (run with each materialization): ``row_counts`` (all rows and rows not
 deleted; per version for dumps) and ``row_hashes`` (bucketed md5 comparison naming up to 20
-differing keys; for a dump partition, that version). BigQuery dataset names: ``INGEST_BQ_DATASET_PREFIX``
-(default empty) + app, or + ``cdc``.
+differing keys; for a dump partition, that version). BigQuery dataset names:
+``INGEST_BQ_DATASET_PREFIX`` (default empty) + app, or + ``cdc``.
 """
 
 import os
@@ -42,6 +42,7 @@ from ingest_platform.defs.dumps import DumpTranslator, pg_schema_for
 from ingest_platform.defs.resources import BigQueryResource, PostgresResource
 from ingest_platform.dumps.directory import DumpCatalog
 
+DEFAULT_DUMP_TRANSLATOR = DumpTranslator()
 COUNTS_CHECK = "row_counts"
 HASHES_CHECK = "row_hashes"
 
@@ -83,7 +84,8 @@ def _checks(key: dg.AssetKey, per_version: bool) -> list[dg.AssetCheckSpec]:
             HASHES_CHECK,
             asset=key,
             description=(
-                "Per-row md5 of a canonical text form, compared in key buckets; lists up to 20 differing keys."
+                "Per-row md5 of a canonical text form, compared in key buckets; lists up to 20 "
+                "differing keys."
             ),
         ),
     ]
@@ -124,11 +126,12 @@ def _check_results(
             passed=hashes.passed,
             description=None
             if hashes.passed
-            else f"{hashes.differing_buckets} of {hashes.buckets} buckets differ; {len(hashes.differences)} keys listed.",
+            else f"{hashes.differing_buckets} of {hashes.buckets} buckets differ; "
+            f"{len(hashes.differences)} keys listed.",
             metadata={
                 "compared": hashes.what,
-                "pg_rows": hashes.pg_rows,
-                "bq_rows": hashes.bq_rows,
+                "pg_rows": hashes.left_rows,
+                "bq_rows": hashes.right_rows,
                 "buckets": hashes.buckets,
                 "differing_buckets": hashes.differing_buckets,
                 "differing_keys": len(hashes.differences),
@@ -146,7 +149,7 @@ def _check_results(
 def build_mirror_definitions(
     catalog: DumpCatalog,
     translator: MirrorTranslator = MirrorTranslator(),
-    dump_translator: DumpTranslator = DumpTranslator(),
+    dump_translator: DumpTranslator = DEFAULT_DUMP_TRANSLATOR,
     *,
     cdc_tables: Iterable = (),
     cdc_schema: str = "cdc",
@@ -157,13 +160,9 @@ def build_mirror_definitions(
         for app, tables in catalog.tables_by_app().items()
         for table in tables
     ]
+    assets += _cdc_mirror_assets(cdc_tables, cdc_schema, "soft", translator)
     defs = dg.Definitions(assets=assets)
-    cdc = list(cdc_tables)
-    if cdc:
-        defs = dg.Definitions.merge(
-            defs, build_cdc_mirror_definitions(cdc, pg_schema=cdc_schema, translator=translator)
-        )
-    mirrors = [key for assets_def in defs.assets for key in assets_def.keys]
+    mirrors = [key for assets_def in assets for key in assets_def.keys]
     if not mirrors:
         return defs
     # Mirrors follow their PostgreSQL assets: a new version or merge is mirrored without a click.
@@ -172,7 +171,8 @@ def build_mirror_definitions(
         target=dg.AssetSelection.assets(*mirrors),
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Materializes each BigQuery mirror (and its checks) after its PostgreSQL asset updates.",
+        description="Materializes each BigQuery mirror (and its checks) after its PostgreSQL asset "
+        "updates.",
     )
     return dg.Definitions.merge(defs, dg.Definitions(sensors=[follow]))
 
@@ -192,7 +192,8 @@ def _dump_mirror_asset(
         kinds={"bigquery"},
         check_specs=_checks(key, True),
         description=(
-            f"BigQuery mirror `{dataset}.{bq_table}` of PostgreSQL `{pg_schema_for(app)}.{table}`; partition "
+            f"BigQuery mirror `{dataset}.{bq_table}` of PostgreSQL `{pg_schema_for(app)}.{table}`; "
+            f"partition "
             "V replaces version V's rows (Storage Write API, pending streams, one batch commit)."
         ),
     )
@@ -223,7 +224,8 @@ def _dump_mirror_asset(
                 what=f"{schema}.{table} version {version} vs {target.table_id}",
             )
         context.log.info(
-            f"Mirrored {result.rows} rows of {schema}.{table} version {version} to {target.table_id}."
+            f"Mirrored {result.rows} rows of {schema}.{table} version {version} to "
+            f"{target.table_id}."
         )
         return dg.MaterializeResult(
             metadata={**result.metadata(), "version": version}, check_results=checks
@@ -244,13 +246,19 @@ def build_cdc_mirror_definitions(
 ) -> dg.Definitions:
     """Mirror assets for CDC merged tables (mode ``merge``). Each item is a table name, or an object
     with ``merged_table`` or ``name`` (e.g. ``CdcTable``)."""
+    return dg.Definitions(
+        assets=_cdc_mirror_assets(merged_tables, pg_schema, delete_mode, translator)
+    )
+
+
+def _cdc_mirror_assets(
+    merged_tables: Iterable, pg_schema: str, delete_mode: str, translator: MirrorTranslator
+) -> list[dg.AssetsDefinition]:
     names = [
         t if isinstance(t, str) else getattr(t, "merged_table", None) or t.name
         for t in merged_tables
     ]
-    return dg.Definitions(
-        assets=[_cdc_mirror_asset(n, pg_schema, delete_mode, translator) for n in names]
-    )
+    return [_cdc_mirror_asset(n, pg_schema, delete_mode, translator) for n in names]
 
 
 def _cdc_mirror_asset(
@@ -267,8 +275,10 @@ def _cdc_mirror_asset(
         automation_condition=dg.AutomationCondition.eager(),
         check_specs=_checks(key, False),
         description=(
-            f"BigQuery mirror `{dataset}.{bq_table}` of PostgreSQL `{pg_schema}.{name}`: changes since the "
-            f"mirror's max(_last_change_id) staged and applied with one MERGE ({delete_mode} deletes)."
+            f"BigQuery mirror `{dataset}.{bq_table}` of PostgreSQL `{pg_schema}.{name}`: changes "
+            f"since the "
+            f"mirror's max(_last_change_id) staged and applied with one MERGE ({delete_mode} "
+            f"deletes)."
         ),
     )
     def mirror(

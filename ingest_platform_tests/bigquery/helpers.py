@@ -18,7 +18,8 @@ def make_dump_table(
     versions: dict[str, list[tuple]],
     primary_key: list[str],
 ) -> None:
-    """Parent `schema.table` (+ `_version`) with one INHERITS child per version, registered like a load."""
+    """Parent `schema.table` (+ `_version`) with one INHERITS child per version, registered like
+    a load."""
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     catalog.create_registry(conn, schema)
     conn.execute(

@@ -81,7 +81,8 @@ def test_invalid_utf8_names_table_key_and_column(pg_server_dsn, bigquery_resourc
     with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
         admin.execute(
             sql.SQL(
-                "CREATE DATABASE {} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+                "CREATE DATABASE {} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE "
+                "template0"
             ).format(sql.Identifier(database))
         )
     try:
@@ -89,7 +90,8 @@ def test_invalid_utf8_names_table_key_and_column(pg_server_dsn, bigquery_resourc
             conn.execute("CREATE SCHEMA app")
             conn.execute("CREATE TABLE app.t (id integer PRIMARY KEY, note text, _version text)")
             conn.execute(
-                "INSERT INTO app.t VALUES (1, 'fine', '1'), (2, convert_from('\\x41ff42'::bytea, 'SQL_ASCII'), '1')"
+                "INSERT INTO app.t VALUES (1, 'fine', '1'), (2, convert_from('\\x41ff42'::bytea, "
+                "'SQL_ASCII'), '1')"
             )
             from ingest_platform.postgres import version_registry as catalog
 

@@ -137,7 +137,7 @@ def test_reloading_a_version_replaces_only_its_rows_and_reruns_do_not_duplicate(
 
 def test_requests_stay_under_the_size_limit_and_streams_rotate(conn, bigquery_resource, bq_dataset):
     from ingest_platform.bigquery.mirror import dump_source
-    from ingest_platform.bigquery.source import RowEncoder
+    from ingest_platform.bigquery.source import ProtoRowEncoder
     from ingest_platform.bigquery.writer import PendingStreamWriter
 
     make_dump_table(
@@ -157,7 +157,7 @@ def test_requests_stay_under_the_size_limit_and_streams_rotate(conn, bigquery_re
 
         source = dump_source(conn, "app", "w", "1")
         ensure_mirror_table(client, mirror, source.columns)
-        encoder = RowEncoder(source)
+        encoder = ProtoRowEncoder(source)
         writer = PendingStreamWriter(
             write_client,
             mirror.path,
@@ -194,3 +194,37 @@ def test_fill_nulls_option(conn, bigquery_resource, bq_dataset):
         "",
         dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
     )
+
+
+def test_char_and_quoted_enum_columns_mirror_as_string_and_check_clean(
+    conn, bigquery_resource, bq_dataset
+):
+    """`"char"` (the one-byte type) and an enum whose name needs quoting are types
+    parse_pg_type declines: they mirror as STRING and the consistency checks agree."""
+    from ingest_platform.bigquery.mirror import dump_source
+    from ingest_platform.consistency.compare import (
+        BigQuerySide,
+        PostgresSide,
+        compare_counts,
+        compare_hashes,
+    )
+
+    conn.execute("""CREATE TYPE public."Mood Type" AS ENUM ('ok', 'not ok')""")
+    columns = [("id", "integer"), ("flag", '"char"'), ("mood", 'public."Mood Type"')]
+    rows = [(1, "a", "ok"), (2, None, "not ok"), (3, "z", None)]
+    make_dump_table(conn, "app", "odd_types", columns, {"1": rows}, ["id"])
+    mirror = target(bq_dataset, "odd_types")
+    with bigquery_resource.get_client() as client, bigquery_resource.get_write_client() as writer:
+        result = mirror_dump_version(conn, client, writer, "app", "odd_types", "1", mirror)
+        assert result.rows == 3
+        schema = {f.name: f.field_type for f in client.get_table(mirror.table_id).schema}
+        assert schema["flag"] == "STRING" and schema["mood"] == "STRING"
+        assert [(r["id"], r["flag"], r["mood"]) for r in bq_rows(client, mirror, "id")] == rows
+        source = dump_source(conn, "app", "odd_types", "1", bignumeric=False)
+        pg, bq = PostgresSide(conn, source), BigQuerySide(client, mirror.ref, source)
+        assert compare_counts(pg, bq).passed
+        clean = compare_hashes(pg, bq)
+        assert clean.passed, clean.markdown()
+        client.query(f"UPDATE {mirror.ref} SET mood = 'bad' WHERE id = 1").result()
+        broken = compare_hashes(pg, bq)
+    assert [(d.key["id"], d.detail) for d in broken.differences] == [("1", "columns: mood")]

@@ -77,11 +77,13 @@ def test_cdc_mirror_asset(pg_dsn, bigquery_resource, bq_dataset):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA cdc")
         conn.execute(
-            "CREATE TABLE cdc.pm_plan (id bigint PRIMARY KEY, title text, is_deleted boolean NOT NULL DEFAULT false,"
+            "CREATE TABLE cdc.pm_plan (id bigint PRIMARY KEY, title text, is_deleted boolean NOT "
+            "NULL DEFAULT false,"
             " _last_change_id bigint NOT NULL, _applied_at timestamptz NOT NULL DEFAULT now())"
         )
         conn.execute(
-            "INSERT INTO cdc.pm_plan (id, title, is_deleted, _last_change_id) VALUES (1, 'a', false, 1), (2, 'b', true, 2)"
+            "INSERT INTO cdc.pm_plan (id, title, is_deleted, _last_change_id) VALUES (1, 'a', "
+            "false, 1), (2, 'b', true, 2)"
         )
     defs = build_cdc_mirror_definitions(
         ["pm_plan"], translator=MirrorTranslator(prefix=bq_dataset + "_")

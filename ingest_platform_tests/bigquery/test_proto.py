@@ -68,7 +68,8 @@ def test_type_map():
 def test_proto_command_writes_an_equivalent_proto(pg_dsn, tmp_path, monkeypatch):
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(
-            'CREATE SCHEMA shop; CREATE TABLE shop."order items" (id bigint, "unit price" numeric(10,2),'
+            'CREATE SCHEMA shop; CREATE TABLE shop."order items" (id bigint, "unit price" '
+            "numeric(10,2),"
             " at timestamptz, day date, tags text[], ok boolean)"
         )
     out = tmp_path / "items.proto"

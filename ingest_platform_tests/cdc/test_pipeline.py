@@ -388,3 +388,23 @@ def test_terminate_blockers_after_is_read_from_the_toml(tmp_path):
     )
     with pytest.raises(ConfigError, match="terminate_blockers_after must be seconds"):
         parse_cdc_config("terminate_blockers_after = -1\n" + tables)
+
+
+def test_matches_source_names_the_differing_keys(cdc_env):
+    run(cdc_env)
+    item = cdc_env.table("pm_item")
+    with cdc_env.warehouse() as conn:
+        gone, changed = conn.execute(
+            "SELECT min(id), max(id) FROM cdc.pm_item WHERE NOT is_deleted"
+        ).fetchone()
+        conn.execute("DELETE FROM cdc.pm_item WHERE id = %s", (gone,))
+        conn.execute("UPDATE cdc.pm_item SET description = 'x' WHERE id = %s", (changed,))
+    match = checks.compare_with_source(
+        cdc_env.source_dsn, cdc_env.warehouse_dsn, cdc_env.config, item
+    )
+    assert not match.passed and match.mismatched_buckets >= 1
+    assert {(d.key["id"], d.status, d.detail) for d in match.differences} == {
+        (str(gone), "missing in merged table", ""),
+        (str(changed), "different", "columns: description"),
+    }
+    assert f"{changed} (different: columns: description)" in match.describe()

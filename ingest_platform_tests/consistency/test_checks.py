@@ -9,15 +9,16 @@ import pytest
 from ingest_platform.bigquery.mirror import dump_source, mirror_dump_version
 from ingest_platform.consistency.compare import (
     DIFFERENT,
-    MISSING_IN_BIGQUERY,
-    MISSING_IN_POSTGRES,
     BigQuerySide,
     PostgresSide,
     compare_counts,
     compare_hashes,
+    missing_in,
 )
 from ingest_platform_tests.bigquery.helpers import make_dump_table, target
 from ingest_platform_tests.bigquery.test_mirror import COLUMNS, ROW_1, ROW_2
+
+MISSING_IN_BIGQUERY, MISSING_IN_POSTGRES = missing_in("BigQuery"), missing_in("PostgreSQL")
 
 
 @pytest.fixture
@@ -109,7 +110,7 @@ def test_every_type_hashes_identically_on_both_sides(conn, bigquery_resource, bq
         pg, bq = _sides(conn, client, mirror, "shop", "item")
         result = compare_hashes(pg, bq)
     assert result.passed, result.markdown()
-    assert result.pg_rows == result.bq_rows == len(rows)
+    assert result.left_rows == result.right_rows == len(rows)
 
 
 def _mirrored_table(conn, client, writer, bq_dataset, rows=300):
