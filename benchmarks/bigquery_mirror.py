@@ -32,20 +32,20 @@ import psycopg
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dump_load import DEFAULT_DSN, bench_dump  # noqa: E402
+from dump_load import DEFAULT_DSN, bench_dump
 
 from ingest_platform.bigquery.clients import (
     EMULATOR_PROJECT,
     EmulatorEndpoints,
     emulator_bigquery_client,
     emulator_write_client,
-)  # noqa: E402
-from ingest_platform.bigquery.mirror import MirrorTarget, dump_source, mirror_dump_version  # noqa: E402
-from ingest_platform.consistency.compare import BigQuerySide, PostgresSide, compare_hashes  # noqa: E402
-from ingest_platform.loading.dump_versions import load_dump_version  # noqa: E402
-from ingest_platform.local.bigquery_emulator import start_emulator  # noqa: E402
-from ingest_platform.local.ports import free_port  # noqa: E402
-from ingest_platform.postgres.connection import with_database  # noqa: E402
+)
+from ingest_platform.bigquery.mirror import MirrorTarget, dump_source, mirror_dump_version
+from ingest_platform.consistency.compare import BigQuerySide, PostgresSide, compare_hashes
+from ingest_platform.loading.dump_versions import load_dump_version
+from ingest_platform.local.bigquery_emulator import start_emulator
+from ingest_platform.local.ports import free_port
+from ingest_platform.postgres.connection import with_database
 
 SCHEMA, TABLE = "bench", "item_1"
 
