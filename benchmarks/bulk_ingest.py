@@ -22,8 +22,8 @@ N, streamed from the dump, not held in memory) in a child process that reports i
 from __future__ import annotations
 
 import argparse
-import importlib
 import gc
+import importlib
 import json
 import os
 import resource
