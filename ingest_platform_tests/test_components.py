@@ -156,3 +156,85 @@ def test_dg_check_list_and_scaffold_defs(dg_project):
     )
     assert bad.returncode != 0
     assert "directry" in bad.stdout + bad.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _rows(pg_dsn: str, table: str) -> dict:
+    import psycopg
+
+    with psycopg.connect(pg_dsn) as conn:
+        if not conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0]:
+            return {}
+        return dict(conn.execute(f"SELECT _version, count(*) FROM {table} GROUP BY 1").fetchall())
+
+
+def _wait_for_rows(pg_dsn: str, table: str, expected: dict, dev, seconds: float = 300) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while _rows(pg_dsn, table) != expected:
+        assert dev.poll() is None, "dagster dev exited"
+        assert time.monotonic() < deadline, f"{table}: {_rows(pg_dsn, table)} != {expected}"
+        time.sleep(2)
+
+
+def test_a_dump_with_a_new_table_loads_without_a_reload_click(tmp_path, pg_dsn, bq_emulator):
+    """Real `dagster dev`: version 1.0 (no order_item) loads; then 2.0 arrives with the new table
+    order_item, and the sensor reloads the code location itself and loads it."""
+    import signal
+
+    written = tmp_path / "written"
+    write_demo_dumps(written, rows=5)
+    watched = tmp_path / "dumps"
+    watched.mkdir()
+    shutil.copyfile(written / "shop_1.0-eu.zip", watched / "shop_1.0-eu.zip")
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("workspace.yaml", "dagster.yaml"):
+        shutil.copyfile(PROJECT_DIR / name, project / name)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "DAGSTER_"))}
+    env.update(
+        PYTHONPATH=str(PROJECT_DIR),
+        INGEST_PG_DSN=pg_dsn,
+        DAGSTER_PG_URL=to_url(pg_dsn),
+        DAGSTER_HOME=str(home),
+        INGEST_DUMP_DIR=str(watched),
+        INGEST_DAGSTER_URL=f"http://127.0.0.1:{port}",
+        INGEST_BQ_EMULATOR_HOST=bq_emulator.rest,
+        INGEST_BQ_EMULATOR_GRPC_HOST=bq_emulator.grpc,
+    )
+    log = (tmp_path / "dev.log").open("w")
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)],
+        cwd=project,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_rows(pg_dsn, "shop.orders", {"1.0-eu": 5}, dev)
+        assert _rows(pg_dsn, "shop.order_item") == {}
+        shutil.copyfile(written / "shop_2.0-eu.zip", watched / "shop_2.0-eu.zip")
+        _wait_for_rows(pg_dsn, "shop.order_item", {"2.0-eu": 5}, dev)
+        assert _rows(pg_dsn, "shop.orders") == {"1.0-eu": 5, "2.0-eu": 5}
+    finally:
+        os.killpg(dev.pid, signal.SIGINT)
+        try:
+            dev.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(dev.pid, signal.SIGKILL)
+            dev.wait()
+        log.close()
+    assert "Reloading code location ingest_platform" in (tmp_path / "dev.log").read_text()
