@@ -1,22 +1,20 @@
-"""The platform's one Definitions object."""
+"""The platform's one Definitions object: the components of the defs folder plus resources.
+
+Each part (dump directory, CDC source, BigQuery mirror) is a component configured by a
+`defs.yaml` under `defs_yaml/` (dg's defs folder). The tree is loaded from the package itself, so
+an installed package without pyproject.toml loads the same way.
+"""
+
+from pathlib import Path
 
 import dagster as dg
 
-from ingest_platform.cdc.config import cdc_config_from_env
-from ingest_platform.defs.bigquery_mirror import build_mirror_definitions
-from ingest_platform.defs.cdc import build_cdc_definitions
-from ingest_platform.defs.dumps import build_dump_definitions
+from ingest_platform import defs_yaml
 from ingest_platform.defs.resources import resources_from_env
-from ingest_platform.dumps.directory import dump_dir, scan_dump_dir
 
-catalog = scan_dump_dir(dump_dir())
-cdc_config = cdc_config_from_env()
-
-defs = dg.Definitions.merge(
-    build_dump_definitions(catalog),
-    build_cdc_definitions(cdc_config),
-    build_mirror_definitions(
-        catalog, cdc_tables=cdc_config.tables, cdc_schema=cdc_config.warehouse_schema
-    ),
-    dg.Definitions(resources=resources_from_env()),
+components = dg.ComponentTree.from_module(
+    defs_module=defs_yaml, project_root=Path(__file__).resolve().parent.parent
 )
+
+# Components first: they export the settings resources_from_env reads (defs/components/settings.py).
+defs = dg.Definitions.merge(components.build_defs(), dg.Definitions(resources=resources_from_env()))

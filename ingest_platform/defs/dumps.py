@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ingest_platform.defs.reload import reload_for_new_tables
 from ingest_platform.defs.resources import PostgresResource
 from ingest_platform.dumps import open_dump
 from ingest_platform.dumps.archive import Dump
@@ -241,9 +242,11 @@ def _dump_directory_sensor(
         "loads its tables.",
     )
     def dump_directory_sensor(context: dg.SensorEvaluationContext):
-        return evaluate_dump_directory(
+        result = evaluate_dump_directory(
             context.cursor, dump_dir(), known_tables, translator, context.log
         )
+        reload_for_new_tables(result.cursor, context.log)  # i11c, issue 11 item 6: defs/reload.py
+        return result
 
     return dump_directory_sensor
 

@@ -172,7 +172,8 @@ def run_dev(dagster_args: list[str]) -> int:
     try:
         host, port, dagster_args = _ui_address(dagster_args)
         services = start_services(project, say=say)
-        env = {**os.environ, **services.env}
+        # The dump sensor reloads the code location through the UI (defs/reload.py).
+        env = {**os.environ, **services.env, "INGEST_DAGSTER_URL": f"http://{host}:{port}"}
         command = [
             sys.executable,
             "-m",

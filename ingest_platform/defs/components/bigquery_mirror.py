@@ -1,0 +1,45 @@
+"""BigQuery mirrors as a component: of the dump tables and CDC merged tables of other components."""
+
+import dagster as dg
+from pydantic import Field
+
+from ingest_platform.defs.bigquery_mirror import build_mirror_definitions
+from ingest_platform.defs.components.cdc import CdcSourceComponent
+from ingest_platform.defs.components.dumps import DumpDirectoryComponent
+from ingest_platform.defs.components.settings import export
+from ingest_platform.dumps.directory import DumpCatalog
+from ingest_platform.errors import ConfigError
+
+
+class BigQueryMirrorComponent(dg.Component, dg.Model, dg.Resolvable):
+    """A BigQuery mirror of each PostgreSQL asset of the named sources, with checks that prove
+    both sides agree, and the sensor that mirrors each new version or merge."""
+
+    dataset_prefix: str = Field(
+        default="", description="BigQuery dataset of a mirror = prefix + app name (or `cdc`)."
+    )
+    sources: list[str] = Field(
+        default_factory=lambda: ["dumps", "cdc"],
+        description="Paths (in the defs folder) of the dump-directory and CDC components to "
+        "mirror.",
+    )
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        export("INGEST_BQ_DATASET_PREFIX", self.dataset_prefix)
+        catalog, cdc = DumpCatalog(), None
+        for path in self.sources:
+            source = context.load_component(path)
+            if isinstance(source, DumpDirectoryComponent):
+                catalog.dumps += source.catalog().dumps
+            elif isinstance(source, CdcSourceComponent) and cdc is None:
+                cdc = source.config()
+            else:
+                raise ConfigError(
+                    f"Mirror source {path!r} is a {type(source).__name__}: name one dump "
+                    "directory or CDC component (at most one CDC source)."
+                )
+        if cdc is None:
+            return build_mirror_definitions(catalog)
+        return build_mirror_definitions(
+            catalog, cdc_tables=cdc.tables, cdc_schema=cdc.warehouse_schema
+        )
