@@ -33,11 +33,12 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
@@ -131,7 +132,10 @@ def bench_dump(workdir: Path, tables: int, rows: int) -> Path:
     demo_tables = [DemoTable(f"item_{n}", BENCH_COLUMNS, _bench_rows) for n in range(1, tables + 1)]
     manifest = json.dumps({"app": f"bench{tables}t", "version": str(rows), "dialect": "mssql"})
     script = tsql_install_script(demo_tables, str(rows), app=f"bench{tables}t")
-    members = [("manifest.json", manifest), ("install.sql", script)]
+    members: list[tuple[str, str | Iterable[str]]] = [
+        ("manifest.json", manifest),
+        ("install.sql", script),
+    ]
     for n, table in enumerate(demo_tables, start=1):
         rng = random.Random(f"bench/{n}")  # each table different, every run the same
         members.append(
@@ -172,11 +176,13 @@ def create_target(dsn: str, schema: str, table: str, pg_columns: list[tuple[str,
 
 def count(dsn: str, schema: str, table: str) -> int:
     with psycopg.connect(dsn) as conn:
-        return conn.execute(
+        row = conn.execute(
             sql.SQL("SELECT count(*) FROM {}.{}").format(
                 sql.Identifier(schema), sql.Identifier(table)
             )
-        ).fetchone()[0]
+        ).fetchone()
+    assert row is not None  # count(*) always returns one row
+    return row[0]
 
 
 def run_unzip_psql(dsn: str, dump: Path, member: str, schema: str, table: str) -> None:
@@ -200,7 +206,7 @@ def run_reader_core(dsn: str, dump: Path, table: str, schema: str, target: str) 
 
 def parsed_rows(dump: Path, member: str, limit: int | None = None) -> Iterator[tuple]:
     """The bcp rows as Python values, the way a Python pipeline would hand them to a library."""
-    converters = [
+    converters: list[Callable[[str], object]] = [
         int,
         int,
         int,
@@ -226,7 +232,7 @@ def parsed_rows(dump: Path, member: str, limit: int | None = None) -> Iterator[t
 def sqlalchemy_table(schema: str, name: str):
     import sqlalchemy as sa
 
-    types = [
+    types: list[type[sa.types.TypeEngine[Any]] | sa.types.TypeEngine[Any]] = [
         sa.BigInteger,
         sa.Integer,
         sa.SmallInteger,
@@ -356,7 +362,7 @@ def ingest_command_available() -> bool:
     commands = re.search(
         r"\{([^}]*)\}", result.stdout
     )  # usage: ingest-platform [-h] {dev,services,...}
-    return bool(commands) and "ingest" in commands.group(1).split(",")
+    return commands is not None and "ingest" in commands.group(1).split(",")
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -399,7 +405,7 @@ def print_table(results: list[Row], reference: float | None, reference_rows: int
                 r.method,
                 f"{r.rows:,}" if r.rows else "",
                 f"{r.seconds:.2f}" if r.seconds is not None else "",
-                f"{r.rows / r.seconds:,.0f}" if per_row else "",
+                f"{r.rows / r.seconds:,.0f}" if r.rows and r.seconds else "",
                 f"{r.data_bytes / r.seconds / 1e6:.1f}" if r.data_bytes and r.seconds else "",
                 f"{ratio:.2f}x" if ratio else "",
                 r.target,
@@ -485,7 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print_table(
-        results, reference.seconds if reference else None, reference.rows if reference else 0
+        results,
+        reference.seconds if reference else None,
+        (reference.rows or 0) if reference else 0,
     )
     return 0
 
@@ -506,11 +514,12 @@ def run_all(args, dsn, one_table, four_tables, member, table_bytes, pg_columns) 
     print("Running ...", flush=True)
     create_target(dsn, "peers", "unzip_psql", pg_columns)
     checkpoint(dsn)
-    psql = say(
+    psql = timed(run_unzip_psql, dsn, one_table, member, "peers", "unzip_psql")
+    say(
         Row(
             "unzip -p | psql COPY",
             rows,
-            timed(run_unzip_psql, dsn, one_table, member, "peers", "unzip_psql"),
+            psql,
             table_bytes,
             "reference",
             None,
@@ -528,12 +537,13 @@ def run_all(args, dsn, one_table, four_tables, member, table_bytes, pg_columns) 
             core,
             table_bytes,
             "<= 1.25x psql",
-            core <= 1.25 * psql.seconds,
-            check_count("peers", "reader_core", rows) or f"{core / psql.seconds:.2f}x psql",
+            core <= 1.25 * psql,
+            check_count("peers", "reader_core", rows) or f"{core / psql:.2f}x psql",
         )
     )
 
     ours = None
+    reference = core  # our loader's 1-process time where it is available
     if our_loader() is None:
         say(
             Row(
@@ -553,13 +563,13 @@ def run_all(args, dsn, one_table, four_tables, member, table_bytes, pg_columns) 
                     seconds,
                     table_bytes,
                     "<= 1.25x psql",
-                    seconds <= 1.25 * psql.seconds,
+                    seconds <= 1.25 * psql,
                     check_count(f"ours_{processes}p", "item_1", rows)
-                    or f"{seconds / psql.seconds:.2f}x psql",
+                    or f"{seconds / psql:.2f}x psql",
                 )
             )
-            ours = ours or row
-    reference = ours.seconds if ours else core
+            if ours is None:
+                ours, reference = row, seconds
 
     if args.skip_slow:
         say(Row("pg-bulk-ingest", note="skipped (--skip-slow)"))

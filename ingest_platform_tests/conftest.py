@@ -13,6 +13,7 @@ import tempfile
 import uuid
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -80,7 +81,7 @@ def unique_name(prefix: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server_dsn() -> str:
+def pg_server_dsn() -> Iterator[str]:
     """DSN of the server's maintenance database."""
     dsn = os.environ.get("INGEST_TEST_PG_DSN")
     if dsn:
@@ -97,7 +98,7 @@ def pg_server_dsn() -> str:
 
 
 @pytest.fixture
-def pg_dsn(pg_server_dsn) -> str:
+def pg_dsn(pg_server_dsn) -> Iterator[str]:
     """A fresh database for this test, dropped afterwards."""
     database = unique_name("test")
     ensure_database(pg_server_dsn, database)
@@ -109,7 +110,7 @@ def pg_dsn(pg_server_dsn) -> str:
 
 
 @pytest.fixture(scope="session")
-def bq_emulator(tmp_path_factory) -> EmulatorEndpoints:
+def bq_emulator(tmp_path_factory) -> Iterator[EmulatorEndpoints]:
     log = tmp_path_factory.mktemp("bigquery") / "emulator.log"
     emulator = start_emulator(free_port(), free_port(), None, log)
     yield EmulatorEndpoints(emulator.rest_endpoint, emulator.grpc_endpoint)
@@ -117,7 +118,7 @@ def bq_emulator(tmp_path_factory) -> EmulatorEndpoints:
 
 
 @pytest.fixture
-def bq_dataset(bq_emulator) -> str:
+def bq_dataset(bq_emulator) -> Iterator[str]:
     """A fresh dataset in the emulator's project, deleted afterwards."""
     dataset = unique_name("test")
     client = emulator_bigquery_client(bq_emulator)

@@ -38,7 +38,9 @@ def table_digest(dsn: str, schema: str, table: str) -> tuple[int, str]:
         "(SELECT (to_jsonb(t) - '_version')::text AS r FROM {}.{} t) s"
     ).format(psycopg.sql.Identifier(schema), psycopg.sql.Identifier(table))
     with psycopg.connect(dsn) as conn:
-        return conn.execute(query).fetchone()
+        row = conn.execute(query).fetchone()
+    assert row is not None  # an aggregate without GROUP BY always returns one row
+    return row[0], row[1]
 
 
 def versions_of(dsn: str, schema: str, table: str) -> dict[str, int]:

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
+from ingest_platform.dumps.archive import Dump
 from ingest_platform.dumps.byte_blocks import ByteFastPath
 from ingest_platform.dumps.copy_text import PerRowEncoder, fast_block
+from ingest_platform.dumps.dialect import FileFormat
 from ingest_platform.dumps.reader import BlockEncoder, open_record_blocks
+from ingest_platform.dumps.schema import Column
 from ingest_platform.dumps.text_stream import iter_record_blocks, iter_text
 
 
-def entry_of(dump, table="t"):
+def entry_of(dump: Dump, table: str = "t") -> tuple[Path, str, FileFormat, list[Column]]:
+    """(archive path, data member, file format, columns): iter_copy_chunks' leading arguments."""
     entry = dump.tables[table]
+    assert entry.data_member is not None, f"{table} has no data file"
     return dump.archive_path, entry.data_member, entry.file_format, entry.schema.columns
 
 
@@ -83,7 +89,11 @@ def fast_paths_copy_text(dump, table="t", chunk_bytes=1 << 20) -> bytes:
                 encoder.byte_path.convert(block, records) if isinstance(block, bytes) else None
             )
             if converted is None:
-                text = block if isinstance(block, str) else block.decode(encoder.byte_path.encoding)
+                text = (
+                    block
+                    if isinstance(block, str)
+                    else block.decode(encoder.byte_path.encoding or file_format.encoding)
+                )
                 fast = fast_block(text, terminator, file_format, columns)
                 assert fast is not None, f"block {index} needs the per-row path"
                 converted = fast.encode("utf-8"), 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tracemalloc
 import zipfile
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 
@@ -133,7 +134,7 @@ def _copy_field(text: str) -> str | None:
 def _as_value(field: str | None, kind: str):
     if field is None:
         return None
-    return {
+    parsers: dict[str, Callable[[str], object]] = {
         "int": int,
         "text": str,
         "datetime": datetime.fromisoformat,
@@ -141,4 +142,5 @@ def _as_value(field: str | None, kind: str):
         "decimal4": lambda f: int(Decimal(f).scaleb(4)),
         "flag": lambda f: {"1": True, "0": False}[f],
         "bytes": lambda f: bytes.fromhex(f.removeprefix("\\x")),
-    }[kind](field)
+    }
+    return parsers[kind](field)
