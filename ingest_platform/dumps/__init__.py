@@ -9,8 +9,9 @@ Public API
     ``Dump.app``, ``.version``, ``.dialect``, ``.archive_path`` (plain ZIP, for workers),
     ``.tables: dict[str, TableEntry]`` (``schema``, ``data_member`` or None, ``file_format``),
     ``.iter_copy_chunks(table)``, ``.count_rows(table)``, ``.close()`` (removes a decrypted copy).
-``iter_copy_chunks(dump_path, member, file_format, columns, chunk_bytes=1 MiB, path="auto")``
+``iter_copy_chunks(dump_path, member, file_format, columns, chunk_bytes=1 MiB)``
     yields ``bytes``, each ending on a record boundary.  ``count_rows(...)`` -> int.
+``Dump.copy_source(table) -> CopySource``: what the loader (``ingest_platform.loading``) gets.
 ``load_dialect(name_or_path) -> Dialect``; ``Dialect.map_type(source_type) -> str``.
 
 Dump archive
