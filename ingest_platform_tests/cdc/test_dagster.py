@@ -42,15 +42,25 @@ def definitions(env) -> dg.Definitions:
     )
 
 
+def merged_rows(env, table: str) -> int:
+    with psycopg.connect(env.warehouse_dsn) as conn:
+        return conn.execute(
+            f'SELECT count(*) FROM {env.config.warehouse_schema}."{table}"'
+        ).fetchone()[0]
+
+
 def test_assets_checks_and_metadata(cdc_env):
     defs = definitions(cdc_env)
     dg.Definitions.validate_loadable(defs)
     keys = {spec.key for spec in defs.resolve_all_asset_specs()}
-    assert keys == {
-        dg.AssetKey(["cdc", t, s])
-        for t in ("project", "inventory", "pm_plan", "pm_item")
-        for s in ("staging", "merged")
+    tables = cdc_env.config.tables
+    assert {k for k in keys if k.path[0] == "cdc"} == {
+        dg.AssetKey(["cdc", name]) for t in tables for name in (t.name, t.staging_table)
     }
+    # The source tables and the change log are external assets, upstream of staging.
+    assert {k for k in keys if k.path[0] == "cdc_source"} == {
+        dg.AssetKey(["cdc_source", f"{t.source_schema}.{t.source_table}"]) for t in tables
+    } | {dg.AssetKey(["cdc_source", "public.models_logging_change"])}
     job = defs.resolve_job_def(JOB_NAME)
     with dg.instance_for_test() as instance:
         result = job.execute_in_process(instance=instance)
@@ -70,15 +80,22 @@ def test_assets_checks_and_metadata(cdc_env):
     meta = {}
     for event in result.get_asset_materialization_events():
         m = event.step_materialization_data.materialization
-        meta[tuple(m.asset_key.path[1:])] = {k: v.value for k, v in m.metadata.items()}
-    merged = meta[("pm_item", "merged")]
+        meta[m.asset_key.path[-1]] = {k: v.value for k, v in m.metadata.items()}
+    merged = meta["pm_item"]
     assert (
         merged["watermark"] > 0
         and merged["rows_merged"] > 0
         and merged["lag_seconds"] >= 0
         and "seconds" in merged
     )
-    staged = meta[("pm_item", "staging")]
+    assert merged["dagster/row_count"] == merged_rows(cdc_env, "pm_item")
+    assert merged["dagster/table_name"] == "cdc.pm_item"
+    assert [c.name for c in merged["dagster/column_schema"].columns][-3:] == [
+        "is_deleted",
+        "_last_change_id",
+        "_applied_at",
+    ]
+    staged = meta["pm_item__staging"]
     assert staged["changes_changed"] + staged["changes_added"] + staged["changes_deleted"] > 0
 
 
@@ -193,4 +210,6 @@ def test_config_from_toml_and_environment(tmp_path):
     assert "dbname=cdc_demo" in source_dsn_from_env({"INGEST_PG_DSN": "host=/tmp dbname=warehouse"})
     with pytest.raises(ConfigError, match="INGEST_CDC_SOURCE_DSN"):
         source_dsn_from_env({})
-    assert CdcTranslator().merged_key(DEMO_TABLES[2]) == dg.AssetKey(["cdc", "pm_plan", "merged"])
+    assert CdcTranslator().asset_key(cdc_config_from_env({}), DEMO_TABLES[2], "merged") == (
+        dg.AssetKey(["cdc", "pm_plan"])
+    )
