@@ -213,3 +213,61 @@ def test_config_from_toml_and_environment(tmp_path):
     assert CdcTranslator().asset_key(cdc_config_from_env({}), DEMO_TABLES[2], "merged") == (
         dg.AssetKey(["cdc", "pm_plan"])
     )
+
+
+def test_freshness_on_merged_tables_and_mirrors_fails_without_materializations():
+    from datetime import timedelta
+
+    from dagster._core.definitions.freshness import FreshnessState
+    from dagster._core.definitions.freshness_evaluator import TimeWindowFreshnessPolicyEvaluator
+    from dagster._core.test_utils import freeze_time
+    from dagster._time import get_current_datetime
+    from dagster._core.loader import LoadingContextForTest
+
+    from ingest_platform.defs.bigquery_mirror import MirrorTranslator, build_cdc_mirror_definitions
+
+    config = cdc_config_from_env({})
+    policy = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=5))
+
+    class OwnedCdc(CdcTranslator):
+        def get_asset_spec(self, record):
+            return super().get_asset_spec(record).replace_attributes(owners=["team:cdc"])
+
+    defs = dg.Definitions.merge(
+        build_cdc_definitions(config, OwnedCdc(freshness_policy=policy)),
+        build_cdc_mirror_definitions(config.tables, cdc_translator=OwnedCdc()),
+        dg.Definitions(resources={"postgres": PostgresResource(dsn="host=unused")}),
+        dg.Definitions(resources={"bigquery": dg.ResourceDefinition.none_resource()}),
+    )
+    graph = defs.resolve_asset_graph()
+    merged = graph.get(dg.AssetKey(["cdc", "pm_plan"]))
+    assert merged.freshness_policy == policy and merged.owners == ["team:cdc"]
+    mirror = graph.get(dg.AssetKey(["bigquery", "cdc", "pm_plan"]))
+    assert mirror.freshness_policy is not None and mirror.group_name == "cdc_bigquery"
+    assert dg.AssetKey(["cdc", "pm_plan"]) in mirror.parent_keys  # the upstream from its record
+    assert graph.get(dg.AssetKey(["cdc", "pm_plan__staging"])).owners == ["team:cdc"]
+
+    # What Dagster's freshness daemon computes: a merge, then no merge within the window -> FAIL.
+    import asyncio
+
+    with dg.instance_for_test() as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization(merged.key))
+        context = LoadingContextForTest(instance)
+        evaluate = TimeWindowFreshnessPolicyEvaluator().evaluate_freshness
+        assert asyncio.run(evaluate(context, merged)) == FreshnessState.PASS
+        with freeze_time(get_current_datetime() + timedelta(minutes=6)):
+            context = LoadingContextForTest(instance)
+            assert asyncio.run(evaluate(context, merged)) == FreshnessState.FAIL
+
+
+def test_sensor_heartbeat_requests_quiet_tables():
+    config = cdc_config_from_env({})
+    first = evaluate_cdc_sensor(None, {}, config, now=1000.0, heartbeat_seconds=300)
+    [request] = first.run_requests  # quiet tables are merged once: freshness sees a live sensor
+    assert dg.AssetKey(["cdc", "pm_plan"]) in request.asset_selection
+    assert evaluate_cdc_sensor(
+        first.cursor, {}, config, now=1100.0, heartbeat_seconds=300
+    ).skip_reason
+    assert evaluate_cdc_sensor(
+        first.cursor, {}, config, now=1301.0, heartbeat_seconds=300
+    ).run_requests
