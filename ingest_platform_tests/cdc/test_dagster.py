@@ -220,11 +220,11 @@ def test_freshness_on_merged_tables_and_mirrors_fails_without_materializations()
 
     from dagster._core.definitions.freshness import FreshnessState
     from dagster._core.definitions.freshness_evaluator import TimeWindowFreshnessPolicyEvaluator
+    from dagster._core.loader import LoadingContextForTest
     from dagster._core.test_utils import freeze_time
     from dagster._time import get_current_datetime
-    from dagster._core.loader import LoadingContextForTest
 
-    from ingest_platform.defs.bigquery_mirror import MirrorTranslator, build_cdc_mirror_definitions
+    from ingest_platform.defs.bigquery_mirror import build_cdc_mirror_definitions
 
     config = cdc_config_from_env({})
     policy = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=5))
