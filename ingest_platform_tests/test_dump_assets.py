@@ -12,6 +12,7 @@ import pytest
 from ingest_platform.defs.dumps import (
     COLUMNS_CHECK,
     ROWS_CHECK,
+    DumpTable,
     DumpTranslator,
     build_dump_definitions,
     evaluate_dump_directory,
@@ -34,9 +35,9 @@ def demo_dumps(tmp_path_factory):
     return directory
 
 
-def dump_definitions(directory, pg_dsn="host=unused") -> dg.Definitions:
+def dump_definitions(directory, pg_dsn="host=unused", translator=None) -> dg.Definitions:
     return dg.Definitions.merge(
-        build_dump_definitions(scan_dump_dir(directory)),
+        build_dump_definitions(scan_dump_dir(directory), translator),
         dg.Definitions(
             resources={
                 "postgres": PostgresResource(dsn=pg_dsn),
@@ -232,3 +233,131 @@ def test_a_run_launched_without_tags_loads_the_listed_file(demo_dumps, pg_dsn, t
         assert conn.execute(
             "SELECT count(*) FROM shop.orders WHERE _version = '1.0-eu'"
         ).fetchone() == (300,)
+
+
+class OwnedDumps(DumpTranslator):
+    """A user's translator: one method overridden, the rest of the spec kept."""
+
+    def get_asset_spec(self, record: DumpTable) -> dg.AssetSpec:
+        return (
+            super()
+            .get_asset_spec(record)
+            .replace_attributes(group_name="warehouse", owners=["team:data"])
+            .merge_attributes(tags={"tier": "gold"})
+        )
+
+
+def test_a_user_translator_changes_the_whole_spec(demo_dumps):
+    defs = dump_definitions(demo_dumps, translator=OwnedDumps())
+    node = defs.resolve_asset_graph().get(dg.AssetKey(["dumps", "shop", "orders"]))
+    assert node.group_name == "warehouse" and node.owners == ["team:data"]
+    assert node.tags["tier"] == "gold" and node.tags["ingest/app"] == "shop"
+    assert node.partitions_def.name == "shop_versions" and "postgres" in node.kinds
+
+
+def test_no_dumps_yet_says_how_to_get_some(tmp_path):
+    defs = build_dump_definitions(scan_dump_dir(tmp_path))
+    [spec] = defs.resolve_all_asset_specs()
+    assert "ingest-platform demo-dumps" in spec.description
+
+
+def test_standard_metadata_and_partitioned_checks_run_on_their_own(demo_dumps, pg_dsn):
+    secret_dsn = pg_dsn + " password=s3cret-pw"  # trust auth ignores it; it must not leak
+    defs = dump_definitions(demo_dumps, secret_dsn)
+    dump = describe_dump(demo_dumps / "shop_1.0-eu.zip")
+    orders = dg.AssetKey(["dumps", "shop", "orders"])
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_dump(defs, instance, dump).success
+        event = instance.get_latest_materialization_event(orders)
+        metadata = event.asset_materialization.metadata
+        assert metadata["dagster/row_count"].value == 300
+        assert metadata["dagster/table_name"].value == "shop.orders"
+        assert metadata["dagster/uri"].value.startswith("postgresql://127.0.0.1")
+        assert metadata["dagster/uri"].value.endswith("/shop.orders")
+        columns = {c.name: c for c in metadata["dagster/column_schema"].value.columns}
+        assert columns["id"].type == "integer" and columns["id"].constraints.nullable
+        assert "s3cret" not in repr(metadata)
+        assert isinstance(metadata["rows_per_second"], dg.FloatMetadataValue)
+
+        # Rows changed behind the platform's back: the check, run on its own, finds it.
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute("DELETE FROM shop.orders WHERE _version = '1.0-eu' AND id < 4")
+        job = defs.resolve_implicit_global_asset_job_def().get_subset(
+            asset_selection=set(),
+            asset_check_selection={
+                dg.AssetCheckKey(orders, ROWS_CHECK),
+                dg.AssetCheckKey(orders, COLUMNS_CHECK),
+            },
+        )
+        checked = job.execute_in_process(
+            instance=instance, partition_key="1.0-eu", raise_on_error=False
+        )
+        [evaluation] = [
+            e for e in checked.get_asset_check_evaluations() if e.check_name == ROWS_CHECK
+        ]
+        assert not evaluation.passed and evaluation.partition == "1.0-eu"
+        # The resync: materialize the partition again (the UI's Materialize, or the CLI's ingest).
+        assert run_dump(defs, instance, dump).success
+        again = job.execute_in_process(instance=instance, partition_key="1.0-eu")
+        assert all(e.passed for e in again.get_asset_check_evaluations())
+
+
+def test_a_failed_blocking_check_stops_the_mirror_in_the_same_run(demo_dumps, pg_dsn):
+    defs = dump_definitions(demo_dumps, pg_dsn)
+    dump = describe_dump(demo_dumps / "shop_1.0-eu.zip")
+    orders = dg.AssetKey(["dumps", "shop", "orders"])
+    mirrored = []
+
+    @dg.asset(
+        key=["bigquery", "shop", "orders"],
+        deps=[orders],
+        partitions_def=(TRANSLATOR.partitions_def("shop")),
+    )
+    def mirror():
+        mirrored.append(True)
+
+    defs = dg.Definitions.merge(defs, dg.Definitions(assets=[mirror]))
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("shop_versions", ["1.0-eu"])
+        job = defs.resolve_implicit_global_asset_job_def()
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key="1.0-eu",
+            tags=run_request_for(dump, TRANSLATOR).tags,
+            asset_selection=[orders, mirror.key],
+            raise_on_error=False,
+        )
+        assert result.success and mirrored == [True]  # a good load: the mirror runs
+        mirrored.clear()
+        # The next load goes wrong: every new orders child table drops the row with id 1.
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(
+                "CREATE FUNCTION public.drop_one() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$BEGIN IF NEW.id = 1 THEN RETURN NULL; END IF; RETURN NEW; END$$"
+            )
+            conn.execute(
+                "CREATE FUNCTION public.add_drop_one() RETURNS event_trigger LANGUAGE plpgsql AS "
+                "$$DECLARE t record; BEGIN FOR t IN SELECT * FROM "
+                "pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE TABLE' LOOP "
+                "IF t.object_identity LIKE 'shop.\"orders__v%' THEN EXECUTE format("
+                "'CREATE TRIGGER drop_one BEFORE INSERT ON %s FOR EACH ROW EXECUTE FUNCTION "
+                "public.drop_one()', t.object_identity); END IF; END LOOP; END$$"
+            )
+            conn.execute(
+                "CREATE EVENT TRIGGER add_drop_one ON ddl_command_end "
+                "EXECUTE FUNCTION public.add_drop_one()"
+            )
+        try:
+            result = job.execute_in_process(
+                instance=instance,
+                partition_key="1.0-eu",
+                tags=run_request_for(dump, TRANSLATOR).tags,
+                asset_selection=[orders, mirror.key],
+                raise_on_error=False,
+            )
+        finally:
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:
+                conn.execute("DROP EVENT TRIGGER add_drop_one")
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks[ROWS_CHECK] is False
+    assert mirrored == []  # the blocking check stopped the mirror

@@ -1,21 +1,23 @@
 """Dagster glue for the BigQuery mirror: one asset per mirrored PostgreSQL table, with checks.
 
-- Dump parents: asset ``bigquery/<app>/<table>`` downstream of ``dumps/<app>/<table>``, with the
-  same dynamic partitions (``<app>_versions``); materializing partition V replaces version V's
-  rows in ``<dataset prefix><app>.<table>``.
-- CDC merged tables: asset ``bigquery/cdc/<name>`` downstream of ``cdc/<name>/merged``
-  (``build_cdc_mirror_definitions``), mode ``merge``; soft deletes mirror as ``is_deleted``.
+- Dump parents: asset ``bigquery/<app>/<table>`` (group ``<app>_bigquery``) downstream of
+  ``dumps/<app>/<table>``, with the same dynamic partitions (``<app>_versions``); materializing
+  partition V replaces version V's rows in ``<dataset prefix><app>.<table>``.
+- CDC merged tables: asset ``bigquery/cdc/<name>`` (group ``cdc_bigquery``) downstream of
+  ``cdc/<name>``, mode ``merge``; soft deletes mirror as ``is_deleted``; a freshness policy.
 
-Checks on every mirror (run with each materialization): ``row_counts`` (all rows and rows not
-deleted; per version for dumps) and ``row_hashes`` (bucketed md5 comparison naming up to 20
-differing keys; for a dump partition, that version). BigQuery dataset names:
-``INGEST_BQ_DATASET_PREFIX`` (default empty) + app, or + ``cdc``.
+`MirrorTranslator.get_asset_spec(MirrorRecord)` makes each whole spec; the upstream's spec comes in
+the record. Checks on every mirror, after each run and on their own (partitioned by version for
+dumps): ``row_counts`` (all rows and rows not deleted) and ``row_hashes`` (bucketed md5 comparison
+naming up to 20 differing keys). A mirror runs only after its PostgreSQL asset's blocking checks
+passed. BigQuery dataset names: ``INGEST_BQ_DATASET_PREFIX`` (default empty) + app, or + ``cdc``.
 """
 
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 import dagster as dg
 
@@ -32,19 +34,25 @@ from ingest_platform.bigquery.mirror import (
 )
 from ingest_platform.bigquery.source import source_for_table
 from ingest_platform.bigquery.types import bq_name
+from ingest_platform.cdc.config import CdcTable, ChangeLog
 from ingest_platform.consistency.compare import (
     BigQuerySide,
     PostgresSide,
     compare_counts,
     compare_hashes,
 )
-from ingest_platform.defs.dumps import DumpTranslator, pg_schema_for
+from ingest_platform.defs.cdc import CdcTableRecord, CdcTranslator
+from ingest_platform.defs.dumps import DumpTranslator
+from ingest_platform.defs.metadata import bq_table_metadata
 from ingest_platform.defs.resources import BigQueryResource, PostgresResource
 from ingest_platform.dumps.directory import DumpCatalog
 
-DEFAULT_DUMP_TRANSLATOR = DumpTranslator()
 COUNTS_CHECK = "row_counts"
 HASHES_CHECK = "row_hashes"
+REVERIFY_SCHEDULE = "reverify_cdc_mirrors_nightly"
+DEFAULT_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(minutes=45), warn_window=timedelta(minutes=20)
+)
 
 
 def dataset_prefix(environ=os.environ) -> str:
@@ -52,37 +60,82 @@ def dataset_prefix(environ=os.environ) -> str:
 
 
 @dataclass(frozen=True)
+class MirrorRecord:
+    """One mirrored PostgreSQL table: its asset (`upstream`, with its partitions for a dump), and
+    the BigQuery table it goes to. Prefixes are resolved when the definitions are built."""
+
+    upstream: dg.AssetSpec
+    pg_schema: str
+    pg_table: str
+    dataset: str
+    bq_table: str
+    domain: str  # the dump's app, or "cdc"
+
+
+@dataclass(frozen=True)
 class MirrorTranslator:
-    """Asset keys, datasets and tables of mirrors: the one place that names them."""
+    """Asset specs, datasets and tables of mirrors: the one place that names them.
 
-    prefix: str | None = None
+    `prefix`: BigQuery dataset of app A is `prefix + A` (CDC: `prefix + "cdc"`); by default
+    INGEST_BQ_DATASET_PREFIX, read when the translator is made. `freshness_policy` goes on the
+    mirrors of CDC merged tables (dump mirrors follow dumps, which come when they come)."""
 
-    def dataset(self, app: str) -> str:
-        return bq_name((dataset_prefix() if self.prefix is None else self.prefix) + app)
+    prefix: str = field(default_factory=dataset_prefix)
+    freshness_policy: dg.FreshnessPolicy | None = DEFAULT_FRESHNESS
 
-    def dump_asset_key(self, app: str, table: str) -> dg.AssetKey:
-        return dg.AssetKey(["bigquery", app, table])
+    def dataset(self, domain: str) -> str:
+        return bq_name(self.prefix + domain)
 
-    def cdc_asset_key(self, name: str) -> dg.AssetKey:
-        return dg.AssetKey(["bigquery", "cdc", name])
+    def record(self, upstream: dg.AssetSpec, pg_schema: str, pg_table: str, domain: str):
+        return MirrorRecord(
+            upstream, pg_schema, pg_table, self.dataset(domain), bq_name(pg_table), domain
+        )
 
-    def cdc_upstream_key(self, name: str) -> dg.AssetKey:
-        return dg.AssetKey(["cdc", name, "merged"])
+    def get_asset_spec(self, record: MirrorRecord) -> dg.AssetSpec:
+        upstream = record.upstream
+        dump = upstream.partitions_def is not None
+        how = (
+            "partition V replaces version V's rows (Storage Write API, pending streams, one batch "
+            "commit)"
+            if dump
+            else "changes since the mirror's max(_last_change_id) staged and applied with one "
+            "MERGE (soft deletes)"
+        )
+        return dg.AssetSpec(
+            key=dg.AssetKey(["bigquery", record.domain, record.pg_table]),
+            deps=[upstream.key],
+            partitions_def=upstream.partitions_def,
+            group_name=f"{re.sub(r'[^A-Za-z0-9_]', '_', record.domain)}_bigquery",
+            kinds={"bigquery"},
+            automation_condition=dg.AutomationCondition.eager()
+            & dg.AutomationCondition.all_deps_blocking_checks_passed(),
+            freshness_policy=None if dump else self.freshness_policy,
+            tags={"ingest/source": "dump" if dump else "cdc"},
+            description=(
+                f"BigQuery mirror `{record.dataset}.{record.bq_table}` of PostgreSQL "
+                f"`{record.pg_schema}.{record.pg_table}` ({upstream.key.to_user_string()}); "
+                f"{how}. Follows its PostgreSQL asset through `bigquery_mirror_sensor`."
+            ),
+            metadata={"dagster/table_name": f"{record.dataset}.{record.bq_table}"},
+        )
 
 
-def _checks(key: dg.AssetKey, per_version: bool) -> list[dg.AssetCheckSpec]:
+def _checks(record: MirrorRecord, key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    partitions_def = record.upstream.partitions_def
     return [
         dg.AssetCheckSpec(
             COUNTS_CHECK,
             asset=key,
+            partitions_def=partitions_def,
             description=(
                 "Rows in PostgreSQL == rows in BigQuery, all and not deleted"
-                + (", for this partition's version." if per_version else ".")
+                + (", for this partition's version." if partitions_def else ".")
             ),
         ),
         dg.AssetCheckSpec(
             HASHES_CHECK,
             asset=key,
+            partitions_def=partitions_def,
             description=(
                 "Per-row md5 of a canonical text form, compared in key buckets; lists up to 20 "
                 "differing keys."
@@ -91,8 +144,47 @@ def _checks(key: dg.AssetKey, per_version: bool) -> list[dg.AssetCheckSpec]:
     ]
 
 
+def _mirror_checks(record: MirrorRecord, key: dg.AssetKey) -> dg.AssetChecksDefinition:
+    """The mirror's checks: after each mirror run, and on their own (Execute; the CDC mirrors'
+    also nightly). A dump mirror's partition is judged on its version alone."""
+
+    @dg.multi_asset_check(name=f"check_{key.to_python_identifier()}", specs=_checks(record, key))
+    def mirror_checks(
+        context: dg.AssetCheckExecutionContext,
+        postgres: PostgresResource,
+        bigquery: BigQueryResource,
+    ):
+        version = context.partition_key if record.upstream.partitions_def else None
+        with postgres.get_connection() as conn, bigquery.get_client() as client:
+            target = MirrorTarget(client.project, record.dataset, record.bq_table)
+            bignumeric = supports_bignumeric(client)
+            label = f"{record.pg_schema}.{record.pg_table}"
+            if version is None:
+                source = source_for_table(
+                    conn, record.pg_schema, record.pg_table, bignumeric=bignumeric
+                )
+                what = f"{label} vs {target.table_id}"
+            else:
+                source = dump_source(
+                    conn, record.pg_schema, record.pg_table, version, bignumeric=bignumeric
+                )
+                what = f"{label} version {version} vs {target.table_id}"
+            results = _check_results(
+                conn,
+                client,
+                source,
+                target,
+                group=VERSION_COLUMN if version is not None else None,
+                what=what,
+                asset_key=key,
+            )
+        yield from results
+
+    return mirror_checks
+
+
 def _check_results(
-    conn, client, source, target: MirrorTarget, *, group: str | None, hash_source=None, what: str
+    conn, client, source, target: MirrorTarget, *, group: str | None, what: str, asset_key
 ) -> list[dg.AssetCheckResult]:
     deleted = IS_DELETED if IS_DELETED in {c.name for c in source.columns} else None
     counts = compare_counts(
@@ -102,14 +194,14 @@ def _check_results(
         deleted=deleted,
         what=what,
     )
-    hash_source = hash_source or source
     hashes = compare_hashes(
-        PostgresSide(conn, hash_source), BigQuerySide(client, target.ref, hash_source), what=what
+        PostgresSide(conn, source), BigQuerySide(client, target.ref, source), what=what
     )
     totals = counts.totals()
     differing = [{**d.key, "status": d.status, "detail": d.detail} for d in hashes.differences]
     return [
         dg.AssetCheckResult(
+            asset_key=asset_key,
             check_name=COUNTS_CHECK,
             passed=counts.passed,
             description=None
@@ -122,6 +214,7 @@ def _check_results(
             },
         ),
         dg.AssetCheckResult(
+            asset_key=asset_key,
             check_name=HASHES_CHECK,
             passed=hashes.passed,
             description=None
@@ -143,28 +236,74 @@ def _check_results(
     ]
 
 
-# ----------------------------------------------------------------------------- dump parents
+# ----------------------------------------------------------------------------- definitions
 
 
 def build_mirror_definitions(
     catalog: DumpCatalog,
-    translator: MirrorTranslator = MirrorTranslator(),
-    dump_translator: DumpTranslator = DEFAULT_DUMP_TRANSLATOR,
+    translator: MirrorTranslator | None = None,
+    dump_translator: DumpTranslator | None = None,
     *,
     cdc_tables: Iterable = (),
     cdc_schema: str = "cdc",
+    cdc_translator: CdcTranslator | None = None,
 ) -> dg.Definitions:
     """Mirror assets for every dump table of the catalog (and, if given, CDC merged tables)."""
-    assets = [
-        _dump_mirror_asset(app, table, translator, dump_translator)
+    translator = translator or MirrorTranslator()
+    dump_translator = dump_translator or DumpTranslator()
+    records = [
+        translator.record(
+            dump_translator.get_asset_spec(dump_table), dump_table.pg_schema, table, app
+        )
         for app, tables in catalog.tables_by_app().items()
         for table in tables
+        for dump_table in [dump_translator.record(app, table)]
     ]
-    assets += _cdc_mirror_assets(cdc_tables, cdc_schema, "soft", translator)
-    defs = dg.Definitions(assets=assets)
+    records += _cdc_records(cdc_tables, cdc_schema, translator, cdc_translator)
+    return _definitions(records, translator)
+
+
+def build_cdc_mirror_definitions(
+    merged_tables: Iterable,
+    *,
+    pg_schema: str = "cdc",
+    translator: MirrorTranslator | None = None,
+    cdc_translator: CdcTranslator | None = None,
+) -> dg.Definitions:
+    """Mirror assets for CDC merged tables (mode ``merge``, soft deletes). Each item is a table
+    name or a ``CdcTable``."""
+    translator = translator or MirrorTranslator()
+    return _definitions(
+        _cdc_records(merged_tables, pg_schema, translator, cdc_translator), translator
+    )
+
+
+def _cdc_records(
+    merged_tables: Iterable,
+    pg_schema: str,
+    translator: MirrorTranslator,
+    cdc_translator: CdcTranslator | None,
+) -> list[MirrorRecord]:
+    cdc_translator = cdc_translator or CdcTranslator()
+    records = []
+    for item in merged_tables:
+        table = CdcTable("", "", source_table=item) if isinstance(item, str) else item
+        upstream = cdc_translator.get_asset_spec(
+            CdcTableRecord(table, "merged", pg_schema, ChangeLog())
+        )
+        records.append(translator.record(upstream, pg_schema, table.merged_table, "cdc"))
+    return records
+
+
+def _definitions(records: list[MirrorRecord], translator: MirrorTranslator) -> dg.Definitions:
+    assets, checks = [], []
+    for record in records:
+        spec = translator.get_asset_spec(record)
+        assets.append(_mirror_asset(record, spec))
+        checks.append(_mirror_checks(record, spec.key))
+    if not assets:
+        return dg.Definitions()
     mirrors = [key for assets_def in assets for key in assets_def.keys]
-    if not mirrors:
-        return defs
     # Mirrors follow their PostgreSQL assets: a new version or merge is mirrored without a click.
     follow = dg.AutomationConditionSensorDefinition(
         "bigquery_mirror_sensor",
@@ -172,115 +311,29 @@ def build_mirror_definitions(
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Materializes each BigQuery mirror (and its checks) after its PostgreSQL asset "
-        "updates.",
+        "updates and its blocking checks passed.",
     )
-    return dg.Definitions.merge(defs, dg.Definitions(sensors=[follow]))
-
-
-def _dump_mirror_asset(
-    app: str, table: str, translator: MirrorTranslator, dump_translator: DumpTranslator
-) -> dg.AssetsDefinition:
-    key = translator.dump_asset_key(app, table)
-    dataset, bq_table = translator.dataset(app), bq_name(table)
-
-    @dg.asset(
-        key=key,
-        deps=[dump_translator.asset_key(app, table)],
-        partitions_def=dump_translator.partitions_def(app),
-        automation_condition=dg.AutomationCondition.eager(),
-        group_name=re.sub(r"[^A-Za-z0-9_]", "_", app),
-        kinds={"bigquery"},
-        check_specs=_checks(key, True),
-        description=(
-            f"BigQuery mirror `{dataset}.{bq_table}` of PostgreSQL `{pg_schema_for(app)}.{table}`; "
-            f"partition "
-            "V replaces version V's rows (Storage Write API, pending streams, one batch commit)."
-        ),
-    )
-    def mirror(
-        context: dg.AssetExecutionContext, postgres: PostgresResource, bigquery: BigQueryResource
-    ):
-        version = context.partition_key
-        schema = pg_schema_for(app)
-        with (
-            postgres.get_connection() as conn,
-            bigquery.get_client() as client,
-            bigquery.get_write_client() as writer,
-        ):
-            target = MirrorTarget(client.project, dataset, bq_table)
-            result = mirror_dump_version(
-                conn, client, writer, schema, table, version, target, location=bigquery.location
+    schedules = []
+    unpartitioned = [a.key for a in assets if a.partitions_def is None]
+    if unpartitioned:
+        schedules.append(
+            dg.ScheduleDefinition(
+                name=REVERIFY_SCHEDULE,
+                cron_schedule="0 3 * * *",
+                target=dg.AssetSelection.checks_for_assets(*unpartitioned),
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+                description="Re-runs the checks of the CDC mirrors every night (they also run "
+                "after each mirror run, and from the UI's Execute button).",
             )
-            # This partition's checks judge this version: other versions may still be on their way.
-            this_version = dump_source(
-                conn, schema, table, version, bignumeric=supports_bignumeric(client)
-            )
-            checks = _check_results(
-                conn,
-                client,
-                this_version,
-                target,
-                group=VERSION_COLUMN,
-                what=f"{schema}.{table} version {version} vs {target.table_id}",
-            )
-        context.log.info(
-            f"Mirrored {result.rows} rows of {schema}.{table} version {version} to "
-            f"{target.table_id}."
         )
-        return dg.MaterializeResult(
-            metadata={**result.metadata(), "version": version}, check_results=checks
-        )
-
-    return mirror
+    return dg.Definitions(assets=assets, asset_checks=checks, sensors=[follow], schedules=schedules)
 
 
-# ----------------------------------------------------------------------------- CDC merged tables
+def _mirror_asset(record: MirrorRecord, spec: dg.AssetSpec) -> dg.AssetsDefinition:
+    dump = spec.partitions_def is not None
+    schema, table, upstream = record.pg_schema, record.pg_table, record.upstream.key
 
-
-def build_cdc_mirror_definitions(
-    merged_tables: Iterable,
-    *,
-    pg_schema: str = "cdc",
-    delete_mode: str = "soft",
-    translator: MirrorTranslator = MirrorTranslator(),
-) -> dg.Definitions:
-    """Mirror assets for CDC merged tables (mode ``merge``). Each item is a table name, or an object
-    with ``merged_table`` or ``name`` (e.g. ``CdcTable``)."""
-    return dg.Definitions(
-        assets=_cdc_mirror_assets(merged_tables, pg_schema, delete_mode, translator)
-    )
-
-
-def _cdc_mirror_assets(
-    merged_tables: Iterable, pg_schema: str, delete_mode: str, translator: MirrorTranslator
-) -> list[dg.AssetsDefinition]:
-    names = [
-        t if isinstance(t, str) else getattr(t, "merged_table", None) or t.name
-        for t in merged_tables
-    ]
-    return [_cdc_mirror_asset(n, pg_schema, delete_mode, translator) for n in names]
-
-
-def _cdc_mirror_asset(
-    name: str, pg_schema: str, delete_mode: str, translator: MirrorTranslator
-) -> dg.AssetsDefinition:
-    key = translator.cdc_asset_key(name)
-    dataset, bq_table = translator.dataset("cdc"), bq_name(name)
-
-    @dg.asset(
-        key=key,
-        deps=[translator.cdc_upstream_key(name)],
-        group_name="cdc",
-        kinds={"bigquery"},
-        automation_condition=dg.AutomationCondition.eager(),
-        check_specs=_checks(key, False),
-        description=(
-            f"BigQuery mirror `{dataset}.{bq_table}` of PostgreSQL `{pg_schema}.{name}`: changes "
-            f"since the "
-            f"mirror's max(_last_change_id) staged and applied with one MERGE ({delete_mode} "
-            f"deletes)."
-        ),
-    )
+    @dg.multi_asset(name=f"mirror_{spec.key.to_python_identifier()}", specs=[spec])
     def mirror(
         context: dg.AssetExecutionContext, postgres: PostgresResource, bigquery: BigQueryResource
     ):
@@ -289,27 +342,38 @@ def _cdc_mirror_asset(
             bigquery.get_client() as client,
             bigquery.get_write_client() as writer,
         ):
-            target = MirrorTarget(client.project, dataset, bq_table)
-            source = source_for_table(conn, pg_schema, name, bignumeric=supports_bignumeric(client))
-            ensure_dataset(client, target.project, target.dataset, bigquery.location)
-            ensure_mirror_table(
-                client,
-                target,
+            target = MirrorTarget(client.project, record.dataset, record.bq_table)
+            bignumeric = supports_bignumeric(client)
+            if dump:
+                version = context.partition_key
+                result = mirror_dump_version(
+                    conn, client, writer, schema, table, version, target, location=bigquery.location
+                )
+                source = dump_source(conn, schema, table, version, bignumeric=bignumeric)
+                done, extra = f"version {version}", {"version": version}
+            else:
+                source = source_for_table(conn, schema, table, bignumeric=bignumeric)
+                ensure_dataset(client, target.project, target.dataset, bigquery.location)
+                ensure_mirror_table(
+                    client,
+                    target,
+                    source.columns,
+                    description=f"Mirror of PostgreSQL {schema}.{table}",
+                )
+                result = mirror_changes(conn, client, writer, source, target, delete_mode="soft")
+                done, extra = "changes", {}
+            standard = bq_table_metadata(
+                target.project,
+                target.dataset,
+                target.table,
                 source.columns,
-                description=f"Mirror of PostgreSQL {pg_schema}.{name}",
-            )
-            result = mirror_changes(conn, client, writer, source, target, delete_mode=delete_mode)
-            checks = _check_results(
-                conn,
-                client,
-                source,
-                target,
-                group=None,
-                what=f"{pg_schema}.{name} vs {target.table_id}",
+                source.key,
+                upstream,
+                result.rows if dump else None,
             )
         context.log.info(
-            f"Applied {result.rows} changed rows of {pg_schema}.{name} to {target.table_id}."
+            f"Mirrored {result.rows} rows ({done}) of {schema}.{table} to {target.table_id}."
         )
-        return dg.MaterializeResult(metadata=result.metadata(), check_results=checks)
+        return dg.MaterializeResult(metadata={**result.metadata(), **extra, **standard})
 
     return mirror

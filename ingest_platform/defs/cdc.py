@@ -1,5 +1,6 @@
-"""Dagster glue for CDC: per tracked table, assets `cdc/<table>/staging` -> `cdc/<table>/merged`,
-three asset checks on the merged table, the job `cdc_sync` and the sensor `cdc_change_log_sensor`.
+"""Dagster glue for CDC: per tracked table, the external source table and change log
+(`cdc_source/...`) -> `cdc/<table>__staging` -> `cdc/<table>` (merged), three asset checks on the
+merged table, the job `cdc_sync` and the sensor `cdc_change_log_sensor`.
 
 The pipeline itself is `ingest_platform.cdc` (pure Python); this module maps it to assets. The
 warehouse is the `postgres` resource (INGEST_PG_DSN), the source the `cdc_source` resource
@@ -10,18 +11,26 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import dagster as dg
 from pydantic import Field
 
 from ingest_platform.cdc import checks
-from ingest_platform.cdc.config import CdcConfig, CdcTable, cdc_config_from_env, source_dsn_from_env
+from ingest_platform.cdc.config import (
+    CdcConfig,
+    CdcTable,
+    ChangeLog,
+    cdc_config_from_env,
+    source_dsn_from_env,
+)
 from ingest_platform.cdc.pipeline import (
     DEFAULT_WAIT_SECONDS,
     merge_staged,
     pending_tables,
     stage_changes,
 )
+from ingest_platform.defs.metadata import pg_row_count, pg_table_metadata
 from ingest_platform.defs.resources import PostgresResource
 from ingest_platform.errors import IngestError
 
@@ -31,6 +40,7 @@ MATCHES_SOURCE_CHECK = "matches_source"
 DELETED_CHECK = "deleted_objects_soft_deleted"
 STAGING_EMPTY_CHECK = "staging_empty"
 GROUP = "cdc"
+SOURCE_GROUP = "cdc_source"
 RETRY_SECONDS = 60  # a table still pending with the same watermark is requested again after this
 
 
@@ -46,71 +56,125 @@ class CdcSourceResource(dg.ConfigurableResource):
         return self.dsn or source_dsn_from_env()
 
 
+DEFAULT_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(minutes=30), warn_window=timedelta(minutes=15)
+)
+# With no change at the source the sensor still merges every table this often, so a merged
+# table's freshness says "the sensor is alive", not "the source changed" (under the warn window).
+HEARTBEAT_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class CdcTableRecord:
+    """One CDC asset: a tracked table at one `stage` ("source": its table in the application
+    database, "staging", "merged"), or the change log itself (`table` None, stage "change_log")."""
+
+    table: CdcTable | None
+    stage: str
+    warehouse_schema: str
+    change_log: ChangeLog
+
+
 @dataclass(frozen=True)
 class CdcTranslator:
-    """The one place where tracked tables become asset keys, groups and descriptions."""
+    """The one place where tracked tables become asset specs. Keys: `cdc/<table>` (merged),
+    `cdc/<table>__staging`, and the external `cdc_source/<schema>.<table>` and change log.
+    `freshness_policy` goes on merged tables (None: none)."""
 
-    def staging_key(self, table: CdcTable) -> dg.AssetKey:
-        return dg.AssetKey(["cdc", table.name, "staging"])
+    freshness_policy: dg.FreshnessPolicy | None = DEFAULT_FRESHNESS
 
-    def merged_key(self, table: CdcTable) -> dg.AssetKey:
-        return dg.AssetKey(["cdc", table.name, "merged"])
-
-    def get_asset_spec(self, config: CdcConfig, table: CdcTable, stage: str) -> dg.AssetSpec:
-        schema = config.warehouse_schema
-        source = f"{table.source_schema}.{table.source_table} ({table.app_label}.{table.model})"
-        if stage == "staging":
+    def get_asset_spec(self, record: CdcTableRecord) -> dg.AssetSpec:
+        log, schema, table = record.change_log, record.warehouse_schema, record.table
+        change_log_key = dg.AssetKey([SOURCE_GROUP, f"{log.schema}.{log.change_table}"])
+        tags = {"ingest/source": "cdc"}
+        if table is None:
             return dg.AssetSpec(
-                key=self.staging_key(table),
+                key=change_log_key,
+                group_name=SOURCE_GROUP,
+                kinds={"postgres"},
+                tags=tags,
+                description=(
+                    f"The application's change log `{log.schema}.{log.change_table}` (external: "
+                    "written by the application). `cdc_change_log_sensor` reads it every 15 s "
+                    "and runs `cdc_sync` for the tables with changes."
+                ),
+            )
+        source_key = dg.AssetKey([SOURCE_GROUP, f"{table.source_schema}.{table.source_table}"])
+        source = f"`{table.source_schema}.{table.source_table}` ({table.app_label}.{table.model})"
+        if record.stage == "source":
+            return dg.AssetSpec(
+                key=source_key,
+                group_name=SOURCE_GROUP,
+                kinds={"postgres"},
+                tags=tags,
+                description=f"Source table {source} in the application database (external).",
+            )
+        if record.stage == "staging":
+            return dg.AssetSpec(
+                key=dg.AssetKey([GROUP, table.staging_table]),
                 group_name=GROUP,
                 kinds={"postgres"},
+                deps=[source_key, change_log_key],
+                tags=tags,
                 description=(
                     f"Staging table `{schema}.{table.staging_table}`: the current source rows of "
-                    f"{source} for "
-                    "the objects changed past the watermark, last action per object. Empty between "
-                    "runs."
+                    f"{source} for the objects changed past the watermark, last action per "
+                    "object. Empty between runs."
                 ),
                 metadata={"dagster/table_name": f"{schema}.{table.staging_table}"},
             )
         return dg.AssetSpec(
-            key=self.merged_key(table),
+            key=dg.AssetKey([GROUP, table.merged_table]),
             group_name=GROUP,
             kinds={"postgres"},
-            deps=[self.staging_key(table)],
+            deps=[dg.AssetKey([GROUP, table.staging_table])],
+            tags=tags,
+            freshness_policy=self.freshness_policy,
             description=(
                 f"Merged table `{schema}.{table.merged_table}`: {source} with `is_deleted` (soft "
-                f"deletes), "
-                "`_last_change_id` and `_applied_at`; merged with its watermark in one transaction."
+                "deletes), `_last_change_id` and `_applied_at`; merged with its watermark in one "
+                "transaction. Kept current by `cdc_change_log_sensor`."
             ),
             metadata={"dagster/table_name": f"{schema}.{table.merged_table}"},
         )
 
+    def asset_key(self, config: CdcConfig, table: CdcTable, stage: str) -> dg.AssetKey:
+        record = CdcTableRecord(table, stage, config.warehouse_schema, config.change_log)
+        return self.get_asset_spec(record).key
+
 
 def build_cdc_definitions(
     config: CdcConfig | None = None,
-    translator: CdcTranslator = CdcTranslator(),
+    translator: CdcTranslator | None = None,
     source: CdcSourceResource | None = None,
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    heartbeat_seconds: float | None = HEARTBEAT_SECONDS,
 ) -> dg.Definitions:
     """Assets, checks, job and sensor for every tracked table (`cdc_config_from_env()` by default),
-    plus the `cdc_source` resource. The warehouse `postgres` resource comes from the caller."""
+    plus the `cdc_source` resource. The warehouse `postgres` resource comes from the caller.
+    `heartbeat_seconds`: the sensor merges every table at least this often (None: only on
+    changes); keep it under the freshness policy's windows."""
     config = config or cdc_config_from_env()
+    translator = translator or CdcTranslator()
     if source is None:
         source = CdcSourceResource(
             dsn=dg.EnvVar("INGEST_CDC_SOURCE_DSN")
             if os.environ.get("INGEST_CDC_SOURCE_DSN")
             else None
         )
-    assets = []
+
+    def spec(table: CdcTable | None, stage: str) -> dg.AssetSpec:
+        record = CdcTableRecord(table, stage, config.warehouse_schema, config.change_log)
+        return translator.get_asset_spec(record)
+
+    external: list[dg.AssetSpec] = [spec(None, "change_log")] if config.tables else []
+    assets, checks = [], []
     for table in config.tables:
-        assets.append(
-            _staging_asset(
-                config, table, translator.get_asset_spec(config, table, "staging"), wait_seconds
-            )
-        )
-        assets.append(
-            _merged_asset(config, table, translator.get_asset_spec(config, table, "merged"))
-        )
+        external.append(spec(table, "source"))
+        assets.append(_staging_asset(config, table, spec(table, "staging"), wait_seconds))
+        merged = spec(table, "merged")
+        assets.append(_merged_asset(config, table, merged))
+        checks.append(_merged_checks(config, table, merged))
     job = dg.define_asset_job(
         JOB_NAME,
         selection=dg.AssetSelection.assets(*assets),
@@ -118,9 +182,10 @@ def build_cdc_definitions(
         description="Stage and merge the change log of the tracked tables.",
     )
     return dg.Definitions(
-        assets=assets,
+        assets=[*external, *assets],
+        asset_checks=checks,
         jobs=[job],
-        sensors=[_sensor(config, translator)],
+        sensors=[_sensor(config, translator, heartbeat_seconds)],
         resources={"cdc_source": source},
     )
 
@@ -128,13 +193,7 @@ def build_cdc_definitions(
 def _staging_asset(
     config: CdcConfig, table: CdcTable, spec: dg.AssetSpec, wait_seconds: float
 ) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=spec.key,
-        group_name=spec.group_name,
-        kinds=spec.kinds,
-        description=spec.description,
-        metadata=spec.metadata,
-    )
+    @dg.multi_asset(name=f"stage_{spec.key.to_python_identifier()}", specs=[spec])
     def staging(
         context: dg.AssetExecutionContext, postgres: PostgresResource, cdc_source: CdcSourceResource
     ):
@@ -160,6 +219,7 @@ def _staging_asset(
                 ),
                 "blocked_by_pids": ", ".join(map(str, result.blocked_by_pids)) or "none",
                 "seconds": round(result.seconds, 3),
+                "dagster/row_count": result.staged_rows,
             }
         )
 
@@ -167,19 +227,49 @@ def _staging_asset(
 
 
 def _merged_asset(config: CdcConfig, table: CdcTable, spec: dg.AssetSpec) -> dg.AssetsDefinition:
+    schema = config.warehouse_schema
+
+    @dg.multi_asset(name=f"merge_{spec.key.to_python_identifier()}", specs=[spec])
+    def merged(context: dg.AssetExecutionContext, postgres: PostgresResource):
+        result = merge_staged(postgres.dsn, config, table)
+        lag = result.lag_seconds
+        with postgres.get_connection() as conn:
+            count = pg_row_count(conn, schema, table.merged_table)
+            standard = pg_table_metadata(conn, postgres.dsn, schema, table.merged_table, count)
+        return dg.MaterializeResult(
+            metadata={
+                "watermark": result.watermark,
+                "merged": result.merged,
+                "rows_merged": result.counts.rows_merged,
+                "rows_inserted": result.counts.inserted,
+                "rows_updated": result.counts.updated,
+                "rows_soft_deleted": result.counts.soft_deleted,
+                "lag_seconds": round(lag, 3) if lag is not None else 0.0,
+                "last_change_at": dg.MetadataValue.timestamp(result.last_change_at)
+                if result.last_change_at
+                else "none",
+                "seconds": round(result.seconds, 3),
+                **standard,
+            }
+        )
+
+    return merged
+
+
+def _merged_checks(
+    config: CdcConfig, table: CdcTable, spec: dg.AssetSpec
+) -> dg.AssetChecksDefinition:
+    """Run after each merge and on their own (Execute, or the nightly re-verify schedule).
+    `matches_source` is blocking: a merged table that differs from its source is not mirrored."""
     key = spec.key
 
-    @dg.asset(
-        key=key,
-        group_name=spec.group_name,
-        kinds=spec.kinds,
-        description=spec.description,
-        metadata=spec.metadata,
-        deps=[dep.asset_key for dep in spec.deps],
-        check_specs=[
+    @dg.multi_asset_check(
+        name=f"check_{key.to_python_identifier()}",
+        specs=[
             dg.AssetCheckSpec(
                 MATCHES_SOURCE_CHECK,
                 asset=key,
+                blocking=True,
                 description=(
                     "Live merged rows == source rows: count and per-row hash; names up to 20 "
                     "differing keys."
@@ -197,27 +287,11 @@ def _merged_asset(config: CdcConfig, table: CdcTable, spec: dg.AssetSpec) -> dg.
             ),
         ],
     )
-    def merged(
-        context: dg.AssetExecutionContext, postgres: PostgresResource, cdc_source: CdcSourceResource
-    ):
-        result = merge_staged(postgres.dsn, config, table)
-        lag = result.lag_seconds
-        yield dg.MaterializeResult(
-            metadata={
-                "watermark": result.watermark,
-                "merged": result.merged,
-                "rows_merged": result.counts.rows_merged,
-                "rows_inserted": result.counts.inserted,
-                "rows_updated": result.counts.updated,
-                "rows_soft_deleted": result.counts.soft_deleted,
-                "lag_seconds": round(lag, 3) if lag is not None else 0.0,
-                "last_change_at": str(result.last_change_at) if result.last_change_at else "none",
-                "seconds": round(result.seconds, 3),
-            }
-        )
+    def merged_checks(postgres: PostgresResource, cdc_source: CdcSourceResource):
         source_dsn = cdc_source.resolved_dsn()
         match = checks.compare_with_source(source_dsn, postgres.dsn, config, table)
         yield dg.AssetCheckResult(
+            asset_key=key,
             check_name=MATCHES_SOURCE_CHECK,
             passed=match.passed,
             description=match.describe(),
@@ -231,6 +305,7 @@ def _merged_asset(config: CdcConfig, table: CdcTable, spec: dg.AssetSpec) -> dg.
         )
         deleted = checks.live_deleted_objects(source_dsn, postgres.dsn, config, table)
         yield dg.AssetCheckResult(
+            asset_key=key,
             check_name=DELETED_CHECK,
             passed=deleted.passed,
             description=None
@@ -243,16 +318,19 @@ def _merged_asset(config: CdcConfig, table: CdcTable, spec: dg.AssetSpec) -> dg.
         )
         staged = checks.staging_row_count(postgres.dsn, config, table)
         yield dg.AssetCheckResult(
+            asset_key=key,
             check_name=STAGING_EMPTY_CHECK,
             passed=staged == 0,
             description=None if staged == 0 else f"staging still holds {staged} rows",
             metadata={"staging_rows": staged},
         )
 
-    return merged
+    return merged_checks
 
 
-def _sensor(config: CdcConfig, translator: CdcTranslator) -> dg.SensorDefinition:
+def _sensor(
+    config: CdcConfig, translator: CdcTranslator, heartbeat_seconds: float | None
+) -> dg.SensorDefinition:
     @dg.sensor(
         name=SENSOR_NAME,
         job_name=JOB_NAME,
@@ -281,7 +359,9 @@ def _sensor(config: CdcConfig, translator: CdcTranslator) -> dg.SensorDefinition
                 skip_reason=dg.SkipReason(f"CDC source not ready: {error}{hint}"),
                 cursor=context.cursor,
             )
-        return evaluate_cdc_sensor(context.cursor, pending, config, translator)
+        return evaluate_cdc_sensor(
+            context.cursor, pending, config, translator, heartbeat_seconds=heartbeat_seconds
+        )
 
     return cdc_change_log_sensor
 
@@ -290,12 +370,16 @@ def evaluate_cdc_sensor(
     cursor: str | None,
     pending: dict[str, int],
     config: CdcConfig,
-    translator: CdcTranslator = CdcTranslator(),
+    translator: CdcTranslator | None = None,
     now: float | None = None,
+    heartbeat_seconds: float | None = None,
 ) -> dg.SensorResult:
     """One run for the pending tables. Cursor {table: [watermark, requested at]}: a table is not
     requested again for the same watermark (its run is queued or running) until RETRY_SECONDS
-    passed."""
+    passed. With `heartbeat_seconds`, a table not requested for that long is requested even
+    without changes: its merged table's materialization then shows the sensor is alive (a stalled
+    sensor makes the freshness policies fail)."""
+    translator = translator or CdcTranslator()
     now = time.time() if now is None else now
     state = json.loads(cursor) if cursor else {}
     due = [
@@ -303,6 +387,13 @@ def evaluate_cdc_sensor(
         for name, mark in pending.items()
         if name not in state or state[name][0] != mark or now - state[name][1] >= RETRY_SECONDS
     ]
+    if heartbeat_seconds is not None:
+        due += [
+            t.name
+            for t in config.tables
+            if t.name not in pending
+            and (t.name not in state or now - state[t.name][1] >= heartbeat_seconds)
+        ]
     if not due:
         reason = (
             "No changes past the watermarks."
@@ -311,9 +402,11 @@ def evaluate_cdc_sensor(
         )
         return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=json.dumps(state))
     for name in due:
-        state[name] = [pending[name], now]
+        state[name] = [pending.get(name, state.get(name, [None])[0]), now]
     tables = [config.table(name) for name in due]
-    keys = [k for t in tables for k in (translator.staging_key(t), translator.merged_key(t))]
+    keys = [
+        translator.asset_key(config, t, stage) for t in tables for stage in ("staging", "merged")
+    ]
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(asset_selection=keys, tags={"ingest/cdc_tables": ",".join(due)})

@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -50,11 +50,30 @@ def _safe_name(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class DumpTable:
+    """One application table of the dumps: what `DumpTranslator.get_asset_spec` turns into a spec.
+    `pg_schema` is resolved once, when the definitions are built."""
+
+    app: str
+    table: str
+    pg_schema: str
+
+
+@dataclass(frozen=True)
 class DumpTranslator:
-    """The one place where dump metadata becomes Dagster asset keys, groups and descriptions."""
+    """The one place where dump tables become Dagster asset specs (override `get_asset_spec`, or
+    call it and `.replace_attributes(...)` / `.merge_attributes(...)` the result).
+
+    `schema_prefix`: the PostgreSQL schema of app A is `schema_prefix + A`; by default
+    `INGEST_DUMP_SCHEMA_PREFIX`, read when the translator is made."""
+
+    schema_prefix: str = field(default_factory=lambda: pg_schema_for(""))
+
+    def record(self, app: str, table: str) -> DumpTable:
+        return DumpTable(app, table, self.schema_prefix + app)
 
     def asset_key(self, app: str, table: str) -> dg.AssetKey:
-        return dg.AssetKey(["dumps", app, table])
+        return self.get_asset_spec(self.record(app, table)).key
 
     def partitions_name(self, app: str) -> str:
         return f"{_safe_name(app)}_versions"
@@ -65,32 +84,37 @@ class DumpTranslator:
     def job_name(self, app: str) -> str:
         return f"ingest_{_safe_name(app)}_dump"
 
-    def get_asset_spec(self, app: str, table: str) -> dg.AssetSpec:
-        schema = pg_schema_for(app)
+    def get_asset_spec(self, record: DumpTable) -> dg.AssetSpec:
+        schema, table = record.pg_schema, record.table
         return dg.AssetSpec(
-            key=self.asset_key(app, table),
-            group_name=_safe_name(app),
+            key=dg.AssetKey(["dumps", record.app, table]),
+            group_name=_safe_name(record.app),
             kinds={"postgres"},
-            partitions_def=self.partitions_def(app),
+            partitions_def=self.partitions_def(record.app),
             description=(
-                f"Parent table `{schema}.{table}`: every loaded version of `{table}` from "
-                f"`{app}` dumps. Each partition is a dump version, loaded into child table "
-                f"`{schema}.{table}__v<version>`."
+                f"PostgreSQL parent table `{schema}.{table}`: every loaded version of `{table}` "
+                f"from `{record.app}` dumps. Each partition is a dump version, loaded into child "
+                f"table `{schema}.{table}__v<version>` when its file lands in INGEST_DUMP_DIR (or "
+                "by `ingest-platform ingest FILE`)."
             ),
+            tags={"ingest/source": "dump", "ingest/app": _safe_name(record.app)},
             metadata={"dagster/table_name": f"{schema}.{table}"},
         )
 
 
 def build_dump_definitions(
-    catalog: DumpCatalog, translator: DumpTranslator = DumpTranslator()
+    catalog: DumpCatalog, translator: DumpTranslator | None = None
 ) -> dg.Definitions:
-    assets, jobs = [], []
+    translator = translator or DumpTranslator()
+    assets, checks, jobs = [], [], []
     paths = {(dump.app, dump.version): dump.path for dump in catalog.dumps}
     for app, tables in catalog.tables_by_app().items():
-        app_assets = [
-            _dump_table_asset(translator.get_asset_spec(app, table), app, table, paths)
-            for table in tables
-        ]
+        app_assets = []
+        for table in tables:
+            record = translator.record(app, table)
+            spec = translator.get_asset_spec(record)
+            app_assets.append(_dump_table_asset(spec, record, paths))
+            checks.append(_dump_table_checks(spec, record, paths))
         assets += app_assets
         jobs.append(
             dg.define_asset_job(
@@ -102,10 +126,26 @@ def build_dump_definitions(
             )
         )
     return dg.Definitions(
-        assets=assets,
+        assets=assets or [_no_dumps_yet()],
+        asset_checks=checks,
         jobs=jobs,
         sensors=[_dump_directory_sensor(catalog, translator, jobs)],
         resources={"opened_dumps": _opened_dumps},
+    )
+
+
+def _no_dumps_yet() -> dg.AssetSpec:
+    """What the dump group shows before any dump exists: where to get one."""
+    return dg.AssetSpec(
+        key=dg.AssetKey(["dumps", "no_dumps_yet"]),
+        group_name="dumps",
+        kinds={"postgres"},
+        description=(
+            "No dump is in INGEST_DUMP_DIR yet, so there are no dump tables. Write the demo dumps "
+            "with `ingest-platform demo-dumps` (or copy an application's `<app>_<version>.zip` "
+            "there): the `dump_directory_sensor` loads each new file, and its tables appear here "
+            "as `dumps/<app>/<table>`."
+        ),
     )
 
 
@@ -127,70 +167,98 @@ def _opened_dumps(_context) -> Iterator[Callable[..., Dump]]:
 
 
 def _dump_table_asset(
-    spec: dg.AssetSpec, app: str, table: str, paths: dict[tuple[str, str], Path]
+    spec: dg.AssetSpec, record: DumpTable, paths: dict[tuple[str, str], Path]
 ) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=spec.key,
-        group_name=spec.group_name,
-        kinds=spec.kinds,
-        partitions_def=spec.partitions_def,
-        description=spec.description,
-        metadata=spec.metadata,
-        io_manager_key="dump_copy_io_manager",
-        check_specs=[
-            dg.AssetCheckSpec(
-                ROWS_CHECK,
-                asset=spec.key,
-                description="Rows in the version's child table == data rows in the file.",
-            ),
-            dg.AssetCheckSpec(
-                COLUMNS_CHECK,
-                asset=spec.key,
-                description="The child's columns conform to the parent "
-                "(names, types, inheritance, version CHECK).",
-            ),
-        ],
+    app, table, schema = record.app, record.table, record.pg_schema
+
+    @dg.multi_asset(
+        name=f"load_{spec.key.to_python_identifier()}",
+        specs=[spec.with_io_manager_key("dump_copy_io_manager")],
     )
     def dump_table(
-        context: dg.AssetExecutionContext,
-        postgres: PostgresResource,
-        opened_dumps: dg.ResourceParam[Callable[..., Dump]],
+        context: dg.AssetExecutionContext, opened_dumps: dg.ResourceParam[Callable[..., Dump]]
     ):
         version = context.partition_key
-        schema = pg_schema_for(app)
-        path, overrides = _dump_for_run(context.run.tags, paths, app, version)
-        dump = opened_dumps(path, **overrides)
+        dump = _open_version(context, opened_dumps, paths, app, version)
         if table not in dump.tables:
             raise dg.Failure(
                 f"Dump {dump.path.name} (version {version}) has no table {table!r}; "
                 f"it has: {', '.join(sorted(dump.tables))}."
             )
-        yield dg.Output(plan_for(dump, table, schema))  # the I/O manager loads it first
-        expected = dump.count_rows(table)
+        # The I/O manager loads the plan and records the load's and the table's metadata.
+        return dg.Output(plan_for(dump, table, schema), output_name=spec.key.to_python_identifier())
+
+    return dump_table
+
+
+def _open_version(context, opened_dumps, paths, app: str, version: str) -> Dump:
+    path, overrides = _dump_for_run(context.run.tags, paths, app, version)
+    return opened_dumps(path, **overrides)
+
+
+def _dump_table_checks(
+    spec: dg.AssetSpec, record: DumpTable, paths: dict[tuple[str, str], Path]
+) -> dg.AssetChecksDefinition:
+    """The load's checks, partitioned by version like the table and blocking: a failed one stops
+    the mirror of that version. They run after each load and on their own (Execute in the UI)."""
+    app, table, schema = record.app, record.table, record.pg_schema
+
+    @dg.multi_asset_check(
+        name=f"check_{spec.key.to_python_identifier()}",
+        specs=[
+            dg.AssetCheckSpec(
+                ROWS_CHECK,
+                asset=spec.key,
+                blocking=True,
+                partitions_def=spec.partitions_def,
+                description="Rows in the version's child table == data rows in the file.",
+            ),
+            dg.AssetCheckSpec(
+                COLUMNS_CHECK,
+                asset=spec.key,
+                blocking=True,
+                partitions_def=spec.partitions_def,
+                description="The child's columns conform to the parent "
+                "(names, types, inheritance, version CHECK).",
+            ),
+        ],
+    )
+    def dump_table_checks(
+        context: dg.AssetCheckExecutionContext,
+        postgres: PostgresResource,
+        opened_dumps: dg.ResourceParam[Callable[..., Dump]],
+    ):
+        version = context.partition_key
+        dump = _open_version(context, opened_dumps, paths, app, version)
+        expected = dump.count_rows(table) if table in dump.tables else None
         with postgres.get_connection() as conn:
             loaded = version_row_count(conn, schema, table, version)
             problems = conformance_problems(conn, schema, table, version)
         yield dg.AssetCheckResult(
+            asset_key=spec.key,
             check_name=ROWS_CHECK,
             passed=loaded == expected,
             description=None
             if loaded == expected
             else f"{dump.path.name}: the file has {expected} data rows, the child table {loaded}.",
             metadata={
-                "rows_in_file": expected,
+                "version": version,
+                "rows_in_file": expected if expected is not None else -1,
                 "rows_in_table": loaded if loaded is not None else -1,
             },
         )
         yield dg.AssetCheckResult(
+            asset_key=spec.key,
             check_name=COLUMNS_CHECK,
             passed=not problems,
             description="; ".join(problems) if problems else None,
             metadata={
-                "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")
+                "version": version,
+                "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
             },
         )
 
-    return dump_table
+    return dump_table_checks
 
 
 def _dump_for_run(

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
+from ingest_platform.defs.metadata import pg_table_metadata
 from ingest_platform.loading.dump_versions import LoadReport, TableLoadPlan, load_table_version
+from ingest_platform.postgres.connection import connect
 from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS
 
 
@@ -40,7 +42,9 @@ class MultiprocessCopyIOManager(dg.ConfigurableIOManager):
             terminate_blockers_after=self.terminate_blockers_after,
             logger=context.log,
         )
-        context.add_output_metadata(load_metadata(report, obj))
+        with connect(self.dsn) as conn:
+            table = pg_table_metadata(conn, self.dsn, obj.pg_schema, report.table, report.rows)
+        context.add_output_metadata({**load_metadata(report, obj), **table})
 
     def load_input(self, context: dg.InputContext) -> None:
         # Required by IOManager; no asset takes a dump table as an input (they read PostgreSQL).

@@ -19,9 +19,12 @@ from ingest_platform.dumps.directory import DumpCatalog, DumpFile
 from ingest_platform_tests.bigquery.helpers import make_dump_table
 
 
-def _run(assets, resources, partition=None, instance=None):
+def _run(defs, key, resources, partition=None, instance=None):
+    """Materialize the mirror `key` with its checks (the checks are definitions of their own)."""
     return dg.materialize(
-        assets,
+        [*defs.assets, *defs.asset_checks],
+        selection=dg.AssetSelection.assets(dg.AssetKey(key)).without_checks()
+        | dg.AssetSelection.checks_for_assets(dg.AssetKey(key)),
         partition_key=partition,
         resources=resources,
         instance=instance or dg.DagsterInstance.ephemeral(),
@@ -57,7 +60,7 @@ def test_dump_mirror_asset_partition_and_checks(pg_dsn, bigquery_resource, bq_da
     resources = {"postgres": PostgresResource(dsn=pg_dsn), "bigquery": bigquery_resource}
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("shop_versions", ["1.0", "2.0"])
-    result = _run([asset], resources, "2.0", instance)
+    result = _run(defs, ["bigquery", "shop", "orders"], resources, "2.0", instance)
     materialization = result.asset_materializations_for_node(result.all_node_events[0].node_name)[0]
     metadata = {k: v.value for k, v in materialization.metadata.items()}
     assert metadata["rows"] == 1 and metadata["requests"] == 1 and "rows_per_second" in metadata
@@ -67,7 +70,7 @@ def test_dump_mirror_asset_partition_and_checks(pg_dsn, bigquery_resource, bq_da
     assert checks[COUNTS_CHECK].passed
     assert "| 2.0 | 1 | 1 |" in checks[COUNTS_CHECK].metadata["counts"].value
     assert "1.0" not in checks[COUNTS_CHECK].metadata["counts"].value
-    result = _run([asset], resources, "1.0", instance)
+    result = _run(defs, ["bigquery", "shop", "orders"], resources, "1.0", instance)
     assert all(c.passed for c in _checks(result).values())
     with bigquery_resource.get_client() as client:
         client.delete_dataset(f"{bq_dataset}_shop", delete_contents=True)
@@ -89,9 +92,11 @@ def test_cdc_mirror_asset(pg_dsn, bigquery_resource, bq_dataset):
         ["pm_plan"], translator=MirrorTranslator(prefix=bq_dataset + "_")
     )
     asset = _asset(defs, ["bigquery", "cdc", "pm_plan"])
-    assert dg.AssetKey(["cdc", "pm_plan", "merged"]) in asset.dependency_keys
+    assert dg.AssetKey(["cdc", "pm_plan"]) in asset.dependency_keys
     result = _run(
-        [asset], {"postgres": PostgresResource(dsn=pg_dsn), "bigquery": bigquery_resource}
+        defs,
+        ["bigquery", "cdc", "pm_plan"],
+        {"postgres": PostgresResource(dsn=pg_dsn), "bigquery": bigquery_resource},
     )
     checks = _checks(result)
     assert (

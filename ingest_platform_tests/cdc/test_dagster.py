@@ -42,15 +42,25 @@ def definitions(env) -> dg.Definitions:
     )
 
 
+def merged_rows(env, table: str) -> int:
+    with psycopg.connect(env.warehouse_dsn) as conn:
+        return conn.execute(
+            f'SELECT count(*) FROM {env.config.warehouse_schema}."{table}"'
+        ).fetchone()[0]
+
+
 def test_assets_checks_and_metadata(cdc_env):
     defs = definitions(cdc_env)
     dg.Definitions.validate_loadable(defs)
     keys = {spec.key for spec in defs.resolve_all_asset_specs()}
-    assert keys == {
-        dg.AssetKey(["cdc", t, s])
-        for t in ("project", "inventory", "pm_plan", "pm_item")
-        for s in ("staging", "merged")
+    tables = cdc_env.config.tables
+    assert {k for k in keys if k.path[0] == "cdc"} == {
+        dg.AssetKey(["cdc", name]) for t in tables for name in (t.name, t.staging_table)
     }
+    # The source tables and the change log are external assets, upstream of staging.
+    assert {k for k in keys if k.path[0] == "cdc_source"} == {
+        dg.AssetKey(["cdc_source", f"{t.source_schema}.{t.source_table}"]) for t in tables
+    } | {dg.AssetKey(["cdc_source", "public.models_logging_change"])}
     job = defs.resolve_job_def(JOB_NAME)
     with dg.instance_for_test() as instance:
         result = job.execute_in_process(instance=instance)
@@ -70,15 +80,22 @@ def test_assets_checks_and_metadata(cdc_env):
     meta = {}
     for event in result.get_asset_materialization_events():
         m = event.step_materialization_data.materialization
-        meta[tuple(m.asset_key.path[1:])] = {k: v.value for k, v in m.metadata.items()}
-    merged = meta[("pm_item", "merged")]
+        meta[m.asset_key.path[-1]] = {k: v.value for k, v in m.metadata.items()}
+    merged = meta["pm_item"]
     assert (
         merged["watermark"] > 0
         and merged["rows_merged"] > 0
         and merged["lag_seconds"] >= 0
         and "seconds" in merged
     )
-    staged = meta[("pm_item", "staging")]
+    assert merged["dagster/row_count"] == merged_rows(cdc_env, "pm_item")
+    assert merged["dagster/table_name"] == "cdc.pm_item"
+    assert [c.name for c in merged["dagster/column_schema"].columns][-3:] == [
+        "is_deleted",
+        "_last_change_id",
+        "_applied_at",
+    ]
+    staged = meta["pm_item__staging"]
     assert staged["changes_changed"] + staged["changes_added"] + staged["changes_deleted"] > 0
 
 
@@ -193,4 +210,64 @@ def test_config_from_toml_and_environment(tmp_path):
     assert "dbname=cdc_demo" in source_dsn_from_env({"INGEST_PG_DSN": "host=/tmp dbname=warehouse"})
     with pytest.raises(ConfigError, match="INGEST_CDC_SOURCE_DSN"):
         source_dsn_from_env({})
-    assert CdcTranslator().merged_key(DEMO_TABLES[2]) == dg.AssetKey(["cdc", "pm_plan", "merged"])
+    assert CdcTranslator().asset_key(cdc_config_from_env({}), DEMO_TABLES[2], "merged") == (
+        dg.AssetKey(["cdc", "pm_plan"])
+    )
+
+
+def test_freshness_on_merged_tables_and_mirrors_fails_without_materializations():
+    from datetime import timedelta
+
+    from dagster._core.definitions.freshness import FreshnessState
+    from dagster._core.definitions.freshness_evaluator import TimeWindowFreshnessPolicyEvaluator
+    from dagster._core.loader import LoadingContextForTest
+    from dagster._core.test_utils import freeze_time
+    from dagster._time import get_current_datetime
+
+    from ingest_platform.defs.bigquery_mirror import build_cdc_mirror_definitions
+
+    config = cdc_config_from_env({})
+    policy = dg.FreshnessPolicy.time_window(fail_window=timedelta(minutes=5))
+
+    class OwnedCdc(CdcTranslator):
+        def get_asset_spec(self, record):
+            return super().get_asset_spec(record).replace_attributes(owners=["team:cdc"])
+
+    defs = dg.Definitions.merge(
+        build_cdc_definitions(config, OwnedCdc(freshness_policy=policy)),
+        build_cdc_mirror_definitions(config.tables, cdc_translator=OwnedCdc()),
+        dg.Definitions(resources={"postgres": PostgresResource(dsn="host=unused")}),
+        dg.Definitions(resources={"bigquery": dg.ResourceDefinition.none_resource()}),
+    )
+    graph = defs.resolve_asset_graph()
+    merged = graph.get(dg.AssetKey(["cdc", "pm_plan"]))
+    assert merged.freshness_policy == policy and merged.owners == ["team:cdc"]
+    mirror = graph.get(dg.AssetKey(["bigquery", "cdc", "pm_plan"]))
+    assert mirror.freshness_policy is not None and mirror.group_name == "cdc_bigquery"
+    assert dg.AssetKey(["cdc", "pm_plan"]) in mirror.parent_keys  # the upstream from its record
+    assert graph.get(dg.AssetKey(["cdc", "pm_plan__staging"])).owners == ["team:cdc"]
+
+    # What Dagster's freshness daemon computes: a merge, then no merge within the window -> FAIL.
+    import asyncio
+
+    with dg.instance_for_test() as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization(merged.key))
+        context = LoadingContextForTest(instance)
+        evaluate = TimeWindowFreshnessPolicyEvaluator().evaluate_freshness
+        assert asyncio.run(evaluate(context, merged)) == FreshnessState.PASS
+        with freeze_time(get_current_datetime() + timedelta(minutes=6)):
+            context = LoadingContextForTest(instance)
+            assert asyncio.run(evaluate(context, merged)) == FreshnessState.FAIL
+
+
+def test_sensor_heartbeat_requests_quiet_tables():
+    config = cdc_config_from_env({})
+    first = evaluate_cdc_sensor(None, {}, config, now=1000.0, heartbeat_seconds=300)
+    [request] = first.run_requests  # quiet tables are merged once: freshness sees a live sensor
+    assert dg.AssetKey(["cdc", "pm_plan"]) in request.asset_selection
+    assert evaluate_cdc_sensor(
+        first.cursor, {}, config, now=1100.0, heartbeat_seconds=300
+    ).skip_reason
+    assert evaluate_cdc_sensor(
+        first.cursor, {}, config, now=1301.0, heartbeat_seconds=300
+    ).run_requests
