@@ -125,7 +125,7 @@ def test_dg_check_list_and_scaffold_defs(dg_project):
     assert "All definitions loaded successfully" in _dg(["check", "defs"], project, env).stdout
     listed = json.loads(_dg(["list", "defs", "--json"], project, env).stdout)
     keys = {asset["asset_key"] for asset in listed["assets"]}
-    assert {"dumps/shop/orders", "cdc/project/merged", "bigquery/shop/orders"} <= keys
+    assert {"dumps/shop/orders", "cdc/project", "bigquery/shop/orders"} <= keys
     assert "dump_directory_sensor" in {sensor["name"] for sensor in listed["sensors"]}
 
     # A new dump directory component: scaffolded in place of the shipped one, then configured.
