@@ -86,8 +86,7 @@ def stop_launchers():
 
 @pytest.fixture
 def project(tmp_path):
-    for name in ("workspace.yaml", "dagster.yaml"):
-        shutil.copyfile(PROJECT_DIR / name, tmp_path / name)
+    shutil.copyfile(PROJECT_DIR / "workspace.yaml", tmp_path / "workspace.yaml")
     return tmp_path
 
 
@@ -155,6 +154,19 @@ def test_ingest_command_prints_a_summary_and_names_a_bad_dump(project, clean_env
         assert dict(
             conn.execute("SELECT _version, count(*) FROM shop.orders GROUP BY 1").fetchall()
         ) == {"1.0-eu": 150, "2.0-eu": 150}
+
+
+def test_ingest_runs_from_any_directory(tmp_path, clean_env, pg_dsn):
+    """A pip-installed tool runs anywhere: no workspace.yaml or dagster.yaml in the cwd."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    clean_env.update(INGEST_PG_DSN=pg_dsn, DAGSTER_PG_URL=to_url(pg_dsn))
+    clean_env["INGEST_STATE_DIR"] = str(elsewhere / ".ingest")
+    assert run_cli(["demo-dumps", "--rows", "50"], elsewhere, clean_env).returncode == 0
+    result = run_cli(["ingest", "dumps/shop_1.0-eu.zip"], elsewhere, clean_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "succeeded" in result.stdout
+    assert not (elsewhere / "workspace.yaml").exists()
 
 
 def test_taken_ui_port_is_named(project, clean_env):
@@ -271,3 +283,124 @@ def test_dev_serves_the_code_location_and_the_sensor_loads_dropped_dumps(
         urllib.request.urlopen(f"{ui}/server_info", timeout=3)
     with psycopg.connect(pg_dsn) as conn:  # Dagster created its storage in the configured database
         assert conn.execute("SELECT to_regclass('runs') IS NOT NULL").fetchone() == (True,)
+
+
+SLEEPY_JOB = """
+import time
+
+import dagster as dg
+
+
+@dg.op
+def sleep_through_the_stop():
+    time.sleep(600)
+
+
+@dg.job
+def sleepy():
+    sleep_through_the_stop()
+
+
+@dg.sensor(job=sleepy, minimum_interval_seconds=1, default_status=dg.DefaultSensorStatus.RUNNING)
+def never_ready():
+    return dg.SkipReason("the source does not exist")  # the same reason at every tick
+
+
+defs = dg.Definitions(jobs=[sleepy], sensors=[never_ready])
+"""
+
+
+def graphql(ui: str, query: str, variables: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"{ui}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.load(response)
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def processes_below(root: int) -> dict[int, str]:
+    """pid -> start time of every live descendant of `root` (any session), from /proc."""
+    children: dict[int, list[int]] = {}
+    started: dict[int, str] = {}
+    for stat in os.listdir("/proc"):
+        if not stat.isdigit():
+            continue
+        try:
+            with open(f"/proc/{stat}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat))
+        started[int(stat)] = fields[19]
+    found, todo = {}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found[child] = started[child]
+            todo.append(child)
+    return found
+
+
+def still_alive(processes: dict[int, str]) -> list[int]:
+    alive = []
+    for pid, start in processes.items():
+        try:
+            with open(f"/proc/{pid}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[19] == start and fields[0] != "Z":
+            alive.append(pid)
+    return alive
+
+
+def test_ctrl_c_during_a_run_cancels_it_and_stops_every_process(project, clean_env, pg_dsn):
+    (project / "sleepy.py").write_text(SLEEPY_JOB)
+    (project / "workspace.yaml").write_text(
+        "load_from:\n  - python_file:\n      relative_path: sleepy.py\n"
+        "      location_name: sleepy\n"
+    )
+    clean_env.update(INGEST_PG_DSN=pg_dsn, DAGSTER_PG_URL=to_url(pg_dsn))
+    dev = Launcher(["dev", "--port", str(free_port())], project, clean_env)
+    ui = dev.wait_for(r"Dagster UI: (http://\S+)").group(1)
+    launch = """
+      mutation { launchRun(executionParams: {
+          selector: {repositoryLocationName: "sleepy", repositoryName: "__repository__",
+                     jobName: "sleepy"}}) {
+        __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }
+    """
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:  # the code location loads a moment after the UI answers
+        launched = graphql(ui, launch)["launchRun"]
+        if launched["__typename"] == "LaunchRunSuccess" or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    status = "{ runOrError(runId: $id) { ... on Run { status } } }"
+    while graphql(ui, "query($id: ID!) " + status, {"id": run_id})["runOrError"][
+        "status"
+    ] != "STARTED" and (time.monotonic() < deadline):
+        time.sleep(1)
+    time.sleep(3)  # the op is sleeping in its run worker
+    processes = processes_below(dev.process.pid)
+    assert len(processes) >= 5, processes  # emulator, dagster dev, webserver, daemon, code server
+
+    assert dev.ctrl_c() == 0, "".join(dev.output)
+    output = "".join(dev.output)
+    assert still_alive(processes) == [], output
+    with psycopg.connect(pg_dsn) as conn:
+        (final,) = conn.execute("SELECT status FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+    assert final in ("CANCELED", "FAILED"), output
+    # The console says what matters once: no Dagster log record twice, no `dg dev` advert, and
+    # no storage retries after the services stopped.
+    plain = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in dev.output]
+    records = [line.split(" - ", 1)[1] for line in plain if re.match(r"^\d{4}-\d\d-\d\d ", line)]
+    assert len(records) > 5, output
+    assert len(records) == len(set(records)), output
+    assert "Sensor never_ready skipped: the source does not exist" in output
+    assert "dg dev" not in output
+    assert "Retrying failed database connection" not in output

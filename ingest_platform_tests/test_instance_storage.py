@@ -1,4 +1,4 @@
-"""A Dagster run against the project's dagster.yaml: the run record lands in PostgreSQL."""
+"""A Dagster run against the packaged dagster.yaml: the run record lands in PostgreSQL."""
 
 import shutil
 
@@ -6,8 +6,8 @@ import dagster as dg
 import psycopg
 
 from ingest_platform.defs.resources import PostgresResource
+from ingest_platform.local.services import INSTANCE_CONFIG
 from ingest_platform.postgres.connection import to_url
-from ingest_platform_tests.conftest import PROJECT_DIR
 
 
 @dg.asset
@@ -18,7 +18,7 @@ def warehouse_version(postgres: PostgresResource) -> dg.MaterializeResult:
 
 
 def test_run_record_is_stored_in_postgres(pg_dsn, tmp_path, monkeypatch):
-    shutil.copyfile(PROJECT_DIR / "dagster.yaml", tmp_path / "dagster.yaml")
+    shutil.copyfile(INSTANCE_CONFIG, tmp_path / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_PG_URL", to_url(pg_dsn))
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
