@@ -8,6 +8,9 @@ from ingest_platform.defs.cdc import build_cdc_definitions
 from ingest_platform.defs.dumps import build_dump_definitions
 from ingest_platform.defs.resources import resources_from_env
 from ingest_platform.dumps.directory import dump_dir, scan_dump_dir
+from ingest_platform.local.environment import require_platform_environment
+
+require_platform_environment()
 
 catalog = scan_dump_dir(dump_dir())
 cdc_config = cdc_config_from_env()

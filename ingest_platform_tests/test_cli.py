@@ -14,11 +14,14 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from ingest_platform.local.environment import MISSING
 from ingest_platform.local.ports import free_port
+from ingest_platform.local.services import INSTANCE_CONFIG
 from ingest_platform.postgres.connection import to_url
 from ingest_platform_tests.conftest import PROJECT_DIR
 
@@ -404,3 +407,74 @@ def test_ctrl_c_during_a_run_cancels_it_and_stops_every_process(project, clean_e
     assert "Sensor never_ready skipped: the source does not exist" in output
     assert "dg dev" not in output
     assert "Retrying failed database connection" not in output
+
+
+def dagster_command(args, project, env) -> subprocess.CompletedProcess:
+    """The venv's `dagster` console script, as a user types it in the project directory."""
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("dagster")), *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_SECONDS,
+    )
+
+
+def without_dagsters_own_advert(stderr: str) -> list[str]:
+    """Dagster's CLI warns that `dg launch` supersedes it (before any of our code runs)."""
+    return [
+        line
+        for line in stderr.splitlines()
+        if "SupersessionWarning" not in line and "return callback(" not in line
+    ]
+
+
+def test_plain_dagster_without_the_platform_environment_stops_in_one_line(project, clean_env):
+    result = dagster_command(
+        ["asset", "materialize", "-m", "ingest_platform.definitions", "--select", "cdc/*"],
+        project,
+        clean_env,
+    )
+    assert result.returncode == 1
+    assert without_dagsters_own_advert(result.stderr) == [MISSING], result.stderr
+    assert "ingest-platform dev" in MISSING and "ingest-platform services" in MISSING
+
+
+def test_plain_dagster_with_the_platform_environment_materializes(
+    project, clean_env, pg_dsn, monkeypatch
+):
+    """`dagster asset materialize` in the project directory, with the environment that
+    `ingest-platform services` exports: a dump table version loads."""
+    import dagster as dg
+
+    assert run_cli(["demo-dumps", "--rows", "30"], project, clean_env).returncode == 0
+    home = project / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(INSTANCE_CONFIG, home / "dagster.yaml")
+    clean_env.update(
+        INGEST_PG_DSN=pg_dsn,
+        DAGSTER_PG_URL=to_url(pg_dsn),
+        DAGSTER_HOME=str(home),
+        INGEST_DUMP_DIR=str(project / "dumps"),
+    )
+    monkeypatch.setenv("DAGSTER_PG_URL", clean_env["DAGSTER_PG_URL"])
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # what the sensor does first
+        instance.add_dynamic_partitions("shop_versions", ["1.0-eu"])
+    result = dagster_command(
+        [
+            "asset",
+            "materialize",
+            "-m",
+            "ingest_platform.definitions",
+            "--select",
+            "dumps/shop/customer",
+            "--partition",
+            "1.0-eu",
+        ],
+        project,
+        clean_env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM shop.customer").fetchone() == (30,)
