@@ -397,6 +397,10 @@ def test_ctrl_c_during_a_run_cancels_it_and_stops_every_process(project, clean_e
     assert still_alive(processes) == [], output
     with psycopg.connect(pg_dsn) as conn:
         (final,) = conn.execute("SELECT status FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+        (skips,) = conn.execute(
+            "SELECT count(*) FROM job_ticks WHERE status = 'SKIPPED'"
+        ).fetchone()
+    assert skips >= 2  # Dagster logged the same skip reason several times: the launcher showed one
     assert final in ("CANCELED", "FAILED"), output
     # The console says what matters once: no Dagster log record twice, no `dg dev` advert, and
     # no storage retries after the services stopped.

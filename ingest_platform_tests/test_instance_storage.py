@@ -3,6 +3,7 @@
 import logging
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ import dagster as dg
 import psycopg
 
 from ingest_platform.defs.resources import PostgresResource
+from ingest_platform.local.run_launcher import HOST_TAG
 from ingest_platform.local.services import INSTANCE_CONFIG
 from ingest_platform.postgres.connection import to_url
 
@@ -93,6 +95,13 @@ def test_run_monitoring_fails_a_run_whose_worker_died(pg_dsn, tmp_path, monkeypa
             worker.send_signal(signal.SIGKILL)
             worker.wait()
             assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+
+            # A run of another machine sharing the storage is that machine's to monitor.
+            instance.add_run_tags(run.run_id, {HOST_TAG: "another-host"})
+            with WorkspaceProcessContext(instance, EmptyWorkspaceTarget()) as context:
+                list(execute_run_monitoring_iteration(context, logging.getLogger("monitor")))
+            assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+            instance.add_run_tags(run.run_id, {HOST_TAG: socket.gethostname()})
 
             with WorkspaceProcessContext(instance, EmptyWorkspaceTarget()) as context:
                 list(execute_run_monitoring_iteration(context, logging.getLogger("monitor")))

@@ -5,23 +5,35 @@ whether it is still alive, so run monitoring (dagster.yaml `run_monitoring`) ski
 a worker killed by the OOM killer, `kill -9` or a crashed launcher leaves its run "Started"
 forever. The worker's pid is on the run's RUN_START event (every Dagster event records the pid
 of the process that emitted it); when that process is gone, monitoring marks the run failed.
-All of Dagster's processes run on this machine under `ingest-platform dev`, so a pid is local.
+A pid means something only on its machine: runs are tagged with the host that launched them
+(HOST_TAG), and a run of another host sharing the storage is left to that host's monitoring. A
+run without the tag (one executed in process) is taken to be local.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 
 import dagster as dg
-from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
+
+HOST_TAG = "ingest_platform/host"
 
 
 class LocalRunLauncher(dg.DefaultRunLauncher):
+    def launch_run(self, context: LaunchRunContext) -> None:
+        self._instance.add_run_tags(context.dagster_run.run_id, {HOST_TAG: socket.gethostname()})
+        super().launch_run(context)
+
     @property
     def supports_check_run_worker_health(self) -> bool:
         return True
 
     def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
+        host = run.tags.get(HOST_TAG)
+        if host is not None and host != socket.gethostname():
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"a run of {host}: not checked here")
         pid = _worker_pid(self._instance, run.run_id)
         if pid is None:  # launched, the worker has not reported yet: start_timeout covers it
             return CheckRunHealthResult(WorkerStatus.RUNNING, "run worker not reported yet")
