@@ -175,9 +175,11 @@ def run_dev(dagster_args: list[str]) -> int:
         host, port, dagster_args = _ui_address(dagster_args)
         services = start_services(project, say=say)
         os.environ.update(services.env)  # the instance the stop cancels runs through
+        # The dump sensor reloads the code location through the UI (defs/reload.py).
+        env = {**os.environ, "INGEST_DAGSTER_URL": f"http://{host}:{port}"}
         workspace = project / "workspace.yaml"
         say(f"Starting Dagster: dagster dev -w {workspace} {' '.join(dagster_args)}")
-        dagster = start_dagster_dev(workspace, dagster_args, dict(os.environ))
+        dagster = start_dagster_dev(workspace, dagster_args, env)
         console = relay_console(dagster)
         ui = f"http://{host}:{port}"
         lock.update(ui=ui)
