@@ -11,6 +11,9 @@ import dagster as dg
 
 from ingest_platform import defs_yaml
 from ingest_platform.defs.resources import resources_from_env
+from ingest_platform.local.environment import require_platform_environment
+
+require_platform_environment()
 
 components = dg.ComponentTree.from_module(
     defs_module=defs_yaml, project_root=Path(__file__).resolve().parent.parent

@@ -14,11 +14,14 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from ingest_platform.local.environment import MISSING
 from ingest_platform.local.ports import free_port
+from ingest_platform.local.services import INSTANCE_CONFIG
 from ingest_platform.postgres.connection import to_url
 from ingest_platform_tests.conftest import PROJECT_DIR
 
@@ -86,8 +89,7 @@ def stop_launchers():
 
 @pytest.fixture
 def project(tmp_path):
-    for name in ("workspace.yaml", "dagster.yaml"):
-        shutil.copyfile(PROJECT_DIR / name, tmp_path / name)
+    shutil.copyfile(PROJECT_DIR / "workspace.yaml", tmp_path / "workspace.yaml")
     return tmp_path
 
 
@@ -155,6 +157,19 @@ def test_ingest_command_prints_a_summary_and_names_a_bad_dump(project, clean_env
         assert dict(
             conn.execute("SELECT _version, count(*) FROM shop.orders GROUP BY 1").fetchall()
         ) == {"1.0-eu": 150, "2.0-eu": 150}
+
+
+def test_ingest_runs_from_any_directory(tmp_path, clean_env, pg_dsn):
+    """A pip-installed tool runs anywhere: no workspace.yaml or dagster.yaml in the cwd."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    clean_env.update(INGEST_PG_DSN=pg_dsn, DAGSTER_PG_URL=to_url(pg_dsn))
+    clean_env["INGEST_STATE_DIR"] = str(elsewhere / ".ingest")
+    assert run_cli(["demo-dumps", "--rows", "50"], elsewhere, clean_env).returncode == 0
+    result = run_cli(["ingest", "dumps/shop_1.0-eu.zip"], elsewhere, clean_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "succeeded" in result.stdout
+    assert not (elsewhere / "workspace.yaml").exists()
 
 
 def test_taken_ui_port_is_named(project, clean_env):
@@ -267,7 +282,210 @@ def test_dev_serves_the_code_location_and_the_sensor_loads_dropped_dumps(
     finally:
         code = dev.ctrl_c()
     assert code == 0, "".join(dev.output)
+    assert_each_record_once(dev.output)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{ui}/server_info", timeout=3)
     with psycopg.connect(pg_dsn) as conn:  # Dagster created its storage in the configured database
         assert conn.execute("SELECT to_regclass('runs') IS NOT NULL").fetchone() == (True,)
+
+
+def assert_each_record_once(output: list[str]) -> None:
+    """No Dagster log record (timestamp aside) twice in the launcher's console."""
+    plain = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in output]
+    records = [line.split(" - ", 1)[1] for line in plain if re.match(r"^\d{4}-\d\d-\d\d ", line)]
+    assert len(records) > 5, "".join(output)
+    repeated = {record for record in records if records.count(record) > 1}
+    assert not repeated, repeated
+
+
+SLEEPY_JOB = """
+import time
+
+import dagster as dg
+
+
+@dg.op
+def sleep_through_the_stop():
+    time.sleep(600)
+
+
+@dg.job
+def sleepy():
+    sleep_through_the_stop()
+
+
+@dg.sensor(job=sleepy, minimum_interval_seconds=1, default_status=dg.DefaultSensorStatus.RUNNING)
+def never_ready():
+    return dg.SkipReason("the source does not exist")  # the same reason at every tick
+
+
+defs = dg.Definitions(jobs=[sleepy], sensors=[never_ready])
+"""
+
+
+def graphql(ui: str, query: str, variables: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"{ui}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = json.load(response)
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def processes_below(root: int) -> dict[int, str]:
+    """pid -> start time of every live descendant of `root` (any session), from /proc."""
+    children: dict[int, list[int]] = {}
+    started: dict[int, str] = {}
+    for stat in os.listdir("/proc"):
+        if not stat.isdigit():
+            continue
+        try:
+            with open(f"/proc/{stat}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat))
+        started[int(stat)] = fields[19]
+    found, todo = {}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found[child] = started[child]
+            todo.append(child)
+    return found
+
+
+def still_alive(processes: dict[int, str]) -> list[int]:
+    alive = []
+    for pid, start in processes.items():
+        try:
+            with open(f"/proc/{pid}/stat") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[19] == start and fields[0] != "Z":
+            alive.append(pid)
+    return alive
+
+
+def test_ctrl_c_during_a_run_cancels_it_and_stops_every_process(project, clean_env, pg_dsn):
+    (project / "sleepy.py").write_text(SLEEPY_JOB)
+    (project / "workspace.yaml").write_text(
+        "load_from:\n  - python_file:\n      relative_path: sleepy.py\n"
+        "      location_name: sleepy\n"
+    )
+    clean_env.update(INGEST_PG_DSN=pg_dsn, DAGSTER_PG_URL=to_url(pg_dsn))
+    dev = Launcher(["dev", "--port", str(free_port())], project, clean_env)
+    ui = dev.wait_for(r"Dagster UI: (http://\S+)").group(1)
+    launch = """
+      mutation { launchRun(executionParams: {
+          selector: {repositoryLocationName: "sleepy", repositoryName: "__repository__",
+                     jobName: "sleepy"}}) {
+        __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }
+    """
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:  # the code location loads a moment after the UI answers
+        launched = graphql(ui, launch)["launchRun"]
+        if launched["__typename"] == "LaunchRunSuccess" or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    status = "{ runOrError(runId: $id) { ... on Run { status } } }"
+    while graphql(ui, "query($id: ID!) " + status, {"id": run_id})["runOrError"][
+        "status"
+    ] != "STARTED" and (time.monotonic() < deadline):
+        time.sleep(1)
+    time.sleep(3)  # the op is sleeping in its run worker
+    processes = processes_below(dev.process.pid)
+    assert len(processes) >= 5, processes  # emulator, dagster dev, webserver, daemon, code server
+
+    assert dev.ctrl_c() == 0, "".join(dev.output)
+    output = "".join(dev.output)
+    assert still_alive(processes) == [], output
+    with psycopg.connect(pg_dsn) as conn:
+        (final,) = conn.execute("SELECT status FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+        (skips,) = conn.execute(
+            "SELECT count(*) FROM job_ticks WHERE status = 'SKIPPED'"
+        ).fetchone()
+    assert skips >= 2  # Dagster logged the same skip reason several times: the launcher showed one
+    assert final in ("CANCELED", "FAILED"), output
+    # The console says what matters once: no Dagster log record twice, no `dg dev` advert, and
+    # no storage retries after the services stopped.
+    assert_each_record_once(dev.output)
+    assert "Sensor never_ready skipped: the source does not exist" in output
+    assert "dg dev" not in output
+    assert "Retrying failed database connection" not in output
+
+
+def dagster_command(args, project, env) -> subprocess.CompletedProcess:
+    """The venv's `dagster` console script, as a user types it in the project directory."""
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("dagster")), *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_SECONDS,
+    )
+
+
+def without_dagsters_own_advert(stderr: str) -> list[str]:
+    """Dagster's CLI warns that `dg launch` supersedes it (before any of our code runs)."""
+    return [
+        line
+        for line in stderr.splitlines()
+        if "SupersessionWarning" not in line and "return callback(" not in line
+    ]
+
+
+def test_plain_dagster_without_the_platform_environment_stops_in_one_line(project, clean_env):
+    result = dagster_command(
+        ["asset", "materialize", "-m", "ingest_platform.definitions", "--select", "cdc/*"],
+        project,
+        clean_env,
+    )
+    assert result.returncode == 1
+    assert without_dagsters_own_advert(result.stderr) == [MISSING], result.stderr
+    assert "ingest-platform dev" in MISSING and "ingest-platform services" in MISSING
+
+
+def test_plain_dagster_with_the_platform_environment_materializes(
+    project, clean_env, pg_dsn, monkeypatch
+):
+    """`dagster asset materialize` in the project directory, with the environment that
+    `ingest-platform services` exports: a dump table version loads."""
+    import dagster as dg
+
+    assert run_cli(["demo-dumps", "--rows", "30"], project, clean_env).returncode == 0
+    home = project / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(INSTANCE_CONFIG, home / "dagster.yaml")
+    clean_env.update(
+        INGEST_PG_DSN=pg_dsn,
+        DAGSTER_PG_URL=to_url(pg_dsn),
+        DAGSTER_HOME=str(home),
+        INGEST_DUMP_DIR=str(project / "dumps"),
+    )
+    monkeypatch.setenv("DAGSTER_PG_URL", clean_env["DAGSTER_PG_URL"])
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # what the sensor does first
+        instance.add_dynamic_partitions("shop_versions", ["1.0-eu"])
+    result = dagster_command(
+        [
+            "asset",
+            "materialize",
+            "-m",
+            "ingest_platform.definitions",
+            "--select",
+            "dumps/shop/customer",
+            "--partition",
+            "1.0-eu",
+        ],
+        project,
+        clean_env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM shop.customer").fetchone() == (30,)

@@ -17,6 +17,7 @@ from ingest_platform.defs.cdc import build_cdc_definitions
 from ingest_platform.defs.dumps import build_dump_definitions
 from ingest_platform.demo.dumps import write_demo_dumps
 from ingest_platform.dumps.directory import scan_dump_dir
+from ingest_platform.local.services import INSTANCE_CONFIG
 from ingest_platform.postgres.connection import to_url
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -83,7 +84,7 @@ def test_the_default_yaml_makes_what_the_builders_make_for_the_demo_dumps(dump_e
 def _project_copy(tmp_path: Path) -> Path:
     project = tmp_path / "project"
     project.mkdir()
-    for name in ("pyproject.toml", "dagster.yaml", "workspace.yaml"):
+    for name in ("pyproject.toml", "workspace.yaml"):
         shutil.copyfile(PROJECT_DIR / name, project / name)
     shutil.copytree(
         PROJECT_DIR / "ingest_platform",
@@ -99,7 +100,7 @@ def dg_project(tmp_path, pg_dsn, demo_dumps):
     project = _project_copy(tmp_path)
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copyfile(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(INSTANCE_CONFIG, home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "DAGSTER_"))}
     env.update(
         PYTHONPATH=str(project),
@@ -197,11 +198,11 @@ def test_a_dump_with_a_new_table_loads_without_a_reload_click(tmp_path, pg_dsn, 
     shutil.copyfile(written / "shop_1.0-eu.zip", watched / "shop_1.0-eu.zip")
     project = tmp_path / "project"
     project.mkdir()
-    for name in ("workspace.yaml", "dagster.yaml"):
+    for name in ("workspace.yaml",):
         shutil.copyfile(PROJECT_DIR / name, project / name)
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copyfile(PROJECT_DIR / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(INSTANCE_CONFIG, home / "dagster.yaml")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "DAGSTER_"))}
     env.update(

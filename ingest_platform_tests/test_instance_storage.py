@@ -1,13 +1,20 @@
-"""A Dagster run against the project's dagster.yaml: the run record lands in PostgreSQL."""
+"""A Dagster run against the packaged dagster.yaml: the run record lands in PostgreSQL."""
 
+import logging
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import dagster as dg
 import psycopg
 
 from ingest_platform.defs.resources import PostgresResource
+from ingest_platform.local.run_launcher import HOST_TAG
+from ingest_platform.local.services import INSTANCE_CONFIG
 from ingest_platform.postgres.connection import to_url
-from ingest_platform_tests.conftest import PROJECT_DIR
 
 
 @dg.asset
@@ -18,7 +25,7 @@ def warehouse_version(postgres: PostgresResource) -> dg.MaterializeResult:
 
 
 def test_run_record_is_stored_in_postgres(pg_dsn, tmp_path, monkeypatch):
-    shutil.copyfile(PROJECT_DIR / "dagster.yaml", tmp_path / "dagster.yaml")
+    shutil.copyfile(INSTANCE_CONFIG, tmp_path / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_PG_URL", to_url(pg_dsn))
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
@@ -40,3 +47,68 @@ def test_run_record_is_stored_in_postgres(pg_dsn, tmp_path, monkeypatch):
         ).fetchone()[0]
     assert status == ("SUCCESS",)
     assert events == 1
+
+
+DYING_RUN = """
+import sys, time
+
+import dagster as dg
+
+@dg.op
+def work():
+    time.sleep(600)
+
+@dg.job
+def long_job():
+    work()
+
+with dg.DagsterInstance.from_config(sys.argv[1]) as instance:
+    long_job.execute_in_process(instance=instance)
+"""
+
+
+def test_run_monitoring_fails_a_run_whose_worker_died(pg_dsn, tmp_path, monkeypatch):
+    """kill -9 of a run's worker: the daemon's run-monitoring iteration (Dagster's own code, called
+    here instead of waiting poll_interval_seconds for the daemon) marks the run failed."""
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import EmptyWorkspaceTarget
+    from dagster._daemon.monitoring.run_monitoring import execute_run_monitoring_iteration
+
+    shutil.copyfile(INSTANCE_CONFIG, tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_PG_URL", to_url(pg_dsn))
+    (tmp_path / "dying_run.py").write_text(DYING_RUN)
+    worker = subprocess.Popen([sys.executable, str(tmp_path / "dying_run.py"), str(tmp_path)])
+    try:
+        with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+            assert instance.run_monitoring_enabled
+            assert instance.run_launcher.supports_check_run_worker_health
+            deadline = time.monotonic() + 120
+            runs: list = []
+            while time.monotonic() < deadline and not runs:
+                runs = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+                time.sleep(0.5)
+            assert runs, "the run did not start"
+            (run,) = runs
+            health = instance.run_launcher.check_run_worker_health(run)
+            assert health.status.value == "RUNNING", health
+
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+
+            # A run of another machine sharing the storage is that machine's to monitor.
+            instance.add_run_tags(run.run_id, {HOST_TAG: "another-host"})
+            with WorkspaceProcessContext(instance, EmptyWorkspaceTarget()) as context:
+                list(execute_run_monitoring_iteration(context, logging.getLogger("monitor")))
+            assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+            instance.add_run_tags(run.run_id, {HOST_TAG: socket.gethostname()})
+
+            with WorkspaceProcessContext(instance, EmptyWorkspaceTarget()) as context:
+                list(execute_run_monitoring_iteration(context, logging.getLogger("monitor")))
+            failed = instance.get_run_by_id(run.run_id)
+            assert failed.status == dg.DagsterRunStatus.FAILURE
+            messages = [e.message for e in instance.all_logs(run.run_id)]
+            assert any(f"Run worker process {worker.pid} is gone" in m for m in messages)
+    finally:
+        if worker.poll() is None:
+            worker.kill()

@@ -16,6 +16,7 @@ Credentials never pass through here: the caller hands in a ready ``BigQueryWrite
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from google.cloud.bigquery_storage_v1 import types as write_types
 from google.protobuf import descriptor_pb2
 
 from ingest_platform.errors import IngestError, ServiceUnavailableError
+from ingest_platform.progress import PROGRESS_SECONDS, Progress
+
+LOGGER = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 9 * 1024 * 1024
 ROWS_PER_STREAM = 5_000_000
@@ -113,6 +117,8 @@ class PendingStreamWriter:
         rows_per_stream: int = ROWS_PER_STREAM,
         retry: RetryPolicy = DEFAULT_RETRY,
         on_request: Callable[[int], None] | None = None,
+        expected_rows: int | None = None,
+        progress_seconds: float = PROGRESS_SECONDS,
     ):
         self.client = write_client
         self.table_path = table_path  # projects/P/datasets/D/tables/T
@@ -122,6 +128,10 @@ class PendingStreamWriter:
         self.retry = retry
         self.on_request = on_request  # called after each acknowledged request (tests, progress)
         self.stats = WriteStats()
+        # Rows, rows/s, and percent of `expected_rows` (rows counted at the source) when known.
+        self.progress = Progress(
+            f"{table_path.rsplit('/', 1)[-1]} mirror", LOGGER, expected_rows, progress_seconds
+        )
         self.streams: list[_Stream] = []
         self._overhead = _REQUEST_OVERHEAD + len(descriptor.SerializeToString())
         self._rows: list[bytes] = []
@@ -167,6 +177,7 @@ class PendingStreamWriter:
         self.stats.rows += len(self._rows)
         self.stats.bytes += self._size - self._overhead
         self.stats.requests += 1
+        self.progress.advance(len(self._rows))
         self._rows, self._size = [], self._overhead
         if self.on_request:
             self.on_request(self.stats.requests)

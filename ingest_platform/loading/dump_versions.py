@@ -17,6 +17,7 @@ import multiprocessing
 import pickle
 import queue
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -38,6 +39,7 @@ from ingest_platform.postgres.versioned_tables import (
     begin_version_load,
     copy_into,
 )
+from ingest_platform.progress import PROGRESS_SECONDS, Progress
 
 # Blocks waiting for a worker, per worker: keeps workers busy, bounds memory.
 QUEUE_BLOCKS_PER_WORKER = 2
@@ -86,10 +88,12 @@ def load_table_version(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS,
     logger: logging.Logger | logging.LoggerAdapter = LOGGER,
+    progress_seconds: float = PROGRESS_SECONDS,
 ) -> LoadReport:
     """Load one table version atomically: visible complete after success, not at all after failure.
 
     `terminate_blockers_after`, `logger`: for the attach (``versioned_tables.attach_version``).
+    `logger` also gets a progress line every `progress_seconds` during the COPY.
     """
     started = time.perf_counter()
     with connect(dsn) as conn:
@@ -99,11 +103,18 @@ def load_table_version(
     try:
         if source is None:
             rows, nbytes = 0, 0
-        elif processes <= 1 or source.size < MIN_BLOCKS_FOR_WORKERS * chunk_bytes:
-            rows, nbytes = _copy_in_process(dsn, source, load)
         else:
-            workers = processes
-            rows, nbytes = _copy_in_parallel(dsn, source, load, processes)
+            progress = _FileProgress(
+                source,
+                Progress(
+                    f"{plan.table_schema.name} {plan.version}", logger, None, progress_seconds
+                ),
+            )
+            if processes <= 1 or source.size < MIN_BLOCKS_FOR_WORKERS * chunk_bytes:
+                rows, nbytes = _copy_in_process(dsn, source, load, progress)
+            else:
+                workers = processes
+                rows, nbytes = _copy_in_parallel(dsn, source, load, processes, progress)
         with connect(dsn) as conn:
             attached = attach_version(conn, load, terminate_blockers_after, logger)
     except BaseException:
@@ -159,22 +170,46 @@ def load_dump_version(
             return list(pool.map(load, plans))
 
 
-def _copy_in_process(dsn: str, source: CopySource, load: VersionLoad) -> tuple[int, int]:
+class _FileProgress:
+    """Progress of one data file: rows are the COPY stream's lines (one per row in COPY text),
+    counted per chunk; the file is read in blocks of ~chunk_bytes, so blocks read x chunk_bytes
+    / file size is the percent read."""
+
+    def __init__(self, source: CopySource, progress: Progress):
+        self.progress = progress
+        self.block_share = source.chunk_bytes / max(source.size, 1)
+        self.blocks = 0
+
+    def block_read(self, rows: int) -> None:
+        self.blocks += 1
+        self.progress.advance(rows, min(self.blocks * self.block_share, 1.0))
+
+    def counted(self, chunks: Iterable) -> Iterator:
+        for chunk in chunks:
+            self.block_read((chunk if isinstance(chunk, bytes) else chunk[0]).count(b"\n"))
+            yield chunk
+
+
+def _copy_in_process(
+    dsn: str, source: CopySource, load: VersionLoad, progress: _FileProgress
+) -> tuple[int, int]:
     optimistic = source.optimistic_chunks()
     if optimistic is not None:
         try:
             with connect(dsn) as conn:
-                return copy_into(conn, load, optimistic)
+                return copy_into(conn, load, progress.counted(optimistic))
         except Exception:  # rolled back; the careful read loads or names the error
-            pass
-    return _copy(dsn, load, source.chunks())
+            progress.progress.rows, progress.blocks = 0, 0
+    return _copy(dsn, load, source.chunks(), progress)
 
 
-def _copy(dsn: str, load: VersionLoad, chunks: CopyChunks) -> tuple[int, int]:
+def _copy(
+    dsn: str, load: VersionLoad, chunks: CopyChunks, progress: _FileProgress | None = None
+) -> tuple[int, int]:
     """COPY one stream; a rejected line becomes a FormatError naming file, record and column."""
     try:
         with connect(dsn) as conn:
-            return copy_into(conn, load, chunks)
+            return copy_into(conn, load, progress.counted(chunks) if progress else chunks)
     except CopyRejected as rejected:
         if rejected.bad_encoding:
             raise chunks.source.find_error() from None
@@ -185,13 +220,15 @@ def _copy(dsn: str, load: VersionLoad, chunks: CopyChunks) -> tuple[int, int]:
 
 
 def _copy_in_parallel(
-    dsn: str, source: CopySource, load: VersionLoad, processes: int
+    dsn: str, source: CopySource, load: VersionLoad, processes: int, progress: _FileProgress
 ) -> tuple[int, int]:
     pool = _WorkerPool(dsn, source, load, processes)
     try:
         with source.blocks() as blocks:
             for block in blocks:
                 pool.put(block)
+                # Rows: the reader's record count where it made one (workers count the rest).
+                progress.block_read(block[3] or 0)
         return pool.finish()
     finally:
         pool.stop()

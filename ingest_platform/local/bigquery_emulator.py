@@ -60,6 +60,8 @@ def start_emulator(
             stdout=log_file or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            # A terminal's Ctrl-C must not stop it under Dagster: the launcher stops it last.
+            start_new_session=True,
         )
     finally:
         if log_file:

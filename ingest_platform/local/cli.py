@@ -24,6 +24,7 @@ from pathlib import Path
 from ingest_platform.dumps.directory import dump_dir
 from ingest_platform.errors import IngestError
 from ingest_platform.local.cdc_command import register as register_cdc
+from ingest_platform.local.dagster_dev import relay_console, start_dagster_dev, stop_dagster
 from ingest_platform.local.ports import choose_port
 from ingest_platform.local.project_lock import ProjectLock
 from ingest_platform.local.proto_command import register as register_proto
@@ -32,9 +33,6 @@ from ingest_platform.local.services import start_services, state_dir
 # Further commands: each `register(subparsers, say)` adds one with
 # `set_defaults(run=function(options) -> int)`.
 COMMANDS = [register_cdc, register_proto]
-
-# How long `dagster dev` gets to shut down after Ctrl-C before it is terminated.
-DAGSTER_SHUTDOWN_SECONDS = 30
 
 
 class StopRequested(KeyboardInterrupt):
@@ -104,23 +102,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _project_dir() -> Path:
+    """`dev` serves the project's workspace.yaml: it runs in the project directory."""
     project = Path.cwd()
-    missing = [name for name in ("workspace.yaml", "dagster.yaml") if not (project / name).exists()]
-    if missing:
+    if not (project / "workspace.yaml").exists():
         raise IngestError(
-            f"{', '.join(missing)} not found in {project}: "
-            "run ingest-platform from the project directory."
+            f"workspace.yaml not found in {project}: run `ingest-platform dev` from the "
+            "project directory."
         )
     return project
 
 
+def _project_dir_if_any() -> Path | None:
+    return Path.cwd() if (Path.cwd() / "workspace.yaml").exists() else None
+
+
 def run_services() -> int:
-    project = _project_dir()
     lock = ProjectLock(state_dir())
     lock.acquire("ingest-platform services")
     services = None
     try:
-        services = start_services(project, say=say)
+        services = start_services(_project_dir_if_any(), say=say)
         say("Services are up. Export this environment in the shell where you run `dagster dev`:")
         for key, value in services.env.items():
             print(f"export {key}={shlex.quote(value)}", flush=True)
@@ -140,7 +141,8 @@ def run_ingest(options) -> int:
     missing = [str(p) for p in options.paths if not p.is_file()]
     if missing:
         raise IngestError(f"No such dump file: {', '.join(missing)}")
-    services = start_services(_project_dir(), say=say, bigquery=False)
+    # Anywhere: the instance config ships with the package; state goes to INGEST_STATE_DIR.
+    services = start_services(_project_dir_if_any(), say=say, bigquery=False)
     try:
         os.environ.update(services.env)
         from ingest_platform.local.ingest_command import (
@@ -172,50 +174,33 @@ def run_dev(dagster_args: list[str]) -> int:
     try:
         host, port, dagster_args = _ui_address(dagster_args)
         services = start_services(project, say=say)
+        os.environ.update(services.env)  # the instance the stop cancels runs through
         # The dump sensor reloads the code location through the UI (defs/reload.py).
-        env = {**os.environ, **services.env, "INGEST_DAGSTER_URL": f"http://{host}:{port}"}
-        command = [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-w",
-            str(project / "workspace.yaml"),
-            *dagster_args,
-        ]
-        say(f"Starting Dagster: {' '.join(command[1:])}")
-        # Run from DAGSTER_HOME: from the project directory Dagster warns that its dagster.yaml
-        # is unused.
-        # Its own session: Ctrl-C reaches only this launcher, which forwards it once (a second
-        # signal in the middle of Dagster's shutdown could leave its children behind).
-        dagster = subprocess.Popen(
-            command, env=env, cwd=env["DAGSTER_HOME"], start_new_session=True
-        )
+        env = {**os.environ, "INGEST_DAGSTER_URL": f"http://{host}:{port}"}
+        workspace = project / "workspace.yaml"
+        say(f"Starting Dagster: dagster dev -w {workspace} {' '.join(dagster_args)}")
+        dagster = start_dagster_dev(workspace, dagster_args, env)
+        console = relay_console(dagster)
         ui = f"http://{host}:{port}"
         lock.update(ui=ui)
         threading.Thread(target=_announce_when_up, args=(ui, dagster), daemon=True).start()
         try:
-            return dagster.wait()
+            code = dagster.wait()
         except KeyboardInterrupt as stop:
-            say("Stopping Dagster ...")
-            return _stop(
-                dagster, signal.SIGTERM if isinstance(stop, StopRequested) else signal.SIGINT
+            # A second Ctrl-C would cut the ordered stop short and leave processes behind; the
+            # stop is bounded (runs 30 s, Dagster 30 s, leftovers 5 s) instead.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            say("Stopping Dagster (at most about a minute; Ctrl-C again is ignored) ...")
+            code = stop_dagster(
+                dagster, signal.SIGTERM if isinstance(stop, StopRequested) else signal.SIGINT, say
             )
+        console.join(5)
+        return code
     finally:
         if services:
             say("Stopping services ...")
             services.stop()
         lock.release()
-
-
-def _stop(dagster: subprocess.Popen, sig: int) -> int:
-    dagster.send_signal(sig)
-    try:
-        return dagster.wait(DAGSTER_SHUTDOWN_SECONDS)
-    except subprocess.TimeoutExpired:
-        say(f"Dagster did not stop within {DAGSTER_SHUTDOWN_SECONDS}s; killing it.")
-        os.killpg(dagster.pid, signal.SIGKILL)
-        return dagster.wait()
 
 
 def _ui_address(dagster_args: list[str]) -> tuple[str, int, list[str]]:

@@ -3,6 +3,7 @@ summary."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +16,7 @@ from ingest_platform.defs.dumps import (
 )
 from ingest_platform.defs.resources import resources_from_env
 from ingest_platform.dumps.directory import DumpCatalog, describe_dump
+from ingest_platform.local.run_launcher import HOST_TAG
 
 
 def ingest_dumps(
@@ -40,7 +42,7 @@ def ingest_dumps(
             result = defs.resolve_job_def(translator.job_name(dump.app)).execute_in_process(
                 instance=instance,
                 partition_key=request.partition_key,
-                tags=request.tags,
+                tags={**request.tags, HOST_TAG: socket.gethostname()},
                 asset_selection=list(request.asset_selection or ()),
                 raise_on_error=False,
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},

@@ -7,7 +7,8 @@ Decisions, also in the README:
   warehouse server (created if missing).
 - `INGEST_BQ_PROJECT` plus credentials: real BigQuery; else the emulator, persistent in
   `<state dir>/bigquery`, on ports 9050 (REST) and 9060 (gRPC) or free ones when those are taken.
-- `DAGSTER_HOME` unset: `<state dir>/dagster_home`, holding a copy of the project's dagster.yaml.
+- `DAGSTER_HOME` unset: `<state dir>/dagster_home`, holding a copy of the packaged instance config
+  (local/dagster.yaml), or of the project directory's dagster.yaml when it has one.
 - `INGEST_DUMP_DIR` (default `./dumps`) is exported as an absolute path and created.
 """
 
@@ -51,8 +52,11 @@ class RunningServices:
             self.started.pop().stop()
 
 
+INSTANCE_CONFIG = Path(__file__).with_name("dagster.yaml")
+
+
 def start_services(
-    project_dir: Path, environ=os.environ, say=print, bigquery: bool = True
+    project_dir: Path | None, environ=os.environ, say=print, bigquery: bool = True
 ) -> RunningServices:
     """Start the services that are not configured; on failure, stop what was started."""
     services = RunningServices()
@@ -146,11 +150,12 @@ def _start_bigquery(services: RunningServices, state: Path, environ, say) -> Non
 
 
 def _prepare_dagster_home(
-    services: RunningServices, project_dir: Path, state: Path, environ
+    services: RunningServices, project_dir: Path | None, state: Path, environ
 ) -> None:
     if environ.get("DAGSTER_HOME"):
         return
     home = state / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(project_dir / "dagster.yaml", home / "dagster.yaml")
+    own = project_dir / "dagster.yaml" if project_dir else None
+    shutil.copyfile(own if own and own.exists() else INSTANCE_CONFIG, home / "dagster.yaml")
     services.env["DAGSTER_HOME"] = str(home)
