@@ -304,6 +304,8 @@ def _definitions(records: list[MirrorRecord], translator: MirrorTranslator) -> d
     if not assets:
         return dg.Definitions()
     mirrors = [key for assets_def in assets for key in assets_def.keys]
+    # The mirror's `dagster/column_schema` of the last two runs compared (warns on a change).
+    checks += dg.build_column_schema_change_checks(assets=mirrors)
     # Mirrors follow their PostgreSQL assets: a new version or merge is mirrored without a click.
     follow = dg.AutomationConditionSensorDefinition(
         "bigquery_mirror_sensor",

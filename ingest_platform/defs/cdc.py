@@ -168,13 +168,16 @@ def build_cdc_definitions(
         return translator.get_asset_spec(record)
 
     external: list[dg.AssetSpec] = [spec(None, "change_log")] if config.tables else []
-    assets, checks = [], []
+    assets, merged_assets, checks = [], [], []
     for table in config.tables:
         external.append(spec(table, "source"))
         assets.append(_staging_asset(config, table, spec(table, "staging"), wait_seconds))
         merged = spec(table, "merged")
-        assets.append(_merged_asset(config, table, merged))
+        merged_assets.append(_merged_asset(config, table, merged))
         checks.append(_merged_checks(config, table, merged))
+    assets += merged_assets
+    # The merged table's `dagster/column_schema` of the last two merges compared (warns on a change).
+    checks += dg.build_column_schema_change_checks(assets=merged_assets) if merged_assets else []
     job = dg.define_asset_job(
         JOB_NAME,
         selection=dg.AssetSelection.assets(*assets),

@@ -32,6 +32,8 @@ from ingest_platform.errors import ConfigError
 from ingest_platform.local import cdc_command
 from ingest_platform_tests.cdc.test_pipeline import workload
 
+SCHEMA_CHANGE_CHECK = "column_schema_change"  # dg.build_column_schema_change_checks' name
+
 
 def definitions(env) -> dg.Definitions:
     return dg.Definitions.merge(
@@ -72,7 +74,7 @@ def test_assets_checks_and_metadata(cdc_env):
     assert {(e.asset_key.path[1], e.check_name) for e in evaluations} == {
         (t.name, c)
         for t in cdc_env.config.tables
-        for c in (MATCHES_SOURCE_CHECK, DELETED_CHECK, STAGING_EMPTY_CHECK)
+        for c in (MATCHES_SOURCE_CHECK, DELETED_CHECK, STAGING_EMPTY_CHECK, SCHEMA_CHANGE_CHECK)
     }
     assert all(e.passed for e in evaluations), [
         (e.asset_key, e.check_name, e.description) for e in evaluations if not e.passed
@@ -271,3 +273,26 @@ def test_sensor_heartbeat_requests_quiet_tables():
     assert evaluate_cdc_sensor(
         first.cursor, {}, config, now=1301.0, heartbeat_seconds=300
     ).run_requests
+
+
+def test_schema_change_check_reports_a_new_source_column(cdc_env):
+    job = definitions(cdc_env).resolve_job_def(JOB_NAME)
+    item = dg.AssetCheckKey(dg.AssetKey(["cdc", "pm_item"]), SCHEMA_CHANGE_CHECK)
+
+    def schema_check(result) -> dg.AssetCheckEvaluation:
+        [evaluation] = [
+            e for e in result.get_asset_check_evaluations() if e.asset_check_key == item
+        ]
+        return evaluation
+
+    with dg.instance_for_test() as instance:
+        assert job.execute_in_process(instance=instance).success
+        workload(cdc_env, 5)
+        unchanged = job.execute_in_process(instance=instance)
+        assert schema_check(unchanged).passed, schema_check(unchanged).description
+        with cdc_env.source() as conn:
+            conn.execute("ALTER TABLE pm_item ADD COLUMN priority smallint")
+        workload(cdc_env, 5, seed=4)
+        changed = schema_check(job.execute_in_process(instance=instance))
+        assert not changed.passed and changed.severity == dg.AssetCheckSeverity.WARN
+        assert "Added columns: priority" in changed.description
