@@ -176,7 +176,7 @@ def build_cdc_definitions(
         merged_assets.append(_merged_asset(config, table, merged))
         checks.append(_merged_checks(config, table, merged))
     assets += merged_assets
-    # The merged table's `dagster/column_schema` of the last two merges compared (warns on a change).
+    # The `dagster/column_schema` of the last two merges compared (warns on a change).
     checks += dg.build_column_schema_change_checks(assets=merged_assets) if merged_assets else []
     job = dg.define_asset_job(
         JOB_NAME,
