@@ -7,14 +7,17 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
+from ingest_platform.cdc.config import DEMO_TABLES, CdcConfig
 from ingest_platform.defs.bigquery_mirror import (
     COUNTS_CHECK,
     HASHES_CHECK,
+    REVERIFY_SCHEDULE,
     MirrorTranslator,
     build_cdc_mirror_definitions,
     build_mirror_definitions,
 )
-from ingest_platform.defs.resources import PostgresResource
+from ingest_platform.defs.cdc import MATCHES_SOURCE_CHECK, CdcSourceResource, build_cdc_definitions
+from ingest_platform.defs.resources import BigQueryResource, PostgresResource
 from ingest_platform.dumps.directory import DumpCatalog, DumpFile
 from ingest_platform_tests.bigquery.helpers import make_dump_table
 
@@ -144,3 +147,28 @@ def _make_cdc_table(pg_dsn) -> None:
             "INSERT INTO cdc.pm_plan (id, title, is_deleted, _last_change_id) VALUES (1, 'a', "
             "false, 1), (2, 'b', true, 2)"
         )
+
+
+def test_nightly_reverify_covers_merged_tables_and_mirrors():
+    config = CdcConfig(tables=DEMO_TABLES)
+    defs = dg.Definitions.merge(
+        build_cdc_definitions(config, source=CdcSourceResource(dsn="host=unused")),
+        build_cdc_mirror_definitions(config.tables),
+        dg.Definitions(
+            resources={
+                "postgres": PostgresResource(dsn="host=unused"),
+                "bigquery": BigQueryResource(project="unused"),
+            }
+        ),
+    )
+    schedule = defs.resolve_schedule_def(REVERIFY_SCHEDULE)
+    defs.resolve_job_def(schedule.job_name)  # the target resolves to a job
+    selected = schedule.target.job_def.selection.resolve_checks(defs.resolve_asset_graph())
+    for table in config.tables:
+        merged, mirror = (
+            dg.AssetKey(["cdc", table.name]),
+            dg.AssetKey(["bigquery", "cdc", table.name]),
+        )
+        assert dg.AssetCheckKey(merged, MATCHES_SOURCE_CHECK) in selected
+        assert dg.AssetCheckKey(mirror, HASHES_CHECK) in selected
+        assert dg.AssetCheckKey(mirror, COUNTS_CHECK) in selected
