@@ -78,6 +78,7 @@ def test_versions_load_through_dagster_with_metadata_and_passing_checks(demo_dum
             checks = {
                 (c.asset_key.path[-1], c.check_name): c.passed
                 for c in result.get_asset_check_evaluations()
+                if c.check_name != "column_schema_change"  # warns on 2.0: its test is below
             }
             assert checks and all(checks.values()), checks
             assert (("orders", ROWS_CHECK) in checks) and (("orders", COLUMNS_CHECK) in checks)
