@@ -78,6 +78,7 @@ def test_versions_load_through_dagster_with_metadata_and_passing_checks(demo_dum
             checks = {
                 (c.asset_key.path[-1], c.check_name): c.passed
                 for c in result.get_asset_check_evaluations()
+                if c.check_name != "column_schema_change"  # warns on 2.0: its test is below
             }
             assert checks and all(checks.values()), checks
             assert (("orders", ROWS_CHECK) in checks) and (("orders", COLUMNS_CHECK) in checks)
@@ -361,3 +362,27 @@ def test_a_failed_blocking_check_stops_the_mirror_in_the_same_run(demo_dumps, pg
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks[ROWS_CHECK] is False
     assert mirrored == []  # the blocking check stopped the mirror
+
+
+def test_schema_change_check_reports_a_version_that_adds_a_column(demo_dumps, pg_dsn):
+    """`column_schema_change` compares the parent's column schema of the last two loads."""
+    defs = dump_definitions(demo_dumps, pg_dsn)
+    by_version = {d.version: d for d in scan_dump_dir(demo_dumps).dumps}
+    customer = dg.AssetKey(["dumps", "shop", "customer"])
+    check = dg.AssetCheckKey(customer, "column_schema_change")
+    assert check in defs.resolve_asset_graph().asset_check_keys
+    with dg.DagsterInstance.ephemeral() as instance:
+        evaluations = {}
+        for version in ("1.0-eu", "2.0-eu", "2.0-us"):
+            result = run_dump(defs, instance, by_version[version])
+            assert result.success, version
+            evaluations[version] = {
+                (e.asset_key, e.check_name): e for e in result.get_asset_check_evaluations()
+            }
+        first = evaluations["1.0-eu"][(customer, "column_schema_change")]
+        assert first.passed  # one load: nothing to compare with
+        changed = evaluations["2.0-eu"][(customer, "column_schema_change")]
+        assert not changed.passed and changed.severity == dg.AssetCheckSeverity.WARN
+        assert "Added columns: country" in changed.description
+        same = evaluations["2.0-us"][(customer, "column_schema_change")]
+        assert same.passed, same.description

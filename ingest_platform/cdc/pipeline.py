@@ -3,6 +3,7 @@
     stage_changes(source_dsn, warehouse_dsn, config, table)   -> StageResult
     merge_staged(source_dsn, warehouse_dsn, config, table)    -> MergeResult
     run_table(source_dsn, warehouse_dsn, config, table)       -> (StageResult, MergeResult)
+    full_resync(source_dsn, warehouse_dsn, config, table)     -> MergeCounts (repair drift)
 
 Transactions and what a crash leaves
 ------------------------------------
@@ -246,6 +247,66 @@ def merge_staged(
             wh.truncate_staging(wconn, schema, table)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def full_resync(
+    source_dsn: str, warehouse_dsn: str, config: CdcConfig, table: CdcTable
+) -> wh.MergeCounts:
+    """Repair a drifted merged table: stage every current source row (as 'changed') and every live
+    merged key the source no longer has (as gone), and merge them, in one warehouse transaction
+    that holds the watermark row. The watermark does not move: changes past it are applied by the
+    next run as usual (the rows they stage are the current ones, so applying them again is
+    harmless); a staged but unmerged interval is dropped and restaged by that run. Rows get the
+    watermark as `_last_change_id`."""
+    schema = config.warehouse_schema
+    with (
+        connect(warehouse_dsn, autocommit=True) as wconn,
+        connect(source_dsn, autocommit=True) as sconn,
+    ):
+        wh.ensure_watermark(wconn, schema, table.name)
+        sconn.autocommit = False
+        sconn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        sconn.read_only = True
+        try:
+            source = src.read_source_table(sconn, table, [])
+            types, _ = wh.evolve_merged_table(
+                wconn, schema, table, source, config.terminate_blockers_after
+            )
+            with wconn.transaction():
+                mark = _watermark(wconn, schema, table.name, for_update=True)
+                src.set_planner(wconn, WORK_MEM)
+                wh.recreate_staging(wconn, schema, table, source, types)
+                _copy_between(
+                    sconn,
+                    wconn,
+                    _copy_all_rows(table, source, mark.horizon_id),
+                    psycopg.sql.SQL("COPY {} FROM STDIN").format(
+                        qualified(schema, table.staging_table)
+                    ),
+                )
+                wh.stage_missing_as_gone(wconn, schema, table, source.primary_key, mark.horizon_id)
+                wh.mark_staged(wconn, schema, table.name, None, None, {}, mark.candidates)
+                wh.analyze_staging(wconn, schema, table)
+                columns = [n for n, _ in source.columns]
+                counts = wh.merge_staging(wconn, schema, table, columns, source.primary_key)
+        finally:
+            sconn.rollback()
+        wh.truncate_staging(wconn, schema, table)
+    return counts
+
+
+def _copy_all_rows(
+    table: CdcTable, source: src.SourceTable, change_id: int
+) -> psycopg.sql.Composed:
+    """COPY of every source row in the staging table's column order, as a 'changed' row."""
+    order = [source.primary_key] + [n for n, _ in source.columns if n != source.primary_key]
+    return psycopg.sql.SQL(
+        "COPY (SELECT {}::bigint, 'changed', true, {} FROM {}) TO STDOUT"
+    ).format(
+        psycopg.sql.Literal(change_id),
+        psycopg.sql.SQL(", ").join(map(psycopg.sql.Identifier, order)),
+        qualified(table.source_schema, table.source_table),
+    )
 
 
 def run_table(

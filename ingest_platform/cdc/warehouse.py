@@ -381,6 +381,26 @@ def staging_counts(conn: psycopg.Connection, schema: str, table: CdcTable) -> di
     return counts
 
 
+def stage_missing_as_gone(
+    conn: psycopg.Connection, schema: str, table: CdcTable, key: str, change_id: int
+) -> None:
+    """(Full resync, after staging every source row.) Live merged keys that staging lacks are
+    staged as gone, so the merge soft-deletes them."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {staging} (_change_id, _action, _row_found, {key}) "
+            "SELECT {id}, 'changed', false, m.{key} FROM {merged} m WHERE NOT m.{is_deleted} "
+            "AND NOT EXISTS (SELECT 1 FROM {staging} s WHERE s.{key} = m.{key})"
+        ).format(
+            staging=qualified(schema, table.staging_table),
+            merged=qualified(schema, table.merged_table),
+            key=sql.Identifier(key),
+            id=sql.Literal(change_id),
+            is_deleted=sql.Identifier(IS_DELETED),
+        )
+    )
+
+
 def finish_merge(conn: psycopg.Connection, schema: str, table: str, watermark: Watermark) -> None:
     """(Inside the merge transaction.) Move the watermark to the staged horizon."""
     info = watermark.staged_info or {}

@@ -304,6 +304,8 @@ def _definitions(records: list[MirrorRecord], translator: MirrorTranslator) -> d
     if not assets:
         return dg.Definitions()
     mirrors = [key for assets_def in assets for key in assets_def.keys]
+    # The mirror's `dagster/column_schema` of the last two runs compared (warns on a change).
+    checks += dg.build_column_schema_change_checks(assets=mirrors)
     # Mirrors follow their PostgreSQL assets: a new version or merge is mirrored without a click.
     follow = dg.AutomationConditionSensorDefinition(
         "bigquery_mirror_sensor",
@@ -314,16 +316,20 @@ def _definitions(records: list[MirrorRecord], translator: MirrorTranslator) -> d
         "updates and its blocking checks passed.",
     )
     schedules = []
+    cdc = [r.upstream.key for r in records if r.upstream.partitions_def is None]
     unpartitioned = [a.key for a in assets if a.partitions_def is None]
     if unpartitioned:
+        # Dump mirrors' checks are partitioned by version: a schedule's run has one partition, so
+        # they are re-run per version from the UI (Execute) or after each mirror run instead.
         schedules.append(
             dg.ScheduleDefinition(
                 name=REVERIFY_SCHEDULE,
                 cron_schedule="0 3 * * *",
-                target=dg.AssetSelection.checks_for_assets(*unpartitioned),
+                target=dg.AssetSelection.checks_for_assets(*unpartitioned, *cdc),
                 default_status=dg.DefaultScheduleStatus.RUNNING,
-                description="Re-runs the checks of the CDC mirrors every night (they also run "
-                "after each mirror run, and from the UI's Execute button).",
+                description="Re-runs the checks of the CDC merged tables (`matches_source`, ...) "
+                "and of their mirrors every night (they also run after each merge or mirror run, "
+                "and from the UI's Execute button).",
             )
         )
     return dg.Definitions(assets=assets, asset_checks=checks, sensors=[follow], schedules=schedules)

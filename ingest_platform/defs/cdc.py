@@ -26,6 +26,7 @@ from ingest_platform.cdc.config import (
 )
 from ingest_platform.cdc.pipeline import (
     DEFAULT_WAIT_SECONDS,
+    full_resync,
     merge_staged,
     pending_tables,
     stage_changes,
@@ -35,6 +36,7 @@ from ingest_platform.defs.resources import PostgresResource
 from ingest_platform.errors import IngestError
 
 JOB_NAME = "cdc_sync"
+RESYNC_JOB_NAME = "cdc_full_resync"
 SENSOR_NAME = "cdc_change_log_sensor"
 MATCHES_SOURCE_CHECK = "matches_source"
 DELETED_CHECK = "deleted_objects_soft_deleted"
@@ -168,13 +170,16 @@ def build_cdc_definitions(
         return translator.get_asset_spec(record)
 
     external: list[dg.AssetSpec] = [spec(None, "change_log")] if config.tables else []
-    assets, checks = [], []
+    assets, merged_assets, checks = [], [], []
     for table in config.tables:
         external.append(spec(table, "source"))
         assets.append(_staging_asset(config, table, spec(table, "staging"), wait_seconds))
         merged = spec(table, "merged")
-        assets.append(_merged_asset(config, table, merged))
+        merged_assets.append(_merged_asset(config, table, merged))
         checks.append(_merged_checks(config, table, merged))
+    assets += merged_assets
+    # The `dagster/column_schema` of the last two merges compared (warns on a change).
+    checks += dg.build_column_schema_change_checks(assets=merged_assets) if merged_assets else []
     job = dg.define_asset_job(
         JOB_NAME,
         selection=dg.AssetSelection.assets(*assets),
@@ -184,7 +189,7 @@ def build_cdc_definitions(
     return dg.Definitions(
         assets=[*external, *assets],
         asset_checks=checks,
-        jobs=[job],
+        jobs=[job, _resync_job(config, translator)] if config.tables else [job],
         sensors=[_sensor(config, translator, heartbeat_seconds)],
         resources={"cdc_source": source},
     )
@@ -326,6 +331,50 @@ def _merged_checks(
         )
 
     return merged_checks
+
+
+class ResyncConfig(dg.Config):
+    table: str = Field(description="The tracked table to resync, e.g. pm_item.")
+
+
+def _resync_job(cdc: CdcConfig, translator: CdcTranslator) -> dg.JobDefinition:
+    """`cdc_full_resync`: repairs a merged table that drifted from its source (a failed
+    `matches_source`): every source row restaged and merged, missing keys soft-deleted."""
+
+    @dg.op(name="full_resync")
+    def resync(
+        context: dg.OpExecutionContext,
+        config: ResyncConfig,
+        postgres: PostgresResource,
+        cdc_source: CdcSourceResource,
+    ):
+        table = cdc.table(config.table)
+        counts = full_resync(cdc_source.resolved_dsn(), postgres.dsn, cdc, table)
+        context.log.info(
+            f"Resynced {table.name}: {counts.inserted} inserted, {counts.updated} updated, "
+            f"{counts.soft_deleted} soft-deleted."
+        )
+        yield dg.AssetMaterialization(
+            asset_key=translator.asset_key(cdc, table, "merged"),
+            metadata={
+                "full_resync": True,
+                "rows_inserted": counts.inserted,
+                "rows_updated": counts.updated,
+                "rows_soft_deleted": counts.soft_deleted,
+            },
+        )
+        yield dg.Output(None)
+
+    @dg.job(
+        name=RESYNC_JOB_NAME,
+        executor_def=dg.in_process_executor,
+        description="Full resync of one CDC merged table from its source (run config: "
+        "`ops: {full_resync: {config: {table: <name>}}}`); then run its checks.",
+    )
+    def resync_job():
+        resync()
+
+    return resync_job
 
 
 def _sensor(

@@ -125,6 +125,8 @@ def build_dump_definitions(
                 "(the I/O manager parallelizes each table).",
             )
         )
+    # The parent's `dagster/column_schema` of the last two loads compared (warns on a change).
+    checks += dg.build_column_schema_change_checks(assets=assets) if assets else []
     return dg.Definitions(
         assets=assets or [_no_dumps_yet()],
         asset_checks=checks,

@@ -7,16 +7,21 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
+from ingest_platform.cdc.config import DEMO_TABLES, CdcConfig
 from ingest_platform.defs.bigquery_mirror import (
     COUNTS_CHECK,
     HASHES_CHECK,
+    REVERIFY_SCHEDULE,
     MirrorTranslator,
     build_cdc_mirror_definitions,
     build_mirror_definitions,
 )
-from ingest_platform.defs.resources import PostgresResource
+from ingest_platform.defs.cdc import MATCHES_SOURCE_CHECK, CdcSourceResource, build_cdc_definitions
+from ingest_platform.defs.resources import BigQueryResource, PostgresResource
 from ingest_platform.dumps.directory import DumpCatalog, DumpFile
 from ingest_platform_tests.bigquery.helpers import make_dump_table
+
+SCHEMA_CHANGE_CHECK = "column_schema_change"  # dg.build_column_schema_change_checks' name
 
 
 def _run(defs, key, resources, partition=None, instance=None):
@@ -106,3 +111,64 @@ def test_cdc_mirror_asset(pg_dsn, bigquery_resource, bq_dataset):
     assert checks[HASHES_CHECK].passed
     with bigquery_resource.get_client() as client:
         client.delete_dataset(f"{bq_dataset}_cdc", delete_contents=True)
+
+
+def test_cdc_mirror_schema_change_check(pg_dsn, bigquery_resource, bq_dataset):
+    _make_cdc_table(pg_dsn)
+    defs = build_cdc_mirror_definitions(
+        ["pm_plan"], translator=MirrorTranslator(prefix=bq_dataset + "_")
+    )
+    key = ["bigquery", "cdc", "pm_plan"]
+    resources = {"postgres": PostgresResource(dsn=pg_dsn), "bigquery": bigquery_resource}
+    instance = dg.DagsterInstance.ephemeral()
+    _run(defs, key, resources, instance=instance)
+    assert _checks(_run(defs, key, resources, instance=instance))[SCHEMA_CHANGE_CHECK].passed
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE cdc.pm_plan ADD COLUMN note text")
+    with bigquery_resource.get_client() as client:  # the emulator cannot add columns: rebuild
+        client.delete_table(f"{client.project}.{bq_dataset}_cdc.pm_plan")
+    changed = _checks(_run(defs, key, resources, instance=instance))[SCHEMA_CHANGE_CHECK]
+    assert not changed.passed and changed.severity == dg.AssetCheckSeverity.WARN
+    assert "Added columns: note" in changed.description
+    with bigquery_resource.get_client() as client:
+        client.delete_dataset(f"{bq_dataset}_cdc", delete_contents=True)
+
+
+def _make_cdc_table(pg_dsn) -> None:
+    """A merged table as CDC makes it: live row 1, soft-deleted row 2."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA cdc")
+        conn.execute(
+            "CREATE TABLE cdc.pm_plan (id bigint PRIMARY KEY, title text, is_deleted boolean NOT "
+            "NULL DEFAULT false,"
+            " _last_change_id bigint NOT NULL, _applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(
+            "INSERT INTO cdc.pm_plan (id, title, is_deleted, _last_change_id) VALUES (1, 'a', "
+            "false, 1), (2, 'b', true, 2)"
+        )
+
+
+def test_nightly_reverify_covers_merged_tables_and_mirrors():
+    config = CdcConfig(tables=DEMO_TABLES)
+    defs = dg.Definitions.merge(
+        build_cdc_definitions(config, source=CdcSourceResource(dsn="host=unused")),
+        build_cdc_mirror_definitions(config.tables),
+        dg.Definitions(
+            resources={
+                "postgres": PostgresResource(dsn="host=unused"),
+                "bigquery": BigQueryResource(project="unused"),
+            }
+        ),
+    )
+    schedule = defs.resolve_schedule_def(REVERIFY_SCHEDULE)
+    defs.resolve_job_def(schedule.job_name)  # the target resolves to a job
+    selected = schedule.target.job_def.selection.resolve_checks(defs.resolve_asset_graph())
+    for table in config.tables:
+        merged, mirror = (
+            dg.AssetKey(["cdc", table.name]),
+            dg.AssetKey(["bigquery", "cdc", table.name]),
+        )
+        assert dg.AssetCheckKey(merged, MATCHES_SOURCE_CHECK) in selected
+        assert dg.AssetCheckKey(mirror, HASHES_CHECK) in selected
+        assert dg.AssetCheckKey(mirror, COUNTS_CHECK) in selected

@@ -21,6 +21,7 @@ from ingest_platform.defs.cdc import (
     DELETED_CHECK,
     JOB_NAME,
     MATCHES_SOURCE_CHECK,
+    RESYNC_JOB_NAME,
     STAGING_EMPTY_CHECK,
     CdcSourceResource,
     CdcTranslator,
@@ -31,6 +32,8 @@ from ingest_platform.defs.resources import PostgresResource
 from ingest_platform.errors import ConfigError
 from ingest_platform.local import cdc_command
 from ingest_platform_tests.cdc.test_pipeline import workload
+
+SCHEMA_CHANGE_CHECK = "column_schema_change"  # dg.build_column_schema_change_checks' name
 
 
 def definitions(env) -> dg.Definitions:
@@ -72,7 +75,7 @@ def test_assets_checks_and_metadata(cdc_env):
     assert {(e.asset_key.path[1], e.check_name) for e in evaluations} == {
         (t.name, c)
         for t in cdc_env.config.tables
-        for c in (MATCHES_SOURCE_CHECK, DELETED_CHECK, STAGING_EMPTY_CHECK)
+        for c in (MATCHES_SOURCE_CHECK, DELETED_CHECK, STAGING_EMPTY_CHECK, SCHEMA_CHANGE_CHECK)
     }
     assert all(e.passed for e in evaluations), [
         (e.asset_key, e.check_name, e.description) for e in evaluations if not e.passed
@@ -271,3 +274,82 @@ def test_sensor_heartbeat_requests_quiet_tables():
     assert evaluate_cdc_sensor(
         first.cursor, {}, config, now=1301.0, heartbeat_seconds=300
     ).run_requests
+
+
+def test_schema_change_check_reports_a_new_source_column(cdc_env):
+    job = definitions(cdc_env).resolve_job_def(JOB_NAME)
+    item = dg.AssetCheckKey(dg.AssetKey(["cdc", "pm_item"]), SCHEMA_CHANGE_CHECK)
+
+    def schema_check(result) -> dg.AssetCheckEvaluation:
+        [evaluation] = [
+            e for e in result.get_asset_check_evaluations() if e.asset_check_key == item
+        ]
+        return evaluation
+
+    with dg.instance_for_test() as instance:
+        assert job.execute_in_process(instance=instance).success
+        workload(cdc_env, 5)
+        unchanged = job.execute_in_process(instance=instance)
+        assert schema_check(unchanged).passed, schema_check(unchanged).description
+        with cdc_env.source() as conn:
+            conn.execute("ALTER TABLE pm_item ADD COLUMN priority smallint")
+        workload(cdc_env, 5, seed=4)
+        changed = schema_check(job.execute_in_process(instance=instance))
+        assert not changed.passed and changed.severity == dg.AssetCheckSeverity.WARN
+        assert "Added columns: priority" in changed.description
+
+
+def test_full_resync_repairs_rows_changed_behind_the_platforms_back(cdc_env):
+    defs = definitions(cdc_env)
+    item = dg.AssetKey(["cdc", "pm_item"])
+    checks_only = defs.resolve_implicit_global_asset_job_def().get_subset(
+        asset_selection=set(),
+        asset_check_selection={
+            dg.AssetCheckKey(item, c)
+            for c in (MATCHES_SOURCE_CHECK, DELETED_CHECK, STAGING_EMPTY_CHECK)
+        },
+    )
+    with dg.instance_for_test() as instance:
+        assert defs.resolve_job_def(JOB_NAME).execute_in_process(instance=instance).success
+        watermark = cdc_env.watermark("pm_item")
+        with cdc_env.warehouse() as conn:
+            ids = [r[0] for r in conn.execute("SELECT id FROM cdc.pm_item ORDER BY id LIMIT 3")]
+            conn.execute("UPDATE cdc.pm_item SET qty = qty + 1 WHERE id = %s", (ids[0],))
+            conn.execute("DELETE FROM cdc.pm_item WHERE id = %s", (ids[1],))
+        [failed] = [
+            e
+            for e in checks_only.execute_in_process(
+                instance=instance, raise_on_error=False
+            ).get_asset_check_evaluations()
+            if e.check_name == MATCHES_SOURCE_CHECK
+        ]
+        assert not failed.passed
+        differing = failed.metadata["differing_keys"].value
+        assert str(ids[0]) in differing and str(ids[1]) in differing
+        resync = defs.resolve_job_def(RESYNC_JOB_NAME).execute_in_process(
+            instance=instance, run_config={"ops": {"full_resync": {"config": {"table": "pm_item"}}}}
+        )
+        assert resync.success
+        materialization = instance.get_latest_materialization_event(item).asset_materialization
+        assert materialization.metadata["rows_inserted"].value == 1
+        again = checks_only.execute_in_process(instance=instance).get_asset_check_evaluations()
+        assert all(e.passed for e in again), [e.description for e in again]
+        assert cdc_env.watermark("pm_item") == watermark  # the watermark did not move
+
+
+def test_full_resync_soft_deletes_keys_gone_from_the_source(cdc_env):
+    config = cdc_env.config
+    table = config.table("pm_plan")
+    pipeline.run_all(cdc_env.source_dsn, cdc_env.warehouse_dsn, config)
+    with cdc_env.warehouse() as conn:  # a row the source never had
+        some = conn.execute("SELECT max(id) FROM cdc.pm_plan").fetchone()[0]
+        conn.execute(
+            "INSERT INTO cdc.pm_plan SELECT * FROM cdc.pm_plan WHERE id = %s "
+            "ON CONFLICT DO NOTHING",
+            (some,),
+        )
+        conn.execute("UPDATE cdc.pm_plan SET id = id + 1000000 WHERE id = %s", (some,))
+    counts = pipeline.full_resync(cdc_env.source_dsn, cdc_env.warehouse_dsn, config, table)
+    assert counts.soft_deleted == 1 and counts.inserted == 1
+    assert cdc_env.merged("pm_plan", f"id = {some + 1000000}")[some + 1000000]["is_deleted"]
+    assert not pipeline.pending_tables(cdc_env.source_dsn, cdc_env.warehouse_dsn, config)
