@@ -57,6 +57,7 @@ class DumpTable:
     app: str
     table: str
     pg_schema: str
+    dialects: tuple[str, ...] = ()  # of the dumps that bring the table
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,26 @@ class DumpTranslator:
     call it and `.replace_attributes(...)` / `.merge_attributes(...)` the result).
 
     `schema_prefix`: the PostgreSQL schema of app A is `schema_prefix + A`; by default
-    `INGEST_DUMP_SCHEMA_PREFIX`, read when the translator is made."""
+    `INGEST_DUMP_SCHEMA_PREFIX`, read when the translator is made. `owners` and `tags` go on
+    every spec; `dialects` maps (app, table) to the dialects of the dumps that bring it (tag
+    `ingest/dialect`, e.g. `mssql` or `mssql-mysql`)."""
 
     schema_prefix: str = field(default_factory=lambda: pg_schema_for(""))
+    owners: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict, hash=False)
+    dialects: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict, hash=False)
+
+    @staticmethod
+    def dialects_of(catalog: DumpCatalog) -> dict[tuple[str, str], tuple[str, ...]]:
+        """(app, table) -> sorted names of the dialects of the catalog's dumps with that table."""
+        found: dict[tuple[str, str], set[str]] = {}
+        for dump in catalog.dumps:
+            for table in dump.tables:
+                found.setdefault((dump.app, table), set()).add(dump.dialect or "unknown")
+        return {key: tuple(sorted(names)) for key, names in found.items()}
 
     def record(self, app: str, table: str) -> DumpTable:
-        return DumpTable(app, table, self.schema_prefix + app)
+        return DumpTable(app, table, self.schema_prefix + app, self.dialects.get((app, table), ()))
 
     def asset_key(self, app: str, table: str) -> dg.AssetKey:
         return self.get_asset_spec(self.record(app, table)).key
@@ -97,7 +112,13 @@ class DumpTranslator:
                 f"table `{schema}.{table}__v<version>` when its file lands in INGEST_DUMP_DIR (or "
                 "by `ingest-platform ingest FILE`)."
             ),
-            tags={"ingest/source": "dump", "ingest/app": _safe_name(record.app)},
+            owners=list(self.owners),
+            tags={
+                "ingest/source": "dump",
+                "ingest/app": _safe_name(record.app),
+                **({"ingest/dialect": "-".join(record.dialects)} if record.dialects else {}),
+                **self.tags,
+            },
             metadata={"dagster/table_name": f"{schema}.{table}"},
         )
 
