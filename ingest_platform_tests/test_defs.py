@@ -1,6 +1,38 @@
+"""The platform's definitions: they load, and their asset graph matches a committed snapshot.
+
+`test_asset_graph_matches_the_snapshot` loads the real `ingest_platform.definitions` module (the
+component tree of `ingest_platform/defs_yaml/`) with the demo dumps in a temporary
+INGEST_DUMP_DIR and compares, for every asset, its group, kinds, deps, owners, tags, automation
+condition, freshness policy and partitions; for every check its blocking flag and partitions;
+and the jobs, schedules and sensors, with `ingest_platform_tests/snapshots/asset_graph.json`.
+
+A deliberate change to the graph: refresh the snapshot with one command, then review its diff:
+
+    UPDATE_SNAPSHOTS=1 PYTHONPATH=$PWD .venv/bin/python -m pytest ingest_platform_tests/test_defs.py
+"""
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
 import dagster as dg
+import pytest
 
 from ingest_platform import definitions
+from ingest_platform.demo.dumps import write_demo_dumps
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
+# Settings that change the graph's names or contents: unset, so the snapshot is the defaults'.
+SETTINGS = (
+    "INGEST_DUMP_DIALECT",
+    "INGEST_DUMP_SCHEMA_PREFIX",
+    "INGEST_LOAD_PROCESSES",
+    "INGEST_BQ_DATASET_PREFIX",
+    "INGEST_CDC_CONFIG",
+    "INGEST_CDC_SCHEMA",
+    "INGEST_CDC_SOURCE_DSN",
+)
 
 
 def test_definitions_load_and_validate():
@@ -25,3 +57,116 @@ def test_resources_come_from_the_environment(monkeypatch):
         real["bigquery"].location,
         real["bigquery"].emulator_rest_endpoint,
     ) == ("acme-analytics", "EU", None)
+
+
+def load_definitions_module(dump_dir: Path, monkeypatch) -> dg.Definitions:
+    """A fresh execution of `ingest_platform/definitions.py` (not the imported module, which keeps
+    the environment it was first loaded with)."""
+    for name in SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("INGEST_DUMP_DIR", str(dump_dir))
+    spec = importlib.util.find_spec("ingest_platform.definitions")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.defs
+
+
+def describe_condition(condition) -> str | None:
+    """An automation condition as its label, or its operator over its operands' descriptions."""
+    if condition is None:
+        return None
+    label = condition.get_label()
+    if label:
+        return label
+    children = [describe_condition(child) for child in condition.children]
+    return (
+        f"{condition.name}({', '.join(c or '?' for c in children)})"
+        if children
+        else str(condition.name)
+    )
+
+
+def describe_freshness(policy) -> dict | None:
+    if policy is None:
+        return None
+    described: dict = {"type": type(policy).__name__}
+    for name in ("fail_window", "warn_window"):
+        window = getattr(policy, name, None)
+        if window is not None:
+            described[name] = str(window.to_timedelta())
+    return described
+
+
+def asset_graph_snapshot(defs: dg.Definitions) -> dict:
+    graph = defs.resolve_asset_graph()
+    assets = {}
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        assets[key.to_user_string()] = {
+            "group": node.group_name,
+            "kinds": sorted(node.kinds),
+            "deps": sorted(parent.to_user_string() for parent in node.parent_keys),
+            "owners": sorted(node.owners),
+            "tags": {
+                k: v for k, v in sorted(node.tags.items()) if not k.startswith("dagster/kind/")
+            },
+            "automation_condition": describe_condition(node.automation_condition),
+            "freshness_policy": describe_freshness(node.freshness_policy),
+            "partitions": getattr(node.partitions_def, "name", None)
+            or (type(node.partitions_def).__name__ if node.partitions_def else None),
+            "external": not node.is_materializable,
+        }
+    checks = {}
+    for check_key in sorted(graph.asset_check_keys, key=lambda k: k.to_user_string()):
+        check = graph.get_check_spec(check_key)
+        checks[check_key.to_user_string()] = {
+            "blocking": check.blocking,
+            "partitions": getattr(check.partitions_def, "name", None),
+        }
+    repository = defs.get_repository_def()
+    jobs = {
+        job.name: sorted(k.to_user_string() for k in job.asset_layer.selected_asset_keys)
+        for job in sorted(repository.get_all_jobs(), key=lambda job: job.name)
+        if not job.name.startswith("__")
+    }
+    sensors = {
+        sensor.name: {
+            "default_status": sensor.default_status.value,
+            "jobs": sorted(target.job_name for target in sensor.targets),
+            "minimum_interval_seconds": sensor.minimum_interval_seconds,
+        }
+        for sensor in sorted(repository.sensor_defs, key=lambda sensor: sensor.name)
+    }
+    schedules = {
+        schedule.name: {"cron": schedule.cron_schedule, "job": schedule.job_name}
+        for schedule in sorted(repository.schedule_defs, key=lambda schedule: schedule.name)
+    }
+    return {
+        "assets": assets,
+        "checks": checks,
+        "jobs": jobs,
+        "sensors": sensors,
+        "schedules": schedules,
+    }
+
+
+@pytest.fixture(scope="module")
+def demo_dump_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("dumps")
+    write_demo_dumps(directory, rows=5)
+    return directory
+
+
+def test_asset_graph_matches_the_snapshot(demo_dump_dir, monkeypatch):
+    defs = load_definitions_module(demo_dump_dir, monkeypatch)
+    text = json.dumps(asset_graph_snapshot(defs), indent=2, sort_keys=True) + "\n"
+    assert str(demo_dump_dir) not in text  # no paths: the snapshot is the same on every machine
+    if os.environ.get("UPDATE_SNAPSHOTS"):
+        SNAPSHOT.parent.mkdir(exist_ok=True)
+        SNAPSHOT.write_text(text, encoding="utf-8")
+    assert SNAPSHOT.exists(), f"No snapshot yet: run with UPDATE_SNAPSHOTS=1 to write {SNAPSHOT}."
+    assert text == SNAPSHOT.read_text(encoding="utf-8"), (
+        "The asset graph changed. If deliberately, refresh the snapshot (see this module's "
+        "docstring) and review its diff."
+    )

@@ -386,3 +386,48 @@ def test_schema_change_check_reports_a_version_that_adds_a_column(demo_dumps, pg
         assert "Added columns: country" in changed.description
         same = evaluations["2.0-us"][(customer, "column_schema_change")]
         assert same.passed, same.description
+
+
+def test_a_version_without_a_table_is_not_a_missing_partition_of_it(demo_dumps, pg_dsn):
+    """Version 1.0 has no order_item: its runs record the partition with 0 rows (no failure, no
+    child table), so after all versions nothing of order_item is Missing, and materializing a
+    "missing" version of it (as the UI would, without the sensor's tags) succeeds."""
+    defs = dump_definitions(demo_dumps, pg_dsn)
+    app_tables = scan_dump_dir(demo_dumps).tables_by_app()["shop"]
+    order_item = dg.AssetKey(["dumps", "shop", "order_item"])
+    versions = ("1.0-eu", "2.0-eu", "1.0-us", "2.0-us")
+    by_version = {d.version: d for d in scan_dump_dir(demo_dumps).dumps}
+    with dg.DagsterInstance.ephemeral() as instance:
+        for version in versions:
+            request = run_request_for(by_version[version], TRANSLATOR, app_tables=app_tables)
+            assert order_item in request.asset_selection
+            instance.add_dynamic_partitions("shop_versions", [version])
+            result = defs.resolve_job_def(request.job_name).execute_in_process(
+                instance=instance,
+                partition_key=version,
+                tags=request.tags,
+                asset_selection=list(request.asset_selection),
+                raise_on_error=False,
+            )
+            assert result.success, version
+        assert instance.get_materialized_partitions(order_item) == set(versions)
+        absent = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=order_item, asset_partitions=["1.0-eu"]), limit=1
+        ).records[0]
+        metadata = absent.asset_materialization.metadata
+        assert metadata["dagster/row_count"].value == 0
+        assert metadata["absent_in_version"].value is True
+
+        # "Materialize missing" from the UI: a run without the sensor's tags, for a version
+        # that lacks the table, succeeds and requests nothing that fails.
+        again = defs.resolve_job_def("ingest_shop_dump").execute_in_process(
+            instance=instance,
+            partition_key="1.0-us",
+            asset_selection=[order_item],
+            raise_on_error=False,
+        )
+        assert again.success
+    with psycopg.connect(pg_dsn) as conn:
+        assert dict(
+            conn.execute("SELECT _version, count(*) FROM shop.order_item GROUP BY 1").fetchall()
+        ) == {"2.0-eu": 300, "2.0-us": 300}

@@ -15,7 +15,7 @@ passed. BigQuery dataset names: ``INGEST_BQ_DATASET_PREFIX`` (default empty) + a
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -78,10 +78,13 @@ class MirrorTranslator:
 
     `prefix`: BigQuery dataset of app A is `prefix + A` (CDC: `prefix + "cdc"`); by default
     INGEST_BQ_DATASET_PREFIX, read when the translator is made. `freshness_policy` goes on the
-    mirrors of CDC merged tables (dump mirrors follow dumps, which come when they come)."""
+    mirrors of CDC merged tables (dump mirrors follow dumps, which come when they come); `owners`
+    and `tags` on every spec."""
 
     prefix: str = field(default_factory=dataset_prefix)
     freshness_policy: dg.FreshnessPolicy | None = DEFAULT_FRESHNESS
+    owners: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def dataset(self, domain: str) -> str:
         return bq_name(self.prefix + domain)
@@ -110,7 +113,8 @@ class MirrorTranslator:
             automation_condition=dg.AutomationCondition.eager()
             & dg.AutomationCondition.all_deps_blocking_checks_passed(),
             freshness_policy=None if dump else self.freshness_policy,
-            tags={"ingest/source": "dump" if dump else "cdc"},
+            owners=list(self.owners),
+            tags={"ingest/source": "dump" if dump else "cdc", **self.tags},
             description=(
                 f"BigQuery mirror `{record.dataset}.{record.bq_table}` of PostgreSQL "
                 f"`{record.pg_schema}.{record.pg_table}` ({upstream.key.to_user_string()}); "

@@ -10,7 +10,8 @@ warehouse is the `postgres` resource (INGEST_PG_DSN), the source the `cdc_source
 import json
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import dagster as dg
@@ -81,20 +82,23 @@ class CdcTableRecord:
 class CdcTranslator:
     """The one place where tracked tables become asset specs. Keys: `cdc/<table>` (merged),
     `cdc/<table>__staging`, and the external `cdc_source/<schema>.<table>` and change log.
-    `freshness_policy` goes on merged tables (None: none)."""
+    `freshness_policy` goes on merged tables (None: none); `owners` and `tags` on every spec."""
 
     freshness_policy: dg.FreshnessPolicy | None = DEFAULT_FRESHNESS
+    owners: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def get_asset_spec(self, record: CdcTableRecord) -> dg.AssetSpec:
         log, schema, table = record.change_log, record.warehouse_schema, record.table
         change_log_key = dg.AssetKey([SOURCE_GROUP, f"{log.schema}.{log.change_table}"])
-        tags = {"ingest/source": "cdc"}
+        tags, owners = {"ingest/source": "cdc", **self.tags}, list(self.owners)
         if table is None:
             return dg.AssetSpec(
                 key=change_log_key,
                 group_name=SOURCE_GROUP,
                 kinds={"postgres"},
                 tags=tags,
+                owners=owners,
                 description=(
                     f"The application's change log `{log.schema}.{log.change_table}` (external: "
                     "written by the application). `cdc_change_log_sensor` reads it every 15 s "
@@ -109,6 +113,7 @@ class CdcTranslator:
                 group_name=SOURCE_GROUP,
                 kinds={"postgres"},
                 tags=tags,
+                owners=owners,
                 description=f"Source table {source} in the application database (external).",
             )
         if record.stage == "staging":
@@ -118,6 +123,7 @@ class CdcTranslator:
                 kinds={"postgres"},
                 deps=[source_key, change_log_key],
                 tags=tags,
+                owners=owners,
                 description=(
                     f"Staging table `{schema}.{table.staging_table}`: the current source rows of "
                     f"{source} for the objects changed past the watermark, last action per "
@@ -131,6 +137,7 @@ class CdcTranslator:
             kinds={"postgres"},
             deps=[dg.AssetKey([GROUP, table.staging_table])],
             tags=tags,
+            owners=owners,
             freshness_policy=self.freshness_policy,
             description=(
                 f"Merged table `{schema}.{table.merged_table}`: {source} with `is_deleted` (soft "

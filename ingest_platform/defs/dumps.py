@@ -9,7 +9,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +57,7 @@ class DumpTable:
     app: str
     table: str
     pg_schema: str
+    dialects: tuple[str, ...] = ()  # of the dumps that bring the table
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,26 @@ class DumpTranslator:
     call it and `.replace_attributes(...)` / `.merge_attributes(...)` the result).
 
     `schema_prefix`: the PostgreSQL schema of app A is `schema_prefix + A`; by default
-    `INGEST_DUMP_SCHEMA_PREFIX`, read when the translator is made."""
+    `INGEST_DUMP_SCHEMA_PREFIX`, read when the translator is made. `owners` and `tags` go on
+    every spec; `dialects` maps (app, table) to the dialects of the dumps that bring it (tag
+    `ingest/dialect`, e.g. `mssql` or `mssql-mysql`)."""
 
     schema_prefix: str = field(default_factory=lambda: pg_schema_for(""))
+    owners: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict, hash=False)
+    dialects: Mapping[tuple[str, str], tuple[str, ...]] = field(default_factory=dict, hash=False)
+
+    @staticmethod
+    def dialects_of(catalog: DumpCatalog) -> dict[tuple[str, str], tuple[str, ...]]:
+        """(app, table) -> sorted names of the dialects of the catalog's dumps with that table."""
+        found: dict[tuple[str, str], set[str]] = {}
+        for dump in catalog.dumps:
+            for table in dump.tables:
+                found.setdefault((dump.app, table), set()).add(dump.dialect or "unknown")
+        return {key: tuple(sorted(names)) for key, names in found.items()}
 
     def record(self, app: str, table: str) -> DumpTable:
-        return DumpTable(app, table, self.schema_prefix + app)
+        return DumpTable(app, table, self.schema_prefix + app, self.dialects.get((app, table), ()))
 
     def asset_key(self, app: str, table: str) -> dg.AssetKey:
         return self.get_asset_spec(self.record(app, table)).key
@@ -97,7 +112,13 @@ class DumpTranslator:
                 f"table `{schema}.{table}__v<version>` when its file lands in INGEST_DUMP_DIR (or "
                 "by `ingest-platform ingest FILE`)."
             ),
-            tags={"ingest/source": "dump", "ingest/app": _safe_name(record.app)},
+            owners=list(self.owners),
+            tags={
+                "ingest/source": "dump",
+                "ingest/app": _safe_name(record.app),
+                **({"ingest/dialect": "-".join(record.dialects)} if record.dialects else {}),
+                **self.tags,
+            },
             metadata={"dagster/table_name": f"{schema}.{table}"},
         )
 
@@ -175,7 +196,7 @@ def _dump_table_asset(
 
     @dg.multi_asset(
         name=f"load_{spec.key.to_python_identifier()}",
-        specs=[spec.with_io_manager_key("dump_copy_io_manager")],
+        specs=[spec.with_io_manager_key("dump_copy_io_manager").replace_attributes(skippable=True)],
     )
     def dump_table(
         context: dg.AssetExecutionContext, opened_dumps: dg.ResourceParam[Callable[..., Dump]]
@@ -183,12 +204,22 @@ def _dump_table_asset(
         version = context.partition_key
         dump = _open_version(context, opened_dumps, paths, app, version)
         if table not in dump.tables:
-            raise dg.Failure(
-                f"Dump {dump.path.name} (version {version}) has no table {table!r}; "
-                f"it has: {', '.join(sorted(dump.tables))}."
+            # A version without the table: the parent honestly has no rows of that version, so
+            # the partition is materialized with 0 rows (not Missing forever, and "Materialize
+            # missing" does not launch runs that must fail). No output: nothing to load, no child
+            # table, and the load's checks are skipped.
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key=spec.key,
+                    partition=version,
+                    description=f"Dump {dump.path.name} (version {version}) has no table "
+                    f"{table!r}: no rows of this version.",
+                    metadata={"dagster/row_count": 0, "absent_in_version": True},
+                )
             )
+            return
         # The I/O manager loads the plan and records the load's and the table's metadata.
-        return dg.Output(plan_for(dump, table, schema), output_name=spec.key.to_python_identifier())
+        yield dg.Output(plan_for(dump, table, schema), output_name=spec.key.to_python_identifier())
 
     return dump_table
 
@@ -284,8 +315,13 @@ def _dump_for_run(
 
 
 def run_request_for(
-    dump: DumpFile, translator: DumpTranslator, dialect: str | None = None
+    dump: DumpFile,
+    translator: DumpTranslator,
+    dialect: str | None = None,
+    app_tables: Iterable[str] = (),
 ) -> dg.RunRequest:
+    """The run that loads `dump`. `app_tables`: every table the definitions know for its app; the
+    ones the dump lacks are in the run too, and record their partition with 0 rows."""
     tags = {DUMP_PATH_TAG: str(dump.path), APP_TAG: dump.app, VERSION_TAG: dump.version}
     if dialect:
         tags[DIALECT_TAG] = dialect
@@ -293,7 +329,10 @@ def run_request_for(
         run_key=f"{dump.path.name}:{dump.path.stat().st_mtime_ns}",
         job_name=translator.job_name(dump.app),
         partition_key=dump.version,
-        asset_selection=[translator.asset_key(dump.app, table) for table in dump.tables],
+        asset_selection=[
+            translator.asset_key(dump.app, table)
+            for table in sorted(set(dump.tables) | set(app_tables))
+        ],
         tags=tags,
     )
 
@@ -372,7 +411,9 @@ def evaluate_dump_directory(
             }
             continue
         partitions.setdefault(dump.app, []).append(dump.version)
-        run_requests.append(run_request_for(dump, translator))
+        run_requests.append(
+            run_request_for(dump, translator, app_tables=known_tables.get(dump.app, ()))
+        )
         state[path.name] = {"seen": seen, "done": True}
     reload_needed = (
         (

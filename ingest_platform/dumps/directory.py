@@ -23,6 +23,7 @@ class DumpFile:
     app: str
     version: str
     tables: tuple[str, ...]
+    dialect: str = ""  # the dialect's name (mssql, mysql, csv, ...); "" when unknown
 
 
 @dataclass
@@ -66,7 +67,9 @@ def describe_dump(
     with open_dump(
         path, dialect=dialect, app=app, version=version, default_dialect=default_dialect(environ)
     ) as dump:
-        return DumpFile(path.resolve(), dump.app, dump.version, tuple(sorted(dump.tables)))
+        return DumpFile(
+            path.resolve(), dump.app, dump.version, tuple(sorted(dump.tables)), dump.dialect.name
+        )
 
 
 def scan_dump_dir(directory: Path, settle_seconds: float = 0.0, environ=os.environ) -> DumpCatalog:

@@ -26,14 +26,16 @@ def ingest_dumps(
     succeeded."""
     dumps = [describe_dump(path, dialect=dialect, app=app, version=version) for path in paths]
     translator = DumpTranslator()
+    catalog = DumpCatalog(dumps=dumps)
+    app_tables = catalog.tables_by_app()
     defs = dg.Definitions.merge(
-        build_dump_definitions(DumpCatalog(dumps=dumps), translator),
+        build_dump_definitions(catalog, translator),
         dg.Definitions(resources=resources_from_env()),
     )
     failed = 0
     with dg.DagsterInstance.get() as instance:
         for dump in dumps:
-            request = run_request_for(dump, translator, dialect)
+            request = run_request_for(dump, translator, dialect, app_tables[dump.app])
             instance.add_dynamic_partitions(translator.partitions_name(dump.app), [dump.version])
             say(
                 f"Loading {dump.path.name}: app {dump.app}, version {dump.version}, "

@@ -3,10 +3,10 @@
 import dagster as dg
 from pydantic import Field
 
-from ingest_platform.defs.bigquery_mirror import build_mirror_definitions
+from ingest_platform.defs.bigquery_mirror import MirrorTranslator, build_mirror_definitions
 from ingest_platform.defs.components.cdc import CdcSourceComponent
 from ingest_platform.defs.components.dumps import DumpDirectoryComponent
-from ingest_platform.defs.components.settings import export
+from ingest_platform.defs.components.settings import export, owners_field, tags_field
 from ingest_platform.dumps.directory import DumpCatalog
 from ingest_platform.errors import ConfigError
 
@@ -23,6 +23,8 @@ class BigQueryMirrorComponent(dg.Component, dg.Model, dg.Resolvable):
         description="Paths (in the defs folder) of the dump-directory and CDC components to "
         "mirror.",
     )
+    owners: list[str] = owners_field("every mirror")
+    tags: dict[str, str] = tags_field("every mirror")
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         export("INGEST_BQ_DATASET_PREFIX", self.dataset_prefix)
@@ -38,8 +40,9 @@ class BigQueryMirrorComponent(dg.Component, dg.Model, dg.Resolvable):
                     f"Mirror source {path!r} is a {type(source).__name__}: name one dump "
                     "directory or CDC component (at most one CDC source)."
                 )
+        translator = MirrorTranslator(owners=tuple(self.owners), tags=dict(self.tags))
         if cdc is None:
-            return build_mirror_definitions(catalog)
+            return build_mirror_definitions(catalog, translator)
         return build_mirror_definitions(
-            catalog, cdc_tables=cdc.tables, cdc_schema=cdc.warehouse_schema
+            catalog, translator, cdc_tables=cdc.tables, cdc_schema=cdc.warehouse_schema
         )

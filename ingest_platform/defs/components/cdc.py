@@ -16,8 +16,8 @@ from ingest_platform.cdc.config import (
     parse_cdc_config,
     validate_config,
 )
-from ingest_platform.defs.cdc import build_cdc_definitions
-from ingest_platform.defs.components.settings import export
+from ingest_platform.defs.cdc import CdcTranslator, build_cdc_definitions
+from ingest_platform.defs.components.settings import export, owners_field, tags_field
 from ingest_platform.errors import ConfigError
 
 SOURCE_DSN_VARIABLE = "INGEST_CDC_SOURCE_DSN"  # the variable the cdc_source resource reads
@@ -68,6 +68,8 @@ class CdcSourceComponent(dg.Component, dg.Model, dg.Resolvable):
         description="Environment variable with the source's DSN (unset: database cdc_demo on the "
         "warehouse server).",
     )
+    owners: list[str] = owners_field("every CDC asset")
+    tags: dict[str, str] = tags_field("every CDC asset")
 
     _config: CdcConfig | None = PrivateAttr(default=None)
 
@@ -105,4 +107,5 @@ class CdcSourceComponent(dg.Component, dg.Model, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         if self.source_dsn_env != SOURCE_DSN_VARIABLE:  # the resource reads only its own name
             export(SOURCE_DSN_VARIABLE, os.environ.get(self.source_dsn_env))
-        return build_cdc_definitions(self.config())
+        translator = CdcTranslator(owners=tuple(self.owners), tags=dict(self.tags))
+        return build_cdc_definitions(self.config(), translator)

@@ -6,8 +6,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from ingest_platform.defs.components.settings import export
-from ingest_platform.defs.dumps import build_dump_definitions
+from ingest_platform.defs.components.settings import export, owners_field, tags_field
+from ingest_platform.defs.dumps import DumpTranslator, build_dump_definitions
 from ingest_platform.dumps.directory import DumpCatalog, scan_dump_dir
 
 
@@ -29,6 +29,8 @@ class DumpDirectoryComponent(dg.Component, dg.Model, dg.Resolvable):
         default="", description="PostgreSQL schema of an application = prefix + app name."
     )
     load_processes: int = Field(default=2, description="COPY worker processes per table (>= 1).")
+    owners: list[str] = owners_field("every dump table")
+    tags: dict[str, str] = tags_field("every dump table (each also gets `ingest/dialect`)")
 
     _catalog: DumpCatalog | None = PrivateAttr(default=None)
 
@@ -45,5 +47,13 @@ class DumpDirectoryComponent(dg.Component, dg.Model, dg.Resolvable):
         export("INGEST_DUMP_SCHEMA_PREFIX", self.schema_prefix)
         export("INGEST_LOAD_PROCESSES", self.load_processes)
 
+    def translator(self) -> DumpTranslator:
+        catalog = self.catalog()
+        return DumpTranslator(
+            owners=tuple(self.owners),
+            tags=dict(self.tags),
+            dialects=DumpTranslator.dialects_of(catalog),
+        )
+
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return build_dump_definitions(self.catalog())
+        return build_dump_definitions(self.catalog(), self.translator())

@@ -8,6 +8,24 @@ parameters (issue 11, item 2).
 
 import os
 
+from pydantic import Field
+
+DEFAULT_OWNERS = ["team:data-platform"]
+
+
+def owners_field(what: str):
+    return Field(
+        default_factory=lambda: list(DEFAULT_OWNERS),
+        description=f"Owners of {what} (`team:<name>` or an e-mail address), shown in the UI.",
+    )
+
+
+def tags_field(what: str):
+    return Field(
+        default_factory=dict,
+        description=f"Tags on {what}, added to (or replacing) the platform's own `ingest/...`.",
+    )
+
 
 def export(name: str, value: str | int | None) -> None:
     """Set `name` to the attribute's value (unset when None), as the builders read it."""
