@@ -5,6 +5,7 @@ Each part (dump directory, CDC source, BigQuery mirror) is a component configure
 an installed package without pyproject.toml loads the same way.
 """
 
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +15,12 @@ from ingest_platform.defs.resources import resources_from_env
 from ingest_platform.local.environment import require_platform_environment
 
 require_platform_environment()
+
+# The platform uses Dagster's preview and beta features on purpose (partitioned asset checks,
+# components' code references); their warnings would print again in every process that loads the
+# definitions (code server, daemon, each run), drowning what matters in the console.
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 components = dg.ComponentTree.from_module(
     defs_module=defs_yaml, project_root=Path(__file__).resolve().parent.parent
