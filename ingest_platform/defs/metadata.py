@@ -9,6 +9,7 @@ from these keys; numbers stay numbers so Dagster plots them.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import quote
 
 import dagster as dg
 import psycopg
@@ -23,6 +24,8 @@ def pg_uri(dsn: str, schema: str, table: str) -> str:
     """`postgresql://host[:port]/db/schema.table`: where the table is, without user or password."""
     params = conninfo_to_dict(libpq_dsn(dsn))
     host = str(params.get("host") or "localhost")
+    if host.startswith("/"):  # a Unix-socket directory: percent-encoded, as libpq's URIs take it
+        host = quote(host, safe="")
     port = f":{params['port']}" if params.get("port") else ""
     return f"postgresql://{host}{port}/{params.get('dbname') or ''}/{schema}.{table}"
 

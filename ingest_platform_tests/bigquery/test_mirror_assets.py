@@ -66,7 +66,11 @@ def test_dump_mirror_asset_partition_and_checks(pg_dsn, bigquery_resource, bq_da
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("shop_versions", ["1.0", "2.0"])
     result = _run(defs, ["bigquery", "shop", "orders"], resources, "2.0", instance)
-    materialization = result.asset_materializations_for_node(result.all_node_events[0].node_name)[0]
+    (materialization,) = [
+        event.materialization
+        for event in result.get_asset_materialization_events()
+        if event.asset_key == dg.AssetKey(["bigquery", "shop", "orders"])
+    ]
     metadata = {k: v.value for k, v in materialization.metadata.items()}
     assert metadata["rows"] == 1 and metadata["requests"] == 1 and "rows_per_second" in metadata
     checks = _checks(result)
