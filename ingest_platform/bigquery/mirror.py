@@ -248,16 +248,7 @@ def mirror_slice(
         deleted["rows"] = job.num_dml_affected_rows
 
     writer.commit(before_commit=delete_previous)
-    stats = writer.stats
-    return MirrorResult(
-        target.table_id,
-        stats.rows,
-        stats.bytes,
-        stats.requests,
-        stats.streams,
-        time.perf_counter() - started,
-        deleted_rows=deleted.get("rows"),
-    )
+    return _result(target, writer, started, deleted_rows=deleted.get("rows"))
 
 
 def mirror_changes(
@@ -324,17 +315,7 @@ def mirror_changes(
             merged = job.num_dml_affected_rows
     finally:
         bq_client.delete_table(staging.table_id, not_found_ok=True)
-    stats = writer.stats
-    return MirrorResult(
-        target.table_id,
-        stats.rows,
-        stats.bytes,
-        stats.requests,
-        stats.streams,
-        time.perf_counter() - started,
-        merged_rows=merged,
-        watermark_before=watermark,
-    )
+    return _result(target, writer, started, merged_rows=merged, watermark_before=watermark)
 
 
 def merge_statement(
@@ -460,4 +441,20 @@ def mirror_dump_version(
         retry=retry,
         on_request=on_request,
         max_request_bytes=max_request_bytes,
+    )
+
+
+def _result(
+    target: MirrorTarget, writer: PendingStreamWriter, started: float, **counts
+) -> MirrorResult:
+    """The writer's totals since `started`, plus what the caller counted."""
+    stats = writer.stats
+    return MirrorResult(
+        target.table_id,
+        stats.rows,
+        stats.bytes,
+        stats.requests,
+        stats.streams,
+        time.perf_counter() - started,
+        **counts,
     )
