@@ -452,6 +452,22 @@ def test_plain_dagster_without_the_platform_environment_stops_in_one_line(projec
     assert "ingest-platform dev" in MISSING and "ingest-platform services" in MISSING
 
 
+@pytest.mark.parametrize("command", [["dev", "--port", "0"], ["launch", "--assets", "cdc/*"]])
+def test_dg_without_the_platform_environment_stops_in_one_line(project, clean_env, command):
+    """`dg dev` / `dg launch` stop before Dagster starts: no code server, no traceback."""
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("dg")), *command],
+        cwd=PROJECT_DIR,
+        env=clean_env,
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_SECONDS,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [MISSING], result.stderr
+    assert "Launching Dagster services" not in result.stdout
+
+
 def test_plain_dagster_with_the_platform_environment_materializes(
     project, clean_env, pg_dsn, monkeypatch
 ):

@@ -16,7 +16,9 @@ batch commit per run):
     streams, then one ``MERGE`` applies them by key: newer rows update, new keys insert;
     soft-deleted rows arrive as ``is_deleted = true``, or with ``delete_mode="hard"`` are
     deleted. MERGE is idempotent by key, so a retried run never duplicates rows. The staging
-    table expires after a day even if the run dies before dropping it.
+    table expires after a day even if the run dies before dropping it. With ``full=True`` (a
+    resync) every row is staged and the MERGE also deletes what the source no longer has
+    (``WHEN NOT MATCHED BY SOURCE``): one statement, so readers see the old table or the new.
 
 ``native_cdc`` (real BigQuery only) lives in ``native_cdc``.
 """
@@ -263,8 +265,10 @@ def mirror_changes(
     deleted_column: str = IS_DELETED,
     retry: RetryPolicy = DEFAULT_RETRY,
     chunk_rows: int = 5000,
+    full: bool = False,
 ) -> MirrorResult:
-    """Apply the source's rows changed since the mirror's high-water mark with one MERGE."""
+    """Apply the source's rows changed since the mirror's high-water mark with one MERGE;
+    `full`: all rows, and delete the mirror's rows the source lacks (repairs any drift)."""
     if delete_mode not in DELETE_MODES:
         raise ValueError(f"delete_mode must be one of {DELETE_MODES}, not {delete_mode!r}")
     if not source.key:
@@ -280,7 +284,7 @@ def mirror_changes(
     row = list(
         _query(bq_client, f"SELECT MAX({quote_bq_column(change_bq)}) FROM {target.ref}").result()
     )
-    watermark = row[0][0] if row and row[0][0] is not None else None
+    watermark = row[0][0] if row and row[0][0] is not None and not full else None
     changed = source.with_filters(
         *source.filters, *(((change_column, ">", watermark),) if watermark is not None else ())
     )
@@ -299,7 +303,7 @@ def mirror_changes(
         write_source(conn, changed, writer, encoder, chunk_rows)
         writer.commit()
         merged = None
-        if writer.stats.rows:
+        if writer.stats.rows or full:
             job = _query(
                 bq_client,
                 merge_statement(
@@ -310,6 +314,7 @@ def mirror_changes(
                     change_bq,
                     source.column(deleted_column).bq_name if deleted_column in names else None,
                     delete_mode,
+                    full,
                 ),
             )
             merged = job.num_dml_affected_rows
@@ -326,12 +331,18 @@ def merge_statement(
     change_column: str,
     deleted_column: str | None,
     delete_mode: str,
+    full: bool = False,
 ) -> str:
-    """One MERGE: newer rows update (or, hard mode, deleted rows delete), new keys insert."""
+    """One MERGE: newer rows update (or, hard mode, deleted rows delete), new keys insert;
+    `full`: every staged row updates, and rows the staging table lacks are deleted."""
     q = quote_bq_column
     names = [c.bq_name for c in columns]
     on = " AND ".join(f"T.{q(k)} = S.{q(k)}" for k in key)
-    newer = f"(T.{q(change_column)} IS NULL OR S.{q(change_column)} >= T.{q(change_column)})"
+    newer = (
+        "TRUE"
+        if full
+        else f"(T.{q(change_column)} IS NULL OR S.{q(change_column)} >= T.{q(change_column)})"
+    )
     update = ", ".join(f"{q(n)} = S.{q(n)}" for n in names if n not in key)
     insert = (
         f"INSERT ({', '.join(q(n) for n in names)})"
@@ -348,6 +359,8 @@ def merge_statement(
         )
     else:
         clauses.append(f"WHEN NOT MATCHED THEN {insert}")
+    if full:
+        clauses.append("WHEN NOT MATCHED BY SOURCE THEN DELETE")
     return f"MERGE {target.ref} T USING {staging.ref} S ON {on} " + " ".join(clauses)
 
 

@@ -122,6 +122,17 @@ def estimated_rows(conn: psycopg.Connection, relation: sql.Composable) -> float 
     )
 
 
+def table_activity(conn: psycopg.Connection, schema: str, table: str) -> tuple[int, int] | None:
+    """(live rows, rows inserted + updated + deleted since statistics began) from the statistics
+    collector: an estimate and a counter that moves on every write, read without touching the
+    table; None when the table has no statistics."""
+    return conn.execute(
+        "SELECT n_live_tup, n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables "
+        "WHERE schemaname = %s AND relname = %s",
+        (schema, table),
+    ).fetchone()
+
+
 def few_of(batch_rows: float, table_rows: float | None) -> bool:
     """Whether a batch is small enough against a table to join it by index lookups."""
     return table_rows is not None and batch_rows * INDEX_LOOKUP_RATIO <= table_rows

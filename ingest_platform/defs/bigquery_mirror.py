@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import dagster as dg
+from pydantic import Field
 
 from ingest_platform.bigquery.mirror import (
     IS_DELETED,
@@ -319,12 +320,32 @@ def _definitions(records: list[MirrorRecord], translator: MirrorTranslator) -> d
         description="Materializes each BigQuery mirror (and its checks) after its PostgreSQL asset "
         "updates and its blocking checks passed.",
     )
+    schedules = _reverify_schedules(records, assets)
+    return dg.Definitions(assets=assets, asset_checks=checks, sensors=[follow], schedules=schedules)
+
+
+class MirrorConfig(dg.Config):
+    """Run config of a mirror asset (Launchpad: `ops: {mirror_<key>: {config: ...}}`)."""
+
+    full_refresh: bool = Field(
+        default=False,
+        description="CDC mirrors: re-send every row and delete the BigQuery rows PostgreSQL lacks, "
+        "in one MERGE (repairs what a failed row_counts/row_hashes check found). Dump mirrors "
+        "always replace the whole version of their partition, so this changes nothing there.",
+    )
+
+
+def _reverify_schedules(
+    records: list[MirrorRecord], assets: list[dg.AssetsDefinition]
+) -> list[dg.ScheduleDefinition]:
+    """Nightly re-runs of the checks (they also run after each merge or mirror run, and from the
+    UI's Execute button): one schedule for the CDC merged tables and their mirrors, and one per
+    dump application that asks for one check-only run per loaded version (its checks are
+    partitioned by version, and a run has one partition)."""
     schedules = []
     cdc = [r.upstream.key for r in records if r.upstream.partitions_def is None]
     unpartitioned = [a.key for a in assets if a.partitions_def is None]
     if unpartitioned:
-        # Dump mirrors' checks are partitioned by version: a schedule's run has one partition, so
-        # they are re-run per version from the UI (Execute) or after each mirror run instead.
         schedules.append(
             dg.ScheduleDefinition(
                 name=REVERIFY_SCHEDULE,
@@ -332,11 +353,58 @@ def _definitions(records: list[MirrorRecord], translator: MirrorTranslator) -> d
                 target=dg.AssetSelection.checks_for_assets(*unpartitioned, *cdc),
                 default_status=dg.DefaultScheduleStatus.RUNNING,
                 description="Re-runs the checks of the CDC merged tables (`matches_source`, ...) "
-                "and of their mirrors every night (they also run after each merge or mirror run, "
-                "and from the UI's Execute button).",
+                "and of their mirrors every night.",
             )
         )
-    return dg.Definitions(assets=assets, asset_checks=checks, sensors=[follow], schedules=schedules)
+    by_partitions: dict[str, list[dg.AssetsDefinition]] = {}
+    for assets_def in assets:
+        if isinstance(assets_def.partitions_def, dg.DynamicPartitionsDefinition):
+            by_partitions.setdefault(assets_def.partitions_def.name or "", []).append(assets_def)
+    for partitions_name, app_assets in by_partitions.items():
+        schedules.append(_reverify_versions_schedule(partitions_name, app_assets))
+    return schedules
+
+
+def reverify_schedule_name(partitions_name: str) -> str:
+    return f"reverify_{partitions_name}_mirrors_nightly"
+
+
+def _reverify_versions_schedule(
+    partitions_name: str, assets: list[dg.AssetsDefinition]
+) -> dg.ScheduleDefinition:
+    check_keys = [
+        dg.AssetCheckKey(key, name)
+        for assets_def in assets
+        for key in assets_def.keys
+        for name in (COUNTS_CHECK, HASHES_CHECK)
+    ]
+
+    @dg.schedule(
+        name=reverify_schedule_name(partitions_name),
+        cron_schedule="30 3 * * *",
+        target=dg.AssetSelection.checks(*check_keys),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Re-runs the mirror checks of every version in `{partitions_name}` every "
+        "night: one check-only run per version.",
+    )
+    def reverify(context: dg.ScheduleEvaluationContext):
+        versions = context.instance.get_dynamic_partitions(partitions_name)
+        if not versions:
+            return dg.SkipReason(f"No versions in {partitions_name} yet.")
+        stamp = context.scheduled_execution_time.date().isoformat()
+        return [
+            dg.RunRequest(
+                run_key=f"{version}@{stamp}",
+                # The partition as a run tag: a check-only job has no asset to validate a
+                # `partition_key` against (Dagster 1.13), the checks read the tag alike.
+                tags={"dagster/partition": version},
+                asset_selection=[],
+                asset_check_keys=check_keys,
+            )
+            for version in versions
+        ]
+
+    return reverify
 
 
 def _mirror_asset(record: MirrorRecord, spec: dg.AssetSpec) -> dg.AssetsDefinition:
@@ -345,7 +413,10 @@ def _mirror_asset(record: MirrorRecord, spec: dg.AssetSpec) -> dg.AssetsDefiniti
 
     @dg.multi_asset(name=f"mirror_{spec.key.to_python_identifier()}", specs=[spec])
     def mirror(
-        context: dg.AssetExecutionContext, postgres: PostgresResource, bigquery: BigQueryResource
+        context: dg.AssetExecutionContext,
+        config: MirrorConfig,
+        postgres: PostgresResource,
+        bigquery: BigQueryResource,
     ):
         with (
             postgres.get_connection() as conn,
@@ -370,8 +441,17 @@ def _mirror_asset(record: MirrorRecord, spec: dg.AssetSpec) -> dg.AssetsDefiniti
                     source.columns,
                     description=f"Mirror of PostgreSQL {schema}.{table}",
                 )
-                result = mirror_changes(conn, client, writer, source, target, delete_mode="soft")
-                done, extra = "changes", {}
+                result = mirror_changes(
+                    conn,
+                    client,
+                    writer,
+                    source,
+                    target,
+                    delete_mode="soft",
+                    full=config.full_refresh,
+                )
+                done = "all rows, full refresh" if config.full_refresh else "changes"
+                extra = {"full_refresh": config.full_refresh}
             standard = bq_table_metadata(
                 target.project,
                 target.dataset,

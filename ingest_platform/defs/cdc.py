@@ -32,9 +32,11 @@ from ingest_platform.cdc.pipeline import (
     pending_tables,
     stage_changes,
 )
+from ingest_platform.cdc.source import table_activity
 from ingest_platform.defs.metadata import pg_row_count, pg_table_metadata
 from ingest_platform.defs.resources import PostgresResource
 from ingest_platform.errors import IngestError
+from ingest_platform.postgres.connection import connect
 
 JOB_NAME = "cdc_sync"
 RESYNC_JOB_NAME = "cdc_full_resync"
@@ -44,6 +46,8 @@ DELETED_CHECK = "deleted_objects_soft_deleted"
 STAGING_EMPTY_CHECK = "staging_empty"
 GROUP = "cdc"
 SOURCE_GROUP = "cdc_source"
+# An observation's data version is this tag (what ObserveResult(data_version=...) writes).
+DATA_VERSION_TAG = "dagster/data_version"
 RETRY_SECONDS = 60  # a table still pending with the same watermark is requested again after this
 
 
@@ -180,7 +184,8 @@ def build_cdc_definitions(
     assets, merged_assets, checks = [], [], []
     for table in config.tables:
         external.append(spec(table, "source"))
-        assets.append(_staging_asset(config, table, spec(table, "staging"), wait_seconds))
+        upstream = (spec(table, "source").key, spec(None, "change_log").key)
+        assets.append(_staging_asset(config, table, spec(table, "staging"), upstream, wait_seconds))
         merged = spec(table, "merged")
         merged_assets.append(_merged_asset(config, table, merged))
         checks.append(_merged_checks(config, table, merged))
@@ -203,13 +208,21 @@ def build_cdc_definitions(
 
 
 def _staging_asset(
-    config: CdcConfig, table: CdcTable, spec: dg.AssetSpec, wait_seconds: float
+    config: CdcConfig,
+    table: CdcTable,
+    spec: dg.AssetSpec,
+    upstream: tuple[dg.AssetKey, dg.AssetKey],
+    wait_seconds: float,
 ) -> dg.AssetsDefinition:
+    """`upstream`: the keys of the external source table and change log, observed by each run."""
+
     @dg.multi_asset(name=f"stage_{spec.key.to_python_identifier()}", specs=[spec])
     def staging(
         context: dg.AssetExecutionContext, postgres: PostgresResource, cdc_source: CdcSourceResource
     ):
         result = stage_changes(cdc_source.resolved_dsn(), postgres.dsn, config, table, wait_seconds)
+        for observation in _source_observations(cdc_source.resolved_dsn(), table, upstream, result):
+            context.log_event(observation)
         if result.blocked_by_pids:
             context.log.warning(
                 f"{table.name}: changes past id {result.staged_to} wait for source transactions "
@@ -236,6 +249,34 @@ def _staging_asset(
         )
 
     return staging
+
+
+def _source_observations(
+    source_dsn: str, table: CdcTable, upstream: tuple[dg.AssetKey, dg.AssetKey], result
+) -> list[dg.AssetObservation]:
+    """What each run saw of its external upstreams: the change log's head, and the source table's
+    live rows and write counter from PostgreSQL's statistics (an estimate, read without scanning
+    the table)."""
+    source_key, change_log_key = upstream
+    observations = [
+        dg.AssetObservation(
+            asset_key=change_log_key,
+            tags={DATA_VERSION_TAG: str(result.max_change_id)},
+            metadata={"max_change_id": result.max_change_id},
+        )
+    ]
+    with connect(source_dsn, autocommit=True) as conn:
+        activity = table_activity(conn, table.source_schema, table.source_table)
+    if activity is not None:
+        live_rows, writes = activity
+        observations.append(
+            dg.AssetObservation(
+                asset_key=source_key,
+                tags={DATA_VERSION_TAG: str(writes)},
+                metadata={"estimated_rows": live_rows, "writes_since_stats_reset": writes},
+            )
+        )
+    return observations
 
 
 def _merged_asset(config: CdcConfig, table: CdcTable, spec: dg.AssetSpec) -> dg.AssetsDefinition:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +16,7 @@ from ingest_platform.defs.bigquery_mirror import (
     MirrorTranslator,
     build_cdc_mirror_definitions,
     build_mirror_definitions,
+    reverify_schedule_name,
 )
 from ingest_platform.defs.cdc import MATCHES_SOURCE_CHECK, CdcSourceResource, build_cdc_definitions
 from ingest_platform.defs.resources import BigQueryResource, PostgresResource
@@ -176,3 +178,121 @@ def test_nightly_reverify_covers_merged_tables_and_mirrors():
         assert dg.AssetCheckKey(merged, MATCHES_SOURCE_CHECK) in selected
         assert dg.AssetCheckKey(mirror, HASHES_CHECK) in selected
         assert dg.AssetCheckKey(mirror, COUNTS_CHECK) in selected
+
+
+def test_nightly_reverify_runs_every_dump_version(pg_dsn, bigquery_resource, bq_dataset):
+    """The per-application schedule asks for one check-only run per version; each run passes."""
+    with psycopg.connect(pg_dsn) as conn:
+        make_dump_table(
+            conn,
+            "shop",
+            "orders",
+            [("id", "integer"), ("note", "text")],
+            {"1.0": [(1, "a"), (2, "b")], "2.0": [(1, "c")]},
+            ["id"],
+        )
+    catalog = DumpCatalog(
+        dumps=[DumpFile(path=Path("shop_1.0.zip"), app="shop", version="1.0", tables=["orders"])]
+    )
+    defs = build_mirror_definitions(catalog, MirrorTranslator(prefix=bq_dataset + "_"))
+    resources = {"postgres": PostgresResource(dsn=pg_dsn), "bigquery": bigquery_resource}
+    with dg.instance_for_test() as instance:  # a schedule's context needs an instance with a ref
+        _reverify_each_version(defs, resources, instance, bigquery_resource, bq_dataset)
+    with bigquery_resource.get_client() as client:
+        client.delete_dataset(f"{bq_dataset}_shop", delete_contents=True)
+
+
+def _reverify_each_version(defs, resources, instance, bigquery_resource, bq_dataset):
+    instance.add_dynamic_partitions("shop_versions", ["1.0", "2.0"])
+    key = ["bigquery", "shop", "orders"]
+    for version in ("1.0", "2.0"):
+        _run(defs, key, resources, version, instance)
+    with_resources = dg.Definitions.merge(defs, dg.Definitions(resources=resources))
+    schedule = with_resources.resolve_schedule_def(reverify_schedule_name("shop_versions"))
+    night = datetime.datetime(2026, 11, 28, 3, 30, tzinfo=datetime.UTC)
+    with dg.build_schedule_context(
+        instance=instance,
+        scheduled_execution_time=night,
+        repository_def=with_resources.get_repository_def(),
+    ) as context:
+        requests = schedule.evaluate_tick(context).run_requests
+    assert sorted(r.tags["dagster/partition"] for r in requests) == ["1.0", "2.0"]
+    # Drift in version 1.0 only: its run fails its check, version 2.0's passes.
+    with bigquery_resource.get_client() as client:
+        client.query(
+            f"DELETE FROM `{bq_dataset}_shop.orders` WHERE _version = '1.0' AND id = 2"
+        ).result()
+    outcomes = {}
+    for request in requests:
+        assert request.asset_selection == []  # check-only runs: nothing is mirrored again
+        # As the daemon launches it: the schedule's job, the request's tags.
+        result = with_resources.resolve_job_def(schedule.job_name).execute_in_process(
+            instance=instance, tags=request.tags, raise_on_error=False
+        )
+        outcomes[request.tags["dagster/partition"]] = {
+            e.check_name: e.passed for e in result.get_asset_check_evaluations()
+        }
+    assert outcomes["2.0"] == {COUNTS_CHECK: True, HASHES_CHECK: True}
+    assert outcomes["1.0"] == {COUNTS_CHECK: False, HASHES_CHECK: False}
+
+
+def test_cdc_mirror_full_refresh_repairs_drift(pg_dsn, bigquery_resource, bq_dataset):
+    """A row deleted, one added and one changed in BigQuery by hand: an incremental run leaves
+    the drift (nothing changed in PostgreSQL), `full_refresh` repairs it."""
+    _make_cdc_table(pg_dsn)
+    defs = build_cdc_mirror_definitions(
+        ["pm_plan"], translator=MirrorTranslator(prefix=bq_dataset + "_")
+    )
+    key = ["bigquery", "cdc", "pm_plan"]
+    resources = {"postgres": PostgresResource(dsn=pg_dsn), "bigquery": bigquery_resource}
+    _run(defs, key, resources)
+    table = f"`{bq_dataset}_cdc.pm_plan`"
+    with bigquery_resource.get_client() as client:
+        for statement in (
+            f"DELETE FROM {table} WHERE id = 1",
+            f"UPDATE {table} SET title = 'edited' WHERE id = 2",
+            f"INSERT INTO {table} (id, title, is_deleted, _last_change_id) VALUES (9, 'x', "
+            "false, 1)",
+        ):
+            client.query(statement).result()
+    assert not _checks(_run(defs, key, resources))[HASHES_CHECK].passed
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=dg.AssetSelection.assets(dg.AssetKey(key)).without_checks()
+        | dg.AssetSelection.checks_for_assets(dg.AssetKey(key)),
+        resources=resources,
+        run_config={"ops": {"mirror_bigquery__cdc__pm_plan": {"config": {"full_refresh": True}}}},
+    )
+    assert all(check.passed for check in _checks(result).values())
+    with bigquery_resource.get_client() as client:
+        rows = sorted(tuple(r) for r in client.query(f"SELECT id, title FROM {table}").result())
+        assert rows == [(1, "a"), (2, "b")]
+        client.delete_dataset(f"{bq_dataset}_cdc", delete_contents=True)
+
+
+def test_mirror_of_a_version_without_the_table(pg_dsn, bigquery_resource, bq_dataset):
+    """Version 2.0 brought no `orders` (its dump lacks the table: a 0-row partition): mirroring
+    that partition writes nothing, keeps version 1.0's rows, and its checks pass."""
+    with psycopg.connect(pg_dsn) as conn:
+        make_dump_table(conn, "shop", "orders", [("id", "integer")], {"1.0": [(1,), (2,)]}, ["id"])
+    catalog = DumpCatalog(
+        dumps=[DumpFile(path=Path("shop_1.0.zip"), app="shop", version="1.0", tables=["orders"])]
+    )
+    defs = build_mirror_definitions(catalog, MirrorTranslator(prefix=bq_dataset + "_"))
+    resources = {"postgres": PostgresResource(dsn=pg_dsn), "bigquery": bigquery_resource}
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("shop_versions", ["1.0", "2.0"])
+    key = ["bigquery", "shop", "orders"]
+    _run(defs, key, resources, "1.0", instance)
+    result = _run(defs, key, resources, "2.0", instance)
+    (materialization,) = [
+        e.materialization
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey(key)
+    ]
+    assert materialization.metadata["rows"].value == 0
+    assert all(c.passed for c in _checks(result).values())
+    with bigquery_resource.get_client() as client:
+        rows = client.query(f"SELECT _version, count(*) FROM `{bq_dataset}_shop.orders` GROUP BY 1")
+        assert [tuple(r) for r in rows.result()] == [("1.0", 2)]
+        client.delete_dataset(f"{bq_dataset}_shop", delete_contents=True)

@@ -100,6 +100,20 @@ def test_assets_checks_and_metadata(cdc_env):
     ]
     staged = meta["pm_item__staging"]
     assert staged["changes_changed"] + staged["changes_added"] + staged["changes_deleted"] > 0
+    # Each run observes the external upstreams: the change log's head, the source's statistics.
+    observed = {
+        e.asset_observation_data.asset_observation.asset_key.path[-1]: e.asset_observation_data
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION
+    }
+    log_seen = observed["public.models_logging_change"].asset_observation
+    assert log_seen.tags["dagster/data_version"] == str(staged["max_change_id"])
+    with psycopg.connect(cdc_env.source_dsn) as conn:
+        head = conn.execute("SELECT max(id) FROM public.models_logging_change").fetchone()[0]
+    assert log_seen.metadata["max_change_id"].value == head
+    source = next(t for t in tables if t.name == "pm_item")
+    item_seen = observed[f"{source.source_schema}.{source.source_table}"].asset_observation
+    assert item_seen.metadata["writes_since_stats_reset"].value > 0
 
 
 def test_sensor_requests_pending_tables_only_once_per_watermark(cdc_env):

@@ -6,8 +6,14 @@
 builder of its glue module (defs/dumps.py, defs/cdc.py, defs/bigquery_mirror.py).
 """
 
-from ingest_platform.defs.components.bigquery_mirror import BigQueryMirrorComponent
-from ingest_platform.defs.components.cdc import CdcSourceComponent
-from ingest_platform.defs.components.dumps import DumpDirectoryComponent
+from ingest_platform.local.environment import require_platform_environment
+
+# `dg dev` and `dg launch` import this package (the registry module) in their own process before
+# they start Dagster: without the platform's environment they stop here, in one line.
+require_platform_environment()
+
+from ingest_platform.defs.components.bigquery_mirror import BigQueryMirrorComponent  # noqa: E402
+from ingest_platform.defs.components.cdc import CdcSourceComponent  # noqa: E402
+from ingest_platform.defs.components.dumps import DumpDirectoryComponent  # noqa: E402
 
 __all__ = ["BigQueryMirrorComponent", "CdcSourceComponent", "DumpDirectoryComponent"]
