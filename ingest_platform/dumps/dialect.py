@@ -27,6 +27,7 @@ _FORMAT_KEYS = {
     "header_rows",
     "binary",
     "zero_dates",
+    "column_charsets",
 }
 
 
@@ -47,6 +48,7 @@ class FileFormat:
     header_rows: int = 0
     binary: str = "hex"  # how bytea columns are written: "hex" (bare hex) or "raw" bytes
     zero_dates: str = "keep"  # "null": dates with a zero year/month/day become NULL
+    column_charsets: bool = False  # text columns are in their own Column.encoding (MySQL)
 
     def __post_init__(self) -> None:
         if not self.field_terminator or not self.row_terminator:
