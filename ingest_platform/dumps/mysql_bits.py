@@ -118,6 +118,8 @@ class BitFieldStream:
         last = len(self.widths) - 1
         while index <= last and self.widths[index] is None:
             end = self.escaped.match(buffer, pos).end()  # type: ignore[union-attr]
+            if end == len(buffer) - 1 and buffer[end:] == b"\\" and not self.eof:
+                raise _NeedMore  # the buffer ends inside an escape pair
             if not self._ends_field(buffer, end, index == last):
                 return None
             pieces.append(buffer[pos:end])
