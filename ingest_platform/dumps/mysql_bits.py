@@ -137,8 +137,8 @@ class BitFieldStream:
             if not self._ends_field(buffer, pos + length, index == last):
                 continue
             value = null or str(int.from_bytes(buffer[pos : pos + length], "big")).encode()
-            rest = ([], pos + length + 1) if index == last else None
-            if rest is None:
+            rest: tuple[list[bytes], int] | None = ([], pos + length + 1)
+            if index < last:
                 rest = self._fields(buffer, pos + length + 1, index + 1)  # may raise _NeedMore
             if rest is not None:
                 return [*pieces, value, *rest[0]], rest[1]

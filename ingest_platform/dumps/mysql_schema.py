@@ -2,8 +2,8 @@
 (``mysqldump --tab``) or one file with them all (``mysqldump --no-data``, a hand-written schema).
 
 Decision: a small reader of MySQL's own grammar, not sqlglot. A loader needs only each column's
-name, type, NOT NULL, primary key and character set, but it must accept every script MySQL and
-MariaDB accept; sqlglot's MySQL dialect refuses some of them (``float unsigned``, ``point``,
+name, type, NOT NULL, primary key and character set, but it must read the scripts MySQL and
+MariaDB accept, and sqlglot's MySQL dialect refuses some of them (``float unsigned``, ``point``,
 ``PERSISTENT``, ``SPATIAL KEY``, ``inet6``). So the script is split into statements as the
 ``mysql`` client does (strings, comments, ``DELIMITER``; the content of version comments
 ``/*!50100 ... */`` is code), statements other than ``CREATE TABLE`` are skipped (views, triggers,
@@ -154,7 +154,9 @@ def split_statements(text: str, file: str) -> list[list[Token]]:
             if text.startswith("\\", match.end()):  # /*M!999999\- ... */: a client command
                 match = _COMMENT_END.match(text, pos)
                 if match is None:
-                    raise SchemaError(f"{file}: line {line}: unterminated comment; is the file cut?")
+                    raise SchemaError(
+                        f"{file}: line {line}: unterminated comment; is the file cut?"
+                    )
             else:
                 in_version = True  # the comment's content is code (MySQL runs it)
         elif kind in ("string", "quoted", "word", "op"):
@@ -223,7 +225,8 @@ class _TableReader:
                 "or a parenthesis is missing); give the table its column definitions",
             )
         table_charset = _charset_option(rest[end + 1 :])
-        columns, primary_key = [], []
+        columns: list[Column] = []
+        primary_key: list[str] = []
         for definition in _split_commas(rest[1:end]):
             first = definition[0] if definition else None
             if first is None:
@@ -247,7 +250,7 @@ class _TableReader:
         original = self.known.get(rest[0].text) if rest else None
         if original is None:
             other = rest[0].text if rest else "?"
-            raise self.error(token, f"CREATE TABLE {name} LIKE {other}: {other} is not defined before")
+            raise self.error(token, f"CREATE TABLE {name} LIKE {other}: {other} is not defined")
         return TableSchema(name, list(original.columns), list(original.primary_key), db)
 
     def _column(self, tokens: list[Token], table_charset, table: str) -> tuple[Column, bool]:
