@@ -110,7 +110,16 @@ _DELIMITER = re.compile(r"(?i)delimiter[ \t]+(?P<delimiter>\S+)[^\n]*")
 _VERSION_END = re.compile(r"(?P<version_end>\*/)")
 _COMMENT_END = re.compile(r"(?P<comment>.*?\*/)", re.DOTALL)
 _STRING_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
-_STRING_ESCAPES = {"0": "\0", "b": "\b", "n": "\n", "r": "\r", "t": "\t", "Z": "\x1a"}
+_STRING_ESCAPES = {
+    "0": "\0",
+    "b": "\b",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "Z": "\x1a",
+    "%": "\\%",
+    "_": "\\_",
+}
 
 
 def read_mysql_tables(
