@@ -473,11 +473,28 @@ def test_select_into_outfile_with_default_options_loads_exactly(
     assert_all_tables_equal(mariadb, pg_dsn, "shop", "3.0")
 
 
+@pytest.fixture
+def own_tables(mariadb) -> Iterator[list[str]]:
+    """Tables a test adds beside SCHEMA's; dropped afterwards (other tests export every table)."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        mariadb.run(f"DROP TABLE IF EXISTS `{name}`")
+
+
+def new_export_dir(parent: Path) -> Path:
+    """Another directory the server can write into (INTO OUTFILE never overwrites a file)."""
+    directory = Path(tempfile.mkdtemp(prefix="export_", dir=parent))
+    directory.chmod(0o777)
+    return directory
+
+
 def test_text_with_a_nul_stops_the_load_naming_record_and_column(
-    mariadb, export_dir, pg_dsn, tmp_path
+    mariadb, own_tables, export_dir, pg_dsn, tmp_path
 ):
     # PostgreSQL text cannot hold NUL: the load stops with file, record and column; the version
     # loaded before stays, nothing of the new one is left behind.
+    own_tables.append("notes")
     mariadb.run(
         "CREATE TABLE notes (id int PRIMARY KEY, v varchar(10));\n"
         "INSERT INTO notes VALUES (1, 'fine'), (2, 'also');"
@@ -485,24 +502,23 @@ def test_text_with_a_nul_stops_the_load_naming_record_and_column(
     good = zip_directory(tab_export(mariadb, export_dir, "notes"), tmp_path / "notes_1.0.zip")
     load_dump_version(pg_dsn, good, processes=1, dialect="mysql")
     mariadb.run("INSERT INTO notes VALUES (3, CONCAT('a', CHAR(0), 'b'));")
-    bad_dir = Path(tempfile.mkdtemp(prefix="ingest_mysql_export_", dir=export_dir))
-    bad_dir.chmod(0o777)
-    bad = zip_directory(tab_export(mariadb, bad_dir, "notes"), tmp_path / "notes_2.0.zip")
+    bad_dir = tab_export(mariadb, new_export_dir(export_dir), "notes")
+    bad = zip_directory(bad_dir, tmp_path / "notes_2.0.zip")
     with pytest.raises(FormatError) as error:
         load_dump_version(pg_dsn, bad, processes=1, dialect="mysql")
     assert "notes.txt" in str(error.value) and "column v" in str(error.value)
     assert "record 3: NUL character in a text value" in str(error.value)
     assert versions_of(pg_dsn, "notes", "notes") == {"1.0": 2}
     assert leftover_load_tables(pg_dsn) == []
-    mariadb.run("DROP TABLE notes")
 
 
 def test_a_utf16_column_is_refused_and_loads_when_exported_as_utf8(
-    mariadb, export_dir, pg_dsn, tmp_path
+    mariadb, own_tables, export_dir, pg_dsn, tmp_path
 ):
-    # mysqldump --tab writes a utf16 column in UTF-16 (bytes like TAB and LF unescaped): refused
-    # with what to do; exported with --default-character-set=utf8mb4 and column_charsets off in
-    # the manifest, it loads exactly.
+    # mysqldump --tab writes a utf16 column in UTF-16 (here U+0A09 U+0A0A: bytes LF TAB LF LF,
+    # unescaped): refused, saying what to do; exported with --default-character-set=utf8mb4 and
+    # column_charsets off in the manifest, it loads exactly.
+    own_tables.append("wide")
     mariadb.run(
         "CREATE TABLE wide (id int PRIMARY KEY, w varchar(10) CHARACTER SET utf16, "
         "l varchar(10) CHARACTER SET latin1);\n"
@@ -513,13 +529,12 @@ def test_a_utf16_column_is_refused_and_loads_when_exported_as_utf8(
         load_dump_version(pg_dsn, refused, processes=1, dialect="mysql")
     assert "wide.txt" in str(error.value) and "'w' is written in utf-16-be" in str(error.value)
     assert "--default-character-set=utf8mb4" in str(error.value)
+    assert versions_of(pg_dsn, "wide", "wide") == {}
     assert leftover_load_tables(pg_dsn) == []
 
-    utf8_dir = Path(tempfile.mkdtemp(prefix="ingest_mysql_export_", dir=export_dir))
-    utf8_dir.chmod(0o777)
+    utf8_dir = new_export_dir(export_dir)
     tab_export(mariadb, utf8_dir, "wide", options=("--default-character-set=utf8mb4",))
     manifest = {"tables": {"wide": {"column_charsets": False}}}
     (utf8_dir / "manifest.json").write_text(json.dumps(manifest))
     load_dump_version(pg_dsn, zip_directory(utf8_dir, tmp_path / "wide_2.0.zip"), dialect="mysql")
     assert_table_equal(mariadb, pg_dsn, "wide", "wide", "2.0")
-    mariadb.run("DROP TABLE wide")

@@ -59,6 +59,10 @@ class FileFormat:
             raise ConfigError(f"binary must be 'hex' or 'raw', not {self.binary!r}")
         if self.zero_dates not in ("keep", "null"):
             raise ConfigError(f"zero_dates must be 'keep' or 'null', not {self.zero_dates!r}")
+        if not isinstance(self.column_charsets, bool):
+            raise ConfigError(
+                f"column_charsets must be true or false, not {self.column_charsets!r}"
+            )
 
     def with_overrides(self, overrides: dict) -> FileFormat:
         """A copy with some keys replaced (from a manifest, a JSON schema or BULK INSERT)."""

@@ -288,6 +288,10 @@ def test_a_column_in_utf16_is_refused_unless_the_file_is_all_utf8(tmp_path):
     )
     with open_dump(utf8, dialect="mysql") as opened:
         assert b"".join(opened.iter_copy_chunks("t")) == "1\tਉ\n".encode()
+    manifest = json.dumps({"tables": {"t": {"column_charsets": "no"}}})
+    bad = make_zip(tmp_path / "w_3.zip", {"manifest.json": manifest, "t.sql": ddl, "t.txt": ""})
+    with pytest.raises(SchemaError, match="table 't': .*column_charsets must be true or false"):
+        open_dump(bad, dialect="mysql")
 
 
 @pytest.mark.parametrize(
