@@ -211,12 +211,11 @@ class MariaDB:
     def args(self) -> list[str]:
         return [f"--host={HOST}", f"--port={PORT}", f"--user={USER}", "--protocol=TCP"]
 
-    def run(self, script: str, database: str | None = None) -> str:
+    def run(self, script: str) -> str:
         command = [self.client, *self.args(), "--connect-timeout=5", "--batch", "--raw"]
         command += ["--skip-column-names", "--default-character-set=utf8mb4"]
-        database = self.database if database is None else database
         result = subprocess.run(
-            [*command, *([database] if database else [])],
+            [*command, *([self.database] if self.database else [])],
             input=script.encode(),
             capture_output=True,
             timeout=300,
@@ -275,8 +274,8 @@ def mariadb(mariadb_server) -> Iterator[MariaDB]:
     database = unique_name("ingest_test")
     mariadb_server.run(f"CREATE DATABASE {database} CHARACTER SET utf8mb4")
     db = MariaDB(mariadb_server.client, mariadb_server.dump, database)
+    probe = Path(tempfile.mkdtemp(prefix="ingest_mysql_probe_"))
     try:
-        probe = Path(tempfile.mkdtemp(prefix="ingest_mysql_probe_"))
         probe.chmod(0o777)
         try:
             db.run(f"SELECT 1 INTO OUTFILE '{probe}/probe.txt'")
@@ -284,10 +283,10 @@ def mariadb(mariadb_server) -> Iterator[MariaDB]:
             pytest.skip(f"MariaDB cannot write export files (FILE, secure_file_priv): {error}")
         if not (probe / "probe.txt").exists():
             pytest.skip("MariaDB writes export files on another machine (not this filesystem)")
-        shutil.rmtree(probe, ignore_errors=True)
         db.run("SET SESSION sql_mode = 'STRICT_ALL_TABLES';\nSET time_zone = '+00:00';\n" + SCHEMA)
         yield db
     finally:
+        shutil.rmtree(probe, ignore_errors=True)
         mariadb_server.run(f"DROP DATABASE IF EXISTS {database}")
 
 
