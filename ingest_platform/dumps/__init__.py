@@ -21,9 +21,10 @@ file.  Schemas: ``<table>.json`` (any dialect), or ``*.sql`` read according to t
 ``schema_language`` -- ``tsql``: one install script with CREATE TYPE / CREATE TABLE /
 ALTER TABLE .. PRIMARY KEY / BULK INSERT (whose FIELDTERMINATOR, ROWTERMINATOR, CODEPAGE,
 DATAFILETYPE, FIRSTROW override the file format per table, and whose FROM names the data file);
-``mysql``: ``<table>.sql`` with CREATE TABLE (mysqldump --tab).  Data files: members whose
-extension is in the dialect's ``data_extensions``, paired to a table by the BULK INSERT file name,
-else by file stem == table name (exact, then case-insensitive).
+``mysql``: CREATE TABLE statements, one ``<table>.sql`` each (mysqldump --tab) or all in one
+file (mysqldump --no-data); other statements are skipped (``mysql_schema``).  Data files: members
+whose extension is in the dialect's ``data_extensions``, paired to a table by the BULK INSERT file
+name, else by file stem == table name (exact, then case-insensitive).
 
 - A data file without a schema is a ``SchemaError`` (nothing can say what its columns are).
 - A schema without a data file is a table with no rows in this version (``data_member`` None).
@@ -87,6 +88,8 @@ Top level: ``name``, ``description``, ``schema_language`` (``tsql`` | ``mysql`` 
 - ``header_rows``: records to skip.  ``binary``: ``hex`` (bcp: bare hex) or ``raw`` (MySQL bytes).
 - ``zero_dates``: ``null`` turns dates with a zero year, month or day ('0000-00-00 00:00:00') into
   NULL (PostgreSQL has no such dates; those columns become nullable) or ``keep``.
+- ``column_charsets``: ``true`` decodes each text column in its own character set
+  (``Column.encoding``, from the DDL), as MySQL's SELECT INTO OUTFILE writes them (``charsets``).
 
 ``[types]``: source type -> PostgreSQL type, keys lower case, looked up as ``name(params)``
 (``"nvarchar(max)"``), ``name modifiers`` (``"int unsigned"``), then ``name``.  A string value
@@ -96,7 +99,8 @@ FROM nvarchar(50)``) resolve to their base type first.  Notable choices: SQL Ser
 columns are exported by bcp and kept as ``text``; hierarchyid/geography/geometry keep SQL
 Server's native bytes as ``bytea``; MySQL ``tinyint(1)`` -> ``smallint`` (not boolean: other
 values occur), ``int unsigned`` -> ``bigint``, ``bigint unsigned`` -> ``numeric(20,0)``,
-enum/set -> ``text``.
+enum/set -> ``text``, BIT -> its number (raw bytes in the file, see ``mysql_bits``); the README's
+"MySQL and MariaDB dumps" has the whole MySQL table.
 
 Reading data files (see ``reader``, ``text_stream``, ``copy_text``)
 ------------------------------------------------------------------

@@ -200,6 +200,9 @@ class ByteFastPath:
 
     def __init__(self, file_format: FileFormat, columns: list[Column]):
         self.encoding = byte_encoding(file_format.encoding)
+        # Columns in their own charset are the same bytes in every ASCII-compatible one: only
+        # ASCII blocks may pass.
+        self.ascii_only = file_format.column_charsets and any(c.encoding for c in columns)
         self.tabs = len(columns) - 1
         self.kind = None
         if (
@@ -232,7 +235,7 @@ class ByteFastPath:
         if self.kind is None:
             return None
         if not block.isascii():
-            if self.encoding != "utf-8":
+            if self.encoding != "utf-8" or self.ascii_only:
                 return None
             if check_encoding:
                 try:
@@ -257,7 +260,7 @@ class ByteFastPath:
         if (
             self.kind == "bcp"
             and b"\0" not in block
-            and (self.encoding == "utf-8" or block.isascii())
+            and ((self.encoding == "utf-8" and not self.ascii_only) or block.isascii())
         ):
             if records is None and not optimistic:
                 records = block.count(b"\n")

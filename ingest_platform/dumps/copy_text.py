@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from ingest_platform.dumps.charsets import recoded_columns
 from ingest_platform.dumps.dialect import FileFormat, parse_type_name
 from ingest_platform.dumps.schema import Column
 from ingest_platform.dumps.text_stream import BAD_BYTE_ERRORS, plain_records, simple_split_is_exact
@@ -64,6 +65,12 @@ class PerRowEncoder:
                 )
             elif base in DATE_TYPES and file_format.zero_dates == "null":
                 self.converters[index] = lambda v: None if is_zero_date(v) else v
+        try:
+            recoded = recoded_columns(file_format, columns)
+        except ValueError as error:
+            raise FormatError(str(error), file=file) from None
+        for index in recoded:
+            self.converters[index] = self._recoder(columns[index].encoding)
         self.binary_columns = {
             i for i, c in enumerate(columns) if parse_type_name(c.pg_type)[0] == "bytea"
         }
@@ -81,6 +88,14 @@ class PerRowEncoder:
 
     def _raw_bytes(self, value: str) -> str:
         return "\\x" + value.encode(self.format.encoding, BAD_BYTE_ERRORS).hex()
+
+    def _recoder(self, encoding: str | None) -> Callable[[str], str]:
+        # The file was decoded with its encoding; a column in another charset gets its own bytes
+        # back (invalid ones are kept as lone surrogates) and is decoded with its own codec.
+        file_encoding = self.format.encoding
+        return lambda v: v.encode(file_encoding, BAD_BYTE_ERRORS).decode(
+            encoding or file_encoding, BAD_BYTE_ERRORS
+        )
 
     # -- parsing ----------------------------------------------------------------------------
     def split_records(self, block: str, terminator: str) -> list[list[str | None]]:
@@ -218,9 +233,10 @@ class PerRowEncoder:
                 bad = next((c for c in value if 0xD800 <= ord(c) <= 0xDFFF), None)
                 if bad is not None:
                     byte = ord(bad) - 0xDC00
+                    own = self.columns[index].encoding if self.format.column_charsets else None
                     raise FormatError(
                         f"record {first_record + offset}: byte 0x{byte:02x} is not valid "
-                        f"{self.format.encoding} "
+                        f"{own or self.format.encoding} "
                         "(fix the file or declare its encoding in the manifest/schema 'format')",
                         file=self.file,
                         line=first_record + offset,
@@ -252,6 +268,8 @@ def fast_block(
         return None
     if "\0" in block or ("\r" in block and not file_format.escape):
         return None
+    if not block.isascii() and any(c.encoding for c in columns) and file_format.column_charsets:
+        return None  # a column in its own charset: only the per-row path decodes it
     tabs_per_record = len(columns) - 1
     if file_format.escape == "\\" and file_format.null == "\\N" and file_format.empty_string == "":
         return _fast_mysql(block, file_format, columns, tabs_per_record)

@@ -27,6 +27,7 @@ _FORMAT_KEYS = {
     "header_rows",
     "binary",
     "zero_dates",
+    "column_charsets",
 }
 
 
@@ -47,6 +48,7 @@ class FileFormat:
     header_rows: int = 0
     binary: str = "hex"  # how bytea columns are written: "hex" (bare hex) or "raw" bytes
     zero_dates: str = "keep"  # "null": dates with a zero year/month/day become NULL
+    column_charsets: bool = False  # text columns are in their own Column.encoding (MySQL)
 
     def __post_init__(self) -> None:
         if not self.field_terminator or not self.row_terminator:
@@ -57,6 +59,10 @@ class FileFormat:
             raise ConfigError(f"binary must be 'hex' or 'raw', not {self.binary!r}")
         if self.zero_dates not in ("keep", "null"):
             raise ConfigError(f"zero_dates must be 'keep' or 'null', not {self.zero_dates!r}")
+        if not isinstance(self.column_charsets, bool):
+            raise ConfigError(
+                f"column_charsets must be true or false, not {self.column_charsets!r}"
+            )
 
     def with_overrides(self, overrides: dict) -> FileFormat:
         """A copy with some keys replaced (from a manifest, a JSON schema or BULK INSERT)."""

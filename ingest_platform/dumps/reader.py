@@ -25,6 +25,7 @@ from ingest_platform.dumps.byte_blocks import (
 )
 from ingest_platform.dumps.copy_text import PerRowEncoder, fast_block
 from ingest_platform.dumps.dialect import FileFormat
+from ingest_platform.dumps.mysql_bits import bit_field_stream
 from ingest_platform.dumps.schema import Column
 from ingest_platform.dumps.text_stream import (
     BAD_BYTE_ERRORS,
@@ -179,6 +180,7 @@ def open_record_blocks(
     iter_byte_record_blocks.
     """
     with _open_member(dump_path, member) as raw:
+        raw = bit_field_stream(raw, file_format, columns, member)  # MySQL BIT: raw bytes
         yield iter_byte_record_blocks(raw, file_format, chunk_bytes, len(columns), verify_cuts)
 
 

@@ -15,7 +15,10 @@ class Column:
     source_type: str  # as the source declares it, e.g. "nvarchar(50)", "int(10) unsigned"
     pg_type: str  # PostgreSQL type, from the dialect's type map
     nullable: bool = True
-    computed: bool = False  # SQL Server computed column: bcp exports its value, we keep it as text
+    computed: bool = False  # computed (SQL Server) or generated (MySQL): the export holds its value
+    # Codec of this column's bytes where the file's format says columns keep their own charset
+    # (FileFormat.column_charsets; MySQL's SELECT INTO OUTFILE), None: the file's encoding.
+    encoding: str | None = None
 
 
 @dataclass
