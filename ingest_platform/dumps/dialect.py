@@ -27,6 +27,7 @@ _FORMAT_KEYS = {
     "header_rows",
     "binary",
     "zero_dates",
+    "max_errors",
 }
 
 
@@ -47,6 +48,9 @@ class FileFormat:
     header_rows: int = 0
     binary: str = "hex"  # how bytea columns are written: "hex" (bare hex) or "raw" bytes
     zero_dates: str = "keep"  # "null": dates with a zero year/month/day become NULL
+    # Reject budget: records that may fail to load (quarantined, see postgres/quarantine.py)
+    # before the table fails; 0 = strict. BULK INSERT's MAXERRORS sets it per table.
+    max_errors: int = 0
 
     def __post_init__(self) -> None:
         if not self.field_terminator or not self.row_terminator:
@@ -57,6 +61,12 @@ class FileFormat:
             raise ConfigError(f"binary must be 'hex' or 'raw', not {self.binary!r}")
         if self.zero_dates not in ("keep", "null"):
             raise ConfigError(f"zero_dates must be 'keep' or 'null', not {self.zero_dates!r}")
+        if (
+            not isinstance(self.max_errors, int)
+            or isinstance(self.max_errors, bool)
+            or self.max_errors < 0
+        ):
+            raise ConfigError(f"max_errors must be a whole number >= 0, not {self.max_errors!r}")
 
     def with_overrides(self, overrides: dict) -> FileFormat:
         """A copy with some keys replaced (from a manifest, a JSON schema or BULK INSERT)."""
