@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import psycopg
 
@@ -51,7 +52,7 @@ class Reject:
 
     block: int
     position: int
-    column: str | None
+    column: str | int | None
     reason: str
     raw: bytes
     record: int | None = None
@@ -64,7 +65,8 @@ class Reject:
 
     def quarantined(self, file: str) -> QuarantinedRecord:
         assert self.record is not None, "place() the rejects first"
-        return QuarantinedRecord(file, self.record, self.column, self.reason, self.raw)
+        column = None if self.column is None else str(self.column)
+        return QuarantinedRecord(file, self.record, column, self.reason, self.raw)
 
 
 class RejectBudgetExceeded(FormatError):
@@ -102,7 +104,7 @@ class BudgetedCopy:
         self._text_encoding: str | None = None
 
     def run(
-        self, conn: psycopg.Connection, blocks: Iterable[Block], progress=None
+        self, conn: psycopg.Connection, blocks: Iterable[Block], progress: Any = None
     ) -> tuple[int, int, list[Reject]]:
         """(rows, bytes, rejects) of the blocks. `whole_file`: the blocks are the file's, in order,
         so rejects get their record numbers here (a worker's are placed later)."""
@@ -122,7 +124,16 @@ class BudgetedCopy:
                 progress.block_read(loaded)
         return rows, sent, self.rejects
 
-    def _block(self, conn, index, block, terminator, first, skip, records) -> tuple[int, int, int]:
+    def _block(
+        self,
+        conn: psycopg.Connection,
+        index: int,
+        block: str | bytes,
+        terminator: str,
+        first: int | None,
+        skip: int,
+        records: int | None,
+    ) -> tuple[int, int, int]:
         """(rows loaded, bytes sent, records in the block, header rows included)."""
         try:
             chunk, count, null = self.encoder.encode_for_copy(
@@ -137,7 +148,15 @@ class BudgetedCopy:
                 pass  # rolled back; a record PostgreSQL refuses: find it
         return self._record_by_record(conn, index, block, terminator, first, skip)
 
-    def _record_by_record(self, conn, index, block, terminator, first, skip):
+    def _record_by_record(
+        self,
+        conn: psycopg.Connection,
+        index: int,
+        block: str | bytes,
+        terminator: str,
+        first: int | None,
+        skip: int,
+    ) -> tuple[int, int, int]:
         encoding = self._encoding(block)
         text = block.decode(encoding, BAD_BYTE_ERRORS) if isinstance(block, bytes) else block
         fmt, columns = self.source.file_format, self.source.columns
@@ -172,7 +191,16 @@ class BudgetedCopy:
                 self._reject(index, position, record, column, reason, raw, encoding)
         return 0, 0, len(raws)
 
-    def _reject(self, index, position, record, column, reason, raw: str, encoding: str) -> None:
+    def _reject(
+        self,
+        index: int,
+        position: int,
+        record: int | None,
+        column: str | int | None,
+        reason: str,
+        raw: str,
+        encoding: str,
+    ) -> None:
         self.rejects.append(
             Reject(index, position, column, reason, raw.encode(encoding, BAD_BYTE_ERRORS), record)
         )
