@@ -162,14 +162,13 @@ class BudgetedCopy:
         fmt, columns = self.source.file_format, self.source.columns
         raws = raw_records(text, terminator, fmt, len(columns))
         good: list[tuple[int, str, bytes]] = []  # (position, raw record, its COPY line)
+        encode = self.encoder.per_row.encode_block  # strict: raises on the record's first error
         for position, raw in enumerate(raws, start=1):
             if position <= skip:
                 continue
             record = None if first is None else first + position - 1
             try:
-                line = self.encoder.per_row.encode_block(raw + terminator, terminator, record or 1)[
-                    0
-                ]
+                line, _ = encode(raw + terminator, terminator, record or 1)
             except FormatError as error:
                 reason = _RECORD_PREFIX.sub("", error.message)
                 self._reject(index, position, record, error.column, reason, raw, encoding)
