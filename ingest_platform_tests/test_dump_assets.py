@@ -26,6 +26,7 @@ from ingest_platform.demo.dumps import write_demo_dumps
 from ingest_platform.dumps.directory import describe_dump, scan_dump_dir
 from ingest_platform.errors import DumpError
 from ingest_platform.io_managers.multiprocess_copy import MultiprocessCopyIOManager
+from ingest_platform.postgres.quarantine import QUARANTINE_TABLE
 
 TRANSLATOR = DumpTranslator()
 
@@ -66,7 +67,10 @@ def test_assets_are_generated_per_application_table(demo_dumps):
     defs = dump_definitions(demo_dumps)
     dg.Definitions.validate_loadable(defs)
     keys = {spec.key for spec in defs.resolve_all_asset_specs()}
-    assert keys == {dg.AssetKey(["dumps", "shop", t]) for t in ("customer", "orders", "order_item")}
+    assert keys == {
+        dg.AssetKey(["dumps", "shop", t])
+        for t in ("customer", "orders", "order_item", QUARANTINE_TABLE)
+    }
     assert defs.resolve_job_def("ingest_shop_dump").partitions_def.name == "shop_versions"
 
 
@@ -124,6 +128,7 @@ def test_sensor_waits_for_complete_files_then_requests_each_dump_once(demo_dumps
     assert set(request.asset_selection) == {
         TRANSLATOR.asset_key("shop", "customer"),
         TRANSLATOR.asset_key("shop", "orders"),
+        TRANSLATOR.get_quarantine_spec("shop").key,  # reports what the version quarantined
     }
     assert second.dynamic_partitions_requests[0].partition_keys == ["1.0-eu"]
     third = evaluate_dump_directory(

@@ -29,6 +29,11 @@ from ingest_platform.dumps.directory import (
     is_dump_file,
 )
 from ingest_platform.loading.dump_versions import plan_for
+from ingest_platform.postgres.quarantine import (
+    QUARANTINE_TABLE,
+    quarantined_count,
+    quarantined_records,
+)
 from ingest_platform.postgres.versioned_tables import conformance_problems, version_row_count
 
 # Run tags that tell a dump asset which file a run is for (set by the sensor and the CLI).
@@ -38,6 +43,7 @@ APP_TAG = "ingest/app"
 VERSION_TAG = "ingest/version"
 ROWS_CHECK = "rows_match_file"
 COLUMNS_CHECK = "columns_conform_to_parent"
+QUARANTINE_CHECK = "nothing_quarantined"
 
 
 def pg_schema_for(app: str, environ=os.environ) -> str:
@@ -122,12 +128,32 @@ class DumpTranslator:
             metadata={"dagster/table_name": f"{schema}.{table}"},
         )
 
+    def get_quarantine_spec(self, app: str) -> dg.AssetSpec:
+        """The application's quarantine table (``postgres/quarantine.py``); its deps, the app's
+        tables, are added where the definitions are built."""
+        schema = self.schema_prefix + app
+        return dg.AssetSpec(
+            key=dg.AssetKey(["dumps", app, QUARANTINE_TABLE]),
+            group_name=_safe_name(app),
+            kinds={"postgres"},
+            partitions_def=self.partitions_def(app),
+            description=(
+                f"`{schema}.{QUARANTINE_TABLE}`: records of `{app}` dumps that did not load under "
+                "a table's reject budget (max_errors: BULK INSERT MAXERRORS, the manifest or the "
+                "dialect), each with its file, record, column, reason and raw bytes. Each "
+                "partition is a version; its check fails when that version quarantined anything."
+            ),
+            owners=list(self.owners),
+            tags={"ingest/source": "dump", "ingest/app": _safe_name(app), **self.tags},
+            metadata={"dagster/table_name": f"{schema}.{QUARANTINE_TABLE}"},
+        )
+
 
 def build_dump_definitions(
     catalog: DumpCatalog, translator: DumpTranslator | None = None
 ) -> dg.Definitions:
     translator = translator or DumpTranslator()
-    assets, checks, jobs = [], [], []
+    assets, quarantines, checks, jobs = [], [], [], []
     paths = {(dump.app, dump.version): dump.path for dump in catalog.dumps}
     for app, tables in catalog.tables_by_app().items():
         app_assets = []
@@ -137,10 +163,17 @@ def build_dump_definitions(
             app_assets.append(_dump_table_asset(spec, record, paths))
             checks.append(_dump_table_checks(spec, record, paths))
         assets += app_assets
+        # The app's quarantine: after its tables in the same run, with a check of its own.
+        spec = translator.get_quarantine_spec(app).merge_attributes(
+            deps=[asset.key for asset in app_assets]
+        )
+        quarantine = _quarantine_asset(spec, translator.schema_prefix + app)
+        quarantines.append(quarantine)
+        checks.append(_quarantine_check(spec, translator.schema_prefix + app))
         jobs.append(
             dg.define_asset_job(
                 translator.job_name(app),
-                selection=dg.AssetSelection.assets(*app_assets),
+                selection=dg.AssetSelection.assets(*app_assets, quarantine),
                 executor_def=dg.in_process_executor,
                 description=f"Load one {app} dump version "
                 "(the I/O manager parallelizes each table).",
@@ -148,8 +181,9 @@ def build_dump_definitions(
         )
     # The parent's `dagster/column_schema` of the last two loads compared (warns on a change).
     checks += dg.build_column_schema_change_checks(assets=assets) if assets else []
+
     return dg.Definitions(
-        assets=assets or [_no_dumps_yet()],
+        assets=[*assets, *quarantines] or [_no_dumps_yet()],
         asset_checks=checks,
         jobs=jobs,
         sensors=[_dump_directory_sensor(catalog, translator, jobs)],
@@ -244,7 +278,8 @@ def _dump_table_checks(
                 asset=spec.key,
                 blocking=True,
                 partitions_def=spec.partitions_def,
-                description="Rows in the version's child table == data rows in the file.",
+                description="Rows in the version's child table + its quarantined records == data "
+                "rows in the file.",
             ),
             dg.AssetCheckSpec(
                 COLUMNS_CHECK,
@@ -267,17 +302,23 @@ def _dump_table_checks(
         with postgres.get_connection() as conn:
             loaded = version_row_count(conn, schema, table, version)
             problems = conformance_problems(conn, schema, table, version)
+            quarantined = quarantined_count(conn, schema, version, table)
+        # Every data row of the file is in the child table or in the quarantine, exactly once: a
+        # quarantined record is accounted for (its own check, on the quarantine, says so).
+        accounted = None if loaded is None else loaded + quarantined
         yield dg.AssetCheckResult(
             asset_key=spec.key,
             check_name=ROWS_CHECK,
-            passed=loaded == expected,
+            passed=accounted == expected,
             description=None
-            if loaded == expected
-            else f"{dump.path.name}: the file has {expected} data rows, the child table {loaded}.",
+            if accounted == expected
+            else f"{dump.path.name}: the file has {expected} data rows, the child table {loaded}"
+            + (f" and the quarantine {quarantined}." if quarantined else "."),
             metadata={
                 "version": version,
                 "rows_in_file": expected if expected is not None else -1,
                 "rows_in_table": loaded if loaded is not None else -1,
+                "rows_quarantined": quarantined,
             },
         )
         yield dg.AssetCheckResult(
@@ -292,6 +333,77 @@ def _dump_table_checks(
         )
 
     return dump_table_checks
+
+
+def _quarantine_asset(spec: dg.AssetSpec, schema: str) -> dg.AssetsDefinition:
+    """Materialized after the app's tables in each load run: what the version quarantined."""
+
+    @dg.multi_asset(name=f"report_{spec.key.to_python_identifier()}", specs=[spec])
+    def quarantine(context: dg.AssetExecutionContext, postgres: PostgresResource):
+        version = context.partition_key
+        with postgres.get_connection() as conn:
+            count = quarantined_count(conn, schema, version)
+            first = quarantined_records(conn, schema, version)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": dg.MetadataValue.int(count),
+                "rows": dg.MetadataValue.int(count),
+                "version": version,
+                "first_records": dg.MetadataValue.md(_quarantine_list(first) or "none"),
+            }
+        )
+
+    return quarantine
+
+
+def _quarantine_check(spec: dg.AssetSpec, schema: str) -> dg.AssetChecksDefinition:
+    """Fails when the version quarantined any record. Not blocking: the tables loaded what the
+    dump allowed, and their own checks (rows_match_file counts the quarantine) gate the mirror."""
+
+    @dg.multi_asset_check(
+        name=f"check_{spec.key.to_python_identifier()}",
+        specs=[
+            dg.AssetCheckSpec(
+                QUARANTINE_CHECK,
+                asset=spec.key,
+                partitions_def=spec.partitions_def,
+                description="No record of this version was quarantined.",
+            )
+        ],
+    )
+    def quarantine_check(context: dg.AssetCheckExecutionContext, postgres: PostgresResource):
+        version = context.partition_key
+        with postgres.get_connection() as conn:
+            count = quarantined_count(conn, schema, version)
+            first = quarantined_records(conn, schema, version)
+        yield dg.AssetCheckResult(
+            asset_key=spec.key,
+            check_name=QUARANTINE_CHECK,
+            passed=count == 0,
+            description=None
+            if count == 0
+            else f"{count} records of version {version} did not load and are in "
+            f'"{schema}"."{QUARANTINE_TABLE}" (raw bytes kept); first: '
+            f"{first[0]['table']}: {first[0]['file']}, record {first[0]['record']}"
+            + (f", column {first[0]['column']}" if first[0]["column"] else "")
+            + f": {first[0]['reason']}. Fix the records and load the version again.",
+            metadata={
+                "version": version,
+                "quarantined": count,
+                "first_records": dg.MetadataValue.md(_quarantine_list(first) or "none"),
+            },
+        )
+
+    return quarantine_check
+
+
+def _quarantine_list(records: list[dict]) -> str:
+    return "\n".join(
+        f"- {r['table']}: {r['file']}, record {r['record']}"
+        + (f", column {r['column']}" if r["column"] else "")
+        + f": {r['reason']} ({r['raw_bytes']} bytes)"
+        for r in records
+    )
 
 
 def _dump_for_run(
@@ -330,8 +442,11 @@ def run_request_for(
         job_name=translator.job_name(dump.app),
         partition_key=dump.version,
         asset_selection=[
-            translator.asset_key(dump.app, table)
-            for table in sorted(set(dump.tables) | set(app_tables))
+            *(
+                translator.asset_key(dump.app, table)
+                for table in sorted(set(dump.tables) | set(app_tables))
+            ),
+            translator.get_quarantine_spec(dump.app).key,
         ],
         tags=tags,
     )

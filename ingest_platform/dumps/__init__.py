@@ -20,7 +20,8 @@ A ZIP (or a ZIP encrypted with GnuPG, ``*.zip.gpg``) holding, per table, a schem
 file.  Schemas: ``<table>.json`` (any dialect), or ``*.sql`` read according to the dialect's
 ``schema_language`` -- ``tsql``: one install script with CREATE TYPE / CREATE TABLE /
 ALTER TABLE .. PRIMARY KEY / BULK INSERT (whose FIELDTERMINATOR, ROWTERMINATOR, CODEPAGE,
-DATAFILETYPE, FIRSTROW override the file format per table, and whose FROM names the data file);
+DATAFILETYPE, FIRSTROW, MAXERRORS override the file format per table, and whose FROM names the
+data file);
 ``mysql``: CREATE TABLE statements, one ``<table>.sql`` each (mysqldump --tab) or all in one
 file (mysqldump --no-data); other statements are skipped (``mysql_schema``).  Data files: members
 whose extension is in the dialect's ``data_extensions``, paired to a table by the BULK INSERT file
@@ -39,8 +40,9 @@ Manifest (optional): ``manifest.json`` at the root of the ZIP::
                             "data": "x/Address.dat"}}}
 
 ``tables.<name>`` holds file-format keys (below) and optionally ``data`` (the member name).
+A top-level ``max_errors`` is the dump-wide reject budget of tables that set none themselves.
 Precedence: open_dump() arguments > manifest > file name; file format: manifest > JSON schema
-``format`` > BULK INSERT > dialect config.
+``format`` > BULK INSERT > (``max_errors`` only: the manifest's top-level one) > dialect config.
 
 File-name version rule (no manifest): ``<app>_<version>.zip[.gpg]``, split at the LAST underscore;
 the version must start with a digit or ``v`` + digit: ``crm_eu_2025.zip`` -> app ``crm_eu``,
@@ -90,6 +92,10 @@ Top level: ``name``, ``description``, ``schema_language`` (``tsql`` | ``mysql`` 
   NULL (PostgreSQL has no such dates; those columns become nullable) or ``keep``.
 - ``column_charsets``: ``true`` decodes each text column in its own character set
   (``Column.encoding``, from the DDL), as MySQL's SELECT INTO OUTFILE writes them (``charsets``).
+- ``max_errors``: the reject budget, records that may fail to load (quarantined) before the table
+  fails; 0 (default) = strict. See ``ingest_platform/loading/reject_budget.py``.
+- ``binary = "hex"`` reads binary as SQL Server's CONVERT does: an even number of hex digits, with
+  or without ``0x`` (``copy_text.sql_server_hex``); anything else is a bad value.
 
 ``[types]``: source type -> PostgreSQL type, keys lower case, looked up as ``name(params)``
 (``"nvarchar(max)"``), ``name modifiers`` (``"int unsigned"``), then ``name``.  A string value

@@ -6,6 +6,7 @@ version rule and the GPG environment variables.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -204,7 +205,13 @@ def _read_dump(path, archive_path, dialect, app, version, decrypted_dir, default
             )
         if not isinstance(dialect, Dialect):
             dialect = load_dialect(dialect)
-        tables = _discover_tables(archive, members, dialect, manifest.get("tables", {}), path)
+        tables = _discover_tables(
+            archive,
+            members,
+            _with_dump_budget(dialect, manifest, path),
+            manifest.get("tables", {}),
+            path,
+        )
     return Dump(
         path=path,
         archive_path=archive_path,
@@ -215,6 +222,18 @@ def _read_dump(path, archive_path, dialect, app, version, decrypted_dir, default
         manifest=manifest or None,
         _decrypted_dir=decrypted_dir,
     )
+
+
+def _with_dump_budget(dialect: Dialect, manifest: dict, path: Path) -> Dialect:
+    """The dialect, with the manifest's dump-wide ``max_errors`` (if any) as every table's default:
+    a table's own setting (manifest ``tables``, JSON schema ``format``, BULK INSERT) still wins."""
+    if "max_errors" not in manifest:
+        return dialect
+    try:
+        budget = dialect.file_format.with_overrides({"max_errors": manifest["max_errors"]})
+    except ConfigError as error:
+        raise DumpError(f"{path}: {MANIFEST_NAME}: {error}") from error
+    return dataclasses.replace(dialect, file_format=budget)
 
 
 def _read_manifest(archive: zipfile.ZipFile, path: Path) -> dict:

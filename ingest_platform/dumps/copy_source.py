@@ -28,6 +28,7 @@ from ingest_platform.dumps.reader import (
     open_record_blocks,
 )
 from ingest_platform.dumps.schema import Column
+from ingest_platform.dumps.text_stream import sniff_encoding
 from ingest_platform.errors import FormatError, IngestError
 
 # A block of whole records for a worker: (index in the file, data, row terminator, records or None).
@@ -55,6 +56,11 @@ class CopySource:
         """Uncompressed bytes."""
         with zipfile.ZipFile(self.archive_path) as archive:
             return archive.getinfo(self.member).file_size
+
+    def file_encoding(self) -> str:
+        """The encoding the file's text is decoded with: a byte-order mark's, else the declared."""
+        with zipfile.ZipFile(self.archive_path) as archive, archive.open(self.member) as raw:
+            return sniff_encoding(raw.read(4), self.file_format.encoding)[0]
 
     def optimistic_chunks(self) -> Iterator[Chunk] | None:
         """Plain bcp blocks as they are, nothing counted (PostgreSQL counts the fields), or None

@@ -27,6 +27,40 @@ _MYSQL_ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 _PLACEHOLDERS = [chr(c) for c in range(0xE000, 0xE100)]  # private-use characters
 
 
+# Hex digits as SQL Server converts character data to binary: an EVEN number of 0-9 A-F a-f,
+# with "0x" in front (CONVERT style 1) or without (style 2, what bcp's character format writes);
+# "If the expression contains an odd number of characters, or if any of the characters is
+# invalid, an error is raised" (Microsoft, CAST and CONVERT (Transact-SQL), section "Binary
+# styles", learn.microsoft.com/sql/t-sql/functions/cast-and-convert-transact-sql). So an odd count,
+# a space or any other character rejects the value, never a guess: ODBC's client-side conversion
+# would drop the last digit of an odd string (Microsoft, "C to SQL: Character", ODBC reference),
+# which loses data silently; a rejected record is quarantined whole under a reject budget.
+_HEX_DIGITS = frozenset("0123456789ABCDEFabcdef")
+
+
+def sql_server_hex(value: str) -> str:
+    """The hex digits of a binary value written as text, or ValueError saying what is wrong."""
+    digits = value[2:] if value[:2] == "0x" else value
+    # isalnum() first: bytes.fromhex() alone would skip whitespace between digits.
+    if not digits or (digits.isalnum() and len(digits) % 2 == 0 and _is_hex(digits)):
+        return digits
+    bad = next((c for c in digits if c not in _HEX_DIGITS), None)
+    if bad is not None:
+        raise ValueError(f"{bad!r} is not a hex digit in binary data {value[:40]!r}")
+    raise ValueError(
+        f"odd number of hex digits ({len(digits)}) in binary data {value[:40]!r}; SQL Server "
+        "rejects it too (CONVERT to varbinary takes pairs of digits)"
+    )
+
+
+def _is_hex(digits: str) -> bool:
+    try:
+        bytes.fromhex(digits)
+    except ValueError:
+        return False
+    return True
+
+
 def copy_escape(value: str) -> str:
     if "\\" in value:
         value = value.replace("\\", "\\\\")
@@ -77,14 +111,7 @@ class PerRowEncoder:
 
     # -- converters -----------------------------------------------------------------------
     def _hex_bytes(self, value: str) -> str:
-        hex_digits = value[2:] if value[:2] in ("0x", "0X") else value
-        try:
-            bytes.fromhex(hex_digits)
-            if " " in hex_digits:
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"not hexadecimal binary data: {value[:40]!r}") from None
-        return "\\x" + hex_digits
+        return "\\x" + sql_server_hex(value)
 
     def _raw_bytes(self, value: str) -> str:
         return "\\x" + value.encode(self.format.encoding, BAD_BYTE_ERRORS).hex()

@@ -28,6 +28,7 @@ _FORMAT_KEYS = {
     "binary",
     "zero_dates",
     "column_charsets",
+    "max_errors",
 }
 
 
@@ -49,6 +50,9 @@ class FileFormat:
     binary: str = "hex"  # how bytea columns are written: "hex" (bare hex) or "raw" bytes
     zero_dates: str = "keep"  # "null": dates with a zero year/month/day become NULL
     column_charsets: bool = False  # text columns are in their own Column.encoding (MySQL)
+    # Reject budget: records that may fail to load (quarantined, see postgres/quarantine.py)
+    # before the table fails; 0 = strict. BULK INSERT's MAXERRORS sets it per table.
+    max_errors: int = 0
 
     def __post_init__(self) -> None:
         if not self.field_terminator or not self.row_terminator:
@@ -63,6 +67,12 @@ class FileFormat:
             raise ConfigError(
                 f"column_charsets must be true or false, not {self.column_charsets!r}"
             )
+        if (
+            not isinstance(self.max_errors, int)
+            or isinstance(self.max_errors, bool)
+            or self.max_errors < 0
+        ):
+            raise ConfigError(f"max_errors must be a whole number >= 0, not {self.max_errors!r}")
 
     def with_overrides(self, overrides: dict) -> FileFormat:
         """A copy with some keys replaced (from a manifest, a JSON schema or BULK INSERT)."""

@@ -118,6 +118,32 @@ def plain_records(
     return records, position
 
 
+def raw_records(block: str, terminator: str, file_format: FileFormat, fields: int) -> list[str]:
+    """The block's records as the file has them, without row terminators, also where a record is
+    bad: the same boundaries the readers use (bcp's rule; a terminator escaped or quoted is data),
+    so a bad record can be set aside whole and the records around it still load. The text after
+    the last complete bcp record (a truncated record) is one more record."""
+    if not (file_format.escape or file_format.quote):
+        records, used = plain_records(block, file_format.field_terminator, terminator, fields)
+        found = [file_format.field_terminator.join(record) for record in records]
+        rest = block[used:]
+        if rest:
+            found.append(rest[: -len(terminator)] if rest.endswith(terminator) else rest)
+        return found
+    found, start, cursor = [], 0, 0
+    while (at := block.find(terminator, cursor)) != -1:
+        cursor = at + 1
+        if file_format.escape and _escaped(block, at, file_format.escape):
+            continue
+        if file_format.quote and block.count(file_format.quote, start, at) % 2 == 1:
+            continue
+        found.append(block[start:at])
+        start = cursor = at + len(terminator)
+    if start < len(block):
+        found.append(block[start:])
+    return found
+
+
 def simple_split_is_exact(
     block: str, field_terminator: str, row_terminator: str, fields: int
 ) -> bool:

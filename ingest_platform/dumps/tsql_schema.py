@@ -355,6 +355,13 @@ def _bulk_options_to_format(options: dict[str, str], table: str, file: str) -> d
         overrides["header_rows"] = int(options["FIRSTROW"]) - 1
     if options.get("FORMAT", "").upper() == "CSV":
         overrides["quote"] = options.get("FIELDQUOTE", '"')
+    # MAXERRORS: "the maximum number of syntax errors allowed in the data before the bulk-import
+    # operation is canceled. Each row that cannot be imported ... is ignored and counted as one
+    # error" (Microsoft, BULK INSERT (Transact-SQL), learn.microsoft.com/sql/t-sql/statements/
+    # bulk-insert-transact-sql). Only a MAXERRORS the script writes counts: SQL Server's implicit
+    # default of 10 is not taken over, so a dump without it loads strictly, as it always did.
+    if options.get("MAXERRORS", "").isdigit():
+        overrides["max_errors"] = int(options["MAXERRORS"])
     return overrides
 
 

@@ -64,4 +64,5 @@ def load_metadata(report: LoadReport, plan: TableLoadPlan) -> dict:
             "\n".join(f"- {c}" for c in report.schema_changes) or "none"
         ),
         "replaced_earlier_load": dg.MetadataValue.bool(report.replaced_earlier_load),
+        "rows_quarantined": dg.MetadataValue.int(report.quarantined),
     }

@@ -29,9 +29,22 @@ from ingest_platform.dumps.copy_source import Block, CopyChunks, CopySource
 from ingest_platform.dumps.reader import DEFAULT_CHUNK_BYTES
 from ingest_platform.dumps.schema import TableSchema
 from ingest_platform.errors import IngestError
+from ingest_platform.loading.reject_budget import (
+    BudgetedCopy,
+    Reject,
+    RejectBudgetExceeded,
+    check_budget,
+    place,
+)
 from ingest_platform.postgres.connection import connect
 from ingest_platform.postgres.copy_errors import CopyRejected, copy_format_error
 from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS
+from ingest_platform.postgres.quarantine import (
+    QUARANTINE_TABLE,
+    QuarantinedRecord,
+    create_quarantine,
+    replace_rows,
+)
 from ingest_platform.postgres.versioned_tables import (
     VersionLoad,
     abandon_version_load,
@@ -56,6 +69,7 @@ class TableLoadPlan:
     pg_schema: str
     version: str
     source: CopySource | None  # None: the dump has the schema but no data file -> no rows
+    dump: str = ""  # the dump file's name, recorded with quarantined records
 
 
 @dataclass
@@ -69,6 +83,7 @@ class LoadReport:
     processes: int
     schema_changes: list[str] = field(default_factory=list)
     replaced_earlier_load: bool = False
+    quarantined: int = 0  # records set aside under the table's reject budget (max_errors)
 
     @property
     def rows_per_second(self) -> float:
@@ -77,7 +92,7 @@ class LoadReport:
 
 def plan_for(dump: Dump, table: str, pg_schema: str) -> TableLoadPlan:
     return TableLoadPlan(
-        dump.tables[table].schema, pg_schema, dump.version, dump.copy_source(table)
+        dump.tables[table].schema, pg_schema, dump.version, dump.copy_source(table), dump.path.name
     )
 
 
@@ -94,12 +109,17 @@ def load_table_version(
 
     `terminate_blockers_after`, `logger`: for the attach (``versioned_tables.attach_version``).
     `logger` also gets a progress line every `progress_seconds` during the COPY.
+    A file format with ``max_errors`` > 0 loads under that reject budget (``reject_budget``): the
+    records that cannot load go to the quarantine, written in the attach's transaction.
     """
     started = time.perf_counter()
+    source = None if plan.source is None else replace(plan.source, chunk_bytes=chunk_bytes)
     with connect(dsn) as conn:
         load = begin_version_load(conn, plan.pg_schema, plan.table_schema, plan.version)
-    source = None if plan.source is None else replace(plan.source, chunk_bytes=chunk_bytes)
+        if source is not None and source.file_format.max_errors:
+            create_quarantine(conn, plan.pg_schema)
     workers = 1
+    rejects: list[Reject] = []
     try:
         if source is None:
             rows, nbytes = 0, 0
@@ -111,12 +131,21 @@ def load_table_version(
                 ),
             )
             if processes <= 1 or source.size < MIN_BLOCKS_FOR_WORKERS * chunk_bytes:
-                rows, nbytes = _copy_in_process(dsn, source, load, progress)
+                rows, nbytes, rejects = _copy_in_process(dsn, source, load, progress)
             else:
                 workers = processes
-                rows, nbytes = _copy_in_parallel(dsn, source, load, processes, progress)
+                rows, nbytes, rejects = _copy_in_parallel(dsn, source, load, processes, progress)
+        quarantined = _quarantined(plan, rejects, logger)
         with connect(dsn) as conn:
-            attached = attach_version(conn, load, terminate_blockers_after, logger)
+            attached = attach_version(
+                conn,
+                load,
+                terminate_blockers_after,
+                logger,
+                in_attach=lambda attaching: replace_rows(
+                    attaching, plan.pg_schema, load.table, plan.version, plan.dump, quarantined
+                ),
+            )
     except BaseException:
         with connect(dsn) as conn:
             abandon_version_load(conn, load)
@@ -131,7 +160,24 @@ def load_table_version(
         processes=workers,
         schema_changes=list(attached.changes),
         replaced_earlier_load=attached.replaced_previous,
+        quarantined=len(rejects),
     )
+
+
+def _quarantined(
+    plan: TableLoadPlan, rejects: list[Reject], logger: logging.Logger | logging.LoggerAdapter
+) -> list[QuarantinedRecord]:
+    """The rejects as quarantine rows (every worker's, within the budget), logged."""
+    if not rejects or plan.source is None:
+        return []
+    check_budget(plan.source, rejects)
+    member, budget = plan.source.member, plan.source.file_format.max_errors
+    logger.warning(
+        f"{plan.table_schema.name} {plan.version}: {len(rejects)} of at most {budget} records "
+        f'quarantined in "{plan.pg_schema}"."{QUARANTINE_TABLE}" (max_errors); first: '
+        f"{member}, {rejects[0].describe()}"
+    )
+    return [r.quarantined(member) for r in rejects]
 
 
 def load_dump_version(
@@ -192,15 +238,19 @@ class _FileProgress:
 
 def _copy_in_process(
     dsn: str, source: CopySource, load: VersionLoad, progress: _FileProgress
-) -> tuple[int, int]:
+) -> tuple[int, int, list[Reject]]:
+    """(rows, bytes, rejects): the optimistic read when it loads, else the careful one."""
     optimistic = source.optimistic_chunks()
     if optimistic is not None:
         try:
             with connect(dsn) as conn:
-                return copy_into(conn, load, progress.counted(optimistic))
+                return (*copy_into(conn, load, progress.counted(optimistic)), [])
         except Exception:  # rolled back; the careful read loads or names the error
             progress.progress.rows, progress.blocks = 0, 0
-    return _copy(dsn, load, source.chunks(), progress)
+    if source.file_format.max_errors:
+        with connect(dsn) as conn, source.blocks() as blocks:
+            return BudgetedCopy(source, load, whole_file=True).run(conn, blocks, progress)
+    return (*_copy(dsn, load, source.chunks(), progress), [])
 
 
 def _copy(
@@ -221,7 +271,7 @@ def _copy(
 
 def _copy_in_parallel(
     dsn: str, source: CopySource, load: VersionLoad, processes: int, progress: _FileProgress
-) -> tuple[int, int]:
+) -> tuple[int, int, list[Reject]]:
     pool = _WorkerPool(dsn, source, load, processes)
     try:
         with source.blocks() as blocks:
@@ -229,7 +279,12 @@ def _copy_in_parallel(
                 pool.put(block)
                 # Rows: the reader's record count where it made one (workers count the rest).
                 progress.block_read(block[3] or 0)
-        return pool.finish()
+        rows, nbytes, rejects = pool.finish()
+        return rows, nbytes, place(source, rejects)
+    except RejectBudgetExceeded as over:  # one worker's: name its records by file record number
+        raise RejectBudgetExceeded(
+            source.member, over.max_errors, place(source, over.rejects)
+        ) from None
     finally:
         pool.stop()
 
@@ -250,7 +305,7 @@ class _WorkerPool:
             )
             for _ in range(processes)
         ]
-        self.loaded: list[tuple[int, int]] = []  # (rows, bytes) of each finished worker
+        self.loaded: list[tuple[int, int, list[Reject]]] = []  # each finished worker's
         for worker in self.workers:
             worker.start()
 
@@ -263,13 +318,17 @@ class _WorkerPool:
             except queue.Full:
                 self._collect(wait=0)
 
-    def finish(self) -> tuple[int, int]:
-        """Tell every worker to finish its COPY; (rows, bytes) over all of them."""
+    def finish(self) -> tuple[int, int, list[Reject]]:
+        """Tell every worker to finish its COPY; (rows, bytes, rejects) over all of them."""
         for _ in self.workers:
             self.put(None)
         while len(self.loaded) < len(self.workers):
             self._collect(wait=0.5)
-        return sum(rows for rows, _ in self.loaded), sum(nbytes for _, nbytes in self.loaded)
+        return (
+            sum(rows for rows, _, _ in self.loaded),
+            sum(nbytes for _, nbytes, _ in self.loaded),
+            [reject for _, _, rejects in self.loaded for reject in rejects],
+        )
 
     def stop(self) -> None:
         for worker in self.workers:
@@ -295,9 +354,15 @@ class _WorkerPool:
 
 
 def _copy_worker(dsn: str, source: CopySource, load: VersionLoad, blocks, results) -> None:
-    """COPY the blocks this worker takes from the queue; put (rows, bytes) or the exception."""
+    """COPY the blocks this worker takes from the queue; put (rows, bytes, rejects) or the
+    exception."""
     try:
-        results.put(_copy(dsn, load, source.chunks(iter(blocks.get, None))))
+        if source.file_format.max_errors:
+            with connect(dsn) as conn:
+                budgeted = BudgetedCopy(source, load, whole_file=False)
+                results.put(budgeted.run(conn, iter(blocks.get, None)))
+        else:
+            results.put((*_copy(dsn, load, source.chunks(iter(blocks.get, None))), []))
     except Exception as error:  # raised again in the main process
         try:
             pickle.dumps(error)

@@ -77,7 +77,7 @@ def summary_table(result: dg.ExecuteInProcessResult) -> str:
                 str(meta.get("rows")),
                 f"{meta.get('seconds', 0):.2f}",
                 f"{meta.get('rows_per_second', 0):,.0f}",
-                str(meta.get("child_table")),
+                str(meta.get("child_table", "-")),
                 str(changes),
                 ", ".join(checks.get(table, [])),
             )

@@ -39,11 +39,15 @@ def copy_error_line(context: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def copy_error_place(context: str) -> tuple[str | None, str | None]:
+    """(column, value) of the rejected line, where PostgreSQL names them."""
+    match = _CONTEXT.search(context)
+    return (match.group(2), match.group(3)) if match else (None, None)
+
+
 def copy_format_error(message: str, context: str, file: str, record: int | None) -> FormatError:
     """A FormatError for a rejected COPY, placed at `record` (the record number in `file`)."""
-    match = _CONTEXT.search(context)
-    column = match.group(2) if match else None
-    value = match.group(3) if match else None
+    column, value = copy_error_place(context)
     detail = f"record {record}: {message}" if record is not None else message
     if value is not None:
         detail += f" (value {value!r})"

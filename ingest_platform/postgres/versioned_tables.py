@@ -48,7 +48,7 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -73,6 +73,7 @@ from ingest_platform.postgres.catalog import (
 from ingest_platform.postgres.connection import scalar
 from ingest_platform.postgres.copy_errors import CopyRejected, copy_error_details, copy_error_line
 from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS, terminating_blockers
+from ingest_platform.postgres.quarantine import QUARANTINE_TABLE
 from ingest_platform.postgres.type_widening import PgType, parse_pg_type
 
 VERSION_COLUMN = "_version"
@@ -244,8 +245,12 @@ def attach_version(
     load: VersionLoad,
     terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS,
     logger: logging.Logger | logging.LoggerAdapter = LOGGER,
+    in_attach: Callable[[psycopg.Connection], None] | None = None,
 ) -> AttachResult:
     """Step 3: make the loaded rows the version's child, in one short transaction. Commits.
+
+    `in_attach` runs inside that transaction, after the child is registered: what must change
+    with the child, atomically (the version's quarantined records).
 
     Backends whose locks keep the attach waiting longer than `terminate_blockers_after` seconds
     (a reader's long transaction on the parent or the old child) are terminated and logged
@@ -263,6 +268,8 @@ def attach_version(
         try:
             with terminating_blockers(conn, terminate_blockers_after, logger), _transaction(conn):
                 changes, replaced = _attach(conn, load, rows)
+                if in_attach is not None:
+                    in_attach(conn)
             return AttachResult(load.child_table, rows, tuple(str(c) for c in changes), replaced)
         except psycopg.errors.DeadlockDetected:
             if attempt == _ATTACH_ATTEMPTS:
@@ -456,9 +463,9 @@ def _declared_columns(schema: str, table_schema: TableSchema, version: str) -> d
             f'Schema name "{schema}" is longer than {MAX_IDENTIFIER_BYTES} bytes; choose a shorter '
             f"one."
         )
-    if table == registry.REGISTRY_TABLE:
+    if table in (registry.REGISTRY_TABLE, QUARANTINE_TABLE):
         raise SchemaError(
-            f'Table "{table}" has the name of the platform\'s registry table; rename it in the '
+            f'Table "{table}" has the name of one of the platform\'s own tables; rename it in the '
             f"dump."
         )
     declared = {}
