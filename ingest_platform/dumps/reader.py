@@ -28,10 +28,11 @@ from ingest_platform.dumps.dialect import FileFormat
 from ingest_platform.dumps.schema import Column
 from ingest_platform.dumps.text_stream import (
     BAD_BYTE_ERRORS,
+    RecordTooLong,
     simple_split_is_exact,
 )
 from ingest_platform.dumps.zip_member import INFLATE_ERRORS, MemberReader, can_stream
-from ingest_platform.errors import DumpError
+from ingest_platform.errors import DumpError, FormatError
 
 DEFAULT_CHUNK_BYTES = 1 << 20
 _READ_ERRORS: tuple[type[Exception], ...] = (
@@ -179,7 +180,15 @@ def open_record_blocks(
     iter_byte_record_blocks.
     """
     with _open_member(dump_path, member) as raw:
-        yield iter_byte_record_blocks(raw, file_format, chunk_bytes, len(columns), verify_cuts)
+        blocks = iter_byte_record_blocks(raw, file_format, chunk_bytes, len(columns), verify_cuts)
+        yield _naming_the_file(blocks, member)
+
+
+def _naming_the_file(blocks: Iterator, member: str) -> Iterator:
+    try:
+        yield from blocks
+    except RecordTooLong as error:
+        raise FormatError(str(error), file=member) from None
 
 
 class _open_member:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import zipfile
 
 import pytest
@@ -93,11 +94,20 @@ def test_truncated_and_corrupt_zip(tmp_path):
     garbage.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DumpError, match="app_3.zip"):
         open_dump(garbage, dialect="mssql")
-    # A damaged member body is found while streaming.
+    # A damaged member body: found when the dump is opened (it reads the start of each data
+    # file), or, further in, while streaming.
     raw = bytearray(good.read_bytes())
     start = raw.find(b"t.dat") + 5
     raw[start + 10 : start + 40] = b"\x00" * 30
     damaged = tmp_path / "app_4.zip"
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(DumpError, match="t.dat"):
+        open_dump(damaged, dialect="mssql")
+    rows = "".join(f"{i}\t{random.getrandbits(32):08x}\t2020-01-01\n" for i in range(40_000))
+    raw = bytearray(make_zip(tmp_path / "app_5.zip", {"t.json": SCHEMA, "t.dat": rows}).read_bytes())
+    end = raw.find(b"PK\x01\x02")  # the central directory follows the member
+    raw[end - 5000 : end - 4970] = b"\x00" * 30
+    damaged = tmp_path / "app_6.zip"
     damaged.write_bytes(bytes(raw))
     dump = open_dump(damaged, dialect="mssql")
     with pytest.raises(DumpError, match="t.dat"):
