@@ -7,7 +7,6 @@ run for the tables of that dump; `ingest-platform ingest` runs the same job.
 
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ingest_platform.defs.names import dagster_name, key_part, node_name, tag_value
 from ingest_platform.defs.reload import reload_for_new_tables
 from ingest_platform.defs.resources import PostgresResource
 from ingest_platform.dumps import open_dump
@@ -28,7 +28,10 @@ from ingest_platform.dumps.directory import (
     dump_dir,
     is_dump_file,
 )
+from ingest_platform.errors import IngestError
 from ingest_platform.loading.dump_versions import plan_for
+from ingest_platform.postgres.duplicate_keys import describe as describe_duplicates
+from ingest_platform.postgres.duplicate_keys import version_duplicate_keys
 from ingest_platform.postgres.versioned_tables import conformance_problems, version_row_count
 
 # Run tags that tell a dump asset which file a run is for (set by the sensor and the CLI).
@@ -38,15 +41,12 @@ APP_TAG = "ingest/app"
 VERSION_TAG = "ingest/version"
 ROWS_CHECK = "rows_match_file"
 COLUMNS_CHECK = "columns_conform_to_parent"
+KEY_CHECK = "primary_key_unique"
 
 
 def pg_schema_for(app: str, environ=os.environ) -> str:
     """One PostgreSQL schema per application: `INGEST_DUMP_SCHEMA_PREFIX` + app name."""
     return (environ.get("INGEST_DUMP_SCHEMA_PREFIX") or "") + app
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", text)
 
 
 @dataclass(frozen=True)
@@ -91,19 +91,19 @@ class DumpTranslator:
         return self.get_asset_spec(self.record(app, table)).key
 
     def partitions_name(self, app: str) -> str:
-        return f"{_safe_name(app)}_versions"
+        return f"{dagster_name(app)}_versions"
 
     def partitions_def(self, app: str) -> dg.DynamicPartitionsDefinition:
         return dg.DynamicPartitionsDefinition(name=self.partitions_name(app))
 
     def job_name(self, app: str) -> str:
-        return f"ingest_{_safe_name(app)}_dump"
+        return f"ingest_{dagster_name(app)}_dump"
 
     def get_asset_spec(self, record: DumpTable) -> dg.AssetSpec:
         schema, table = record.pg_schema, record.table
         return dg.AssetSpec(
-            key=dg.AssetKey(["dumps", record.app, table]),
-            group_name=_safe_name(record.app),
+            key=dg.AssetKey(["dumps", key_part(record.app), key_part(table)]),
+            group_name=dagster_name(record.app),
             kinds={"postgres"},
             partitions_def=self.partitions_def(record.app),
             description=(
@@ -115,8 +115,12 @@ class DumpTranslator:
             owners=list(self.owners),
             tags={
                 "ingest/source": "dump",
-                "ingest/app": _safe_name(record.app),
-                **({"ingest/dialect": "-".join(record.dialects)} if record.dialects else {}),
+                "ingest/app": tag_value(record.app),
+                **(
+                    {"ingest/dialect": tag_value("-".join(record.dialects))}
+                    if record.dialects
+                    else {}
+                ),
                 **self.tags,
             },
             metadata={"dagster/table_name": f"{schema}.{table}"},
@@ -195,7 +199,7 @@ def _dump_table_asset(
     app, table, schema = record.app, record.table, record.pg_schema
 
     @dg.multi_asset(
-        name=f"load_{spec.key.to_python_identifier()}",
+        name=node_name("load", spec.key.path),
         specs=[spec.with_io_manager_key("dump_copy_io_manager").replace_attributes(skippable=True)],
     )
     def dump_table(
@@ -237,7 +241,7 @@ def _dump_table_checks(
     app, table, schema = record.app, record.table, record.pg_schema
 
     @dg.multi_asset_check(
-        name=f"check_{spec.key.to_python_identifier()}",
+        name=node_name("check", spec.key.path),
         specs=[
             dg.AssetCheckSpec(
                 ROWS_CHECK,
@@ -254,6 +258,14 @@ def _dump_table_checks(
                 description="The child's columns conform to the parent "
                 "(names, types, inheritance, version CHECK).",
             ),
+            dg.AssetCheckSpec(
+                KEY_CHECK,
+                asset=spec.key,
+                blocking=True,
+                partitions_def=spec.partitions_def,
+                description="No primary-key value of the table's schema occurs twice in the "
+                "version (names up to 5 that do; see postgres/duplicate_keys.py).",
+            ),
         ],
     )
     def dump_table_checks(
@@ -264,9 +276,11 @@ def _dump_table_checks(
         version = context.partition_key
         dump = _open_version(context, opened_dumps, paths, app, version)
         expected = dump.count_rows(table) if table in dump.tables else None
+        key = dump.tables[table].schema.primary_key if table in dump.tables else []
         with postgres.get_connection() as conn:
             loaded = version_row_count(conn, schema, table, version)
             problems = conformance_problems(conn, schema, table, version)
+            duplicates = version_duplicate_keys(conn, schema, table, version, key)
         yield dg.AssetCheckResult(
             asset_key=spec.key,
             check_name=ROWS_CHECK,
@@ -289,6 +303,20 @@ def _dump_table_checks(
                 "version": version,
                 "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
             },
+        )
+        yield dg.AssetCheckResult(
+            asset_key=spec.key,
+            check_name=KEY_CHECK,
+            passed=not duplicates,
+            description=(
+                f"{dump.path.name}: primary key ({', '.join(key)}) of {table!r} repeats values, "
+                f"e.g. {describe_duplicates(key, duplicates)}. The source could not hold that: "
+                "the export is inconsistent (taken without a snapshot?) or the schema's "
+                "primary_key is wrong; fix either and load the version again."
+            )
+            if duplicates
+            else None,
+            metadata={"version": version, "primary_key": ", ".join(key) or "none"},
         )
 
     return dump_table_checks
@@ -376,7 +404,7 @@ def evaluate_dump_directory(
     decrypted: its table list sits at the end of one encrypted stream) once per change of the file.
     """
     state = json.loads(cursor) if cursor else {}
-    run_requests, waiting = [], []
+    run_requests, waiting, problems = [], [], []
     partitions: dict[str, list[str]] = {}
     now = time.time()
     for path in (
@@ -397,8 +425,14 @@ def evaluate_dump_directory(
             try:
                 dump = describe_dump(path)
             except Exception as error:  # report, and retry when the file changes
-                log.warning(f"{path.name}: {error}")
-                state[path.name] = {"seen": seen, "done": True, "error": str(error)[:500]}
+                problem = (
+                    str(error)
+                    if isinstance(error, IngestError)
+                    else f"{path}: cannot be read ({type(error).__name__}: {error})"
+                )
+                problems.append(problem)
+                log.warning(f"{problem}. Not loaded; the sensor reads it again when it changes.")
+                state[path.name] = {"seen": seen, "done": True, "error": problem[:500]}
                 continue
         unknown = sorted(set(dump.tables) - known_tables.get(dump.app, set()))
         if unknown:
@@ -435,7 +469,10 @@ def evaluate_dump_directory(
         ],
         skip_reason=None
         if run_requests
-        else dg.SkipReason(reload_needed or "No new complete dumps."),
+        else dg.SkipReason(
+            reload_needed
+            or ("Not loaded: " + " / ".join(problems) if problems else "No new complete dumps.")
+        ),
     )
 
 

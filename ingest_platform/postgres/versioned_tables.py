@@ -56,7 +56,7 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from ingest_platform.dumps.schema import TableSchema
+from ingest_platform.dumps.schema import MAX_COLUMNS, TableSchema
 from ingest_platform.errors import IngestError, SchemaError
 from ingest_platform.postgres import evolution
 from ingest_platform.postgres import version_registry as registry
@@ -66,6 +66,7 @@ from ingest_platform.postgres.catalog import (
     fit_identifier,
     has_equality_check,
     inherits_from,
+    parent_of,
     parsed_type,
     qualified,
     relation_oid,
@@ -405,6 +406,13 @@ def _plan(
 ) -> tuple[dict[str, PgType], list[evolution.ColumnPlan]]:
     """Target type of each version column (the parent's when wider) and the parent changes."""
     planned = evolution.plan(parent_columns, version_columns)
+    if len(parent_columns.keys() | version_columns.keys()) > MAX_COLUMNS:
+        raise SchemaError(
+            f'Table "{table}" (version {version}): the parent table would need '
+            f"{len(parent_columns.keys() | version_columns.keys())} columns, every version's "
+            f"together; PostgreSQL holds {MAX_COLUMNS} besides {VERSION_COLUMN}. Load this "
+            "version into another schema, or leave columns out of its schema."
+        )
     if planned.refused:
         name = planned.refused[0].name
         raise SchemaError(
@@ -493,6 +501,12 @@ def _parent_columns(
         raise SchemaError(
             f'Table "{parent}" in schema "{schema}" exists but is not a parent table of '
             f"versioned dumps (it has no {VERSION_COLUMN} column); rename or drop it."
+        )
+    version_of = parent_of(conn, oid)
+    if version_of is not None:  # a dump table named like another table's version
+        raise SchemaError(
+            f'Table "{parent}" in schema "{schema}" is a version of "{version_of}", not a parent '
+            "table; rename the dump's table."
         )
     del found[VERSION_COLUMN]
     return oid, found
