@@ -28,7 +28,7 @@ from ingest_platform.dumps.dialect import (
 from ingest_platform.dumps.reader import DEFAULT_CHUNK_BYTES, count_rows, iter_copy_chunks
 from ingest_platform.dumps.schema import TableSchema, read_json_schema
 from ingest_platform.dumps.text_stream import encoding_problem, sniff_encoding
-from ingest_platform.errors import ConfigError, DumpError, SchemaError
+from ingest_platform.errors import ConfigError, DumpError, SchemaError, first_line
 
 MANIFEST_NAME = "manifest.json"
 GPG_HOME_ENV = "INGEST_GPG_HOME"  # GnuPG home holding the private key (default: gpg's own)
@@ -323,7 +323,7 @@ def _discover_tables(
     try:
         return _tables(archive, members, dialect, manifest_tables, path)
     except SchemaError as error:
-        message = str(error)
+        message = first_line(error)  # a parser's message may quote the source below
         named = message if message.startswith(str(path)) else f"{path}: {message}"
         raise SchemaError(named) from error
 

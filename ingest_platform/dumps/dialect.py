@@ -158,7 +158,7 @@ def check_encoding(encoding: str) -> None:
     in the middle of a load)."""
     try:
         known = codecs.lookup(encoding)._is_text_encoding
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
         known = False
     if not known:
         raise ConfigError(

@@ -57,7 +57,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from ingest_platform.dumps.schema import MAX_COLUMNS, TableSchema
-from ingest_platform.errors import IngestError, SchemaError
+from ingest_platform.errors import IngestError, SchemaError, first_line
 from ingest_platform.postgres import evolution
 from ingest_platform.postgres import version_registry as registry
 from ingest_platform.postgres.catalog import (
@@ -153,7 +153,7 @@ def begin_version_load(
         _check_child_name_free(conn, schema, table, version, child, parent_oid)
         for stale in registry.load_tables_of(conn, schema, table, version):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(schema, stale)))
-        conn.execute(
+        create = (
             sql.SQL(
                 "CREATE TABLE {} ({}, {} text NOT NULL DEFAULT {}, CONSTRAINT {} CHECK ({} = {}))"
             ).format(
@@ -169,6 +169,18 @@ def begin_version_load(
                 sql.Literal(version),
             )
         )
+        try:
+            conn.execute(create)
+        except (
+            psycopg.errors.SyntaxError,
+            psycopg.errors.UndefinedObject,
+            psycopg.errors.InvalidParameterValue,
+        ) as error:  # a pg_type of the schema, or of the dialect's map, PostgreSQL does not know
+            raise SchemaError(
+                f'Table "{table}" (version {version}): PostgreSQL refuses a column type: '
+                f"{first_line(error)}; fix the column's pg_type in the schema or the dialect's "
+                "type map."
+            ) from None
         conn.execute(
             sql.SQL("COMMENT ON TABLE {} IS {}").format(
                 qualified(schema, load_table), sql.Literal(registry.load_marker(table, version))
