@@ -460,6 +460,8 @@ def evaluate_dump_directory(
     )
     if reload_needed:
         log.warning(reload_needed)
+    notes = [reload_needed or "", "Not loaded: " + " / ".join(problems) if problems else ""]
+    notes = [note for note in notes if note]
     return dg.SensorResult(
         run_requests=run_requests,
         cursor=json.dumps(state, sort_keys=True),
@@ -469,10 +471,7 @@ def evaluate_dump_directory(
         ],
         skip_reason=None
         if run_requests
-        else dg.SkipReason(
-            reload_needed
-            or ("Not loaded: " + " / ".join(problems) if problems else "No new complete dumps.")
-        ),
+        else dg.SkipReason(" ".join(notes) or "No new complete dumps."),
     )
 
 

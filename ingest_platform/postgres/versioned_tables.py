@@ -153,21 +153,19 @@ def begin_version_load(
         _check_child_name_free(conn, schema, table, version, child, parent_oid)
         for stale in registry.load_tables_of(conn, schema, table, version):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(schema, stale)))
-        create = (
-            sql.SQL(
-                "CREATE TABLE {} ({}, {} text NOT NULL DEFAULT {}, CONSTRAINT {} CHECK ({} = {}))"
-            ).format(
-                qualified(schema, load_table),
-                sql.SQL(", ").join(
-                    sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(str(t)))
-                    for n, t in target.items()
-                ),
-                sql.Identifier(VERSION_COLUMN),
-                sql.Literal(version),
-                sql.Identifier(VERSION_CHECK),
-                sql.Identifier(VERSION_COLUMN),
-                sql.Literal(version),
-            )
+        create = sql.SQL(
+            "CREATE TABLE {} ({}, {} text NOT NULL DEFAULT {}, CONSTRAINT {} CHECK ({} = {}))"
+        ).format(
+            qualified(schema, load_table),
+            sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(str(t)))
+                for n, t in target.items()
+            ),
+            sql.Identifier(VERSION_COLUMN),
+            sql.Literal(version),
+            sql.Identifier(VERSION_CHECK),
+            sql.Identifier(VERSION_COLUMN),
+            sql.Literal(version),
         )
         try:
             conn.execute(create)
