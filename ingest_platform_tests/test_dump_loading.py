@@ -576,7 +576,8 @@ def test_a_type_postgresql_does_not_know_is_named(pg_dsn, tmp_path):
     with pytest.raises(SchemaError) as raised:  # was: psycopg.errors.UndefinedObject
         load_dump_version(pg_dsn, path)
     message = str(raised.value)
-    assert '"t" (version 1.0)' in message and 'type "geometry" does not exist' in message
+    assert '"t" (version 1.0), column "g"' in message
+    assert 'type "geometry" does not exist' in message
     assert "pg_type" in message
     assert leftover_load_tables(pg_dsn) == []
     with psycopg.connect(pg_dsn) as conn:

@@ -68,7 +68,8 @@ class DumpTranslator:
     `schema_prefix`: the PostgreSQL schema of app A is `schema_prefix + A`; by default
     `INGEST_DUMP_SCHEMA_PREFIX`, read when the translator is made. `owners` and `tags` go on
     every spec; `dialects` maps (app, table) to the dialects of the dumps that bring it (tag
-    `ingest/dialect`, e.g. `mssql` or `mssql-mysql`)."""
+    `ingest/dialect`, e.g. `mssql` or `mssql-mysql`). Key parts, group, job, op and check names
+    come from `defs/names.py`: a name Dagster cannot hold is sanitized and gets a hash."""
 
     schema_prefix: str = field(default_factory=lambda: pg_schema_for(""))
     owners: tuple[str, ...] = ()
@@ -460,8 +461,9 @@ def evaluate_dump_directory(
     )
     if reload_needed:
         log.warning(reload_needed)
-    notes = [reload_needed or "", "Not loaded: " + " / ".join(problems) if problems else ""]
-    notes = [note for note in notes if note]
+    notes = ([reload_needed] if reload_needed else []) + (
+        ["Not loaded: " + " / ".join(problems)] if problems else []
+    )
     return dg.SensorResult(
         run_requests=run_requests,
         cursor=json.dumps(state, sort_keys=True),

@@ -256,8 +256,8 @@ def _read_manifest(archive: zipfile.ZipFile, path: Path) -> dict:
     if not isinstance(manifest, dict):
         raise DumpError(f'{where} must be an object like {{"app": .., "version": ..}}')
     for key in ("app", "version", "dialect"):
-        value = manifest.get(key, "?")
-        if not (isinstance(value, str) and value):
+        value = manifest.get(key)
+        if key in manifest and not (isinstance(value, str) and value):
             quote = f' (quoted: "{key}": "{value}")' if isinstance(value, int | float) else ""
             raise DumpError(f"{where}: {key!r} must be a non-empty string, not {value!r}{quote}")
     tables = manifest.get("tables", {})
@@ -328,7 +328,9 @@ def _discover_tables(
         raise SchemaError(named) from error
 
 
-def _tables(archive, members, dialect: Dialect, manifest_tables: dict, path: Path):
+def _tables(
+    archive, members, dialect: Dialect, manifest_tables: dict, path: Path
+) -> dict[str, TableEntry]:
     schemas: dict[str, TableSchema] = {}
     schema_files: dict[str, str] = {}  # table -> the member that declares it
     overrides: dict[str, dict] = {}
@@ -341,8 +343,8 @@ def _tables(archive, members, dialect: Dialect, manifest_tables: dict, path: Pat
             schema, format_overrides = read_json_schema(
                 _read_text(archive, name, path), dialect, stem, name
             )
-            if schema_files.get(schema.name, ".sql").lower().endswith(".json"):
-                raise SchemaError(
+            if schema_files.get(schema.name, "").lower().endswith(".json"):
+                raise SchemaError(  # two JSON schemas; a JSON one may replace a script's
                     f"{path}: {name} and {schema_files[schema.name]} both declare table "
                     f"{schema.name!r}; keep one"
                 )
@@ -409,10 +411,11 @@ def _tables(archive, members, dialect: Dialect, manifest_tables: dict, path: Pat
             member = candidates[0] if candidates else None
         if member is not None:
             used.add(member)
-        file_format = _file_format(
-            dialect, table, overrides.get(table, {}), schema_files[table], path
+        # Layered so that an error names where the bad key is: the schema, then the manifest.
+        file_format = _with_overrides(
+            dialect.file_format, table, overrides.get(table, {}), schema_files[table], path
         )
-        file_format = _file_format(file_format, table, table_overrides, MANIFEST_NAME, path)
+        file_format = _with_overrides(file_format, table, table_overrides, MANIFEST_NAME, path)
         tables[table] = TableEntry(table, schema, member, file_format)
     orphans = sorted(set(data_members) - used)
     if orphans:
@@ -423,9 +426,9 @@ def _tables(archive, members, dialect: Dialect, manifest_tables: dict, path: Pat
     return tables
 
 
-def _file_format(base, table: str, overrides: dict, source: str, path: Path) -> FileFormat:
-    """`base` (a dialect's format, or a format) with one source's overrides, errors naming it."""
-    file_format = base.file_format if isinstance(base, Dialect) else base
+def _with_overrides(
+    file_format: FileFormat, table: str, overrides: dict, source: str, path: Path
+) -> FileFormat:
     try:
         return file_format.with_overrides(overrides)
     except ConfigError as error:

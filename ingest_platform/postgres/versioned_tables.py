@@ -151,34 +151,25 @@ def begin_version_load(
         parent_oid, parent_columns = _parent_columns(conn, schema, parent)
         target, changes = _plan(conn, schema, table, version, parent_columns, declared, declared)
         _check_child_name_free(conn, schema, table, version, child, parent_oid)
+        _check_types_exist(conn, table, version, declared)
         for stale in registry.load_tables_of(conn, schema, table, version):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(schema, stale)))
-        create = sql.SQL(
-            "CREATE TABLE {} ({}, {} text NOT NULL DEFAULT {}, CONSTRAINT {} CHECK ({} = {}))"
-        ).format(
-            qualified(schema, load_table),
-            sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(str(t)))
-                for n, t in target.items()
-            ),
-            sql.Identifier(VERSION_COLUMN),
-            sql.Literal(version),
-            sql.Identifier(VERSION_CHECK),
-            sql.Identifier(VERSION_COLUMN),
-            sql.Literal(version),
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} ({}, {} text NOT NULL DEFAULT {}, CONSTRAINT {} CHECK ({} = {}))"
+            ).format(
+                qualified(schema, load_table),
+                sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(str(t)))
+                    for n, t in target.items()
+                ),
+                sql.Identifier(VERSION_COLUMN),
+                sql.Literal(version),
+                sql.Identifier(VERSION_CHECK),
+                sql.Identifier(VERSION_COLUMN),
+                sql.Literal(version),
+            )
         )
-        try:
-            conn.execute(create)
-        except (
-            psycopg.errors.SyntaxError,
-            psycopg.errors.UndefinedObject,
-            psycopg.errors.InvalidParameterValue,
-        ) as error:  # a pg_type of the schema, or of the dialect's map, PostgreSQL does not know
-            raise SchemaError(
-                f'Table "{table}" (version {version}): PostgreSQL refuses a column type: '
-                f"{first_line(error)}; fix the column's pg_type in the schema or the dialect's "
-                "type map."
-            ) from None
         conn.execute(
             sql.SQL("COMMENT ON TABLE {} IS {}").format(
                 qualified(schema, load_table), sql.Literal(registry.load_marker(table, version))
@@ -548,6 +539,29 @@ def _check_child_name_free(
         registered = registry.registered_version(conn, schema, table, version)
         if not registered or registered["child_table"] != child:
             raise SchemaError(_name_taken(schema, child, table, version))
+
+
+def _check_types_exist(
+    conn: psycopg.Connection, table: str, version: str, declared: dict[str, PgType]
+) -> None:
+    """A pg_type PostgreSQL does not know (from a schema or a dialect's map) is named here, with
+    its columns, instead of failing the CREATE TABLE of the load table."""
+    by_type: dict[str, list[str]] = {}
+    for name, pg_type in declared.items():
+        by_type.setdefault(str(pg_type), []).append(name)
+    for pg_type, names in by_type.items():
+        try:
+            conn.execute("SELECT %s::regtype", (pg_type,))
+        except (
+            psycopg.errors.SyntaxError,
+            psycopg.errors.UndefinedObject,
+            psycopg.errors.InvalidParameterValue,
+        ) as error:
+            raise SchemaError(
+                f'Table "{table}" (version {version}), column "{names[0]}": PostgreSQL has no '
+                f"type {pg_type} ({first_line(error)}); fix the column's pg_type in the schema "
+                "or the dialect's type map."
+            ) from None
 
 
 def _name_taken(schema: str, name: str, table: str, version: str) -> str:
