@@ -55,10 +55,15 @@ class TableSchema:
                 "leave columns out of its schema"
             )
         for name in names:
-            if not name or "\0" in name or len(name.encode()) > MAX_IDENTIFIER_BYTES:
+            if not name or "\0" in name:
                 raise SchemaError(
-                    f"table {self.name!r}, column {name!r}: PostgreSQL names are 1 to "
-                    f"{MAX_IDENTIFIER_BYTES} bytes without NUL; rename the column in the schema"
+                    f"table {self.name!r}, column {name!r}: give the column a name without NUL"
+                )
+            if len(name.encode()) > MAX_IDENTIFIER_BYTES:
+                raise SchemaError(
+                    f"table {self.name!r}, column {name!r}: the name is longer than "
+                    f"{MAX_IDENTIFIER_BYTES} bytes, which PostgreSQL truncates; rename the column "
+                    "in the schema"
                 )
             if name == VERSION_COLUMN:
                 raise SchemaError(

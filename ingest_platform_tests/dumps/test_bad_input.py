@@ -289,7 +289,16 @@ ONE_TABLE = {"columns": [{"name": "id", "type": "int"}]}
             {"t.json": json.dumps({"columns": [{"name": "id", "type": "int", "pg_type": 5}]})},
             ["t.json", "column 1", "pg_type"],
         ),
-        ({}, {"t.json": json.dumps({"columns": [{"name": "", "type": "int"}]})}, ["column ''"]),
+        (
+            {},
+            {"t.json": json.dumps({"columns": [{"name": "", "type": "int"}]})},
+            ["column ''", "give the column a name"],
+        ),
+        (
+            {},
+            {"t.json": json.dumps({"columns": [{"name": "c" * 64, "type": "int"}]})},
+            ["longer than 63 bytes", "rename the column"],
+        ),
         (
             {},
             {"t.json": json.dumps({"columns": [{"name": "id", "type": "frob"}]})},
