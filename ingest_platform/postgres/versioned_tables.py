@@ -547,8 +547,8 @@ def _check_types_exist(
     """A pg_type PostgreSQL does not know (from a schema or a dialect's map) is named here, with
     its columns, instead of failing the CREATE TABLE of the load table."""
     by_type: dict[str, list[str]] = {}
-    for name, pg_type in declared.items():
-        by_type.setdefault(str(pg_type), []).append(name)
+    for name, parsed in declared.items():
+        by_type.setdefault(str(parsed), []).append(name)
     for pg_type, names in by_type.items():
         try:
             conn.execute("SELECT %s::regtype", (pg_type,))
