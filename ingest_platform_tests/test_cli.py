@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import psycopg
@@ -153,6 +154,17 @@ def test_ingest_command_prints_a_summary_and_names_a_bad_dump(project, clean_env
     result = run_cli(["ingest", str(broken)], project, clean_env)
     assert result.returncode == 1
     assert "shop_3.0-eu.zip" in result.stdout + result.stderr
+    # A dump wrong in itself: one line before any run (was: Dagster's CheckError traceback).
+    empty = project / "shop_4.0-eu.zip"
+    with zipfile.ZipFile(empty, "w"):
+        pass
+    result = run_cli(["ingest", "--dialect", "mssql", str(empty)], project, clean_env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"ingest-platform: error: {empty}: holds no table schema (<table>.json, or the *.sql of "
+        "dialect 'mssql'); is it a dump of this dialect?"
+    ]
+    assert "Loading" not in result.stdout
     with psycopg.connect(pg_dsn) as conn:
         assert dict(
             conn.execute("SELECT _version, count(*) FROM shop.orders GROUP BY 1").fetchall()

@@ -13,6 +13,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ingest_platform.defs.dumps import (
     COLUMNS_CHECK,
+    KEY_CHECK,
     ROWS_CHECK,
     DumpTable,
     DumpTranslator,
@@ -296,6 +297,7 @@ def test_standard_metadata_and_partitioned_checks_run_on_their_own(demo_dumps, p
             asset_check_selection={
                 dg.AssetCheckKey(orders, ROWS_CHECK),
                 dg.AssetCheckKey(orders, COLUMNS_CHECK),
+                dg.AssetCheckKey(orders, KEY_CHECK),
             },
         )
         checked = job.execute_in_process(

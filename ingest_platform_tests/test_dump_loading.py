@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from ingest_platform.dumps import open_dump
-from ingest_platform.errors import FormatError
+from ingest_platform.errors import FormatError, SchemaError
 from ingest_platform.loading.dump_versions import (
     load_dump_version,
     load_table_version,
@@ -504,3 +504,93 @@ def test_errors_cross_the_process_boundary_whole(pg_dsn):
         3,
         False,
     )
+
+
+# -- names and limits of the database: refused in one line, nothing changed -----------------------
+
+
+def json_dump(tmp_path, version: str, tables: dict[str, tuple[list[str], str]]) -> str:
+    """A dump of app shop: table name -> (its int columns, data file text)."""
+    members = {"manifest.json": json.dumps({"app": "shop", "version": version, "dialect": "mysql"})}
+    for number, (table, (columns, data)) in enumerate(tables.items()):
+        columns_spec = [{"name": c, "type": "int"} for c in columns]
+        members[f"t{number}.json"] = json.dumps({"name": table, "columns": columns_spec})
+        members[f"{table}.txt"] = data
+    directory = tmp_path / version
+    directory.mkdir()
+    return str(make_zip(directory / f"shop_{version}.zip", members))
+
+
+def relations(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE nspname = 'shop' AND relkind = 'r' ORDER BY 1"
+            )
+        ]
+
+
+def test_a_table_named_like_another_tables_version_is_refused(pg_dsn, tmp_path):
+    load_dump_version(pg_dsn, json_dump(tmp_path, "1.0-eu", {"customer": (["id"], "1\n2\n")}))
+    before = relations(pg_dsn)
+    # Was: DatatypeMismatch on "customer__v1.0-eu__v1.1-eu"; loaded in the other order, its rows
+    # would have shown up in "customer".
+    clash = json_dump(tmp_path, "1.1-eu", {"customer__v1.0-eu": (["id"], "3\n")})
+    with pytest.raises(SchemaError) as raised:
+        load_dump_version(pg_dsn, clash)
+    message = str(raised.value)
+    assert '"customer__v1.0-eu"' in message and 'version of "customer"' in message
+    assert "rename" in message and "\n" not in message
+    assert relations(pg_dsn) == before
+    assert versions_of(pg_dsn, "shop", "customer") == {"1.0-eu": 2}
+
+
+def test_versions_together_beyond_postgresqls_1600_columns_are_refused(pg_dsn, tmp_path):
+    first = [f"a{i}" for i in range(900)]
+    load_dump_version(pg_dsn, json_dump(tmp_path, "1.0", {"wide": (first, "\t".join("1" * 900))}))
+    second = [f"b{i}" for i in range(900)]  # each version alone fits; the parent would not
+    with pytest.raises(SchemaError) as raised:  # was: psycopg.errors.TooManyColumns
+        load_dump_version(
+            pg_dsn, json_dump(tmp_path, "2.0", {"wide": (second, "\t".join("2" * 900))})
+        )
+    message = str(raised.value)
+    assert '"wide" (version 2.0)' in message and "1800 columns" in message
+    assert "another schema" in message
+    assert versions_of(pg_dsn, "shop", "wide") == {"1.0": 1}
+    assert leftover_load_tables(pg_dsn) == []
+
+
+def test_a_type_postgresql_does_not_know_is_named(pg_dsn, tmp_path):
+    path = make_zip(
+        tmp_path / "shop_1.0.zip",
+        {
+            "manifest.json": json.dumps({"app": "shop", "version": "1.0", "dialect": "mysql"}),
+            "t.json": json.dumps(
+                {"columns": [{"name": "g", "type": "geometry", "pg_type": "geometry"}]}
+            ),
+            "t.txt": "POINT(1 2)\n",
+        },
+    )
+    with pytest.raises(SchemaError) as raised:  # was: psycopg.errors.UndefinedObject
+        load_dump_version(pg_dsn, path)
+    message = str(raised.value)
+    assert '"t" (version 1.0), column "g"' in message
+    assert 'type "geometry" does not exist' in message
+    assert "pg_type" in message
+    assert leftover_load_tables(pg_dsn) == []
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('shop.\"t__v1.0\"')").fetchone() == (None,)
+
+
+def test_names_postgresql_holds_load_as_they_are(pg_dsn, tmp_path):
+    tables = {name: (["id"], "1\n") for name in ("Order Details", "kunde_ü_客户", "a.b-c")}
+    reports = load_dump_version(pg_dsn, json_dump(tmp_path, "1.0", tables))
+    assert sorted(r.child_table for r in reports) == [
+        "Order Details__v1.0",
+        "a.b-c__v1.0",
+        "kunde_ü_客户__v1.0",
+    ]
+    for name in tables:
+        assert versions_of(pg_dsn, "shop", name) == {"1.0": 1}

@@ -14,7 +14,6 @@ passed. BigQuery dataset names: ``INGEST_BQ_DATASET_PREFIX`` (default empty) + a
 """
 
 import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -45,6 +44,7 @@ from ingest_platform.consistency.compare import (
 from ingest_platform.defs.cdc import CdcTableRecord, CdcTranslator
 from ingest_platform.defs.dumps import DumpTranslator
 from ingest_platform.defs.metadata import bq_table_metadata
+from ingest_platform.defs.names import dagster_name, distinct, key_part, node_name
 from ingest_platform.defs.resources import BigQueryResource, PostgresResource
 from ingest_platform.dumps.directory import DumpCatalog
 
@@ -88,12 +88,11 @@ class MirrorTranslator:
     tags: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def dataset(self, domain: str) -> str:
-        return bq_name(self.prefix + domain)
+        return distinct(self.prefix + domain, bq_name(self.prefix + domain))
 
     def record(self, upstream: dg.AssetSpec, pg_schema: str, pg_table: str, domain: str):
-        return MirrorRecord(
-            upstream, pg_schema, pg_table, self.dataset(domain), bq_name(pg_table), domain
-        )
+        bq_table = distinct(pg_table, bq_name(pg_table))  # "a b" and "a_b" are two tables
+        return MirrorRecord(upstream, pg_schema, pg_table, self.dataset(domain), bq_table, domain)
 
     def get_asset_spec(self, record: MirrorRecord) -> dg.AssetSpec:
         upstream = record.upstream
@@ -106,10 +105,10 @@ class MirrorTranslator:
             "MERGE (soft deletes)"
         )
         return dg.AssetSpec(
-            key=dg.AssetKey(["bigquery", record.domain, record.pg_table]),
+            key=dg.AssetKey(["bigquery", key_part(record.domain), key_part(record.pg_table)]),
             deps=[upstream.key],
             partitions_def=upstream.partitions_def,
-            group_name=f"{re.sub(r'[^A-Za-z0-9_]', '_', record.domain)}_bigquery",
+            group_name=f"{dagster_name(record.domain)}_bigquery",
             kinds={"bigquery"},
             automation_condition=dg.AutomationCondition.eager()
             & dg.AutomationCondition.all_deps_blocking_checks_passed(),
@@ -153,7 +152,7 @@ def _mirror_checks(record: MirrorRecord, key: dg.AssetKey) -> dg.AssetChecksDefi
     """The mirror's checks: after each mirror run, and on their own (Execute; the CDC mirrors'
     also nightly). A dump mirror's partition is judged on its version alone."""
 
-    @dg.multi_asset_check(name=f"check_{key.to_python_identifier()}", specs=_checks(record, key))
+    @dg.multi_asset_check(name=node_name("check", key.path), specs=_checks(record, key))
     def mirror_checks(
         context: dg.AssetCheckExecutionContext,
         postgres: PostgresResource,
@@ -411,7 +410,7 @@ def _mirror_asset(record: MirrorRecord, spec: dg.AssetSpec) -> dg.AssetsDefiniti
     dump = spec.partitions_def is not None
     schema, table, upstream = record.pg_schema, record.pg_table, record.upstream.key
 
-    @dg.multi_asset(name=f"mirror_{spec.key.to_python_identifier()}", specs=[spec])
+    @dg.multi_asset(name=node_name("mirror", spec.key.path), specs=[spec])
     def mirror(
         context: dg.AssetExecutionContext,
         config: MirrorConfig,

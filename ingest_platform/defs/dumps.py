@@ -7,7 +7,6 @@ run for the tables of that dump; `ingest-platform ingest` runs the same job.
 
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ingest_platform.defs.names import dagster_name, key_part, node_name, tag_value
 from ingest_platform.defs.reload import reload_for_new_tables
 from ingest_platform.defs.resources import PostgresResource
 from ingest_platform.dumps import open_dump
@@ -28,7 +28,10 @@ from ingest_platform.dumps.directory import (
     dump_dir,
     is_dump_file,
 )
+from ingest_platform.errors import IngestError
 from ingest_platform.loading.dump_versions import plan_for
+from ingest_platform.postgres.duplicate_keys import describe as describe_duplicates
+from ingest_platform.postgres.duplicate_keys import version_duplicate_keys
 from ingest_platform.postgres.quarantine import (
     QUARANTINE_TABLE,
     quarantined_count,
@@ -44,15 +47,12 @@ VERSION_TAG = "ingest/version"
 ROWS_CHECK = "rows_match_file"
 COLUMNS_CHECK = "columns_conform_to_parent"
 QUARANTINE_CHECK = "nothing_quarantined"
+KEY_CHECK = "primary_key_unique"
 
 
 def pg_schema_for(app: str, environ=os.environ) -> str:
     """One PostgreSQL schema per application: `INGEST_DUMP_SCHEMA_PREFIX` + app name."""
     return (environ.get("INGEST_DUMP_SCHEMA_PREFIX") or "") + app
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", text)
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ class DumpTranslator:
     `schema_prefix`: the PostgreSQL schema of app A is `schema_prefix + A`; by default
     `INGEST_DUMP_SCHEMA_PREFIX`, read when the translator is made. `owners` and `tags` go on
     every spec; `dialects` maps (app, table) to the dialects of the dumps that bring it (tag
-    `ingest/dialect`, e.g. `mssql` or `mssql-mysql`)."""
+    `ingest/dialect`, e.g. `mssql` or `mssql-mysql`). Key parts, group, job, op and check names
+    come from `defs/names.py`: a name Dagster cannot hold is sanitized and gets a hash."""
 
     schema_prefix: str = field(default_factory=lambda: pg_schema_for(""))
     owners: tuple[str, ...] = ()
@@ -97,19 +98,19 @@ class DumpTranslator:
         return self.get_asset_spec(self.record(app, table)).key
 
     def partitions_name(self, app: str) -> str:
-        return f"{_safe_name(app)}_versions"
+        return f"{dagster_name(app)}_versions"
 
     def partitions_def(self, app: str) -> dg.DynamicPartitionsDefinition:
         return dg.DynamicPartitionsDefinition(name=self.partitions_name(app))
 
     def job_name(self, app: str) -> str:
-        return f"ingest_{_safe_name(app)}_dump"
+        return f"ingest_{dagster_name(app)}_dump"
 
     def get_asset_spec(self, record: DumpTable) -> dg.AssetSpec:
         schema, table = record.pg_schema, record.table
         return dg.AssetSpec(
-            key=dg.AssetKey(["dumps", record.app, table]),
-            group_name=_safe_name(record.app),
+            key=dg.AssetKey(["dumps", key_part(record.app), key_part(table)]),
+            group_name=dagster_name(record.app),
             kinds={"postgres"},
             partitions_def=self.partitions_def(record.app),
             description=(
@@ -121,8 +122,12 @@ class DumpTranslator:
             owners=list(self.owners),
             tags={
                 "ingest/source": "dump",
-                "ingest/app": _safe_name(record.app),
-                **({"ingest/dialect": "-".join(record.dialects)} if record.dialects else {}),
+                "ingest/app": tag_value(record.app),
+                **(
+                    {"ingest/dialect": tag_value("-".join(record.dialects))}
+                    if record.dialects
+                    else {}
+                ),
                 **self.tags,
             },
             metadata={"dagster/table_name": f"{schema}.{table}"},
@@ -133,8 +138,8 @@ class DumpTranslator:
         tables, are added where the definitions are built."""
         schema = self.schema_prefix + app
         return dg.AssetSpec(
-            key=dg.AssetKey(["dumps", app, QUARANTINE_TABLE]),
-            group_name=_safe_name(app),
+            key=dg.AssetKey(["dumps", key_part(app), QUARANTINE_TABLE]),
+            group_name=dagster_name(app),
             kinds={"postgres"},
             partitions_def=self.partitions_def(app),
             description=(
@@ -144,7 +149,7 @@ class DumpTranslator:
                 "partition is a version; its check fails when that version quarantined anything."
             ),
             owners=list(self.owners),
-            tags={"ingest/source": "dump", "ingest/app": _safe_name(app), **self.tags},
+            tags={"ingest/source": "dump", "ingest/app": tag_value(app), **self.tags},
             metadata={"dagster/table_name": f"{schema}.{QUARANTINE_TABLE}"},
         )
 
@@ -229,7 +234,7 @@ def _dump_table_asset(
     app, table, schema = record.app, record.table, record.pg_schema
 
     @dg.multi_asset(
-        name=f"load_{spec.key.to_python_identifier()}",
+        name=node_name("load", spec.key.path),
         specs=[spec.with_io_manager_key("dump_copy_io_manager").replace_attributes(skippable=True)],
     )
     def dump_table(
@@ -271,7 +276,7 @@ def _dump_table_checks(
     app, table, schema = record.app, record.table, record.pg_schema
 
     @dg.multi_asset_check(
-        name=f"check_{spec.key.to_python_identifier()}",
+        name=node_name("check", spec.key.path),
         specs=[
             dg.AssetCheckSpec(
                 ROWS_CHECK,
@@ -289,6 +294,14 @@ def _dump_table_checks(
                 description="The child's columns conform to the parent "
                 "(names, types, inheritance, version CHECK).",
             ),
+            dg.AssetCheckSpec(
+                KEY_CHECK,
+                asset=spec.key,
+                blocking=True,
+                partitions_def=spec.partitions_def,
+                description="No primary-key value of the table's schema occurs twice in the "
+                "version (names up to 5 that do; see postgres/duplicate_keys.py).",
+            ),
         ],
     )
     def dump_table_checks(
@@ -299,10 +312,12 @@ def _dump_table_checks(
         version = context.partition_key
         dump = _open_version(context, opened_dumps, paths, app, version)
         expected = dump.count_rows(table) if table in dump.tables else None
+        key = dump.tables[table].schema.primary_key if table in dump.tables else []
         with postgres.get_connection() as conn:
             loaded = version_row_count(conn, schema, table, version)
             problems = conformance_problems(conn, schema, table, version)
             quarantined = quarantined_count(conn, schema, version, table)
+            duplicates = version_duplicate_keys(conn, schema, table, version, key)
         # Every data row of the file is in the child table or in the quarantine, exactly once: a
         # quarantined record is accounted for (its own check, on the quarantine, says so).
         accounted = None if loaded is None else loaded + quarantined
@@ -331,6 +346,20 @@ def _dump_table_checks(
                 "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
             },
         )
+        yield dg.AssetCheckResult(
+            asset_key=spec.key,
+            check_name=KEY_CHECK,
+            passed=not duplicates,
+            description=(
+                f"{dump.path.name}: primary key ({', '.join(key)}) of {table!r} repeats values, "
+                f"e.g. {describe_duplicates(key, duplicates)}. The source could not hold that: "
+                "the export is inconsistent (taken without a snapshot?) or the schema's "
+                "primary_key is wrong; fix either and load the version again."
+            )
+            if duplicates
+            else None,
+            metadata={"version": version, "primary_key": ", ".join(key) or "none"},
+        )
 
     return dump_table_checks
 
@@ -338,7 +367,7 @@ def _dump_table_checks(
 def _quarantine_asset(spec: dg.AssetSpec, schema: str) -> dg.AssetsDefinition:
     """Materialized after the app's tables in each load run: what the version quarantined."""
 
-    @dg.multi_asset(name=f"report_{spec.key.to_python_identifier()}", specs=[spec])
+    @dg.multi_asset(name=node_name("report", spec.key.path), specs=[spec])
     def quarantine(context: dg.AssetExecutionContext, postgres: PostgresResource):
         version = context.partition_key
         with postgres.get_connection() as conn:
@@ -361,7 +390,7 @@ def _quarantine_check(spec: dg.AssetSpec, schema: str) -> dg.AssetChecksDefiniti
     dump allowed, and their own checks (rows_match_file counts the quarantine) gate the mirror."""
 
     @dg.multi_asset_check(
-        name=f"check_{spec.key.to_python_identifier()}",
+        name=node_name("check", spec.key.path),
         specs=[
             dg.AssetCheckSpec(
                 QUARANTINE_CHECK,
@@ -491,7 +520,7 @@ def evaluate_dump_directory(
     decrypted: its table list sits at the end of one encrypted stream) once per change of the file.
     """
     state = json.loads(cursor) if cursor else {}
-    run_requests, waiting = [], []
+    run_requests, waiting, problems = [], [], []
     partitions: dict[str, list[str]] = {}
     now = time.time()
     for path in (
@@ -512,8 +541,14 @@ def evaluate_dump_directory(
             try:
                 dump = describe_dump(path)
             except Exception as error:  # report, and retry when the file changes
-                log.warning(f"{path.name}: {error}")
-                state[path.name] = {"seen": seen, "done": True, "error": str(error)[:500]}
+                problem = (
+                    str(error)
+                    if isinstance(error, IngestError)
+                    else f"{path}: cannot be read ({type(error).__name__}: {error})"
+                )
+                problems.append(problem)
+                log.warning(f"{problem}. Not loaded; the sensor reads it again when it changes.")
+                state[path.name] = {"seen": seen, "done": True, "error": problem[:500]}
                 continue
         unknown = sorted(set(dump.tables) - known_tables.get(dump.app, set()))
         if unknown:
@@ -541,6 +576,9 @@ def evaluate_dump_directory(
     )
     if reload_needed:
         log.warning(reload_needed)
+    notes = ([reload_needed] if reload_needed else []) + (
+        ["Not loaded: " + " / ".join(problems)] if problems else []
+    )
     return dg.SensorResult(
         run_requests=run_requests,
         cursor=json.dumps(state, sort_keys=True),
@@ -550,7 +588,7 @@ def evaluate_dump_directory(
         ],
         skip_reason=None
         if run_requests
-        else dg.SkipReason(reload_needed or "No new complete dumps."),
+        else dg.SkipReason(" ".join(notes) or "No new complete dumps."),
     )
 
 

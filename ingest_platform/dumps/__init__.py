@@ -27,11 +27,18 @@ file (mysqldump --no-data); other statements are skipped (``mysql_schema``).  Da
 whose extension is in the dialect's ``data_extensions``, paired to a table by the BULK INSERT file
 name, else by file stem == table name (exact, then case-insensitive).
 
-- A data file without a schema is a ``SchemaError`` (nothing can say what its columns are).
+- A data file without a schema is a ``SchemaError`` (nothing can say what its columns are); so
+  is a table that two data files could be (name one in the manifest's ``data``).
 - A schema without a data file is a table with no rows in this version (``data_member`` None).
 - Member names that are absolute or contain ``..`` are refused (``DumpError`` naming them); so are
-  corrupt or truncated ZIPs (``DumpError`` naming the file).
-- Names of tables and columns are kept exactly (quotes, spaces and all).
+  two members of one name, corrupt or truncated ZIPs and ZIPs without a table schema.
+- Names of tables and columns are kept exactly (quotes, spaces and all); PostgreSQL's limits
+  (1,600 columns less ``_version``, 63-byte column names) and the platform's names (column
+  ``_version``, table ``_ingest_versions``) are checked in ``TableSchema.validate``.
+- ``open_dump`` reads the first 64 KiB of each data file: a start that cannot be the declared
+  encoding (``utf-16`` without a BOM, UTF-16 declared as UTF-8, only NUL bytes) is a
+  ``DumpError`` naming the file and the encoding to declare (``text_stream.encoding_problem``).
+- Every error is an ``IngestError`` of one line that names the dump and table or member.
 
 Manifest (optional): ``manifest.json`` at the root of the ZIP::
 
@@ -39,7 +46,10 @@ Manifest (optional): ``manifest.json`` at the root of the ZIP::
      "tables": {"Address": {"field_terminator": "+|", "encoding": "utf-16-le",
                             "data": "x/Address.dat"}}}
 
-``tables.<name>`` holds file-format keys (below) and optionally ``data`` (the member name).
+``app``, ``version`` and ``dialect`` are non-empty strings (a version without control characters
+or ``...``). ``dialect`` is a name (``mssql``, or one in ``INGEST_DIALECT_DIR``) or a ``.toml``
+member of the dump itself, never a path on the host. ``tables.<name>`` names a table the dump has
+a schema for and holds file-format keys (below) and optionally ``data`` (a member of the dump).
 A top-level ``max_errors`` is the dump-wide reject budget of tables that set none themselves.
 Precedence: open_dump() arguments > manifest > file name; file format: manifest > JSON schema
 ``format`` > BULK INSERT > (``max_errors`` only: the manifest's top-level one) > dialect config.
@@ -76,6 +86,7 @@ Platform JSON schema (``<table>.json``)
 
 Dialect configs (``ingest_platform/dialects/<name>.toml``; ``load_dialect("mssql")`` or a path)
 -----------------------------------------------------------------------------------------------
+By name, a dialect is looked up in ``INGEST_DIALECT_DIR`` first, then in the shipped folder.
 Top level: ``name``, ``description``, ``schema_language`` (``tsql`` | ``mysql`` | ``json``),
 ``data_extensions`` (list).  ``[format]``:
 
@@ -87,7 +98,8 @@ Top level: ``name``, ``description``, ``schema_language`` (``tsql`` | ``mysql`` 
 - ``escape``: ``""`` or ``"\\\\"`` (MySQL escapes ``\\\\ \\t \\n \\r \\0 \\Z \\b``, backslash + raw
   TAB/LF/CR, any other ``\\x`` = ``x``).  ``quote``: ``""`` or ``'"'`` (CSV, read with ``csv``).
 - ``encoding``: Python codec name; a BOM in the file wins (UTF-8, UTF-16 LE/BE, UTF-32).
-- ``header_rows``: records to skip.  ``binary``: ``hex`` (bcp: bare hex) or ``raw`` (MySQL bytes).
+- ``header_rows``: records to skip (a whole number >= 0).  ``binary``: ``hex`` (bcp: bare hex)
+  or ``raw`` (MySQL bytes).
 - ``zero_dates``: ``null`` turns dates with a zero year, month or day ('0000-00-00 00:00:00') into
   NULL (PostgreSQL has no such dates; those columns become nullable) or ``keep``.
 - ``column_charsets``: ``true`` decodes each text column in its own character set
@@ -114,6 +126,8 @@ bcp files are parsed as bcp does: n-1 field terminators, then the row terminator
 terminator inside a non-last field is data; a field terminator inside the last field is reported
 as a field-count error.  Errors are ``FormatError(file=member, line=record number, column=name)``;
 "line" is the 1-based record number counted by row terminators (header rows included).
+A record longer than ``text_stream.MAX_RECORD`` (256 MiB) is a ``FormatError``: a file with no
+row terminator (gigabytes of NUL bytes) fails within a second instead of being held whole.
 The byte path (``byte_blocks``) cuts and converts blocks without decoding them when the file is
 UTF-8/ASCII (a UTF-8 BOM is stripped) with tab/LF terminators and no quoting: ``bytes.replace``
 and two regexes, proven equal to the per-row path's bytes per block (TABs == (fields-1) x LFs, NULs

@@ -28,10 +28,12 @@ from collections.abc import Iterator
 from ingest_platform.dumps.dialect import FileFormat, parse_type_name
 from ingest_platform.dumps.schema import Column
 from ingest_platform.dumps.text_stream import (
+    MAX_RECORD,
     ByteReader,
     iter_record_blocks,
     iter_text,
     plain_records,
+    record_too_long,
     resolve_row_terminator,
     sniff_encoding,
 )
@@ -130,13 +132,20 @@ def iter_byte_record_blocks(
         ):
             yield block, terminator, None
         return
+    done = bom  # bytes of the file yielded
+    read_size = chunk_bytes  # doubles while no record ends (each chunk searched: quadratic)
     while True:
         if len(buffer) >= chunk_bytes:
             cut, records = last_byte_boundary(buffer, file_format, fields, verify_cuts)
             if cut > 0:
                 yield buffer[:cut], "\n", records
-                buffer = buffer[cut:]
-        data = raw.read(chunk_bytes)
+                buffer, done, read_size = buffer[cut:], done + cut, chunk_bytes
+            elif len(buffer) > MAX_RECORD:
+                nul = buffer.count(0, 0, 4096) * 2 > min(len(buffer), 4096)
+                raise record_too_long(done, "byte", "\n", fields, nul)
+            else:
+                read_size = min(len(buffer), MAX_RECORD + 1 - len(buffer))
+        data = raw.read(max(read_size, chunk_bytes))
         if not data:
             break
         buffer += data

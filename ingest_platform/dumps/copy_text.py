@@ -200,10 +200,19 @@ class PerRowEncoder:
             quotechar=self.format.quote,
             strict=True,
         )
+        records: list[list[str | None]] = []
         try:
-            return [[None if f == self.format.null else f for f in row] for row in reader]
+            for row in reader:
+                records.append([None if f == self.format.null else f for f in row])
         except csv.Error as error:
-            raise FormatError(f"malformed CSV: {error}", file=self.file) from error
+            line = self._first_record + len(records)
+            raise FormatError(
+                f"record {line}: malformed CSV ({error}); a quote inside a quoted field is "
+                "written twice, and every opened quote must close",
+                file=self.file,
+                line=line,
+            ) from error
+        return records
 
     # -- encoding ---------------------------------------------------------------------------
     def encode_block(

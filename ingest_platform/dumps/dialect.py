@@ -1,11 +1,20 @@
 """Dialects: a source system's type map and data-file format, read from one TOML file.
 
-A new dialect is a new ``ingest_platform/dialects/<name>.toml``; no code changes.
+A new dialect is a new ``ingest_platform/dialects/<name>.toml`` (or one in the operator's
+``INGEST_DIALECT_DIR``); no code changes.
+
+Where a dialect may come from: by name, from ``INGEST_DIALECT_DIR`` (first, so an operator can
+replace a shipped dialect) or the platform's ``dialects/`` folder; from any ``.toml`` path the
+operator gives (``--dialect``, ``INGEST_DUMP_DIALECT``: ``load_dialect``); from a ``.toml``
+member of the dump itself (``dialect_from_text``, see ``archive``). A dump's manifest never
+makes the platform read a file outside the dump: names are plain words, not paths.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -14,6 +23,9 @@ from pathlib import Path
 from ingest_platform.errors import ConfigError, SchemaError
 
 DIALECTS_DIR = Path(__file__).resolve().parent.parent / "dialects"
+DIALECT_DIR_ENV = "INGEST_DIALECT_DIR"  # the operator's own dialects, searched first
+_DIALECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a word, never a path
+SCHEMA_LANGUAGES = ("tsql", "mysql", "json")
 
 _FORMAT_KEYS = {
     "field_terminator",
@@ -55,8 +67,25 @@ class FileFormat:
     max_errors: int = 0
 
     def __post_init__(self) -> None:
+        # Every key is checked here: a manifest or schema can set any of them, and a wrong type
+        # would otherwise surface as a raw TypeError deep in the reader.
+        for key in ("field_terminator", "row_terminator", "null", "escape", "quote", "encoding"):
+            if not isinstance(getattr(self, key), str):
+                raise ConfigError(f"{key} must be a string, not {getattr(self, key)!r}")
+        if not isinstance(self.empty_string, str | None):
+            raise ConfigError(f"empty_string must be a string, not {self.empty_string!r}")
+        if not isinstance(self.row_terminator_crlf_sniff, bool):
+            raise ConfigError(
+                f"row_terminator_crlf_sniff must be true or false, not "
+                f"{self.row_terminator_crlf_sniff!r}"
+            )
+        if type(self.header_rows) is not int or self.header_rows < 0:
+            raise ConfigError(f"header_rows must be a whole number >= 0, not {self.header_rows!r}")
         if not self.field_terminator or not self.row_terminator:
             raise ConfigError("field_terminator and row_terminator must not be empty")
+        if len(self.quote) > 1:
+            raise ConfigError(f"quote must be '' or one character, not {self.quote!r}")
+        check_encoding(self.encoding)
         if self.escape not in ("", "\\"):
             raise ConfigError(f"escape must be '' or '\\\\', not {self.escape!r}")
         if self.binary not in ("hex", "raw"):
@@ -76,6 +105,8 @@ class FileFormat:
 
     def with_overrides(self, overrides: dict) -> FileFormat:
         """A copy with some keys replaced (from a manifest, a JSON schema or BULK INSERT)."""
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"a file format must be an object of key -> value, not {overrides!r}")
         unknown = set(overrides) - _FORMAT_KEYS
         if unknown:
             raise ConfigError(
@@ -138,29 +169,89 @@ def _apply_rule(rule, params: list[str]) -> str:
     return template.replace("{params}", ",".join(params))
 
 
-def load_dialect(name_or_path: str | Path) -> Dialect:
-    """Load ``mssql``/``mysql``/``csv`` (or any name in the dialects folder) or a TOML file path."""
+def check_encoding(encoding: str) -> None:
+    """A Python text codec, or ConfigError (an unknown code page must not surface as LookupError
+    in the middle of a load)."""
+    try:
+        known = codecs.lookup(encoding)._is_text_encoding
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
+        known = False
+    if not known:
+        raise ConfigError(
+            f"unknown encoding {encoding!r}; use a Python codec name such as 'utf-8', "
+            "'cp1252', 'latin-1' or 'utf-16-le'"
+        )
+
+
+def load_dialect(name_or_path: str | Path, environ=os.environ) -> Dialect:
+    """A dialect by name (``mssql``, ``mysql``, ``csv``, or one in ``INGEST_DIALECT_DIR``), or
+    from a ``.toml`` path. Paths are for the operator; a manifest names a dialect by name or
+    names a member of its own dump (``archive``)."""
     path = Path(name_or_path)
     if path.suffix != ".toml":
-        path = DIALECTS_DIR / f"{name_or_path}.toml"
-        if not path.is_file():
-            known = sorted(p.stem for p in DIALECTS_DIR.glob("*.toml"))
-            raise ConfigError(
-                f"unknown dialect {name_or_path!r}; known: {known}, or give a .toml path"
-            )
+        path = _named_dialect_path(str(name_or_path), environ)
     try:
-        config = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as error:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"cannot read dialect config {path}: {error}") from error
+    return dialect_from_text(text, path.stem, str(path))
+
+
+def _named_dialect_path(name: str, environ) -> Path:
+    folders = [Path(d) for d in [environ.get(DIALECT_DIR_ENV)] if d] + [DIALECTS_DIR]
+    if _DIALECT_NAME.match(name):
+        for folder in folders:
+            if (folder / f"{name}.toml").is_file():
+                return folder / f"{name}.toml"
+    known = sorted({p.stem for folder in folders for p in folder.glob("*.toml")})
+    raise ConfigError(
+        f"unknown dialect {name!r}; known: {known} (the platform's, and those in "
+        f"{DIALECT_DIR_ENV}), or give a .toml path with --dialect or INGEST_DUMP_DIALECT"
+    )
+
+
+def dialect_from_text(text: str, default_name: str, where: str) -> Dialect:
+    """A dialect from the text of its TOML config; errors name `where` (a path or a member)."""
+    try:
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"cannot read dialect config {where}: {error}") from error
+    problem = _config_problem(config)
+    if problem:
+        raise ConfigError(f"dialect config {where}: {problem}")
     try:
         file_format = FileFormat().with_overrides(config.get("format", {}))
-        return Dialect(
-            name=config.get("name", path.stem),
-            file_format=file_format,
-            schema_language=config.get("schema_language", "json"),
-            data_extensions=tuple(e.lower() for e in config.get("data_extensions", [".dat"])),
-            types={k.lower(): v for k, v in config.get("types", {}).items()},
-            description=config.get("description", ""),
-        )
-    except TypeError as error:
-        raise ConfigError(f"dialect config {path} is malformed: {error}") from error
+    except ConfigError as error:
+        raise ConfigError(f"dialect config {where}: [format] {error}") from error
+    return Dialect(
+        name=config.get("name", default_name),
+        file_format=file_format,
+        schema_language=config.get("schema_language", "json"),
+        data_extensions=tuple(e.lower() for e in config.get("data_extensions", [".dat"])),
+        types={k.lower(): v for k, v in config.get("types", {}).items()},
+        description=config.get("description", ""),
+    )
+
+
+def _config_problem(config: dict) -> str | None:
+    for key in ("name", "description"):
+        if not isinstance(config.get(key, ""), str):
+            return f"{key} must be a string"
+    if config.get("schema_language", "json") not in SCHEMA_LANGUAGES:
+        return f"schema_language must be one of {list(SCHEMA_LANGUAGES)}"
+    extensions = config.get("data_extensions", [".dat"])
+    if not isinstance(extensions, list) or not all(
+        isinstance(e, str) and e.startswith(".") for e in extensions
+    ):
+        return f'data_extensions must be a list like [".dat", ".txt"], not {extensions!r}'
+    types = config.get("types", {})
+    if not isinstance(types, dict):
+        return "[types] must be a table of source type -> PostgreSQL type"
+    for source_type, rule in types.items():
+        parts = list(rule.values()) if isinstance(rule, dict) else [rule]
+        if not parts or not all(isinstance(part, str) for part in parts):
+            return (
+                f"[types] {source_type!r} must be a PostgreSQL type or "
+                f"{{template = ..., bare = ...}}, not {rule!r}"
+            )
+    return None

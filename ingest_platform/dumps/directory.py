@@ -6,6 +6,7 @@ with what the definitions know to request runs or ask for a reload.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from ingest_platform.dumps.archive import open_dump
 from ingest_platform.errors import IngestError
 
 DUMP_SUFFIXES = (".zip", ".zip.gpg")
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,8 @@ def describe_dump(
 
 def scan_dump_dir(directory: Path, settle_seconds: float = 0.0, environ=os.environ) -> DumpCatalog:
     """Every readable dump in `directory`; files modified in the last `settle_seconds` are skipped
-    (they may still be being copied), unreadable ones are listed in `problems`."""
+    (they may still be being copied). Unreadable ones are listed in `problems` and logged: one bad
+    dump must not stop the others from becoming definitions."""
     catalog = DumpCatalog()
     if not directory.is_dir():
         return catalog
@@ -86,4 +89,9 @@ def scan_dump_dir(directory: Path, settle_seconds: float = 0.0, environ=os.envir
             catalog.dumps.append(describe_dump(path, environ=environ))
         except IngestError as error:
             catalog.problems[path.name] = str(error)
+        except Exception as error:  # a bug of ours; still only this dump's problem
+            problem = f"{path}: cannot be read ({type(error).__name__}: {error})"
+            catalog.problems[path.name] = problem
+    for problem in catalog.problems.values():
+        LOGGER.warning("Left out of the definitions: %s", problem)
     return catalog

@@ -29,10 +29,11 @@ from ingest_platform.dumps.mysql_bits import bit_field_stream
 from ingest_platform.dumps.schema import Column
 from ingest_platform.dumps.text_stream import (
     BAD_BYTE_ERRORS,
+    RecordTooLong,
     simple_split_is_exact,
 )
 from ingest_platform.dumps.zip_member import INFLATE_ERRORS, MemberReader, can_stream
-from ingest_platform.errors import DumpError
+from ingest_platform.errors import DumpError, FormatError
 
 DEFAULT_CHUNK_BYTES = 1 << 20
 _READ_ERRORS: tuple[type[Exception], ...] = (
@@ -181,7 +182,15 @@ def open_record_blocks(
     """
     with _open_member(dump_path, member) as raw:
         raw = bit_field_stream(raw, file_format, columns, member)  # MySQL BIT: raw bytes
-        yield iter_byte_record_blocks(raw, file_format, chunk_bytes, len(columns), verify_cuts)
+        blocks = iter_byte_record_blocks(raw, file_format, chunk_bytes, len(columns), verify_cuts)
+        yield _naming_the_file(blocks, member)
+
+
+def _naming_the_file(blocks: Iterator, member: str) -> Iterator:
+    try:
+        yield from blocks
+    except RecordTooLong as error:
+        raise FormatError(str(error), file=member) from None
 
 
 class _open_member:

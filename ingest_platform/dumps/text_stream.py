@@ -1,6 +1,8 @@
 """Bytes of a data file -> decoded text blocks that each end on a record boundary.
 
 Streaming: memory is bounded by the block size (plus the longest record), not the file size.
+A record longer than MAX_RECORD (a file with no row terminator, say gigabytes of NUL bytes) is
+refused with RecordTooLong instead of being held whole.
 
 Invalid bytes do not stop decoding here: each one becomes a lone surrogate (U+DC00 + byte),
 which cannot occur in valid text.  The COPY encoder then fails on exactly that field and reports
@@ -16,6 +18,10 @@ from typing import AnyStr, Protocol
 from ingest_platform.dumps.dialect import FileFormat
 
 BAD_BYTE_ERRORS = "ingest-bad-byte"
+# The longest record the readers hold (bytes, or characters of a decoded file). PostgreSQL's own
+# limit for one COPY line is 1 GB; a dump's record is rarely over a few MB (a document as hex).
+MAX_RECORD = 256 << 20
+_NEEDS_BOM = ("utf-16", "utf-32")  # Python's codecs that take the byte order from a BOM
 _BOMS = [
     (codecs.BOM_UTF32_LE, "utf-32-le"),
     (codecs.BOM_UTF32_BE, "utf-32-be"),
@@ -45,6 +51,90 @@ def sniff_encoding(head: bytes, declared: str) -> tuple[str, int]:
         if head.startswith(bom):
             return encoding, len(bom)
     return declared, 0
+
+
+class RecordTooLong(Exception):
+    """No record ends within MAX_RECORD; the message says where (the caller adds the file)."""
+
+
+def record_too_long(
+    start: int, unit: str, terminator: str, fields: int, mostly_nul: bool
+) -> RecordTooLong:
+    hint = " (it holds NUL bytes: a damaged or binary file?)" if mostly_nul else ""
+    return RecordTooLong(
+        f"no record ends within {MAX_RECORD >> 20} MiB from {unit} {start:,} ({fields} fields, "
+        f"row terminator {terminator!r}){hint}; the file is not in its declared format: check "
+        "its row_terminator, field_terminator and encoding"
+    )
+
+
+def encoding_problem(head: bytes, file_format: FileFormat) -> str | None:
+    """What is wrong with the start of a data file for its declared encoding, or None.
+
+    Checked when a dump is opened, for cases the reader would report badly or slowly: a
+    BOM-reading codec ('utf-16', 'utf-32') without a byte-order mark (Python refuses to guess
+    the order); UTF-16 text without a BOM declared as UTF-8 or a one-byte encoding (it reads as
+    text with a NUL after every character); a file that starts with nothing but NUL bytes.
+    Conservative: UTF-16 is only named when the declared reading has NULs inside fields and
+    the UTF-16 reading makes sense (see _utf16_guess).
+    """
+    if sniff_encoding(head, file_format.encoding)[1]:
+        return None  # a BOM decides
+    declared = codecs.lookup(file_format.encoding).name
+    guess = _utf16_guess(head, file_format)
+    where = '(manifest.json "tables", or the schema\'s "format")'
+    if declared in _NEEDS_BOM:
+        advice = (
+            f"it looks like {guess.upper()}: declare encoding '{guess}'"
+            if guess
+            else f"declare encoding '{declared}-le' or '{declared}-be'"
+        )
+        return (
+            f"has no byte-order mark, which its declared encoding {file_format.encoding!r} "
+            f"needs; {advice} {where}"
+        )
+    declared_text = head.decode(file_format.encoding, "replace")
+    if (
+        guess
+        and not declared.startswith(_NEEDS_BOM)
+        and _nul_inside_fields(declared_text, file_format)
+    ):
+        return (
+            f"looks like {guess.upper()} without a byte-order mark, but its declared encoding "
+            f"is {file_format.encoding!r}; declare encoding '{guess}' {where}"
+        )
+    if len(head) >= 1024 and head.count(0) * 10 > len(head) * 9:
+        return "starts with NUL bytes, not text: a damaged or binary file?"
+    return None
+
+
+def _utf16_guess(head: bytes, file_format: FileFormat) -> str | None:
+    """'utf-16-le' or '-be' when the bytes read as that: mostly ASCII-range characters (one NUL
+    byte in each pair, on the same side), the terminators, and NULs only as whole fields."""
+    size = len(head) // 2 * 2
+    pairs = size // 2
+    if pairs < 8:
+        return None
+    even, odd = head[0:size:2].count(0), head[1:size:2].count(0)
+    for guess, high, low in (("utf-16-le", odd, even), ("utf-16-be", even, odd)):
+        if high * 2 >= pairs and low * 10 <= pairs:
+            text = head[:size].decode(guess, "replace")
+            if (
+                file_format.field_terminator in text
+                and file_format.row_terminator.replace("\r\n", "\n") in text
+                and not _nul_inside_fields(text, file_format)
+            ):
+                return guess
+    return None
+
+
+def _nul_inside_fields(text: str, file_format: FileFormat) -> bool:
+    """True when the text has a NUL that is not a whole field (which is bcp's empty string)."""
+    return any(
+        "\0" in field and field != file_format.empty_string
+        for record in text.split(file_format.row_terminator)
+        for field in record.split(file_format.field_terminator)
+    )
 
 
 class ByteReader(Protocol):
@@ -188,9 +278,11 @@ def iter_record_blocks(
     """Yield (block, row_terminator); every block is whole records, each ending in the terminator.
 
     A last record without a terminator gets one, so blocks are always complete (a truncated
-    record then fails its field count in the per-row path).
+    record then fails its field count in the per-row path). RecordTooLong past MAX_RECORD.
     """
     buffer, terminator = "", None
+    done = 0  # characters yielded
+    search_at = target_chars  # buffer length of the next search; doubles while none succeeds
     for text in texts:
         buffer += text
         if terminator is None:
@@ -201,12 +293,19 @@ def iter_record_blocks(
             ):
                 continue  # not one record yet: look at more text before deciding LF vs CRLF
             terminator = resolve_row_terminator(buffer, file_format)
-        if len(buffer) < target_chars:
+        if len(buffer) < search_at:
             continue
         cut = _last_boundary(buffer, terminator, file_format, fields)
         if cut > 0:
             yield buffer[:cut], terminator
-            buffer = buffer[cut:]
+            buffer, done, search_at = buffer[cut:], done + cut, target_chars
+        elif len(buffer) > MAX_RECORD:
+            sample = buffer[:4096]
+            raise record_too_long(
+                done, "character", terminator, fields, sample.count("\0") * 2 > len(sample)
+            )
+        else:  # no record ends yet: search again at twice the size (each piece: quadratic)
+            search_at = min(2 * len(buffer), MAX_RECORD + 1)
     if terminator is None:
         terminator = resolve_row_terminator(buffer, file_format)
     if buffer:

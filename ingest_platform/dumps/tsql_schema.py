@@ -333,11 +333,18 @@ def _read_bulk_insert(tokens, file: str) -> tuple[str, str, dict]:
 
 def _bulk_options_to_format(options: dict[str, str], table: str, file: str) -> dict:
     overrides: dict = {}
-    if "FIELDTERMINATOR" in options:
-        overrides["field_terminator"] = _terminator(options["FIELDTERMINATOR"])
+    try:
+        if "FIELDTERMINATOR" in options:
+            overrides["field_terminator"] = _terminator(options["FIELDTERMINATOR"])
+        if "ROWTERMINATOR" in options:
+            overrides["row_terminator"] = _terminator(options["ROWTERMINATOR"])
+    except ValueError:
+        raise SchemaError(
+            f"{file}: BULK INSERT {table}: a hex terminator ('0x..') has digits that are not "
+            "hexadecimal; write it like '0x0a'"
+        ) from None
     if "ROWTERMINATOR" in options:
         value = options["ROWTERMINATOR"]
-        overrides["row_terminator"] = _terminator(value)
         # bcp reads a typed "\n" as CRLF on Windows; a hex terminator means exactly those bytes.
         overrides["row_terminator_crlf_sniff"] = not value.lower().startswith("0x")
     data_file_type = options.get("DATAFILETYPE", "char").lower()

@@ -49,7 +49,8 @@ def ingest_dumps(
                 raise_on_error=False,
                 run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             )
-            print(summary_table(result), flush=True)
+            tables = {translator.asset_key(dump.app, t): t for t in app_tables[dump.app]}
+            print(summary_table(result, tables), flush=True)
             if not result.success:
                 failed += 1
                 for event in result.get_step_failure_events():
@@ -58,17 +59,22 @@ def ingest_dumps(
     return 1 if failed else 0
 
 
-def summary_table(result: dg.ExecuteInProcessResult) -> str:
-    checks: dict[str, list[str]] = {}
+def summary_table(
+    result: dg.ExecuteInProcessResult, tables: dict[dg.AssetKey, str] | None = None
+) -> str:
+    """One row per loaded table; `tables` names each asset's table (its key may be sanitized)."""
+    tables = tables or {}
+    checks: dict[dg.AssetKey, list[str]] = {}
     for evaluation in result.get_asset_check_evaluations():
-        checks.setdefault(evaluation.asset_key.path[-1], []).append(
+        checks.setdefault(evaluation.asset_key, []).append(
             f"{evaluation.check_name} {'ok' if evaluation.passed else 'FAILED'}"
         )
     rows = [("table", "rows", "seconds", "rows/s", "child table", "schema changes", "checks")]
     for event in result.get_asset_materialization_events():
         materialization = event.step_materialization_data.materialization
         meta = {k: v.value for k, v in materialization.metadata.items()}
-        table = materialization.asset_key.path[-1]
+        key = materialization.asset_key
+        table = tables.get(key, key.path[-1])
         listed = str(meta.get("schema_changes") or "none")
         changes = 0 if listed == "none" else listed.count("\n- ") + 1
         rows.append(
@@ -79,7 +85,7 @@ def summary_table(result: dg.ExecuteInProcessResult) -> str:
                 f"{meta.get('rows_per_second', 0):,.0f}",
                 str(meta.get("child_table", "-")),
                 str(changes),
-                ", ".join(checks.get(table, [])),
+                ", ".join(checks.get(key, [])),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

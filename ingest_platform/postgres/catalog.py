@@ -101,6 +101,16 @@ def inherits_from(conn: psycopg.Connection, child_oid: int, parent_oid: int) -> 
     )
 
 
+def parent_of(conn: psycopg.Connection, oid: int) -> str | None:
+    """The name of the table this one INHERITS (the first, if several), or None."""
+    return scalar(
+        conn,
+        "SELECT (SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent"
+        " WHERE i.inhrelid = %s ORDER BY i.inhseqno LIMIT 1)",
+        (oid,),
+    )
+
+
 def has_equality_check(conn: psycopg.Connection, oid: int, column: str, value: str) -> bool:
     """Whether the table has a validated CHECK (column = 'value'), the kind of constraint that
     constraint exclusion uses to skip it. Compared as PostgreSQL itself prints the constraint."""

@@ -56,8 +56,8 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from ingest_platform.dumps.schema import TableSchema
-from ingest_platform.errors import IngestError, SchemaError
+from ingest_platform.dumps.schema import MAX_COLUMNS, TableSchema
+from ingest_platform.errors import IngestError, SchemaError, first_line
 from ingest_platform.postgres import evolution
 from ingest_platform.postgres import version_registry as registry
 from ingest_platform.postgres.catalog import (
@@ -66,6 +66,7 @@ from ingest_platform.postgres.catalog import (
     fit_identifier,
     has_equality_check,
     inherits_from,
+    parent_of,
     parsed_type,
     qualified,
     relation_oid,
@@ -151,6 +152,7 @@ def begin_version_load(
         parent_oid, parent_columns = _parent_columns(conn, schema, parent)
         target, changes = _plan(conn, schema, table, version, parent_columns, declared, declared)
         _check_child_name_free(conn, schema, table, version, child, parent_oid)
+        _check_types_exist(conn, table, version, declared)
         for stale in registry.load_tables_of(conn, schema, table, version):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(schema, stale)))
         conn.execute(
@@ -412,6 +414,13 @@ def _plan(
 ) -> tuple[dict[str, PgType], list[evolution.ColumnPlan]]:
     """Target type of each version column (the parent's when wider) and the parent changes."""
     planned = evolution.plan(parent_columns, version_columns)
+    if len(parent_columns.keys() | version_columns.keys()) > MAX_COLUMNS:
+        raise SchemaError(
+            f'Table "{table}" (version {version}): the parent table would need '
+            f"{len(parent_columns.keys() | version_columns.keys())} columns, every version's "
+            f"together; PostgreSQL holds {MAX_COLUMNS} besides {VERSION_COLUMN}. Load this "
+            "version into another schema, or leave columns out of its schema."
+        )
     if planned.refused:
         name = planned.refused[0].name
         raise SchemaError(
@@ -501,6 +510,12 @@ def _parent_columns(
             f'Table "{parent}" in schema "{schema}" exists but is not a parent table of '
             f"versioned dumps (it has no {VERSION_COLUMN} column); rename or drop it."
         )
+    version_of = parent_of(conn, oid)
+    if version_of is not None:  # a dump table named like another table's version
+        raise SchemaError(
+            f'Table "{parent}" in schema "{schema}" is a version of "{version_of}", not a parent '
+            "table; rename the dump's table."
+        )
     del found[VERSION_COLUMN]
     return oid, found
 
@@ -531,6 +546,29 @@ def _check_child_name_free(
         registered = registry.registered_version(conn, schema, table, version)
         if not registered or registered["child_table"] != child:
             raise SchemaError(_name_taken(schema, child, table, version))
+
+
+def _check_types_exist(
+    conn: psycopg.Connection, table: str, version: str, declared: dict[str, PgType]
+) -> None:
+    """A pg_type PostgreSQL does not know (from a schema or a dialect's map) is named here, with
+    its columns, instead of failing the CREATE TABLE of the load table."""
+    by_type: dict[str, list[str]] = {}
+    for name, parsed in declared.items():
+        by_type.setdefault(str(parsed), []).append(name)
+    for pg_type, names in by_type.items():
+        try:
+            conn.execute("SELECT %s::regtype", (pg_type,))
+        except (
+            psycopg.errors.SyntaxError,
+            psycopg.errors.UndefinedObject,
+            psycopg.errors.InvalidParameterValue,
+        ) as error:
+            raise SchemaError(
+                f'Table "{table}" (version {version}), column "{names[0]}": PostgreSQL has no '
+                f"type {pg_type} ({first_line(error)}); fix the column's pg_type in the schema "
+                "or the dialect's type map."
+            ) from None
 
 
 def _name_taken(schema: str, name: str, table: str, version: str) -> str:
