@@ -60,9 +60,7 @@ class TableCopy:
         if self.error:
             return f"{self.table}: FAILED, left empty: {self.error}"
         rate = self.rows / max(self.seconds, 1e-9)
-        return (
-            f"{self.table}: {self.rows:,} rows, {self.bytes / 1e6:,.1f} MB, {rate:,.0f} rows/s"
-        )
+        return f"{self.table}: {self.rows:,} rows, {self.bytes / 1e6:,.1f} MB, {rate:,.0f} rows/s"
 
 
 TABLES = """
@@ -176,7 +174,9 @@ def copy_table(plan: Plan, table: SourceTable, snapshot: str) -> TableCopy:
         with connect(plan.source_dsn) as source, connect(plan.target_dsn) as target:
             source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             source.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-            read = sql.SQL("COPY (SELECT {} FROM ONLY {}) TO STDOUT{}").format(columns, name, options)
+            read = sql.SQL("COPY (SELECT {} FROM ONLY {}) TO STDOUT{}").format(
+                columns, name, options
+            )
             write = sql.SQL("COPY {} ({}) FROM STDIN{}").format(name, columns, options)
             last = started
             with target.cursor() as cursor, source.cursor().copy(read) as out:
@@ -191,9 +191,7 @@ def copy_table(plan: Plan, table: SourceTable, snapshot: str) -> TableCopy:
             target.commit()
     except (psycopg.Error, IngestError) as exc:
         return TableCopy(table.label, 0, 0, time.monotonic() - started, first_line(exc))
-    copy = TableCopy(table.label, rows, size, time.monotonic() - started)
-    logger.info(copy.line)
-    return copy
+    return TableCopy(table.label, rows, size, time.monotonic() - started)
 
 
 def refresh_materialized_views(target: psycopg.Connection, plan: Plan) -> None:
@@ -203,4 +201,3 @@ def refresh_materialized_views(target: psycopg.Connection, plan: Plan) -> None:
             schema, _, name = entry.what.partition(" ")
             target.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(qualified(schema, name)))
     target.commit()
-

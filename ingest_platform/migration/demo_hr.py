@@ -103,14 +103,13 @@ def create_hr_source(dsn: str, rows: int, seed: int = 14, replace: bool = False)
     with connect(dsn) as conn:
         if replace:
             conn.execute("DROP SCHEMA IF EXISTS hr CASCADE")
-        if not conn.execute(
-            "SELECT 1 FROM pg_roles WHERE rolname = %s", (READER_ROLE,)
-        ).fetchone():
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READER_ROLE,)).fetchone():
             conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(READER_ROLE)))
         conn.execute(DDL)
         conn.execute(
-            sql.SQL("GRANT USAGE ON SCHEMA hr TO {0}; GRANT SELECT ON hr.hires_per_month TO {0}")
-            .format(sql.Identifier(READER_ROLE))
+            sql.SQL(
+                "GRANT USAGE ON SCHEMA hr TO {0}; GRANT SELECT ON hr.hires_per_month TO {0}"
+            ).format(sql.Identifier(READER_ROLE))
         )
         with conn.cursor().copy("COPY hr.departments FROM STDIN") as copy:
             for row in departments():

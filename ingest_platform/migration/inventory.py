@@ -39,17 +39,20 @@ _ACL = """coalesce((SELECT string_agg(g.rolname || ':' || a.privilege_type
 
 def acl(column: str, owner: str) -> str:
     # PUBLIC (grantee 0) has no pg_roles row: its name prints as NULL -> 'PUBLIC'.
-    return _ACL.format(acl=column, owner=owner).replace("g.rolname", "coalesce(g.rolname, 'PUBLIC')")
+    return _ACL.format(acl=column, owner=owner).replace(
+        "g.rolname", "coalesce(g.rolname, 'PUBLIC')"
+    )
 
 
 QUERIES: dict[str, str] = {
     "schema": f"""
-        SELECT n.nspname, coalesce(obj_description(n.oid, 'pg_namespace'), '') || ' ' ||
-               {acl('n.nspacl', 'n.nspowner')}
+        SELECT n.nspname, coalesce(obj_description(n.oid, 'pg_namespace'), '') || ' grants ' ||
+               {acl("n.nspacl", "n.nspowner")}
         FROM pg_namespace n WHERE n.nspname = ANY(%(s)s)""",
     "table": f"""
         SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
-               (SELECT string_agg(quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod)
+               (SELECT string_agg(quote_ident(a.attname) || ' '
+                   || format_type(a.atttypid, a.atttypmod)
                    || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
                    || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
                    || CASE a.attidentity WHEN 'a' THEN ' identity always'
@@ -61,14 +64,14 @@ QUERIES: dict[str, str] = {
                   ON d.adrelid = a.attrelid AND d.adnum = a.attnum
                 WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
                || ' comment ' || coalesce(obj_description(c.oid, 'pg_class'), '')
-               || ' grants ' || {acl('c.relacl', 'c.relowner')}
+               || ' grants ' || {acl("c.relacl", "c.relowner")}
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = ANY(%(s)s) AND c.relkind IN ('r', 'p')""",
     "view": f"""
         SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),
                c.relkind::text || ' ' || pg_get_viewdef(c.oid)
                || ' comment ' || coalesce(obj_description(c.oid, 'pg_class'), '')
-               || ' grants ' || {acl('c.relacl', 'c.relowner')}
+               || ' grants ' || {acl("c.relacl", "c.relowner")}
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = ANY(%(s)s) AND c.relkind IN ('v', 'm')""",
     "sequence": f"""
@@ -76,7 +79,7 @@ QUERIES: dict[str, str] = {
                format_type(s.seqtypid, NULL) || ' start ' || s.seqstart || ' by ' || s.seqincrement
                || ' min ' || s.seqmin || ' max ' || s.seqmax || ' cache ' || s.seqcache
                || CASE WHEN s.seqcycle THEN ' cycle' ELSE '' END
-               || ' grants ' || {acl('c.relacl', 'c.relowner')}
+               || ' grants ' || {acl("c.relacl", "c.relowner")}
         FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = ANY(%(s)s)""",
     "constraint": """
@@ -97,7 +100,7 @@ QUERIES: dict[str, str] = {
                || pg_get_function_identity_arguments(p.oid) || ')',
                pg_get_functiondef(p.oid)
                || ' comment ' || coalesce(obj_description(p.oid, 'pg_proc'), '')
-               || ' grants ' || {acl('p.proacl', 'p.proowner')}
+               || ' grants ' || {acl("p.proacl", "p.proowner")}
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
         WHERE n.nspname = ANY(%(s)s) AND p.prokind IN ('f', 'p')
           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
@@ -179,7 +182,12 @@ def diff(source: Inventory, target: Inventory) -> list[Difference]:
             found.append(Difference(*key, "missing on target"))
         elif target[key] != definition:
             found.append(Difference(*key, "differs"))
-    found += [Difference(*key, "only on target") for key in target if key not in source]
+    # Extensions a target has beyond the source's harm nothing.
+    found += [
+        Difference(*key, "only on target")
+        for key in target
+        if key not in source and key[0] != "extension"
+    ]
     return sorted(found, key=lambda d: (d.status, d.kind, d.name))
 
 

@@ -114,7 +114,9 @@ def section_sql(archive: Path, section: str, target_version: int) -> str:
             continue
         match = _COLUMN_OPTIONS.match(line)
         if match:
-            options = [o for o in match.group(1).split(", ") if _option_name(o) in KNOWN_COLUMN_OPTIONS]
+            options = [
+                o for o in match.group(1).split(", ") if _option_name(o) in KNOWN_COLUMN_OPTIONS
+            ]
             if not options:
                 continue
             line = line[: match.start(1)] + ", ".join(options) + ");"

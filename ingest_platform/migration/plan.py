@@ -68,7 +68,6 @@ def make_plan(
         problems = inventory.missing_prerequisites(source, target, schemas, grants)
         version = target.info.server_version
     differences = inventory.diff(source_objects, target_objects)
-    differences = [d for d in differences if not _ignorable(d)]
     return Plan(
         source_dsn,
         target_dsn,
@@ -83,21 +82,15 @@ def make_plan(
     )
 
 
-def _ignorable(d: inventory.Difference) -> bool:
-    # Extensions a target has beyond the source's harm nothing; a schema's own comment and
-    # grants ("public" on a fresh database) are not worth refusing a migration for.
-    return (d.kind == "extension" and d.status == "only on target") or (
-        d.kind == "schema" and d.status == "differs"
-    )
-
-
 def _state(differences, source_objects, target_objects) -> str:
     if not differences:
         return EQUAL
     objects = [k for k in target_objects if k[0] not in ("schema", "extension")]
     if not objects:
         return EMPTY
-    if all(d.kind in inventory.POST_DATA_KINDS and d.status == "missing on target" for d in differences):
+    if all(
+        d.kind in inventory.POST_DATA_KINDS and d.status == "missing on target" for d in differences
+    ):
         post_data = [k for k in source_objects if k[0] in inventory.POST_DATA_KINDS]
         if len(differences) == len(post_data):
             return WITHOUT_POST_DATA

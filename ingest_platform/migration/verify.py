@@ -44,11 +44,10 @@ def schema_differences(
 ) -> list[inventory.Difference]:
     with connect(source_dsn) as source, connect(target_dsn) as target:
         schemas = inventory.selected_schemas(source, schemas)
-        found = inventory.diff(
+        return inventory.diff(
             inventory.inventory(source, schemas, grants),
             inventory.inventory(target, schemas, grants),
         )
-    return [d for d in found if not (d.kind == "extension" and d.status == "only on target")]
 
 
 def compare_table(source_dsn: str, target_dsn: str, schema: str, table: str) -> Comparison:
