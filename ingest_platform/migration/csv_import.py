@@ -380,10 +380,12 @@ def _all_convert(conn, columns) -> bool:
     casts = sql.SQL(", ").join(
         sql.SQL("{}::{}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in columns
     )
+    # ROW(...)::text evaluates every cast (the planner would split ROW(...) IS NULL into
+    # field tests that stop at the first non-NULL one).
     conn.execute("SAVEPOINT all_convert")
     try:
         conn.execute(
-            sql.SQL("SELECT count(*) FROM pg_temp._import_stage WHERE ROW({}) IS NULL").format(
+            sql.SQL("SELECT sum(length(ROW({})::text)) FROM pg_temp._import_stage").format(
                 casts
             )
         )

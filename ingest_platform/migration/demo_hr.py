@@ -84,8 +84,8 @@ def hires(first_id: int, count: int, seed: int, bad_parents: bool) -> Iterator[t
     for hire_id in range(first_id, first_id + count):
         name = f"{rng.choice(FIRST)} {rng.choice(LAST)}" if rng.random() > 0.01 else None
         when = START + timedelta(seconds=rng.randrange(SPAN_SECONDS))
-        department = rng.randint(1, n_departments)
-        job = rng.randint(1, n_jobs)
+        department: int | None = rng.randint(1, n_departments)
+        job: int | None = rng.randint(1, n_jobs)
         roll = rng.random()
         if roll < 0.01:
             department = None
