@@ -385,9 +385,7 @@ def _all_convert(conn, columns) -> bool:
     conn.execute("SAVEPOINT all_convert")
     try:
         conn.execute(
-            sql.SQL("SELECT sum(length(ROW({})::text)) FROM pg_temp._import_stage").format(
-                casts
-            )
+            sql.SQL("SELECT sum(length(ROW({})::text)) FROM pg_temp._import_stage").format(casts)
         )
     except psycopg.errors.DataError:
         conn.execute("ROLLBACK TO SAVEPOINT all_convert")
