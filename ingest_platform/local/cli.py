@@ -6,6 +6,9 @@ ingest-platform ingest PATH...              load dumps through Dagster and print
 ingest-platform demo-dumps [DIR]            write sample dumps (default DIR: INGEST_DUMP_DIR)
 ingest-platform demo-app                    create the CDC demo source and write changes to it
 ingest-platform proto SCHEMA.TABLE          write the .proto of a table's BigQuery mirror rows
+ingest-platform migrate plan|schema|data|verify --source DSN --target DSN   move a database
+ingest-platform import-csv SCHEMA.TABLE FILE...   import CSV files with type/key/FK checks
+ingest-platform demo-hr                     create the HR demo source and its historical CSVs
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ingest_platform.dumps.directory import dump_dir
 from ingest_platform.errors import IngestError
 from ingest_platform.local.cdc_command import register as register_cdc
 from ingest_platform.local.dagster_dev import relay_console, start_dagster_dev, stop_dagster
+from ingest_platform.local.migrate_command import register as register_migrate
 from ingest_platform.local.ports import choose_port
 from ingest_platform.local.project_lock import ProjectLock
 from ingest_platform.local.proto_command import register as register_proto
@@ -32,7 +36,7 @@ from ingest_platform.local.services import start_services, state_dir
 
 # Further commands: each `register(subparsers, say)` adds one with
 # `set_defaults(run=function(options) -> int)`.
-COMMANDS = [register_cdc, register_proto]
+COMMANDS = [register_cdc, register_proto, register_migrate]
 
 
 class StopRequested(KeyboardInterrupt):
