@@ -90,14 +90,17 @@ def relay_console(dagster: subprocess.Popen, out: IO[str] = sys.stdout) -> threa
 
 
 def stop_dagster(dagster: subprocess.Popen, sig: int, say: Callable[[str], None]) -> int:
-    """Cancel in-flight runs, stop `dagster dev`, then every process left in its group."""
+    """Cancel in-flight runs, stop `dagster dev`, then every process left in its group. 0 when
+    Dagster stopped in time: its own exit status after a signal says only whether its children
+    (terminated run workers, say) exited cleanly, which an ordered stop does not ask of them."""
     instance = _open_instance(say)
     try:
         if instance is not None:
             _cancel_runs(instance, say)
         dagster.send_signal(sig)
         try:
-            code = dagster.wait(DAGSTER_SHUTDOWN_SECONDS)
+            dagster.wait(DAGSTER_SHUTDOWN_SECONDS)
+            code = 0
         except subprocess.TimeoutExpired:
             say(f"Dagster did not stop within {DAGSTER_SHUTDOWN_SECONDS}s; stopping it.")
             code = 1
