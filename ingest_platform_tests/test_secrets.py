@@ -189,6 +189,11 @@ class Cli:
         self.reader.join(10)  # the rest of the output
         return code
 
+    def session(self) -> list[str]:
+        """The processes left in its session (it leads one)."""
+        table = ["ps", "-o", "args=", "-s", str(self.process.pid)]
+        return subprocess.run(table, capture_output=True, text=True).stdout.splitlines()
+
     def kill_the_rest(self) -> None:
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
@@ -365,9 +370,9 @@ def test_connection_errors_never_quote_the_password(secret, pg_server_dsn):
 def test_a_load_killed_mid_copy_leaves_plaintext_that_the_next_start_removes(
     tmp_path, cli_env, pg_dsn, new_keyring
 ):
-    """kill -9 of `ingest-platform ingest` while its COPY workers load a .zip.gpg: the decrypted
-    archive stays (nothing can run in a killed process); the next start removes it. Neither the
-    DSN's nor the key's passphrase shows in `ps` meanwhile."""
+    """kill -9 of `ingest-platform ingest` while its COPY workers load a .zip.gpg: its workers
+    stop, the decrypted archive stays (nothing can run in a killed process), and the next start
+    removes it. The key's passphrase shows in `ps` at no point."""
     passphrase = f"pass-{uuid.uuid4().hex}"
     gpg, fingerprint = new_keyring(tmp_path / "gnupg", "ops@example.com", passphrase)
     plain = one_table_dump(tmp_path / "big_2.0.zip", 350_000)
@@ -390,8 +395,12 @@ def test_a_load_killed_mid_copy_leaves_plaintext_that_the_next_start_removes(
             time.sleep(0.05)
         os.kill(killed.process.pid, signal.SIGKILL)
         killed.process.wait(TIMEOUT)
+        # Its workers notice and stop (else they would hold the plaintext and a COPY forever).
+        while killed.session():
+            assert time.monotonic() < deadline, f"left running: {killed.session()}"
+            time.sleep(0.2)
     finally:
-        killed.kill_the_rest()  # the orphaned workers
+        killed.kill_the_rest()
     [left] = decrypted.iterdir()
     assert (left / "big_2.0.zip").read_bytes() == plain.read_bytes()
     assert passphrase not in killed.text

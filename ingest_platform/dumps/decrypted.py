@@ -4,7 +4,8 @@ A ``.zip.gpg`` cannot be streamed: a ZIP's directory is at its end, and the load
 archive by path. So it is decrypted to a file, in a directory of its own (mode 0700) under the
 *decrypt root*: ``INGEST_DECRYPT_DIR``, default ``<system temp>/ingest_platform_decrypted-<uid>``
 (created 0700; refused when it is a symlink or another user's). The directory's name records its
-owner, the process that decrypted: ``ingest_dump_<pid>_<start time>_<random>``.
+owner, the process that decrypted: ``ingest_dump_<pid>_<start time>_<host>_<random>`` (the host:
+a decrypt directory on shared storage may serve several machines, whose pids say nothing here).
 
 The owner removes the directory when the dump is closed, and on every error. A process killed
 outright (SIGKILL, out of memory) cannot: so every decryption, and every start of
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import stat
 import tempfile
 from pathlib import Path
@@ -27,7 +29,7 @@ from ingest_platform.errors import ConfigError
 
 DECRYPT_DIR_ENV = "INGEST_DECRYPT_DIR"
 _PREFIX = "ingest_dump_"
-_OWNED = re.compile(rf"^{_PREFIX}(\d+)_(\d+)_")
+_OWNED = re.compile(rf"^{_PREFIX}(\d+)_(\d+)_([A-Za-z0-9-]+)_")
 
 
 def new_decrypt_dir(environ=os.environ) -> Path:
@@ -36,12 +38,16 @@ def new_decrypt_dir(environ=os.environ) -> Path:
     root = decrypt_root(environ, create=True)
     _remove_stale(root)
     me = psutil.Process()
-    return Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{me.pid}_{int(me.create_time())}_", dir=root))
+    owner = f"{me.pid}_{int(me.create_time())}_{_host()}"
+    return Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{owner}_", dir=root))
 
 
 def remove_stale_decrypted(environ=os.environ) -> list[Path]:
     """Remove the decrypted dumps of processes that no longer run; the directories removed."""
-    root = decrypt_root(environ, create=False)
+    try:
+        root = decrypt_root(environ, create=False)
+    except ConfigError:  # not ours, so nothing of ours is in it (a decryption says so)
+        return []
     return _remove_stale(root) if root.is_dir() else []
 
 
@@ -75,11 +81,15 @@ def _remove_stale(root: Path) -> list[Path]:
     removed = []
     for directory in root.iterdir():
         owner = _OWNED.match(directory.name)
-        if owner and not _runs(int(owner[1]), int(owner[2])):
+        if owner and owner[3] == _host() and not _runs(int(owner[1]), int(owner[2])):
             shutil.rmtree(directory, ignore_errors=True)
             if not directory.exists():
                 removed.append(directory)
     return removed
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "localhost"
 
 
 def _runs(pid: int, started: int) -> bool:

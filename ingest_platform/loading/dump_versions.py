@@ -297,10 +297,27 @@ class _WorkerPool:
 def _copy_worker(dsn: str, source: CopySource, load: VersionLoad, blocks, results) -> None:
     """COPY the blocks this worker takes from the queue; put (rows, bytes) or the exception."""
     try:
-        results.put(_copy(dsn, load, source.chunks(iter(blocks.get, None))))
+        results.put(_copy(dsn, load, source.chunks(_blocks_while_parent_runs(blocks))))
     except Exception as error:  # raised again in the main process
         try:
             pickle.dumps(error)
         except Exception:  # an exception that cannot travel: send its text
             error = IngestError(f"{source.member}: {type(error).__name__}: {error}")
         results.put(error)
+
+
+def _blocks_while_parent_runs(blocks) -> Iterator[Block]:
+    """The blocks up to the None that ends them. A worker whose parent was killed (kill -9, out of
+    memory) would wait for the next block forever, holding its COPY and the (decrypted) dump
+    open: it stops instead, and its COPY rolls back."""
+    parent = multiprocessing.parent_process()
+    while True:
+        try:
+            block = blocks.get(timeout=1)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                raise IngestError("the process that feeds this load worker is gone") from None
+            continue
+        if block is None:
+            return
+        yield block

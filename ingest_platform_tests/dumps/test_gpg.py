@@ -14,9 +14,11 @@ import threading
 import time
 import zipfile
 
+import psutil
 import pytest
 
-from ingest_platform.dumps import open_dump
+from ingest_platform.dumps import decrypted, open_dump
+from ingest_platform.dumps.decrypted import new_decrypt_dir, remove_stale_decrypted
 from ingest_platform.errors import ConfigError, DumpError
 from ingest_platform_tests.conftest import PROJECT_DIR, encrypt, make_zip
 
@@ -40,10 +42,10 @@ def test_encrypted_dump_round_trip_and_wrong_key(tmp_path, monkeypatch, new_keyr
     with open_dump(encrypted, dialect="mssql") as dump:
         assert (dump.app, dump.version) == ("crm", "3")
         assert b"".join(dump.iter_copy_chunks("t")) == b"x\t1\n"
-        decrypted = dump.archive_path
-        assert decrypted.exists() and decrypted.parent.parent == decrypted_root
-        assert stat.S_IMODE(decrypted.parent.stat().st_mode) == 0o700
-    assert not decrypted.exists()
+        copy = dump.archive_path
+        assert copy.exists() and copy.parent.parent == decrypted_root
+        assert stat.S_IMODE(copy.parent.stat().st_mode) == 0o700
+    assert not copy.exists()
     assert list(decrypted_root.iterdir()) == []
 
     # A failed decryption leaves nothing behind: no plaintext, no empty directory.
@@ -141,3 +143,23 @@ def test_reader_killed_mid_decryption_leaves_plaintext_that_the_next_start_remov
         with zipfile.ZipFile(dump.archive_path) as archive:
             assert archive.read("t.dat") == payload
     assert list(root.iterdir()) == []
+
+
+def test_only_directories_of_processes_gone_from_this_host_are_removed(tmp_path, monkeypatch):
+    """A running owner keeps its plaintext; a pid now used by another process, or a process that
+    ended, does not; another host's directories (shared storage) and other files are left alone."""
+    monkeypatch.setenv("INGEST_DECRYPT_DIR", str(tmp_path))
+    live = new_decrypt_dir()
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    started = int(psutil.Process(ended.pid).create_time())
+    ended.wait()
+    host = decrypted._host()
+    gone = tmp_path / f"ingest_dump_{ended.pid}_{started}_{host}_a1"
+    reused = tmp_path / f"ingest_dump_{os.getpid()}_{started - 3600}_{host}_a2"
+    other_host = tmp_path / f"ingest_dump_{ended.pid}_{started}_{host}x_a3"
+    unrelated = tmp_path / "notes"
+    for directory in (gone, reused, other_host, unrelated):
+        directory.mkdir()
+        (directory / "dump.zip").write_bytes(b"plaintext")
+    assert sorted(remove_stale_decrypted()) == sorted([gone, reused])
+    assert sorted(tmp_path.iterdir()) == sorted([live, other_host, unrelated])
