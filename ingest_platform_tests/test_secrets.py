@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -90,16 +89,18 @@ def secret(pg_server_dsn) -> Iterator[Secret]:
             )
         )
         dsn = make_conninfo(with_database(pg_server_dsn, database), user=role, password=password)
-        hba = _require_password(admin, role, dsn)
-    yield Secret(dsn, password, needle, database, role)
-    with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
-        if hba:
-            hba[0].write_text(hba[1])
-            admin.execute("SELECT pg_reload_conf()")
-        admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
-        )
-        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        hba = None
+        try:
+            hba = _require_password(admin, role, dsn)
+            yield Secret(dsn, password, needle, database, role)
+        finally:
+            if hba:
+                hba[0].write_text(hba[1])
+                admin.execute("SELECT pg_reload_conf()")
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+            )
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture
@@ -152,12 +153,14 @@ class Cli:
     def _watch(self) -> None:
         while self.process.poll() is None:
             table = subprocess.run(
-                ["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True
+                ["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True
             ).stdout
             processes = [line.split(None, 2) for line in table.splitlines()]
-            tree = {self.process.pid}
-            for _ in range(5):  # parents are listed before children only mostly
-                tree |= {int(p[0]) for p in processes if int(p[1]) in tree}
+            tree: set[int] = set()
+            below = {self.process.pid}
+            while below - tree:  # down the tree, a generation at a time
+                tree |= below
+                below = tree | {int(p[0]) for p in processes if int(p[1]) in tree}
             for p in processes:
                 if int(p[0]) in tree and len(p) == 3:
                     self.ps_args[int(p[0])] = p[2]
@@ -171,7 +174,7 @@ class Cli:
             time.sleep(0.05)
 
     def workers_seen(self) -> list[str]:
-        return [a for a in self.ps_args.values() if "multiprocessing" in a]
+        return [a for a in self.ps_args.values() if "spawn_main" in a]
 
     @property
     def printed(self) -> str:
@@ -191,7 +194,7 @@ class Cli:
 
     def session(self) -> list[str]:
         """The processes left in its session (it leads one)."""
-        table = ["ps", "-o", "args=", "-s", str(self.process.pid)]
+        table = ["ps", "-ww", "-o", "args=", "-s", str(self.process.pid)]
         return subprocess.run(table, capture_output=True, text=True).stdout.splitlines()
 
     def kill_the_rest(self) -> None:
@@ -259,9 +262,7 @@ def test_ingest_run_shows_the_password_nowhere(tmp_path, cli_env, secret):
 
 def test_services_prints_dsns_without_passwords(tmp_path, cli_env, secret):
     """The `export` lines carry no password, and say where it goes instead."""
-    url = f"postgresql://{secret.role}:{quote(secret.password, safe='')}@" + to_url(
-        secret.dsn
-    ).split("@", 1)[1].replace("+psycopg2", "")
+    url = to_url(secret.dsn).replace("postgresql+psycopg2://", "postgresql://")
     cli_env.update(INGEST_PG_DSN=secret.dsn, DAGSTER_PG_URL=url)
     cli = Cli(["services"], cli_env, tmp_path)
     cli.wait_for("Press Ctrl-C")
@@ -304,15 +305,12 @@ def test_demo_app_names_the_database_not_the_dsn(tmp_path, cli_env, secret):
 @pytest.mark.parametrize("command", ["services", "ingest", "demo-app"])
 def test_a_refused_connection_is_named_without_the_password(tmp_path, cli_env, secret, command):
     wrong = with_database(secret.dsn, "no_such_database")
-    if command == "demo-app":
-        args = ["demo-app", "--dsn", wrong, "--duration", "1"]
-    else:
-        cli_env.update(INGEST_PG_DSN=wrong, DAGSTER_PG_URL=to_url(wrong))
-        args = (
-            [command]
-            if command == "services"
-            else [command, str(one_table_dump(tmp_path / "a_1.zip", 1))]
-        )
+    cli_env.update(INGEST_PG_DSN=wrong, DAGSTER_PG_URL=to_url(wrong))
+    args = {
+        "services": ["services"],
+        "ingest": ["ingest", str(one_table_dump(tmp_path / "a_1.zip", 1))],
+        "demo-app": ["demo-app", "--dsn", wrong, "--duration", "1"],
+    }[command]
     cli = Cli(args, cli_env, tmp_path)
     assert cli.finish() == 1
     assert 'database "no_such_database" does not exist' in cli.printed
@@ -345,7 +343,7 @@ def test_a_dsn_that_does_not_parse_is_not_quoted(dsn):
         assert "INGEST_PG_DSN" in str(error.value)
 
 
-def test_connection_errors_never_quote_the_password(secret, pg_server_dsn):
+def test_connection_errors_never_quote_the_password(secret):
     refused = make_conninfo(secret.dsn, host="127.0.0.1", port=str(free_port()))
     with pytest.raises(ServiceUnavailableError, match="does not answer") as error:
         connect(refused)

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import pickle
 import queue
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -296,8 +298,9 @@ class _WorkerPool:
 
 def _copy_worker(dsn: str, source: CopySource, load: VersionLoad, blocks, results) -> None:
     """COPY the blocks this worker takes from the queue; put (rows, bytes) or the exception."""
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
     try:
-        results.put(_copy(dsn, load, source.chunks(_blocks_while_parent_runs(blocks))))
+        results.put(_copy(dsn, load, source.chunks(iter(blocks.get, None))))
     except Exception as error:  # raised again in the main process
         try:
             pickle.dumps(error)
@@ -306,18 +309,11 @@ def _copy_worker(dsn: str, source: CopySource, load: VersionLoad, blocks, result
         results.put(error)
 
 
-def _blocks_while_parent_runs(blocks) -> Iterator[Block]:
-    """The blocks up to the None that ends them. A worker whose parent was killed (kill -9, out of
-    memory) would wait for the next block forever, holding its COPY and the (decrypted) dump
-    open: it stops instead, and its COPY rolls back."""
+def _exit_with_parent() -> None:
+    """A worker whose parent was killed (kill -9, out of memory) would wait for blocks forever
+    (or for the rest of one cut short), holding its COPY and the (decrypted) dump open: it exits
+    with the parent instead, and PostgreSQL rolls its COPY back."""
     parent = multiprocessing.parent_process()
-    while True:
-        try:
-            block = blocks.get(timeout=1)
-        except queue.Empty:
-            if parent is not None and not parent.is_alive():
-                raise IngestError("the process that feeds this load worker is gone") from None
-            continue
-        if block is None:
-            return
-        yield block
+    if parent is not None:
+        parent.join()
+        os._exit(1)
