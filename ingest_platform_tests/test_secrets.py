@@ -130,7 +130,7 @@ class Cli:
     env: dict[str, str]
     cwd: Path
     output: list[str] = field(default_factory=list)
-    ps_args: dict[int, str] = field(default_factory=dict)  # pid -> args, as `ps` shows them
+    ps_args: set[tuple[int, str]] = field(default_factory=set)  # (pid, args) as `ps` showed
 
     def __post_init__(self):
         self.process = subprocess.Popen(
@@ -163,7 +163,7 @@ class Cli:
                 below = tree | {int(p[0]) for p in processes if int(p[1]) in tree}
             for p in processes:
                 if int(p[0]) in tree and len(p) == 3:
-                    self.ps_args[int(p[0])] = p[2]
+                    self.ps_args.add((int(p[0]), p[2]))
             time.sleep(0.05)
 
     def wait_for(self, pattern: str) -> None:
@@ -174,7 +174,7 @@ class Cli:
             time.sleep(0.05)
 
     def workers_seen(self) -> list[str]:
-        return [a for a in self.ps_args.values() if "spawn_main" in a]
+        return [a for _, a in list(self.ps_args) if "spawn_main" in a]  # (a copy: it grows)
 
     @property
     def printed(self) -> str:
@@ -183,7 +183,7 @@ class Cli:
     @property
     def spawned_args(self) -> str:
         """`ps -o args` of every process it started (its own are the user's command line)."""
-        return "\n".join(a for pid, a in self.ps_args.items() if pid != self.process.pid)
+        return "\n".join(a for pid, a in list(self.ps_args) if pid != self.process.pid)
 
     def finish(self, sig: int | None = None) -> int:
         if sig is not None:
@@ -206,7 +206,7 @@ class Cli:
     @property
     def text(self) -> str:
         """What it printed and what `ps -o args` showed of it and its children."""
-        return self.printed + "\n".join(self.ps_args.values())
+        return self.printed + "\n".join(a for _, a in list(self.ps_args))
 
 
 def one_table_dump(path: Path, rows: int) -> Path:
