@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 import warnings
@@ -137,3 +138,49 @@ def bigquery_resource(bq_emulator):
         emulator_rest_endpoint=bq_emulator.rest,
         emulator_grpc_endpoint=bq_emulator.grpc,
     )
+
+
+@pytest.fixture
+def new_keyring():
+    """Makes GnuPG homes with one key each (passphrase "secret" unless given); stops their
+    gpg-agents afterwards (they outlive gpg). Skips without the gpg binary."""
+    if shutil.which("gpg") is None:
+        pytest.skip("needs the gpg binary (apt-get install gnupg)")
+    import gnupg
+
+    homes = []
+
+    def make(home, email, passphrase="secret"):
+        home.mkdir()
+        homes.append(home)
+        gpg = gnupg.GPG(gnupghome=str(home))
+        key = gpg.gen_key(
+            gpg.gen_key_input(
+                name_email=email, passphrase=passphrase, key_type="RSA", key_length=1024
+            )
+        )
+        assert key.fingerprint
+        return gpg, key.fingerprint
+
+    yield make
+    for home in homes:
+        subprocess.run(
+            ["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
+            check=False,
+            capture_output=True,
+        )
+
+
+def encrypt(gpg, fingerprint: str, plain: Path, target: Path) -> Path:
+    """`plain` encrypted to `fingerprint` as `target` (binary, uncompressed: ZIPs are already)."""
+    with open(plain, "rb") as source:
+        result = gpg.encrypt_file(
+            source,
+            [fingerprint],
+            output=str(target),
+            always_trust=True,
+            armor=False,
+            extra_args=["--compress-algo", "none"],
+        )
+    assert result.ok, result.status
+    return target

@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from ingest_platform.bulk_ingest import HighWatermark, IngestResult, Mode, ingest
-from ingest_platform.postgres.connection import libpq_dsn, to_url
+from ingest_platform.postgres.connection import to_url
 
 
 class BulkIngestResource(dg.ConfigurableResource):
@@ -82,15 +82,7 @@ class BulkIngestResource(dg.ConfigurableResource):
 
 
 def _psycopg_url(dsn: str) -> str:
-    return to_url(libpq_dsn(dsn) if "://" not in dsn else _url_to_conninfo(dsn)).replace(
-        "+psycopg2://", "+psycopg://"
-    )
-
-
-def _url_to_conninfo(url: str) -> str:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    return make_conninfo("", **conninfo_to_dict(libpq_dsn(url)))
+    return to_url(dsn).replace("+psycopg2://", "+psycopg://")
 
 
 def materialization_metadata(result: IngestResult) -> dict[str, Any]:

@@ -13,16 +13,15 @@ from urllib.parse import quote
 
 import dagster as dg
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from ingest_platform.bigquery.types import MirrorColumn
 from ingest_platform.postgres import catalog
-from ingest_platform.postgres.connection import libpq_dsn
+from ingest_platform.postgres.connection import parse_dsn
 
 
 def pg_uri(dsn: str, schema: str, table: str) -> str:
     """`postgresql://host[:port]/db/schema.table`: where the table is, without user or password."""
-    params = conninfo_to_dict(libpq_dsn(dsn))
+    params = parse_dsn(dsn)
     host = str(params.get("host") or "localhost")
     if host.startswith("/"):  # a Unix-socket directory: percent-encoded, as libpq's URIs take it
         host = quote(host, safe="")

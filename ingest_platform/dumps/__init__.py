@@ -58,13 +58,16 @@ File-name version rule (no manifest): ``<app>_<version>.zip[.gpg]``, split at th
 the version must start with a digit or ``v`` + digit: ``crm_eu_2025.zip`` -> app ``crm_eu``,
 version ``2025``; ``shop_1.2.3.zip`` -> ``1.2.3``; ``shop_v2.zip.gpg`` -> ``v2``.
 
-GPG (``*.zip.gpg``): decrypted with python-gnupg (needs the ``gpg`` binary) into a temporary
-directory before reading.  Environment variables:
+GPG (``*.zip.gpg``): decrypted with python-gnupg (needs the ``gpg`` binary; the passphrase goes
+to it on a pipe, never in its arguments) into a private directory that the reader removes when it
+is done, and that is removed at the next start when the reader was killed (``dumps/decrypted.py``).
+Environment variables:
 
 - ``INGEST_GPG_HOME``: GnuPG home directory holding the recipient's private key (default: gpg's).
 - ``INGEST_GPG_PASSPHRASE``: the key's passphrase, if it has one.
 - ``INGEST_GPG_BINARY``: path to ``gpg`` (default: ``gpg`` on PATH).
-- ``INGEST_DECRYPT_DIR``: parent directory for decrypted copies (default: system temp).
+- ``INGEST_DECRYPT_DIR``: parent directory for decrypted copies (default:
+  ``<system temp>/ingest_platform_decrypted-<uid>``).
 A wrong key or passphrase is a ``DumpError``.
 
 Platform JSON schema (``<table>.json``)

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ingest_platform.dumps.copy_source import CopySource
+from ingest_platform.dumps.decrypted import new_decrypt_dir
 from ingest_platform.dumps.dialect import (
     DIALECT_DIR_ENV,
     Dialect,
@@ -35,7 +35,6 @@ MANIFEST_NAME = "manifest.json"
 GPG_HOME_ENV = "INGEST_GPG_HOME"  # GnuPG home holding the private key (default: gpg's own)
 GPG_PASSPHRASE_ENV = "INGEST_GPG_PASSPHRASE"  # passphrase of that key, if it has one
 GPG_BINARY_ENV = "INGEST_GPG_BINARY"  # path to gpg (default: "gpg" on PATH)
-DECRYPT_DIR_ENV = "INGEST_DECRYPT_DIR"  # where decrypted ZIPs go (default: a new temp dir)
 HEAD_BYTES = 64 << 10  # the start of each data file, read when a dump is opened
 _VERSION = re.compile(r"^v?\d[\w.\-+]*$", re.IGNORECASE)
 
@@ -139,11 +138,10 @@ def open_dump(
     decrypted_dir = None
     archive_path = path
     if path.suffix.lower() == ".gpg":
-        decrypted_dir = Path(
-            tempfile.mkdtemp(prefix="ingest_dump_", dir=os.environ.get(DECRYPT_DIR_ENV))
-        )
-        archive_path = decrypt_gpg(path, decrypted_dir / path.name[: -len(".gpg")])
+        decrypted_dir = new_decrypt_dir()  # private; see dumps/decrypted.py
     try:
+        if decrypted_dir is not None:
+            archive_path = decrypt_gpg(path, decrypted_dir / path.name[: -len(".gpg")])
         return _read_dump(path, archive_path, dialect, app, version, decrypted_dir, default_dialect)
     except BaseException:
         if decrypted_dir is not None:

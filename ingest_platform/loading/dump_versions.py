@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import pickle
 import queue
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -356,6 +358,7 @@ class _WorkerPool:
 def _copy_worker(dsn: str, source: CopySource, load: VersionLoad, blocks, results) -> None:
     """COPY the blocks this worker takes from the queue; put (rows, bytes, rejects) or the
     exception."""
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
     try:
         if source.file_format.max_errors:
             with connect(dsn) as conn:
@@ -369,3 +372,13 @@ def _copy_worker(dsn: str, source: CopySource, load: VersionLoad, blocks, result
         except Exception:  # an exception that cannot travel: send its text
             error = IngestError(f"{source.member}: {type(error).__name__}: {error}")
         results.put(error)
+
+
+def _exit_with_parent() -> None:
+    """A worker whose parent was killed (kill -9, out of memory) would wait for blocks forever
+    (or for the rest of one cut short), holding its COPY and the (decrypted) dump open: it exits
+    with the parent instead, and PostgreSQL rolls its COPY back."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        parent.join()
+        os._exit(1)

@@ -53,6 +53,7 @@ def run_demo_app(options, say) -> int:
         connect,
         ensure_database,
         libpq_dsn,
+        parse_dsn,
         scalar,
         server_address,
         with_database,
@@ -60,6 +61,11 @@ def run_demo_app(options, say) -> int:
 
     if options.rate <= 0:
         raise ConfigError("--rate must be positive.")
+    if options.dsn and parse_dsn(options.dsn).get("password"):
+        say(
+            "--dsn holds a password, which `ps` shows to anyone on this machine: give it in "
+            "PGPASSWORD, PGPASSFILE or ~/.pgpass instead, or the DSN in INGEST_CDC_SOURCE_DSN."
+        )
     embedded = None
     dsn = options.dsn or os.environ.get("INGEST_CDC_SOURCE_DSN")
     try:
@@ -77,10 +83,8 @@ def run_demo_app(options, say) -> int:
                 warehouse = embedded.dsn
             dsn = with_database(libpq_dsn(warehouse), DEMO_DATABASE)
             ensure_database(warehouse, DEMO_DATABASE)
-        say(
-            f"Demo source: database {DEMO_DATABASE if not options.dsn else dsn} on "
-            f"{server_address(dsn)}"
-        )
+        database = parse_dsn(dsn).get("dbname") or "(libpq's default, the user name)"
+        say(f"Demo source: database {database} on {server_address(dsn)}")
         cdc_app.create_demo_source(dsn, reset=options.reset)
         with connect(dsn) as conn:
             empty = scalar(conn, "SELECT NOT EXISTS (SELECT 1 FROM project)")

@@ -127,8 +127,14 @@ def run_services() -> int:
     try:
         services = start_services(_project_dir_if_any(), say=say)
         say("Services are up. Export this environment in the shell where you run `dagster dev`:")
-        for key, value in services.env.items():
+        printable = services.printable_env()
+        for key, value in printable.items():
             print(f"export {key}={shlex.quote(value)}", flush=True)
+        if printable != services.env:
+            say(
+                "The DSNs above are printed without their passwords: in that shell, give the "
+                "password in PGPASSWORD, PGPASSFILE or ~/.pgpass (libpq reads them)."
+            )
         say("Press Ctrl-C to stop the services.")
         while True:
             time.sleep(3600)

@@ -10,6 +10,9 @@ Decisions, also in the README:
 - `DAGSTER_HOME` unset: `<state dir>/dagster_home`, holding a copy of the packaged instance config
   (local/dagster.yaml), or of the project directory's dagster.yaml when it has one.
 - `INGEST_DUMP_DIR` (default `./dumps`) is exported as an absolute path and created.
+- Nothing printed holds a password: the DSNs in the `export` lines go without theirs (libpq finds
+  it in PGPASSWORD, PGPASSFILE or ~/.pgpass); the processes this one starts get them whole in
+  their environment, never in their arguments.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest_platform.bigquery.clients import has_credentials
+from ingest_platform.dumps.decrypted import remove_stale_decrypted
 from ingest_platform.dumps.directory import dump_dir
 from ingest_platform.errors import ConfigError
 from ingest_platform.local.bigquery_emulator import start_emulator
@@ -31,10 +35,12 @@ from ingest_platform.postgres.connection import (
     server_address,
     to_url,
     with_database,
+    without_password,
 )
 
 WAREHOUSE_DATABASE = "warehouse"
 DAGSTER_DATABASE = "dagster"
+DSN_VARIABLES = ("INGEST_PG_DSN", "DAGSTER_PG_URL")
 
 
 def state_dir(environ=os.environ) -> Path:
@@ -51,6 +57,13 @@ class RunningServices:
         while self.started:
             self.started.pop().stop()
 
+    def printable_env(self) -> dict[str, str]:
+        """`env` as it may be printed: DSNs without their passwords."""
+        return {
+            key: without_password(value) if key in DSN_VARIABLES else value
+            for key, value in self.env.items()
+        }
+
 
 INSTANCE_CONFIG = Path(__file__).with_name("dagster.yaml")
 
@@ -60,6 +73,9 @@ def start_services(
 ) -> RunningServices:
     """Start the services that are not configured; on failure, stop what was started."""
     services = RunningServices()
+    # Decrypted dumps left by processes that were killed (kill -9, out of memory) go first.
+    if stale := remove_stale_decrypted(environ):
+        say(f"Removed {len(stale)} decrypted dump(s) left by killed processes in {stale[0].parent}")
     try:
         _start_postgres(services, state_dir(environ), environ, say)
         if bigquery:
@@ -87,7 +103,7 @@ def _start_postgres(services: RunningServices, state: Path, environ, say) -> Non
         services.started.append(embedded)
         dsn = with_database(embedded.dsn, WAREHOUSE_DATABASE)
         services.env["INGEST_PG_DSN"] = dsn
-        say(f"PostgreSQL: ready; warehouse DSN {dsn}")
+        say(f"PostgreSQL: ready; warehouse DSN {without_password(dsn)}")
     dagster_url = environ.get("DAGSTER_PG_URL")
     if dagster_url:
         say(f"Dagster storage: using {server_address(dagster_url)} (DAGSTER_PG_URL)")
