@@ -164,6 +164,7 @@ def test_requests_stay_under_the_size_limit_and_streams_rotate(conn, bigquery_re
             encoder.descriptor,
             max_request_bytes=100_000,
             rows_per_stream=1000,
+            parallel_streams=1,  # one stream at a time: each fills up before the next
         )
         write_source(conn, source, writer, encoder, chunk_rows=700)
         writer.commit()
