@@ -97,9 +97,14 @@ def _check_time(text: str) -> str:
     return text
 
 
-def _check_bignumeric(text: str) -> str:
+def _check_numeric(text: str, bq_type: str = "NUMERIC") -> str:
     if text in ("NaN", "Infinity", "-Infinity"):
-        raise ValueRejected(f"{text} cannot be stored in a BigQuery BIGNUMERIC")
+        raise ValueRejected(f"{text} cannot be stored in a BigQuery {bq_type}")
+    return text
+
+
+def _check_bignumeric(text: str) -> str:
+    _check_numeric(text, "BIGNUMERIC")
     integer, _, fraction = text.lstrip("-").partition(".")
     if (
         len(integer.lstrip("0")) > BIGNUMERIC_MAX_INTEGER_DIGITS
@@ -133,7 +138,7 @@ _ALL = [
     Kind("int", ("smallint", "integer", "bigint"), "INT64", _F.TYPE_INT64,
          "{v}", _AS_TEXT, _BQ_AS_TEXT, 0, "int64"),
     Kind("numeric", ("numeric",), "NUMERIC", _F.TYPE_STRING,
-         _AS_TEXT, _NUMBER_TEXT, _BQ_NUMBER_TEXT, "0", "decimal128(38, 9)"),
+         _AS_TEXT, _NUMBER_TEXT, _BQ_NUMBER_TEXT, "0", "decimal128(38, 9)", _check_numeric),
     Kind("bignumeric", ("numeric",), "BIGNUMERIC", _F.TYPE_STRING,
          _AS_TEXT, _NUMBER_TEXT, _BQ_NUMBER_TEXT, "0", "decimal256(76, 38)", _check_bignumeric),
     Kind("money", ("money",), "NUMERIC", _F.TYPE_STRING,

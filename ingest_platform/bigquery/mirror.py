@@ -74,6 +74,7 @@ class MirrorResult:
     requests: int
     streams: int
     seconds: float
+    row_format: str = DEFAULT_ROW_FORMAT
     deleted_rows: int | None = None  # slice rows replaced (mirror_slice)
     merged_rows: int | None = None  # rows the MERGE touched (mirror_changes)
     watermark_before: int | None = None
@@ -91,6 +92,7 @@ class MirrorResult:
             "streams": self.streams,
             "seconds": round(self.seconds, 3),
             "rows_per_second": round(self.rows_per_second, 1),
+            "row_format": self.row_format,
         }
         for name in ("deleted_rows", "merged_rows", "watermark_before"):
             if getattr(self, name) is not None:
@@ -481,5 +483,6 @@ def _result(
         stats.requests,
         stats.streams,
         time.perf_counter() - started,
+        "proto" if writer.proto else "arrow",
         **counts,
     )

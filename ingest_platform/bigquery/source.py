@@ -253,7 +253,8 @@ class ProtoRowEncoder:
 
 def key_of(source: MirrorSource, row: tuple) -> dict:
     """The key columns of a row as read, for error messages."""
-    return {c.name: value for c, value in zip(source.columns, row, strict=True) if c.name in source.key}
+    columns = source.columns
+    return {c.name: value for c, value in zip(columns, row, strict=True) if c.name in source.key}
 
 
 def _pg_name(source: MirrorSource, bq_name: str) -> str:

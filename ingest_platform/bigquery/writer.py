@@ -43,7 +43,9 @@ LOGGER = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 9 * 1024 * 1024
 ROWS_PER_STREAM = 5_000_000
-PARALLEL_STREAMS = 4  # pending streams written at the same time, one connection each
+# Pending streams written at the same time, one connection each. The emulator serves each open
+# AppendRows connection with one thread of a pool of min(32, cores + 4): keep this below that.
+PARALLEL_STREAMS = 4
 IN_FLIGHT = 2  # requests sent on a connection and not yet answered
 _REQUEST_OVERHEAD = 2048  # stream name, offset, framing (plus the writer schema's size)
 _PER_ROW_OVERHEAD = 6  # length prefix + tag of each serialized row
@@ -286,6 +288,8 @@ class PendingStreamWriter:
         self._turn += 1
         stream = self._slots[slot]
         if stream is None or stream.offset + rows > self.rows_per_stream:
+            if stream is not None:  # full: its connection ends before the next one opens
+                self._finish(stream)
             stream = self._slots[slot] = self._new_stream()
         while len(stream.waiting) >= self.in_flight:
             self._receive(stream)
@@ -339,8 +343,10 @@ class PendingStreamWriter:
             problems = "; ".join(f"row {e.index}: {e.message}" for e in list(answer.row_errors)[:5])
             raise self._refused(request, problems)
         result = write_types.AppendRowsResponse.pb(answer).append_result
-        if not answer.error.code and result.HasField("offset") and result.offset.value != (
-            request.offset
+        if (
+            not answer.error.code
+            and result.HasField("offset")
+            and result.offset.value != (request.offset)
         ):  # the answers are not those of the requests sent: stop before anything is committed
             raise self._refused(request, f"the answer is for offset {result.offset.value}")
         # ALREADY_EXISTS: an earlier attempt of this very offset landed.
@@ -381,13 +387,13 @@ class PendingStreamWriter:
             self._send(stream, request)
             self.stats.resent += 1
 
-    def _drain(self) -> None:
-        for stream in self.streams:
-            while stream.waiting:
-                self._receive(stream)
-            if stream.connection:
-                stream.connection.close()
-                stream.connection = None
+    def _finish(self, stream: _Stream) -> None:
+        """Wait for the stream's answers and end its connection."""
+        while stream.waiting:
+            self._receive(stream)
+        if stream.connection:
+            stream.connection.close()
+            stream.connection = None
 
     def close(self) -> None:
         """End every open connection (what was not committed stays invisible)."""
@@ -418,7 +424,8 @@ class PendingStreamWriter:
         (e.g. delete the rows being replaced), then commit all streams in one
         BatchCommitWriteStreams."""
         self.flush()
-        self._drain()
+        for stream in self.streams:
+            self._finish(stream)
         for stream in self.streams:
             response = call_with_retry(
                 lambda name=stream.name: self.client.finalize_write_stream(name=name, **_ONCE),

@@ -357,7 +357,15 @@ def _mirror_asset(record: MirrorRecord, spec: dg.AssetSpec) -> dg.AssetsDefiniti
             if dump:
                 version = context.partition_key
                 result = mirror_dump_version(
-                    conn, client, writer, schema, table, version, target, location=bigquery.location
+                    conn,
+                    client,
+                    writer,
+                    schema,
+                    table,
+                    version,
+                    target,
+                    location=bigquery.location,
+                    row_format=bigquery.row_format,
                 )
                 source = dump_source(conn, schema, table, version, bignumeric=bignumeric)
                 done, extra = f"version {version}", {"version": version}
@@ -370,7 +378,15 @@ def _mirror_asset(record: MirrorRecord, spec: dg.AssetSpec) -> dg.AssetsDefiniti
                     source.columns,
                     description=f"Mirror of PostgreSQL {schema}.{table}",
                 )
-                result = mirror_changes(conn, client, writer, source, target, delete_mode="soft")
+                result = mirror_changes(
+                    conn,
+                    client,
+                    writer,
+                    source,
+                    target,
+                    delete_mode="soft",
+                    row_format=bigquery.row_format,
+                )
                 done, extra = "changes", {}
             standard = bq_table_metadata(
                 target.project,
