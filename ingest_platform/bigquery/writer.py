@@ -360,11 +360,12 @@ class PendingStreamWriter:
             self.on_request(self.stats.requests)
 
     def _refused(self, request: _Request, problem: str) -> WriteError:
+        first = not self.proto and self.stats.requests == 0  # Arrow refused from the start
         hint = (
-            ""
-            if self.proto
-            else " If this project's Storage Write API takes no Arrow rows, set "
+            " If this project's Storage Write API takes no Arrow rows, set "
             "INGEST_BQ_ROW_FORMAT=proto."
+            if first
+            else ""
         )
         return WriteError(
             f"BigQuery refused rows {request.offset}.. of {self.table_path}: {problem}. Nothing "
