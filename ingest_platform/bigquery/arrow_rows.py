@@ -42,7 +42,6 @@ ARROW_TYPES: dict[str, pa.DataType] = {
         pa.decimal128(38, 9),
         pa.decimal256(76, 38),
         pa.date32(),
-        pa.timestamp("us", tz="UTC"),
         pa.timestamp("us"),
         pa.time64("us"),
     )

@@ -28,6 +28,7 @@ import datetime as dt
 import secrets
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 
 import psycopg
@@ -219,13 +220,14 @@ def write_source(
     encoder = encoder or ProtoRowEncoder(source)
     arrow = isinstance(encoder, ArrowBatchEncoder)
     rows = 0
-    for chunk in read_ahead(read_rows(conn, source, chunk_rows, arrow=arrow)):
-        if isinstance(encoder, ArrowBatchEncoder):
-            writer.append_batch(encoder.encode(chunk))
-        else:
-            for row in chunk:
-                writer.append(encoder.encode(row))
-        rows += len(chunk)
+    with closing(read_ahead(read_rows(conn, source, chunk_rows, arrow=arrow))) as chunks:
+        for chunk in chunks:
+            if isinstance(encoder, ArrowBatchEncoder):
+                writer.append_batch(encoder.encode(chunk))
+            else:
+                for row in chunk:
+                    writer.append(encoder.encode(row))
+            rows += len(chunk)
     writer.flush()
     return rows
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import queue
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,7 +165,7 @@ def read_rows(
 _END = object()
 
 
-def read_ahead(chunks: Iterator[list[tuple]], depth: int = 2) -> Iterator[list[tuple]]:
+def read_ahead(chunks: Iterator[list[tuple]], depth: int = 2) -> Generator[list[tuple], None, None]:
     """`chunks`, fetched by a thread up to `depth` chunks ahead: PostgreSQL computes and sends the
     next chunk while the caller encodes this one. The thread owns the iterator (and so the
     cursor and its transaction) and closes it, also when the caller stops early."""
