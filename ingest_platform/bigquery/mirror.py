@@ -217,7 +217,7 @@ def write_source(
 ) -> int:
     """Read the source and hand its rows to the writer (the next chunk is read while this one is
     encoded); then send what is left. The caller commits."""
-    encoder = encoder or ProtoRowEncoder(source)
+    encoder = encoder or row_encoder(source, "proto" if writer.proto else "arrow")
     arrow = isinstance(encoder, ArrowBatchEncoder)
     rows = 0
     with closing(read_ahead(read_rows(conn, source, chunk_rows, arrow=arrow))) as chunks:

@@ -11,9 +11,9 @@ offsets, finalized and committed together by one ``BatchCommitWriteStreams`` per
   replaced by a new one. All of them are committed atomically together.
 - Each request carries its stream's offset, fixed when the request is made. When a connection
   fails (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, ABORTED, RESOURCE_EXHAUSTED, or no answer
-  within ``CALL_TIMEOUT``), a new one is opened after a backoff and the unanswered requests are
-  sent again in order with their offsets; ``ALREADY_EXISTS`` for an offset means an earlier
-  attempt landed, so nothing is written twice.
+  within ``CALL_TIMEOUT``) or an answer carries one of these errors, a new connection is opened
+  after a backoff and the unanswered requests are sent again in order with their offsets;
+  ``ALREADY_EXISTS`` for an offset means an earlier attempt landed, so nothing is written twice.
 - Nothing is visible in the table until ``commit``: a run that fails before it leaves the table
   as it was (uncommitted pending streams expire on the server).
 
@@ -62,6 +62,9 @@ TRANSIENT = (
     api_exceptions.ResourceExhausted,
     api_exceptions.Unknown,
 )
+# The same in an AppendRows answer (say, throttled): that request and the ones after it on the
+# connection were not taken, so they are sent again on a new connection.
+TRANSIENT_ANSWERS = TRANSIENT[:-1]
 
 
 class WriteError(IngestError):
@@ -237,6 +240,8 @@ class PendingStreamWriter:
 
     def append(self, serialized_row: bytes) -> None:
         """One serialized protobuf row; rows are packed into requests."""
+        if not self.proto:
+            raise TypeError("this writer takes Arrow record batches (append_batch)")
         size = len(serialized_row) + _PER_ROW_OVERHEAD
         if size + self._overhead > self.max_request_bytes:
             raise self._too_big(len(serialized_row))
@@ -249,6 +254,8 @@ class PendingStreamWriter:
 
     def append_batch(self, batch) -> None:
         """One Arrow record batch: one request, or several when it is too big for one."""
+        if self.proto:
+            raise TypeError("this writer takes serialized protobuf rows (append)")
         if batch.num_rows > self.rows_per_stream:
             self.append_batch(batch.slice(0, self.rows_per_stream))
             self.append_batch(batch.slice(self.rows_per_stream))
@@ -338,6 +345,10 @@ class PendingStreamWriter:
         except api_exceptions.GoogleAPICallError as error:
             raise self._refused(request, _short(error)) from None
         if answer.error.code and answer.error.code != ALREADY_EXISTS:
+            error = api_exceptions.from_grpc_status(answer.error.code, answer.error.message)
+            if isinstance(error, TRANSIENT_ANSWERS):
+                self._reconnect(stream, error)
+                return
             raise self._refused(request, answer.error.message)
         if answer.row_errors:
             problems = "; ".join(f"row {e.index}: {e.message}" for e in list(answer.row_errors)[:5])

@@ -1,5 +1,6 @@
-"""The pending-stream writer when the network loses answers: requests the emulator took but whose
-answers never came back are sent again with the same offsets and land once."""
+"""The pending-stream writer when things go wrong on the way: requests the emulator took but whose
+answers never came back are sent again with the same offsets and land once; requests answered
+with a transient error are sent again, and when the retries run out nothing is committed."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import socket
 import threading
 
 import psycopg
+import pyarrow as pa
+import pytest
 
 from ingest_platform.bigquery.arrow_rows import ArrowBatchEncoder
 from ingest_platform.bigquery.clients import EmulatorEndpoints, emulator_write_client
 from ingest_platform.bigquery.mirror import dump_source, ensure_mirror_table, write_source
 from ingest_platform.bigquery.writer import PendingStreamWriter, RetryPolicy
+from ingest_platform.errors import ServiceUnavailableError
 from ingest_platform_tests.bigquery.helpers import make_dump_table, target
 
 
@@ -128,3 +132,43 @@ def test_lost_answers_are_resent_with_their_offsets_and_land_once(
     assert writer.stats.resent >= 1  # some requests went twice ...
     assert counts == (4000, 4000, 0, 3999)  # ... and every row landed once
     assert writer.stats.rows == 4000
+
+
+def test_an_answer_with_a_transient_error_resends_and_gives_up_with_nothing_committed(
+    bigquery_resource, bq_dataset, caplog
+):
+    """The emulator answers RESOURCE_EXHAUSTED (as BigQuery does when it throttles) to a request
+    over 10 MiB; the request after it on that connection is answered OUT_OF_RANGE. Both go again
+    on a new connection, the retries run out, and the table stays empty."""
+    from google.cloud import bigquery
+
+    mirror = target(bq_dataset, "big")
+    with (
+        bigquery_resource.get_client() as client,
+        bigquery_resource.get_write_client() as write_client,
+    ):
+        client.create_table(bigquery.Table(mirror.table_id, [bigquery.SchemaField("s", "STRING")]))
+        schema = pa.schema([pa.field("s", pa.string())])
+        big = pa.record_batch([pa.array(["x" * (21 * 2**19)])], schema=schema)  # 10.5 MiB
+        small = pa.record_batch([pa.array(["y"])], schema=schema)
+        with PendingStreamWriter(
+            write_client,
+            mirror.path,
+            schema,
+            max_request_bytes=11 * 2**20,  # above the emulator's 10 MiB
+            parallel_streams=1,
+            in_flight=2,
+            retry=RetryPolicy(attempts=3, first_delay=0.1),
+        ) as writer:
+            writer.append_batch(big)
+            writer.append_batch(small)
+            with (
+                caplog.at_level("INFO", logger="ingest_platform.bigquery.writer"),
+                pytest.raises(ServiceUnavailableError) as caught,
+            ):
+                writer.commit()
+        assert list(client.query(f"SELECT COUNT(*) FROM {mirror.ref}").result())[0][0] == 0
+    assert "AppendRows failed 3 times (ResourceExhausted" in str(caught.value)
+    assert "Nothing of this run was committed" in str(caught.value)
+    assert writer.stats.resent == 4 and writer.stats.requests == 0  # 2 requests, 2 more tries
+    assert caplog.text.count("sending 2 requests again") == 2
