@@ -345,9 +345,9 @@ class PendingStreamWriter:
         except api_exceptions.GoogleAPICallError as error:
             raise self._refused(request, _short(error)) from None
         if answer.error.code and answer.error.code != ALREADY_EXISTS:
-            error = api_exceptions.from_grpc_status(answer.error.code, answer.error.message)
-            if isinstance(error, TRANSIENT_ANSWERS):
-                self._reconnect(stream, error)
+            failed = api_exceptions.from_grpc_status(answer.error.code, answer.error.message)
+            if isinstance(failed, TRANSIENT_ANSWERS):
+                self._reconnect(stream, failed)
                 return
             raise self._refused(request, answer.error.message)
         if answer.row_errors:
