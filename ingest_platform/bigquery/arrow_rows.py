@@ -54,6 +54,7 @@ _RANGES = {
     "time": (0, 86_400_000_000 - 1),
 }
 _ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError)
+_NULL_ELEMENTS = "the array holds NULL elements, which BigQuery arrays cannot hold"
 
 
 def read_type(sent: pa.DataType) -> pa.DataType:
@@ -201,9 +202,6 @@ class ArrowBatchEncoder:
                         )
                         self._reject(rows, at, column, problem)
         raise IngestError(f"{self.source.label}: rows could not be made Arrow columns.")
-
-
-_NULL_ELEMENTS = "the array holds NULL elements, which BigQuery arrays cannot hold"
 
 
 def _first(mask: pa.Array) -> int:

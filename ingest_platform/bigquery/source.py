@@ -147,18 +147,18 @@ def select_statement(source: MirrorSource, *, arrow: bool = False) -> tuple[sql.
 def read_rows(
     conn: psycopg.Connection,
     source: MirrorSource,
-    chunk_rows: int | Callable[[], int] = CHUNK_ROWS,
+    chunk_rows: int = CHUNK_ROWS,
     *,
     arrow: bool = False,
 ) -> Iterator[list[tuple]]:
-    """Chunks of converted rows through a server-side cursor (one statement: one snapshot).
-    `chunk_rows` may be a function: it is asked before each fetch (chunks sized by bytes)."""
+    """Chunks of converted rows through a server-side cursor (one statement: one snapshot);
+    `arrow`: values as the Arrow columns take them (``Kind.arrow_read``)."""
     statement, params = select_statement(source, arrow=arrow)
-    rows_per_chunk = chunk_rows if callable(chunk_rows) else lambda: chunk_rows
     with conn.transaction():
         with conn.cursor(name=f"ingest_mirror_{secrets.token_hex(4)}", binary=True) as cursor:
+            cursor.itersize = chunk_rows
             cursor.execute(statement, params)
-            while rows := cursor.fetchmany(rows_per_chunk()):
+            while rows := cursor.fetchmany(chunk_rows):
                 yield rows
 
 
