@@ -154,6 +154,8 @@ class _Connection:
             self._answers.put(api_exceptions.ServiceUnavailable("the connection was closed"))
         except grpc.RpcError as error:
             self._answers.put(api_exceptions.from_grpc_error(error))
+        except Exception as error:  # an answer that cannot be read: try a new connection
+            self._answers.put(api_exceptions.Unknown(f"{type(error).__name__}: {error}"))
 
     def send(self, request: write_types.AppendRowsRequest) -> None:
         self._requests.put(request)
