@@ -21,6 +21,7 @@ import pytest
 
 from ingest_platform import definitions
 from ingest_platform.demo.dumps import write_demo_dumps
+from ingest_platform.errors import ConfigError
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
 # Settings that change the graph's names or contents: unset, so the snapshot is the defaults'.
@@ -56,7 +57,13 @@ def test_resources_come_from_the_environment(monkeypatch):
         real["bigquery"].project,
         real["bigquery"].location,
         real["bigquery"].emulator_rest_endpoint,
-    ) == ("acme-analytics", "EU", None)
+        real["bigquery"].row_format,
+    ) == ("acme-analytics", "EU", None, "arrow")
+    assert resources_from_env({"INGEST_BQ_ROW_FORMAT": "proto"})["bigquery"].row_format == "proto"
+    with pytest.raises(
+        ConfigError, match="INGEST_BQ_ROW_FORMAT is 'avro'; set it to arrow or proto"
+    ):
+        resources_from_env({"INGEST_BQ_ROW_FORMAT": "avro"})
 
 
 def load_definitions_module(dump_dir: Path, monkeypatch) -> dg.Definitions:

@@ -4,8 +4,12 @@ Every mirrored column has a kind (``types.map_column`` picks it from the Postgre
 gives, in one row of ``KINDS``: the BigQuery type, the protobuf field type of the Storage Write
 API row, the PostgreSQL expression that reads a value already in the form that field takes, the
 canonical text of a value in PostgreSQL and in BigQuery SQL (equal for equal values: the row
-hashes of ``consistency`` are built from it), the value ``fill_nulls`` puts in place of NULL, and
-the per-value check of what BigQuery cannot hold. The README's type table is tested against it.
+hashes of ``consistency`` are built from it), the value ``fill_nulls`` puts in place of NULL, the
+per-value check of what BigQuery cannot hold, and the Arrow type of the column when rows go as
+Arrow record batches (``arrow_rows``; pyarrow's spelling of the type, read with ``arrow_read``
+where that differs from ``pg_read``). The Arrow types are those of Google's Arrow sample for the
+Storage Write API (TIMESTAMP as timestamp[us] without a zone, its values UTC microseconds, like
+DATETIME: the column's type tells them apart). The README's type table is tested against it.
 
 Expressions are templates with ``{v}`` for the value. Canonical texts: integers and strings as
 text, numbers without trailing zeros, floats as shortest text (NaN, inf, -inf and 0 spelled
@@ -49,7 +53,9 @@ class Kind:
     pg_text: str  # PostgreSQL: canonical text
     bq_text: str  # BigQuery: the same canonical text
     null_default: Any  # what NULL becomes with fill_nulls
+    arrow_type: str  # the Arrow type BigQuery receives (str() of the pyarrow type)
     check: Callable[[Any], Any] | None = None  # read value -> value to send, or ValueRejected
+    arrow_read: str | None = None  # PostgreSQL: the value for Arrow, when not pg_read
 
 
 def proto_type_name(proto_type: int) -> str:
@@ -93,9 +99,14 @@ def _check_time(text: str) -> str:
     return text
 
 
-def _check_bignumeric(text: str) -> str:
+def _check_numeric(text: str, bq_type: str = "NUMERIC") -> str:
     if text in ("NaN", "Infinity", "-Infinity"):
-        raise ValueRejected(f"{text} cannot be stored in a BigQuery BIGNUMERIC")
+        raise ValueRejected(f"{text} cannot be stored in a BigQuery {bq_type}")
+    return text
+
+
+def _check_bignumeric(text: str) -> str:
+    _check_numeric(text, "BIGNUMERIC")
     integer, _, fraction = text.lstrip("-").partition(".")
     if (
         len(integer.lstrip("0")) > BIGNUMERIC_MAX_INTEGER_DIGITS
@@ -120,17 +131,20 @@ _MICROS = (
     " THEN trunc(extract(epoch FROM {v}) * 1000000)::int8 ELSE " + str(INFINITY_SENTINEL) + " END"
 )
 _MICROS_TEXT = "trunc(extract(epoch FROM {v}) * 1000000)::int8::text"
+# Arrow has no text-to-time cast: a time goes as microseconds since midnight (24:00:00 included,
+# so the range check can name it).
+_TIME_MICROS = "(extract(epoch FROM {v}) * 1000000)::int8"
 
 # fmt: off
 _ALL = [
     Kind("int", ("smallint", "integer", "bigint"), "INT64", _F.TYPE_INT64,
-         "{v}", _AS_TEXT, _BQ_AS_TEXT, 0),
+         "{v}", _AS_TEXT, _BQ_AS_TEXT, 0, "int64"),
     Kind("numeric", ("numeric",), "NUMERIC", _F.TYPE_STRING,
-         _AS_TEXT, _NUMBER_TEXT, _BQ_NUMBER_TEXT, "0"),
+         _AS_TEXT, _NUMBER_TEXT, _BQ_NUMBER_TEXT, "0", "decimal128(38, 9)", _check_numeric),
     Kind("bignumeric", ("numeric",), "BIGNUMERIC", _F.TYPE_STRING,
-         _AS_TEXT, _NUMBER_TEXT, _BQ_NUMBER_TEXT, "0", _check_bignumeric),
+         _AS_TEXT, _NUMBER_TEXT, _BQ_NUMBER_TEXT, "0", "decimal256(76, 38)", _check_bignumeric),
     Kind("money", ("money",), "NUMERIC", _F.TYPE_STRING,
-         "(({v})::numeric)::text", _NUMBER_TEXT, _BQ_NUMBER_TEXT, "0"),
+         "(({v})::numeric)::text", _NUMBER_TEXT, _BQ_NUMBER_TEXT, "0", "decimal128(38, 9)"),
     Kind("float", ("real", "double precision"), "FLOAT64", _F.TYPE_DOUBLE,
          "({v})::float8",
          "(CASE WHEN {v} = 'NaN' THEN 'NaN' WHEN {v} = 'Infinity' THEN 'inf'"
@@ -138,30 +152,32 @@ _ALL = [
          "(CASE WHEN IS_NAN({v}) THEN 'NaN' WHEN IS_INF({v}) AND {v} > 0 THEN 'inf'"
          " WHEN IS_INF({v}) THEN '-inf' WHEN {v} = 0 THEN '0'"
          " ELSE REGEXP_REPLACE(CAST({v} AS STRING), r'\\.0$', '') END)",
-         0.0),
+         0.0, "double"),
     Kind("bool", ("boolean",), "BOOL", _F.TYPE_BOOL,
          "{v}", "(CASE WHEN {v} THEN 't' WHEN NOT {v} THEN 'f' END)",
-         "(CASE WHEN {v} THEN 't' WHEN NOT {v} THEN 'f' END)", False),
+         "(CASE WHEN {v} THEN 't' WHEN NOT {v} THEN 'f' END)", False, "bool"),
     # Text types, uuid, inet, interval, timetz, enums, domains, "char": anything not listed.
     Kind("string", ("text", "varchar", "char"), "STRING", _F.TYPE_STRING,
-         _AS_TEXT, _AS_TEXT, _BQ_AS_TEXT, ""),
+         _AS_TEXT, _AS_TEXT, _BQ_AS_TEXT, "", "string"),
     Kind("bytes", ("bytea",), "BYTES", _F.TYPE_BYTES,
-         "{v}", "encode({v}, 'hex')", "TO_HEX({v})", b""),
+         "{v}", "encode({v}, 'hex')", "TO_HEX({v})", b"", "binary"),
     Kind("date", ("date",), "DATE", _F.TYPE_INT32,
          "CASE WHEN {v} IS NULL THEN NULL WHEN isfinite({v}) THEN ({v} - DATE '1970-01-01') ELSE "
          + str(INFINITY_SENTINEL) + " END",
-         "(({v}) - DATE '1970-01-01')::text", "CAST(UNIX_DATE({v}) AS STRING)", 0, _check_date),
+         "(({v}) - DATE '1970-01-01')::text", "CAST(UNIX_DATE({v}) AS STRING)", 0, "date32[day]",
+         _check_date),
     Kind("timestamp", ("timestamptz",), "TIMESTAMP", _F.TYPE_INT64,
-         _MICROS, _MICROS_TEXT, "CAST(UNIX_MICROS({v}) AS STRING)", 0, _check_timestamp),
+         _MICROS, _MICROS_TEXT, "CAST(UNIX_MICROS({v}) AS STRING)", 0, "timestamp[us]",
+         _check_timestamp),
     Kind("datetime", ("timestamp",), "DATETIME", _F.TYPE_STRING,
          _MICROS, _MICROS_TEXT, "CAST(UNIX_MICROS(TIMESTAMP({v})) AS STRING)",
-         "1970-01-01T00:00:00", _datetime_text),
+         "1970-01-01T00:00:00", "timestamp[us]", _datetime_text),
     Kind("time", ("time",), "TIME", _F.TYPE_STRING,
          _AS_TEXT, _MICROS_TEXT, "CAST(TIME_DIFF({v}, TIME '00:00:00', MICROSECOND) AS STRING)",
-         "00:00:00", _check_time),
+         "00:00:00", "time64[us]", _check_time, arrow_read=_TIME_MICROS),
     Kind("json", ("json", "jsonb"), "JSON", _F.TYPE_STRING,
          _AS_TEXT, "(CASE WHEN {v} IS NOT NULL THEN 'J' END)", "IF({v} IS NOT NULL, 'J', NULL)",
-         "null"),
+         "null", "string"),
 ]
 # fmt: on
 

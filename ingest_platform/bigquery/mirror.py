@@ -1,7 +1,8 @@
 """Mirror a PostgreSQL source into a BigQuery table, exactly once.
 
 Two ways to apply rows, both on top of ``PendingStreamWriter`` (pending streams, offsets, one
-batch commit per run):
+batch commit per run). Rows go as Arrow record batches (``row_format="arrow"``, the default) or
+as protobuf rows (``"proto"``: for a project whose Storage Write API takes no Arrow rows):
 
 ``mirror_slice`` (dump versions)
     The source is one slice of the table (``_version = V``). Rows are appended to pending streams
@@ -29,11 +30,13 @@ import datetime as dt
 import secrets
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 
 import psycopg
 
-from ingest_platform.bigquery.source import MirrorSource, ProtoRowEncoder, read_rows
+from ingest_platform.bigquery.arrow_rows import ArrowBatchEncoder
+from ingest_platform.bigquery.source import MirrorSource, ProtoRowEncoder, read_ahead, read_rows
 from ingest_platform.bigquery.types import MirrorColumn, quote_bq, quote_bq_column
 from ingest_platform.bigquery.writer import DEFAULT_RETRY, PendingStreamWriter, RetryPolicy
 from ingest_platform.errors import SchemaError
@@ -42,6 +45,8 @@ DELETE_MODES = ("soft", "hard")
 IS_DELETED = "is_deleted"
 LAST_CHANGE_ID = "_last_change_id"
 STAGING_EXPIRATION = dt.timedelta(days=1)
+ROW_FORMATS = ("arrow", "proto")
+DEFAULT_ROW_FORMAT = "arrow"
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,7 @@ class MirrorResult:
     requests: int
     streams: int
     seconds: float
+    row_format: str = DEFAULT_ROW_FORMAT
     deleted_rows: int | None = None  # slice rows replaced (mirror_slice)
     merged_rows: int | None = None  # rows the MERGE touched (mirror_changes)
     watermark_before: int | None = None
@@ -89,6 +95,7 @@ class MirrorResult:
             "streams": self.streams,
             "seconds": round(self.seconds, 3),
             "rows_per_second": round(self.rows_per_second, 1),
+            "row_format": self.row_format,
         }
         for name in ("deleted_rows", "merged_rows", "watermark_before"):
             if getattr(self, name) is not None:
@@ -194,19 +201,35 @@ def _scalar_param(name: str, value):
 # ----------------------------------------------------------------------------- writing
 
 
+def row_encoder(source: MirrorSource, row_format: str = DEFAULT_ROW_FORMAT):
+    """The encoder of `row_format`: Arrow record batches or protobuf rows."""
+    if row_format == "arrow":
+        return ArrowBatchEncoder(source)
+    if row_format == "proto":
+        return ProtoRowEncoder(source)
+    raise ValueError(f"row_format must be one of {ROW_FORMATS}, not {row_format!r}")
+
+
 def write_source(
     conn: psycopg.Connection,
     source: MirrorSource,
     writer: PendingStreamWriter,
-    encoder: ProtoRowEncoder | None = None,
+    encoder: ProtoRowEncoder | ArrowBatchEncoder | None = None,
     chunk_rows: int = 5000,
 ) -> int:
-    encoder = encoder or ProtoRowEncoder(source)
+    """Read the source and hand its rows to the writer (the next chunk is read while this one is
+    encoded); then send what is left. The caller commits."""
+    encoder = encoder or row_encoder(source, "proto" if writer.proto else "arrow")
+    arrow = isinstance(encoder, ArrowBatchEncoder)
     rows = 0
-    for chunk in read_rows(conn, source, chunk_rows):
-        for row in chunk:
-            writer.append(encoder.encode(row))
-        rows += len(chunk)
+    with closing(read_ahead(read_rows(conn, source, chunk_rows, arrow=arrow))) as chunks:
+        for chunk in chunks:
+            if isinstance(encoder, ArrowBatchEncoder):
+                writer.append_batch(encoder.encode(chunk))
+            else:
+                for row in chunk:
+                    writer.append(encoder.encode(row))
+            rows += len(chunk)
     writer.flush()
     return rows
 
@@ -224,20 +247,12 @@ def mirror_slice(
     chunk_rows: int = 5000,
     max_request_bytes: int | None = None,
     on_request: Callable[[int], None] | None = None,
+    row_format: str = DEFAULT_ROW_FORMAT,
 ) -> MirrorResult:
     """Replace the rows of one slice (``slice_column = slice_value``) of the mirror table with the
     source's rows of that slice. The source must carry the same filter."""
     started = time.perf_counter()
-    encoder = ProtoRowEncoder(source)
-    writer = PendingStreamWriter(
-        write_client,
-        target.path,
-        encoder.descriptor,
-        retry=retry,
-        on_request=on_request,
-        **({"max_request_bytes": max_request_bytes} if max_request_bytes else {}),
-    )
-    write_source(conn, source, writer, encoder, chunk_rows)
+    encoder = row_encoder(source, row_format)
     bq_column = source.column(slice_column).bq_name
     deleted = {}
 
@@ -249,7 +264,16 @@ def mirror_slice(
         )
         deleted["rows"] = job.num_dml_affected_rows
 
-    writer.commit(before_commit=delete_previous)
+    with PendingStreamWriter(
+        write_client,
+        target.path,
+        encoder.writer_schema,
+        retry=retry,
+        on_request=on_request,
+        **({"max_request_bytes": max_request_bytes} if max_request_bytes else {}),
+    ) as writer:
+        write_source(conn, source, writer, encoder, chunk_rows)
+        writer.commit(before_commit=delete_previous)
     return _result(target, writer, started, deleted_rows=deleted.get("rows"))
 
 
@@ -266,6 +290,7 @@ def mirror_changes(
     retry: RetryPolicy = DEFAULT_RETRY,
     chunk_rows: int = 5000,
     full: bool = False,
+    row_format: str = DEFAULT_ROW_FORMAT,
 ) -> MirrorResult:
     """Apply the source's rows changed since the mirror's high-water mark with one MERGE;
     `full`: all rows, and delete the mirror's rows the source lacks (repairs any drift)."""
@@ -298,10 +323,12 @@ def mirror_changes(
     table.expires = dt.datetime.now(dt.UTC) + STAGING_EXPIRATION
     bq_client.create_table(table)
     try:
-        encoder = ProtoRowEncoder(changed)
-        writer = PendingStreamWriter(write_client, staging.path, encoder.descriptor, retry=retry)
-        write_source(conn, changed, writer, encoder, chunk_rows)
-        writer.commit()
+        encoder = row_encoder(changed, row_format)
+        with PendingStreamWriter(
+            write_client, staging.path, encoder.writer_schema, retry=retry
+        ) as writer:
+            write_source(conn, changed, writer, encoder, chunk_rows)
+            writer.commit()
         merged = None
         if writer.stats.rows or full:
             job = _query(
@@ -429,6 +456,7 @@ def mirror_dump_version(
     max_request_bytes: int | None = None,
     location: str | None = None,
     bignumeric: bool | None = None,
+    row_format: str = DEFAULT_ROW_FORMAT,
 ) -> MirrorResult:
     """Mirror one dump version: the mirror table follows the parent's columns, the version's rows
     are replaced atomically from a reader's point of view except between DELETE and commit."""
@@ -454,6 +482,7 @@ def mirror_dump_version(
         retry=retry,
         on_request=on_request,
         max_request_bytes=max_request_bytes,
+        row_format=row_format,
     )
 
 
@@ -469,5 +498,6 @@ def _result(
         stats.requests,
         stats.streams,
         time.perf_counter() - started,
+        "proto" if writer.proto else "arrow",
         **counts,
     )

@@ -7,13 +7,17 @@ Dump parent tables and CDC merged tables are both just sources.
 
 Rows come through a server-side cursor (binary protocol) in chunks of ``chunk_rows``; the
 SELECT already converts each value to what the Storage Write API takes (epoch microseconds,
-days, numeric text), so Python only checks ranges and fills the message. Memory stays flat.
+days, numeric text), so Python only checks ranges and fills the message (``ProtoRowEncoder``) or
+builds a column (``arrow_rows.ArrowBatchEncoder``). ``read_ahead`` fetches the next chunk in a
+thread while the caller encodes the last one. Memory stays flat.
 """
 
 from __future__ import annotations
 
+import queue
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,17 +117,18 @@ def source_for_table(
 # ----------------------------------------------------------------------------- reading
 
 
-def _select_expression(column: MirrorColumn, ref: sql.Composable) -> sql.Composable:
-    """One value as the Storage Write API takes it."""
-    return sql.SQL(column.spec.pg_read).format(v=ref)
+def _select_expression(column: MirrorColumn, ref: sql.Composable, arrow: bool) -> sql.Composable:
+    """One value as the Storage Write API takes it (as a protobuf field, or for an Arrow column)."""
+    spec = column.spec
+    return sql.SQL((arrow and spec.arrow_read) or spec.pg_read).format(v=ref)
 
 
-def select_statement(source: MirrorSource) -> tuple[sql.Composed, list]:
+def select_statement(source: MirrorSource, *, arrow: bool = False) -> tuple[sql.Composed, list]:
     exprs: list[sql.Composable] = []
     for column in source.columns:
         ref = sql.Identifier(column.name)
         if column.repeated:
-            element = _select_expression(column, sql.SQL("_e"))
+            element = _select_expression(column, sql.SQL("_e"), arrow)
             exprs.append(
                 sql.SQL(
                     "CASE WHEN {0} IS NULL THEN NULL ELSE ARRAY(SELECT {1} FROM unnest({0})"
@@ -131,7 +136,7 @@ def select_statement(source: MirrorSource) -> tuple[sql.Composed, list]:
                 ).format(ref, element)
             )
         else:
-            exprs.append(_select_expression(column, ref))
+            exprs.append(_select_expression(column, ref, arrow))
     where, params = source.where()
     statement = sql.SQL("SELECT {} FROM {}{}").format(
         sql.SQL(", ").join(exprs), catalog.qualified(source.schema, source.table), where
@@ -140,16 +145,65 @@ def select_statement(source: MirrorSource) -> tuple[sql.Composed, list]:
 
 
 def read_rows(
-    conn: psycopg.Connection, source: MirrorSource, chunk_rows: int = CHUNK_ROWS
+    conn: psycopg.Connection,
+    source: MirrorSource,
+    chunk_rows: int = CHUNK_ROWS,
+    *,
+    arrow: bool = False,
 ) -> Iterator[list[tuple]]:
-    """Chunks of converted rows through a server-side cursor (one statement: one snapshot)."""
-    statement, params = select_statement(source)
+    """Chunks of converted rows through a server-side cursor (one statement: one snapshot);
+    `arrow`: values as the Arrow columns take them (``Kind.arrow_read``)."""
+    statement, params = select_statement(source, arrow=arrow)
     with conn.transaction():
         with conn.cursor(name=f"ingest_mirror_{secrets.token_hex(4)}", binary=True) as cursor:
             cursor.itersize = chunk_rows
             cursor.execute(statement, params)
             while rows := cursor.fetchmany(chunk_rows):
                 yield rows
+
+
+_END = object()
+
+
+def read_ahead(chunks: Iterator[list[tuple]], depth: int = 2) -> Generator[list[tuple], None, None]:
+    """`chunks`, fetched by a thread up to `depth` chunks ahead: PostgreSQL computes and sends the
+    next chunk while the caller encodes this one. The thread owns the iterator (and so the
+    cursor and its transaction) and closes it, also when the caller stops early."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def fetch() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    break
+            put(_END)
+        except BaseException as error:  # handed to the caller, raised there
+            put(error)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close:
+                close()
+
+    thread = threading.Thread(target=fetch, name="ingest-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -165,10 +219,14 @@ class ProtoRowEncoder:
         )
         self.message = message_class(self.descriptor)
         self._fields = [(c.bq_name, _converter(c, source.fill_nulls), c) for c in source.columns]
-        self._key_positions = [i for i, c in enumerate(source.columns) if c.name in source.key]
+
+    @property
+    def writer_schema(self):
+        """What the writer sends as the rows' schema: the protobuf descriptor."""
+        return self.descriptor
 
     def key_of(self, row: tuple) -> dict:
-        return {self.source.columns[i].name: row[i] for i in self._key_positions}
+        return key_of(self.source, row)
 
     def encode(self, row: tuple, extra: dict | None = None) -> bytes:
         values = {}
@@ -191,6 +249,12 @@ class ProtoRowEncoder:
             raise MirrorValueError(
                 self.source.label, self.key_of(row), _pg_name(self.source, field), problem
             ) from None
+
+
+def key_of(source: MirrorSource, row: tuple) -> dict:
+    """The key columns of a row as read, for error messages."""
+    columns = source.columns
+    return {c.name: value for c, value in zip(columns, row, strict=True) if c.name in source.key}
 
 
 def _pg_name(source: MirrorSource, bq_name: str) -> str:

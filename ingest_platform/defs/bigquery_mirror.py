@@ -427,7 +427,15 @@ def _mirror_asset(record: MirrorRecord, spec: dg.AssetSpec) -> dg.AssetsDefiniti
             if dump:
                 version = context.partition_key
                 result = mirror_dump_version(
-                    conn, client, writer, schema, table, version, target, location=bigquery.location
+                    conn,
+                    client,
+                    writer,
+                    schema,
+                    table,
+                    version,
+                    target,
+                    location=bigquery.location,
+                    row_format=bigquery.row_format,
                 )
                 source = dump_source(conn, schema, table, version, bignumeric=bignumeric)
                 done, extra = f"version {version}", {"version": version}
@@ -448,6 +456,7 @@ def _mirror_asset(record: MirrorRecord, spec: dg.AssetSpec) -> dg.AssetsDefiniti
                     target,
                     delete_mode="soft",
                     full=config.full_refresh,
+                    row_format=bigquery.row_format,
                 )
                 done = "all rows, full refresh" if config.full_refresh else "changes"
                 extra = {"full_refresh": config.full_refresh}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import dagster as dg
 import dagster_gcp
@@ -19,6 +20,7 @@ from ingest_platform.bigquery.clients import (
     emulator_endpoints_from_env,
     emulator_write_client,
 )
+from ingest_platform.errors import ConfigError
 from ingest_platform.io_managers.multiprocess_copy import MultiprocessCopyIOManager
 from ingest_platform.postgres.connection import connect
 
@@ -47,6 +49,11 @@ class BigQueryResource(dagster_gcp.BigQueryResource):
         default=None, description="e.g. http://127.0.0.1:9050"
     )
     emulator_grpc_endpoint: str | None = Field(default=None, description="e.g. 127.0.0.1:9060")
+    row_format: Literal["arrow", "proto"] = Field(
+        default="arrow",
+        description="How mirrors send rows to the Storage Write API: Arrow record batches, or "
+        "protobuf rows for a project whose Storage Write API takes no Arrow rows.",
+    )
 
     @classmethod
     def _is_dagster_maintained(cls) -> bool:
@@ -85,6 +92,15 @@ class BigQueryResource(dagster_gcp.BigQueryResource):
             yield BigQueryWriteClient()
 
 
+def _row_format(environ) -> Literal["arrow", "proto"]:
+    value = environ.get("INGEST_BQ_ROW_FORMAT") or "arrow"
+    if value == "arrow":
+        return "arrow"
+    if value == "proto":
+        return "proto"
+    raise ConfigError(f"INGEST_BQ_ROW_FORMAT is {value!r}; set it to arrow or proto.")
+
+
 def resources_from_env(environ=os.environ) -> dict:
     """Resources configured from the environment that `ingest-platform dev` exports (see README)."""
     emulator = emulator_endpoints_from_env(environ)
@@ -96,6 +112,7 @@ def resources_from_env(environ=os.environ) -> dict:
         else None,
         emulator_rest_endpoint=emulator.rest if emulator else None,
         emulator_grpc_endpoint=emulator.grpc if emulator else None,
+        row_format=_row_format(environ),
     )
     return {
         "postgres": PostgresResource(dsn=dg.EnvVar("INGEST_PG_DSN")),

@@ -26,25 +26,43 @@ from ingest_platform_tests.bigquery.helpers import bq_rows, make_dump_table, rep
 COLUMNS = [
     ("id", "integer"),
     ("amount", "numeric"),
+    ("price", "numeric(12,2)"),
     ("at", "timestamptz"),
+    ("local_at", "timestamp"),
     ("day", "date"),
+    ("clock", "time"),
     ("note", "text"),
+    ("tags", "integer[]"),
+    ("stamps", "timestamptz[]"),
 ]
-GOOD = [(1, "1.5", "2020-01-01 00:00:00+00", "2020-01-01", "ok"), (2, "2", None, None, None)]
+GOOD = [
+    (1, "1.5", "2.50", "2020-01-01 00:00:00+00", "2020-01-01 00:00", "2020-01-01",
+     "23:59:59.999999", "ok", [1, 2], ["2020-01-01 00:00:00+00"]),
+    (2, "2", None, None, None, None, None, None, None, None),
+]  # fmt: skip
+ROW_FORMATS = ["arrow", "proto"]
 
 
+@pytest.mark.parametrize("row_format", ROW_FORMATS)
 @pytest.mark.parametrize(
     "column, value, problem",
     [
         ("amount", "1" + "0" * 40, "beyond BIGNUMERIC precision"),
         ("amount", "0." + "1" * 40, "beyond BIGNUMERIC precision"),
-        ("amount", "NaN", "NaN cannot be stored"),
+        ("amount", "NaN", "NaN cannot be stored in a BigQuery BIGNUMERIC"),
+        ("price", "NaN", "NaN cannot be stored in a BigQuery NUMERIC"),
         ("at", "infinity", "infinite timestamp"),
         ("at", "10000-01-01 00:00:00+00", "outside BigQuery's range"),
+        ("local_at", "-infinity", "infinite timestamp"),
         ("day", "0001-01-01 BC", "outside BigQuery's range"),
+        ("clock", "24:00:00", "time 24:00:00 is outside BigQuery's range"),
+        ("tags", [3, None], "NULL elements"),
+        ("stamps", ["2020-01-01 00:00:00+00", "infinity"], "infinite timestamp"),
     ],
 )
-def test_value_bigquery_cannot_hold(pg_dsn, bigquery_resource, bq_dataset, column, value, problem):
+def test_value_bigquery_cannot_hold(
+    pg_dsn, bigquery_resource, bq_dataset, column, value, problem, row_format
+):
     with psycopg.connect(pg_dsn) as conn:
         make_dump_table(conn, "app", "t", COLUMNS, {"1": GOOD}, ["id"])
         mirror = target(bq_dataset, "t")
@@ -52,21 +70,22 @@ def test_value_bigquery_cannot_hold(pg_dsn, bigquery_resource, bq_dataset, colum
             bigquery_resource.get_client() as client,
             bigquery_resource.get_write_client() as writer,
         ):
-            mirror_dump_version(conn, client, writer, "app", "t", "1", mirror)
-            bad = {"id": 7, "amount": None, "at": None, "day": None, "note": None, column: value}
-            replace_version(
-                conn,
-                "app",
-                "t",
-                COLUMNS,
-                "1",
-                GOOD[:1] + [tuple(bad[n] for n, _ in COLUMNS)],
-                ["id"],
+            mirror_dump_version(
+                conn, client, writer, "app", "t", "1", mirror, row_format=row_format
             )
+            bad = {name: None for name, _ in COLUMNS} | {"id": 7, column: value}
+            rows = [*GOOD[:1], *[(n, *GOOD[1][1:]) for n in range(10, 5000)]]  # a few chunks
+            rows.append(tuple(bad[n] for n, _ in COLUMNS))
+            replace_version(conn, "app", "t", COLUMNS, "1", rows, ["id"])
             with pytest.raises(MirrorValueError) as caught:
-                mirror_dump_version(conn, client, writer, "app", "t", "1", mirror)
+                mirror_dump_version(
+                    conn, client, writer, "app", "t", "1", mirror, row_format=row_format
+                )
             # nothing committed: the version keeps its previous rows
             assert [r["id"] for r in bq_rows(client, mirror, "id")] == [1, 2]
+        # the read stopped cleanly: its cursor is closed, the connection usable
+        assert conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR
+        assert conn.execute("SELECT count(*) FROM pg_cursors").fetchone() == (0,)
     message = str(caught.value)
     assert (
         "app.t" in message
@@ -76,7 +95,10 @@ def test_value_bigquery_cannot_hold(pg_dsn, bigquery_resource, bq_dataset, colum
     )
 
 
-def test_invalid_utf8_names_table_key_and_column(pg_server_dsn, bigquery_resource, bq_dataset):
+@pytest.mark.parametrize("row_format", ROW_FORMATS)
+def test_invalid_utf8_names_table_key_and_column(
+    pg_server_dsn, bigquery_resource, bq_dataset, row_format
+):
     database = f"test_ascii_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
         admin.execute(
@@ -103,7 +125,9 @@ def test_invalid_utf8_names_table_key_and_column(pg_server_dsn, bigquery_resourc
                 bigquery_resource.get_write_client() as writer,
             ):
                 with pytest.raises(MirrorValueError) as caught:
-                    mirror_dump_version(conn, client, writer, "app", "t", "1", mirror)
+                    mirror_dump_version(
+                        conn, client, writer, "app", "t", "1", mirror, row_format=row_format
+                    )
                 assert list(client.query(f"SELECT COUNT(*) FROM {mirror.ref}").result())[0][0] == 0
     finally:
         with psycopg.connect(pg_server_dsn, autocommit=True) as admin:

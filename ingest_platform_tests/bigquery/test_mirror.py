@@ -63,12 +63,18 @@ def conn(pg_dsn):
         yield conn
 
 
-def test_every_type_round_trips_and_null_stays_null(conn, bigquery_resource, bq_dataset):
+@pytest.mark.parametrize("row_format", ["arrow", "proto"])
+def test_every_type_round_trips_and_null_stays_null(
+    conn, bigquery_resource, bq_dataset, row_format
+):
     make_dump_table(conn, "shop", "item", COLUMNS, {"1.0": [ROW_1, ROW_2]}, ["id"])
     mirror = target(bq_dataset, "item")
     with bigquery_resource.get_client() as client, bigquery_resource.get_write_client() as writer:
-        result = mirror_dump_version(conn, client, writer, "shop", "item", "1.0", mirror)
+        result = mirror_dump_version(
+            conn, client, writer, "shop", "item", "1.0", mirror, row_format=row_format
+        )
         assert result.rows == 2 and result.requests == 1 and result.bytes > 0
+        assert result.metadata()["row_format"] == row_format
         rows = bq_rows(client, mirror, "id")
         schema = {f.name: (f.field_type, f.mode) for f in client.get_table(mirror.table_id).schema}
     assert (
@@ -164,6 +170,7 @@ def test_requests_stay_under_the_size_limit_and_streams_rotate(conn, bigquery_re
             encoder.descriptor,
             max_request_bytes=100_000,
             rows_per_stream=1000,
+            parallel_streams=1,  # one stream at a time: each fills up before the next
         )
         write_source(conn, source, writer, encoder, chunk_rows=700)
         writer.commit()
@@ -176,24 +183,85 @@ def test_requests_stay_under_the_size_limit_and_streams_rotate(conn, bigquery_re
         )[0].values() == (3000, 3000)
 
 
-def test_fill_nulls_option(conn, bigquery_resource, bq_dataset):
-    make_dump_table(
-        conn,
-        "app",
-        "f",
-        [("id", "integer"), ("n", "integer"), ("s", "text"), ("at", "timestamptz")],
-        {"1": [(1, None, None, None)]},
-        ["id"],
-    )
+@pytest.mark.parametrize("row_format", ["arrow", "proto"])
+def test_fill_nulls_option(conn, bigquery_resource, bq_dataset, row_format):
+    columns = [
+        ("id", "integer"),
+        ("n", "integer"),
+        ("s", "text"),
+        ("at", "timestamptz"),
+        ("local_at", "timestamp"),
+        ("clock", "time"),
+        ("day", "date"),
+        ("amount", "numeric(10,2)"),
+        ("doc", "jsonb"),
+        ("tags", "text[]"),
+    ]
+    make_dump_table(conn, "app", "f", columns, {"1": [(1,) + (None,) * 9]}, ["id"])
     mirror = target(bq_dataset, "f")
     with bigquery_resource.get_client() as client, bigquery_resource.get_write_client() as writer:
-        mirror_dump_version(conn, client, writer, "app", "f", "1", mirror, fill_nulls=True)
+        mirror_dump_version(
+            conn, client, writer, "app", "f", "1", mirror, fill_nulls=True, row_format=row_format
+        )
         row = bq_rows(client, mirror, "id")[0]
-    assert (row["n"], row["s"], row["at"]) == (
+    assert (row["n"], row["s"], row["at"], row["local_at"], row["clock"], row["day"]) == (
         0,
         "",
         dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
+        dt.datetime(1970, 1, 1),
+        dt.time(0, 0),
+        dt.date(1970, 1, 1),
     )
+    # JSON gets the JSON literal null, which the client reads as None
+    assert row["amount"] == 0 and row["doc"] is None and row["tags"] == []
+
+
+def test_parallel_streams_take_turns_rotate_when_full_and_commit_every_row_once(
+    conn, bigquery_resource, bq_dataset
+):
+    from ingest_platform.bigquery.arrow_rows import ArrowBatchEncoder
+    from ingest_platform.bigquery.mirror import dump_source, ensure_mirror_table, write_source
+    from ingest_platform.bigquery.writer import PendingStreamWriter
+
+    make_dump_table(
+        conn,
+        "app",
+        "p",
+        [("id", "integer"), ("pad", "text")],
+        {"1": [(i, "x" * 200) for i in range(3000)]},
+        ["id"],
+    )
+    mirror = target(bq_dataset, "p")
+    committed = []
+    with (
+        bigquery_resource.get_client() as client,
+        bigquery_resource.get_write_client() as write_client,
+    ):
+        source = dump_source(conn, "app", "p", "1")
+        ensure_mirror_table(client, mirror, source.columns)
+        encoder = ArrowBatchEncoder(source)
+        with PendingStreamWriter(
+            write_client,
+            mirror.path,
+            encoder.schema,
+            max_request_bytes=30_000,
+            rows_per_stream=500,
+            parallel_streams=3,
+            in_flight=3,
+        ) as writer:
+            write_source(conn, source, writer, encoder, chunk_rows=400)
+            writer.commit(
+                before_commit=lambda: committed.append([s.offset for s in writer.streams])
+            )
+        (offsets,) = committed
+        # 3000 rows of ~210 bytes: requests of < 30 kB, streams of at most 500 rows, 3 at a time
+        assert writer.stats.rows == 3000 and writer.stats.requests >= 22
+        assert writer.stats.bytes / writer.stats.requests < 30_000
+        assert len(offsets) == writer.stats.streams >= 6 and sum(offsets) == 3000
+        assert max(offsets) <= 500
+        assert list(
+            client.query(f"SELECT COUNT(*) c, COUNT(DISTINCT id) d FROM {mirror.ref}").result()
+        )[0].values() == (3000, 3000)
 
 
 def test_char_and_quoted_enum_columns_mirror_as_string_and_check_clean(

@@ -75,6 +75,7 @@ def test_dump_mirror_asset_partition_and_checks(pg_dsn, bigquery_resource, bq_da
     ]
     metadata = {k: v.value for k, v in materialization.metadata.items()}
     assert metadata["rows"] == 1 and metadata["requests"] == 1 and "rows_per_second" in metadata
+    assert metadata["row_format"] == "arrow"
     checks = _checks(result)
     assert checks[HASHES_CHECK].passed
     # Partition 2.0 is judged on version 2.0 alone: version 1.0, not mirrored yet, does not fail it.
@@ -104,11 +105,20 @@ def test_cdc_mirror_asset(pg_dsn, bigquery_resource, bq_dataset):
     )
     asset = _asset(defs, ["bigquery", "cdc", "pm_plan"])
     assert dg.AssetKey(["cdc", "pm_plan"]) in asset.dependency_keys
+    # The resource's row_format reaches the mirror (protobuf rows here).
+    proto = BigQueryResource(
+        project=bigquery_resource.project,
+        emulator_rest_endpoint=bigquery_resource.emulator_rest_endpoint,
+        emulator_grpc_endpoint=bigquery_resource.emulator_grpc_endpoint,
+        row_format="proto",
+    )
     result = _run(
         defs,
         ["bigquery", "cdc", "pm_plan"],
-        {"postgres": PostgresResource(dsn=pg_dsn), "bigquery": bigquery_resource},
+        {"postgres": PostgresResource(dsn=pg_dsn), "bigquery": proto},
     )
+    (materialization,) = [e.materialization for e in result.get_asset_materialization_events()]
+    assert materialization.metadata["row_format"].value == "proto"
     checks = _checks(result)
     assert (
         checks[COUNTS_CHECK].passed
