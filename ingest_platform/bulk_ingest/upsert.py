@@ -12,9 +12,10 @@
 - Primary key, table empty (at the first batch, or just emptied by a "delete all rows" mode), no
   conflict expected: the work of ON CONFLICT is skipped.
   - If the metadata holds this table only, the COPY goes straight into the live table under a
-    savepoint (the primary key index rejects a key repeated in the batch or already there); its
-    bytes are kept in a spool file, and if the COPY fails it is rolled back and the spool replayed
-    into staging, then merged as above with DISTINCT ON (``copy_rows.BatchCopier._replay``).
+    savepoint (the primary key index rejects a key repeated in the batch or already there); what
+    it sent is kept (a spool file, or the CSV or dump file itself), and if the COPY fails it is
+    rolled back and replayed into staging, then merged as above with DISTINCT ON
+    (``copy_rows.BatchCopier._replay``).
   - Otherwise the staging table is merged with a plain ``INSERT .. SELECT`` under a savepoint, and
     on a unique violation with the DISTINCT ON .. ON CONFLICT statement.
   Emptiness is only a guess (a concurrent writer may add rows): correctness rests on the index.
@@ -28,7 +29,7 @@ import secrets
 import psycopg
 from psycopg import sql
 
-from ingest_platform.bulk_ingest.copy_rows import TableTarget, new_spool
+from ingest_platform.bulk_ingest.copy_rows import TableTarget
 from ingest_platform.postgres.connection import scalar
 
 _SAVEPOINT = sql.Identifier("_ingest_direct_copy")
@@ -49,7 +50,7 @@ def begin_table(
         )
     if direct_allowed and target.maybe_empty and target.can_go_direct:
         conn.execute(sql.SQL("SAVEPOINT {}").format(_SAVEPOINT))
-        target.direct, target.spool, target.destination = True, new_spool(), target.qualified
+        target.direct, target.replays, target.destination = True, [], target.qualified
         return
     target.destination = create_staging(conn, target)
 
@@ -70,10 +71,10 @@ def divert_to_staging(conn: psycopg.Connection, target: TableTarget) -> sql.Iden
 
 
 def discard(target: TableTarget) -> None:
-    """Drop what a batch that failed left on the target (its spool)."""
-    spool, target.spool, target.direct = target.spool, None, False
-    if spool is not None:
-        spool.close()
+    """Drop what a batch left on the target (the replays of its direct COPYs)."""
+    replays, target.replays, target.direct = target.replays, None, False
+    for replay in replays or ():
+        replay.close()
 
 
 def finish_table(conn: psycopg.Connection, target: TableTarget) -> None:
