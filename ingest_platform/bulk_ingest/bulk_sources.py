@@ -152,10 +152,11 @@ class _CsvInput:
         return self.send(conn, target, destination, write_rows)
 
     def send(self, conn, target, destination, write_rows) -> int:
+        options = self._options()  # first: checks the encoding
         statement = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(
             destination,
             sql.SQL(", ").join(map(sql.Identifier, self._columns(target))),
-            sql.SQL(", ").join(self._options()),
+            sql.SQL(", ").join(options),
         )
         try:
             with open(self.file.path, "rb") as file, conn.cursor() as cursor:
