@@ -5,11 +5,13 @@ the same name and turned into binary COPY fields (a 4-byte big-endian length, -1
 the value in PostgreSQL's binary form) with numpy and ``pyarrow.compute`` over the whole array:
 
 - fixed-width kinds (smallint .. bigint, real, double, boolean, date, timestamp(tz), time, numeric
-  from decimals or integers) become numpy rows of (length, value); the columns of a batch without
-  NULLs go into one block, so a row of them is one piece;
-- text and bytes become (lengths, the Arrow values as they are), jsonb with its version byte;
-- ``pyarrow.compute.binary_join_element_wise`` concatenates the pieces of each row (NULL pieces as
-  nothing), and the data buffer of its result is the batch's COPY data, written as it is.
+  from decimals or integers) are written big-endian into a numpy block, one row of it per record;
+  neighbouring fields without NULLs share the block, with the lengths of the next text field;
+- text and bytes are their lengths (in a block) and the Arrow values as they are, jsonb with its
+  version byte; a fixed-width field with NULLs is its lengths and the values of its other rows;
+- ``pyarrow.compute.binary_join_element_wise`` concatenates the pieces of each row (the blocks
+  seen as binary arrays without a copy; NULL values as nothing), and the data buffer of its
+  result is the batch's COPY data, written as it is.
 
 Fixed-width columns go first in the COPY's column list (``ArrowEncoder.columns``), which is what
 lets them share a block. The server checks what it checks for any COPY (NOT NULL, lengths,
@@ -30,10 +32,10 @@ the row path as Python values.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -99,8 +101,15 @@ class _Field:
     index: int  # of the Arrow field in the schema
 
 
-# A piece of every row of a slice: a 2-D uint8 block (one row each, no NULLs) or a binary array.
-Piece: TypeAlias = "np.ndarray | pa.Array"
+class _Raw:
+    """Bytes of one width in every row, written into a block shared with the neighbouring ones."""
+
+    def __init__(self, width: int, fill: Callable[[np.ndarray], None]):
+        self.width, self.fill = width, fill  # fill(view): writes the (rows x width) view
+
+
+# A piece of every row of a slice: bytes of one width, or a binary array (NULL: nothing).
+Piece: TypeAlias = "_Raw | pa.Array"
 
 
 class ArrowEncoder:
@@ -131,38 +140,38 @@ class ArrowEncoder:
         fields.sort(key=lambda f: f.pg_type not in _FIXED)  # stable: table order within each
         return cls(fields)
 
-    def encode(self, batch: pa.RecordBatch) -> list[pa.Buffer]:
+    def encode(self, batch: pa.RecordBatch) -> list[Any]:
         """The COPY rows of `batch` (no header or trailer), a buffer per slice of the batch.
         Raises ArrowValueError."""
-        out = []
-        per_row = max(1, _estimated_bytes(batch) // max(1, batch.num_rows))
+        if not batch.num_rows:
+            return []
+        per_row = max(1, batch.get_total_buffer_size() // batch.num_rows)
         step = max(1, min(_MAX_SLICE_ROWS, _MAX_SLICE_BYTES // per_row))
-        for start in range(0, batch.num_rows, step):
-            out.append(self._encode_slice(batch.slice(start, step), start))
-        return out
+        return [
+            self._encode_slice(batch.slice(start, step), start)
+            for start in range(0, batch.num_rows, step)
+        ]
 
-    def _encode_slice(self, batch: pa.RecordBatch, start: int) -> pa.Buffer:
-        n = batch.num_rows
-        pieces: list[Piece] = [_constant(struct.pack(">h", len(self.fields)), n)]
+    def _encode_slice(self, batch: pa.RecordBatch, start: int) -> Any:
+        pieces: list[Piece] = [_constant(struct.pack(">h", len(self.fields)))]  # field count
         for field in self.fields:
-            array = batch.column(field.index)
             try:
-                pieces += _pieces(field, array)
+                pieces += _pieces(field, batch.column(field.index))
             except ArrowValueError as error:
                 if error.record >= 0:
                     error.record += start
                 raise
-        pieces = _merge_blocks(pieces)
-        if len(pieces) == 1 and isinstance(pieces[0], np.ndarray):  # fixed widths, no NULLs
-            return pa.py_buffer(np.ascontiguousarray(pieces[0]))
+        parts = _blocks(pieces, batch.num_rows)
+        if len(parts) == 1 and isinstance(parts[0], np.ndarray):  # fixed widths, no NULLs
+            return pa.py_buffer(parts[0])
         joined = pc.binary_join_element_wise(
-            *(_binary(p) if isinstance(p, np.ndarray) else p for p in pieces),
+            *(_binary(p) if isinstance(p, np.ndarray) else p for p in parts),
             _EMPTY,
             null_handling="replace",
             null_replacement="",
         )
-        offsets = np.frombuffer(joined.buffers()[1], np.int32, n + 1, joined.offset * 4)
-        return joined.buffers()[2][offsets[0] : offsets[n]]
+        offsets = np.frombuffer(joined.buffers()[1], np.int32, len(joined) + 1, joined.offset * 4)
+        return joined.buffers()[2][offsets[0] : offsets[-1]]
 
 
 def check_names(schema: pa.Schema, columns: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -248,20 +257,20 @@ def _pieces(field: _Field, array: pa.Array) -> list[Piece]:
     if array.type != target:
         array = _cast(field, array, target)
     if array.null_count:
-        array_filled = pc.fill_null(array, False if pg == "bool" else pa.scalar(0, target))
+        filled = pc.fill_null(array, False if pg == "bool" else pa.scalar(0, target))
     else:
-        array_filled = array
+        filled = array
     if pg == "bool":
-        values = array_filled.to_numpy(zero_copy_only=False).view(np.uint8)
+        values = filled.to_numpy(zero_copy_only=False).view(np.uint8)
     elif pg == "date":
-        values = _shifted(field, array, array_filled.view(pa.int32()), _PG_EPOCH_DAYS, np.int32)
+        values = _shifted(field, array, filled.view(pa.int32()), _PG_EPOCH_DAYS, np.int32)
     elif pg in ("timestamp", "timestamptz"):
-        values = _shifted(field, array, array_filled.view(pa.int64()), _PG_EPOCH_MICROS, np.int64)
+        values = _shifted(field, array, filled.view(pa.int64()), _PG_EPOCH_MICROS, np.int64)
     elif pg == "time":
-        values = array_filled.view(pa.int64()).to_numpy()
+        values = filled.view(pa.int64()).to_numpy()
     else:
-        values = array_filled.to_numpy()
-    return _fixed(values.astype(_NUMPY_TYPES[pg]), array)
+        values = filled.to_numpy()
+    return _numbers(values, _NUMPY_TYPES[pg], array)
 
 
 def _cast(field: _Field, array: pa.Array, target: pa.DataType) -> pa.Array:
@@ -311,41 +320,77 @@ def _shifted(
     return values - epoch
 
 
-def _fixed(values: np.ndarray, array: pa.Array) -> list[Piece]:
-    """Fields of fixed width: `values` (big-endian numbers, NULLs filled), NULL where `array`
-    has one."""
-    n, width = len(values), values.dtype.itemsize
-    return _with_lengths(values.view(np.uint8).reshape(n, width), array)
-
-
-def _with_lengths(payload: np.ndarray, array: pa.Array) -> list[Piece]:
-    """Fields of the rows of `payload` (n x width bytes), NULL where `array` has one: one block
-    without NULLs, else (lengths, values) with the NULL values left out by the join."""
-    n, width = payload.shape
+def _numbers(values: np.ndarray, dtype: str, array: pa.Array) -> list[Piece]:
+    """Fields of `values` (NULLs filled) written as `dtype` (big-endian), NULL where `array` has
+    one."""
+    width = np.dtype(dtype).itemsize
     if not array.null_count:
-        block = np.empty((n, 4 + width), np.uint8)
-        block[:, :4] = np.frombuffer(struct.pack(">i", width), np.uint8)
-        block[:, 4:] = payload
-        return [block]
+        header = np.frombuffer(struct.pack(">i", width), np.uint8)
+
+        def fill(view: np.ndarray) -> None:
+            view[:, :4] = header
+            view[:, 4:].view(dtype)[:, 0] = values
+
+        return [_Raw(4 + width, fill)]
+    payload = values.astype(dtype).view(np.uint8).reshape(len(values), width)
+    return _with_nulls(payload, array)
+
+
+def _payload(payload: np.ndarray, array: pa.Array) -> list[Piece]:
+    """Fields of the rows of `payload` (rows x width bytes), NULL where `array` has one."""
+    if array.null_count:
+        return _with_nulls(payload, array)
+    header = np.frombuffer(struct.pack(">i", payload.shape[1]), np.uint8)
+
+    def fill(view: np.ndarray) -> None:
+        view[:, :4] = header
+        view[:, 4:] = payload
+
+    return [_Raw(4 + payload.shape[1], fill)]
+
+
+def _with_nulls(payload: np.ndarray, array: pa.Array) -> list[Piece]:
+    """Fields of fixed width with NULLs: their lengths (-1 for NULL), then the values of the other
+    rows (a NULL row's value is empty)."""
+    n, width = payload.shape
     valid = pc.is_valid(array).to_numpy(zero_copy_only=False)
-    lengths = np.where(valid, width, _NULL_LENGTH).astype(">i4")
-    bitmap = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    values = pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(width), n, [bitmap, pa.py_buffer(np.ascontiguousarray(payload))]
+    lengths = np.where(valid, width, _NULL_LENGTH).astype(np.int32)
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(np.where(valid, width, 0), out=offsets[1:])
+    values = pa.Array.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(payload[valid].tobytes())]
     )
-    return [lengths.view(np.uint8).reshape(n, 4), pc.cast(values, pa.binary())]
+    return [_lengths(lengths), values]
+
+
+def _constant(value: bytes) -> _Raw:
+    constant = np.frombuffer(value, np.uint8)
+
+    def fill(view: np.ndarray) -> None:
+        view[:] = constant
+
+    return _Raw(len(value), fill)
+
+
+def _lengths(lengths: np.ndarray) -> _Raw:
+    """Field lengths (int32, -1 for NULL), written big-endian."""
+
+    def fill(view: np.ndarray) -> None:
+        view.view(">i4")[:, 0] = lengths
+
+    return _Raw(4, fill)
 
 
 def _variable(array: pa.Array, prefix: bytes) -> list[Piece]:
     """Fields of binary values (text: its UTF-8 bytes), each value after `prefix`."""
     n = len(array)
     lengths = pc.fill_null(pc.binary_length(array), _NULL_LENGTH - len(prefix)).to_numpy()
-    head = (lengths.astype(np.int64) + len(prefix)).astype(">i4").view(np.uint8).reshape(n, 4)
     if prefix:
+        lengths = lengths + len(prefix)
         array = pc.binary_join_element_wise(
             pa.array([prefix] * n, pa.binary()), array, _EMPTY, null_handling="emit_null"
         )
-    return [head, array]
+    return [_lengths(lengths), array]
 
 
 def _numeric(field: _Field, array: pa.Array) -> list[Piece]:
@@ -363,9 +408,8 @@ def _numeric(field: _Field, array: pa.Array) -> list[Piece]:
     # Beyond 64 bits (rare): Python Decimals through psycopg's dumper, one by one.
     dump = _DECIMAL_DUMPER(Decimal).dump
     fields = [None if v is None else bytes(dump(v) or b"") for v in array.to_pylist()]
-    lengths = np.array([_NULL_LENGTH if f is None else len(f) for f in fields], np.int64)
-    head = lengths.astype(">i4").view(np.uint8).reshape(len(fields), 4)
-    return [head, pa.array(fields, pa.binary())]
+    lengths = np.array([_NULL_LENGTH if f is None else len(f) for f in fields], np.int32)
+    return [_lengths(lengths), pa.array(fields, pa.binary())]
 
 
 def _unscaled_int64(array: pa.Array) -> np.ndarray | None:
@@ -399,47 +443,44 @@ def _numeric_pieces(values: np.ndarray, scale: int, array: pa.Array) -> list[Pie
         return None
     magnitude *= np.uint64(pad)
     groups = max(fraction_groups, (len(str(largest)) + 3) // 4, 1)
-    width = 8 + 2 * groups
-    payload = np.empty((n, width), np.uint8)
+    payload = np.empty((n, 8 + 2 * groups), np.uint8)
     payload[:, 0:4] = np.frombuffer(
         struct.pack(">hh", groups, groups - fraction_groups - 1), np.uint8
     )
-    payload[:, 4:6] = np.where(values < 0, 0x4000, 0).astype(">u2").view(np.uint8).reshape(n, 2)
+    payload[:, 4:6].view(">u2")[:, 0] = np.where(values < 0, 0x4000, 0)
     payload[:, 6:8] = np.frombuffer(struct.pack(">H", max(scale, 0)), np.uint8)
-    for k in range(groups):
-        digit = (magnitude // np.uint64(10000 ** (groups - 1 - k))) % np.uint64(10000)
-        payload[:, 8 + 2 * k : 10 + 2 * k] = digit.astype(">u2").view(np.uint8).reshape(n, 2)
-    return _with_lengths(payload, array)
+    for k in reversed(range(groups)):  # base-10000 digits, the last first
+        magnitude, digit = np.divmod(magnitude, np.uint64(10000))
+        payload[:, 8 + 2 * k : 10 + 2 * k].view(">u2")[:, 0] = digit
+    return _payload(payload, array)
 
 
 # ------------------------------------------------------------------------------ assembling
 
 
-def _constant(value: bytes, n: int) -> np.ndarray:
-    block = np.empty((n, len(value)), np.uint8)
-    block[:] = np.frombuffer(value, np.uint8)
-    return block
-
-
-def _binary(block: np.ndarray) -> pa.Array:
-    """A 2-D uint8 block as a binary array of its rows."""
-    n, width = block.shape
-    fixed = pa.FixedSizeBinaryArray.from_buffers(
-        pa.binary(width), n, [None, pa.py_buffer(np.ascontiguousarray(block))]
-    )
-    return pc.cast(fixed, pa.binary())
-
-
-def _merge_blocks(pieces: list[Piece]) -> list[Piece]:
-    """Neighbouring blocks merged into one: fewer, wider pieces join faster."""
-    out: list[Piece] = []
-    for piece in pieces:
-        if isinstance(piece, np.ndarray) and out and isinstance(out[-1], np.ndarray):
-            out[-1] = np.hstack((out[-1], piece))
-        else:
+def _blocks(pieces: list[Piece], n: int) -> list[np.ndarray | pa.Array]:
+    """The pieces with each run of neighbouring fixed-width ones written into one block."""
+    out: list[np.ndarray | pa.Array] = []
+    run: list[_Raw] = []
+    for piece in [*pieces, None]:
+        if isinstance(piece, _Raw):
+            run.append(piece)
+            continue
+        if run:
+            block = np.empty((n, sum(r.width for r in run)), np.uint8)
+            at = 0
+            for raw in run:
+                raw.fill(block[:, at : at + raw.width])
+                at += raw.width
+            out.append(block)
+            run = []
+        if piece is not None:
             out.append(piece)
     return out
 
 
-def _estimated_bytes(batch: pa.RecordBatch) -> int:
-    return 2 * batch.num_rows + sum(4 * batch.num_rows + c.nbytes for c in batch.columns)
+def _binary(block: np.ndarray) -> pa.Array:
+    """A 2-D uint8 block as a binary array of its rows, without a copy."""
+    n, width = block.shape
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(block)])
