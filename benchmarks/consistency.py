@@ -56,14 +56,14 @@ SCHEMA, TABLE = "bench", "item_1"
 TARGET = 10.0
 
 
-def fetch_postgres(conn: psycopg.Connection, table: str, columns: list[str]) -> dict:
+def fetch_postgres(conn: psycopg.Connection, schema: str, table: str, columns: list[str]) -> dict:
     rows = {}
     with conn.cursor(name=f"naive_{time.monotonic_ns()}") as cursor:
         cursor.itersize = 10_000
         cursor.execute(
             sql.SQL("SELECT {} FROM {}.{}").format(
                 sql.SQL(", ").join(map(sql.Identifier, columns)),
-                sql.Identifier(SCHEMA),
+                sql.Identifier(schema),
                 sql.Identifier(table),
             )
         )
@@ -134,7 +134,7 @@ class Size:
         names = ", ".join(f"`{c.bq_name}`" for c in self.source.columns)
         with psycopg.connect(self.dsn) as conn:
             started = time.perf_counter()
-            here = fetch_postgres(conn, TABLE, columns)
+            here = fetch_postgres(conn, self.schema, TABLE, columns)
             there = {
                 r[0]: tuple(r.values())
                 for r in self.client.query(f"SELECT {names} FROM {self.target.ref}").result()
@@ -156,7 +156,8 @@ class Size:
         with psycopg.connect(self.dsn) as a, psycopg.connect(self.dsn) as b:
             started = time.perf_counter()
             differing = compared(
-                fetch_postgres(a, TABLE, columns), fetch_postgres(b, "copy", columns)
+                fetch_postgres(a, self.schema, TABLE, columns),
+                fetch_postgres(b, self.schema, "copy", columns),
             )
             seconds = time.perf_counter() - started
         assert differing == 0, differing

@@ -243,7 +243,7 @@ class BatchCopier:
             raise AssertionError("a target's destination is set when its batch begins")
         try:
             rows = whole.copy(
-                self.conn, target, target.destination, target.replays, self._row_writer(target)
+                self.conn, target, target.destination, target.replays, self._rows_into(target)
             )
         except psycopg.Error as exc:
             if not (target.direct and self.divert is not None):
@@ -251,7 +251,10 @@ class BatchCopier:
             rows = self._replay(target)
         target.rows += rows
 
-    def _row_writer(self, target: TableTarget) -> Callable[[list[tuple]], int]:
+    def _rows_into(self, target: TableTarget) -> Callable[[list[tuple]], int]:
+        """Writes Python rows into the target (the Arrow values of a table arrow_copy cannot
+        encode)."""
+
         def write(rows: list[tuple]) -> int:
             before = target.rows
             self._copy_stream(target, rows, _Items(iter(())), {})
