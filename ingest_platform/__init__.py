@@ -2,11 +2,11 @@
 consistency.
 
 Importing this package does not load Dagster; the definitions live in `ingest_platform.definitions`.
-``from ingest_platform import ingest, HighWatermark, Mode`` loads the bulk-ingest API
+``from ingest_platform import ingest, HighWatermark, Mode, CsvFile`` loads the bulk-ingest API
 (``ingest_platform.bulk_ingest``) on first use, not before.
 """
 
-_LAZY = {"ingest", "HighWatermark", "Mode", "IngestResult"}
+_LAZY = {"ingest", "HighWatermark", "Mode", "IngestResult", "CsvFile"}
 
 __all__ = sorted(_LAZY)
 

@@ -19,11 +19,15 @@ formatted by psycopg's own (compiled) row formatter under ``map``. Numeric colum
 chunk at a time (``numeric_binary``, ~4x cheaper than psycopg's per-value dumper) and passed as
 ready-made fields; they go last in the COPY's column list, so a row is the other values plus them.
 
+A batch item whose second part is a whole input (Arrow data, a CSV file, a dump table: see
+``bulk_sources``) ends the open COPY and is COPYed on its own, after the rows of its table that
+wait in a buffer, so each table's rows keep their order.
+
 An upsert into an empty table may COPY straight into the live table (``TableTarget.direct``, see
-``upsert.py``): the bytes sent are then also kept in a spool file, and if the server refuses them
-(a key repeated in the batch, or already there) the COPY is rolled back to a savepoint and the
-spool replayed into a staging table, so the batch loads exactly as through staging, with the same
-errors.
+``upsert.py``): what each COPY sent is then kept (``TableTarget.replays``: the bytes in a spool
+file, or the file to read again), and if the server refuses it (a key repeated in the batch, or
+already there) the COPY is rolled back to a savepoint and every COPY of the batch replayed into a
+staging table, so the batch loads exactly as through staging, with the same errors.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import sqlalchemy as sa
 from psycopg import pq, sql
 from psycopg.types.string import BytesBinaryDumper
 
+from ingest_platform.bulk_ingest.bulk_sources import BulkInput, Replay, bulk_input
 from ingest_platform.bulk_ingest.numeric_binary import encode_decimals
 from ingest_platform.errors import IngestError, first_line
 from ingest_platform.postgres import catalog
@@ -53,6 +58,7 @@ _CHUNK_ROWS = 1024  # rows read, checked, encoded and formatted at a time
 _NUMERIC_OID = 1700
 _BYTEA_OID = 17  # numeric fields made here are sent through the bytes dumper
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
+_ROW_TYPES = {tuple, list}
 # psycopg's compiled row formatter, a private module: psycopg 3.3 has no public function that
 # formats a row into a buffer of ours (Copy.write_row costs a Python call per row and buffers on
 # its own), and this keeps the per-row work in C. Confined here; without it write_row does the same.
@@ -88,10 +94,10 @@ class TableTarget:
     numeric: tuple[int, ...] = ()  # numeric columns encoded here (binary COPY only)
     destination: sql.Composable | None = None  # where this batch's COPY goes
     rows: int = 0  # rows of the current batch
-    # Upsert straight into the live table (see upsert.py): this batch's COPY goes to the live table
-    # under a savepoint, its bytes kept in `spool` for a replay into staging if it fails.
+    # Upsert straight into the live table (see upsert.py): this batch's COPYs go to the live table
+    # under a savepoint, each kept in `replays` to be sent into staging if one of them fails.
     direct: bool = False
-    spool: Any = field(default=None, repr=False)
+    replays: list[Replay] | None = field(default=None, repr=False)
     direct_ok: bool = True  # False once a direct COPY failed (this call)
     maybe_empty: bool | None = None  # None: not looked at yet
     diverted: bool = False  # this batch's direct COPY was replayed
@@ -201,29 +207,81 @@ class BatchCopier:
         """COPY every row to its target's destination; counts land in ``target.rows``."""
         buffers: dict[int, list] = {}
         source = _Items(iter(rows))
-        first = next(source.iterator, None)
-        if first is None:
-            return
-        table, row = _split(first)
-        current: TableTarget | None = self.resolve(table)
-        buffers[id(current)] = [row]
-        while current is not None:
-            current = self._copy_stream(current, buffers.pop(id(current)), source, buffers)
+        step = self._next(source, buffers)
+        while step is not None:
+            target, whole = step
+            if whole is None:
+                step = self._copy_stream(target, buffers.pop(id(target)), source, buffers)
+                continue
+            waiting = buffers.pop(id(target), None)
+            if waiting:  # the table's earlier rows first
+                self._copy_stream(target, waiting, _Items(iter(())), buffers)
+            self._copy_whole(target, whole)
+            step = self._next(source, buffers)
         for target in self.targets:  # what is left in the buffers
             pending = buffers.pop(id(target), None)
             if pending:
                 self._copy_stream(target, pending, _Items(iter(())), buffers)
 
+    def _next(self, source: _Items, buffers: dict) -> _Step | None:
+        """What to COPY next: the table of the next item (its row put in its buffer), or a whole
+        input; None at the end of the batch."""
+        items = source.take()
+        if not items:
+            return None
+        table, row = _split(items[0])
+        source.leftover = items[1:]
+        target = self.resolve(table)
+        whole = bulk_input(row)
+        if whole is None:
+            buffers.setdefault(id(target), []).append(row)
+        return target, whole
+
+    def _copy_whole(self, target: TableTarget, whole: BulkInput) -> None:
+        """COPY a whole input into the target's destination of this batch."""
+        if target.destination is None:
+            raise AssertionError("a target's destination is set when its batch begins")
+        try:
+            rows = whole.copy(
+                self.conn, target, target.destination, target.replays, self._rows_into(target)
+            )
+        except psycopg.Error as exc:
+            if not (target.direct and self.divert is not None):
+                raise whole.error(target, exc) from None
+            rows = self._replay(target)
+        target.rows += rows
+
+    def _rows_into(self, target: TableTarget) -> Callable[[list[tuple]], int]:
+        """Writes Python rows into the target (the Arrow values of a table arrow_copy cannot
+        encode)."""
+
+        def write(rows: list[tuple]) -> int:
+            before = target.rows
+            self._copy_stream(target, rows, _Items(iter(())), {})
+            return target.rows - before
+
+        return write
+
     def _copy_stream(
         self, target: TableTarget, pending: list, source: _Items, buffers: dict
-    ) -> TableTarget | None:
+    ) -> _Step | None:
         """One COPY into `target`: its pending rows, then rows from `source` while they are its own.
-        Returns the target whose buffer filled up (the next COPY), or None when the batch is
-        done."""
+        Returns what to COPY next (a table whose buffer filled up, or a whole input), or None when
+        the batch is done."""
         start = target.rows
         written = 0
         switch_to = None
         failed: list[psycopg.Error] = []
+        spool = None
+        if target.direct and target.replays is not None:
+            spool = new_spool()
+            target.replays.append(
+                SpooledCopy(
+                    spool,
+                    lambda destination: self._statement(target, destination),
+                    lambda exc: self._server_error(target, start, exc),
+                )
+            )
         try:
             with self.conn.cursor() as cursor:
                 if target.numeric and _BYTEA_OID not in target.type_oids:
@@ -242,7 +300,7 @@ class BatchCopier:
                             ]
                         )
                     format_row, transformer, out, flush = _row_writer(
-                        copy, target.binary, target.spool, failed
+                        copy, target.binary, spool, failed
                     )
                     write = _ChunkWriter(
                         target,
@@ -284,10 +342,10 @@ class BatchCopier:
 
     def _route(
         self, target: TableTarget, pending: list, source: _Items, buffers: dict, write: _ChunkWriter
-    ) -> tuple[int, TableTarget | None]:
+    ) -> tuple[int, _Step | None]:
         """Write `pending`, then the rows of `target` from `source`, a chunk at a time, keeping the
-        rows of other tables in their buffers. Returns (rows written, target whose buffer filled up
-        or None)."""
+        rows of other tables in their buffers. Returns (rows written, what to COPY next: a target
+        whose buffer filled up, or a whole input; None at the end)."""
         own = target.table
         written = 0
         for start in range(0, len(pending), _CHUNK_ROWS):
@@ -298,10 +356,16 @@ class BatchCopier:
                 written += write(rows, written)
                 continue
             rows = []
-            switch_to = None
+            switch_to: _Step | None = None
             try:
                 for index, item in enumerate(items):
                     table, row = _split(item)
+                    if type(row) is not tuple:
+                        whole = bulk_input(row)
+                        if whole is not None:
+                            other = self._by_id.get(id(table)) or self.resolve(table)
+                            source.leftover, switch_to = items[index + 1 :], (other, whole)
+                            break
                     if table is not own:
                         other = self._by_id.get(id(table)) or self.resolve(table)
                         if other is not target:
@@ -310,7 +374,7 @@ class BatchCopier:
                                 buffer = buffers[id(other)] = []
                             buffer.append(row)
                             if len(buffer) >= self.buffer_rows:
-                                source.leftover, switch_to = items[index + 1 :], other
+                                source.leftover, switch_to = items[index + 1 :], (other, None)
                                 break
                             continue
                     rows.append(row)
@@ -322,28 +386,31 @@ class BatchCopier:
                 return written, switch_to
         return written, None
 
-    def _replay(self, target: TableTarget) -> None:
-        """The direct COPY of `target` failed: roll it back and load its spooled bytes into
-        staging."""
+    def _replay(self, target: TableTarget) -> int:
+        """A direct COPY of `target` failed: roll the batch's COPYs back and send them again, in
+        order, into a staging table. Returns the rows of the last one (the one that failed)."""
         if self.divert is None:
             raise AssertionError("a direct COPY needs a divert to replay into staging")
-        spool, target.spool = target.spool, None
+        replays, target.replays = target.replays or [], None
         target.destination = self.divert(target)
         target.direct, target.direct_ok, target.diverted = False, False, True
+        rows = 0
         try:
-            spool.seek(0)
-            with self.conn.cursor() as cursor, cursor.copy(self._statement(target)) as copy:
-                while chunk := spool.read(_FLUSH_BYTES):
-                    copy.write(chunk)
-        except psycopg.Error as exc:
-            raise self._server_error(target, 0, exc) from None
+            for replay in replays:
+                rows = replay.replay(self.conn, target.destination)
         finally:
-            spool.close()
+            for replay in replays:
+                replay.close()
+        return rows
 
-    def _statement(self, target: TableTarget) -> sql.Composed:
+    def _statement(
+        self, target: TableTarget, destination: sql.Composable | None = None
+    ) -> sql.Composed:
         columns = sql.SQL(", ").join(sql.Identifier(target.columns[i]) for i in target.copy_order)
         return sql.SQL("COPY {} ({}) FROM STDIN{}").format(
-            target.destination, columns, sql.SQL(" (FORMAT BINARY)" if target.binary else "")
+            destination or target.destination,
+            columns,
+            sql.SQL(" (FORMAT BINARY)" if target.binary else ""),
         )
 
     # ------------------------------------------------------------------ errors
@@ -462,6 +529,10 @@ def _row_writer(copy: Any, binary: bool, spool: Any, failed: list[psycopg.Error]
     return format_row, None, bytearray(), lambda buffer, final=False: None
 
 
+# What to COPY next: a table's buffered rows (None) or a whole input of the table.
+_Step = tuple[TableTarget, BulkInput | None]
+
+
 class _At(tuple):
     """(row number in this COPY, row), appended to the args of a client error in the row loop."""
 
@@ -479,10 +550,13 @@ class _Items:
 
 
 def _rows_of(items: list, own: sa.Table) -> list | None:
-    """The rows of `items` if every item is a pair naming the table `own` itself, else None."""
+    """The rows of `items` if every item is a pair naming the table `own` itself and holding a
+    tuple or list (not a whole input), else None."""
     try:
         if set(map(len, items)) == {2} and set(map(id, map(_FIRST, items))) == {id(own)}:
-            return list(map(_SECOND, items))
+            rows = list(map(_SECOND, items))
+            if set(map(type, rows)) <= _ROW_TYPES:
+                return rows
     except (TypeError, LookupError):
         pass
     return None
@@ -617,6 +691,32 @@ class _ChunkWriter:
 def new_spool():
     """Where a direct COPY keeps its bytes (memory up to 8 MiB, then a temporary file)."""
     return tempfile.SpooledTemporaryFile(max_size=1 << 23)
+
+
+class SpooledCopy:
+    """The bytes of one direct COPY, to send again into another destination."""
+
+    def __init__(
+        self,
+        spool: Any,
+        statement: Callable[[sql.Composable], sql.Composed],
+        error: Callable[[psycopg.Error], IngestError],
+    ):
+        self.spool, self.statement, self.error = spool, statement, error
+
+    def replay(self, conn: psycopg.Connection, destination: sql.Composable) -> int:
+        self.spool.seek(0)
+        try:
+            with conn.cursor() as cursor:
+                with cursor.copy(self.statement(destination)) as copy:
+                    while chunk := self.spool.read(_FLUSH_BYTES):
+                        copy.write(chunk)
+                return cursor.rowcount
+        except psycopg.Error as exc:
+            raise self.error(exc) from None
+
+    def close(self) -> None:
+        self.spool.close()
 
 
 def _split(item: Any) -> tuple[Any, Any]:

@@ -37,7 +37,6 @@ as of one instant that includes every change up to the horizon.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -50,6 +49,12 @@ from ingest_platform.errors import ConfigError
 from ingest_platform.postgres import catalog
 from ingest_platform.postgres.catalog import parsed_type, qualified
 from ingest_platform.postgres.connection import one_row, scalar
+from ingest_platform.postgres.planner import (  # noqa: F401 (the pipeline calls them as src.*)
+    estimated_rows,
+    few_of,
+    index_lookup_joins,
+    set_planner,
+)
 
 ACTIONS = ("added", "changed", "deleted")
 MAX_CANDIDATES = 20
@@ -72,56 +77,6 @@ def set_session(conn: psycopg.Connection) -> None:
         )
 
 
-# Joins of a batch of keys with a large table: below 1/INDEX_LOOKUP_RATIO of the table's rows, the
-# batch is joined by index lookups (the planner would scan and hash the whole table: it does not
-# know
-# the keys arrive sorted, so the lookups walk the index in order and touch each page about once).
-INDEX_LOOKUP_RATIO = 4
-
-
-def set_planner(conn: psycopg.Connection, work_mem: str) -> None:
-    """(Inside a transaction.) work_mem for the sorts and joins; no JIT: compiling the expressions
-    costs 0.1-0.3 s on plans whose cost passes jit_above_cost, more than it saves on them."""
-    conn.execute(
-        sql.SQL("SET LOCAL work_mem = {}; SET LOCAL jit = off").format(sql.Literal(work_mem))
-    )
-
-
-@contextmanager
-def index_lookup_joins(conn: psycopg.Connection, enabled: bool):
-    """(Inside a transaction.) With `enabled`, the statements inside join by nested loops over an
-    index (no hash or merge joins); the previous settings come back afterwards (after an error the
-    transaction rolls back, and the SET LOCAL with it)."""
-    if not enabled:
-        yield
-        return
-    saved = conn.execute(
-        "SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')"
-    ).fetchone()
-    conn.execute(
-        "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', "
-        "true)"
-    )
-    yield
-    conn.execute(
-        "SELECT set_config('enable_hashjoin', %s, true), set_config('enable_mergejoin', %s, true)",
-        saved,
-    )
-
-
-def estimated_rows(conn: psycopg.Connection, relation: sql.Composable) -> float | None:
-    """The planner's estimate of a table's rows (statistics' density x current size); None if the
-    table has no statistics yet."""
-    return scalar(
-        conn,
-        sql.SQL(
-            "SELECT CASE WHEN relpages > 0 AND reltuples > 0 THEN reltuples / relpages * "
-            "(pg_relation_size(oid) / current_setting('block_size')::int) END FROM pg_class WHERE "
-            "oid = {}::regclass"
-        ).format(sql.Literal(relation.as_string(conn))),
-    )
-
-
 def table_activity(conn: psycopg.Connection, schema: str, table: str) -> tuple[int, int] | None:
     """(live rows, rows inserted + updated + deleted since statistics began) from the statistics
     collector: an estimate and a counter that moves on every write, read without touching the
@@ -131,11 +86,6 @@ def table_activity(conn: psycopg.Connection, schema: str, table: str) -> tuple[i
         "WHERE schemaname = %s AND relname = %s",
         (schema, table),
     ).fetchone()
-
-
-def few_of(batch_rows: float, table_rows: float | None) -> bool:
-    """Whether a batch is small enough against a table to join it by index lookups."""
-    return table_rows is not None and batch_rows * INDEX_LOOKUP_RATIO <= table_rows
 
 
 # ----------------------------------------------------------------------------- change log

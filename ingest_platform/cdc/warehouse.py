@@ -28,12 +28,13 @@ import psycopg
 from psycopg import sql
 
 from ingest_platform.cdc.config import CdcConfig, CdcTable
-from ingest_platform.cdc.source import SourceTable, estimated_rows, few_of, index_lookup_joins
+from ingest_platform.cdc.source import SourceTable
 from ingest_platform.errors import SchemaError
 from ingest_platform.postgres import catalog, evolution
 from ingest_platform.postgres.catalog import parsed_type, qualified
 from ingest_platform.postgres.connection import one_row, scalar
 from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS, terminating_blockers
+from ingest_platform.postgres.planner import estimated_rows, few_of, index_lookup_joins
 
 WATERMARK_TABLE = "_cdc_watermark"
 IS_DELETED, LAST_CHANGE_ID, APPLIED_AT = "is_deleted", "_last_change_id", "_applied_at"

@@ -45,12 +45,17 @@ def copy_error_place(context: str) -> tuple[str | None, str | None]:
     return (match.group(2), match.group(3)) if match else (None, None)
 
 
-def copy_format_error(message: str, context: str, file: str, record: int | None) -> FormatError:
-    """A FormatError for a rejected COPY, placed at `record` (the record number in `file`)."""
+def copy_format_error(
+    message: str,
+    context: str,
+    file: str,
+    record: int | None,
+    outcome: str = "nothing was loaded for this version",
+) -> FormatError:
+    """A FormatError for a rejected COPY, placed at `record` (the record number in `file`);
+    `outcome` says what became of the load."""
     column, value = copy_error_place(context)
     detail = f"record {record}: {message}" if record is not None else message
     if value is not None:
         detail += f" (value {value!r})"
-    return FormatError(
-        detail + "; nothing was loaded for this version", file=file, line=record, column=column
-    )
+    return FormatError(f"{detail}; {outcome}", file=file, line=record, column=column)

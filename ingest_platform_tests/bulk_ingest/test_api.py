@@ -85,6 +85,31 @@ def test_last_row_of_a_key_wins_within_a_batch(engine, pg):
     ]
 
 
+@pytest.mark.parametrize("analyzed", [False, True], ids=["planner-joins", "index-lookups"])
+def test_last_row_of_a_key_wins_in_a_table_that_has_rows(engine, pg, analyzed):
+    """The merge into a table with rows (MERGE on PostgreSQL 15+) meets a key that is there twice
+    and a new key twice: it runs again on the de-duplicated batch. Analyzed, the table is large
+    against the batch, which is then joined by index lookups."""
+    metadata = sa.MetaData()
+    item = item_table(metadata)
+    with engine.connect() as conn:
+        ingest(conn, metadata, lambda w: [(1, [(item, (k, "old", None)) for k in range(1, 201)])])
+        if analyzed:
+            pg.execute("ANALYZE app.item")
+        for rows in (
+            [(item, (5, "new", None)), (item, (7, "x", None)), (item, (5, "newer", Decimal(5)))],
+            [(item, (300, "a", None)), (item, (301, "b", None)), (item, (300, "c", Decimal(1)))],
+        ):
+            ingest(conn, metadata, lambda w, rows=rows: [((w or 0) + 1, rows)])
+    assert rows_of(pg, "app.item WHERE name <> 'old'") == [
+        (5, "newer", Decimal("5.00")),
+        (7, "x", None),
+        (300, "c", Decimal("1.00")),
+        (301, "b", None),
+    ]
+    assert pg.execute("SELECT count(*) FROM app.item").fetchone() == (202,)
+
+
 def test_table_without_primary_key_appends_and_batches_hold_several_tables(engine, pg):
     metadata = sa.MetaData()
     item, event = item_table(metadata), event_table(metadata)
