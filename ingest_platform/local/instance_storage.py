@@ -46,9 +46,10 @@ class PooledPostgresStorage(DagsterPostgresStorage):
             )
 
     @classmethod
-    def from_config_value(  # type: ignore[override]
+    def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> PooledPostgresStorage:
+        # The inherited one builds a DagsterPostgresStorage by name, not `cls`.
         return cls(
             inst_data=inst_data,
             postgres_url=pg_url_from_config(config_value),
