@@ -1,4 +1,5 @@
-"""A Dagster run against the packaged dagster.yaml: the run record lands in PostgreSQL."""
+"""A Dagster run against the packaged dagster.yaml: the run record lands in PostgreSQL, its events
+share a few connections."""
 
 import logging
 import shutil
@@ -10,6 +11,8 @@ import time
 
 import dagster as dg
 import psycopg
+from sqlalchemy import event
+from sqlalchemy.pool import Pool
 
 from ingest_platform.defs.resources import PostgresResource
 from ingest_platform.local.run_launcher import HOST_TAG
@@ -47,6 +50,34 @@ def test_run_record_is_stored_in_postgres(pg_dsn, tmp_path, monkeypatch):
         ).fetchone()[0]
     assert status == ("SUCCESS",)
     assert events == 1
+
+
+@dg.asset
+def chatty(context: dg.AssetExecutionContext) -> None:
+    for n in range(20):
+        context.log.info(f"step {n}")
+
+
+def test_run_events_share_connections(pg_dsn, tmp_path, monkeypatch):
+    """dagster-postgres alone opens a connection per statement (two or more per event); the
+    packaged storage keeps them open (local/instance_storage.py)."""
+    shutil.copyfile(INSTANCE_CONFIG, tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_PG_URL", to_url(pg_dsn))
+    opened: list[object] = []
+
+    def count(dbapi_connection, connection_record) -> None:
+        opened.append(dbapi_connection)
+
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        event.listen(Pool, "connect", count)  # every pool, also those of the instance's storage
+        try:
+            result = dg.materialize([chatty], instance=instance)
+        finally:
+            event.remove(Pool, "connect", count)
+        events = instance.all_logs(result.run_id)
+    assert result.success
+    assert len(events) > 20
+    assert len(opened) < len(events) / 4, f"{len(opened)} connections for {len(events)} events"
 
 
 DYING_RUN = """

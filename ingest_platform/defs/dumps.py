@@ -16,8 +16,8 @@ from pathlib import Path
 import dagster as dg
 
 from ingest_platform.defs.names import dagster_name, key_part, node_name, tag_value
+from ingest_platform.defs.postgres_resources import PostgresResource
 from ingest_platform.defs.reload import reload_for_new_tables
-from ingest_platform.defs.resources import PostgresResource
 from ingest_platform.dumps import open_dump
 from ingest_platform.dumps.archive import Dump
 from ingest_platform.dumps.directory import (

@@ -1,15 +1,13 @@
-"""Dagster resources: PostgreSQL (DSN -> psycopg connections) and BigQuery (real or emulator)."""
+"""Dagster resources: PostgreSQL (postgres_resources.py) and BigQuery (real or emulator)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
 import dagster as dg
 import dagster_gcp
-import psycopg
 from dagster_gcp.bigquery.utils import setup_gcp_creds
 from pydantic import Field
 
@@ -20,22 +18,10 @@ from ingest_platform.bigquery.clients import (
     emulator_endpoints_from_env,
     emulator_write_client,
 )
+from ingest_platform.defs.postgres_resources import PostgresResource, postgres_resources_from_env
 from ingest_platform.errors import ConfigError
-from ingest_platform.io_managers.multiprocess_copy import MultiprocessCopyIOManager
-from ingest_platform.postgres.connection import connect
 
-
-class PostgresResource(dg.ConfigurableResource):
-    """A PostgreSQL server, by DSN. Give the DSN as `EnvVar("INGEST_PG_DSN")` so it stays out of
-    the UI."""
-
-    dsn: str = Field(description="libpq connection string or postgresql:// URL.")
-
-    @contextmanager
-    def get_connection(self, **kwargs) -> Iterator[psycopg.Connection]:
-        """A psycopg connection; committed on success, rolled back on error, then closed."""
-        with connect(self.dsn, **kwargs) as conn:
-            yield conn
+__all__ = ["BigQueryResource", "PostgresResource", "resources_from_env"]
 
 
 class BigQueryResource(dagster_gcp.BigQueryResource):
@@ -114,10 +100,4 @@ def resources_from_env(environ=os.environ) -> dict:
         emulator_grpc_endpoint=emulator.grpc if emulator else None,
         row_format=_row_format(environ),
     )
-    return {
-        "postgres": PostgresResource(dsn=dg.EnvVar("INGEST_PG_DSN")),
-        "bigquery": bigquery,
-        "dump_copy_io_manager": MultiprocessCopyIOManager(
-            dsn=dg.EnvVar("INGEST_PG_DSN"), processes=int(environ.get("INGEST_LOAD_PROCESSES") or 2)
-        ),
-    }
+    return {**postgres_resources_from_env(environ), "bigquery": bigquery}

@@ -14,7 +14,7 @@ from ingest_platform.defs.dumps import (
     failure_message,
     run_request_for,
 )
-from ingest_platform.defs.resources import resources_from_env
+from ingest_platform.defs.postgres_resources import postgres_resources_from_env
 from ingest_platform.dumps.directory import DumpCatalog, describe_dump
 from ingest_platform.local.run_launcher import HOST_TAG
 
@@ -30,7 +30,7 @@ def ingest_dumps(
     app_tables = catalog.tables_by_app()
     defs = dg.Definitions.merge(
         build_dump_definitions(catalog, translator),
-        dg.Definitions(resources=resources_from_env()),
+        dg.Definitions(resources=postgres_resources_from_env()),
     )
     failed = 0
     with dg.DagsterInstance.get() as instance:
