@@ -8,7 +8,14 @@ import dagster as dg
 import psycopg
 import pytest
 
+from ingest_platform.bigquery.mirror import MirrorTarget, dump_source
 from ingest_platform.bigquery.types import bq_column_names, bq_table_names
+from ingest_platform.consistency.compare import (
+    BigQuerySide,
+    PostgresSide,
+    compare_counts,
+    compare_hashes,
+)
 from ingest_platform.defs.bigquery_mirror import (
     COUNTS_CHECK,
     HASHES_CHECK,
@@ -94,4 +101,48 @@ def test_colliding_looking_tables_each_mirror_to_their_own(pg_dsn, bigquery_reso
             ref = f"`{bq_dataset}_shop.{names[table]}`"
             rows = [tuple(r) for r in client.query(f"SELECT origin FROM {ref}").result()]
             assert rows == [(table,)], (table, names[table])
+        client.delete_dataset(f"{bq_dataset}_shop", delete_contents=True)
+
+
+HOSTILE = ["%s", "%(x)s", 'a"b', "Robert'); DROP TABLE x;--", "kunde_ü_客户"]
+
+
+def test_hostile_column_names_mirror_and_check(pg_dsn, bigquery_resource, bq_dataset):
+    """Columns named `%s`, `%(x)s`, ... mirror, their checks pass, and a difference in such a
+    column is found and named (the checks' bisection statements run too)."""
+    columns = [("id", "integer")] + [(name, "text") for name in HOSTILE]
+    rows = [(i, *(f"{name}-{i}" for name in HOSTILE)) for i in range(1, 4)]
+    with psycopg.connect(pg_dsn) as conn:
+        make_dump_table(conn, "shop", "odd", columns, {"1.0": rows}, ["id"])
+    catalog = DumpCatalog(
+        dumps=[DumpFile(path=Path("shop_1.0.zip"), app="shop", version="1.0", tables=["odd"])]
+    )
+    defs = build_mirror_definitions(catalog, MirrorTranslator(prefix=bq_dataset + "_"))
+    resources = {"postgres": PostgresResource(dsn=pg_dsn), "bigquery": bigquery_resource}
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("shop_versions", ["1.0"])
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=dg.AssetSelection.groups("shop_bigquery"),
+        partition_key="1.0",
+        resources=resources,
+        instance=instance,
+    )
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks[COUNTS_CHECK].passed and checks[HASHES_CHECK].passed
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute('UPDATE shop."odd__v1.0" SET "%s" = \'changed\' WHERE id = 2')
+    with psycopg.connect(pg_dsn) as conn, bigquery_resource.get_client() as client:
+        source = dump_source(conn, "shop", "odd", "1.0", bignumeric=False)
+        target = MirrorTarget(client.project, f"{bq_dataset}_shop", "odd")
+        hashes = compare_hashes(
+            PostgresSide(conn, source), BigQuerySide(client, target.ref, source)
+        )
+        counts = compare_counts(
+            PostgresSide(conn, source), BigQuerySide(client, target.ref, source)
+        )
+    assert counts.passed and not hashes.passed
+    assert [d.key for d in hashes.differences] == [{"_version": "1.0", "id": "2"}]
+    assert "%s" in hashes.differences[0].detail, hashes.differences[0].detail
+    with bigquery_resource.get_client() as client:
         client.delete_dataset(f"{bq_dataset}_shop", delete_contents=True)
