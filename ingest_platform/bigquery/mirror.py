@@ -408,11 +408,10 @@ def dump_key(conn: psycopg.Connection, schema: str, table: str) -> tuple[str, ..
         return ()
     row = conn.execute(
         sql.SQL(
-            "SELECT primary_key FROM {}.{} WHERE table_name = %s AND "
+            "SELECT primary_key FROM {}.{} WHERE table_name = {} AND "
             "jsonb_array_length(primary_key) > 0"
             " ORDER BY loaded_at DESC LIMIT 1"
-        ).format(sql.Identifier(schema), sql.Identifier(REGISTRY_TABLE)),
-        (table,),
+        ).format(sql.Identifier(schema), sql.Identifier(REGISTRY_TABLE), sql.Literal(table)),
     ).fetchone()
     return (VERSION_COLUMN, *row[0]) if row else ()
 

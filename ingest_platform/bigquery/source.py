@@ -32,11 +32,13 @@ from ingest_platform.postgres import catalog
 
 CHUNK_ROWS = 5000
 # column op value; "not in" compares the column's text with a list of texts (CDC object ids).
+# Values are literals, not parameters: psycopg reads "%" in a composed statement as a
+# placeholder whenever parameters are passed, and an identifier may hold "%s" (a column "%s").
 _FILTER_OPS = {
-    "=": sql.SQL("{} = %s"),
-    ">": sql.SQL("{} > %s"),
-    ">=": sql.SQL("{} >= %s"),
-    "not in": sql.SQL("NOT ({}::text = ANY(%s::text[]))"),
+    "=": sql.SQL("{} = {}"),
+    ">": sql.SQL("{} > {}"),
+    ">=": sql.SQL("{} >= {}"),
+    "not in": sql.SQL("NOT ({}::text = ANY({}::text[]))"),
 }
 
 
@@ -72,11 +74,14 @@ class MirrorSource:
     def column(self, name: str) -> MirrorColumn:
         return next(c for c in self.columns if c.name == name)
 
-    def where(self) -> tuple[sql.Composable, list]:
+    def where(self) -> sql.Composable:
+        """The filters as a WHERE clause holding its values (run it without parameters)."""
         if not self.filters:
-            return sql.SQL(""), []
-        parts = [_FILTER_OPS[op].format(sql.Identifier(c)) for c, op, _ in self.filters]
-        return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts), [v for _, _, v in self.filters]
+            return sql.SQL("")
+        parts = [
+            _FILTER_OPS[op].format(sql.Identifier(c), sql.Literal(v)) for c, op, v in self.filters
+        ]
+        return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts)
 
     def with_filters(self, *filters: tuple[str, str, object]) -> MirrorSource:
         return MirrorSource(
@@ -123,7 +128,7 @@ def _select_expression(column: MirrorColumn, ref: sql.Composable, arrow: bool) -
     return sql.SQL((arrow and spec.arrow_read) or spec.pg_read).format(v=ref)
 
 
-def select_statement(source: MirrorSource, *, arrow: bool = False) -> tuple[sql.Composed, list]:
+def select_statement(source: MirrorSource, *, arrow: bool = False) -> sql.Composed:
     exprs: list[sql.Composable] = []
     for column in source.columns:
         ref = sql.Identifier(column.name)
@@ -137,11 +142,9 @@ def select_statement(source: MirrorSource, *, arrow: bool = False) -> tuple[sql.
             )
         else:
             exprs.append(_select_expression(column, ref, arrow))
-    where, params = source.where()
-    statement = sql.SQL("SELECT {} FROM {}{}").format(
-        sql.SQL(", ").join(exprs), catalog.qualified(source.schema, source.table), where
+    return sql.SQL("SELECT {} FROM {}{}").format(
+        sql.SQL(", ").join(exprs), catalog.qualified(source.schema, source.table), source.where()
     )
-    return statement, params
 
 
 def read_rows(
@@ -153,11 +156,11 @@ def read_rows(
 ) -> Iterator[list[tuple]]:
     """Chunks of converted rows through a server-side cursor (one statement: one snapshot);
     `arrow`: values as the Arrow columns take them (``Kind.arrow_read``)."""
-    statement, params = select_statement(source, arrow=arrow)
+    statement = select_statement(source, arrow=arrow)
     with conn.transaction():
         with conn.cursor(name=f"ingest_mirror_{secrets.token_hex(4)}", binary=True) as cursor:
             cursor.itersize = chunk_rows
-            cursor.execute(statement, params)
+            cursor.execute(statement)
             while rows := cursor.fetchmany(chunk_rows):
                 yield rows
 

@@ -10,12 +10,15 @@ T[] is REPEATED T (a NULL array becomes empty, NULL elements are an error); arra
 an error.
 
 Column names: BigQuery takes letters, digits and underscores, not starting with a digit; other
-characters become ``_`` and clashes get a numeric suffix (``bq_column_names``).
+characters become ``_`` and clashes get a numeric suffix (``bq_column_names``). Table names: see
+``bq_table_names``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ingest_platform.bigquery.kinds import (
@@ -125,6 +128,40 @@ def bq_name(text: str) -> str:
     return name[:300]
 
 
+def bq_table_names(names: Iterable[str], dataset: str = "") -> dict[str, str]:
+    """BigQuery table names for the PostgreSQL tables mirrored into one dataset, distinct even
+    where only case differs, or SchemaError naming the two tables.
+
+    A name BigQuery holds is kept; any other becomes ``bq_name`` + "_" + 8 hex digits of its
+    SHA-256 ("1x" -> "_1x_<hash>", so it never meets a table "_1x"). Real BigQuery's table names
+    are case-sensitive, the emulator's are not: of names equal but for case ("Item", "item"), all
+    but the all-lowercase one get the hash too, so both tables exist on either."""
+    names = list(names)
+    lower_count: dict[str, int] = {}
+    for name in names:
+        lower_count[bq_name(name).lower()] = lower_count.get(bq_name(name).lower(), 0) + 1
+    result: dict[str, str] = {}
+    owner: dict[str, str] = {}  # lowercased BigQuery name -> PostgreSQL name
+    for name in names:
+        fitted = bq_name(name)
+        twin = lower_count[fitted.lower()] > 1 and name != name.lower()
+        table = name if fitted == name and not twin else f"{fitted[:291]}_{_short_hash(name)}"
+        other = owner.setdefault(table.lower(), name)
+        if other != name or name in result:
+            where = f"BigQuery dataset {dataset}: " if dataset else ""
+            raise SchemaError(
+                f"{where}PostgreSQL tables {other!r} and {name!r} would both mirror to table "
+                f"{table!r} (BigQuery and its emulator compare names without case). "
+                "Rename one of them."
+            )
+        result[name] = table
+    return result
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def bq_column_names(names: list[str]) -> list[str]:
     """BigQuery names for a table's columns, distinct (case-insensitively, as BigQuery compares)."""
     taken: set[str] = set()
@@ -133,7 +170,7 @@ def bq_column_names(names: list[str]) -> list[str]:
         candidate, n = bq_name(name), 1
         while candidate.lower() in taken:
             n += 1
-            candidate = f"{bq_name(name)}_{n}"
+            candidate = f"{bq_name(name)[:290]}_{n}"
         taken.add(candidate.lower())
         result.append(candidate)
     return result

@@ -169,8 +169,12 @@ class PostgresSide:
         key_columns = [source.column(k) for k in source.key]
         self.key_text = pg_canonical_of([text(c) for c in key_columns]) if key_columns else None
         self.key_text = self.key_text or self.row_expr
-        where, self.params = source.where()
-        self.from_ = sql.SQL("{}{}").format(catalog.qualified(source.schema, source.table), where)
+        # Every statement below holds its values as literals and runs without parameters: psycopg
+        # would read a "%" in a column name ("%s") as a placeholder if parameters were passed.
+        self.filtered = bool(source.filters)
+        self.from_ = sql.SQL("{}{}").format(
+            catalog.qualified(source.schema, source.table), source.where()
+        )
         self.base = sql.SQL("SELECT {} AS k, md5({}) AS kh, {} AS rh FROM {}").format(
             self.key_text, self.key_text, self.row_expr, self.from_
         )
@@ -198,16 +202,16 @@ class PostgresSide:
         rows = self.conn.execute(
             sql.SQL("SELECT {} AS g, count(*), {} FROM {} GROUP BY 1").format(
                 group_expr, deleted_expr, self.from_
-            ),
-            self.params,
+            )
         ).fetchall()
         return {g: (n, live) for g, n, live in rows}
 
     def buckets(self, depth: int, within: list[str] | None) -> Buckets:
-        restrict, params = sql.SQL(""), list(self.params)
+        restrict: sql.Composable = sql.SQL("")
         if within is not None:
-            restrict = sql.SQL(" WHERE substr(kh, 1, %s) = ANY(%s)")
-            params += [len(within[0]), within]
+            restrict = sql.SQL(" WHERE substr(kh, 1, {}) = ANY({})").format(
+                sql.Literal(len(within[0])), sql.Literal(within)
+            )
         # OFFSET 0 keeps the subquery from being flattened: otherwise PostgreSQL would compute the
         # row hash once per chunk.
         sums = sql.SQL(", ").join(
@@ -217,29 +221,30 @@ class PostgresSide:
             for start in CHUNK_STARTS
         )
         statement = sql.SQL(
-            "SELECT b, count(*), {} FROM (SELECT substr(kh, 1, %s) AS b, rh FROM ({}) AS s{}"
+            "SELECT b, count(*), {} FROM (SELECT substr(kh, 1, {}) AS b, rh FROM ({}) AS s{}"
             " OFFSET 0) AS t GROUP BY 1"
-        ).format(sums, self.base, restrict)
-        rows = self.conn.execute(statement, [depth] + params).fetchall()
+        ).format(sums, sql.Literal(depth), self.base, restrict)
+        rows = self.conn.execute(statement).fetchall()
         return {r[0]: tuple(r[1:]) for r in rows}
 
     def fields(self, key: str) -> list[tuple]:
         """Each column's canonical text of the rows with this key (to say which columns differ)."""
-        glue = sql.SQL(" AND ") if self.params else sql.SQL(" WHERE ")
-        statement = sql.SQL("SELECT {} FROM {}{}{} = %s").format(
+        glue = sql.SQL(" AND ") if self.filtered else sql.SQL(" WHERE ")
+        statement = sql.SQL("SELECT {} FROM {}{}{} = {}").format(
             sql.SQL(", ").join(pg_canonical_of([t]) for t in self.texts),
             self.from_,
             glue,
             self.key_text,
+            sql.Literal(key),
         )
-        return [tuple(r) for r in self.conn.execute(statement, self.params + [key])]
+        return [tuple(r) for r in self.conn.execute(statement)]
 
     def leaves(self, prefixes: list[str]) -> dict[str, Counter]:
-        statement = sql.SQL("SELECT k, rh FROM ({}) AS s WHERE substr(kh, 1, %s) = ANY(%s)").format(
-            self.base
+        statement = sql.SQL("SELECT k, rh FROM ({}) AS s WHERE substr(kh, 1, {}) = ANY({})").format(
+            self.base, sql.Literal(len(prefixes[0])), sql.Literal(prefixes)
         )
         found: dict[str, Counter] = {}
-        for k, rh in self.conn.execute(statement, self.params + [len(prefixes[0]), prefixes]):
+        for k, rh in self.conn.execute(statement):
             found.setdefault(k, Counter())[rh] += 1
         return found
 

@@ -15,7 +15,7 @@ passed. BigQuery dataset names: ``INGEST_BQ_DATASET_PREFIX`` (default empty) + a
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 import dagster as dg
@@ -33,7 +33,7 @@ from ingest_platform.bigquery.mirror import (
     supports_bignumeric,
 )
 from ingest_platform.bigquery.source import source_for_table
-from ingest_platform.bigquery.types import bq_name
+from ingest_platform.bigquery.types import bq_name, bq_table_names
 from ingest_platform.cdc.config import CdcTable, ChangeLog
 from ingest_platform.consistency.compare import (
     BigQuerySide,
@@ -91,7 +91,8 @@ class MirrorTranslator:
         return distinct(self.prefix + domain, bq_name(self.prefix + domain))
 
     def record(self, upstream: dg.AssetSpec, pg_schema: str, pg_table: str, domain: str):
-        bq_table = distinct(pg_table, bq_name(pg_table))  # "a b" and "a_b" are two tables
+        """The record of one table alone; `_definitions` names the tables of a dataset apart."""
+        bq_table = bq_table_names([pg_table])[pg_table]
         return MirrorRecord(upstream, pg_schema, pg_table, self.dataset(domain), bq_table, domain)
 
     def get_asset_spec(self, record: MirrorRecord) -> dg.AssetSpec:
@@ -299,8 +300,19 @@ def _cdc_records(
     return records
 
 
+def _named_apart(records: list[MirrorRecord]) -> list[MirrorRecord]:
+    """Records whose BigQuery tables are distinct within each dataset (`bq_table_names`), or
+    SchemaError naming the two tables that would share one."""
+    by_dataset: dict[str, list[str]] = {}
+    for record in records:
+        by_dataset.setdefault(record.dataset, []).append(record.pg_table)
+    names = {dataset: bq_table_names(tables, dataset) for dataset, tables in by_dataset.items()}
+    return [replace(r, bq_table=names[r.dataset][r.pg_table]) for r in records]
+
+
 def _definitions(records: list[MirrorRecord], translator: MirrorTranslator) -> dg.Definitions:
     assets, checks = [], []
+    records = _named_apart(records)
     for record in records:
         spec = translator.get_asset_spec(record)
         assets.append(_mirror_asset(record, spec))
