@@ -183,7 +183,7 @@ class PostgresSide:
         """The planner's estimate of the rows compared (filters included), without reading them;
         a count where the table has no statistics yet."""
         plan = self.conn.execute(
-            sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {}").format(self.from_), self.params
+            sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {}").format(self.from_)
         ).fetchone()
         estimate = plan[0][0]["Plan"]["Plan Rows"] if plan else 0
         if estimate > 1:  # the planner says 1 for a table it knows nothing about
