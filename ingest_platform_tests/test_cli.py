@@ -184,6 +184,32 @@ def test_ingest_runs_from_any_directory(tmp_path, clean_env, pg_dsn):
     assert not (elsewhere / "workspace.yaml").exists()
 
 
+def test_ingest_imports_no_bigquery_libraries(project, clean_env, pg_dsn):
+    """`ingest` loads dumps only: dagster-gcp, the Google clients and pandas (over a second of
+    imports) stay out of its process (defs/postgres_resources.py)."""
+    clean_env.update(INGEST_PG_DSN=pg_dsn, DAGSTER_PG_URL=to_url(pg_dsn))
+    assert run_cli(["demo-dumps", "--rows", "10"], project, clean_env).returncode == 0
+    probe = (
+        "import sys\n"
+        "from ingest_platform.local.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print(sorted(m for m in ('dagster_gcp', 'google.cloud.bigquery', 'pandas')"
+        " if m in sys.modules))\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, "ingest", "dumps/shop_2.0-eu.zip"],
+        cwd=project,
+        env=clean_env,
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_SECONDS,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "succeeded" in result.stdout
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
 def test_taken_ui_port_is_named(project, clean_env):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -59,7 +59,7 @@ def chatty(context: dg.AssetExecutionContext) -> None:
 
 
 def test_run_events_share_connections(pg_dsn, tmp_path, monkeypatch):
-    """dagster-postgres alone opens a connection per statement (two or more per event); the
+    """dagster-postgres alone opens a connection per statement (nearly two per event); the
     packaged storage keeps them open (local/instance_storage.py)."""
     shutil.copyfile(INSTANCE_CONFIG, tmp_path / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_PG_URL", to_url(pg_dsn))
