@@ -44,6 +44,7 @@ from ingest_platform.bigquery.types import MirrorColumn, comparable_column, quot
 from ingest_platform.consistency.canonical import (
     bq_canonical_of,
     bq_text,
+    needs_length,
     parse_canonical,
     pg_canonical_of,
     pg_text,
@@ -165,10 +166,14 @@ class PostgresSide:
         # Unlike BigQuerySide, the field texts are written in place: computing them once in a
         # subquery (OFFSET 0) costs PostgreSQL more than evaluating each text twice.
         self.texts = [text(c) for c in self.columns]
-        self.row_expr = sql.SQL("md5({})").format(pg_canonical_of(self.texts))
+        self.lengths = [needs_length(c) for c in self.columns]
+        self.row_expr = sql.SQL("md5({})").format(pg_canonical_of(self.texts, self.lengths))
         key_columns = [source.column(k) for k in source.key]
-        self.key_text = pg_canonical_of([text(c) for c in key_columns]) if key_columns else None
-        self.key_text = self.key_text or self.row_expr
+        self.key_text = (
+            pg_canonical_of([text(c) for c in key_columns], [needs_length(c) for c in key_columns])
+            if key_columns
+            else self.row_expr
+        )
         # Every statement below holds its values as literals and runs without parameters: psycopg
         # would read a "%" in a column name ("%s") as a placeholder if parameters were passed.
         self.filtered = bool(source.filters)
@@ -231,7 +236,9 @@ class PostgresSide:
         """Each column's canonical text of the rows with this key (to say which columns differ)."""
         glue = sql.SQL(" AND ") if self.filtered else sql.SQL(" WHERE ")
         statement = sql.SQL("SELECT {} FROM {}{}{} = {}").format(
-            sql.SQL(", ").join(pg_canonical_of([t]) for t in self.texts),
+            sql.SQL(", ").join(
+                pg_canonical_of([t], [n]) for t, n in zip(self.texts, self.lengths, strict=True)
+            ),
             self.from_,
             glue,
             self.key_text,
@@ -329,9 +336,14 @@ class BigQuerySide:
         texts = ", ".join(f"{bq_text(c)} AS {alias[c.name]}" for c in needed)
         self.texts = f"(SELECT {texts} FROM {table_ref}{self.where})"
         self.field_refs = [alias[c.name] for c in self.columns]
-        self.row_expr = f"TO_HEX(MD5({bq_canonical_of(self.field_refs)}))"
+        self.lengths = [needs_length(c) for c in self.columns]
+        self.row_expr = f"TO_HEX(MD5({bq_canonical_of(self.field_refs, self.lengths)}))"
         self.key_text = (
-            bq_canonical_of([alias[c.name] for c in key_columns]) if key_columns else self.row_expr
+            bq_canonical_of(
+                [alias[c.name] for c in key_columns], [needs_length(c) for c in key_columns]
+            )
+            if key_columns
+            else self.row_expr
         )
         self.key_hash = f"TO_HEX(MD5({self.key_text}))"
         self.base = (
@@ -407,7 +419,12 @@ class BigQuerySide:
         from google.cloud import bigquery
 
         statement = (
-            f"SELECT {', '.join(bq_canonical_of([r]) for r in self.field_refs)} FROM {self.texts}"
+            "SELECT "
+            + ", ".join(
+                bq_canonical_of([r], [n])
+                for r, n in zip(self.field_refs, self.lengths, strict=True)
+            )
+            + f" FROM {self.texts}"
             f" WHERE {self.key_text} = @key"
         )
         return self._run(statement, [bigquery.ScalarQueryParameter("key", "STRING", key)])
@@ -516,6 +533,7 @@ def _collect(
 ) -> None:
     ours, theirs = _both(lambda: left.leaves(prefixes), lambda: right.leaves(prefixes))
     key_names = list(left.source.key)
+    key_lengths = [needs_length(left.source.column(k)) for k in key_names]
     for key in sorted(set(ours) | set(theirs)):
         here, there = ours.get(key), theirs.get(key)
         if here == there:
@@ -525,7 +543,7 @@ def _collect(
             return
         # Without a key, k is the row hash itself.
         values = (
-            dict(zip(key_names, parse_canonical(key), strict=True))
+            dict(zip(key_names, parse_canonical(key, key_lengths), strict=True))
             if key_names
             else {"row_hash": key}
         )
