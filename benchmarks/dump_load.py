@@ -474,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
+    from common import say_load  # (common imports this module: not at the top)
+
+    say_load("load before")
     database = f"ingest_bench_{os.getpid()}"
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
@@ -482,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = run_all(args, dsn, one_table, four_tables, member, table_bytes, pg_columns)
     finally:
+        say_load("load after")
         with psycopg.connect(args.dsn, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
