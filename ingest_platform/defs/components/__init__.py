@@ -15,5 +15,11 @@ require_platform_environment()
 from ingest_platform.defs.components.bigquery_mirror import BigQueryMirrorComponent  # noqa: E402
 from ingest_platform.defs.components.cdc import CdcSourceComponent  # noqa: E402
 from ingest_platform.defs.components.dumps import DumpDirectoryComponent  # noqa: E402
+from ingest_platform.defs.components.migration import MigrationComponent  # noqa: E402
 
-__all__ = ["BigQueryMirrorComponent", "CdcSourceComponent", "DumpDirectoryComponent"]
+__all__ = [
+    "BigQueryMirrorComponent",
+    "CdcSourceComponent",
+    "DumpDirectoryComponent",
+    "MigrationComponent",
+]
