@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest_platform.bigquery.calls import bound_rest_client
+from ingest_platform.bigquery.calls import RetryPolicy, bound_rest_client
 
 # The project id used against the emulator, which accepts any id.
 EMULATOR_PROJECT = "ingest-local"
@@ -43,7 +43,10 @@ def has_credentials(environ=os.environ) -> bool:
 
 
 def emulator_bigquery_client(
-    endpoints: EmulatorEndpoints, project: str | None = None, location: str | None = None
+    endpoints: EmulatorEndpoints,
+    project: str | None = None,
+    location: str | None = None,
+    retry: RetryPolicy | None = None,
 ):
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials
@@ -55,7 +58,7 @@ def emulator_bigquery_client(
         credentials=AnonymousCredentials(),
         client_options=ClientOptions(api_endpoint=endpoints.rest),
     )
-    return bound_rest_client(client)
+    return bound_rest_client(client, retry)
 
 
 def emulator_write_client(endpoints: EmulatorEndpoints):
