@@ -1,7 +1,8 @@
 """BigQuery clients for real BigQuery and for the local emulator.
 
 The emulator speaks REST (google.cloud.bigquery.Client) and gRPC (the Storage Write API's
-BigQueryWriteClient) on two loopback ports and accepts anonymous credentials.
+BigQueryWriteClient) on two loopback ports and accepts anonymous credentials. REST clients come
+with every request bounded (calls.py); write calls are bounded where the writer makes them.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from ingest_platform.bigquery.calls import RetryPolicy, bound_rest_client
 
 # The project id used against the emulator, which accepts any id.
 EMULATOR_PROJECT = "ingest-local"
@@ -40,18 +43,22 @@ def has_credentials(environ=os.environ) -> bool:
 
 
 def emulator_bigquery_client(
-    endpoints: EmulatorEndpoints, project: str | None = None, location: str | None = None
+    endpoints: EmulatorEndpoints,
+    project: str | None = None,
+    location: str | None = None,
+    retry: RetryPolicy | None = None,
 ):
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
 
-    return bigquery.Client(
+    client = bigquery.Client(
         project=project or EMULATOR_PROJECT,
         location=location,
         credentials=AnonymousCredentials(),
         client_options=ClientOptions(api_endpoint=endpoints.rest),
     )
+    return bound_rest_client(client, retry)
 
 
 def emulator_write_client(endpoints: EmulatorEndpoints):
@@ -63,4 +70,6 @@ def emulator_write_client(endpoints: EmulatorEndpoints):
     )
 
     channel = grpc.insecure_channel(endpoints.grpc)
-    return BigQueryWriteClient(transport=BigQueryWriteGrpcTransport(channel=channel))
+    # `host` only names the endpoint (in retry logs and errors); the channel is what connects.
+    transport = BigQueryWriteGrpcTransport(host=endpoints.grpc, channel=channel)
+    return BigQueryWriteClient(transport=transport)

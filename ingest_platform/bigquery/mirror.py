@@ -39,7 +39,7 @@ from ingest_platform.bigquery.arrow_rows import ArrowBatchEncoder
 from ingest_platform.bigquery.source import MirrorSource, ProtoRowEncoder, read_ahead, read_rows
 from ingest_platform.bigquery.types import MirrorColumn, quote_bq, quote_bq_column
 from ingest_platform.bigquery.writer import DEFAULT_RETRY, PendingStreamWriter, RetryPolicy
-from ingest_platform.errors import SchemaError
+from ingest_platform.errors import SchemaError, ServiceUnavailableError
 
 DELETE_MODES = ("soft", "hard")
 IS_DELETED = "is_deleted"
@@ -291,6 +291,7 @@ def mirror_changes(
     chunk_rows: int = 5000,
     full: bool = False,
     row_format: str = DEFAULT_ROW_FORMAT,
+    on_request: Callable[[int], None] | None = None,
 ) -> MirrorResult:
     """Apply the source's rows changed since the mirror's high-water mark with one MERGE;
     `full`: all rows, and delete the mirror's rows the source lacks (repairs any drift)."""
@@ -325,7 +326,7 @@ def mirror_changes(
     try:
         encoder = row_encoder(changed, row_format)
         with PendingStreamWriter(
-            write_client, staging.path, encoder.writer_schema, retry=retry
+            write_client, staging.path, encoder.writer_schema, retry=retry, on_request=on_request
         ) as writer:
             write_source(conn, changed, writer, encoder, chunk_rows)
             writer.commit()
@@ -345,8 +346,14 @@ def mirror_changes(
                 ),
             )
             merged = job.num_dml_affected_rows
-    finally:
+    except ServiceUnavailableError:
+        # BigQuery does not answer: dropping the staging table would wait out the deadline a
+        # second time. It expires by itself (STAGING_EXPIRATION).
+        raise
+    except BaseException:
         bq_client.delete_table(staging.table_id, not_found_ok=True)
+        raise
+    bq_client.delete_table(staging.table_id, not_found_ok=True)
     return _result(target, writer, started, merged_rows=merged, watermark_before=watermark)
 
 

@@ -11,9 +11,11 @@ offsets, finalized and committed together by one ``BatchCommitWriteStreams`` per
   replaced by a new one. All of them are committed atomically together.
 - Each request carries its stream's offset, fixed when the request is made. When a connection
   fails (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, ABORTED, RESOURCE_EXHAUSTED, or no answer
-  within ``CALL_TIMEOUT``) or an answer carries one of these errors, a new connection is opened
-  after a backoff and the unanswered requests are sent again in order with their offsets;
+  within the read timeout) or an answer carries one of these errors, a new connection is opened
+  after a logged backoff and the unanswered requests are sent again in order with their offsets;
   ``ALREADY_EXISTS`` for an offset means an earlier attempt landed, so nothing is written twice.
+  The retry policy, timeouts and the give-up error are calls.py's (``INGEST_BQ_TIMEOUT``), for the
+  unary calls (create, finalize, commit) too.
 - Nothing is visible in the table until ``commit``: a run that fails before it leaves the table
   as it was (uncommitted pending streams expire on the server).
 
@@ -22,6 +24,7 @@ Credentials never pass through here: the caller hands in a ready ``BigQueryWrite
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -29,17 +32,28 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.api_core import exceptions as api_exceptions
 from google.cloud.bigquery_storage_v1 import types as write_types
 from google.protobuf import descriptor_pb2
 
-from ingest_platform.errors import IngestError, ServiceUnavailableError
+from ingest_platform.bigquery.calls import (
+    GRPC_TRANSIENT,
+    STORAGE_WRITE,
+    Retrying,
+    RetryPolicy,
+    call,
+    grpc_endpoint,
+    grpc_retryable,
+    is_timeout,
+)
+from ingest_platform.errors import IngestError
 from ingest_platform.progress import PROGRESS_SECONDS, Progress
 
 LOGGER = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MAX_REQUEST_BYTES = 9 * 1024 * 1024
 ROWS_PER_STREAM = 5_000_000
@@ -50,64 +64,20 @@ IN_FLIGHT = 2  # requests sent on a connection and not yet answered
 _REQUEST_OVERHEAD = 2048  # stream name, offset, framing (plus the writer schema's size)
 _PER_ROW_OVERHEAD = 6  # length prefix + tag of each serialized row
 ALREADY_EXISTS = 6  # google.rpc.Code
-CALL_TIMEOUT = 120.0  # seconds per gRPC call, and for the answer to an appended request
-# The client library's own retries (up to 20 minutes) are switched off: call_with_retry retries.
-_ONCE = {"retry": None, "timeout": CALL_TIMEOUT}
-
-TRANSIENT = (
-    api_exceptions.ServiceUnavailable,
-    api_exceptions.DeadlineExceeded,
-    api_exceptions.InternalServerError,
-    api_exceptions.Aborted,
-    api_exceptions.ResourceExhausted,
-    api_exceptions.Unknown,
-)
+# The client library's own retries (up to 20 minutes) are switched off: calls.py's policy retries,
+# logs each retry and gives up after INGEST_BQ_TIMEOUT seconds of failures.
+TRANSIENT = GRPC_TRANSIENT
 # The same in an AppendRows answer (say, throttled): that request and the ones after it on the
 # connection were not taken, so they are sent again on a new connection.
 TRANSIENT_ANSWERS = TRANSIENT[:-1]
+NOTHING_COMMITTED = "Nothing of this run was committed. "
 
 
 class WriteError(IngestError):
     """The Storage Write API refused rows or a commit; nothing of the run is committed."""
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 5
-    first_delay: float = 0.5
-    max_delay: float = 8.0
-
-    def delays(self):
-        for attempt in range(1, self.attempts):
-            yield self.delay(attempt)
-
-    def delay(self, failures: int) -> float:
-        """The wait after the `failures`-th failure in a row."""
-        return min(self.first_delay * 2 ** (failures - 1), self.max_delay)
-
-
 DEFAULT_RETRY = RetryPolicy()
-
-
-def call_with_retry(function: Callable, retry: RetryPolicy, what: str):
-    """`function()`, retried on transient gRPC errors with exponential backoff."""
-    delays = retry.delays()
-    while True:
-        try:
-            return function()
-        except TRANSIENT as error:
-            delay = next(delays, None)
-            if delay is None:
-                raise _gave_up(what, retry, error) from None
-            time.sleep(delay)
-
-
-def _gave_up(what: str, retry: RetryPolicy, error: Exception) -> ServiceUnavailableError:
-    return ServiceUnavailableError(
-        f"BigQuery Storage Write API: {what} failed {retry.attempts} times "
-        f"({type(error).__name__}: {_short(error)}). Nothing of this run was committed; run it "
-        "again."
-    )
 
 
 def _short(error: Exception) -> str:
@@ -182,7 +152,7 @@ class _Stream:
     offset: int = 0  # rows handed to the stream: the next request's offset
     waiting: deque[_Request] = field(default_factory=deque)  # sent, not answered yet
     connection: _Connection | None = None
-    failures: int = 0  # failed connections since the last answer
+    retrying: Retrying | None = None  # failed connections since the last answer
 
 
 class PendingStreamWriter:
@@ -218,7 +188,8 @@ class PendingStreamWriter:
         self.rows_per_stream = rows_per_stream
         self.parallel_streams = parallel_streams
         self.in_flight = in_flight
-        self.retry = retry
+        self.retry = retry.resolved()  # the environment is read once per writer
+        self.endpoint = grpc_endpoint(write_client)
         self.on_request = on_request  # called after each acknowledged request (tests, progress)
         self.stats = WriteStats()
         # Rows, rows/s, and percent of `expected_rows` (rows counted at the source) when known.
@@ -339,10 +310,11 @@ class PendingStreamWriter:
         unanswered requests again on a new one."""
         assert stream.connection is not None
         request = stream.waiting[0]
+        waited = time.monotonic()
         try:
-            answer = stream.connection.answer(CALL_TIMEOUT)
+            answer = stream.connection.answer(self.retry.answer_timeout)
         except TRANSIENT as error:
-            self._reconnect(stream, error)
+            self._reconnect(stream, error, since=waited if is_timeout(error) else None)
             return
         except api_exceptions.GoogleAPICallError as error:
             raise self._refused(request, _short(error)) from None
@@ -364,7 +336,7 @@ class PendingStreamWriter:
             raise self._refused(request, f"the answer is for offset {result.offset.value}")
         # ALREADY_EXISTS: an earlier attempt of this very offset landed.
         stream.waiting.popleft()
-        stream.failures = 0
+        stream.retrying = None
         self.stats.rows += request.rows
         self.stats.bytes += request.size
         self.stats.requests += 1
@@ -385,18 +357,21 @@ class PendingStreamWriter:
             f"of this run was committed.{hint}"
         )
 
-    def _reconnect(self, stream: _Stream, error: Exception) -> None:
-        stream.failures += 1
-        if stream.failures >= self.retry.attempts:
-            raise _gave_up("AppendRows", self.retry, error)
-        LOGGER.info(
-            f"{self.table_path}: AppendRows failed ({type(error).__name__}: {_short(error)}); "
-            f"sending {len(stream.waiting)} requests again."
-        )
+    def _reconnect(self, stream: _Stream, error: Exception, since: float | None = None) -> None:
+        """Log, wait, and send the unanswered requests again on a new connection; or give up."""
+        if stream.retrying is None:
+            stream.retrying = Retrying(
+                self.retry,
+                STORAGE_WRITE,
+                self.endpoint,
+                f"AppendRows to {self.table_path}",
+                consequence=NOTHING_COMMITTED,
+                logger=LOGGER,
+            )
         assert stream.connection is not None
-        stream.connection.close()
+        stream.connection.close()  # ended before the wait: a dead server holds nothing open
         stream.connection = None
-        time.sleep(self.retry.delay(stream.failures))
+        stream.retrying.failed(error, f"sending {len(stream.waiting)} requests again", since)
         for request in stream.waiting:  # same offsets: what landed answers ALREADY_EXISTS
             self._send(stream, request)
             self.stats.resent += 1
@@ -416,15 +391,33 @@ class PendingStreamWriter:
                 stream.connection.close()
                 stream.connection = None
 
+    def _call(self, what: str, attempt: Callable[[float], _T]) -> _T:
+        """A unary gRPC call: each try bounded by the answer timeout (connect included), retried
+        by the policy, never by the library."""
+        return call(
+            attempt,
+            self.retry,
+            STORAGE_WRITE,
+            self.endpoint,
+            what,
+            grpc_retryable,
+            timeout=self.retry.answer_timeout,
+            consequence=NOTHING_COMMITTED,
+            logger=LOGGER,
+        )
+
+    def _finalize(self, name: str, timeout: float):
+        return self.client.finalize_write_stream(name=name, retry=None, timeout=timeout)
+
     def _new_stream(self) -> _Stream:
-        created = call_with_retry(
-            lambda: self.client.create_write_stream(
+        created = self._call(
+            f"CreateWriteStream on {self.table_path}",
+            lambda timeout: self.client.create_write_stream(
                 parent=self.table_path,
                 write_stream=write_types.WriteStream(type_=write_types.WriteStream.Type.PENDING),
-                **_ONCE,
+                retry=None,
+                timeout=timeout,
             ),
-            self.retry,
-            "CreateWriteStream",
         )
         stream = _Stream(created.name)
         self.streams.append(stream)
@@ -441,10 +434,9 @@ class PendingStreamWriter:
         for stream in self.streams:
             self._finish(stream)
         for stream in self.streams:
-            response = call_with_retry(
-                lambda name=stream.name: self.client.finalize_write_stream(name=name, **_ONCE),
-                self.retry,
-                "FinalizeWriteStream",
+            response = self._call(
+                f"FinalizeWriteStream of {stream.name}",
+                functools.partial(self._finalize, stream.name),
             )
             if response.row_count != stream.offset:
                 raise WriteError(
@@ -458,10 +450,11 @@ class PendingStreamWriter:
         request = write_types.BatchCommitWriteStreamsRequest(
             parent=self.table_path, write_streams=[s.name for s in self.streams]
         )
-        response = call_with_retry(
-            lambda: self.client.batch_commit_write_streams(request, **_ONCE),
-            self.retry,
-            "BatchCommitWriteStreams",
+        response = self._call(
+            f"BatchCommitWriteStreams on {self.table_path}",
+            lambda timeout: self.client.batch_commit_write_streams(
+                request, retry=None, timeout=timeout
+            ),
         )
         if response.stream_errors:
             problems = "; ".join(e.error_message for e in response.stream_errors)

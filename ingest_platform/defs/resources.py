@@ -11,6 +11,7 @@ import dagster_gcp
 from dagster_gcp.bigquery.utils import setup_gcp_creds
 from pydantic import Field
 
+from ingest_platform.bigquery.calls import bound_rest_client
 from ingest_platform.bigquery.clients import (
     EMULATOR_PROJECT,
     EmulatorEndpoints,
@@ -61,7 +62,7 @@ class BigQueryResource(dagster_gcp.BigQueryResource):
                 client.close()
         else:
             with super().get_client() as client:
-                yield client
+                yield bound_rest_client(client)
 
     @contextmanager
     def get_write_client(self):

@@ -168,7 +168,7 @@ def test_an_answer_with_a_transient_error_resends_and_gives_up_with_nothing_comm
             ):
                 writer.commit()
         assert list(client.query(f"SELECT COUNT(*) FROM {mirror.ref}").result())[0][0] == 0
-    assert "AppendRows failed 3 times (ResourceExhausted" in str(caught.value)
+    assert f"AppendRows to {mirror.path} failed 3 times (ResourceExhausted" in str(caught.value)
     assert "Nothing of this run was committed" in str(caught.value)
     assert writer.stats.resent == 4 and writer.stats.requests == 0  # 2 requests, 2 more tries
     assert caplog.text.count("sending 2 requests again") == 2
