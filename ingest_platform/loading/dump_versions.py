@@ -55,6 +55,7 @@ from ingest_platform.postgres.versioned_tables import (
     attach_staged,
     begin_version_load,
     copy_into,
+    dump_identity,
     stage_version_load,
 )
 from ingest_platform.progress import PROGRESS_SECONDS, Progress
@@ -75,6 +76,7 @@ class TableLoadPlan:
     version: str
     source: CopySource | None  # None: the dump has the schema but no data file -> no rows
     dump: str = ""  # the dump file's name, recorded with quarantined records
+    dump_id: str = ""  # versioned_tables.dump_identity of the file: which loads belong together
     # Every table of the dump: the version becomes visible when all are staged. Empty: this one.
     dump_tables: tuple[str, ...] = ()
 
@@ -106,8 +108,9 @@ def plan_for(dump: Dump, table: str, pg_schema: str) -> TableLoadPlan:
         pg_schema,
         dump.version,
         dump.copy_source(table),
-        dump.path.name,
-        tuple(dump.tables),
+        dump=dump.path.name,
+        dump_id=dump_identity(dump.path),
+        dump_tables=tuple(dump.tables),
     )
 
 
@@ -134,7 +137,9 @@ def load_table_version(
     started = time.perf_counter()
     source = None if plan.source is None else replace(plan.source, chunk_bytes=chunk_bytes)
     with connect(dsn) as conn:
-        load = begin_version_load(conn, plan.pg_schema, plan.table_schema, plan.version, plan.dump)
+        load = begin_version_load(
+            conn, plan.pg_schema, plan.table_schema, plan.version, plan.dump_id
+        )
         if source is not None and source.file_format.max_errors:
             create_quarantine(conn, plan.pg_schema)
     workers = 1
@@ -156,12 +161,12 @@ def load_table_version(
                 rows, nbytes, rejects = _copy_in_parallel(dsn, source, load, processes, progress)
         quarantined = _quarantined(plan, rejects, logger)
         with connect(dsn) as conn:
-            stage_version_load(conn, load, quarantined)
+            stage_version_load(conn, load, quarantined, plan.dump)
             done = attach_staged(
                 conn,
                 plan.pg_schema,
                 plan.version,
-                plan.dump,
+                plan.dump_id,
                 plan.dump_tables or (load.table,),
                 terminate_blockers_after,
                 logger,
@@ -235,7 +240,7 @@ def load_dump_version(
                 return _load_plans(dsn, plans, processes, terminate_blockers_after)
             except BaseException:
                 with connect(dsn) as conn:  # no re-run of single tables here: start clean
-                    abandon_staged(conn, schema, dump.version, dump.path.name)
+                    abandon_staged(conn, schema, dump.version, dump_identity(dump.path))
                 raise
 
 

@@ -60,6 +60,8 @@ import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -106,7 +108,7 @@ class VersionLoad:
     declared_columns: tuple[tuple[str, str], ...]  # (name, the version's own pg type)
     primary_key: tuple[str, ...]
     planned_changes: tuple[str, ...]  # parent changes foreseen at begin (attach decides)
-    dump: str = ""  # the dump file's name: the attach joins the staged tables of one dump
+    dump: str = ""  # ``dump_identity`` of its file: the attach joins the staged tables of one dump
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,14 @@ class AttachResult:
 
 
 # ----------------------------------------------------------------------------- names
+
+
+def dump_identity(path: Path) -> str:
+    """A dump file as the attach and the registry know it: its name, size and modification time
+    (a new file of the same name is another dump; a re-run of the same file is the same)."""
+    stat = path.stat()
+    modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+    return f"{path.name} ({stat.st_size} bytes, modified {modified:%Y-%m-%d %H:%M:%S.%f} UTC)"
 
 
 def parent_table_name(table: str) -> str:
@@ -142,7 +152,8 @@ def begin_version_load(
 ) -> VersionLoad:
     """Step 1: check the evolution and create an empty load table. Commits.
 
-    `dump`: the dump file's name; the attach joins only staged tables of one dump."""
+    `dump`: identifies the dump file (``dump_identity``); the attach joins only staged tables of
+    one dump."""
     table = table_schema.name
     declared = _declared_columns(schema, table_schema, version)
     parent, child = parent_table_name(table), child_table_name(table, version)
@@ -243,9 +254,10 @@ def stage_version_load(
     conn: psycopg.Connection,
     load: VersionLoad,
     quarantined: Sequence[QuarantinedRecord] = (),
+    dump_name: str = "",
 ) -> int:
     """Step 3: mark the load table complete, with the records its reject budget set aside (still
-    invisible). Commits. Returns its rows."""
+    invisible; the quarantine names their dump `dump_name`). Commits. Returns its rows."""
     with _transaction(conn):
         _load_table_oid(conn, load)
         rows = scalar(
@@ -260,7 +272,7 @@ def stage_version_load(
             load.load_table,
             load.table,
             load.version,
-            load.dump,
+            dump_name or load.dump,
             list(quarantined),
         )
         _mark(conn, load, "staged", rows=rows)
