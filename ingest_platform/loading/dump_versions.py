@@ -261,7 +261,9 @@ def _load_plans(
         load_table_version, dsn, processes=1, terminate_blockers_after=terminate_blockers_after
     )
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(processes, len(plans)), mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(processes, len(plans)), mp_context=context, initializer=_watch_parent
+    ) as pool:
         return list(pool.map(load, plans))
 
 
@@ -408,7 +410,7 @@ class _WorkerPool:
 def _copy_worker(dsn: str, source: CopySource, load: VersionLoad, blocks, results) -> None:
     """COPY the blocks this worker takes from the queue; put (rows, bytes, rejects) or the
     exception."""
-    threading.Thread(target=_exit_with_parent, daemon=True).start()
+    _watch_parent()
     try:
         if source.file_format.max_errors:
             with connect(dsn) as conn:
@@ -424,10 +426,16 @@ def _copy_worker(dsn: str, source: CopySource, load: VersionLoad, blocks, result
         results.put(error)
 
 
+def _watch_parent() -> None:
+    """Every worker process (COPY workers, and the pool's table loaders) exits with its parent."""
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+
+
 def _exit_with_parent() -> None:
     """A worker whose parent was killed (kill -9, out of memory) would wait for blocks forever
-    (or for the rest of one cut short), holding its COPY and the (decrypted) dump open: it exits
-    with the parent instead, and PostgreSQL rolls its COPY back."""
+    (or for the rest of one cut short), or finish an attach nobody asked for any more, holding its
+    COPY and the (decrypted) dump open: it exits with the parent instead, and PostgreSQL rolls its
+    transaction back."""
     parent = multiprocessing.parent_process()
     if parent is not None:
         parent.join()
