@@ -22,7 +22,8 @@ import pytest
 
 from ingest_platform.loading.dump_versions import load_dump_version
 from ingest_platform.local.embedded_postgres import start_embedded_postgres
-from ingest_platform.postgres.connection import ensure_database, with_database
+from ingest_platform.postgres.connection import ensure_database, to_url, with_database
+from ingest_platform_tests.test_cli import run_cli
 from ingest_platform_tests.test_dump_loading import leftover_load_tables, versions_of
 from ingest_platform_tests.test_version_loads import rows, shop_dump, wait_until
 
@@ -74,6 +75,29 @@ def test_kill_9_mid_copy_leaves_no_worker_and_a_rerun_converges(pg_dsn, tmp_path
     [report] = load_dump_version(pg_dsn, path, processes=2)  # never waits on the dead run
     assert report.rows == BIG
     assert versions_of(pg_dsn, "shop", "orders") == {"1.0": BIG}
+    assert leftover_load_tables(pg_dsn) == []
+
+
+def test_kill_9_of_ingest_platform_ingest_mid_copy_and_a_rerun_converges(
+    pg_dsn, tmp_path, project, clean_env
+):
+    """The same through Dagster: the command's run, its COPY workers and its version lock."""
+    clean_env.update(INGEST_PG_DSN=pg_dsn, DAGSTER_PG_URL=to_url(pg_dsn))
+    path = shop_dump(tmp_path / "dumps", "1.0", {"orders": rows(BIG), "customer": rows(10)})
+    command = [sys.executable, "-m", "ingest_platform.local.cli", "ingest", str(path)]
+    ingest = subprocess.Popen(command, cwd=project, env=clean_env, stdout=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: copying(pg_dsn) >= 1, timeout=120, what="the run's COPY")
+        os.kill(ingest.pid, signal.SIGKILL)
+        ingest.wait(timeout=10)
+        wait_until(lambda: backends(pg_dsn, "TRUE") == 0, timeout=30, what="workers to exit")
+    finally:
+        ingest.kill()
+    assert versions_of(pg_dsn, "shop", "orders") == {}
+    result = run_cli(["ingest", str(path)], project, clean_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert versions_of(pg_dsn, "shop", "orders") == {"1.0": BIG}
+    assert versions_of(pg_dsn, "shop", "customer") == {"1.0": 10}
     assert leftover_load_tables(pg_dsn) == []
 
 
