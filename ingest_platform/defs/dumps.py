@@ -253,12 +253,18 @@ def _dump_version_asset(
     select some of the tables (the others of the dump must then be loaded already or later: the
     version waits for them)."""
 
+    # Output names of our own: Dagster's (the key as a python identifier) would make "a-b" and
+    # "a_b" one output.
+    outputs = {table: node_name("table", spec.key.path) for table, spec in specs.items()}
+
     @dg.multi_asset(
         name=node_name("load", ["dumps", key_part(app)]),
-        specs=[
-            spec.with_io_manager_key("dump_copy_io_manager").replace_attributes(skippable=True)
-            for spec in specs.values()
-        ],
+        outs={
+            outputs[table]: dg.AssetOut.from_spec(
+                spec, is_required=False, io_manager_key="dump_copy_io_manager"
+            )
+            for table, spec in specs.items()
+        },
         can_subset=True,
     )
     def dump_version(
@@ -288,9 +294,7 @@ def _dump_version_asset(
                 )
                 continue
             # The I/O manager loads the plan and records the load's and the table's metadata.
-            yield dg.Output(
-                plan_for(dump, table, schema), output_name=spec.key.to_python_identifier()
-            )
+            yield dg.Output(plan_for(dump, table, schema), output_name=outputs[table])
 
     return dump_version
 
