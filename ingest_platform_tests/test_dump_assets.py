@@ -232,7 +232,8 @@ def test_a_run_launched_without_tags_loads_the_listed_file(demo_dumps, pg_dsn, t
         [rows_check] = [
             e for e in alone.get_asset_check_evaluations() if e.check_name == "rows_match_file"
         ]
-        assert "loaded from shop_1.0-eu.zip but not visible" in (rows_check.description or "")
+        description = rows_check.description or ""
+        assert "loaded from shop_1.0-eu.zip (" in description and "but not visible" in description
         with psycopg.connect(pg_dsn) as conn:
             assert conn.execute("SELECT to_regclass('shop.orders')").fetchone() == (None,)
         result = job.execute_in_process(instance=instance, partition_key="1.0-eu")
