@@ -184,3 +184,19 @@ def encrypt(gpg, fingerprint: str, plain: Path, target: Path) -> Path:
         )
     assert result.ok, result.status
     return target
+
+
+@pytest.fixture
+def project(tmp_path):
+    shutil.copyfile(PROJECT_DIR / "workspace.yaml", tmp_path / "workspace.yaml")
+    return tmp_path
+
+
+@pytest.fixture
+def clean_env(project) -> dict[str, str]:
+    """The user's environment without any platform settings, state kept in the test's project."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "DAGSTER_", "BQEMU_"))
+    }
+    env["INGEST_STATE_DIR"] = str(project / ".ingest")
+    return env

@@ -221,19 +221,32 @@ def test_a_run_launched_without_tags_loads_the_listed_file(demo_dumps, pg_dsn, t
     # maps (app, version) to the file; a version it does not list fails with advice.
     defs = dump_definitions(demo_dumps, pg_dsn)
     job = defs.resolve_job_def("ingest_shop_dump")
+    orders = [TRANSLATOR.asset_key("shop", "orders")]
     with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("shop_versions", ["1.0-eu", "7.0-eu"])
-        result = job.execute_in_process(
-            instance=instance,
-            partition_key="1.0-eu",
-            asset_selection=[TRANSLATOR.asset_key("shop", "orders")],
-            raise_on_error=False,
+        # One table of a version never loaded: staged, not visible, and its checks say why.
+        alone = job.execute_in_process(
+            instance=instance, partition_key="1.0-eu", asset_selection=orders, raise_on_error=False
         )
+        assert not alone.success
+        [rows_check] = [
+            e for e in alone.get_asset_check_evaluations() if e.check_name == "rows_match_file"
+        ]
+        description = rows_check.description or ""
+        assert "loaded from shop_1.0-eu.zip (" in description and "but not visible" in description
+        with psycopg.connect(pg_dsn) as conn:
+            assert conn.execute("SELECT to_regclass('shop.orders')").fetchone() == (None,)
+        result = job.execute_in_process(instance=instance, partition_key="1.0-eu")
         assert result.success
+        # Once the version is visible, one table of it reloads from the same dump on its own.
+        again = job.execute_in_process(
+            instance=instance, partition_key="1.0-eu", asset_selection=orders, raise_on_error=False
+        )
+        assert again.success
         missing = job.execute_in_process(
             instance=instance,
             partition_key="7.0-eu",
-            asset_selection=[TRANSLATOR.asset_key("shop", "orders")],
+            asset_selection=orders,
             raise_on_error=False,
         )
     assert not missing.success
@@ -335,7 +348,7 @@ def test_a_failed_blocking_check_stops_the_mirror_in_the_same_run(demo_dumps, pg
             instance=instance,
             partition_key="1.0-eu",
             tags=run_request_for(dump, TRANSLATOR).tags,
-            asset_selection=[orders, mirror.key],
+            asset_selection=[*run_request_for(dump, TRANSLATOR).asset_selection, mirror.key],
             raise_on_error=False,
         )
         assert result.success and mirrored == [True]  # a good load: the mirror runs

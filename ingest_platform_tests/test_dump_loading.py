@@ -48,6 +48,9 @@ def versions_of(dsn: str, schema: str, table: str) -> dict[str, int]:
         psycopg.sql.Identifier(schema), psycopg.sql.Identifier(table)
     )
     with psycopg.connect(dsn) as conn:
+        # No parent yet: no version of the table was ever attached.
+        if conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{table}"',)).fetchone() == (None,):
+            return {}
         return dict(conn.execute(query).fetchall())
 
 

@@ -4,6 +4,7 @@ errors; strict dumps and dumps over their budget fail as before, and nothing is 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -80,7 +81,8 @@ def genuine_export(directory: Path, version: str, records: list[str], max_errors
 
 def load_photos(pg_dsn: str, path: Path, processes: int = 1):
     with open_dump(path, dialect="mssql") as dump:
-        plan = plan_for(dump, "ProductPhoto", "aw")
+        # The export's script declares every table; this test loads one, visible on its own.
+        plan = replace(plan_for(dump, "ProductPhoto", "aw"), dump_tables=())
         return load_table_version(pg_dsn, plan, processes=processes, chunk_bytes=SMALL_BLOCKS)
 
 

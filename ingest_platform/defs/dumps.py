@@ -8,7 +8,7 @@ run for the tables of that dump; `ingest-platform ingest` runs the same job.
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +37,12 @@ from ingest_platform.postgres.quarantine import (
     quarantined_count,
     quarantined_records,
 )
-from ingest_platform.postgres.versioned_tables import conformance_problems, version_row_count
+from ingest_platform.postgres.version_lock import version_lock
+from ingest_platform.postgres.versioned_tables import (
+    conformance_problems,
+    staged_from,
+    version_row_count,
+)
 
 # Run tags that tell a dump asset which file a run is for (set by the sensor and the CLI).
 DUMP_PATH_TAG = "ingest/dump_path"
@@ -161,16 +166,14 @@ def build_dump_definitions(
     assets, quarantines, checks, jobs = [], [], [], []
     paths = {(dump.app, dump.version): dump.path for dump in catalog.dumps}
     for app, tables in catalog.tables_by_app().items():
-        app_assets = []
-        for table in tables:
-            record = translator.record(app, table)
-            spec = translator.get_asset_spec(record)
-            app_assets.append(_dump_table_asset(spec, record, paths))
-            checks.append(_dump_table_checks(spec, record, paths))
-        assets += app_assets
+        records = {table: translator.record(app, table) for table in tables}
+        specs = {table: translator.get_asset_spec(record) for table, record in records.items()}
+        app_tables = _dump_version_asset(app, translator.schema_prefix + app, specs, paths)
+        checks += [_dump_table_checks(specs[t], records[t], paths) for t in tables]
+        assets.append(app_tables)
         # The app's quarantine: after its tables in the same run, with a check of its own.
         spec = translator.get_quarantine_spec(app).merge_attributes(
-            deps=[asset.key for asset in app_assets]
+            deps=[spec.key for spec in specs.values()]
         )
         quarantine = _quarantine_asset(spec, translator.schema_prefix + app)
         quarantines.append(quarantine)
@@ -178,7 +181,7 @@ def build_dump_definitions(
         jobs.append(
             dg.define_asset_job(
                 translator.job_name(app),
-                selection=dg.AssetSelection.assets(*app_assets, quarantine),
+                selection=dg.AssetSelection.assets(app_tables, quarantine),
                 executor_def=dg.in_process_executor,
                 description=f"Load one {app} dump version "
                 "(the I/O manager parallelizes each table).",
@@ -211,65 +214,100 @@ def _no_dumps_yet() -> dg.AssetSpec:
     )
 
 
-@dg.resource(description="The dumps a run reads, each opened (a .zip.gpg decrypted) once.")
-def _opened_dumps(_context) -> Iterator[Callable[..., Dump]]:
-    """One per run (the dump jobs execute in one process): every table's step shares the open
-    dump, and its decrypted copy is removed when the run ends."""
-    opened: dict[tuple, Dump] = {}
+class RunDumps:
+    """What the steps of one dump run share (the dump jobs execute in one process): each dump
+    opened (a .zip.gpg decrypted) once, its decrypted copy removed when the run ends; each version
+    locked once (``postgres/version_lock.py``) for the whole run, so two runs of one version
+    never interleave and a killed run's lock dies with it."""
+
+    def __init__(self, stack: ExitStack):
+        self.stack = stack
+        self.opened: dict[tuple, Dump] = {}
+        self.locked: set[tuple[str, str]] = set()
+
+    def open(self, path: Path, **overrides) -> Dump:
+        key = (str(path), tuple(sorted(overrides.items())))
+        if key not in self.opened:
+            dump = open_dump(path, default_dialect=default_dialect(), **overrides)
+            self.opened[key] = self.stack.enter_context(dump)
+        return self.opened[key]
+
+    def lock_version(self, dsn: str, schema: str, version: str, log) -> None:
+        if (schema, version) not in self.locked:
+            self.stack.enter_context(version_lock(dsn, schema, version, log))
+            self.locked.add((schema, version))
+
+
+@dg.resource(description="The dumps a run reads, each opened once; the versions it loads, locked.")
+def _opened_dumps(_context) -> Iterator[RunDumps]:
     with ExitStack() as stack:
-
-        def open_once(path: Path, **overrides) -> Dump:
-            key = (str(path), tuple(sorted(overrides.items())))
-            if key not in opened:
-                dump = open_dump(path, default_dialect=default_dialect(), **overrides)
-                opened[key] = stack.enter_context(dump)
-            return opened[key]
-
-        yield open_once
+        yield RunDumps(stack)
 
 
-def _dump_table_asset(
-    spec: dg.AssetSpec, record: DumpTable, paths: dict[tuple[str, str], Path]
+def _dump_version_asset(
+    app: str, schema: str, specs: dict[str, dg.AssetSpec], paths: dict[tuple[str, str], Path]
 ) -> dg.AssetsDefinition:
-    app, table, schema = record.app, record.table, record.pg_schema
+    """The app's tables, loaded by ONE step per version: each table is staged as its output is
+    handed to the I/O manager, and the last one attaches them all (``versioned_tables``), so the
+    version is visible whole or not at all, before any check of its tables runs. A run may
+    select some of the tables (the others of the dump must then be loaded already or later: the
+    version waits for them)."""
+
+    # Output names of our own: Dagster's (the key as a python identifier) would make "a-b" and
+    # "a_b" one output.
+    outputs = {table: node_name("table", spec.key.path) for table, spec in specs.items()}
 
     @dg.multi_asset(
-        name=node_name("load", spec.key.path),
-        specs=[spec.with_io_manager_key("dump_copy_io_manager").replace_attributes(skippable=True)],
+        name=node_name("load", ["dumps", key_part(app)]),
+        outs={
+            outputs[table]: dg.AssetOut.from_spec(
+                spec, is_required=False, io_manager_key="dump_copy_io_manager"
+            )
+            for table, spec in specs.items()
+        },
+        can_subset=True,
     )
-    def dump_table(
-        context: dg.AssetExecutionContext, opened_dumps: dg.ResourceParam[Callable[..., Dump]]
+    def dump_version(
+        context: dg.AssetExecutionContext,
+        opened_dumps: dg.ResourceParam[RunDumps],
+        postgres: PostgresResource,
     ):
         version = context.partition_key
         dump = _open_version(context, opened_dumps, paths, app, version)
-        if table not in dump.tables:
-            # A version without the table: the parent honestly has no rows of that version, so
-            # the partition is materialized with 0 rows (not Missing forever, and "Materialize
-            # missing" does not launch runs that must fail). No output: nothing to load, no child
-            # table, and the load's checks are skipped.
-            context.log_event(
-                dg.AssetMaterialization(
-                    asset_key=spec.key,
-                    partition=version,
-                    description=f"Dump {dump.path.name} (version {version}) has no table "
-                    f"{table!r}: no rows of this version.",
-                    metadata={"dagster/row_count": 0, "absent_in_version": True},
+        opened_dumps.lock_version(postgres.dsn, schema, version, context.log)
+        for table, spec in specs.items():
+            if spec.key not in context.selected_asset_keys:
+                continue
+            if table not in dump.tables:
+                # A version without the table: the parent honestly has no rows of that version,
+                # so the partition is materialized with 0 rows (not Missing forever, and
+                # "Materialize missing" does not launch runs that must fail). No output: nothing
+                # to load, no child table, and the load's checks are skipped.
+                context.log_event(
+                    dg.AssetMaterialization(
+                        asset_key=spec.key,
+                        partition=version,
+                        description=f"Dump {dump.path.name} (version {version}) has no table "
+                        f"{table!r}: no rows of this version.",
+                        metadata={"dagster/row_count": 0, "absent_in_version": True},
+                    )
                 )
-            )
-            return
-        # The I/O manager loads the plan and records the load's and the table's metadata.
-        yield dg.Output(plan_for(dump, table, schema), output_name=spec.key.to_python_identifier())
+                continue
+            # The I/O manager loads the plan and records the load's and the table's metadata.
+            yield dg.Output(plan_for(dump, table, schema), output_name=outputs[table])
 
-    return dump_table
+    return dump_version
 
 
-def _open_version(context, opened_dumps, paths, app: str, version: str) -> Dump:
+def _open_version(context, opened_dumps: RunDumps, paths, app: str, version: str) -> Dump:
     path, overrides = _dump_for_run(context.run.tags, paths, app, version)
-    return opened_dumps(path, **overrides)
+    return opened_dumps.open(path, **overrides)
 
 
 def _dump_table_checks(
-    spec: dg.AssetSpec, record: DumpTable, paths: dict[tuple[str, str], Path]
+    spec: dg.AssetSpec,
+    record: DumpTable,
+    paths: dict[tuple[str, str], Path],
 ) -> dg.AssetChecksDefinition:
     """The load's checks, partitioned by version like the table and blocking: a failed one stops
     the mirror of that version. They run after each load and on their own (Execute in the UI)."""
@@ -307,7 +345,7 @@ def _dump_table_checks(
     def dump_table_checks(
         context: dg.AssetCheckExecutionContext,
         postgres: PostgresResource,
-        opened_dumps: dg.ResourceParam[Callable[..., Dump]],
+        opened_dumps: dg.ResourceParam[RunDumps],
     ):
         version = context.partition_key
         dump = _open_version(context, opened_dumps, paths, app, version)
@@ -318,6 +356,7 @@ def _dump_table_checks(
             problems = conformance_problems(conn, schema, table, version)
             quarantined = quarantined_count(conn, schema, version, table)
             duplicates = version_duplicate_keys(conn, schema, table, version, key)
+            waiting = staged_from(conn, schema, table, version) if loaded is None else None
         # Every data row of the file is in the child table or in the quarantine, exactly once: a
         # quarantined record is accounted for (its own check, on the quarantine, says so).
         accounted = None if loaded is None else loaded + quarantined
@@ -327,6 +366,12 @@ def _dump_table_checks(
             passed=accounted == expected,
             description=None
             if accounted == expected
+            else (
+                f"{table} of version {version} is loaded from {waiting} but not visible: a "
+                "version becomes visible when every table of its dump is loaded. Materialize "
+                "all tables of the version (the partition's Materialize, or the dump's job)."
+            )
+            if waiting
             else f"{dump.path.name}: the file has {expected} data rows, the child table {loaded}"
             + (f" and the quarantine {quarantined}." if quarantined else "."),
             metadata={

@@ -9,6 +9,7 @@ from these keys; numbers stay numbers so Dagster plots them.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from urllib.parse import quote
 
 import dagster as dg
@@ -46,6 +47,29 @@ def pg_column_schema(conn: psycopg.Connection, schema: str, table: str) -> dg.Ta
             for c in catalog.columns(conn, oid)
         ],
         constraints=_key_constraint(catalog.primary_key(conn, oid)),
+    )
+
+
+def pg_staged_column_schema(
+    conn: psycopg.Connection, schema: str, parent: str, load_table: str
+) -> dg.TableSchema | None:
+    """The parent's columns as the attach of a staged load will make them: the parent's (if it
+    exists yet), with the load table's columns added or widened (a load table has the target
+    types, ``versioned_tables``)."""
+    load_oid = catalog.relation_oid(conn, schema, load_table)
+    if load_oid is None:
+        return pg_column_schema(conn, schema, parent)
+    parent_oid = catalog.relation_oid(conn, schema, parent)
+    merged = {c.name: c for c in catalog.columns(conn, parent_oid)} if parent_oid else {}
+    merged.update((c.name, replace(c, not_null=False)) for c in catalog.columns(conn, load_oid))
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                c.name, c.type, constraints=dg.TableColumnConstraints(nullable=not c.not_null)
+            )
+            for c in merged.values()
+        ],
+        constraints=_key_constraint(catalog.primary_key(conn, parent_oid) if parent_oid else ()),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from ingest_platform.defs.metadata import pg_table_metadata
+from ingest_platform.defs.metadata import pg_staged_column_schema, pg_table_metadata
 from ingest_platform.loading.dump_versions import LoadReport, TableLoadPlan, load_table_version
 from ingest_platform.postgres.connection import connect
 from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS
@@ -44,6 +44,12 @@ class MultiprocessCopyIOManager(dg.ConfigurableIOManager):
         )
         with connect(self.dsn) as conn:
             table = pg_table_metadata(conn, self.dsn, obj.pg_schema, report.table, report.rows)
+            if not report.visible:  # the parent's columns as this version's attach makes them
+                staged = pg_staged_column_schema(
+                    conn, obj.pg_schema, report.table, report.load_table
+                )
+                if staged is not None:
+                    table["dagster/column_schema"] = staged
         context.add_output_metadata({**load_metadata(report, obj), **table})
 
     def load_input(self, context: dg.InputContext) -> None:
@@ -65,4 +71,11 @@ def load_metadata(report: LoadReport, plan: TableLoadPlan) -> dict:
         ),
         "replaced_earlier_load": dg.MetadataValue.bool(report.replaced_earlier_load),
         "rows_quarantined": dg.MetadataValue.int(report.quarantined),
+        # False: staged; the version becomes visible when the tables it waits for load too.
+        "visible": dg.MetadataValue.bool(report.visible),
+        **(
+            {"waiting_for": dg.MetadataValue.text(", ".join(report.waiting_for))}
+            if report.waiting_for
+            else {}
+        ),
     }

@@ -5,8 +5,9 @@ this process. For a file of MIN_BLOCKS_FOR_WORKERS blocks or more, the main proc
 it and cuts it into blocks of whole records; workers (spawn context, each with its own
 connection and one long COPY) turn blocks into COPY text and stream them into the version's
 load table. The queue between them is bounded, so memory stays flat however large the file is.
-Only when every worker succeeded does one short transaction attach the load table to the parent
-(see versioned_tables); on any failure it is dropped. A worker's failure is the exception it
+Only when every worker succeeded is the load table staged; when every table of the dump is staged,
+one short transaction attaches them all (see versioned_tables), so a version is visible whole or
+not at all. On a table's failure its load table is dropped. A worker's failure is the exception it
 raised, sent back whole (psycopg errors keep their diagnostics when pickled).
 """
 
@@ -45,14 +46,17 @@ from ingest_platform.postgres.quarantine import (
     QUARANTINE_TABLE,
     QuarantinedRecord,
     create_quarantine,
-    replace_rows,
 )
+from ingest_platform.postgres.version_lock import version_lock
 from ingest_platform.postgres.versioned_tables import (
     VersionLoad,
+    abandon_staged,
     abandon_version_load,
-    attach_version,
+    attach_staged,
     begin_version_load,
     copy_into,
+    dump_identity,
+    stage_version_load,
 )
 from ingest_platform.progress import PROGRESS_SECONDS, Progress
 
@@ -72,6 +76,9 @@ class TableLoadPlan:
     version: str
     source: CopySource | None  # None: the dump has the schema but no data file -> no rows
     dump: str = ""  # the dump file's name, recorded with quarantined records
+    dump_id: str = ""  # versioned_tables.dump_identity of the file: which loads belong together
+    # Every table of the dump: the version becomes visible when all are staged. Empty: this one.
+    dump_tables: tuple[str, ...] = ()
 
 
 @dataclass
@@ -86,6 +93,9 @@ class LoadReport:
     schema_changes: list[str] = field(default_factory=list)
     replaced_earlier_load: bool = False
     quarantined: int = 0  # records set aside under the table's reject budget (max_errors)
+    visible: bool = True  # this load attached the version (every table of its dump staged)
+    load_table: str = ""  # where its rows wait while not visible
+    waiting_for: tuple[str, ...] = ()  # else: the dump's tables not staged yet
 
     @property
     def rows_per_second(self) -> float:
@@ -94,7 +104,13 @@ class LoadReport:
 
 def plan_for(dump: Dump, table: str, pg_schema: str) -> TableLoadPlan:
     return TableLoadPlan(
-        dump.tables[table].schema, pg_schema, dump.version, dump.copy_source(table), dump.path.name
+        dump.tables[table].schema,
+        pg_schema,
+        dump.version,
+        dump.copy_source(table),
+        dump=dump.path.name,
+        dump_id=dump_identity(dump.path),
+        dump_tables=tuple(dump.tables),
     )
 
 
@@ -107,17 +123,23 @@ def load_table_version(
     logger: logging.Logger | logging.LoggerAdapter = LOGGER,
     progress_seconds: float = PROGRESS_SECONDS,
 ) -> LoadReport:
-    """Load one table version atomically: visible complete after success, not at all after failure.
+    """Load one table of a dump version and stage it; the load that stages the dump's last table
+    attaches them all (``versioned_tables.attach_staged``): the version is visible complete after
+    that, never in part. On failure this table's load is dropped and nothing visible changed.
 
-    `terminate_blockers_after`, `logger`: for the attach (``versioned_tables.attach_version``).
-    `logger` also gets a progress line every `progress_seconds` during the COPY.
+    Loads of one version must not run twice at once: callers hold ``version_lock``
+    (``load_dump_version`` and the Dagster dump job do).
+    `terminate_blockers_after`, `logger`: for the attach. `logger` also gets a progress line every
+    `progress_seconds` during the COPY.
     A file format with ``max_errors`` > 0 loads under that reject budget (``reject_budget``): the
-    records that cannot load go to the quarantine, written in the attach's transaction.
+    records that cannot load go to the quarantine, visible with the version.
     """
     started = time.perf_counter()
     source = None if plan.source is None else replace(plan.source, chunk_bytes=chunk_bytes)
     with connect(dsn) as conn:
-        load = begin_version_load(conn, plan.pg_schema, plan.table_schema, plan.version)
+        load = begin_version_load(
+            conn, plan.pg_schema, plan.table_schema, plan.version, plan.dump_id
+        )
         if source is not None and source.file_format.max_errors:
             create_quarantine(conn, plan.pg_schema)
     workers = 1
@@ -139,30 +161,40 @@ def load_table_version(
                 rows, nbytes, rejects = _copy_in_parallel(dsn, source, load, processes, progress)
         quarantined = _quarantined(plan, rejects, logger)
         with connect(dsn) as conn:
-            attached = attach_version(
+            stage_version_load(conn, load, quarantined, plan.dump)
+            done = attach_staged(
                 conn,
-                load,
+                plan.pg_schema,
+                plan.version,
+                plan.dump_id,
+                plan.dump_tables or (load.table,),
                 terminate_blockers_after,
                 logger,
-                in_attach=lambda attaching: replace_rows(
-                    attaching, plan.pg_schema, load.table, plan.version, plan.dump, quarantined
-                ),
             )
     except BaseException:
         with connect(dsn) as conn:
             abandon_version_load(conn, load)
         raise
+    attached = done.attached.get(load.table)
+    if done.waiting_for:
+        logger.info(
+            f"{load.table} {plan.version}: staged; the version becomes visible when "
+            f"{', '.join(done.waiting_for)} of {plan.dump or 'the dump'} are loaded too."
+        )
     return LoadReport(
         table=plan.table_schema.name,
         version=plan.version,
-        child_table=attached.child_table,
+        child_table=load.child_table,
         rows=rows,
         bytes=nbytes,
         seconds=time.perf_counter() - started,
         processes=workers,
-        schema_changes=list(attached.changes),
-        replaced_earlier_load=attached.replaced_previous,
+        schema_changes=list(attached.changes if attached else load.planned_changes),
+        replaced_earlier_load=bool(attached and attached.replaced_previous),
         quarantined=len(rejects),
+        visible=attached is not None,
+        load_table=load.load_table,
+        waiting_for=done.waiting_for,
     )
 
 
@@ -190,32 +222,49 @@ def load_dump_version(
     dialect: str | None = None,
     terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS,
 ) -> list[LoadReport]:
-    """Load every table of a dump, each atomically; the schema defaults to the dump's app.
+    """Load every table of a dump: the version becomes visible whole, or (on any failure) not at
+    all, its previous load untouched. The schema defaults to the dump's app.
 
     With several tables, `processes` workers each load whole tables (largest first): that beats
     cutting one file into blocks, which costs the main process a second pass over every block.
     """
     with open_dump(dump_path, dialect=dialect) as dump:
+        schema = pg_schema or dump.app
         plans = sorted(
-            (plan_for(dump, table, pg_schema or dump.app) for table in dump.tables),
+            (plan_for(dump, table, schema) for table in dump.tables),
             key=lambda plan: 0 if plan.source is None else plan.source.size,
             reverse=True,
         )
-        if processes <= 1 or len(plans) == 1:
-            return [
-                load_table_version(
-                    dsn, plan, processes, terminate_blockers_after=terminate_blockers_after
-                )
-                for plan in plans
-            ]
-        load = partial(
-            load_table_version, dsn, processes=1, terminate_blockers_after=terminate_blockers_after
-        )
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            max_workers=min(processes, len(plans)), mp_context=context
-        ) as pool:
-            return list(pool.map(load, plans))
+        with version_lock(dsn, schema, dump.version):
+            try:
+                return _load_plans(dsn, plans, processes, terminate_blockers_after)
+            except BaseException:
+                with connect(dsn) as conn:  # no re-run of single tables here: start clean
+                    abandon_staged(conn, schema, dump.version, dump_identity(dump.path))
+                raise
+
+
+def _load_plans(
+    dsn: str,
+    plans: list[TableLoadPlan],
+    processes: int,
+    terminate_blockers_after: float | None,
+) -> list[LoadReport]:
+    if processes <= 1 or len(plans) == 1:
+        return [
+            load_table_version(
+                dsn, plan, processes, terminate_blockers_after=terminate_blockers_after
+            )
+            for plan in plans
+        ]
+    load = partial(
+        load_table_version, dsn, processes=1, terminate_blockers_after=terminate_blockers_after
+    )
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=min(processes, len(plans)), mp_context=context, initializer=_watch_parent
+    ) as pool:
+        return list(pool.map(load, plans))
 
 
 class _FileProgress:
@@ -337,6 +386,9 @@ class _WorkerPool:
             if worker.is_alive():
                 worker.terminate()  # its COPY transaction dies with its connection
             worker.join()
+        # Blocks a dead worker never took must not keep this process from exiting: the queue's
+        # feeder thread would wait to send them, and interpreter exit joins that thread.
+        self.blocks.cancel_join_thread()
         self.blocks.close()
         self.results.close()
 
@@ -358,7 +410,7 @@ class _WorkerPool:
 def _copy_worker(dsn: str, source: CopySource, load: VersionLoad, blocks, results) -> None:
     """COPY the blocks this worker takes from the queue; put (rows, bytes, rejects) or the
     exception."""
-    threading.Thread(target=_exit_with_parent, daemon=True).start()
+    _watch_parent()
     try:
         if source.file_format.max_errors:
             with connect(dsn) as conn:
@@ -374,10 +426,16 @@ def _copy_worker(dsn: str, source: CopySource, load: VersionLoad, blocks, result
         results.put(error)
 
 
+def _watch_parent() -> None:
+    """Every worker process (COPY workers, and the pool's table loaders) exits with its parent."""
+    threading.Thread(target=_exit_with_parent, daemon=True).start()
+
+
 def _exit_with_parent() -> None:
     """A worker whose parent was killed (kill -9, out of memory) would wait for blocks forever
-    (or for the rest of one cut short), holding its COPY and the (decrypted) dump open: it exits
-    with the parent instead, and PostgreSQL rolls its COPY back."""
+    (or for the rest of one cut short), or finish an attach nobody asked for any more, holding its
+    COPY and the (decrypted) dump open: it exits with the parent instead, and PostgreSQL rolls its
+    transaction back."""
     parent = multiprocessing.parent_process()
     if parent is not None:
         parent.join()

@@ -10,12 +10,18 @@ loads the others and sets the bad ones aside here, ``S."_ingest_quarantine"``:
 - ``raw_record``: the record's bytes exactly as the file has them (its encoding, its field
   terminators; without the row terminator), so nothing of the dump is lost and a fixed record can
   be loaded later;
-- ``quarantined_at``.
+- ``quarantined_at``;
+- ``load_table``: set while the records belong to a staged load not yet attached (its load
+  table's name), NULL once they describe the version readers see.
 
-The rows of one (table, version) are replaced inside the attach transaction of that version
-(``replace_rows``), so they always describe the child table readers see: a reload that loads every
-record removes them, a failed load leaves the previous load's rows with the previous child.
-Every record of a loaded version's file is in exactly one place: its child table or here.
+A load writes its records with its load table when it stages (``add_pending``, the stage's
+transaction); the attach of the version publishes them (``publish``: the (table, version)'s
+previous rows go, the pending ones become visible) in the transaction that makes the child
+visible; an abandoned load's pending rows go with its load table (``discard_pending``). So the
+visible rows always describe the child table readers see: a reload that loads every record removes
+them, a failed load leaves the previous load's rows with the previous child. Every record of a
+loaded version's file is in exactly one place: its child table or here. Readers count only visible
+rows (``load_table IS NULL``).
 """
 
 from __future__ import annotations
@@ -56,46 +62,87 @@ def create_quarantine(conn: psycopg.Connection, schema: str) -> None:
                 " table_name text NOT NULL, version text NOT NULL, dump text NOT NULL,"
                 " file text NOT NULL, record bigint NOT NULL, column_name text,"
                 " reason text NOT NULL, raw_record bytea NOT NULL,"
-                " quarantined_at timestamptz NOT NULL DEFAULT now(),"
-                " PRIMARY KEY (table_name, version, file, record))"
+                " quarantined_at timestamptz NOT NULL DEFAULT now(), load_table text)"
             ).format(qualified(schema, QUARANTINE_TABLE))
+        )
+        # A quarantine made before staged loads had (table_name, version, file, record) as its
+        # key, which a pending record and its visible predecessor would share.
+        table = qualified(schema, QUARANTINE_TABLE)
+        conn.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS load_table text").format(table)
+        )
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(
+                table, sql.Identifier(f"{QUARANTINE_TABLE}_pkey")
+            )
+        )
+        conn.execute(
+            sql.SQL(
+                "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {}"
+                " (table_name, version, file, record, load_table) NULLS NOT DISTINCT"
+            ).format(sql.Identifier(f"{QUARANTINE_TABLE}_record"), table)
         )
 
 
-def replace_rows(
+def add_pending(
     conn: psycopg.Connection,
     schema: str,
+    load_table: str,
     table: str,
     version: str,
     dump: str,
     records: list[QuarantinedRecord],
 ) -> None:
-    """The quarantine of (table, version) becomes `records`, in the caller's transaction (the
-    attach). The table exists when there are records: the load created it before its COPY."""
+    """Write a staged load's records, invisible to readers until ``publish``. In the caller's
+    transaction (the stage). The table exists when there are records: the load created it before
+    its COPY."""
+    if not records:
+        return
     if not relation_exists(conn, schema, QUARANTINE_TABLE):
-        if records:
-            raise IngestError(
-                f'The quarantine table "{schema}"."{QUARANTINE_TABLE}" was dropped during the '
-                f'load of "{table}" version {version}; load the version again.'
-            )
+        raise IngestError(
+            f'The quarantine table "{schema}"."{QUARANTINE_TABLE}" was dropped during the '
+            f'load of "{table}" version {version}; load the version again.'
+        )
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL(
+                "INSERT INTO {} (table_name, version, dump, file, record, column_name, reason,"
+                " raw_record, load_table) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            ).format(qualified(schema, QUARANTINE_TABLE)),
+            [
+                (table, version, dump, r.file, r.record, r.column, r.reason, r.raw, load_table)
+                for r in records
+            ],
+        )
+
+
+def publish(conn: psycopg.Connection, schema: str, table: str, version: str, load_table: str):
+    """The records of (table, version) become the pending ones of `load_table`, in the caller's
+    transaction (the attach)."""
+    if not relation_exists(conn, schema, QUARANTINE_TABLE):
         return
     target = qualified(schema, QUARANTINE_TABLE)
     conn.execute(
-        sql.SQL("DELETE FROM {} WHERE table_name = %s AND version = %s").format(target),
+        sql.SQL(
+            "DELETE FROM {} WHERE table_name = %s AND version = %s AND load_table IS NULL"
+        ).format(target),
         (table, version),
     )
-    if records:
-        with conn.cursor() as cur:
-            cur.executemany(
-                sql.SQL(
-                    "INSERT INTO {} (table_name, version, dump, file, record, column_name, reason,"
-                    " raw_record) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                ).format(target),
-                [
-                    (table, version, dump, r.file, r.record, r.column, r.reason, r.raw)
-                    for r in records
-                ],
-            )
+    conn.execute(
+        sql.SQL("UPDATE {} SET load_table = NULL WHERE load_table = %s").format(target),
+        (load_table,),
+    )
+
+
+def discard_pending(conn: psycopg.Connection, schema: str, load_table: str) -> None:
+    """Forget the records of a load table that is being dropped. In the caller's transaction."""
+    if relation_exists(conn, schema, QUARANTINE_TABLE):
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE load_table = %s").format(
+                qualified(schema, QUARANTINE_TABLE)
+            ),
+            (load_table,),
+        )
 
 
 def quarantined_count(
@@ -104,7 +151,7 @@ def quarantined_count(
     """Records quarantined for a version (of one table, or of every table); 0 without a table."""
     if not relation_exists(conn, schema, QUARANTINE_TABLE):
         return 0
-    query = sql.SQL("SELECT count(*) FROM {} WHERE version = %s").format(
+    query = sql.SQL("SELECT count(*) FROM {} WHERE version = %s AND load_table IS NULL").format(
         qualified(schema, QUARANTINE_TABLE)
     )
     if table is None:
@@ -121,7 +168,7 @@ def quarantined_records(
     cur = conn.execute(
         sql.SQL(
             "SELECT table_name, file, record, column_name, reason, length(raw_record) FROM {}"
-            " WHERE version = %s ORDER BY table_name, file, record LIMIT %s"
+            " WHERE version = %s AND load_table IS NULL ORDER BY table_name, file, record LIMIT %s"
         ).format(qualified(schema, QUARANTINE_TABLE)),
         (version, limit),
     )

@@ -22,8 +22,8 @@ REGISTRY_TABLE = "_ingest_versions"
 LOAD_MARKER = "ingest_platform load table"
 
 
-def load_tables_of(conn: psycopg.Connection, schema: str, table: str, version: str) -> list[str]:
-    """Names of load tables (begun, never attached) of this table and version."""
+def load_tables(conn: psycopg.Connection, schema: str, version: str) -> dict[str, dict]:
+    """Load tables (begun, never attached) of this version: name -> marker (``load_marker``)."""
     rows = conn.execute(
         "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -31,23 +31,25 @@ def load_tables_of(conn: psycopg.Connection, schema: str, table: str, version: s
         " AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)",
         (schema, f"%{LOAD_MARKER}%"),
     ).fetchall()
-    found = []
+    found = {}
     for name, comment in rows:
         try:
             marker = json.loads(comment)
         except ValueError:
             continue
         if (
-            marker.get("marker") == LOAD_MARKER
-            and marker.get("table") == table
+            isinstance(marker, dict)
+            and marker.get("marker") == LOAD_MARKER
             and marker.get("version") == version
         ):
-            found.append(name)
+            found[name] = marker
     return found
 
 
-def load_marker(table: str, version: str) -> str:
-    return json.dumps({"marker": LOAD_MARKER, "table": table, "version": version})
+def load_marker(**fields) -> str:
+    """The comment of a load table: table, version, dump, state ("loading", or "staged" with the
+    load and its rows once its COPY is complete)."""
+    return json.dumps({"marker": LOAD_MARKER, **fields})
 
 
 def create_registry(conn: psycopg.Connection, schema: str) -> None:
@@ -58,9 +60,29 @@ def create_registry(conn: psycopg.Connection, schema: str) -> None:
             "CREATE TABLE IF NOT EXISTS {} ("
             " table_name text NOT NULL, version text NOT NULL, child_table text NOT NULL,"
             " rows bigint NOT NULL, columns jsonb NOT NULL, primary_key jsonb NOT NULL,"
-            " loaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, version))"
+            " loaded_at timestamptz NOT NULL DEFAULT now(), dump text,"
+            " PRIMARY KEY (table_name, version))"
         ).format(qualified(schema, REGISTRY_TABLE))
     )
+    # dump: the file the version's child came from (registries made before it have none).
+    conn.execute(
+        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS dump text").format(
+            qualified(schema, REGISTRY_TABLE)
+        )
+    )
+
+
+def version_dumps(conn: psycopg.Connection, schema: str, version: str) -> dict[str, str | None]:
+    """Table -> the dump file its registered child of `version` came from."""
+    if relation_oid(conn, schema, REGISTRY_TABLE) is None:
+        return {}
+    cur = conn.execute(
+        sql.SQL("SELECT table_name, dump FROM {} WHERE version = %s").format(
+            qualified(schema, REGISTRY_TABLE)
+        ),
+        (version,),
+    )
+    return dict(cur.fetchall())
 
 
 def registered_versions(conn: psycopg.Connection, schema: str, table: str) -> list[dict]:
@@ -96,15 +118,16 @@ def register_version(
     rows: int,
     columns: list[dict],
     primary_key: list[str],
+    dump: str = "",
 ) -> None:
     conn.execute(
         sql.SQL(
             "INSERT INTO {} (table_name, version, child_table, rows, columns, primary_key, "
-            "loaded_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp())"
+            "loaded_at, dump)"
+            " VALUES (%s, %s, %s, %s, %s, %s, clock_timestamp(), %s)"
             " ON CONFLICT (table_name, version) DO UPDATE SET child_table = EXCLUDED.child_table,"
             " rows = EXCLUDED.rows, columns = EXCLUDED.columns, primary_key = EXCLUDED.primary_key,"
-            " loaded_at = EXCLUDED.loaded_at"
+            " loaded_at = EXCLUDED.loaded_at, dump = EXCLUDED.dump"
         ).format(qualified(schema, REGISTRY_TABLE)),
-        (table, version, child_table, rows, Jsonb(columns), Jsonb(primary_key)),
+        (table, version, child_table, rows, Jsonb(columns), Jsonb(primary_key), dump),
     )

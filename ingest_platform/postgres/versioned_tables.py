@@ -17,26 +17,34 @@ children read NULL); a wider type widens the parent (ALTER TYPE rewrites the chi
 storage changes); a narrower type changes nothing; anything else is a SchemaError naming the
 table, column, both types and both versions, raised before any data moves.
 
-Loading one version: three steps, each its own transaction
-----------------------------------------------------------
-1. ``begin_version_load``: creates schema, registry and an empty parent if missing, checks the
-   evolution, drops load tables that crashed loads of this table+version left behind, creates a
-   fresh *load table* (not inherited: invisible through the parent) in the target types, its
-   ``_version`` default and CHECK already in place (COPY checks each row; attach scans nothing).
-   Returns a picklable ``VersionLoad``. Serialized per schema by an advisory lock (no race on
-   CREATE SCHEMA/TABLE IF NOT EXISTS). A second begin of the same table+version drops the first
-   one's load table (the newest begin wins; the older load fails on COPY or attach).
+Loading one version: every table of a dump is staged, then all are attached at once
+-------------------------------------------------------------------------------------
+Readers query across the tables of a version, so a version becomes visible whole or not at all.
+1. ``begin_version_load``: creates schema and registry if missing, checks the evolution, drops the
+   load tables an earlier load of this table+version left behind (crashed, failed or superseded:
+   the newest begin wins; callers serialize loads of one version, ``postgres/version_lock.py``),
+   creates a fresh *load table* (not inherited: invisible through the parent) in the target types,
+   its ``_version`` default and CHECK already in place (COPY checks each row; attach scans
+   nothing). Its comment (``version_registry.load_marker``) records the load, state "loading".
+   Returns a picklable ``VersionLoad``.
 2. ``copy_into``: ``COPY load_table FROM STDIN`` from COPY-text chunks; any number of workers,
    each on its own connection, concurrently. Readers of the parent see nothing of it.
-3. ``attach_version``: one short transaction holding ACCESS EXCLUSIVE on the parent: evolves the
-   parent and the load table to each other (another version may have evolved the parent since
-   step 1), drops the previous child of this version, renames the load table to the child name,
-   INHERITs and registers it. A reader of the parent waits for this transaction and then sees the
-   new child; before it, the old one. (PostgreSQL DDL is not MVCC-safe: a REPEATABLE READ
-   transaction whose snapshot predates the COPY's commit and that first touches the version after
-   the attach sees it empty. Transactions that read before the attach keep the old child: the
-   attach waits for them.)
-On any failure call ``abandon_version_load``: it drops the load table; nothing else changed.
+3. ``stage_version_load``: counts and analyzes the load table, writes its quarantined records as
+   pending (``postgres/quarantine.py``) and marks it "staged", in one transaction.
+4. ``attach_staged``: once every table of the dump is staged, ONE short transaction holding ACCESS
+   EXCLUSIVE on each parent: creates the parent if this is its first version (a failed first load
+   leaves no empty parent), evolves parent and load table to each other (another version may have
+   evolved the parent since step 1), drops the previous child of this version, renames the load
+   table to the child name, INHERITs and registers it, publishes its quarantined records; then drops
+   the version's other load tables. Until then the previous load of the version stays, whole. A
+   reader of a parent waits for this transaction and then sees the new children; before it, the
+   old ones. (PostgreSQL DDL is not MVCC-safe: a REPEATABLE READ transaction whose snapshot
+   predates the COPY's commit and that first touches the version after the attach sees it empty.
+   Transactions that read before the attach keep the old child: the attach waits for them.)
+   ``attach_version`` is steps 3 and 4 for a load of one table.
+On a table's failure call ``abandon_version_load``: it drops its load table; nothing visible
+changed. The dump's staged tables wait for a re-run of the failed table (``abandon_staged`` drops
+them instead).
 
 Write steps need a connection without an open transaction and commit on their own. Every name
 goes through ``psycopg.sql.Identifier``; values are parameters, or ``sql.Literal`` where
@@ -45,12 +53,15 @@ PostgreSQL's DDL takes no parameters (DEFAULT, CHECK, COMMENT).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -58,7 +69,7 @@ from psycopg.pq import TransactionStatus
 
 from ingest_platform.dumps.schema import MAX_COLUMNS, TableSchema
 from ingest_platform.errors import IngestError, SchemaError, first_line
-from ingest_platform.postgres import evolution
+from ingest_platform.postgres import evolution, quarantine
 from ingest_platform.postgres import version_registry as registry
 from ingest_platform.postgres.catalog import (
     MAX_IDENTIFIER_BYTES,
@@ -74,7 +85,7 @@ from ingest_platform.postgres.catalog import (
 from ingest_platform.postgres.connection import scalar
 from ingest_platform.postgres.copy_errors import CopyRejected, copy_error_details, copy_error_line
 from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS, terminating_blockers
-from ingest_platform.postgres.quarantine import QUARANTINE_TABLE
+from ingest_platform.postgres.quarantine import QUARANTINE_TABLE, QuarantinedRecord
 from ingest_platform.postgres.type_widening import PgType, parse_pg_type
 
 VERSION_COLUMN = "_version"
@@ -97,6 +108,7 @@ class VersionLoad:
     declared_columns: tuple[tuple[str, str], ...]  # (name, the version's own pg type)
     primary_key: tuple[str, ...]
     planned_changes: tuple[str, ...]  # parent changes foreseen at begin (attach decides)
+    dump: str = ""  # ``dump_identity`` of its file: the attach joins the staged tables of one dump
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,14 @@ class AttachResult:
 
 
 # ----------------------------------------------------------------------------- names
+
+
+def dump_identity(path: Path) -> str:
+    """A dump file as the attach and the registry know it: its name, size and modification time
+    (a new file of the same name is another dump; a re-run of the same file is the same)."""
+    stat = path.stat()
+    modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+    return f"{path.name} ({stat.st_size} bytes, modified {modified:%Y-%m-%d %H:%M:%S.%f} UTC)"
 
 
 def parent_table_name(table: str) -> str:
@@ -128,33 +148,27 @@ def load_table_name(table: str, version: str, token: str) -> str:
 
 
 def begin_version_load(
-    conn: psycopg.Connection, schema: str, table_schema: TableSchema, version: str
+    conn: psycopg.Connection, schema: str, table_schema: TableSchema, version: str, dump: str = ""
 ) -> VersionLoad:
-    """Step 1: check the evolution and create an empty load table. Commits."""
+    """Step 1: check the evolution and create an empty load table. Commits.
+
+    `dump`: identifies the dump file (``dump_identity``); the attach joins only staged tables of
+    one dump."""
     table = table_schema.name
     declared = _declared_columns(schema, table_schema, version)
     parent, child = parent_table_name(table), child_table_name(table, version)
     load_table = load_table_name(table, version, secrets.token_hex(4))
     with _transaction(conn):
-        # One begin per schema at a time: CREATE ... IF NOT EXISTS races with itself.
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('ingest_platform.versioned_tables'), "
-            "hashtext(%s))",
-            (schema,),
-        )
+        _lock_schema(conn, schema)
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         registry.create_registry(conn, schema)
-        conn.execute(
-            sql.SQL("CREATE TABLE IF NOT EXISTS {} ({} text)").format(
-                qualified(schema, parent), sql.Identifier(VERSION_COLUMN)
-            )
-        )
         parent_oid, parent_columns = _parent_columns(conn, schema, parent)
         target, changes = _plan(conn, schema, table, version, parent_columns, declared, declared)
         _check_child_name_free(conn, schema, table, version, child, parent_oid)
         _check_types_exist(conn, table, version, declared)
-        for stale in registry.load_tables_of(conn, schema, table, version):
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(schema, stale)))
+        for stale, marker in registry.load_tables(conn, schema, version).items():
+            if marker.get("table") == table:
+                _drop_load_table(conn, schema, stale)
         conn.execute(
             sql.SQL(
                 "CREATE TABLE {} ({}, {} text NOT NULL DEFAULT {}, CONSTRAINT {} CHECK ({} = {}))"
@@ -171,23 +185,21 @@ def begin_version_load(
                 sql.Literal(version),
             )
         )
-        conn.execute(
-            sql.SQL("COMMENT ON TABLE {} IS {}").format(
-                qualified(schema, load_table), sql.Literal(registry.load_marker(table, version))
-            )
+        load = VersionLoad(
+            schema=schema,
+            table=table,
+            version=version,
+            parent_table=parent,
+            child_table=child,
+            load_table=load_table,
+            copy_columns=tuple((n, str(t)) for n, t in target.items()),
+            declared_columns=tuple((n, str(t)) for n, t in declared.items()),
+            primary_key=tuple(table_schema.primary_key),
+            planned_changes=tuple(str(c) for c in changes),
+            dump=dump,
         )
-    return VersionLoad(
-        schema=schema,
-        table=table,
-        version=version,
-        parent_table=parent,
-        child_table=child,
-        load_table=load_table,
-        copy_columns=tuple((n, str(t)) for n, t in target.items()),
-        declared_columns=tuple((n, str(t)) for n, t in declared.items()),
-        primary_key=tuple(table_schema.primary_key),
-        planned_changes=tuple(str(c) for c in changes),
-    )
+        _mark(conn, load, "loading")
+    return load
 
 
 def copy_into(
@@ -231,15 +243,105 @@ def copy_into(
                 rows += cur.rowcount
             return rows, sent
     except psycopg.errors.UndefinedTable:
-        raise IngestError(
-            f'The load table of "{load.table}" version {load.version} is gone: the load was '
-            f"abandoned, "
-            "or begun again elsewhere (which drops older load tables). Begin the load again."
-        ) from None
+        raise IngestError(_load_table_gone(load)) from None
 
 
 def _null_string(chunk: bytes | tuple[bytes, str]) -> str:
     return "\\N" if isinstance(chunk, bytes) else chunk[1]
+
+
+def stage_version_load(
+    conn: psycopg.Connection,
+    load: VersionLoad,
+    quarantined: Sequence[QuarantinedRecord] = (),
+    dump_name: str = "",
+) -> int:
+    """Step 3: mark the load table complete, with the records its reject budget set aside (still
+    invisible; the quarantine names their dump `dump_name`). Commits. Returns its rows."""
+    with _transaction(conn):
+        _load_table_oid(conn, load)
+        rows = scalar(
+            conn,
+            sql.SQL("SELECT count(*) FROM ONLY {}").format(qualified(load.schema, load.load_table)),
+        )
+        # Analyzed now, before the attach locks the parent: nobody else writes a load table.
+        conn.execute(sql.SQL("ANALYZE {}").format(qualified(load.schema, load.load_table)))
+        quarantine.add_pending(
+            conn,
+            load.schema,
+            load.load_table,
+            load.table,
+            load.version,
+            dump_name or load.dump,
+            list(quarantined),
+        )
+        _mark(conn, load, "staged", rows=rows)
+    return rows
+
+
+@dataclass(frozen=True)
+class VersionAttach:
+    """What ``attach_staged`` did: the tables it made visible, or the ones still not staged."""
+
+    attached: dict[str, AttachResult]  # dump table name -> its attach
+    waiting_for: tuple[str, ...]  # tables of the dump not staged yet (then nothing attached)
+
+
+def attach_staged(
+    conn: psycopg.Connection,
+    schema: str,
+    version: str,
+    dump: str,
+    tables: Iterable[str],
+    terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS,
+    logger: logging.Logger | logging.LoggerAdapter = LOGGER,
+) -> VersionAttach:
+    """Step 4: when every one of `tables` has a staged load from `dump` (or a visible child from
+    it already), make the staged ones the version's children in one short transaction, and drop
+    the version's other load tables (earlier, abandoned or superseded loads). Commits. Otherwise
+    changes nothing and says which tables it waits for.
+
+    Backends whose locks keep the attach waiting longer than `terminate_blockers_after` seconds
+    (a reader's long transaction on a parent or an old child) are terminated and logged
+    (``postgres.locks``; None: wait as long as it takes).
+    """
+    wanted = sorted(set(tables))
+    for attempt in range(1, _ATTACH_ATTEMPTS + 1):
+        try:
+            with terminating_blockers(conn, terminate_blockers_after, logger), _transaction(conn):
+                # One attach per version at a time: the last tables to stage may finish together.
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s), hashtext(%s))",
+                    (f"ingest_platform.attach:{schema}", version),
+                )
+                found = registry.load_tables(conn, schema, version)
+                staged = {
+                    marker["table"]: (name, marker)
+                    for name, marker in found.items()
+                    if marker.get("state") == "staged" and marker.get("dump") == dump
+                }
+                # A table of the dump whose visible child came from this dump already (a run that
+                # reloads some of its tables) keeps it: the version stays one dump's.
+                visible = registry.version_dumps(conn, schema, version)
+                waiting = tuple(t for t in wanted if t not in staged and visible.get(t) != dump)
+                if waiting:
+                    return VersionAttach({}, waiting)
+                attached = {}
+                for table in (t for t in wanted if t in staged):
+                    name, marker = staged[table]
+                    load = _load_of(marker, name)
+                    changes, replaced = _attach(conn, load, marker["rows"])
+                    quarantine.publish(conn, schema, table, version, name)
+                    attached[table] = AttachResult(
+                        load.child_table, marker["rows"], tuple(map(str, changes)), replaced
+                    )
+                for name in found.keys() - {staged[t][0] for t in attached}:
+                    _drop_load_table(conn, schema, name)
+            return VersionAttach(attached, ())
+        except psycopg.errors.DeadlockDetected:
+            if attempt == _ATTACH_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
 
 
 def attach_version(
@@ -247,42 +349,26 @@ def attach_version(
     load: VersionLoad,
     terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS,
     logger: logging.Logger | logging.LoggerAdapter = LOGGER,
-    in_attach: Callable[[psycopg.Connection], None] | None = None,
 ) -> AttachResult:
-    """Step 3: make the loaded rows the version's child, in one short transaction. Commits.
-
-    `in_attach` runs inside that transaction, after the child is registered: what must change
-    with the child, atomically (the version's quarantined records).
-
-    Backends whose locks keep the attach waiting longer than `terminate_blockers_after` seconds
-    (a reader's long transaction on the parent or the old child) are terminated and logged
-    (``postgres.locks``; None: wait as long as it takes).
-    """
-    with _transaction(conn):
-        _load_table_oid(conn, load)
-        # Counted and analyzed before the parent is locked: nobody else writes a load table now.
-        rows = scalar(
-            conn,
-            sql.SQL("SELECT count(*) FROM ONLY {}").format(qualified(load.schema, load.load_table)),
-        )
-        conn.execute(sql.SQL("ANALYZE {}").format(qualified(load.schema, load.load_table)))
-    for attempt in range(1, _ATTACH_ATTEMPTS + 1):
-        try:
-            with terminating_blockers(conn, terminate_blockers_after, logger), _transaction(conn):
-                changes, replaced = _attach(conn, load, rows)
-                if in_attach is not None:
-                    in_attach(conn)
-            return AttachResult(load.child_table, rows, tuple(str(c) for c in changes), replaced)
-        except psycopg.errors.DeadlockDetected:
-            if attempt == _ATTACH_ATTEMPTS:
-                raise
-    raise AssertionError("unreachable")
+    """Steps 3 and 4 for a version of one table: stage it and make it the version's child."""
+    stage_version_load(conn, load)
+    done = attach_staged(
+        conn, load.schema, load.version, load.dump, [load.table], terminate_blockers_after, logger
+    )
+    return done.attached[load.table]
 
 
 def _attach(
     conn: psycopg.Connection, load: VersionLoad, rows: int
 ) -> tuple[list[evolution.ColumnPlan], bool]:
     schema = load.schema
+    # The parent appears with the version's first child, never empty before it.
+    _lock_schema(conn, schema)
+    conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} ({} text)").format(
+            qualified(schema, load.parent_table), sql.Identifier(VERSION_COLUMN)
+        )
+    )
     # ACCESS EXCLUSIVE, taken first: a reader of the parent then waits for our commit and lists
     # the children afresh. A weaker lock (SHARE ROW EXCLUSIVE) would let a reader list the old
     # child, block on our DROP of it, then skip it as dropped: zero rows for this version.
@@ -294,6 +380,7 @@ def _attach(
     )
     load_oid = _load_table_oid(conn, load)  # again: an abandon may have raced us
     parent_oid, parent_columns = _parent_columns(conn, schema, load.parent_table)
+    assert parent_oid is not None  # created above
     load_columns = {c.name: c.parsed for c in columns(conn, load_oid) if c.name != VERSION_COLUMN}
     declared = {n: parse_pg_type(t) for n, t in load.declared_columns}
     target, parent_changes = _plan(
@@ -333,6 +420,7 @@ def _attach(
         rows,
         [{"name": n, "type": str(t), "declared": str(declared[n])} for n, t in target.items()],
         list(load.primary_key),
+        load.dump,
     )
     return parent_changes, replaced
 
@@ -340,9 +428,15 @@ def _attach(
 def abandon_version_load(conn: psycopg.Connection, load: VersionLoad) -> None:
     """Drop the load table of a failed load (no-op once attached or already dropped). Commits."""
     with _transaction(conn):
-        conn.execute(
-            sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(load.schema, load.load_table))
-        )
+        _drop_load_table(conn, load.schema, load.load_table)
+
+
+def abandon_staged(conn: psycopg.Connection, schema: str, version: str, dump: str) -> None:
+    """Drop every load table of `dump`'s `version` (its other tables failed). Commits."""
+    with _transaction(conn):
+        for name, marker in registry.load_tables(conn, schema, version).items():
+            if marker.get("dump") == dump:
+                _drop_load_table(conn, schema, name)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -361,6 +455,19 @@ def version_row_count(
             sql.SQL("SELECT count(*) FROM ONLY {}").format(
                 qualified(schema, registered["child_table"])
             ),
+        )
+
+
+def staged_from(conn: psycopg.Connection, schema: str, table: str, version: str) -> str | None:
+    """The dump whose staged load of the table's version waits for its other tables, if any."""
+    with conn.transaction():
+        return next(
+            (
+                marker.get("dump") or "the dump"
+                for marker in registry.load_tables(conn, schema, version).values()
+                if marker.get("table") == table and marker.get("state") == "staged"
+            ),
+            None,
         )
 
 
@@ -501,11 +608,14 @@ def _declared_columns(schema: str, table_schema: TableSchema, version: str) -> d
 
 def _parent_columns(
     conn: psycopg.Connection, schema: str, parent: str
-) -> tuple[int, dict[str, PgType]]:
-    """The parent's oid and columns (without the version column)."""
+) -> tuple[int | None, dict[str, PgType]]:
+    """The parent's oid and columns (without the version column); (None, {}) before its first
+    version is attached."""
     oid = relation_oid(conn, schema, parent)
-    found = {c.name: c.parsed for c in columns(conn, oid)} if oid is not None else {}
-    if oid is None or VERSION_COLUMN not in found:
+    if oid is None:
+        return None, {}
+    found = {c.name: c.parsed for c in columns(conn, oid)}
+    if VERSION_COLUMN not in found:
         raise SchemaError(
             f'Table "{parent}" in schema "{schema}" exists but is not a parent table of '
             f"versioned dumps (it has no {VERSION_COLUMN} column); rename or drop it."
@@ -538,11 +648,16 @@ def _drop_previous_child(conn: psycopg.Connection, load: VersionLoad, parent_oid
 
 
 def _check_child_name_free(
-    conn: psycopg.Connection, schema: str, table: str, version: str, child: str, parent_oid: int
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    version: str,
+    child: str,
+    parent_oid: int | None,
 ) -> None:
     """The child's name may hold only an earlier load of this version (replaced at attach)."""
     oid = relation_oid(conn, schema, child)
-    if oid is not None and not inherits_from(conn, oid, parent_oid):
+    if oid is not None and (parent_oid is None or not inherits_from(conn, oid, parent_oid)):
         registered = registry.registered_version(conn, schema, table, version)
         if not registered or registered["child_table"] != child:
             raise SchemaError(_name_taken(schema, child, table, version))
@@ -581,12 +696,61 @@ def _name_taken(schema: str, name: str, table: str, version: str) -> str:
 def _load_table_oid(conn: psycopg.Connection, load: VersionLoad) -> int:
     oid = relation_oid(conn, load.schema, load.load_table)
     if oid is None:
-        raise IngestError(
-            f'The load table of "{load.table}" version {load.version} is gone: the load was '
-            f"abandoned, "
-            "attached already, or begun again elsewhere. Begin the load again."
-        )
+        raise IngestError(_load_table_gone(load))
     return oid
+
+
+def _load_table_gone(load: VersionLoad) -> str:
+    return (
+        f'The load table of "{load.table}" version {load.version} is gone: the load was '
+        "abandoned, attached already, or begun again by another run (which drops older load "
+        "tables). Load the version again."
+    )
+
+
+def _lock_schema(conn: psycopg.Connection, schema: str) -> None:
+    """One begin or attach per schema at a time: CREATE ... IF NOT EXISTS races with itself."""
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('ingest_platform.versioned_tables'), hashtext(%s))",
+        (schema,),
+    )
+
+
+def _mark(conn: psycopg.Connection, load: VersionLoad, state: str, **fields) -> None:
+    """Record the load on its load table (a comment), so a later begin or attach finds it."""
+    marker = registry.load_marker(
+        table=load.table,
+        version=load.version,
+        dump=load.dump,
+        state=state,
+        load=dataclasses.asdict(load),
+        **fields,
+    )
+    conn.execute(
+        sql.SQL("COMMENT ON TABLE {} IS {}").format(
+            qualified(load.schema, load.load_table), sql.Literal(marker)
+        )
+    )
+
+
+def _load_of(marker: dict, load_table: str) -> VersionLoad:
+    """The VersionLoad a marker recorded (JSON turned its tuples into lists)."""
+    fields = marker["load"]
+    return VersionLoad(
+        **{
+            **fields,
+            "copy_columns": tuple(map(tuple, fields["copy_columns"])),
+            "declared_columns": tuple(map(tuple, fields["declared_columns"])),
+            "primary_key": tuple(fields["primary_key"]),
+            "planned_changes": tuple(fields["planned_changes"]),
+            "load_table": load_table,
+        }
+    )
+
+
+def _drop_load_table(conn: psycopg.Connection, schema: str, load_table: str) -> None:
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(schema, load_table)))
+    quarantine.discard_pending(conn, schema, load_table)
 
 
 @contextmanager

@@ -3,7 +3,12 @@ bad input."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 
 import psycopg
 import pytest
@@ -13,6 +18,7 @@ from ingest_platform.cdc.config import CdcConfig, CdcTable
 from ingest_platform.cdc.errors import ChangeLogError
 from ingest_platform.demo import cdc_app
 from ingest_platform.errors import SchemaError
+from ingest_platform.postgres.connection import scalar
 
 
 def run(env, table=None, wait=5.0):
@@ -408,3 +414,49 @@ def test_matches_source_names_the_differing_keys(cdc_env):
         (str(changed), "different", "columns: description"),
     }
     assert f"{changed} (different: columns: description)" in match.describe()
+
+
+@pytest.mark.slow
+def test_kill_9_mid_merge_then_rerun_converges(cdc_env):
+    """A real process killed while its MERGE runs (held at the merged table's lock, so the kill
+    lands inside the merge's transaction): nothing of it stays, and the next sync converges."""
+    run(cdc_env)
+    workload(cdc_env, 60, seed=13)
+    item = cdc_env.table("pm_item")
+    pipeline.stage_changes(cdc_env.source_dsn, cdc_env.warehouse_dsn, cdc_env.config, item)
+    before = cdc_env.watermark("pm_item")
+    merged_before = strip_applied(cdc_env.merged("pm_item"))
+    code = (
+        "import sys\n"
+        "from ingest_platform.cdc import pipeline\n"
+        "from ingest_platform.cdc.config import DEMO_TABLES, CdcConfig\n"
+        "config = CdcConfig(tables=DEMO_TABLES)\n"
+        "pipeline.merge_staged(sys.argv[1], config, config.table('pm_item'))\n"
+    )
+
+    def waiting_merges() -> int:
+        with cdc_env.warehouse() as conn:
+            return scalar(
+                conn,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+            )
+
+    with cdc_env.warehouse() as blocker:
+        blocker.execute("BEGIN")
+        blocker.execute('LOCK TABLE cdc."pm_item" IN SHARE MODE')  # the MERGE waits for it
+        merger = subprocess.Popen([sys.executable, "-c", code, cdc_env.warehouse_dsn])
+        try:
+            deadline = time.monotonic() + 60
+            while waiting_merges() == 0:
+                assert merger.poll() is None and time.monotonic() < deadline, "no merge waited"
+                time.sleep(0.1)
+            os.kill(merger.pid, signal.SIGKILL)
+            merger.wait(timeout=10)
+        finally:
+            merger.kill()
+        blocker.execute("ROLLBACK")
+    assert cdc_env.watermark("pm_item") == before
+    assert strip_applied(cdc_env.merged("pm_item")) == merged_before
+    run(cdc_env)
+    assert_consistent(cdc_env)
