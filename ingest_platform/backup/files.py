@@ -99,6 +99,10 @@ def avro_names(columns: list[dict]) -> list[str]:
     return names
 
 
+def _branches(avro_type) -> list:
+    return avro_type if isinstance(avro_type, list) else [avro_type]
+
+
 def avro_schema(columns: list[dict]) -> dict:
     fields = []
     for name, column in zip(avro_names(columns), columns, strict=True):
@@ -108,7 +112,7 @@ def avro_schema(columns: list[dict]) -> dict:
         fields.append(
             {
                 "name": name,
-                "type": avro_type if column["not_null"] else ["null", avro_type],
+                "type": avro_type if column["not_null"] else ["null", *_branches(avro_type)],
                 "pg_name": column["name"],
                 "pg_type": column["pg_type"],
             }
