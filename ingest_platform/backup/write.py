@@ -201,7 +201,9 @@ def _select_tables(found: list[tuple], tables: list[str] | None) -> list[tuple]:
 
 
 class _CopyStream(io.RawIOBase):
-    """A COPY TO STDOUT as a readable stream (what Arrow's CSV reader takes)."""
+    """A COPY TO STDOUT as a readable stream (what Arrow's CSV reader takes). The server sends a
+    message per row; each read returns as many bytes as asked (Arrow makes a record batch of
+    what one read gives, so short reads would mean tiny batches and row groups)."""
 
     def __init__(self, blocks):
         self.blocks, self.pending = iter(blocks), memoryview(b"")
@@ -210,15 +212,18 @@ class _CopyStream(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        while not self.pending:
-            block = next(self.blocks, None)
-            if block is None:
-                return 0
-            self.pending = memoryview(block)
-        n = min(len(buffer), len(self.pending))
-        buffer[:n] = self.pending[:n]
-        self.pending = self.pending[n:]
-        return n
+        size, filled = len(buffer), 0
+        while filled < size:
+            if not self.pending:
+                block = next(self.blocks, None)
+                if block is None:
+                    break
+                self.pending = memoryview(block)
+            n = min(size - filled, len(self.pending))
+            buffer[filled : filled + n] = self.pending[:n]
+            self.pending = self.pending[n:]
+            filled += n
+        return filled
 
 
 def _table(
