@@ -357,3 +357,11 @@ def test_kill_9_during_restore_then_running_it_again_converges(pg_dsn, target_ds
     assert result.passed, result.text()
     assert _rows_as_text(target_dsn, "one") == _rows_as_text(pg_dsn, "one")
     assert _rows_as_text(target_dsn, "two") == _rows_as_text(pg_dsn, "two")
+
+
+def test_a_timestamp_outside_years_1_to_9999_is_refused_by_name(pg_dsn, tmp_path):
+    _execute(pg_dsn, "CREATE TABLE old (id int PRIMARY KEY, at timestamp);"
+             " INSERT INTO old VALUES (1, '0044-03-15 12:00:00 BC')")  # fmt: skip
+    with pytest.raises(SchemaError, match=r"public.old: column at holds a timestamp without time"
+                       r" zone outside the years 1 to 9999"):  # fmt: skip
+        backup(pg_dsn, tmp_path / "b")
