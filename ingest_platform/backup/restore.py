@@ -73,6 +73,11 @@ class RestoreResult:
 
     def text(self) -> str:
         lines = []
+        if not self.against_backup and self.tables:
+            lines.append(
+                "The backup holds no fingerprints (taken with fingerprints=False): the restored "
+                "rows were not compared with it."
+            )
         for c in self.against_backup:
             verdict = "same rows as the backup" if c.passed else "DIFFERENT from the backup"
             lines.append(
@@ -142,7 +147,7 @@ def restore(
                     target.execute(
                         "SELECT setval(%s::regclass, %s, true)", (sequence, s["last_value"])
                     )
-        _verify(target, entries, result)
+    _verify(target_dsn, entries, result, jobs)
     if source_dsn:
         _compare_source(source_dsn, target_dsn, entries, result)
     if result.passed:
@@ -259,15 +264,18 @@ def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
     return TableRestore(label, rows, time.monotonic() - started)
 
 
-def _verify(target: psycopg.Connection, entries: list[dict], result: RestoreResult) -> None:
-    use_text_settings(target)
-    for entry in entries:
-        if "fingerprint" not in entry:
-            continue
-        result.against_backup.append(
-            compare_with_fingerprint(target, entry["schema"], entry["name"], entry["fingerprint"])
-        )
-    target.commit()
+def _verify(target_dsn: str, entries: list[dict], result: RestoreResult, jobs: int) -> None:
+    """Each table against its fingerprint, `jobs` tables at once (each its own connection)."""
+
+    def one(entry: dict) -> Comparison:
+        with connect(target_dsn) as target:
+            use_text_settings(target)
+            return compare_with_fingerprint(
+                target, entry["schema"], entry["name"], entry["fingerprint"]
+            )
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        result.against_backup.extend(pool.map(one, [e for e in entries if "fingerprint" in e]))
 
 
 def _compare_source(

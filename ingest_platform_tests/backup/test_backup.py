@@ -365,3 +365,12 @@ def test_a_timestamp_outside_years_1_to_9999_is_refused_by_name(pg_dsn, tmp_path
     with pytest.raises(SchemaError, match=r"public.old: column at holds a timestamp without time"
                        r" zone outside the years 1 to 9999"):  # fmt: skip
         backup(pg_dsn, tmp_path / "b")
+
+
+def test_a_backup_without_fingerprints_restores_but_says_it_is_unproven(
+    source, target_dsn, tmp_path
+):
+    backup(source, tmp_path / "b", fingerprints=False)
+    result = restore(tmp_path / "b", target_dsn)
+    assert result.against_backup == [] and "holds no fingerprints" in result.text()
+    assert _rows_as_text(target_dsn) == _rows_as_text(source)
