@@ -28,6 +28,7 @@ from ingest_platform.migration.plan import EMPTY, EQUAL, WITHOUT_POST_DATA, Plan
 from ingest_platform.migration.schema import apply_sections, copy_sequence_values
 from ingest_platform.postgres.catalog import qualified
 from ingest_platform.postgres.connection import connect
+from ingest_platform.postgres.snapshot import adopt_snapshot, export_snapshot
 from ingest_platform.progress import PROGRESS_SECONDS
 
 logger = logging.getLogger("ingest_platform.migration")
@@ -104,8 +105,7 @@ def migrate_data(
             "Run `migrate plan` to see all, or `migrate data --replace`."
         )
     with connect(plan.source_dsn) as source:
-        source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        snapshot = source.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+        snapshot = export_snapshot(source)
         tables = source_tables(source, plan.schemas)
         _truncate(plan.target_dsn, tables)
         waves = [tables] if post_data_later else _parents_first(tables)
@@ -172,8 +172,7 @@ def copy_table(plan: Plan, table: SourceTable, snapshot: str) -> TableCopy:
     rows = size = 0
     try:
         with connect(plan.source_dsn) as source, connect(plan.target_dsn) as target:
-            source.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            source.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            adopt_snapshot(source, snapshot)
             read = sql.SQL("COPY (SELECT {} FROM ONLY {}) TO STDOUT{}").format(
                 columns, name, options
             )

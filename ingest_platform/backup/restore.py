@@ -1,0 +1,293 @@
+"""Restoring a backup into a database, and proving the result.
+
+1. Before the target is touched: the manifest is read (a directory without one, or of another
+   format version, is refused) and every file's size and SHA-256 is checked; a missing,
+   truncated or corrupted file is named and nothing is restored.
+2. A target holding any table, view or sequence is refused unless ``replace``: then the backup's
+   schemas are dropped and recreated (other schemas are left alone).
+3. A marker (schema ``ingest_restore``) says a restore of this backup is under way; a restore
+   killed at any point leaves it, and running the restore again starts over (the backup's
+   schemas are dropped again), so it converges. The marker goes when the restore is verified.
+4. The schema's pre-data section (types, tables, functions, views) from the backup's pg_dump
+   archive (``migration/pg_tools``, ``migration/schema``), then each table's files loaded by one
+   COPY in its own transaction (``jobs`` tables at once), then keys, indexes and triggers
+   (post-data, one transaction), then the sequences.
+5. Every restored table is compared with the backup's fingerprint (``verify``) and, when
+   `source_dsn` is given and answers, with the source.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+from psycopg import sql
+
+from ingest_platform.backup import files, types
+from ingest_platform.backup.manifest import BackupError, read_manifest, verify_files
+from ingest_platform.backup.verify import (
+    compare_with_fingerprint,
+    compare_with_source,
+    use_text_settings,
+)
+from ingest_platform.consistency.compare import Comparison
+from ingest_platform.errors import IngestError, first_line
+from ingest_platform.migration import pg_tools
+from ingest_platform.migration.schema import _run_script
+from ingest_platform.postgres.catalog import qualified
+from ingest_platform.postgres.connection import connect, server_address
+
+logger = logging.getLogger("ingest_platform.backup")
+MARKER_SCHEMA = "ingest_restore"
+_SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", MARKER_SCHEMA)
+
+
+@dataclass
+class TableRestore:
+    table: str
+    rows: int
+    seconds: float
+
+    @property
+    def line(self) -> str:
+        rate = self.rows / max(self.seconds, 1e-9)
+        return f"{self.table}: {self.rows:,} rows restored, {rate:,.0f} rows/s"
+
+
+@dataclass
+class RestoreResult:
+    tables: list[TableRestore] = field(default_factory=list)
+    against_backup: list[Comparison] = field(default_factory=list)
+    against_source: list[Comparison] = field(default_factory=list)
+    source_note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.against_backup)
+
+    def text(self) -> str:
+        lines = []
+        if not self.against_backup and self.tables:
+            lines.append(
+                "The backup holds no fingerprints (taken with fingerprints=False): the restored "
+                "rows were not compared with it."
+            )
+        for c in self.against_backup:
+            verdict = "same rows as the backup" if c.passed else "DIFFERENT from the backup"
+            lines.append(
+                f"{c.what}: {verdict} (backup {c.left_rows:,} rows, restored {c.right_rows:,},"
+                f" {c.buckets} buckets, {c.differing_buckets} differ)"
+            )
+            lines += [f"    {d.key} {d.status} {d.detail}".rstrip() for d in c.differences]
+        for c in self.against_source:
+            verdict = "same rows as the source" if c.passed else "differs from the source now"
+            lines.append(
+                f"{c.what}: {verdict} (source {c.left_rows:,} rows, restored {c.right_rows:,})"
+            )
+            lines += [f"    {d.key} {d.status} {d.detail}".rstrip() for d in c.differences]
+        if self.source_note:
+            lines.append(self.source_note)
+        return "\n".join(lines)
+
+
+def restore(
+    directory: Path | str,
+    target_dsn: str,
+    *,
+    tables: list[str] | None = None,
+    replace: bool = False,
+    jobs: int = 2,
+    source_dsn: str | None = None,
+    on_table=lambda done: None,
+) -> RestoreResult:
+    """Restore the backup in `directory` into `target_dsn` (see the module's docstring)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    verify_files(directory, manifest)
+    entries = _selected(manifest, tables)
+    archive = directory / manifest["schema_archive"]
+    backup_id = f"{manifest['database']}@{manifest['created']}"
+    with connect(target_dsn, autocommit=True) as target:
+        version = target.info.server_version
+        resuming = _marker(target) == backup_id
+        occupied = _occupied(target)
+        if occupied and not (replace or resuming):
+            shown = ", ".join(occupied[:5]) + (" ..." if len(occupied) > 5 else "")
+            raise BackupError(
+                f"The target {server_address(target_dsn)} is not empty (it holds {shown}): "
+                "nothing was restored. Restore into an empty database, or pass --replace to drop "
+                f"and recreate schema(s) {', '.join(manifest['schemas'])} there."
+            )
+        _set_marker(target, backup_id)
+    pre, post = (pg_tools.section_sql(archive, s, version) for s in pg_tools.SECTIONS)
+    with connect(target_dsn) as target:
+        with target.transaction():
+            for schema in manifest["schemas"]:
+                name = sql.Identifier(schema)
+                target.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(name))
+                target.execute(sql.SQL("CREATE SCHEMA {}").format(name))
+            _run_script(target, pre)
+    result = RestoreResult()
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for done in pool.map(lambda e: _load_table(directory, target_dsn, e), entries):
+            on_table(done)
+            result.tables.append(done)
+    with connect(target_dsn) as target:
+        with target.transaction():
+            _run_script(target, post)
+            for s in manifest["sequences"]:
+                if s["last_value"] is not None:
+                    sequence = qualified(s["schema"], s["name"]).as_string(target)
+                    target.execute(
+                        "SELECT setval(%s::regclass, %s, true)", (sequence, s["last_value"])
+                    )
+    _verify(target_dsn, entries, result, jobs)
+    if source_dsn:
+        _compare_source(source_dsn, target_dsn, entries, result)
+    if result.passed:
+        with connect(target_dsn, autocommit=True) as target:
+            target.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(MARKER_SCHEMA))
+            )
+    return result
+
+
+def _selected(manifest: dict, tables: list[str] | None) -> list[dict]:
+    entries = manifest["tables"]
+    if not tables:
+        return entries
+    by_name = {f"{e['schema']}.{e['name']}": e for e in entries}
+    missing = [t for t in tables if t not in by_name]
+    if missing:
+        raise BackupError(
+            f"The backup holds no table {', '.join(missing)}: it has "
+            f"{', '.join(sorted(by_name)) or 'no tables'}."
+        )
+    return [by_name[t] for t in tables]
+
+
+def _occupied(target: psycopg.Connection) -> list[str]:
+    rows = target.execute(
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND NOT n.nspname = ANY(%s)"
+        " AND n.nspname NOT LIKE 'pg_temp%%' AND n.nspname NOT LIKE 'pg_toast%%' ORDER BY 1",
+        (list(_SYSTEM_SCHEMAS),),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _marker(target: psycopg.Connection) -> str | None:
+    exists = target.execute(
+        "SELECT to_regclass(%s) IS NOT NULL", (f"{MARKER_SCHEMA}.running",)
+    ).fetchone()
+    if not exists or not exists[0]:
+        return None
+    row = target.execute(
+        sql.SQL("SELECT backup FROM {}.running").format(sql.Identifier(MARKER_SCHEMA))
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _set_marker(target: psycopg.Connection, backup_id: str) -> None:
+    schema = sql.Identifier(MARKER_SCHEMA)
+    with target.transaction():
+        target.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+        target.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {}.running (backup text NOT NULL)").format(schema)
+        )
+        target.execute(sql.SQL("DELETE FROM {}.running").format(schema))
+        target.execute(sql.SQL("INSERT INTO {}.running VALUES (%s)").format(schema), (backup_id,))
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _escape(text: pa.Array) -> pa.Array:
+    """COPY text escapes: backslash first, then the characters COPY reads as separators."""
+    for raw, escaped in (("\\", "\\\\"), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+        text = pc.replace_substring(text, raw, escaped)
+    return text
+
+
+def copy_text(columns: list[dict], batch: pa.RecordBatch) -> pa.Buffer | None:
+    """The batch as COPY text rows, computed on whole columns."""
+    if not batch.num_rows:
+        return None
+    fields = []
+    for i, column in enumerate(columns):
+        text = types.kind_of(column).to_text(column, batch.column(i))
+        if column["kind"] not in ("int", "float", "bool", "decimal", "bytea", "uuid", "date",
+                                  "timestamp", "timestamptz", "time", "interval"):  # fmt: skip
+            text = _escape(text)
+        fields.append(pc.fill_null(text, "\\N"))
+    rows = pc.binary_join_element_wise(*fields, "\t") if len(fields) > 1 else fields[0]
+    rows = pc.binary_join_element_wise(rows, "", "\n").cast(pa.large_string())
+    buffers = rows.buffers()
+    offsets = memoryview(buffers[1]).cast("q")
+    return buffers[2][offsets[rows.offset] : offsets[rows.offset + len(rows)]]
+
+
+def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
+    started = time.monotonic()
+    label = f"{entry['schema']}.{entry['name']}"
+    columns = entry["columns"]
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        qualified(entry["schema"], entry["name"]),
+        sql.SQL(", ").join(sql.Identifier(c["name"]) for c in columns),
+    )
+    rows = 0
+    try:
+        with connect(target_dsn) as target:
+            use_text_settings(target, local=True)
+            target.execute(sql.SQL("TRUNCATE {}").format(qualified(entry["schema"], entry["name"])))
+            with target.cursor().copy(statement) as copy:
+                for name in entry["files"]:
+                    for batch in files.read_batches(directory / name, columns):
+                        data = copy_text(columns, batch)
+                        if data is not None:
+                            copy.write(data)
+                            rows += batch.num_rows
+            target.commit()
+    except (psycopg.Error, pa.ArrowException, OSError, ValueError) as exc:
+        raise BackupError(
+            f"{label}: restoring failed: {first_line(exc)}. Run the restore again (it starts "
+            "over); if it fails the same way, the target server may not take this type."
+        ) from None
+    logger.info(f"{label}: {rows:,} rows")
+    return TableRestore(label, rows, time.monotonic() - started)
+
+
+def _verify(target_dsn: str, entries: list[dict], result: RestoreResult, jobs: int) -> None:
+    """Each table against its fingerprint, `jobs` tables at once (each its own connection)."""
+
+    def one(entry: dict) -> Comparison:
+        with connect(target_dsn) as target:
+            use_text_settings(target)
+            return compare_with_fingerprint(
+                target, entry["schema"], entry["name"], entry["fingerprint"]
+            )
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        result.against_backup.extend(pool.map(one, [e for e in entries if "fingerprint" in e]))
+
+
+def _compare_source(
+    source_dsn: str, target_dsn: str, entries: list[dict], result: RestoreResult
+) -> None:
+    try:
+        with connect(source_dsn) as source, connect(target_dsn) as target:
+            use_text_settings(source)
+            use_text_settings(target)
+            for entry in entries:
+                result.against_source.append(
+                    compare_with_source(source, target, entry["schema"], entry["name"])
+                )
+    except IngestError as exc:
+        result.source_note = f"The source was not compared: {first_line(exc)}"

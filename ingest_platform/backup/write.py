@@ -1,0 +1,327 @@
+"""Taking a backup: every selected table from one exported snapshot, in parallel, into files.
+
+1. The directory gets ``INCOMPLETE`` first (a killed or failed run leaves it, never a manifest).
+2. The schema: ``pg_dump --schema-only`` of the selected schemas (``migration/pg_tools``), kept as
+   ``schema.dump`` (what restores run) and as SQL text in the manifest.
+3. One connection exports its snapshot (``postgres/snapshot``); ``jobs`` workers adopt it, so all
+   tables are read as of one instant while the source keeps taking writes. Each table is one
+   ``COPY (SELECT ...) TO STDOUT (FORMAT csv)`` parsed by Arrow's streaming CSV reader in blocks
+   (memory does not grow with the table), converted column by column (``types``) and written
+   (``files``). In the same snapshot the comparison engine's bucket fingerprints of the table are
+   recorded, which a restore compares against.
+4. Every file is synced and hashed; the manifest is written last (``manifest``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+from psycopg import sql
+
+from ingest_platform.backup import files, types
+from ingest_platform.backup.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    INCOMPLETE,
+    MANIFEST,
+    BackupError,
+    fsync_file,
+    sha256_of,
+    write_manifest,
+)
+from ingest_platform.backup.verify import fingerprint, use_text_settings
+from ingest_platform.errors import IngestError, SchemaError, first_line
+from ingest_platform.migration import inventory, pg_tools
+from ingest_platform.postgres.catalog import qualified
+from ingest_platform.postgres.connection import connect, server_address
+from ingest_platform.postgres.snapshot import adopt_snapshot, export_snapshot
+
+logger = logging.getLogger("ingest_platform.backup")
+SCHEMA_ARCHIVE = "schema.dump"
+CSV_BLOCK_BYTES = 8 << 20
+ROWS_PER_FILE = 4_000_000
+
+TABLES = """
+    SELECT c.oid, n.nspname, c.relname FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = ANY(%s) AND c.relkind = 'r' ORDER BY 2, 3"""
+
+
+@dataclass(frozen=True)
+class TableBackup:
+    schema: str
+    name: str
+    rows: int
+    bytes: int
+    seconds: float
+
+    @property
+    def line(self) -> str:
+        rate = self.rows / max(self.seconds, 1e-9)
+        return (
+            f"{self.schema}.{self.name}: {self.rows:,} rows, {self.bytes / 1e6:,.1f} MB,"
+            f" {rate:,.0f} rows/s"
+        )
+
+
+def backup(
+    source_dsn: str,
+    to_dir: Path | str,
+    *,
+    file_format: str = "parquet",
+    schemas: list[str] | None = None,
+    tables: list[str] | None = None,
+    jobs: int = 2,
+    rows_per_file: int = ROWS_PER_FILE,
+    fingerprints: bool = True,
+    on_table=lambda done: None,
+) -> dict:
+    """Write a backup of `source_dsn` into `to_dir` (see the module's docstring); returns the
+    manifest. `tables`: "schema.table" names (default: every table of `schemas`, default every
+    user schema)."""
+    if file_format not in files.EXTENSIONS:
+        raise BackupError(f"Unknown backup format {file_format!r}: use parquet or avro.")
+    directory = Path(to_dir)
+    _prepare(directory)
+    started = dt.datetime.now(dt.UTC)
+    with connect(source_dsn) as source:
+        selected = inventory.selected_schemas(source, list(schemas or []))
+        version, version_text = source.info.server_version, source.execute("SHOW server_version")
+        version_text = version_text.fetchone()[0]  # type: ignore[index]
+        database = source.info.dbname
+    pg_tools.dump_schema(source_dsn, selected, directory / SCHEMA_ARCHIVE)
+    ddl = "".join(
+        pg_tools.section_sql(directory / SCHEMA_ARCHIVE, s, version) for s in pg_tools.SECTIONS
+    )
+    with connect(source_dsn) as source:
+        snapshot = export_snapshot(source)
+        found = source.execute(TABLES, (selected,)).fetchall()
+        wanted = _select_tables(found, tables)
+        entries = [
+            {"oid": oid, "schema": s, "name": n, "columns": types.table_columns(source, oid)}
+            for oid, s, n in wanted
+        ]
+        sequences = source.execute(
+            "SELECT schemaname, sequencename, last_value FROM pg_sequences"
+            " WHERE schemaname = ANY(%s) ORDER BY 1, 2",
+            (selected,),
+        ).fetchall()
+        for i, entry in enumerate(entries):
+            entry["directory"] = f"data/{i:04d}"
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            done = pool.map(
+                lambda e: _table(
+                    source_dsn, snapshot, directory, e, file_format, rows_per_file, fingerprints
+                ),
+                entries,
+            )
+            results = []
+            for result in done:
+                on_table(result)
+                results.append(result)
+        source.rollback()
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "file_format": file_format,
+        "created": started.isoformat(),
+        "finished": dt.datetime.now(dt.UTC).isoformat(),
+        "source": server_address(source_dsn),
+        "database": database,
+        "server_version": version,
+        "server_version_text": version_text,
+        "schemas": selected,
+        "schema_archive": SCHEMA_ARCHIVE,
+        "schema_ddl": ddl,
+        "sequences": [{"schema": s, "name": n, "last_value": v} for s, n, v in sequences],
+        "tables": [{k: v for k, v in e.items() if k != "oid"} for e in entries],
+        "files": {},
+    }
+    for name in [SCHEMA_ARCHIVE] + [f for e in entries for f in e["files"]]:
+        path = directory / name
+        fsync_file(path)
+        manifest["files"][name] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}
+    for entry in entries:
+        for name, rows in zip(entry["files"], entry.pop("file_rows"), strict=True):
+            manifest["files"][name]["rows"] = rows
+    manifest["tables"] = [{k: v for k, v in e.items() if k != "oid"} for e in entries]
+    write_manifest(directory, manifest)
+    return manifest
+
+
+def _prepare(directory: Path) -> None:
+    """An empty directory marked INCOMPLETE. What an interrupted backup left is removed; a
+    complete backup or a directory of other files is refused."""
+    if directory.exists() and not directory.is_dir():
+        raise BackupError(f"{directory} is a file: pass a directory for the backup.")
+    if directory.exists() and any(directory.iterdir()):
+        if (directory / MANIFEST).exists():
+            raise BackupError(
+                f"{directory} already holds a complete backup: choose a new directory "
+                "(backups are never overwritten)."
+            )
+        if not (directory / INCOMPLETE).exists():
+            raise BackupError(
+                f"{directory} is not empty and holds no backup: choose an empty or new directory."
+            )
+        logger.info(f"{directory}: removing what an interrupted backup left")
+        for child in directory.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    try:
+        (directory / "data").mkdir(parents=True, exist_ok=True)
+        (directory / INCOMPLETE).write_text("backup in progress or interrupted: no manifest yet\n")
+    except OSError as exc:
+        raise BackupError(f"Cannot write to {directory}: {exc.strerror}.") from None
+
+
+def _select_tables(found: list[tuple], tables: list[str] | None) -> list[tuple]:
+    if not tables:
+        return found
+    by_name = {f"{s}.{n}": (oid, s, n) for oid, s, n in found}
+    missing = [t for t in tables if t not in by_name]
+    if missing:
+        raise SchemaError(
+            f"No table {', '.join(missing)} in the selected schemas: name tables as schema.table "
+            "(see --schema)."
+        )
+    return [by_name[t] for t in tables]
+
+
+class _CopyStream(io.RawIOBase):
+    """A COPY TO STDOUT as a readable stream (what Arrow's CSV reader takes). The server sends a
+    message per row; each read returns as many bytes as asked (Arrow makes a record batch of
+    what one read gives, so short reads would mean tiny batches and row groups)."""
+
+    def __init__(self, blocks):
+        self.blocks, self.pending = iter(blocks), memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        size, filled = len(buffer), 0
+        while filled < size:
+            if not self.pending:
+                block = next(self.blocks, None)
+                if block is None:
+                    break
+                self.pending = memoryview(block)
+            n = min(size - filled, len(self.pending))
+            buffer[filled : filled + n] = self.pending[:n]
+            self.pending = self.pending[n:]
+            filled += n
+        return filled
+
+
+def _table(
+    dsn: str,
+    snapshot: str,
+    directory: Path,
+    entry: dict,
+    file_format: str,
+    rows_per_file: int,
+    fingerprints: bool,
+) -> TableBackup:
+    started = time.monotonic()
+    label = f"{entry['schema']}.{entry['name']}"
+    columns = entry["columns"]
+    table_dir = directory / entry["directory"]
+    table_dir.mkdir(parents=True, exist_ok=True)
+    writer = files.TableFileWriter(table_dir, file_format, columns, rows_per_file)
+    rows = 0
+    try:
+        with connect(dsn) as conn:
+            adopt_snapshot(conn, snapshot)
+            conn.execute("SET LOCAL bytea_output = 'hex'")
+            conn.execute("SET LOCAL extra_float_digits = 1")  # shortest exact floats
+            quote = lambda name: sql.Identifier(name).as_string(conn)  # noqa: E731
+            plan = types.wire_plan(columns, quote)
+            select = sql.SQL("COPY (SELECT {} FROM ONLY {}) TO STDOUT (FORMAT csv)").format(
+                sql.SQL(", ").join(sql.SQL(e) for e in plan.expressions)
+                if plan.expressions
+                else sql.SQL("1"),
+                qualified(entry["schema"], entry["name"]),
+            )
+            names = [f"c{i}" for i in range(max(1, len(plan.expressions)))]
+            wire_types = plan.types or [pa.int32()]
+            with conn.cursor().copy(select) as copy:
+                reader = pa_csv.open_csv(
+                    _CopyStream(copy),
+                    read_options=pa_csv.ReadOptions(column_names=names, block_size=CSV_BLOCK_BYTES),
+                    parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                    convert_options=pa_csv.ConvertOptions(
+                        column_types=dict(zip(names, wire_types, strict=True)),
+                        null_values=[""],
+                        strings_can_be_null=True,
+                        quoted_strings_can_be_null=False,
+                        true_values=["t"],
+                        false_values=["f"],
+                    ),
+                )
+                for wire in reader:
+                    batch = _stored_batch(label, columns, plan, wire, file_format, writer.schema)
+                    writer.write(batch)
+                    rows += batch.num_rows
+            if fingerprints:
+                use_text_settings(conn, local=True)
+                entry["fingerprint"] = fingerprint(conn, entry["schema"], entry["name"])
+            conn.rollback()
+        written = writer.finish()
+    except OSError as exc:
+        writer.abort()
+        raise BackupError(
+            f"{label}: writing {table_dir} failed ({exc.strerror or exc}): the backup is "
+            "incomplete (no manifest). Free space or choose another directory, then run it again."
+        ) from None
+    except (psycopg.Error, pa.ArrowException) as exc:
+        writer.abort()
+        raise BackupError(f"{label}: {first_line(exc)}. The backup is incomplete.") from None
+    except IngestError:
+        writer.abort()
+        raise
+    entry["rows"] = rows
+    entry["files"] = [str(path.relative_to(directory)) for path, _ in written]
+    entry["file_rows"] = [n for _, n in written]
+    size = sum(path.stat().st_size for path, _ in written)
+    return TableBackup(entry["schema"], entry["name"], rows, size, time.monotonic() - started)
+
+
+def _stored_batch(
+    label: str,
+    columns: list[dict],
+    plan: types.WirePlan,
+    wire: pa.RecordBatch,
+    file_format: str,
+    schema: pa.Schema,
+) -> pa.RecordBatch:
+    if not columns:
+        return pa.RecordBatch.from_arrays([], schema=schema).slice(0, 0)
+    arrays = []
+    for column, (start, end) in zip(columns, plan.spans, strict=True):
+        parts = [wire.column(i) for i in range(start, end)]
+        try:
+            arrays.append(types.kind_of(column).to_arrow(column, parts))
+        except (types.OutOfRange, types.NotStorable) as exc:
+            raise types.refuse(label, str(exc)) from None
+        except (pa.ArrowInvalid, ValueError) as exc:
+            raise types.refuse(
+                label,
+                f"column {column['name']} ({column['pg_type']}) holds a value the {file_format} "
+                f"type {types.arrow_field(column).type} cannot hold ({first_line(exc)}); for "
+                "NaN or Infinity in numeric(p, s), change the column to numeric without a "
+                "precision (kept exactly, as text)",
+            ) from None
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
