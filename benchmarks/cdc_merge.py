@@ -2,12 +2,15 @@
 applying each change with its own statements.
 
     python benchmarks/cdc_merge.py [--rows 1000000] [--changes 100000] \\
-        [--baseline-sample 10000] [--dsn DSN]
+        [--baseline-sample 10000] [--rounds 3] [--dsn DSN]
+
+Rounds: each of --rounds rounds makes a fresh batch of changes (untimed) and runs the three timed
+methods below on it, the order rotated from round to round; the best of each is reported.
 
 Setup (not timed): a source database with `bench_item` (--rows rows: bigint key, text, integer,
 numeric, timestamptz, jsonb), Django's content type and change-log tables, and a warehouse database
 on the same server. The initial sync (every row logged as 'added') runs through the pipeline and is
-reported too. Then one source transaction changes the data: 60% of --changes update existing
+reported too. Each round's source transaction changes the data: 60% of --changes update existing
 rows, 30% insert new rows, 10% delete rows, each with its change-log row (shuffled ids).
 
 Timed:
@@ -65,13 +68,17 @@ def setup_source(dsn: str, rows: int) -> None:
         conn.execute("VACUUM ANALYZE")
 
 
-def make_changes(dsn: str, rows: int, changes: int) -> None:
+def make_changes(dsn: str, changes: int) -> None:
     changed, added, deleted = (
         int(changes * 0.6),
         int(changes * 0.3),
         changes - int(changes * 0.6) - int(changes * 0.3),
     )
     with psycopg.connect(dsn) as conn:
+        # New ids past every id the log ever named (a round's inserts follow the previous ones).
+        rows = conn.execute("SELECT max(object_id::bigint) FROM models_logging_change").fetchone()[
+            0
+        ]
         conn.execute(
             "CREATE TEMP TABLE picks AS SELECT id, row_number() OVER () AS n FROM "
             "(SELECT id FROM bench_item ORDER BY random() LIMIT %s) x",
@@ -171,6 +178,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--changes", type=int, default=100_000)
     parser.add_argument("--baseline-sample", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best counts)")
     args = parser.parse_args()
     load_at_start = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     suffix = uuid.uuid4().hex[:8]
@@ -198,22 +206,47 @@ def main() -> None:
         )
         with psycopg.connect(warehouse, autocommit=True) as w:
             w.execute("VACUUM ANALYZE cdc.bench_item")
-        print(f"setup: {args.changes:,} changes ...", flush=True)
-        make_changes(source, args.rows, args.changes)
-        start_id = merge.watermark
-        sample, baseline_seconds = per_change_statements(
-            source, warehouse, start_id, args.baseline_sample, False
+        # Interleaved rounds: each makes a fresh batch of changes (untimed), then runs the three
+        # methods on it in an order rotated from round to round; the best of each counts.
+        runs: dict[str, list[float]] = {"pipeline": [], "one": [], "auto": []}
+        sample = applied = 0
+        for number in range(args.rounds):
+            make_changes(source, args.changes)
+            start_id = merge.watermark
+
+            def run_pipeline() -> float:
+                nonlocal stage, merge, applied
+                started = time.perf_counter()
+                stage, merge = pipeline.run_table(source, warehouse, CONFIG, TABLE)
+                applied = sum(stage.changes.values())
+                return time.perf_counter() - started
+
+            methods = {
+                "pipeline": run_pipeline,
+                "one": lambda start_id=start_id: per_change_statements(
+                    source, warehouse, start_id, args.baseline_sample, False
+                ),
+                "auto": lambda start_id=start_id: per_change_statements(
+                    source, warehouse, start_id, args.baseline_sample, True
+                ),
+            }
+            order = list(methods)[number % 3 :] + list(methods)[: number % 3]
+            for name in order:
+                outcome = methods[name]()
+                if isinstance(outcome, tuple):
+                    sample, outcome = outcome
+                runs[name].append(outcome)
+                print(
+                    f"  round {number + 1}: {name}: {outcome:.2f} s "
+                    f"({os.getloadavg()[0]:.1f} load)",
+                    flush=True,
+                )
+        seconds, baseline_seconds, autocommit_seconds = (
+            min(runs[name]) for name in ("pipeline", "one", "auto")
         )
-        _, autocommit_seconds = per_change_statements(
-            source, warehouse, start_id, args.baseline_sample, True
-        )
-        started = time.perf_counter()
-        stage, merge = pipeline.run_table(source, warehouse, CONFIG, TABLE)
-        seconds = time.perf_counter() - started
-        applied = sum(stage.changes.values())
         rows.append(
             (
-                f"pipeline: {applied:,} changes (60/30/10)",
+                f"pipeline: {applied:,} changes (60/30/10), best of {args.rounds}",
                 applied,
                 seconds,
                 stage.seconds,

@@ -450,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
         "--pandas-rows", type=int, default=20_000, help="sample size for pandas (extrapolated)"
     )
     parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of the head-to-head (best counts)"
+    )
+    parser.add_argument(
         "--measure-load", type=Path, help=argparse.SUPPRESS
     )  # child of peak_rss_of_load
     parser.add_argument("--schema", help=argparse.SUPPRESS)
@@ -502,7 +505,55 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def head_to_head(args, dsn: str, one_table: Path, member: str, pg_columns) -> list:
+    """psql, our reader core and our loader (1 and 2 processes) on the same table, in interleaved
+    rounds (``common.interleave``): each run starts from a fresh target and a CHECKPOINT
+    (untimed); the best of each counts, and the per-round ratios to psql are kept."""
+    from common import Method, NotAvailable, interleave
+
+    def fresh(schema: str, table: str | None = None) -> None:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+                if table is None
+                else sql.SQL("DROP TABLE IF EXISTS {}.{}").format(
+                    sql.Identifier(schema), sql.Identifier(table)
+                )
+            )
+        if table is not None:
+            create_target(dsn, schema, table, pg_columns)
+        checkpoint(dsn)
+
+    def peer(table: str, run) -> float:
+        fresh("peers", table)
+        return timed(run, dsn, one_table, *run_args[table])
+
+    def ours(processes: int) -> float:
+        if our_loader() is None:
+            raise NotAvailable("no ingest_platform.loading.dump_versions.load_dump_version yet")
+        fresh(f"ours_{processes}p")
+        return timed(run_our_loader, dsn, one_table, f"ours_{processes}p", processes)
+
+    run_args = {
+        "unzip_psql": (member, "peers", "unzip_psql"),
+        "reader_core": ("item_1", "peers", "reader_core"),
+    }
+    methods = [
+        Method("unzip -p | psql COPY", lambda: peer("unzip_psql", run_unzip_psql)),
+        Method(
+            "ours: reader core (iter_copy_chunks -> COPY)",
+            lambda: peer("reader_core", run_reader_core),
+        ),
+        Method("ours: load_dump_version, 1 process", lambda: ours(1)),
+        Method("ours: load_dump_version, 2 processes", lambda: ours(2)),
+    ]
+    interleave(methods, args.rounds)
+    return methods
+
+
 def run_all(args, dsn, one_table, four_tables, member, table_bytes, pg_columns) -> list[Row]:
+    from common import round_ratios
+
     rows, results = args.rows, []
 
     def say(row: Row) -> Row:
@@ -515,65 +566,46 @@ def run_all(args, dsn, one_table, four_tables, member, table_bytes, pg_columns) 
         found = count(dsn, schema, table)
         return "" if found == expected else f"loaded {found:,} rows, expected {expected:,}!"
 
-    print("Running ...", flush=True)
-    create_target(dsn, "peers", "unzip_psql", pg_columns)
-    checkpoint(dsn)
-    psql = timed(run_unzip_psql, dsn, one_table, member, "peers", "unzip_psql")
+    print(f"Running, {args.rounds} interleaved rounds ...", flush=True)
+    methods = head_to_head(args, dsn, one_table, member, pg_columns)
+    psql_method = methods[0]
+    psql = psql_method.best or 0.0
     say(
         Row(
             "unzip -p | psql COPY",
             rows,
-            psql,
+            psql_method.best,
             table_bytes,
             "reference",
             None,
             check_count("peers", "unzip_psql", rows),
         )
     )
-
-    create_target(dsn, "peers", "reader_core", pg_columns)
-    checkpoint(dsn)
-    core = timed(run_reader_core, dsn, one_table, "item_1", "peers", "reader_core")
-    say(
-        Row(
-            "ours: reader core (iter_copy_chunks -> COPY)",
-            rows,
-            core,
-            table_bytes,
-            "<= 1.25x psql",
-            core <= 1.25 * psql,
-            check_count("peers", "reader_core", rows) or f"{core / psql:.2f}x psql",
-        )
-    )
-
     ours = None
-    reference = core  # our loader's 1-process time where it is available
-    if our_loader() is None:
-        say(
+    reference = methods[1].best or psql  # our loader's 1-process time where it is available
+    for method, (schema, table) in zip(
+        methods[1:],
+        [("peers", "reader_core"), ("ours_1p", "item_1"), ("ours_2p", "item_1")],
+        strict=True,
+    ):
+        seconds = method.best
+        if seconds is None:
+            say(Row(method.name, note=f"not available: {method.missing}"))
+            continue
+        row = say(
             Row(
-                "ours: load_dump_version",
-                note="not available: no ingest_platform.loading.dump_versions"
-                ".load_dump_version yet",
+                method.name,
+                rows,
+                seconds,
+                table_bytes,
+                "<= 1.25x psql",
+                seconds <= 1.25 * psql,
+                check_count(schema, table, rows)
+                or f"{seconds / psql:.2f}x psql; per round {round_ratios(method, psql_method)}",
             )
         )
-    else:
-        for processes in (1, 2):
-            checkpoint(dsn)
-            seconds = timed(run_our_loader, dsn, one_table, f"ours_{processes}p", processes)
-            row = say(
-                Row(
-                    f"ours: load_dump_version, {processes} process{'es' if processes > 1 else ''}",
-                    rows,
-                    seconds,
-                    table_bytes,
-                    "<= 1.25x psql",
-                    seconds <= 1.25 * psql,
-                    check_count(f"ours_{processes}p", "item_1", rows)
-                    or f"{seconds / psql:.2f}x psql",
-                )
-            )
-            if ours is None:
-                ours, reference = row, seconds
+        if ours is None and schema == "ours_1p":
+            ours, reference = row, seconds
 
     if args.skip_slow:
         say(Row("pg-bulk-ingest", note="skipped (--skip-slow)"))
