@@ -9,6 +9,7 @@ ingest-platform proto SCHEMA.TABLE          write the .proto of a table's BigQue
 ingest-platform migrate plan|schema|data|verify --source DSN --target DSN   move a database
 ingest-platform import-csv SCHEMA.TABLE FILE...   import CSV files with type/key/FK checks
 ingest-platform demo-hr                     create the HR demo source and its historical CSVs
+ingest-platform api [--host --port]         serve the REST intake API (api user add|remove|list)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from ingest_platform.dumps.directory import dump_dir
 from ingest_platform.errors import IngestError
+from ingest_platform.local.api_command import register as register_api
 from ingest_platform.local.cdc_command import register as register_cdc
 from ingest_platform.local.dagster_dev import relay_console, start_dagster_dev, stop_dagster
 from ingest_platform.local.migrate_command import register as register_migrate
@@ -38,7 +40,7 @@ from ingest_platform.local.services import start_services, state_dir
 
 # Further commands: each `register(subparsers, say)` adds one with
 # `set_defaults(run=function(options) -> int)`.
-COMMANDS = [register_cdc, register_proto, register_migrate]
+COMMANDS = [register_cdc, register_proto, register_migrate, register_api]
 
 
 class StopRequested(KeyboardInterrupt):
