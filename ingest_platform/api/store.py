@@ -167,3 +167,41 @@ def _loggable(record) -> str:
     """The record as sent, as JSON text jsonb takes: U+0000 (which jsonb refuses) shown as
     U+FFFD."""
     return json.dumps(record, ensure_ascii=False).replace("\\u0000", "\\ufffd")
+
+
+@dataclass(frozen=True)
+class RejectSummary:
+    """Received and rejected records since a time, the latest rejects, all rejects ever."""
+
+    received: int
+    rejected: int
+    total_rejects: int
+    latest: list[tuple]  # (at, user, table, record index, field, reason)
+
+    @property
+    def share(self) -> float:
+        return self.rejected / self.received if self.received else 0.0
+
+
+def reject_summary(
+    conn: psycopg.Connection, schema: str, since: datetime, latest: int = 20
+) -> RejectSummary:
+    """For the Dagster asset and its check. Indexed on `at`; the total is the identity's last
+    value (no count(*) over the whole log)."""
+    received, rejected = conn.execute(
+        sql.SQL(
+            "SELECT coalesce(sum(received), 0), coalesce(sum(rejected), 0) FROM {} WHERE at >= %s"
+        ).format(qualified(schema, "requests")),
+        (since,),
+    ).fetchone() or (0, 0)
+    total = conn.execute(
+        sql.SQL("SELECT coalesce(max(id), 0) FROM {}").format(qualified(schema, "rejects"))
+    ).fetchone()
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT at, username, table_name, record_index, field, reason FROM {}"
+            " ORDER BY id DESC LIMIT %s"
+        ).format(qualified(schema, "rejects")),
+        (latest,),
+    ).fetchall()
+    return RejectSummary(int(received), int(rejected), int(total[0] if total else 0), rows)
