@@ -263,7 +263,7 @@ def _routes(app: FastAPI, state: AppState) -> None:
         code: {"model": Problem} for code in (400, 401, 403, 404, 413)
     }
     for name, writer in state.writers.items():
-        schema = writer.model.model_json_schema()
+        schema = writer.json_schema()
         app.add_api_route(
             f"/tables/{name}/records",
             _write_endpoint(state, name, current_user),

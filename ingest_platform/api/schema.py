@@ -13,20 +13,19 @@ import datetime as dt
 import decimal
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired, Required
 
 import psycopg
 from pydantic import (
     AfterValidator,
-    BaseModel,
     ConfigDict,
     Field,
     JsonValue,
     StrictBool,
     StrictInt,
     StrictStr,
-    create_model,
 )
+from typing_extensions import TypedDict
 
 from ingest_platform.errors import ConfigError
 from ingest_platform.migration.csv_import import ForeignKey, foreign_keys
@@ -188,8 +187,10 @@ def python_type(printed: str) -> Any:
     return Annotated[StrictStr, AfterValidator(_no_nul)]
 
 
-def request_model(shape: TableShape) -> type[BaseModel]:
-    """One record of `shape`: required unless nullable or defaulted; unknown fields refused."""
+def request_model(shape: TableShape) -> Any:
+    """One record of `shape` as a TypedDict (validated by pydantic: fields given stay, fields left
+    out stay out, so the insert can tell "absent" (the column default) from null): required
+    unless nullable or defaulted; unknown fields refused."""
     fields: dict[str, Any] = {}
     for column in shape.columns:
         annotation = python_type(column.type)
@@ -198,13 +199,12 @@ def request_model(shape: TableShape) -> type[BaseModel]:
             description += f" DEFAULT {column.default}"
         if not column.not_null:
             annotation = annotation | None
-        if column.not_null and not column.default:
-            fields[column.name] = (annotation, Field(description=description))
-        else:  # absent: NULL or the column default (an explicit null is validated)
-            fields[column.name] = (annotation, Field(default=None, description=description))
+        annotation = Annotated[annotation, Field(description=description)]
+        required = column.not_null and not column.default
+        fields[column.name] = Required[annotation] if required else NotRequired[annotation]
     model_name = "".join(p.capitalize() for p in shape.name.replace("-", "_").split("_"))
-    return create_model(
-        f"{model_name}Record",
-        __config__=ConfigDict(extra="forbid", title=f"{shape.config.label} record"),
-        **fields,
+    record = TypedDict(f"{model_name}Record", fields)  # type: ignore[misc]
+    record.__pydantic_config__ = ConfigDict(  # type: ignore[attr-defined]
+        extra="forbid", title=f"{shape.config.label} record"
     )
+    return record

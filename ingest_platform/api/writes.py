@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from ingest_platform.errors import first_line
 from ingest_platform.postgres.catalog import qualified
@@ -46,20 +46,28 @@ class TableWriter:
     """The compiled statements and model of one table."""
 
     shape: TableShape
-    model: type[BaseModel]
+    record: TypeAdapter  # one record
+    records: TypeAdapter  # a list of them
     check_sql: sql.Composed | None
     insert_sql: sql.Composed
 
     @classmethod
-    def build(cls, shape: TableShape, model: type[BaseModel]) -> TableWriter:
-        return cls(shape, model, _check_sql(shape), _insert_sql(shape))
+    def build(cls, shape: TableShape, model: Any) -> TableWriter:
+        return cls(
+            shape,
+            TypeAdapter(model),
+            TypeAdapter(list[model]),
+            _check_sql(shape),
+            _insert_sql(shape),
+        )
+
+    def json_schema(self) -> dict:
+        return self.record.json_schema()
 
     def validate(self, records: list) -> tuple[list[tuple[int, dict]], list[Reject]]:
         """(index, JSON-ready values of the fields given) of the good records, and the rejects."""
-        adapter = _list_adapter(self.model)
         try:
-            models = adapter.validate_python(records)
-            return [(i, _dump(m)) for i, m in enumerate(models)], []
+            return list(enumerate(self.records.validate_python(records))), []
         except ValidationError:
             pass
         good, rejects = [], []
@@ -70,7 +78,7 @@ class TableWriter:
                 )
                 continue
             try:
-                good.append((index, _dump(self.model.model_validate(record))))
+                good.append((index, self.record.validate_python(record)))
             except ValidationError as error:
                 rejects.append(self._reject(index, error))
         return good, rejects
@@ -102,6 +110,13 @@ class TableWriter:
             reason += f" (and {more} more error{'s' if more > 1 else ''} in this record)"
         return Reject(index, name, None, f"record {index}, field {name}: {reason}")
 
+    def _params(self, part: list[tuple[int, dict]]) -> dict:
+        # One call into pydantic-core for the whole batch's JSON.
+        return {
+            "docs": self.records.dump_json([values for _, values in part]).decode(),
+            "idx": [index for index, _ in part],
+        }
+
     def _not_null(self, name: str) -> bool:
         column = self.shape.column(name)
         return bool(column and column.not_null)
@@ -110,7 +125,7 @@ class TableWriter:
         """Foreign keys and unique keys of the whole batch, in one query."""
         if self.check_sql is None or not good:
             return []
-        rows = conn.execute(self.check_sql, _params(good)).fetchall()
+        rows = conn.execute(self.check_sql, self._params(good)).fetchall()
         rejects: dict[int, Reject] = {}
         for index, kind, number, values, first in rows:
             if index in rejects:
@@ -143,7 +158,7 @@ class TableWriter:
     def _insert_part(self, conn, part, result: BatchResult) -> None:
         try:
             with conn.transaction():  # a savepoint
-                ids = [r[0] for r in conn.execute(self.insert_sql, _params(part)).fetchall()]
+                ids = [r[0] for r in conn.execute(self.insert_sql, self._params(part)).fetchall()]
         except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as error:
             if len(part) == 1:
                 index, name = part[0][0], error.diag.column_name or None
@@ -157,27 +172,6 @@ class TableWriter:
             self._insert_part(conn, part[half:], result)
             return
         result.accepted.extend(zip((i for i, _ in part), ids, strict=True))
-
-
-def _dump(model: BaseModel) -> dict:
-    # Fields not given stay out, so that the insert can tell "absent" (default) from null.
-    return model.model_dump(mode="json", exclude_unset=True)
-
-
-_ADAPTERS: dict[type, TypeAdapter] = {}
-
-
-def _list_adapter(model: type[BaseModel]) -> TypeAdapter:
-    if model not in _ADAPTERS:
-        _ADAPTERS[model] = TypeAdapter(list[model])  # type: ignore[valid-type]
-    return _ADAPTERS[model]
-
-
-def _params(part: list[tuple[int, dict]]) -> dict:
-    return {
-        "docs": json.dumps([values for _, values in part]),
-        "idx": [index for index, _ in part],
-    }
 
 
 def _pairs(columns, values) -> str:
