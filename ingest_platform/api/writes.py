@@ -7,7 +7,8 @@
    (``NOT EXISTS`` against the parent) and every unique key other than the server's id (an
    existing row, or an earlier record of the same batch).
 3. One ``INSERT ... SELECT FROM jsonb_array_elements(...)`` writes the records that passed, in
-   batch order; ids come from the table's sequence (``nextval`` in the insert). A record the
+   batch order; their ids are a block of consecutive values of the table's own sequence, taken
+   just before (``_reserve``). A record the
    checks could not foresee (a CHECK constraint, a row another request committed a moment ago)
    makes the insert fail: the batch is then split in halves under savepoints until the
    offending records are found (so one bad record costs log2(n) more statements, and a good
@@ -155,10 +156,32 @@ class TableWriter:
         result.accepted.sort()
         return result
 
+    def _reserve(self, conn: psycopg.Connection, count: int) -> list[int] | None:
+        """`count` consecutive ids from the table's sequence, so that a batch's ids have no gaps
+        even while other batches insert: taken under a session advisory lock on the sequence
+        (held for one nextval query, not the batch's transaction). Writers that call nextval
+        without the lock (a CSV import, a plain INSERT) can still interleave."""
+        if not self.shape.sequence:
+            return None
+        key = self.shape.sequence
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+        try:
+            with conn.transaction():  # a failure here must not keep the lock past `finally`
+                rows = conn.execute(
+                    "SELECT nextval(%s::regclass) FROM generate_series(1, %s)", (key, count)
+                ).fetchall()
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+        return [r[0] for r in rows]
+
     def _insert_part(self, conn, part, result: BatchResult) -> None:
+        params = self._params(part)
+        reserved = self._reserve(conn, len(part))
+        if reserved is not None:
+            params["ids"] = reserved
         try:
             with conn.transaction():  # a savepoint
-                ids = [r[0] for r in conn.execute(self.insert_sql, self._params(part)).fetchall()]
+                ids = [r[0] for r in conn.execute(self.insert_sql, params).fetchall()]
         except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as error:
             if len(part) == 1:
                 index, name = part[0][0], error.diag.column_name or None
@@ -245,22 +268,30 @@ def _check_sql(shape: TableShape) -> sql.Composed | None:
 def _insert_sql(shape: TableShape) -> sql.Composed:
     """INSERT ... SELECT of the batch in its order; a defaulted field left out gets its
     default (the catalog's own expression), an explicit null stays null."""
-    values = []
+    values: list[sql.Composable] = []
+    names = [c.name for c in shape.columns]
+    overriding = sql.SQL("")
+    if shape.id_column and shape.sequence:  # ids reserved in a block (TableWriter._reserve)
+        values.append(sql.SQL("(%(ids)s::bigint[])[r.n]"))
+        names.insert(0, shape.id_column)
+        overriding = sql.SQL(" OVERRIDING SYSTEM VALUE")  # for GENERATED ALWAYS identities
     for column in shape.columns:
-        value = sql.SQL("r.{}").format(sql.Identifier(column.name))
+        value: sql.Composable = sql.SQL("r.{}").format(sql.Identifier(column.name))
         if column.default and column.default != "identity":
             value = sql.SQL("CASE WHEN r.doc ? {name} THEN {value} ELSE {default} END").format(
                 name=sql.Literal(column.name), value=value, default=sql.SQL(column.default)
             )
         values.append(value)
     returned = shape.id_column or shape.key_column
-    target = sql.SQL(", ").join(sql.Identifier(c.name) for c in shape.columns)
+    target = sql.SQL(", ").join(sql.Identifier(name) for name in names)
     return sql.SQL(
-        "INSERT INTO {table} ({target}) SELECT {values} FROM ({records}) r ORDER BY r.n"
+        "INSERT INTO {table} ({target}){overriding} SELECT {values} FROM ({records}) r"
+        " ORDER BY r.n"
         " RETURNING {returned}"
     ).format(
         table=qualified(shape.config.schema, shape.config.table),
         target=target,
+        overriding=overriding,
         values=sql.SQL(", ").join(values),
         records=_records(shape),
         returned=sql.Identifier(returned) if returned else sql.SQL("NULL"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -331,3 +332,23 @@ def test_cli_refuses_a_short_password_and_a_missing_secret(api):
     unknown = cli(api.env, "api", "user", "add", "eve", "--table", "salaries", "--password-stdin",
                   stdin="long-enough-1\n")  # fmt: skip
     assert unknown.returncode == 1 and "Unknown table(s) salaries" in unknown.stderr
+
+
+def test_concurrent_batches_get_unique_gap_free_ids(api):
+    def post(number: int) -> list[int]:
+        records = [{"name": f"concurrent-{number}-{i}"} for i in range(200)]
+        response = api.client().post(HIRES, json=records)
+        assert response.status_code == 201, response.text
+        return [a["id"] for a in response.json()["accepted"]]
+
+    with ThreadPoolExecutor(6) as pool:
+        batches = list(pool.map(post, range(6)))
+    for ids in batches:
+        assert ids == list(range(ids[0], ids[0] + 200))
+    every = [i for ids in batches for i in ids]
+    assert len(set(every)) == len(every) == 1200
+    stored = api.query(
+        "SELECT count(*) FROM hr.hired_employees WHERE id = ANY(%s) AND name LIKE 'concurrent-%%'",
+        (every,),
+    )
+    assert stored == [(1200,)]
