@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import getpass
 import os
+import subprocess
 import sys
 
+from ingest_platform.api.config import SECRET_VARIABLE
 from ingest_platform.errors import ConfigError
 from ingest_platform.local.ports import choose_port
 
@@ -118,3 +120,17 @@ def _password(from_stdin: bool) -> str:
             f"The password is shorter than {MIN_PASSWORD} characters: nothing changed."
         )
     return password
+
+
+def start_api_beside_dagster(env: dict[str, str], say) -> subprocess.Popen | None:
+    """`ingest-platform dev`'s REST API: a child `ingest-platform api` on port 8000 (or a free
+    one), which prints its address itself; None, with a line saying why, without
+    INGEST_API_SECRET. A child that cannot start (no HR tables, say) says so and exits; Dagster
+    runs on."""
+    if not env.get(SECRET_VARIABLE):
+        say(f"REST API not started: set {SECRET_VARIABLE} to start it with `dev`.")
+        return None
+    port = choose_port(8000, "the REST API", explicit=False, say=say)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingest_platform.local.cli", "api", "--port", str(port)], env=env
+    )

@@ -30,6 +30,7 @@ from pathlib import Path
 from ingest_platform.dumps.directory import dump_dir
 from ingest_platform.errors import IngestError
 from ingest_platform.local.api_command import register as register_api
+from ingest_platform.local.api_command import start_api_beside_dagster
 from ingest_platform.local.cdc_command import register as register_cdc
 from ingest_platform.local.dagster_dev import relay_console, start_dagster_dev, stop_dagster
 from ingest_platform.local.migrate_command import register as register_migrate
@@ -188,6 +189,7 @@ def run_dev(dagster_args: list[str]) -> int:
     lock = ProjectLock(state_dir())
     lock.acquire("ingest-platform dev")
     services = None
+    api: subprocess.Popen | None = None
     try:
         host, port, dagster_args = _ui_address(dagster_args)
         services = start_services(project, say=say)
@@ -197,6 +199,7 @@ def run_dev(dagster_args: list[str]) -> int:
         workspace = project / "workspace.yaml"
         say(f"Starting Dagster: dagster dev -w {workspace} {' '.join(dagster_args)}")
         dagster = start_dagster_dev(workspace, dagster_args, env)
+        api = start_api_beside_dagster(env, say)
         console = relay_console(dagster)
         ui = f"http://{host}:{port}"
         lock.update(ui=ui)
@@ -214,6 +217,9 @@ def run_dev(dagster_args: list[str]) -> int:
         console.join(5)
         return code
     finally:
+        if api is not None and api.poll() is None:  # before the services it writes to
+            api.terminate()
+            api.wait(10)
         if services:
             say("Stopping services ...")
             services.stop()

@@ -6,12 +6,16 @@ from __future__ import annotations
 import itertools
 import json
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import jwt
+import psutil
 import pytest
 
+from ingest_platform.local.api_command import start_api_beside_dagster
 from ingest_platform_tests.api.conftest import PASSWORDS, SECRET, Api, cli
 
 HIRES = "/tables/hired_employees/records"
@@ -352,3 +356,32 @@ def test_concurrent_batches_get_unique_gap_free_ids(api):
         (every,),
     )
     assert stored == [(1200,)]
+
+
+def test_dev_starts_the_api_only_with_a_secret(api):
+    lines: list[str] = []
+    env = {k: v for k, v in api.env.items() if k != "INGEST_API_SECRET"}
+    assert start_api_beside_dagster(env, lines.append) is None
+    assert lines == ["REST API not started: set INGEST_API_SECRET to start it with `dev`."]
+    child = start_api_beside_dagster(api.env, lines.append)
+    assert child is not None
+    try:
+        deadline = time.monotonic() + 60
+        listening: list = []
+        while not listening and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            connections = psutil.Process(child.pid).net_connections("tcp")
+            listening = [c for c in connections if c.status == psutil.CONN_LISTEN]
+        assert listening, "the API started by dev does not listen"
+        url = f"http://127.0.0.1:{listening[0].laddr.port}"
+        # Up when it answers (uvicorn listens before the app's startup has finished).
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{url}/openapi.json", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert httpx.get(f"{url}/tables", timeout=5).status_code == 401
+    finally:
+        child.terminate()
+        child.wait(10)
