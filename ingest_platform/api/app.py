@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -30,7 +31,7 @@ from psycopg_pool import ConnectionPool
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from ingest_platform.errors import ConfigError
+from ingest_platform.errors import ConfigError, first_line
 from ingest_platform.postgres.catalog import qualified
 from ingest_platform.postgres.connection import CONNECT_TIMEOUT, connect, libpq_dsn
 
@@ -140,7 +141,13 @@ def create_app(
             "INGEST_PG_DSN is not set: the API needs the warehouse (run it under "
             "`ingest-platform services` or set INGEST_PG_DSN)."
         )
-    shapes = prepare(dsn, config)
+    try:
+        shapes = prepare(dsn, config)
+    except psycopg.Error as error:  # not the owner of a table, no CREATE on the database, ...
+        raise ConfigError(
+            f"The API cannot prepare its tables: {first_line(error)}. It needs CREATE on the "
+            "database, and ownership of the tables that get a configured default."
+        ) from None
     writers = {s.name: TableWriter.build(s, request_model(s)) for s in shapes}
     pool = ConnectionPool(
         libpq_dsn(dsn),

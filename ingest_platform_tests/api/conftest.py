@@ -61,7 +61,8 @@ class Api:
 
     def query(self, text: str, params=None) -> list[tuple]:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            return conn.execute(text, params).fetchall()
+            cursor = conn.execute(text, params)
+            return cursor.fetchall() if cursor.description else []
 
 
 def cli(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

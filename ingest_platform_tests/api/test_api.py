@@ -385,3 +385,21 @@ def test_dev_starts_the_api_only_with_a_secret(api):
     finally:
         child.terminate()
         child.wait(10)
+
+
+def test_a_missing_table_or_a_role_without_rights_stops_the_start(api, tmp_path):
+    config = tmp_path / "api.toml"
+    config.write_text('[[tables]]\ntable = "hr.salaries"\n')
+    missing = cli({**api.env, "INGEST_API_CONFIG": str(config)}, "api", "--port", "1")
+    assert missing.returncode == 1
+    assert "API table hr.salaries does not exist: create it" in missing.stderr
+    api.query("DROP ROLE IF EXISTS api_nobody")
+    api.query("CREATE ROLE api_nobody LOGIN")
+    try:
+        dsn = api.dsn + " user=api_nobody"
+        refused = cli({**api.env, "INGEST_PG_DSN": dsn}, "api", "--port", "1")
+        assert refused.returncode == 1
+        assert "The API cannot prepare its tables: permission denied" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    finally:
+        api.query("DROP ROLE api_nobody")
