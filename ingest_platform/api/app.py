@@ -27,7 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from psycopg import sql
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -154,6 +154,10 @@ def create_app(
         min_size=1,
         max_size=8,
         kwargs={"connect_timeout": CONNECT_TIMEOUT},
+        # A connection the server closed (restart, pg_terminate_backend) is replaced when taken,
+        # not failed on: one short round trip per request.
+        check=ConnectionPool.check_connection,
+        timeout=10,
         open=False,
     )
     limiter = auth.LoginLimiter(config.login_failures, config.login_window_seconds)
@@ -200,6 +204,23 @@ def _handlers(app: FastAPI) -> None:
     async def http(request: Request, exc: HTTPException):
         return JSONResponse(
             {"detail": str(exc.detail)}, exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(PoolTimeout)
+    async def busy(request: Request, exc: PoolTimeout):
+        return JSONResponse(
+            {"detail": "the warehouse is busy or does not answer: try again shortly"},
+            503,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def gone(request: Request, exc: psycopg.OperationalError):
+        log.warning("PostgreSQL connection failed: %s", first_line(exc))
+        return JSONResponse(
+            {"detail": "the warehouse connection failed: try again shortly"},
+            503,
+            headers={"Retry-After": "5"},
         )
 
     @app.exception_handler(BodyTooLarge)

@@ -403,3 +403,16 @@ def test_a_missing_table_or_a_role_without_rights_stops_the_start(api, tmp_path)
         assert "Traceback" not in refused.stderr
     finally:
         api.query("DROP ROLE api_nobody")
+
+
+def test_connections_the_server_closed_are_replaced(api):
+    client = api.client()
+    assert client.post(HIRES, json=[{"name": "before-terminate"}]).status_code == 201
+    [(killed,)] = api.query(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    assert killed >= 1  # the API's pooled connections
+    response = client.post(HIRES, json=[{"name": "after-terminate"}])
+    assert response.status_code == 201, response.text
+    assert len(hires_named(api, "after-terminate")) == 1
