@@ -360,7 +360,7 @@ def _write(
             raise ApiProblem(
                 403,
                 f"user {user!r} may not write {name!r}: an admin grants it with "
-                f"`ingest-platform api user add {user} --table {name}`",
+                f"`ingest-platform api user grant {user} {name}`",
             )
         records = _records(body, config.max_records)
         good, rejects = writer.validate(records)

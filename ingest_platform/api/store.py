@@ -88,6 +88,18 @@ def add_user(conn: psycopg.Connection, schema: str, name: str, hash_: str, table
     )
 
 
+def grant(conn: psycopg.Connection, schema: str, name: str, tables: list[str]) -> bool:
+    """Add `tables` to what `name` may write (its password unchanged); False if no such user."""
+    cur = conn.execute(
+        sql.SQL(
+            "UPDATE {} SET tables = ARRAY(SELECT DISTINCT unnest(tables || %s::text[]) ORDER BY 1)"
+            " WHERE name = %s"
+        ).format(qualified(schema, "users")),
+        (tables, name),
+    )
+    return cur.rowcount > 0
+
+
 def remove_user(conn: psycopg.Connection, schema: str, name: str) -> bool:
     cur = conn.execute(
         sql.SQL("DELETE FROM {} WHERE name = %s").format(qualified(schema, "users")), (name,)

@@ -1,5 +1,5 @@
 """`ingest-platform api [--host --port]` serves the REST intake API (uvicorn);
-`ingest-platform api user add|remove|list` manages its users.
+`ingest-platform api user add|grant|remove|list` manages its users.
 
 The warehouse is INGEST_PG_DSN (or --dsn); the tables come from INGEST_API_CONFIG (default: the HR
 example). `user add NAME` asks for the password twice (getpass: not echoed), or reads one line from
@@ -42,10 +42,13 @@ def register(subparsers, say) -> None:
     add.add_argument(
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
+    grant = user_actions.add_parser("grant", help="let a user write more tables")
+    grant.add_argument("name")
+    grant.add_argument("tables", nargs="+", metavar="TABLE", help="URL names, or '*' for all")
     remove = user_actions.add_parser("remove", help="remove a user")
     remove.add_argument("name")
     user_actions.add_parser("list", help="list users and the tables they may write")
-    for parser in (add, remove, user_actions.choices["list"]):
+    for parser in (add, grant, remove, user_actions.choices["list"]):
         parser.add_argument("--dsn", help="warehouse DSN (default $INGEST_PG_DSN)")
         parser.set_defaults(run=lambda options: run_user(options, say))
 
@@ -95,6 +98,11 @@ def run_user(options, say) -> int:
             return 0
         known = {t.name for t in config.tables}
         unknown = [t for t in options.tables if t != "*" and t not in known]
+        if options.user_action == "grant" and not unknown:
+            if not store.grant(conn, config.schema, options.name, options.tables):
+                raise ConfigError(f"No API user {options.name!r}: `api user list` lists them.")
+            say(f"API user {options.name} may now also write: {', '.join(options.tables)}")
+            return 0
         if unknown:
             raise ConfigError(
                 f"Unknown table(s) {', '.join(unknown)}: the API exposes "

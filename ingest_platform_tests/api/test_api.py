@@ -118,8 +118,31 @@ def test_failed_logins_are_rate_limited_per_user_and_address(api):
 def test_no_write_permission_is_forbidden_and_nothing_is_stored(api):
     response = api.client("bob").post(HIRES, json=[{"name": "bob-was-here"}])
     assert response.status_code == 403
-    assert "user 'bob' may not write 'hired_employees'" in response.json()["detail"]
+    assert response.json()["detail"] == (
+        "user 'bob' may not write 'hired_employees': an admin grants it with "
+        "`ingest-platform api user grant bob hired_employees`"
+    )
     assert hires_named(api, "bob-was-here") == []
+
+
+def test_grant_lets_a_user_write_another_table_with_the_same_password(api):
+    PASSWORDS["frank"] = "frank-password-5"
+    add = cli(
+        api.env, "api", "user", "add", "frank", "--table", "jobs", "--password-stdin",
+        stdin=PASSWORDS["frank"] + "\n",
+    )  # fmt: skip
+    assert add.returncode == 0, add.stderr
+    client, records = api.client("frank"), [{"id": 950, "department": "granted"}]
+    assert client.post("/tables/departments/records", json=records).status_code == 403
+    done = cli(api.env, "api", "user", "grant", "frank", "departments")
+    assert done.returncode == 0, done.stderr
+    assert client.post("/tables/departments/records", json=records).status_code == 201
+    assert api.client("frank").get("/tables").status_code == 200  # the password still works
+    assert api.query("SELECT tables FROM _ingest_api.users WHERE name = 'frank'") == [
+        (["departments", "jobs"],)
+    ]
+    nobody = cli(api.env, "api", "user", "grant", "nobody", "jobs")
+    assert nobody.returncode == 1 and "No API user 'nobody'" in nobody.stderr
 
 
 def test_unknown_table(api):
