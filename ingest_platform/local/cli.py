@@ -9,7 +9,7 @@ ingest-platform proto SCHEMA.TABLE          write the .proto of a table's BigQue
 ingest-platform migrate plan|schema|data|verify --source DSN --target DSN   move a database
 ingest-platform import-csv SCHEMA.TABLE FILE...   import CSV files with type/key/FK checks
 ingest-platform demo-hr                     create the HR demo source and its historical CSVs
-ingest-platform api [--host --port]         serve the REST intake API (api user add|remove|list)
+ingest-platform api [--host --port]         REST intake API; api user add|grant|remove|list
 """
 
 from __future__ import annotations
