@@ -183,6 +183,9 @@ def create_app(
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     _handlers(app)
     _routes(app, state)
+    from .admin import mount_admin  # SQLAlchemy and Jinja: only when serving
+
+    mount_admin(app, dsn, config, secret, limiter, pool)
     return app
 
 
