@@ -12,7 +12,9 @@ import dagster as dg
 import pytest
 
 from ingest_platform import defs_yaml
+from ingest_platform.api.config import api_config_from_env
 from ingest_platform.cdc.config import cdc_config_from_env
+from ingest_platform.defs.api import build_api_definitions
 from ingest_platform.defs.bigquery_mirror import build_mirror_definitions
 from ingest_platform.defs.cdc import build_cdc_definitions
 from ingest_platform.defs.dumps import build_dump_definitions
@@ -71,6 +73,7 @@ def test_the_default_yaml_makes_what_the_builders_make_for_the_demo_dumps(dump_e
     ).build_defs()
     catalog, cdc = scan_dump_dir(demo_dumps), cdc_config_from_env()
     built = dg.Definitions.merge(
+        build_api_definitions(api_config_from_env({})),
         build_dump_definitions(catalog),
         build_cdc_definitions(cdc),
         build_mirror_definitions(catalog, cdc_tables=cdc.tables, cdc_schema=cdc.warehouse_schema),

@@ -11,6 +11,7 @@ ingest-platform import-csv SCHEMA.TABLE FILE...   import CSV files with type/key
 ingest-platform demo-hr                     create the HR demo source and its historical CSVs
 ingest-platform backup --source DSN --to DIR [--format parquet|avro]   back up to files
 ingest-platform restore DIR --target DSN [--replace]   restore a backup and prove it
+ingest-platform api [--host --port]         REST intake API; api user add|grant|remove|list
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from pathlib import Path
 
 from ingest_platform.dumps.directory import dump_dir
 from ingest_platform.errors import IngestError
+from ingest_platform.local.api_command import register as register_api
+from ingest_platform.local.api_command import start_api_beside_dagster
 from ingest_platform.local.backup_command import register as register_backup
 from ingest_platform.local.cdc_command import register as register_cdc
 from ingest_platform.local.dagster_dev import relay_console, start_dagster_dev, stop_dagster
@@ -41,7 +44,7 @@ from ingest_platform.local.services import start_services, state_dir
 
 # Further commands: each `register(subparsers, say)` adds one with
 # `set_defaults(run=function(options) -> int)`.
-COMMANDS = [register_cdc, register_proto, register_migrate, register_backup]
+COMMANDS = [register_cdc, register_proto, register_migrate, register_backup, register_api]
 
 
 class StopRequested(KeyboardInterrupt):
@@ -189,6 +192,7 @@ def run_dev(dagster_args: list[str]) -> int:
     lock = ProjectLock(state_dir())
     lock.acquire("ingest-platform dev")
     services = None
+    api: subprocess.Popen | None = None
     try:
         host, port, dagster_args = _ui_address(dagster_args)
         services = start_services(project, say=say)
@@ -198,6 +202,7 @@ def run_dev(dagster_args: list[str]) -> int:
         workspace = project / "workspace.yaml"
         say(f"Starting Dagster: dagster dev -w {workspace} {' '.join(dagster_args)}")
         dagster = start_dagster_dev(workspace, dagster_args, env)
+        api = start_api_beside_dagster(env, say)
         console = relay_console(dagster)
         ui = f"http://{host}:{port}"
         lock.update(ui=ui)
@@ -215,6 +220,9 @@ def run_dev(dagster_args: list[str]) -> int:
         console.join(5)
         return code
     finally:
+        if api is not None and api.poll() is None:  # before the services it writes to
+            api.terminate()
+            api.wait(10)
         if services:
             say("Stopping services ...")
             services.stop()
