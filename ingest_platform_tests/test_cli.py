@@ -494,7 +494,7 @@ def test_plain_dagster_with_the_platform_environment_materializes(
     project, clean_env, pg_dsn, monkeypatch
 ):
     """`dagster asset materialize` in the project directory, with the environment that
-    `ingest-platform services` exports: a dump table version loads."""
+    `ingest-platform services` exports: a dump version loads."""
     import dagster as dg
 
     assert run_cli(["demo-dumps", "--rows", "30"], project, clean_env).returncode == 0
@@ -517,7 +517,8 @@ def test_plain_dagster_with_the_platform_environment_materializes(
             "-m",
             "ingest_platform.definitions",
             "--select",
-            "dumps/shop/customer",
+            # Every table of the version: a version becomes visible whole.
+            "dumps/shop/customer,dumps/shop/orders",
             "--partition",
             "1.0-eu",
         ],
