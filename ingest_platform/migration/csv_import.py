@@ -37,7 +37,7 @@ from psycopg import sql
 
 from ingest_platform.errors import FormatError, IngestError, SchemaError, first_line
 from ingest_platform.postgres import catalog
-from ingest_platform.postgres.connection import connect
+from ingest_platform.postgres.connection import connect, scalar
 
 IMPORT_SCHEMA = "ingest_import"
 SNIFF_BYTES = 8192
@@ -65,6 +65,8 @@ class ImportResult:
     skipped_files: list[str] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    digests: dict[str, str] = field(default_factory=dict)  # file -> sha256, skipped ones too
+    rows_by_file: dict[str, int] = field(default_factory=dict)  # rows loaded from each new file
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ def import_csv(
         )
         todo = []
         for number, path in enumerate(files, start=1):
-            digest = _check_file(path)
+            digest = file_digest(path)
+            result.digests[str(path)] = digest
             if conn.execute(
                 "SELECT 1 FROM ingest_import.files WHERE target = %s AND sha256 = %s",
                 (result.table, digest),
@@ -160,7 +163,7 @@ def _pg_encoding(encoding: str) -> str:
             "ascii": "SQL_ASCII"}.get(name, name.upper().replace("-", ""))  # fmt: skip
 
 
-def _check_file(path: Path) -> str:
+def file_digest(path: Path) -> str:
     """The file's sha256; an error naming the file if it is missing, empty or binary."""
     try:
         with path.open("rb") as f:
@@ -187,7 +190,9 @@ def _ensure_bookkeeping(conn: psycopg.Connection) -> None:
         " imported_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (target, sha256));"
         "CREATE TABLE IF NOT EXISTS ingest_import.rejects (target text NOT NULL,"
         " file text NOT NULL, line bigint NOT NULL, reason text NOT NULL, value text,"
-        " raw text NOT NULL, imported_at timestamptz NOT NULL DEFAULT now())"
+        " raw text NOT NULL, imported_at timestamptz NOT NULL DEFAULT now());"
+        # The file's bytes, not its name, identify its rejects (a name can be reused).
+        "ALTER TABLE ingest_import.rejects ADD COLUMN IF NOT EXISTS sha256 text"
     )
     conn.commit()
 
@@ -463,18 +468,62 @@ def _insert_good_rows(conn, schema, table, oid, columns) -> int:
 
 def _record(conn, result: ImportResult, todo) -> None:
     with conn.cursor().copy(
-        "COPY ingest_import.rejects (target, file, line, reason, value, raw) FROM STDIN"
+        "COPY ingest_import.rejects (target, file, line, reason, value, raw, sha256) FROM STDIN"
     ) as copy:
         for r in result.rejects:
-            copy.write_row((result.table, r.file, r.line, r.reason, r.value, r.raw))
+            copy.write_row(
+                (result.table, r.file, r.line, r.reason, r.value, r.raw, result.digests[r.file])
+            )
     for number, path, digest in todo:
         rows = conn.execute(
             "SELECT count(*) FILTER (WHERE NOT _bad) FROM pg_temp._import_stage WHERE _file = %s",
             (number,),
         ).fetchone()[0]
         rejects = sum(1 for r in result.rejects if r.file == str(path))
+        result.rows_by_file[str(path)] = rows
         conn.execute(
             "INSERT INTO ingest_import.files (target, file, sha256, rows, rejects)"
             " VALUES (%s, %s, %s, %s, %s)",
             (result.table, str(path), digest, rows + 0, rejects),
         )
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What `ingest_import.files` says of one imported file (by its bytes)."""
+
+    file: str
+    rows: int
+    rejects: int
+    imported_at: str
+
+
+def file_record(conn: psycopg.Connection, target: str, sha256: str) -> FileRecord | None:
+    """The import of these bytes into `target` ("schema.table"), or None (never imported, or the
+    bookkeeping does not exist yet)."""
+    if not _bookkeeping_exists(conn):
+        return None
+    row = conn.execute(
+        "SELECT file, rows, rejects, imported_at::text FROM ingest_import.files"
+        " WHERE target = %s AND sha256 = %s",
+        (target, sha256),
+    ).fetchone()
+    return None if row is None else FileRecord(*row)
+
+
+def recorded_rejects(
+    conn: psycopg.Connection, target: str, sha256: str, limit: int = 20
+) -> list[Reject]:
+    """The first `limit` rejected rows of these bytes' import into `target`, by line."""
+    if not _bookkeeping_exists(conn):
+        return []
+    rows = conn.execute(
+        "SELECT file, line, reason, value, raw FROM ingest_import.rejects"
+        " WHERE target = %s AND sha256 = %s ORDER BY line LIMIT %s",
+        (target, sha256, limit),
+    ).fetchall()
+    return [Reject(*row) for row in rows]
+
+
+def _bookkeeping_exists(conn: psycopg.Connection) -> bool:
+    return bool(scalar(conn, "SELECT to_regclass('ingest_import.rejects') IS NOT NULL"))
