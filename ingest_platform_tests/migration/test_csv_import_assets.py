@@ -191,3 +191,20 @@ def test_bad_import_toml_fails_the_run_naming_the_key(setup):
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert "import.toml: delimiter must be a str, not 1" in failure_message(failure)
+
+
+def test_component_builds_an_asset_pair_per_table_directory(tmp_path):
+    from ingest_platform.defs.components.csv_import import CsvImportDirectoryComponent
+
+    assert not CsvImportDirectoryComponent().build_defs(None).sensors  # type: ignore[arg-type]
+    (tmp_path / "hr.jobs").mkdir()
+    (tmp_path / "hr.departments").mkdir()
+    defs = CsvImportDirectoryComponent(directory=str(tmp_path)).build_defs(None)  # type: ignore[arg-type]
+    unused = dg.Definitions(resources={"postgres": PostgresResource(dsn="host=unused")})
+    graph = dg.Definitions.merge(defs, unused).get_repository_def().asset_graph
+    assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == [
+        "csv_import/hr/departments", "csv_import/hr/departments_rejects",
+        "csv_import/hr/jobs", "csv_import/hr/jobs_rejects",
+    ]  # fmt: skip
+    assert {k.name for k in graph.asset_check_keys} == {REJECTS_CHECK}
+    assert [s.name for s in defs.sensors or []] == ["csv_import_directory_sensor"]
