@@ -188,7 +188,17 @@ def _rejects_check(table: ImportTable) -> dg.AssetChecksDefinition:
     )
     def rejects_check(context: dg.AssetCheckExecutionContext, postgres: PostgresResource):
         path = _file_for(context, table)
-        digest = csv_import.file_digest(path)
+        try:
+            digest = csv_import.file_digest(path)
+        except IngestError as error:  # moved away or emptied since: say so, do not crash
+            yield dg.AssetCheckResult(
+                asset_key=key,
+                check_name=REJECTS_CHECK,
+                passed=False,
+                description=f"{error}; cannot tell which import was this file's.",
+                metadata={"file": str(path)},
+            )
+            return
         with postgres.get_connection() as conn:
             record = csv_import.file_record(conn, table.label, digest)
             first = csv_import.recorded_rejects(conn, table.label, digest, 5)

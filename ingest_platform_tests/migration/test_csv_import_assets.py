@@ -208,3 +208,24 @@ def test_component_builds_an_asset_pair_per_table_directory(tmp_path):
     ]  # fmt: skip
     assert {k.name for k in graph.asset_check_keys} == {REJECTS_CHECK}
     assert [s.name for s in defs.sensors or []] == ["csv_import_directory_sensor"]
+
+
+def test_an_empty_file_fails_its_run_by_name_and_its_check(setup):
+    defs, table_dir, dsn = setup
+    settled(table_dir / "empty.csv", "")
+    instance = dg.DagsterInstance.ephemeral()
+    (request,) = tick(defs, instance, tick(defs, instance, None).cursor).run_requests
+    instance.add_dynamic_partitions("csv_hr__hired_employees_files", ["empty.csv"])
+    result = run(defs, instance, request)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "empty.csv: the file is empty: nothing to import" in failure_message(failure)
+    key = dg.AssetCheckKey(dg.AssetKey(["csv_import", "hr", "hired_employees"]), REJECTS_CHECK)
+    job = defs.resolve_job_def(request.job_name).get_subset(
+        asset_selection=set(), asset_check_selection={key}
+    )
+    checked = job.execute_in_process(
+        instance=instance, partition_key="empty.csv", tags=request.tags
+    )
+    (check,) = checked.get_asset_check_evaluations()
+    assert not check.passed and "the file is empty" in check.description
