@@ -5,8 +5,8 @@
    a file it cannot parse (wrong column count, bad bytes) is read again in Python, record by
    record, and the records that cannot be parsed are rejected with their line and raw text.
 2. Set-based checks find every failing row at once: values that do not convert to the column's
-   type, NULLs in NOT NULL columns, keys repeated within the files or already in the table, and
-   foreign keys whose parent row does not exist.
+   type, NULLs in NOT NULL columns, foreign keys whose parent row does not exist, and keys
+   repeated within the files or already in the table.
 3. ``fail`` (default): any rejected row loads nothing and the error lists every one (file, line,
    column or constraint, value). ``quarantine``: the good rows go in and the rejected ones go to
    ``ingest_import.rejects`` with file, line, reason and raw text; more than `max_rejects`
@@ -17,10 +17,13 @@ bytes): a file imported before is skipped, whatever its name. Chosen over an ups
 because it also works for tables without a key, keeps rows the warehouse changed since, and does
 not report a quarantined file's rejects twice.
 
-The rows go in under SHARE locks on the parent tables (no parent can vanish between the check and
-the insert). When the connection may (superuser) and the table has no triggers of its own, the
-insert skips the per-row foreign-key triggers (``session_replication_role = replica``): the
-set-based check has already proven every reference.
+The common case takes two statements after the COPY (``_fast_path``): one scan finds every row
+whose parent is missing, one INSERT ... SELECT loads the rest while the target's casts, NOT NULLs
+and unique indexes check it; any failure there rolls back to a savepoint and step 2 runs rule by
+rule. The parent tables are locked (SHARE) before the checks, so no parent can vanish between the
+check and the insert. When the connection may (superuser) and the table has no triggers of its
+own, the insert skips the per-row foreign-key triggers (``session_replication_role = replica``):
+the set-based check has already proven every reference.
 """
 
 from __future__ import annotations
