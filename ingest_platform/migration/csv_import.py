@@ -5,8 +5,8 @@
    a file it cannot parse (wrong column count, bad bytes) is read again in Python, record by
    record, and the records that cannot be parsed are rejected with their line and raw text.
 2. Set-based checks find every failing row at once: values that do not convert to the column's
-   type, NULLs in NOT NULL columns, keys repeated within the files or already in the table, and
-   foreign keys whose parent row does not exist.
+   type, NULLs in NOT NULL columns, foreign keys whose parent row does not exist, and keys
+   repeated within the files or already in the table.
 3. ``fail`` (default): any rejected row loads nothing and the error lists every one (file, line,
    column or constraint, value). ``quarantine``: the good rows go in and the rejected ones go to
    ``ingest_import.rejects`` with file, line, reason and raw text; more than `max_rejects`
@@ -17,10 +17,13 @@ bytes): a file imported before is skipped, whatever its name. Chosen over an ups
 because it also works for tables without a key, keeps rows the warehouse changed since, and does
 not report a quarantined file's rejects twice.
 
-The rows go in under SHARE locks on the parent tables (no parent can vanish between the check and
-the insert). When the connection may (superuser) and the table has no triggers of its own, the
-insert skips the per-row foreign-key triggers (``session_replication_role = replica``): the
-set-based check has already proven every reference.
+The common case takes two statements after the COPY (``_fast_path``): one scan finds every row
+whose parent is missing, one INSERT ... SELECT loads the rest while the target's casts, NOT NULLs
+and unique indexes check it; any failure there rolls back to a savepoint and step 2 runs rule by
+rule. The parent tables are locked (SHARE) before the checks, so no parent can vanish between the
+check and the insert. When the connection may (superuser) and the table has no triggers of its
+own, the insert skips the per-row foreign-key triggers (``session_replication_role = replica``):
+the set-based check has already proven every reference.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from psycopg import sql
 
 from ingest_platform.errors import FormatError, IngestError, SchemaError, first_line
 from ingest_platform.postgres import catalog
-from ingest_platform.postgres.connection import connect
+from ingest_platform.postgres.connection import connect, scalar
 
 IMPORT_SCHEMA = "ingest_import"
 SNIFF_BYTES = 8192
@@ -65,6 +68,9 @@ class ImportResult:
     skipped_files: list[str] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    digests: dict[str, str] = field(default_factory=dict)  # file -> sha256, skipped ones too
+    rows_by_file: dict[str, int] = field(default_factory=dict)  # rows loaded from each new file
+    checks: str = ""  # "fast" (one scan + the insert) or "full" (every check marks its rows)
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,8 @@ def import_csv(
         )
         todo = []
         for number, path in enumerate(files, start=1):
-            digest = _check_file(path)
+            digest = file_digest(path)
+            result.digests[str(path)] = digest
             if conn.execute(
                 "SELECT 1 FROM ingest_import.files WHERE target = %s AND sha256 = %s",
                 (result.table, digest),
@@ -117,17 +124,32 @@ def import_csv(
         if not todo:
             conn.commit()
             return result
-        stage = _create_stage(conn, columns)
+        _create_stage(conn, columns)
+        staged: dict[int, int] = {}  # file number -> rows in staging
         for number, path, _ in todo:
-            result.rejects += _load_file(conn, stage, columns, number, path, options, pg_encoding)
+            unparsed, staged[number] = _load_file(conn, columns, number, path, options, pg_encoding)
+            result.rejects += unparsed
         names = {number: str(path) for number, path, _ in todo}
-        result.rejects += _check_rows(conn, schema, table, oid, columns, names)
+        _lock_parents(conn, oid)  # no parent row can vanish between the checks and the insert
+        fast = _fast_path(conn, schema, table, oid, columns, names, options, len(result.rejects))
+        result.checks = "full" if fast is None else "fast"
+        if fast is not None:
+            checked, result.loaded = fast
+            result.rejects += checked
+        else:
+            checked = _check_rows(conn, schema, table, oid, columns, names)
+            result.rejects += checked
+            too_many = options.max_rejects is not None and len(result.rejects) > options.max_rejects
+            if result.rejects and (options.on_reject == "fail" or too_many):
+                conn.rollback()
+                result.rejects.sort(key=lambda r: (r.file, r.line))
+                raise RejectedRows(result, too_many, options.max_rejects)
+            result.loaded = _insert_good_rows(conn, schema, table, oid, columns)
         result.rejects.sort(key=lambda r: (r.file, r.line))
-        too_many = options.max_rejects is not None and len(result.rejects) > options.max_rejects
-        if result.rejects and (options.on_reject == "fail" or too_many):
-            conn.rollback()
-            raise RejectedRows(result, too_many, options.max_rejects)
-        result.loaded = _insert_good_rows(conn, schema, table, oid, columns)
+        for number, path, _ in todo:
+            result.rows_by_file[str(path)] = staged[number] - sum(
+                1 for r in checked if r.file == str(path)
+            )
         _record(conn, result, todo)
         conn.commit()
     result.files = [str(p) for _, p, _ in todo]
@@ -160,7 +182,7 @@ def _pg_encoding(encoding: str) -> str:
             "ascii": "SQL_ASCII"}.get(name, name.upper().replace("-", ""))  # fmt: skip
 
 
-def _check_file(path: Path) -> str:
+def file_digest(path: Path) -> str:
     """The file's sha256; an error naming the file if it is missing, empty or binary."""
     try:
         with path.open("rb") as f:
@@ -187,13 +209,18 @@ def _ensure_bookkeeping(conn: psycopg.Connection) -> None:
         " imported_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (target, sha256));"
         "CREATE TABLE IF NOT EXISTS ingest_import.rejects (target text NOT NULL,"
         " file text NOT NULL, line bigint NOT NULL, reason text NOT NULL, value text,"
-        " raw text NOT NULL, imported_at timestamptz NOT NULL DEFAULT now())"
+        " raw text NOT NULL, imported_at timestamptz NOT NULL DEFAULT now());"
+        # The file's bytes, not its name, identify its rejects (a name can be reused).
+        "ALTER TABLE ingest_import.rejects ADD COLUMN IF NOT EXISTS sha256 text"
     )
     conn.commit()
 
 
-def _create_stage(conn: psycopg.Connection, columns: list[catalog.Column]) -> sql.Composable:
-    stage = sql.Identifier("_import_stage")
+STAGE = sql.Identifier("_import_stage")
+
+
+def _create_stage(conn: psycopg.Connection, columns: list[catalog.Column]) -> None:
+    stage = STAGE
     conn.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(stage))
     conn.execute(
         sql.SQL(
@@ -204,12 +231,15 @@ def _create_stage(conn: psycopg.Connection, columns: list[catalog.Column]) -> sq
             sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c.name)) for c in columns),
         )
     )
-    return stage
 
 
-def _load_file(conn, stage, columns, number, path, options, pg_encoding) -> list[Reject]:
-    """COPY the file into staging: the server parses it; if it refuses, Python does."""
-    conn.execute("CREATE TEMP SEQUENCE IF NOT EXISTS _import_line")
+def _load_file(conn, columns, number, path, options, pg_encoding) -> tuple[list[Reject], int]:
+    """COPY the file into staging: the server parses it; if it refuses, Python does.
+    Returns the records it could not parse and the number of rows staged."""
+    stage = STAGE
+    # CACHE: the line numbers come from the session's cache, not one sequence-page update per
+    # row (which more than doubles the COPY's time); setval discards the cache between files.
+    conn.execute("CREATE TEMP SEQUENCE IF NOT EXISTS _import_line CACHE 100000")
     conn.execute("SELECT setval('_import_line', %s, false)", (2 if options.header else 1,))
     conn.execute(
         sql.SQL(
@@ -229,19 +259,20 @@ def _load_file(conn, stage, columns, number, path, options, pg_encoding) -> list
     )
     conn.execute("SAVEPOINT file_copy")
     try:
-        with conn.cursor().copy(copy) as into, path.open("rb") as f:
+        cursor = conn.cursor()
+        with cursor.copy(copy) as into, path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 into.write(block)
         conn.execute("RELEASE SAVEPOINT file_copy")
-        return []
+        return [], cursor.rowcount
     except psycopg.Error:
         conn.execute("ROLLBACK TO SAVEPOINT file_copy")
     return _careful_load(conn, stage, columns, number, path, options)
 
 
-def _careful_load(conn, stage, columns, number, path, options) -> list[Reject]:
+def _careful_load(conn, stage, columns, number, path, options) -> tuple[list[Reject], int]:
     """Record by record: records with the wrong field count or bad bytes are rejected."""
-    rejects = []
+    rejects, staged = [], 0
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
     with path.open(encoding=options.encoding, errors="surrogateescape", newline="") as text:
         reader = csv.reader(text, delimiter=options.delimiter)
@@ -264,7 +295,8 @@ def _careful_load(conn, stage, columns, number, path, options) -> list[Reject]:
                     rejects.append(Reject(str(path), first, reason, None, raw))
                 else:
                     into.write_row([first] + [f if f != "" else None for f in fields])
-    return rejects
+                    staged += 1
+    return rejects, staged
 
 
 # Bytes the encoding could not decode, as surrogateescape leaves them.
@@ -272,7 +304,8 @@ _UNDECODED = re.compile("[\udc80-\udcff]")
 
 
 def _check_rows(conn, schema, table, oid, columns, names) -> list[Reject]:
-    """Mark (and return) every staged row that would fail: types, NOT NULL, keys, parents."""
+    """Mark (and return) every staged row that would fail: types, NOT NULL, parents, keys.
+    A row is rejected for the first of these it fails."""
     rejects: list[Reject] = []
     raw = sql.SQL(" || ',' || ").join(
         sql.SQL("coalesce({}, '')").format(sql.Identifier(c.name)) for c in columns
@@ -312,6 +345,29 @@ def _check_rows(conn, schema, table, oid, columns, names) -> list[Reject]:
                 f"column {c.name}: empty, but NOT NULL",
                 sql.SQL("NULL::text"),
             )
+    # Parents before keys: a row repeating the key of a row rejected for its parent is not a
+    # repeat of anything loaded (and the fast path, which finds parents first, agrees).
+    for fk in foreign_keys(conn, oid):
+        typed = [
+            sql.SQL("s.{}::{}").format(sql.Identifier(k), sql.SQL(_type(columns, k)))
+            for k in fk.columns
+        ]
+        same = sql.SQL(" AND ").join(
+            sql.SQL("p.{} = {}").format(sql.Identifier(k), t)
+            for k, t in zip(fk.parent_columns, typed, strict=True)
+        )
+        present = sql.SQL(" AND ").join(
+            sql.SQL("{} IS NOT NULL").format(sql.Identifier(k)) for k in fk.columns
+        )
+        shown = sql.SQL(" || ',' || ").join(sql.Identifier(k) for k in fk.columns)
+        mark(
+            sql.SQL("{} AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE {})").format(
+                present, catalog.qualified(fk.parent_schema, fk.parent), same
+            ),
+            f"foreign key {fk.name}: no {fk.parent_schema}.{fk.parent} row with "
+            f"{', '.join(fk.parent_columns)} =",
+            shown,
+        )
     target = catalog.qualified(schema, table)
     for name, key in _unique_keys(conn, oid):
         typed = [
@@ -337,27 +393,6 @@ def _check_rows(conn, schema, table, oid, columns, names) -> list[Reject]:
         mark(
             sql.SQL("EXISTS (SELECT 1 FROM {} AS t WHERE {})").format(target, same),
             f"key {name}: already in {schema}.{table}",
-            shown,
-        )
-    for fk in foreign_keys(conn, oid):
-        typed = [
-            sql.SQL("s.{}::{}").format(sql.Identifier(k), sql.SQL(_type(columns, k)))
-            for k in fk.columns
-        ]
-        same = sql.SQL(" AND ").join(
-            sql.SQL("p.{} = {}").format(sql.Identifier(k), t)
-            for k, t in zip(fk.parent_columns, typed, strict=True)
-        )
-        present = sql.SQL(" AND ").join(
-            sql.SQL("{} IS NOT NULL").format(sql.Identifier(k)) for k in fk.columns
-        )
-        shown = sql.SQL(" || ',' || ").join(sql.Identifier(k) for k in fk.columns)
-        mark(
-            sql.SQL("{} AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE {})").format(
-                present, catalog.qualified(fk.parent_schema, fk.parent), same
-            ),
-            f"foreign key {fk.name}: no {fk.parent_schema}.{fk.parent} row with "
-            f"{', '.join(fk.parent_columns)} =",
             shown,
         )
     return rejects
@@ -424,13 +459,124 @@ def foreign_keys(conn, oid) -> list[ForeignKey]:
     return [ForeignKey(n, tuple(c), s, p, tuple(pc)) for n, s, p, c, pc in rows]
 
 
-def _insert_good_rows(conn, schema, table, oid, columns) -> int:
-    for fk in foreign_keys(conn, oid):  # parents cannot change between check and insert
+def _lock_parents(conn, oid) -> None:
+    for fk in foreign_keys(conn, oid):
         conn.execute(
             sql.SQL("LOCK TABLE {} IN SHARE MODE").format(
                 catalog.qualified(fk.parent_schema, fk.parent)
             )
         )
+
+
+class _NeedsFullChecks(Exception):
+    pass
+
+
+def _fast_path(conn, schema, table, oid, columns, names, options, unparsed: int):
+    """The common case in two statements: one scan finds every row whose parent is missing, then
+    one INSERT ... SELECT casts and loads the others, the target's NOT NULLs, unique indexes and
+    casts checking the rest as it goes. Anything that fails there (a bad value, a repeated key, a
+    NULL), or rejects that make the import fail (whose error must list every rejected row), rolls
+    the attempt back and returns None: the caller then runs the full per-check marking. Returns
+    (rejected rows, rows loaded)."""
+    conn.execute("SAVEPOINT fast_path")
+    try:
+        rejects = _missing_parents(conn, oid, columns, names)
+        total = unparsed + len(rejects)
+        too_many = options.max_rejects is not None and total > options.max_rejects
+        if total and (options.on_reject == "fail" or too_many):
+            raise _NeedsFullChecks
+        if rejects:
+            conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS _import_rejected (_file int, _line bigint);"
+                "TRUNCATE _import_rejected"
+            )
+            with conn.cursor().copy("COPY _import_rejected FROM STDIN") as copy:
+                for r in rejects:
+                    copy.write_row((r.file_number, r.line))
+            conn.execute("ANALYZE _import_rejected")
+        loaded = _insert_good_rows(conn, schema, table, oid, columns, bool(rejects), fast=True)
+    except (_NeedsFullChecks, psycopg.errors.DataError, psycopg.errors.IntegrityError):
+        conn.execute("ROLLBACK TO SAVEPOINT fast_path")
+        return None
+    conn.execute("RELEASE SAVEPOINT fast_path")
+    return [r.reject for r in rejects], loaded
+
+
+@dataclass(frozen=True)
+class _Found:
+    file_number: int
+    line: int
+    reject: Reject
+
+
+def _missing_parents(conn, oid, columns, names) -> list[_Found]:
+    """Every staged row with a foreign key whose parent row does not exist: one scan, a hash
+    (left) join per foreign key. A value that does not convert raises DataError."""
+    fks = foreign_keys(conn, oid)
+    if not fks:
+        return []
+    joins, missing, reasons = [], [], []
+    for number, fk in enumerate(fks):
+        alias = sql.Identifier(f"p{number}")
+        same = sql.SQL(" AND ").join(
+            sql.SQL("{}.{} = s.{}::{}").format(
+                alias, sql.Identifier(pk), sql.Identifier(k), sql.SQL(_type(columns, k))
+            )
+            for k, pk in zip(fk.columns, fk.parent_columns, strict=True)
+        )
+        joins.append(
+            sql.SQL("LEFT JOIN {} AS {} ON {}").format(
+                catalog.qualified(fk.parent_schema, fk.parent), alias, same
+            )
+        )
+        # MATCH SIMPLE: a key with a NULL column references nothing. The parent's key columns
+        # are never NULL in a matched row, so NULL there means no parent.
+        missing.append(
+            sql.SQL("({} AND {}.{} IS NULL)").format(
+                sql.SQL(" AND ").join(
+                    sql.SQL("s.{} IS NOT NULL").format(sql.Identifier(k)) for k in fk.columns
+                ),
+                alias,
+                sql.Identifier(fk.parent_columns[0]),
+            )
+        )
+        reasons.append(sql.SQL("WHEN {} THEN {}").format(missing[-1], sql.Literal(number)))
+    shown = sql.SQL(", ").join(
+        sql.SQL(" || ',' || ").join(sql.SQL("s.{}").format(sql.Identifier(k)) for k in fk.columns)
+        for fk in fks
+    )
+    raw = sql.SQL(" || ',' || ").join(
+        sql.SQL("coalesce(s.{}, '')").format(sql.Identifier(c.name)) for c in columns
+    )
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT s._file, s._line, CASE {} END, ARRAY[{}], {}"
+            " FROM pg_temp._import_stage AS s {} WHERE NOT s._bad AND ({})"
+        ).format(
+            sql.SQL(" ").join(reasons),
+            shown,
+            raw,
+            sql.SQL(" ").join(joins),
+            sql.SQL(" OR ").join(missing),
+        )
+    ).fetchall()
+    found = []
+    for file_number, line, which, values, text in rows:
+        fk = fks[which]
+        reason = (
+            f"foreign key {fk.name}: no {fk.parent_schema}.{fk.parent} row with "
+            f"{', '.join(fk.parent_columns)} ="
+        )
+        found.append(
+            _Found(file_number, line, Reject(names[file_number], line, reason, values[which], text))
+        )
+    return found
+
+
+def _insert_good_rows(conn, schema, table, oid, columns, exclude=False, fast=False) -> int:
+    """INSERT ... SELECT the staged rows not marked bad (nor, with `exclude`, in
+    _import_rejected). `fast`: errors propagate (the fast path falls back on them)."""
     skip_fk_triggers = (
         bool(
             conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
@@ -443,15 +589,30 @@ def _insert_good_rows(conn, schema, table, oid, columns) -> int:
         conn.execute("SET LOCAL session_replication_role = replica")
     names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
     values = sql.SQL(", ").join(
-        sql.SQL("{}::{}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in columns
+        sql.SQL("s.{}::{}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in columns
     )
+    # No ORDER BY: the staging table is scanned in the order COPY wrote it (file, line); a sort
+    # of every row would buy nothing.
+    statement = sql.SQL(
+        "INSERT INTO {} ({}) SELECT {} FROM pg_temp._import_stage AS s WHERE {}"
+    ).format(
+        catalog.qualified(schema, table),
+        names,
+        values,
+        sql.SQL(
+            "NOT _bad AND NOT EXISTS (SELECT 1 FROM pg_temp._import_rejected AS r"
+            " WHERE r._file = s._file AND r._line = s._line)"
+            if exclude
+            else "NOT _bad"
+        ),
+    )
+    if fast:
+        cursor = conn.execute(statement)
+        if skip_fk_triggers:
+            conn.execute("SET LOCAL session_replication_role = origin")
+        return cursor.rowcount
     try:
-        cursor = conn.execute(
-            sql.SQL(
-                "INSERT INTO {} ({}) SELECT {} FROM pg_temp._import_stage WHERE NOT _bad"
-                " ORDER BY _file, _line"
-            ).format(catalog.qualified(schema, table), names, values)
-        )
+        cursor = conn.execute(statement)
     except psycopg.Error as exc:  # a CHECK constraint or trigger the set-based checks do not know
         raise IngestError(
             f"Import into {schema}.{table} failed: {first_line(exc)}; nothing was loaded."
@@ -463,18 +624,58 @@ def _insert_good_rows(conn, schema, table, oid, columns) -> int:
 
 def _record(conn, result: ImportResult, todo) -> None:
     with conn.cursor().copy(
-        "COPY ingest_import.rejects (target, file, line, reason, value, raw) FROM STDIN"
+        "COPY ingest_import.rejects (target, file, line, reason, value, raw, sha256) FROM STDIN"
     ) as copy:
         for r in result.rejects:
-            copy.write_row((result.table, r.file, r.line, r.reason, r.value, r.raw))
-    for number, path, digest in todo:
-        rows = conn.execute(
-            "SELECT count(*) FILTER (WHERE NOT _bad) FROM pg_temp._import_stage WHERE _file = %s",
-            (number,),
-        ).fetchone()[0]
+            copy.write_row(
+                (result.table, r.file, r.line, r.reason, r.value, r.raw, result.digests[r.file])
+            )
+    for _, path, digest in todo:
+        rows = result.rows_by_file[str(path)]
         rejects = sum(1 for r in result.rejects if r.file == str(path))
         conn.execute(
             "INSERT INTO ingest_import.files (target, file, sha256, rows, rejects)"
             " VALUES (%s, %s, %s, %s, %s)",
             (result.table, str(path), digest, rows + 0, rejects),
         )
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What `ingest_import.files` says of one imported file (by its bytes)."""
+
+    file: str
+    rows: int
+    rejects: int
+    imported_at: str
+
+
+def file_record(conn: psycopg.Connection, target: str, sha256: str) -> FileRecord | None:
+    """The import of these bytes into `target` ("schema.table"), or None (never imported, or the
+    bookkeeping does not exist yet)."""
+    if not _bookkeeping_exists(conn):
+        return None
+    row = conn.execute(
+        "SELECT file, rows, rejects, imported_at::text FROM ingest_import.files"
+        " WHERE target = %s AND sha256 = %s",
+        (target, sha256),
+    ).fetchone()
+    return None if row is None else FileRecord(*row)
+
+
+def recorded_rejects(
+    conn: psycopg.Connection, target: str, sha256: str, limit: int = 20
+) -> list[Reject]:
+    """The first `limit` rejected rows of these bytes' import into `target`, by line."""
+    if not _bookkeeping_exists(conn):
+        return []
+    rows = conn.execute(
+        "SELECT file, line, reason, value, raw FROM ingest_import.rejects"
+        " WHERE target = %s AND sha256 = %s ORDER BY line LIMIT %s",
+        (target, sha256, limit),
+    ).fetchall()
+    return [Reject(*row) for row in rows]
+
+
+def _bookkeeping_exists(conn: psycopg.Connection) -> bool:
+    return bool(scalar(conn, "SELECT to_regclass('ingest_import.rejects') IS NOT NULL"))

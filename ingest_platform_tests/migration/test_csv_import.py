@@ -13,6 +13,7 @@ from ingest_platform.migration.csv_import import CsvOptions, RejectedRows, impor
 from ingest_platform.postgres.connection import connect, scalar
 
 QUARANTINE = CsvOptions(on_reject="quarantine")
+FK = "hired_employees_"
 
 
 @pytest.fixture
@@ -119,3 +120,32 @@ def test_cli_import_csv_with_header(hr, tmp_path, capsys):
     assert "imported before (same bytes), skipped" in capsys.readouterr().out
     assert main(["import-csv", "hr.nope", str(path), "--target", hr]) == 1
     assert "Table hr.nope does not exist" in capsys.readouterr().err
+
+
+def test_fast_and_full_checks_agree(hr, tmp_path):
+    """Missing parents only: the fast path (one scan, one insert). A bad date as well: the full
+    per-check marking. Both reject the same rows for the same reasons, and a row repeating the
+    key of a row rejected for its parent loads (it repeats nothing loaded)."""
+    common = "3001,Orphan,,99,1\n3001,Kept,,1,1\n3002,Also,,1,98\n3003,Fine,,2,2\n"
+    fast = import_csv(hr, "hr", "hired_employees", [write(tmp_path / "f.csv", common)], QUARANTINE)
+    full_file = write(tmp_path / "g.csv", common.replace("300", "400") + "4004,D,2021-02-30,1,1\n")
+    full = import_csv(hr, "hr", "hired_employees", [full_file], QUARANTINE)
+    assert (fast.checks, full.checks) == ("fast", "full")
+    assert (fast.loaded, full.loaded) == (2, 2)
+    found = [(r.line, r.reason, r.value) for r in fast.rejects]
+    assert found == [
+        (1, f"foreign key {FK}department_id_fkey: no hr.departments row with id =", "99"),
+        (3, f"foreign key {FK}job_id_fkey: no hr.jobs row with id =", "98"),
+    ]
+    assert [(r.line, r.reason, r.value) for r in full.rejects][:2] == found
+    assert full.rejects[2].line == 5 and full.rejects[2].reason.startswith("column datetime")
+    assert fast.rows_by_file == {str(tmp_path / "f.csv"): 2}
+    with connect(hr) as conn:
+        names = conn.execute(
+            "SELECT id, name FROM hr.hired_employees WHERE id > 3000 ORDER BY id"
+        ).fetchall()
+        recorded = conn.execute(
+            "SELECT file, rows, rejects FROM ingest_import.files ORDER BY file"
+        ).fetchall()
+    assert names == [(3001, "Kept"), (3003, "Fine"), (4001, "Kept"), (4003, "Fine")]
+    assert recorded == [(str(tmp_path / "f.csv"), 2, 2), (str(full_file), 2, 3)]

@@ -15,6 +15,7 @@ require_platform_environment()
 from ingest_platform.defs.components.api import ApiRejectsComponent  # noqa: E402
 from ingest_platform.defs.components.bigquery_mirror import BigQueryMirrorComponent  # noqa: E402
 from ingest_platform.defs.components.cdc import CdcSourceComponent  # noqa: E402
+from ingest_platform.defs.components.csv_import import CsvImportDirectoryComponent  # noqa: E402
 from ingest_platform.defs.components.dumps import DumpDirectoryComponent  # noqa: E402
 from ingest_platform.defs.components.migration import MigrationComponent  # noqa: E402
 
@@ -22,6 +23,7 @@ __all__ = [
     "ApiRejectsComponent",
     "BigQueryMirrorComponent",
     "CdcSourceComponent",
+    "CsvImportDirectoryComponent",
     "DumpDirectoryComponent",
     "MigrationComponent",
 ]
