@@ -26,12 +26,14 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
+import psycopg
+
 from ingest_platform.dumps import open_dump
 from ingest_platform.dumps.archive import Dump
 from ingest_platform.dumps.copy_source import Block, CopyChunks, CopySource
 from ingest_platform.dumps.reader import DEFAULT_CHUNK_BYTES
 from ingest_platform.dumps.schema import TableSchema
-from ingest_platform.errors import IngestError
+from ingest_platform.errors import IngestError, ServiceUnavailableError, first_line
 from ingest_platform.loading.reject_budget import (
     BudgetedCopy,
     Reject,
@@ -39,7 +41,7 @@ from ingest_platform.loading.reject_budget import (
     check_budget,
     place,
 )
-from ingest_platform.postgres.connection import connect
+from ingest_platform.postgres.connection import connect, server_address
 from ingest_platform.postgres.copy_errors import CopyRejected, copy_format_error
 from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS
 from ingest_platform.postgres.quarantine import (
@@ -171,9 +173,15 @@ def load_table_version(
                 terminate_blockers_after,
                 logger,
             )
-    except BaseException:
+    except BaseException as error:
         with connect(dsn) as conn:
             abandon_version_load(conn, load)
+        if isinstance(error, psycopg.OperationalError):  # the server went away mid-load
+            raise ServiceUnavailableError(
+                f"PostgreSQL at {server_address(dsn)} broke off the load of {load.table} version "
+                f"{plan.version} ({first_line(error)}); nothing of it is visible. Load the dump "
+                "again when the server answers."
+            ) from None
         raise
     attached = done.attached.get(load.table)
     if done.waiting_for:
@@ -236,6 +244,10 @@ def load_dump_version(
             reverse=True,
         )
         with version_lock(dsn, schema, dump.version):
+            # What an earlier run of this dump left staged is stale (this run loads every table):
+            # an attach must not pick it up while this run reloads the same table.
+            with connect(dsn) as conn:
+                abandon_staged(conn, schema, dump.version, dump_identity(dump.path))
             try:
                 return _load_plans(dsn, plans, processes, terminate_blockers_after)
             except BaseException:

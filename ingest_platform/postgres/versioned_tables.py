@@ -36,9 +36,9 @@ Readers query across the tables of a version, so a version becomes visible whole
    leaves no empty parent), evolves parent and load table to each other (another version may have
    evolved the parent since step 1), drops the previous child of this version, renames the load
    table to the child name, INHERITs and registers it, publishes its quarantined records; then drops
-   the version's other load tables. Until then the previous load of the version stays, whole. A
-   reader of a parent waits for this transaction and then sees the new children; before it, the
-   old ones. (PostgreSQL DDL is not MVCC-safe: a REPEATABLE READ transaction whose snapshot
+   the version's load tables of other dumps. Until then the previous load of the version stays,
+   whole. A reader of a parent waits for this transaction and then sees the new children; before
+   it, the old ones. (PostgreSQL DDL is not MVCC-safe: a REPEATABLE READ transaction whose snapshot
    predates the COPY's commit and that first touches the version after the attach sees it empty.
    Transactions that read before the attach keep the old child: the attach waits for them.)
    ``attach_version`` is steps 3 and 4 for a load of one table.
@@ -298,7 +298,7 @@ def attach_staged(
 ) -> VersionAttach:
     """Step 4: when every one of `tables` has a staged load from `dump` (or a visible child from
     it already), make the staged ones the version's children in one short transaction, and drop
-    the version's other load tables (earlier, abandoned or superseded loads). Commits. Otherwise
+    the version's load tables of other dumps (superseded loads). Commits. Otherwise
     changes nothing and says which tables it waits for.
 
     Backends whose locks keep the attach waiting longer than `terminate_blockers_after` seconds
@@ -335,8 +335,12 @@ def attach_staged(
                     attached[table] = AttachResult(
                         load.child_table, marker["rows"], tuple(map(str, changes)), replaced
                     )
-                for name in found.keys() - {staged[t][0] for t in attached}:
-                    _drop_load_table(conn, schema, name)
+                # Loads of other dumps of this version are superseded. This dump's other load
+                # tables may be loading now (its tables load in parallel); a crashed run's are
+                # dropped by the next begin of their table.
+                for name, marker in found.items():
+                    if marker.get("dump") != dump:
+                        _drop_load_table(conn, schema, name)
             return VersionAttach(attached, ())
         except psycopg.errors.DeadlockDetected:
             if attempt == _ATTACH_ATTEMPTS:
