@@ -262,8 +262,11 @@ def _routes(app: FastAPI, state: AppState) -> None:
                 f"{int(wait) + 1} s",
                 {"Retry-After": str(int(wait) + 1)},
             )
-        with state.pool.connection() as conn:
-            hash_ = store.password_hash(conn, config.schema, form.username)
+        # A name PostgreSQL cannot hold (a NUL character) names no user: no query for it.
+        hash_ = None
+        if "\x00" not in form.username:
+            with state.pool.connection() as conn:
+                hash_ = store.password_hash(conn, config.schema, form.username)
         if not auth.verify_password(form.password, hash_):
             state.limiter.failed(key)
             raise ApiProblem(401, "wrong user name or password", UNAUTHORIZED)

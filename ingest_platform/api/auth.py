@@ -39,12 +39,12 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(password: str, hash_: str | None) -> bool:
-    if hash_ is None:
-        _hasher.verify(password, _DUMMY_HASH)
-        return False
     try:
+        if hash_ is None:  # the same work as a real check: no timing tells a user exists
+            _hasher.verify(password, _DUMMY_HASH)
+            return False
         return _hasher.verify(password, hash_)
-    except Exception:  # an unreadable stored hash is a failed login, not a 500
+    except Exception:  # an unreadable stored hash or password is a failed login, not a 500
         return False
 
 
