@@ -30,8 +30,9 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol, TypeVar
@@ -61,6 +62,16 @@ CHUNK_DIGITS = 7
 CHUNK_STARTS = (1, 8, 15, 22)
 
 Buckets = dict[str, tuple[int, ...]]
+
+# The bucket query hashes every row: CPU-bound, and the planner's default costs (md5 counts as one
+# operator) rarely make it parallel. Costs set to zero for that statement let PostgreSQL split the
+# scan over its parallel workers (`max_parallel_workers_per_gather`, 2 by default): 100k rows x 10
+# columns 0.70 -> 0.41 s here. Workers remain capped by the server's own settings.
+PARALLEL_SCAN = {
+    "parallel_setup_cost": "0",
+    "parallel_tuple_cost": "0",
+    "min_parallel_table_scan_size": "0",
+}
 
 
 def missing_in(side: str) -> str:
@@ -229,7 +240,8 @@ class PostgresSide:
             "SELECT b, count(*), {} FROM (SELECT substr(kh, 1, {}) AS b, rh FROM ({}) AS s{}"
             " OFFSET 0) AS t GROUP BY 1"
         ).format(sums, sql.Literal(depth), self.base, restrict)
-        rows = self.conn.execute(statement).fetchall()
+        with _settings(self.conn, PARALLEL_SCAN):
+            rows = self.conn.execute(statement).fetchall()
         return {r[0]: tuple(r[1:]) for r in rows}
 
     def fields(self, key: str) -> list[tuple]:
@@ -254,6 +266,28 @@ class PostgresSide:
         for k, rh in self.conn.execute(statement):
             found.setdefault(k, Counter())[rh] += 1
         return found
+
+
+@contextmanager
+def _settings(conn: psycopg.Connection, settings: Mapping[str, str]) -> Iterator[None]:
+    """Planner settings for the statements inside, the connection's own ones restored after (in or
+    out of a transaction: session settings, not SET LOCAL, which would outlive the block)."""
+    names = list(settings)
+    before = conn.execute(
+        "SELECT current_setting(n) FROM unnest(%s::text[]) AS n", [names]
+    ).fetchall()
+    conn.execute(
+        "SELECT set_config(n, v, false) FROM unnest(%s::text[], %s::text[]) AS s(n, v)",
+        [names, list(settings.values())],
+    )
+    try:
+        yield
+    finally:
+        if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+            conn.execute(
+                "SELECT set_config(n, v, false) FROM unnest(%s::text[], %s::text[]) AS s(n, v)",
+                [names, [v for (v,) in before]],
+            )
 
 
 def postgres_table(
