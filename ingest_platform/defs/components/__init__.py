@@ -12,6 +12,7 @@ from ingest_platform.local.environment import require_platform_environment
 # they start Dagster: without the platform's environment they stop here, in one line.
 require_platform_environment()
 
+from ingest_platform.defs.components.analytics import AnalyticsModelsComponent  # noqa: E402
 from ingest_platform.defs.components.api import ApiRejectsComponent  # noqa: E402
 from ingest_platform.defs.components.bigquery_mirror import BigQueryMirrorComponent  # noqa: E402
 from ingest_platform.defs.components.cdc import CdcSourceComponent  # noqa: E402
@@ -20,6 +21,7 @@ from ingest_platform.defs.components.dumps import DumpDirectoryComponent  # noqa
 from ingest_platform.defs.components.migration import MigrationComponent  # noqa: E402
 
 __all__ = [
+    "AnalyticsModelsComponent",
     "ApiRejectsComponent",
     "BigQueryMirrorComponent",
     "CdcSourceComponent",
