@@ -258,6 +258,7 @@ def _quote_mysql(name: str) -> str:
 class MySQLSource:
     def __init__(self, config: SourceConfig, dsn: str):
         import pymysql
+        import pymysql.converters
         import pymysql.cursors
 
         self.config = config
@@ -270,12 +271,12 @@ class MySQLSource:
             self.dialect.types.update(config.types)
         self._pymysql = pymysql
         try:
-            # conv={}: no value conversion; text columns arrive as str exactly as MySQL prints
+            # Encoders only, no decoders: text columns arrive as str exactly as MySQL prints
             # them (what COPY text reads), binary ones as bytes.
             self.conn = pymysql.connect(
                 **params,
                 charset="utf8mb4",
-                conv={},
+                conv=dict(pymysql.converters.encoders),
                 connect_timeout=5,
                 read_timeout=600,
                 cursorclass=pymysql.cursors.SSCursor,
