@@ -97,13 +97,16 @@ def fetch(
     logger: logging.Logger | logging.LoggerAdapter = LOGGER,
     chunk_rows: int = CHUNK_ROWS,
     environ=None,
+    check: bool = True,
 ) -> list[TableReport]:
     """Pull one source: a snapshot of every table, or (`incremental`) incremental pulls of the
     tables with a cursor whose version is loaded already and a snapshot of the rest. A source
     that breaks off is retried (RETRIES attempts); then a clean failure, nothing visible."""
     for attempt in range(1, RETRIES + 1):
         try:
-            return _fetch_once(warehouse_dsn, config, incremental, logger, chunk_rows, environ)
+            return _fetch_once(
+                warehouse_dsn, config, incremental, logger, chunk_rows, environ, check
+            )
         except SourceGone as error:
             if attempt == RETRIES:
                 raise ServiceUnavailableError(
@@ -122,6 +125,7 @@ def _fetch_once(
     logger: logging.Logger | logging.LoggerAdapter,
     chunk_rows: int,
     environ,
+    check: bool,
 ) -> list[TableReport]:
     source = open_source(config, environ)
     try:
@@ -142,7 +146,7 @@ def _fetch_once(
             snapshot_tables = [t for t in tables if t not in ready]
             for table in ready:
                 report = pull_incremental(
-                    warehouse_dsn, source, config, table, version, logger, chunk_rows
+                    warehouse_dsn, source, config, table, version, logger, chunk_rows, check
                 )
                 if report is None:  # schema drift: a snapshot of the table applies the rules
                     snapshot_tables.append(table)
@@ -150,7 +154,9 @@ def _fetch_once(
                     reports.append(report)
         if snapshot_tables:
             reports = (
-                pull_snapshot(warehouse_dsn, source, config, snapshot_tables, version, logger)
+                pull_snapshot(
+                    warehouse_dsn, source, config, snapshot_tables, version, logger, check
+                )
                 + reports
             )
         return reports
@@ -321,7 +327,14 @@ def _check(
     schema: TableSchema,
     live_only: bool = False,
 ) -> list[str]:
-    """Counts, and bucket hashes for PostgreSQL sources; CheckFailed names the first difference."""
+    """Counts, and bucket hashes for PostgreSQL sources; CheckFailed names the first difference.
+    `live_only`: an incremental pull's child (committed already), rows not soft-deleted."""
+    consequence = (
+        "the incremental pull's chunks are committed; run a full pull (fetch without "
+        "--incremental) to replace the version"
+        if live_only
+        else "nothing of this pull is visible. Run it again"
+    )
     where = (
         sql.SQL(" WHERE {} IS NULL").format(sql.Identifier(DELETED_COLUMN))
         if live_only
@@ -336,7 +349,7 @@ def _check(
     if theirs != ours:
         raise CheckFailed(
             f"Source {config.name}, table {table}: the source has {theirs} rows, the pull "
-            f"{ours}; nothing of this pull is visible. Run it again."
+            f"{ours}; {consequence}."
         )
     checks = [f"counts ok ({ours})"]
     if isinstance(source, PostgresSource):
@@ -358,8 +371,7 @@ def _check(
             raise CheckFailed(
                 f"Source {config.name}, table {table}: bucket hashes differ between source and "
                 f"warehouse ({result.differing_buckets} buckets; first: "
-                f"{result.differences[0] if result.differences else '-'}); nothing of this pull "
-                "is visible. Run it again."
+                f"{result.differences[0] if result.differences else '-'}); {consequence}."
             )
         checks.append(f"hashes ok ({result.buckets} buckets)")
     return checks
@@ -376,6 +388,7 @@ def pull_incremental(
     version: str,
     logger: logging.Logger | logging.LoggerAdapter = LOGGER,
     chunk_rows: int = CHUNK_ROWS,
+    check: bool = True,
 ) -> TableReport | None:
     """Upsert the rows after the stored position into the version's child, a committed chunk at
     a time; soft-delete keys the source lost. None: the source's columns changed (schema drift),
@@ -447,6 +460,7 @@ def pull_incremental(
         checks = []
         if isinstance(source, PostgresSource):
             deleted = _soft_delete(wh, source, config, table, child, key)
+        if check:
             with wh.transaction():
                 checks = _check(wh, source, config, table, child, columns, schema, live_only=True)
     return TableReport(
