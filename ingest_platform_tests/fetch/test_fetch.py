@@ -11,27 +11,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from ingest_platform.errors import ConfigError, SchemaError, ServiceUnavailableError
 from ingest_platform.fetch.config import load_config
 from ingest_platform.fetch.pull import CursorWentBackwards, fetch
 from ingest_platform.local.cli import main
-from ingest_platform.postgres.connection import ensure_database, with_database
-from ingest_platform_tests.conftest import unique_name
 
 PROJECT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def source_dsn(pg_server_dsn):
-    database = unique_name("fetch_src")
-    ensure_database(pg_server_dsn, database)
-    yield with_database(pg_server_dsn, database)
-    with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
-        )
 
 
 def write_config(tmp_path: Path, body: str) -> Path:

@@ -8,10 +8,9 @@ import psycopg
 
 from ingest_platform.defs.fetch import build_fetch_definitions
 from ingest_platform.defs.postgres_resources import PostgresResource
-from ingest_platform_tests.fetch.test_fetch import (  # noqa: F401 (source_dsn: a fixture)
+from ingest_platform_tests.fetch.test_fetch import (
     PG_CONFIG,
     seed_pg,
-    source_dsn,
     write_config,
 )
 
