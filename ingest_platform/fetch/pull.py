@@ -460,6 +460,13 @@ def pull_incremental(
         checks = []
         if isinstance(source, PostgresSource):
             deleted = _soft_delete(wh, source, config, table, child, key)
+        elif _text_comparable(schema, key):
+            deleted = _soft_delete_mysql(wh, source, config, table, child, key)
+        else:
+            logger.warning(
+                f"{config.name}.{table}: deletes are not looked for (key columns other than "
+                "integers and text); a snapshot pull removes deleted rows."
+            )
         if check:
             with wh.transaction():
                 checks = _check(wh, source, config, table, child, columns, schema, live_only=True)
@@ -548,6 +555,71 @@ def _soft_delete(
             deleted += cur.rowcount
         if not result.more_differences:
             return deleted
+
+
+_TEXT_COMPARABLE = {"smallint", "integer", "bigint", "numeric", "text", "varchar", "char"}
+
+
+def _text_comparable(schema: TableSchema, key: Sequence[str]) -> bool:
+    """Key columns whose text is the same in MySQL and PostgreSQL (integers, strings)."""
+    types = {c.name: catalog.parsed_type(c.pg_type).name for c in schema.columns}
+    return all(
+        types[k] in _TEXT_COMPARABLE or types[k].startswith(("character", "numeric")) for k in key
+    )
+
+
+def _soft_delete_mysql(
+    wh: psycopg.Connection,
+    source: MySQLSource,
+    config: SourceConfig,
+    table: str,
+    child: str,
+    key: Sequence[str],
+) -> int:
+    """Keys the MySQL source lacks: both sides group md5(key text) into 256 buckets (count and a
+    28-bit sum, as the comparison engine's fingerprints); only differing buckets' keys travel."""
+    key_text = sql.SQL("concat_ws('|', {})").format(
+        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in key)
+    )
+    live = sql.SQL("FROM ONLY {} WHERE {} IS NULL").format(
+        catalog.qualified(config.app, child), sql.Identifier(DELETED_COLUMN)
+    )
+    with wh.transaction():
+        ours = {
+            b: (n, int(total))
+            for b, n, total in wh.execute(
+                sql.SQL(
+                    "SELECT left(md5({0}), 2), count(*),"
+                    " sum(('x' || substr(md5({0}), 3, 7))::bit(28)::int) {1} GROUP BY 1"
+                ).format(key_text, live)
+            )
+        }
+    theirs = source.key_buckets(table, key)
+    differing = sorted(b for b in set(ours) | set(theirs) if ours.get(b) != theirs.get(b))
+    if not differing:
+        return 0
+    present = source.keys_in(table, key, differing)
+    with wh.transaction():
+        mine = [
+            r[0]
+            for r in wh.execute(
+                sql.SQL("SELECT {0} {1} AND left(md5({0}), 2) = ANY(%s)").format(key_text, live),
+                (differing,),
+            )
+        ]
+        gone = [k for k in mine if k not in present]
+        if not gone:
+            return 0
+        cur = wh.execute(
+            sql.SQL("UPDATE ONLY {} SET {} = now() WHERE {} IS NULL AND {} = ANY(%s)").format(
+                catalog.qualified(config.app, child),
+                sql.Identifier(DELETED_COLUMN),
+                sql.Identifier(DELETED_COLUMN),
+                key_text,
+            ),
+            (gone,),
+        )
+        return cur.rowcount
 
 
 def _live_rows_only(side: PostgresSide) -> None:

@@ -442,6 +442,27 @@ class MySQLSource:
     def count(self, table: str) -> int:
         return int(self._run(f"SELECT count(*) FROM {_quote_mysql(table)}", table=table)[0][0])
 
+    def key_buckets(self, table: str, key: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Per bucket (first 2 hex digits of md5 of the key text): count and the sum of the next
+        28 bits; the same numbers ``pull._warehouse_key_buckets`` computes in PostgreSQL."""
+        h = f"MD5(CONCAT_WS('|', {', '.join(map(_quote_mysql, key))}))"
+        rows = self._run(
+            f"SELECT LEFT({h}, 2), count(*), SUM(CONV(SUBSTR({h}, 3, 7), 16, 10))"
+            f" FROM {_quote_mysql(table)} GROUP BY 1",
+            table=table,
+        )
+        return {_text(b): (int(n), int(_text(total))) for b, n, total in rows}
+
+    def keys_in(self, table: str, key: Sequence[str], buckets: Sequence[str]) -> set[str]:
+        text = f"CONCAT_WS('|', {', '.join(map(_quote_mysql, key))})"
+        rows = self._run(
+            f"SELECT {text} FROM {_quote_mysql(table)} WHERE LEFT(MD5({text}), 2) IN"
+            f" ({', '.join(['%s'] * len(buckets))})",
+            list(buckets),
+            table,
+        )
+        return {_text(r[0]) for r in rows}
+
     def max_cursor(self, table: str, cursor: str) -> Any:
         return self._run(
             f"SELECT max({_quote_mysql(cursor)}) FROM {_quote_mysql(table)}", table=table

@@ -84,14 +84,23 @@ def test_snapshot_and_incremental_from_mariadb(pg_dsn, mysql_db, tmp_path):
     with server.cursor() as cur:
         cur.execute("UPDATE items SET note = 'changed', updated_at = '2025-01-01' WHERE id = 2")
         cur.execute("INSERT INTO items (id, updated_at) VALUES (3, '2025-01-02')")
+        cur.execute("INSERT INTO items (id, updated_at) VALUES (4, '2025-01-03')")
     server.commit()
     (report,) = fetch(pg_dsn, config(tmp_path), incremental=True, environ=env)
-    assert (report.mode, report.rows) == ("incremental", 2)
+    assert (report.mode, report.rows, report.deleted) == ("incremental", 3, 0)
+    with server.cursor() as cur:
+        cur.execute("DELETE FROM items WHERE id = 1")
+    server.commit()
+    (report,) = fetch(pg_dsn, config(tmp_path), incremental=True, environ=env)
+    assert (report.rows, report.deleted, report.checks) == (0, 1, ["counts ok (3)"])
     with psycopg.connect(pg_dsn) as conn:
-        assert conn.execute("SELECT id, note FROM shop.items ORDER BY id").fetchall() == [
-            (1, "tab\there"),
-            (2, "changed"),
-            (3, None),
+        assert conn.execute(
+            "SELECT id, note, _deleted_at IS NOT NULL FROM shop.items ORDER BY id"
+        ).fetchall() == [
+            (1, "tab\there", True),
+            (2, "changed", False),
+            (3, None, False),
+            (4, None, False),
         ]
 
 
