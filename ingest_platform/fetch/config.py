@@ -11,6 +11,7 @@
     [sources.eu_shop.incremental.orders]   # tables pulled incrementally with --incremental
     cursor = "updated_at"          # a column that grows with every insert and update
     key = ["id"]                   # default: the source's primary key
+    deletes = true                 # compare keys for deleted rows on every pull (default)
 
     [sources.eu_shop.types]        # source type -> PostgreSQL type, before the dialect's map
     mood = "text"
@@ -37,6 +38,7 @@ _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 class Incremental:
     cursor: str
     key: tuple[str, ...] = ()  # () : the source's primary key
+    deletes: bool = True  # look for deleted keys on every incremental pull
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,10 @@ def _source(path: Path, name: str, raw: object) -> SourceConfig:
         key = spec.get("key", [])
         if not isinstance(key, list) or not all(isinstance(k, str) for k in key):
             raise ConfigError(f"{where} incremental.{table}: key must be a list of column names.")
-        incremental[table] = Incremental(spec["cursor"], tuple(key))
+        deletes = spec.get("deletes", True)
+        if not isinstance(deletes, bool):
+            raise ConfigError(f"{where} incremental.{table}: deletes must be true or false.")
+        incremental[table] = Incremental(spec["cursor"], tuple(key), deletes)
     types = raw.get("types") or {}
     if not isinstance(types, dict) or not all(isinstance(v, str) for v in types.values()):
         raise ConfigError(f"{where}: [types] maps source type names to PostgreSQL types (strings).")

@@ -238,6 +238,16 @@ def pull_snapshot(
                         rows = source.copy_into(
                             cur, catalog.qualified(app, load.load_table), table, columns
                         )
+                if table in config.incremental:
+                    # The key's index goes with the load table into the child: incremental
+                    # upserts find a chunk's rows by it (a dump's child has no index).
+                    wh.execute(
+                        sql.SQL("CREATE INDEX ON {} ({})").format(
+                            catalog.qualified(app, load.load_table),
+                            sql.SQL(", ").join(map(sql.Identifier, _key(config, schema))),
+                        )
+                    )
+                    wh.commit()
                 checks = []
                 if check:
                     with wh.transaction():
@@ -458,7 +468,9 @@ def pull_incremental(
                 break
         deleted = 0
         checks = []
-        if isinstance(source, PostgresSource):
+        if not config.incremental[table].deletes:
+            pass
+        elif isinstance(source, PostgresSource):
             deleted = _soft_delete(wh, source, config, table, child, key)
         elif _text_comparable(schema, key):
             deleted = _soft_delete_mysql(wh, source, config, table, child, key)
