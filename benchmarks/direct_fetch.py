@@ -21,6 +21,7 @@ and a warehouse database are created on it) and MariaDB at 127.0.0.1:3306 as roo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -83,6 +84,7 @@ def main() -> None:
     with psycopg.connect(src, autocommit=True) as conn:
         conn.execute(sql.SQL(PG_TABLE).format(sql.Identifier("items")))
         conn.execute(PG_ROWS.format(args.rows).encode())
+        conn.execute("CREATE INDEX ON items (updated_at, id)")  # as an app with updated_at has
         conn.execute("VACUUM ANALYZE items")
     mysql = shutil.which("mariadb") or shutil.which("mysql")
     my_ok = (
@@ -93,6 +95,7 @@ def main() -> None:
         script = (
             "DROP DATABASE IF EXISTS bench_fetch; CREATE DATABASE bench_fetch; USE bench_fetch; "
             f"{MY_TABLE}; {MY_ROWS.format(args.rows)};"
+            " CREATE INDEX updated ON items (updated_at, id);"
         )
         subprocess.run([mysql, *MY, "-e", script], check=True)
     env = {
@@ -181,7 +184,11 @@ def main() -> None:
             pipe.drop()
             return seconds
 
-        def incremental(check: bool, config=config, kind=kind) -> float:
+        def incremental(check: bool, deletes: bool = True, config=config, kind=kind) -> float:
+            if not deletes:
+                config = dataclasses.replace(
+                    config, incremental={"items": Incremental("updated_at", deletes=False)}
+                )
             fetch(wh, config, environ=env, check=False)  # a fresh full version (untimed)
             step = 100
             if kind == "postgres":
@@ -215,8 +222,9 @@ def main() -> None:
             Method("ours (pull + checks)", lambda: ours(True)),
             Method("psql COPY pipe" if kind == "postgres" else "mariadb --batch | psql COPY", pipe),
             Method("dlt sql_database (pyarrow)", dlt_run, missing=dlt_missing),
-            Method("ours incremental 1% (pull)", lambda: incremental(False)),
-            Method("ours incremental 1% (pull + checks)", lambda: incremental(True)),
+            Method("ours incremental 1% (pull, deletes=false)", lambda: incremental(False, False)),
+            Method("ours incremental 1% (pull + deletes)", lambda: incremental(False)),
+            Method("ours incremental 1% (pull + deletes + checks)", lambda: incremental(True)),
         ]  # fmt: skip
         print(f"\n{kind}:", flush=True)
         interleave(methods, args.rounds, f"{kind}: ")
