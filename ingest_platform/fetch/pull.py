@@ -217,6 +217,7 @@ def pull_snapshot(
     pull_id = f"fetch {config.name} {secrets.token_hex(4)}"
     reports = []
     loads: list[VersionLoad] = []
+    positions: dict[str, tuple | None] = {}
     with version_lock(warehouse_dsn, app, version, logger), connect(warehouse_dsn) as wh:
         try:
             source.begin_snapshot()
@@ -254,7 +255,9 @@ def pull_snapshot(
                         checks = _check(wh, source, config, table, load.load_table, columns, schema)
                 stage_version_load(wh, load)
                 if table in config.incremental:
-                    _store_position(wh, config, table, version, load.load_table, schema)
+                    positions[table] = _snapshot_position(
+                        wh, config, table, load.load_table, schema
+                    )
                 reports.append(
                     TableReport(
                         config.name,
@@ -271,6 +274,8 @@ def pull_snapshot(
                 )
             source.end()
             done = attach_staged(wh, app, version, pull_id, tables, logger=logger)
+            if positions and not done.waiting_for:
+                _store_positions(wh, config, version, positions)
             for report in reports:
                 attached = done.attached.get(report.table)
                 if attached is not None:
@@ -288,26 +293,28 @@ def pull_snapshot(
     return reports
 
 
-def _store_position(
-    wh: psycopg.Connection,
-    config: SourceConfig,
-    table: str,
-    version: str,
-    relation: str,
-    schema: TableSchema,
+def _snapshot_position(
+    wh: psycopg.Connection, config: SourceConfig, table: str, relation: str, schema: TableSchema
+) -> tuple | None:
+    """The last (cursor, key...) of a snapshot's load table: incremental pulls start after it."""
+    order = [config.incremental[table].cursor, *_key(config, schema)]
+    with wh.transaction():
+        return _last_position(wh, config.app, relation, order)
+
+
+def _store_positions(
+    wh: psycopg.Connection, config: SourceConfig, version: str, positions: dict[str, tuple | None]
 ) -> None:
-    """The last (cursor, key...) of a snapshot: incremental pulls start after it. Written before
-    the attach; a pull that fails later abandons the load, and the next incremental run finds
-    no child and pulls a snapshot again (the watermark is overwritten then)."""
-    key = _key(config, schema)
-    order = [config.incremental[table].cursor, *key]
+    """Written after the attach: a pull that fails before it leaves the old positions, which
+    match the old children. A crash between the attach and this leaves a position that is too
+    early; the next incremental pull upserts those rows again (idempotent) and converges."""
     with wh.transaction():
         watermarks.ensure_table(wh, config.app)
-        position = _last_position(wh, config.app, relation, order)
-        watermarks.write(
-            wh, config.app, _watermark_key(config, table, version), position,
-            [f"{config.app}.{table}"], "fetch snapshot",
-        )  # fmt: skip
+        for table, position in positions.items():
+            watermarks.write(
+                wh, config.app, _watermark_key(config, table, version), position,
+                [f"{config.app}.{table}"], "fetch snapshot",
+            )  # fmt: skip
 
 
 def _last_position(

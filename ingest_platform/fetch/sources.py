@@ -219,6 +219,8 @@ class PostgresSource:
                 f"incremental cursor or key in {self.config.file}."
             ) from None
         except psycopg.OperationalError as error:
+            if not self.conn.broken:  # the warehouse's side of a pipe broke, not the source
+                raise
             raise SourceGone(
                 f"Source {self.config.name}: PostgreSQL at {self.address} broke off "
                 f"({first_line(error)})"

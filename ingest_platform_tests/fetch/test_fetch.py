@@ -7,12 +7,15 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from ingest_platform.errors import ConfigError, SchemaError, ServiceUnavailableError
+from ingest_platform.fetch import pull
 from ingest_platform.fetch.config import load_config
 from ingest_platform.fetch.pull import CursorWentBackwards, fetch
 from ingest_platform.local.cli import main
@@ -215,3 +218,45 @@ def test_kill_9_mid_incremental_pull_converges(pg_dsn, source_dsn, tmp_path):
     assert rows(pg_dsn, "SELECT count(*), count(DISTINCT id), min(amount) FROM shop.orders") == [
         (2000, 2000, 7)
     ]
+
+
+def _terminator(server_dsn: str, database: str, stop: threading.Event, once: bool) -> None:
+    """Terminate the source database's COPY backends (once, or until `stop`)."""
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        while not stop.is_set():
+            killed = conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid() AND query LIKE 'COPY%%'",
+                (database,),
+            ).fetchone()
+            if once and killed and killed[0]:
+                return
+            time.sleep(0.005)
+
+
+@pytest.mark.parametrize("once", [True, False], ids=["retried", "given-up"])
+def test_source_dropping_the_connection(
+    pg_dsn, pg_server_dsn, source_dsn, tmp_path, monkeypatch, once, caplog
+):
+    seed_pg(source_dsn, 300_000)
+    monkeypatch.setattr(pull, "RETRY_PAUSE", 0.01)
+    config = load_config(write_config(tmp_path, PG_CONFIG))["eu"]
+    database = psycopg.conninfo.conninfo_to_dict(source_dsn)["dbname"]
+    stop = threading.Event()
+    killer = threading.Thread(target=_terminator, args=(pg_server_dsn, database, stop, once))
+    killer.start()
+    try:
+        if once:
+            reports = fetch(pg_dsn, config, environ={"FETCH_TEST_EU": source_dsn})
+            assert {r.table: r.rows for r in reports} == {"orders": 300_000, "customers": 10}
+            assert "broke off" in caplog.text and "retrying (1/2)" in caplog.text
+        else:
+            with pytest.raises(ServiceUnavailableError, match="Source eu.*gave up after 3"):
+                fetch(pg_dsn, config, environ={"FETCH_TEST_EU": source_dsn})
+            assert rows(pg_dsn, "SELECT to_regclass('shop.orders')") == [(None,)]
+            assert rows(
+                pg_dsn, "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%%load%%'"
+            ) == [(0,)]
+    finally:
+        stop.set()
+        killer.join()
