@@ -10,9 +10,8 @@ MySQL/MariaDB sources: ``SHOW CREATE TABLE`` read by the dump path's DDL reader
 (``dumps.mysql_schema``) with the ``mysql`` dialect's type map, so a fetched table has exactly
 the types its ``mysqldump --tab`` dump would have (unsigned, tinyint(1), enum/set, BIT, zero
 dates as NULL). Rows come through an unbuffered cursor (pymysql ``SSCursor``: one row in memory at
-a time, not the result set) with no value conversion: text arrives as MySQL prints it, which is
-already what COPY's text format reads, so only escaping, zero dates, BIT and binary columns get
-Python work.
+a time, not the result set) whose SELECT makes MySQL write each row's COPY text line
+(``MySQLSource._field``): the client parses one value per row, Python joins lines.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 from psycopg import sql
 
-from ingest_platform.dumps.copy_text import copy_escape, is_zero_date
 from ingest_platform.dumps.dialect import load_dialect, parse_type_name
 from ingest_platform.dumps.mysql_schema import read_mysql_tables
 from ingest_platform.dumps.schema import Column, TableSchema
@@ -253,6 +251,10 @@ def _mysql_params(dsn: str, name: str) -> dict:
     }
 
 
+# COPY text's escapes, as MySQL string literals (backslash escapes on): \\ -> \\\\, tab -> \\t ...
+_COPY_ESCAPES = (("\\\\", "\\\\\\\\"), ("\\t", "\\\\t"), ("\\n", "\\\\n"), ("\\r", "\\\\r"))
+
+
 def _quote_mysql(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
@@ -289,6 +291,8 @@ class MySQLSource:
                 f"Source {config.name}: MySQL at {self.address} {self._refusal(error)}."
             ) from None
         self._run("SET SESSION time_zone = '+00:00'")
+        # The COPY text expressions below are written with backslash escapes.
+        self._run("SET SESSION sql_mode = REPLACE(@@sql_mode, 'NO_BACKSLASH_ESCAPES', '')")
 
     def _refusal(self, error: Exception) -> str:
         code, message = (error.args + ("",))[:2] if error.args else (0, str(error))
@@ -368,28 +372,35 @@ class MySQLSource:
         schema.name = table
         return schema
 
-    def _converters(
-        self, columns: Sequence[tuple[str, str]], source: dict[str, Column]
-    ) -> list[Callable[[Any], str] | None]:
-        """Per column: None (MySQL's text is COPY's) or a function to COPY text (\\N: NULL)."""
-        converters: list[Callable[[Any], str] | None] = []
-        for name, target in columns:
-            base = parse_type_name(target)[0]
-            source_base = parse_type_name(source[name].source_type)[0]
-            if source_base == "bit":
-                if base == "boolean":
-                    converters.append(lambda v: "t" if any(v) else "f")
-                else:
-                    converters.append(lambda v: str(int.from_bytes(v, "big")))
-            elif isinstance(base, str) and base == "bytea":
-                converters.append(lambda v: "\\\\x" + v.hex())
-            elif base in ("date", "timestamp", "timestamp without time zone", "timestamptz"):
-                converters.append(lambda v: "\\N" if is_zero_date(v) else v)
-            elif base in ("smallint", "integer", "bigint", "numeric", "real", "double precision"):
-                converters.append(None)  # digits as MySQL prints them
-            else:
-                converters.append(copy_escape)
-        return converters
+    def _field(self, name: str, target: str, source: Column) -> str:
+        """The SQL expression of one column's COPY text field (\\N for NULL): MySQL writes each
+        row's COPY line itself, so the client parses one value per row and Python only joins
+        lines (measured: about twice as fast as converting ten values per row in Python)."""
+        col = _quote_mysql(name)
+        base = parse_type_name(target)[0]
+        source_base = parse_type_name(source.source_type)[0]
+        if source_base == "bit":
+            text = f"IF({col} = 0, 'f', 't')" if base == "boolean" else f"CAST({col} AS UNSIGNED)"
+        elif base == "bytea":
+            text = f"CONCAT('\\\\\\\\x', HEX({col}))"
+        elif base in ("date", "timestamp", "timestamptz") or base.startswith("timestamp"):
+            # MySQL's zero dates ('0000-00-00', a zero month or day) are NULL, as for dumps.
+            text = (
+                f"IF(SUBSTR({col}, 1, 4) = '0000' OR SUBSTR({col}, 6, 2) = '00'"
+                f" OR SUBSTR({col}, 9, 2) = '00', NULL, {col})"
+            )
+        elif base in ("smallint", "integer", "bigint", "numeric", "real", "double precision"):
+            text = col  # digits as MySQL prints them
+        else:
+            text = col
+            for char, escaped in (
+                ("\\\\", "\\\\\\\\"),
+                ("\\t", "\\\\t"),
+                ("\\n", "\\\\n"),
+                ("\\r", "\\\\r"),
+            ):
+                text = f"REPLACE({text}, '{char}', '{escaped}')"
+        return f"IFNULL({text}, '\\\\N')"
 
     def copy_into(
         self,
@@ -402,10 +413,10 @@ class MySQLSource:
         schema: TableSchema | None = None,
     ) -> int:
         source = {c.name: c for c in (schema or self.table_schema(table)).columns}
-        converters = self._converters(columns, source)
-        statement = "SELECT {} FROM {}".format(
-            ", ".join(_quote_mysql(n) for n, _ in columns), _quote_mysql(table)
+        line = "CONCAT_WS('\\t', {})".format(
+            ", ".join(self._field(n, t, source[n]) for n, t in columns)
         )
+        statement = f"SELECT {line} FROM {_quote_mysql(table)}"
         params: list[Any] = []
         if after is not None:
             names, position = after
@@ -423,19 +434,20 @@ class MySQLSource:
         try:
             with self.conn.cursor() as source_cur, cur.copy(into) as writer:
                 source_cur.execute(statement, params or None)
-                indexed = list(enumerate(converters))
                 while True:
                     batch = source_cur.fetchmany(COPY_ROWS_PER_WRITE)
                     if not batch:
                         break
-                    lines = []
-                    for row in batch:
-                        fields = [
-                            "\\N" if (v := row[i]) is None else (v if c is None else c(v))
-                            for i, c in indexed
-                        ]
-                        lines.append("\t".join(fields))
-                    writer.write(("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
+                    # A line with a binary column is bytes, else str (utf8mb4 text).
+                    writer.write(
+                        b"\n".join(
+                            r[0]
+                            if isinstance(r[0], bytes)
+                            else r[0].encode("utf-8", "surrogatepass")
+                            for r in batch
+                        )
+                        + b"\n"
+                    )
                     rows += len(batch)
         except self._pymysql.err.MySQLError as error:
             raise self._translate(error, table) from None
