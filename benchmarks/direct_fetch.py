@@ -68,6 +68,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-dlt", action="store_true")
+    parser.add_argument(
+        "--sources", default="postgres,mysql", help="which source kinds (default postgres,mysql)"
+    )
     args = parser.parse_args()
     server = os.environ.get(
         "INGEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -120,6 +123,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench_fetch_"))
     results: dict[str, list[Method]] = {}
     for kind in ("postgres", "mysql"):
+        if kind not in args.sources.split(","):
+            continue
         if kind == "mysql" and not my_ok:
             print("MariaDB not available at 127.0.0.1:3306: its rows are left out", flush=True)
             continue
