@@ -27,6 +27,7 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
@@ -603,17 +604,19 @@ def _soft_delete_mysql(
     live = sql.SQL("FROM ONLY {} WHERE {} IS NULL").format(
         catalog.qualified(config.app, child), sql.Identifier(DELETED_COLUMN)
     )
-    with wh.transaction():
+    # Both databases compute their buckets at the same time.
+    with ThreadPoolExecutor(max_workers=1) as pool, wh.transaction():
+        pending = pool.submit(source.key_buckets, table, key)
         ours = {
             b: (n, int(total))
             for b, n, total in wh.execute(
                 sql.SQL(
-                    "SELECT left(md5({0}), 2), count(*),"
-                    " sum(('x' || substr(md5({0}), 3, 7))::bit(28)::int) {1} GROUP BY 1"
+                    "SELECT left(h, 2), count(*), sum(('x' || substr(h, 3, 7))::bit(28)::int)"
+                    " FROM (SELECT md5({0}) AS h {1} OFFSET 0) AS s GROUP BY 1"
                 ).format(key_text, live)
             )
         }
-    theirs = source.key_buckets(table, key)
+        theirs = pending.result()
     differing = sorted(b for b in set(ours) | set(theirs) if ours.get(b) != theirs.get(b))
     if not differing:
         return 0

@@ -255,6 +255,19 @@ def _mysql_params(dsn: str, name: str) -> dict:
 _COPY_ESCAPES = (("\\\\", "\\\\\\\\"), ("\\t", "\\\\t"), ("\\n", "\\\\n"), ("\\r", "\\\\r"))
 
 
+def _after_position(columns: Sequence[str], position: Position) -> tuple[str, list[Any]]:
+    """``(c, k) > (v, w)`` as ``c >= v AND (c > v OR (c = v AND k > w))``: MariaDB reads a range
+    of the (cursor, key) index for this form, but scans the whole table for the row comparison."""
+    params: list[Any] = [position[0]]
+    alternatives = []
+    for i in range(len(columns)):
+        equal = [f"{columns[j]} = %s" for j in range(i)]
+        alternatives.append("(" + " AND ".join([*equal, f"{columns[i]} > %s"]) + ")")
+        params_i = [*position[:i], position[i]]
+        params.extend(params_i)
+    return f"{columns[0]} >= %s AND ({' OR '.join(alternatives)})", params
+
+
 def _quote_mysql(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
@@ -422,8 +435,8 @@ class MySQLSource:
             names, position = after
             ids = ", ".join(map(_quote_mysql, names))
             if position is not None:
-                statement += f" WHERE ({ids}) > ({', '.join(['%s'] * len(position))})"
-                params = list(position)
+                where, params = _after_position([_quote_mysql(n) for n in names], position)
+                statement += f" WHERE {where}"
             statement += f" ORDER BY {ids}"
         if limit is not None:
             statement += f" LIMIT {int(limit)}"
