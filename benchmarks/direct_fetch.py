@@ -1,7 +1,7 @@
 """Direct fetch: a table of N rows x 10 columns pulled from PostgreSQL and from MariaDB into the
 warehouse, ours against the shell pipes and dlt.
 
-  python benchmarks/direct_fetch.py [--rows 200000] [--rounds 3] [--sources postgres,mysql] [--skip-dlt]
+  python benchmarks/direct_fetch.py [--rows 200000] [--rounds 3] [--sources postgres,mysql]
 
 Methods (each round runs every one once, the order rotated; best of the rounds printed):
 - ours: ``ingest_platform.fetch`` snapshot pull into a new version child (atomic attach), without
