@@ -11,6 +11,7 @@ ingest-platform import-csv SCHEMA.TABLE FILE...   import CSV files with type/key
 ingest-platform demo-hr                     create the HR demo source and its historical CSVs
 ingest-platform backup --source DSN --to DIR [--format parquet|avro]   back up to files
 ingest-platform restore DIR --target DSN [--replace]   restore a backup and prove it
+ingest-platform fetch --config FILE [--source NAME] [--incremental]   pull source databases
 ingest-platform api [--host --port]         REST intake API; api user add|grant|remove|list
 """
 
@@ -36,6 +37,7 @@ from ingest_platform.local.api_command import start_api_beside_dagster
 from ingest_platform.local.backup_command import register as register_backup
 from ingest_platform.local.cdc_command import register as register_cdc
 from ingest_platform.local.dagster_dev import relay_console, start_dagster_dev, stop_dagster
+from ingest_platform.local.fetch_command import register as register_fetch
 from ingest_platform.local.migrate_command import register as register_migrate
 from ingest_platform.local.ports import choose_port
 from ingest_platform.local.project_lock import ProjectLock
@@ -44,7 +46,14 @@ from ingest_platform.local.services import start_services, state_dir
 
 # Further commands: each `register(subparsers, say)` adds one with
 # `set_defaults(run=function(options) -> int)`.
-COMMANDS = [register_cdc, register_proto, register_migrate, register_backup, register_api]
+COMMANDS = [
+    register_fetch,
+    register_cdc,
+    register_proto,
+    register_migrate,
+    register_backup,
+    register_api,
+]
 
 
 class StopRequested(KeyboardInterrupt):

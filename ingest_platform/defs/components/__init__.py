@@ -18,6 +18,7 @@ from ingest_platform.defs.components.bigquery_mirror import BigQueryMirrorCompon
 from ingest_platform.defs.components.cdc import CdcSourceComponent  # noqa: E402
 from ingest_platform.defs.components.csv_import import CsvImportDirectoryComponent  # noqa: E402
 from ingest_platform.defs.components.dumps import DumpDirectoryComponent  # noqa: E402
+from ingest_platform.defs.components.fetch import FetchSourcesComponent  # noqa: E402
 from ingest_platform.defs.components.migration import MigrationComponent  # noqa: E402
 
 __all__ = [
@@ -27,5 +28,6 @@ __all__ = [
     "CdcSourceComponent",
     "CsvImportDirectoryComponent",
     "DumpDirectoryComponent",
+    "FetchSourcesComponent",
     "MigrationComponent",
 ]

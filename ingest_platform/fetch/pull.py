@@ -1,0 +1,653 @@
+"""Pull a source's tables into versioned parent/child tables, as a dump version would land.
+
+Snapshot pull (``pull_snapshot``): one consistent snapshot of the source (PostgreSQL REPEATABLE
+READ; MySQL ``START TRANSACTION WITH CONSISTENT SNAPSHOT``), every table streamed into a load table
+of the version (``versioned_tables.begin_version_load``: the shared evolution rules decide the
+types and refuse what dumps refuse), checked against the same snapshot, staged, and all attached
+in ONE transaction (``attach_staged``) under the version's lock (``version_lock``). Any failure
+drops the load tables: the previous state stays, a failed pull shows nothing.
+
+Incremental pull (``pull_incremental``) of a table with a cursor column and a key, into the
+version's existing child: rows after the stored position (cursor, key...) are read in chunks in
+that order; each chunk is COPYed into a temporary table and upserted (rows of its keys deleted,
+then inserted) with the new position in the SAME warehouse transaction (``bulk_ingest.watermarks``,
+key ``fetch:<source>:<table>:<version>``). A pull killed midway resumes after its last committed
+chunk and never applies a chunk twice. Deletes: the source's keys are compared with the child's
+in buckets (``consistency.compare``, PostgreSQL sources), and keys the source lacks get
+``_deleted_at`` (soft delete). A source whose columns differ from the child's (schema drift) gets
+a snapshot pull of the table instead, which applies the evolution rules.
+
+Checks on every pull: row counts source vs warehouse, and (PostgreSQL sources) bucket hashes of
+every column (``consistency.compare.compare_hashes``), the source read in the pull's own snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from ingest_platform.bulk_ingest import watermarks
+from ingest_platform.consistency.compare import (
+    PostgresSide,
+    compare_hashes,
+    missing_in,
+    postgres_sides,
+)
+from ingest_platform.dumps.schema import Column, TableSchema
+from ingest_platform.errors import IngestError, ServiceUnavailableError
+from ingest_platform.fetch.config import SourceConfig, check_version
+from ingest_platform.fetch.sources import MySQLSource, PostgresSource, SourceGone, open_source
+from ingest_platform.postgres import catalog
+from ingest_platform.postgres import version_registry as registry
+from ingest_platform.postgres.connection import connect, server_address
+from ingest_platform.postgres.version_lock import version_lock
+from ingest_platform.postgres.versioned_tables import (
+    VERSION_COLUMN,
+    VersionLoad,
+    abandon_version_load,
+    attach_staged,
+    begin_version_load,
+    stage_version_load,
+)
+
+LOGGER = logging.getLogger(__name__)
+DELETED_COLUMN = "_deleted_at"  # soft deletes of incrementally pulled tables
+CHUNK_ROWS = 50_000  # rows per committed chunk of an incremental pull
+RETRIES = 3  # attempts of a pull whose source connection broke
+RETRY_PAUSE = 1.0
+
+
+class CursorWentBackwards(IngestError):
+    pass
+
+
+class CheckFailed(IngestError):
+    pass
+
+
+@dataclass
+class TableReport:
+    source: str
+    app: str
+    table: str
+    version: str
+    mode: str  # "snapshot" | "incremental"
+    rows: int  # rows pulled
+    seconds: float
+    child_table: str = ""
+    schema_changes: list[str] = field(default_factory=list)
+    deleted: int = 0
+    checks: list[str] = field(default_factory=list)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+def fetch(
+    warehouse_dsn: str,
+    config: SourceConfig,
+    incremental: bool = False,
+    logger: logging.Logger | logging.LoggerAdapter = LOGGER,
+    chunk_rows: int = CHUNK_ROWS,
+    environ=None,
+    check: bool = True,
+) -> list[TableReport]:
+    """Pull one source: a snapshot of every table, or (`incremental`) incremental pulls of the
+    tables with a cursor whose version is loaded already and a snapshot of the rest. A source
+    that breaks off is retried (RETRIES attempts); then a clean failure, nothing visible."""
+    for attempt in range(1, RETRIES + 1):
+        try:
+            return _fetch_once(
+                warehouse_dsn, config, incremental, logger, chunk_rows, environ, check
+            )
+        except SourceGone as error:
+            if attempt == RETRIES:
+                raise ServiceUnavailableError(
+                    f"{error}; gave up after {RETRIES} attempts. Nothing of the failed pull is "
+                    "visible; run the fetch again when the source answers."
+                ) from None
+            logger.warning(f"{error}; retrying ({attempt}/{RETRIES - 1})")
+            time.sleep(RETRY_PAUSE * attempt)
+    raise AssertionError("unreachable")
+
+
+def _fetch_once(
+    warehouse_dsn: str,
+    config: SourceConfig,
+    incremental: bool,
+    logger: logging.Logger | logging.LoggerAdapter,
+    chunk_rows: int,
+    environ,
+    check: bool,
+) -> list[TableReport]:
+    source = open_source(config, environ)
+    try:
+        version = config.version or check_version(
+            source.version(config.version_query or ""),
+            f"{config.file} [sources.{config.name}] version_query",
+        )
+        tables = source.list_tables()
+        snapshot_tables = list(tables)
+        reports: list[TableReport] = []
+        if incremental:
+            with connect(warehouse_dsn) as wh:
+                ready = [
+                    t
+                    for t in tables
+                    if t in config.incremental and _loaded(wh, config.app, t, version)
+                ]
+            snapshot_tables = [t for t in tables if t not in ready]
+            for table in ready:
+                report = pull_incremental(
+                    warehouse_dsn, source, config, table, version, logger, chunk_rows, check
+                )
+                if report is None:  # schema drift: a snapshot of the table applies the rules
+                    snapshot_tables.append(table)
+                else:
+                    reports.append(report)
+        if snapshot_tables:
+            reports = (
+                pull_snapshot(
+                    warehouse_dsn, source, config, snapshot_tables, version, logger, check
+                )
+                + reports
+            )
+        return reports
+    finally:
+        source.close()
+
+
+def _loaded(conn: psycopg.Connection, app: str, table: str, version: str) -> bool:
+    with conn.transaction():
+        if catalog.relation_oid(conn, app, registry.REGISTRY_TABLE) is None:
+            return False
+        return registry.registered_version(conn, app, table, version) is not None
+
+
+def _watermark_key(config: SourceConfig, table: str, version: str) -> str:
+    return f"fetch:{config.name}:{table}:{version}"
+
+
+def _declared(config: SourceConfig, schema: TableSchema) -> TableSchema:
+    """The version's schema: the source's, plus the soft-delete column of incremental tables."""
+    if schema.name not in config.incremental:
+        return schema
+    extra = Column(DELETED_COLUMN, "timestamptz", "timestamptz")
+    return TableSchema(schema.name, [*schema.columns, extra], schema.primary_key)
+
+
+def _key(config: SourceConfig, schema: TableSchema) -> tuple[str, ...]:
+    spec = config.incremental[schema.name]
+    key = spec.key or tuple(schema.primary_key)
+    if not key:
+        raise IngestError(
+            f"Source {config.name}, table {schema.name}: no primary key; give key = [...] under "
+            f"[sources.{config.name}.incremental.{schema.name}] in {config.file}."
+        )
+    missing = [c for c in (spec.cursor, *key) if c not in schema.column_names]
+    if missing:
+        raise IngestError(
+            f"Source {config.name}, table {schema.name}: column {missing[0]} (incremental cursor "
+            f"or key) is not in the source table; fix it in {config.file}."
+        )
+    return key
+
+
+# ----------------------------------------------------------------------------- snapshot
+
+
+def pull_snapshot(
+    warehouse_dsn: str,
+    source: PostgresSource | MySQLSource,
+    config: SourceConfig,
+    tables: Sequence[str],
+    version: str,
+    logger: logging.Logger | logging.LoggerAdapter = LOGGER,
+    check: bool = True,
+) -> list[TableReport]:
+    """Every table of `tables` from one snapshot; visible together or not at all."""
+    app = config.app
+    pull_id = f"fetch {config.name} {secrets.token_hex(4)}"
+    reports = []
+    loads: list[VersionLoad] = []
+    positions: dict[str, tuple | None] = {}
+    with version_lock(warehouse_dsn, app, version, logger), connect(warehouse_dsn) as wh:
+        try:
+            source.begin_snapshot()
+            for table in tables:
+                started = time.perf_counter()
+                schema = source.table_schema(table)
+                declared = _declared(config, schema)
+                load = begin_version_load(wh, app, declared, version, pull_id)
+                loads.append(load)
+                targets = dict(load.copy_columns)
+                columns = [(c.name, targets[c.name]) for c in schema.columns]
+                with wh.transaction(), wh.cursor() as cur:
+                    if isinstance(source, MySQLSource):
+                        rows = source.copy_into(
+                            cur, catalog.qualified(app, load.load_table), table, columns,
+                            schema=schema,
+                        )  # fmt: skip
+                    else:
+                        rows = source.copy_into(
+                            cur, catalog.qualified(app, load.load_table), table, columns
+                        )
+                if table in config.incremental:
+                    # The key's index goes with the load table into the child: incremental
+                    # upserts find a chunk's rows by it (a dump's child has no index).
+                    wh.execute(
+                        sql.SQL("CREATE INDEX ON {} ({})").format(
+                            catalog.qualified(app, load.load_table),
+                            sql.SQL(", ").join(map(sql.Identifier, _key(config, schema))),
+                        )
+                    )
+                    wh.commit()
+                checks = []
+                if check:
+                    with wh.transaction():
+                        checks = _check(wh, source, config, table, load.load_table, columns, schema)
+                stage_version_load(wh, load)
+                if table in config.incremental:
+                    positions[table] = _snapshot_position(
+                        wh, config, table, load.load_table, schema
+                    )
+                reports.append(
+                    TableReport(
+                        config.name,
+                        app,
+                        table,
+                        version,
+                        "snapshot",
+                        rows,
+                        time.perf_counter() - started,
+                        load.child_table,
+                        list(load.planned_changes),
+                        checks=checks,
+                    )  # fmt: skip
+                )
+            source.end()
+            done = attach_staged(wh, app, version, pull_id, tables, logger=logger)
+            if positions and not done.waiting_for:
+                _store_positions(wh, config, version, positions)
+            for report in reports:
+                attached = done.attached.get(report.table)
+                if attached is not None:
+                    report.schema_changes = list(attached.changes)
+        except BaseException as error:
+            source.end()
+            for load in loads:
+                abandon_version_load(wh, load)
+            if isinstance(error, psycopg.OperationalError):
+                raise ServiceUnavailableError(
+                    f"The warehouse at {server_address(warehouse_dsn)} broke off the pull of "
+                    f"source {config.name}; nothing of it is visible. Run the fetch again."
+                ) from None
+            raise
+    return reports
+
+
+def _snapshot_position(
+    wh: psycopg.Connection, config: SourceConfig, table: str, relation: str, schema: TableSchema
+) -> tuple | None:
+    """The last (cursor, key...) of a snapshot's load table: incremental pulls start after it."""
+    order = [config.incremental[table].cursor, *_key(config, schema)]
+    with wh.transaction():
+        return _last_position(wh, config.app, relation, order)
+
+
+def _store_positions(
+    wh: psycopg.Connection, config: SourceConfig, version: str, positions: dict[str, tuple | None]
+) -> None:
+    """Written after the attach: a pull that fails before it leaves the old positions, which
+    match the old children. A crash between the attach and this leaves a position that is too
+    early; the next incremental pull upserts those rows again (idempotent) and converges."""
+    with wh.transaction():
+        watermarks.ensure_table(wh, config.app)
+        for table, position in positions.items():
+            watermarks.write(
+                wh, config.app, _watermark_key(config, table, version), position,
+                [f"{config.app}.{table}"], "fetch snapshot",
+            )  # fmt: skip
+
+
+def _last_position(
+    wh: psycopg.Connection, schema: str, relation: str, order: Sequence[str]
+) -> tuple | None:
+    ids = sql.SQL(", ").join(map(sql.Identifier, order))
+    row = wh.execute(
+        sql.SQL("SELECT {} FROM ONLY {} ORDER BY {} LIMIT 1").format(
+            ids,
+            catalog.qualified(schema, relation),
+            sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(c)) for c in order),
+        )
+    ).fetchone()
+    return None if row is None else tuple(row)
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check(
+    wh: psycopg.Connection,
+    source: PostgresSource | MySQLSource,
+    config: SourceConfig,
+    table: str,
+    relation: str,
+    columns: Sequence[tuple[str, str]],
+    schema: TableSchema,
+    live_only: bool = False,
+) -> list[str]:
+    """Counts, and bucket hashes for PostgreSQL sources; CheckFailed names the first difference.
+    `live_only`: an incremental pull's child (committed already), rows not soft-deleted."""
+    consequence = (
+        "the incremental pull's chunks are committed; run a full pull (fetch without "
+        "--incremental) to replace the version"
+        if live_only
+        else "nothing of this pull is visible. Run it again"
+    )
+    where = (
+        sql.SQL(" WHERE {} IS NULL").format(sql.Identifier(DELETED_COLUMN))
+        if live_only
+        else sql.SQL("")
+    )
+    theirs = source.count(table)
+    ours = wh.execute(
+        sql.SQL("SELECT count(*) FROM ONLY {}{}").format(
+            catalog.qualified(config.app, relation), where
+        )
+    ).fetchone()[0]  # type: ignore[index]
+    if theirs != ours:
+        raise CheckFailed(
+            f"Source {config.name}, table {table}: the source has {theirs} rows, the pull "
+            f"{ours}; {consequence}."
+        )
+    checks = [f"counts ok ({ours})"]
+    if isinstance(source, PostgresSource):
+        spec = config.incremental.get(table)
+        key = list((spec.key if spec else ()) or schema.primary_key)
+        # The warehouse on the left: the source's columns are read as the warehouse's types (a
+        # type mapped under [types], such as an enum as text, exists only on the source).
+        left, right = postgres_sides(
+            (wh, config.app, relation),
+            (source.conn, config.schema, table),
+            columns=[n for n, _ in columns],
+            key=key or None,
+            names=("warehouse", "source"),
+        )
+        if live_only:
+            _live_rows_only(left)
+        result = compare_hashes(left, right, what=f"{config.name}.{table}", max_keys=5)
+        if not result.passed:
+            raise CheckFailed(
+                f"Source {config.name}, table {table}: bucket hashes differ between source and "
+                f"warehouse ({result.differing_buckets} buckets; first: "
+                f"{result.differences[0] if result.differences else '-'}); {consequence}."
+            )
+        checks.append(f"hashes ok ({result.buckets} buckets)")
+    return checks
+
+
+# ----------------------------------------------------------------------------- incremental
+
+
+def pull_incremental(
+    warehouse_dsn: str,
+    source: PostgresSource | MySQLSource,
+    config: SourceConfig,
+    table: str,
+    version: str,
+    logger: logging.Logger | logging.LoggerAdapter = LOGGER,
+    chunk_rows: int = CHUNK_ROWS,
+    check: bool = True,
+) -> TableReport | None:
+    """Upsert the rows after the stored position into the version's child, a committed chunk at
+    a time; soft-delete keys the source lost. None: the source's columns changed (schema drift),
+    pull a snapshot of the table instead."""
+    started = time.perf_counter()
+    app = config.app
+    schema = source.table_schema(table)
+    key = _key(config, schema)
+    cursor = config.incremental[table].cursor
+    order = [cursor, *key]
+    wm_key = _watermark_key(config, table, version)
+    with version_lock(warehouse_dsn, app, version, logger), connect(warehouse_dsn) as wh:
+        with wh.transaction():
+            registered = registry.registered_version(wh, app, table, version)
+            child = registered["child_table"] if registered else None
+            oid = catalog.relation_oid(wh, app, child) if child else None
+            watermarks.ensure_table(wh, app) if oid is not None else None
+        if oid is None or child is None:
+            return None
+        with wh.transaction():
+            have = {c.name: c.type for c in catalog.columns(wh, oid)}
+            position = watermarks.read(wh, app, wm_key)
+        wanted = {c.name for c in schema.columns} | {DELETED_COLUMN, VERSION_COLUMN}
+        drift = set(have) != wanted or any(
+            catalog.parsed_type(have[c.name]) != catalog.parsed_type(c.pg_type)
+            for c in schema.columns
+        )
+        if drift:
+            logger.info(f"{config.name}.{table}: the source's columns changed; pulling a snapshot")
+            return None
+        columns = [(c.name, have[c.name]) for c in schema.columns]
+        if position is not None:
+            _check_forwards(source, config, table, cursor, position)
+        rows = 0
+        target = catalog.qualified(app, child)
+        stage = sql.Identifier("_fetch_stage")
+        while True:
+            with wh.transaction(), wh.cursor() as cur:
+                cur.execute(
+                    sql.SQL(
+                        "CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP"
+                    ).format(stage, target)
+                )
+                after = (order, position)
+                if isinstance(source, MySQLSource):
+                    n = source.copy_into(cur, stage, table, columns, after, chunk_rows, schema)
+                else:
+                    n = source.copy_into(cur, stage, table, columns, after, chunk_rows)
+                if n == 0:
+                    break
+                # Upsert: the chunk's keys replaced whole (a child has no unique index to
+                # ON CONFLICT on; dumps load children without one).
+                cur.execute(
+                    sql.SQL("DELETE FROM ONLY {} t USING {} s WHERE ({}) = ({})").format(
+                        target,
+                        stage,
+                        sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in key),
+                        sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(k)) for k in key),
+                    )
+                )
+                cur.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(target, stage))
+                position = _last_position(wh, "pg_temp", "_fetch_stage", order)
+                watermarks.write(wh, app, wm_key, position, [f"{app}.{table}"], "fetch incremental")
+                rows += n
+            logger.info(f"{config.name}.{table}: {rows} rows pulled (position {position})")
+            if n < chunk_rows:
+                break
+        deleted = 0
+        checks = []
+        if not config.incremental[table].deletes:
+            pass
+        elif isinstance(source, PostgresSource):
+            deleted = _soft_delete(wh, source, config, table, child, key)
+        elif _text_comparable(schema, key):
+            deleted = _soft_delete_mysql(wh, source, config, table, child, key)
+        else:
+            logger.warning(
+                f"{config.name}.{table}: deletes are not looked for (key columns other than "
+                "integers and text); a snapshot pull removes deleted rows."
+            )
+        if check:
+            with wh.transaction():
+                checks = _check(wh, source, config, table, child, columns, schema, live_only=True)
+    return TableReport(
+        config.name, app, table, version, "incremental", rows, time.perf_counter() - started,
+        child, [], deleted, checks,
+    )  # fmt: skip
+
+
+def _check_forwards(
+    source: PostgresSource | MySQLSource,
+    config: SourceConfig,
+    table: str,
+    cursor: str,
+    position: tuple,
+) -> None:
+    """The source's largest cursor below the stored one: rows were restored from a backup or the
+    clock went back; an incremental pull would miss rows."""
+    largest = source.max_cursor(table, cursor)
+    stored = position[0]
+    if largest is None:
+        behind = True
+    elif isinstance(source, MySQLSource):
+        behind = str(largest) < str(stored).replace("T", " ")
+    else:
+        behind = largest < stored
+    if behind:
+        raise CursorWentBackwards(
+            f"Source {config.name}, table {table}: the largest {cursor} in the source is "
+            f"{largest}, before the stored watermark {stored}: the cursor went backwards "
+            "(a restore, a clock change, or rows rewritten with older values); an incremental "
+            "pull would miss rows. Run a full pull: ingest-platform fetch --config "
+            f"{config.file} --source {config.name} (without --incremental)."
+        )
+
+
+def _soft_delete(
+    wh: psycopg.Connection,
+    source: PostgresSource,
+    config: SourceConfig,
+    table: str,
+    child: str,
+    key: Sequence[str],
+) -> int:
+    """Keys the source lacks, found by comparing the key columns in buckets, get _deleted_at."""
+    deleted = 0
+    while True:
+        source.conn.rollback()
+        wh.rollback()
+        left, right = postgres_sides(
+            (source.conn, config.schema, table),
+            (wh, config.app, child),
+            columns=list(key),
+            key=list(key),
+            names=("source", "warehouse"),
+        )
+        _live_rows_only(right)
+        result = compare_hashes(left, right, max_keys=10_000)
+        gone = [d.key for d in result.differences if d.status == missing_in("source")]
+        source.conn.rollback()
+        wh.rollback()
+        if not gone:
+            return deleted
+        types = {c.name: c.type for c in catalog.columns_of(wh, config.app, child).values()}
+        with wh.transaction():
+            values = sql.SQL(", ").join(
+                sql.SQL("({})").format(
+                    sql.SQL(", ").join(
+                        sql.SQL("{}::{}").format(sql.Literal(k[c]), sql.SQL(types[c])) for c in key
+                    )
+                )
+                for k in gone
+            )
+            cur = wh.execute(
+                sql.SQL(
+                    "UPDATE ONLY {} t SET {} = now() FROM (VALUES {}) AS g({}) WHERE ({}) = ({})"
+                ).format(
+                    catalog.qualified(config.app, child),
+                    sql.Identifier(DELETED_COLUMN),
+                    values,
+                    sql.SQL(", ").join(map(sql.Identifier, key)),
+                    sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in key),
+                    sql.SQL(", ").join(sql.SQL("g.{}").format(sql.Identifier(k)) for k in key),
+                )
+            )
+            deleted += cur.rowcount
+        if not result.more_differences:
+            return deleted
+
+
+_TEXT_COMPARABLE = {"smallint", "integer", "bigint", "numeric", "text", "varchar", "char"}
+
+
+def _text_comparable(schema: TableSchema, key: Sequence[str]) -> bool:
+    """Key columns whose text is the same in MySQL and PostgreSQL (integers, strings)."""
+    types = {c.name: catalog.parsed_type(c.pg_type).name for c in schema.columns}
+    return all(
+        types[k] in _TEXT_COMPARABLE or types[k].startswith(("character", "numeric")) for k in key
+    )
+
+
+def _soft_delete_mysql(
+    wh: psycopg.Connection,
+    source: MySQLSource,
+    config: SourceConfig,
+    table: str,
+    child: str,
+    key: Sequence[str],
+) -> int:
+    """Keys the MySQL source lacks: both sides group md5(key text) into 256 buckets (count and a
+    28-bit sum, as the comparison engine's fingerprints); only differing buckets' keys travel."""
+    key_text = sql.SQL("concat_ws('|', {})").format(
+        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in key)
+    )
+    live = sql.SQL("FROM ONLY {} WHERE {} IS NULL").format(
+        catalog.qualified(config.app, child), sql.Identifier(DELETED_COLUMN)
+    )
+    # Both databases compute their buckets at the same time.
+    with ThreadPoolExecutor(max_workers=1) as pool, wh.transaction():
+        pending = pool.submit(source.key_buckets, table, key)
+        ours = {
+            b: (n, int(total))
+            for b, n, total in wh.execute(
+                sql.SQL(
+                    "SELECT left(h, 2), count(*), sum(('x' || substr(h, 3, 7))::bit(28)::int)"
+                    " FROM (SELECT md5({0}) AS h {1} OFFSET 0) AS s GROUP BY 1"
+                ).format(key_text, live)
+            )
+        }
+        theirs = pending.result()
+    differing = sorted(b for b in set(ours) | set(theirs) if ours.get(b) != theirs.get(b))
+    if not differing:
+        return 0
+    present = source.keys_in(table, key, differing)
+    with wh.transaction():
+        mine = [
+            r[0]
+            for r in wh.execute(
+                sql.SQL("SELECT {0} {1} AND left(md5({0}), 2) = ANY(%s)").format(key_text, live),
+                (differing,),
+            )
+        ]
+        gone = [k for k in mine if k not in present]
+        if not gone:
+            return 0
+        cur = wh.execute(
+            sql.SQL("UPDATE ONLY {} SET {} = now() WHERE {} IS NULL AND {} = ANY(%s)").format(
+                catalog.qualified(config.app, child),
+                sql.Identifier(DELETED_COLUMN),
+                sql.Identifier(DELETED_COLUMN),
+                key_text,
+            ),
+            (gone,),
+        )
+        return cur.rowcount
+
+
+def _live_rows_only(side: PostgresSide) -> None:
+    """Compare only the rows not soft-deleted (MirrorSource filters have no IS NULL)."""
+    side.from_ = sql.SQL("{} WHERE {} IS NULL").format(side.from_, sql.Identifier(DELETED_COLUMN))
+    side.filtered = True
+    side.base = sql.SQL("SELECT {} AS k, md5({}) AS kh, {} AS rh FROM {}").format(
+        side.key_text, side.key_text, side.row_expr, side.from_
+    )

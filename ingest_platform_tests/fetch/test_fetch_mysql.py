@@ -1,0 +1,124 @@
+"""Direct fetch from MariaDB at 127.0.0.1:3306 (root, no password); skipped when it is absent."""
+
+from __future__ import annotations
+
+import textwrap
+
+import psycopg
+import pytest
+
+from ingest_platform.errors import SchemaError, ServiceUnavailableError
+from ingest_platform.fetch.config import load_config
+from ingest_platform.fetch.pull import fetch
+from ingest_platform_tests.conftest import unique_name
+
+pymysql = pytest.importorskip("pymysql", reason="needs pymysql (a dependency of the platform)")
+
+
+@pytest.fixture
+def mysql_db():
+    try:
+        server = pymysql.connect(host="127.0.0.1", port=3306, user="root", connect_timeout=3)
+    except pymysql.err.MySQLError as error:
+        pytest.skip(f"no MariaDB/MySQL answers at 127.0.0.1:3306 as root: {error}")
+    database = unique_name("fetch_src")
+    with server.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {database} CHARACTER SET utf8mb4")
+        cur.execute(f"USE {database}")
+        cur.execute("SET SESSION sql_mode = ''")
+        cur.execute(
+            "CREATE TABLE items (id int unsigned PRIMARY KEY, flag tinyint(1), big bigint unsigned,"
+            " kind enum('a','b'), tags set('x','y'), born date, bits bit(1), blob_ blob,"
+            " note varchar(40), price decimal(8,2), updated_at datetime NOT NULL)"
+        )
+        cur.execute(
+            "INSERT INTO items VALUES (1, 1, 18446744073709551615, 'a', 'x,y', '0000-00-00',"
+            " b'1', x'00ff', 'tab\\there', 1.50, '2024-01-01 00:00:01'),"
+            " (2, 0, 0, 'b', '', '2020-02-29', b'0', NULL, 'back\\\\slash', NULL,"
+            " '2024-01-01 00:00:02')"
+        )
+    server.commit()
+    yield f"mysql://root@127.0.0.1:3306/{database}", server
+    with server.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {database}")
+    server.close()
+
+
+def config(tmp_path, extra: str = ""):
+    path = tmp_path / "sources.toml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            [sources.apac]
+            kind = "mysql"
+            dsn_env = "FETCH_TEST_MY"
+            app = "shop"
+            pattern = "it*"
+            version = "v1"
+
+            [sources.apac.incremental.items]
+            cursor = "updated_at"
+            """
+        )
+        + extra
+    )
+    return load_config(path)["apac"]
+
+
+def test_snapshot_and_incremental_from_mariadb(pg_dsn, mysql_db, tmp_path):
+    url, server = mysql_db
+    env = {"FETCH_TEST_MY": url}
+    reports = fetch(pg_dsn, config(tmp_path), environ=env)
+    assert [(r.table, r.rows) for r in reports] == [("items", 2)]
+    with psycopg.connect(pg_dsn) as conn:
+        got = conn.execute(
+            "SELECT id, flag, big, kind, tags, born, bits, blob_, note, price,"
+            " pg_typeof(id)::text, pg_typeof(big)::text FROM shop.items ORDER BY id"
+        ).fetchall()
+    assert got[0][:10] == (
+        1, 1, 18446744073709551615, "a", "x,y", None, True, b"\x00\xff", "tab\there", 1.5
+    )  # fmt: skip
+    assert got[1][6:9] == (False, None, "back\\slash")
+    assert got[0][10:] == ("bigint", "numeric")  # as the mysql dialect maps a dump's columns
+
+    with server.cursor() as cur:
+        cur.execute("UPDATE items SET note = 'changed', updated_at = '2025-01-01' WHERE id = 2")
+        cur.execute("INSERT INTO items (id, updated_at) VALUES (3, '2025-01-02')")
+        cur.execute("INSERT INTO items (id, updated_at) VALUES (4, '2025-01-03')")
+    server.commit()
+    (report,) = fetch(pg_dsn, config(tmp_path), incremental=True, environ=env)
+    assert (report.mode, report.rows, report.deleted) == ("incremental", 3, 0)
+    with server.cursor() as cur:
+        cur.execute("DELETE FROM items WHERE id = 1")
+    server.commit()
+    (report,) = fetch(pg_dsn, config(tmp_path), incremental=True, environ=env)
+    assert (report.rows, report.deleted, report.checks) == (0, 1, ["counts ok (3)"])
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute(
+            "SELECT id, note, _deleted_at IS NOT NULL FROM shop.items ORDER BY id"
+        ).fetchall() == [
+            (1, "tab\there", True),
+            (2, "changed", False),
+            (3, None, False),
+            (4, None, False),
+        ]
+
+
+def test_mariadb_faults_are_named(pg_dsn, mysql_db, tmp_path):
+    url, server = mysql_db
+    with pytest.raises(ServiceUnavailableError, match="apac.*refused.*Access denied") as caught:
+        fetch(
+            pg_dsn,
+            config(tmp_path),
+            environ={"FETCH_TEST_MY": url.replace("root@", "nobody:pw9secret@")},
+        )
+    assert "pw9secret" not in str(caught.value)
+    with server.cursor() as cur:
+        cur.execute("ALTER TABLE items ADD COLUMN shape point")
+    server.commit()
+    # Every MariaDB type has a mapping; one the operator maps to a type PostgreSQL lacks is named.
+    bad = config(tmp_path, '[sources.apac.types]\npoint = "geometry"\n')
+    with pytest.raises(SchemaError, match='column "shape".*no type geometry'):
+        fetch(pg_dsn, bad, environ={"FETCH_TEST_MY": url})
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('shop.items')").fetchone() == (None,)
