@@ -15,6 +15,7 @@ from ingest_platform import defs_yaml
 from ingest_platform.api.config import api_config_from_env
 from ingest_platform.cdc.config import cdc_config_from_env
 from ingest_platform.defs.api import build_api_definitions
+from ingest_platform.defs.backup import BackupSettings, build_backup_definitions
 from ingest_platform.defs.bigquery_mirror import build_mirror_definitions
 from ingest_platform.defs.cdc import build_cdc_definitions
 from ingest_platform.defs.dumps import build_dump_definitions
@@ -77,6 +78,7 @@ def test_the_default_yaml_makes_what_the_builders_make_for_the_demo_dumps(dump_e
         build_dump_definitions(catalog),
         build_cdc_definitions(cdc),
         build_mirror_definitions(catalog, cdc_tables=cdc.tables, cdc_schema=cdc.warehouse_schema),
+        build_backup_definitions(BackupSettings("warehouse", "backups"), "INGEST_PG_DSN"),
     )
     resources = dg.Definitions(resources=resources_from_env())
     expected = _names(dg.Definitions.merge(built, resources))

@@ -12,7 +12,7 @@ The source DSN is an environment variable (`dg.EnvVar`): metadata shows `host:po
 
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
@@ -42,6 +42,8 @@ class BackupSettings:
     jobs: int = 2
     schedule_on: bool = False
     hour_of_day: int = 2  # the nightly run, in UTC
+    owners: tuple[str, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 def build_backup_definitions(settings: BackupSettings, source_env: str) -> dg.Definitions:
@@ -53,6 +55,8 @@ def build_backup_definitions(settings: BackupSettings, source_env: str) -> dg.De
     @dg.asset(
         key=key,
         group_name=GROUP,
+        owners=list(settings.owners),
+        tags=dict(settings.tags),
         partitions_def=partitions,
         required_resource_keys={resource_key},
         description=f"Daily {settings.file_format} backup of the database in ${source_env}.",

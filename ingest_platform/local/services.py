@@ -84,6 +84,10 @@ def start_services(
         # Dagster's processes run elsewhere (DAGSTER_HOME): relative paths must not follow them.
         services.env["INGEST_DUMP_DIR"] = str(dump_dir(environ))
         dump_dir(environ).mkdir(parents=True, exist_ok=True)
+        # Where the backup component writes (defs_yaml/backup), absolute for the same reason.
+        services.env["INGEST_BACKUP_DIR"] = str(
+            Path(environ.get("INGEST_BACKUP_DIR") or state_dir(environ) / "backups").resolve()
+        )
     except BaseException:
         services.stop()
         raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import dagster as dg
 import psycopg
@@ -58,3 +59,56 @@ def test_backup_asset_materializes_a_partition_and_the_check_restores_it(
     assert "password" not in shown and "user=" not in shown
     # Retention (keep 1 daily) deleted the older day's backup.
     assert sorted(p.name for p in (tmp_path / "shop").iterdir()) == ["2026-11-21"]
+
+
+# What the components export while loading (defs/components/settings.py): monkeypatch restores them.
+EXPORTED = ("INGEST_DUMP_DIALECT", "INGEST_DUMP_SCHEMA_PREFIX", "INGEST_LOAD_PROCESSES")
+
+
+def load_project_components(monkeypatch, **env: str) -> dg.Definitions:
+    """The project's component tree (ingest_platform/defs_yaml/, backup/defs.yaml among them)."""
+    from ingest_platform import defs_yaml
+    from ingest_platform.defs.resources import resources_from_env
+
+    for name in (*EXPORTED, "INGEST_BACKUP_SCHEDULE", "INGEST_CDC_CONFIG", "INGEST_CDC_SCHEMA"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    tree = dg.ComponentTree.from_module(
+        defs_module=defs_yaml, project_root=Path(defs_yaml.__file__).parent.parent.parent
+    )
+    return dg.Definitions.merge(tree.build_defs(), dg.Definitions(resources=resources_from_env()))
+
+
+@pytest.mark.postgres
+def test_the_backup_yaml_backs_up_the_warehouse_daily_behind_one_switch(
+    pg_dsn, tmp_path, monkeypatch
+):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE events (id bigint PRIMARY KEY, kind text)")
+        conn.execute("INSERT INTO events SELECT g, 'k' || g FROM generate_series(1, 50) g")
+    (tmp_path / "dumps").mkdir()
+    env = {
+        "INGEST_PG_DSN": pg_dsn,
+        "INGEST_DUMP_DIR": str(tmp_path / "dumps"),
+        "INGEST_BACKUP_DIR": str(tmp_path / "backups"),
+    }
+    defs = load_project_components(monkeypatch, **env)
+    schedule = defs.get_schedule_def("backup_warehouse_nightly")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED  # off by default
+    assert schedule.cron_schedule == "0 2 * * *"
+    on = load_project_components(monkeypatch, **env, INGEST_BACKUP_SCHEDULE="on")
+    switched = on.get_schedule_def("backup_warehouse_nightly")
+    assert switched.default_status == dg.DefaultScheduleStatus.RUNNING
+
+    job = defs.resolve_job_def("backup_warehouse")
+    result = job.execute_in_process(partition_key="2026-11-27")
+    assert result.success
+    assert [(c.check_name, c.passed) for c in result.get_asset_check_evaluations()] == [
+        ("restorable", True)
+    ]
+    day = tmp_path / "backups" / "warehouse" / "2026-11-27"
+    manifest = json.loads((day / MANIFEST).read_text())
+    assert {(t["schema"], t["name"], t["rows"]) for t in manifest["tables"]} >= {
+        ("public", "events", 50)
+    }

@@ -14,6 +14,7 @@ require_platform_environment()
 
 from ingest_platform.defs.components.analytics import AnalyticsModelsComponent  # noqa: E402
 from ingest_platform.defs.components.api import ApiRejectsComponent  # noqa: E402
+from ingest_platform.defs.components.backup import BackupComponent  # noqa: E402
 from ingest_platform.defs.components.bigquery_mirror import BigQueryMirrorComponent  # noqa: E402
 from ingest_platform.defs.components.cdc import CdcSourceComponent  # noqa: E402
 from ingest_platform.defs.components.csv_import import CsvImportDirectoryComponent  # noqa: E402
@@ -24,6 +25,7 @@ from ingest_platform.defs.components.migration import MigrationComponent  # noqa
 __all__ = [
     "AnalyticsModelsComponent",
     "ApiRejectsComponent",
+    "BackupComponent",
     "BigQueryMirrorComponent",
     "CdcSourceComponent",
     "CsvImportDirectoryComponent",
