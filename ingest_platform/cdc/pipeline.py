@@ -224,7 +224,7 @@ def merge_staged(
                 staging_columns = [
                     c
                     for c in catalog.columns_of(wconn, schema, table.staging_table)
-                    if c not in dict(wh.STAGING_META)
+                    if c not in dict(wh.STAGING_META) and c != wh.UNCHANGED
                 ]
                 missing = [c for c in staging_columns if c not in merged_columns]
                 if missing or not staging_columns:
