@@ -598,17 +598,16 @@ def pending_logical_tables(
     return pending
 
 
-def pending_keys(source_dsn: str, warehouse_dsn: str, config: CdcConfig, table: CdcTable):
-    """Keys (text) of `table` with decoded changes past its watermark: left out of the
-    `matches_source` comparison, as the change-log kind leaves out objects past its horizon."""
+def pending_keys(
+    source_dsn: str, config: CdcConfig, table: CdcTable, source: src.SourceTable, after: int
+) -> list[str]:
+    """Keys (text) of `table` with decoded changes in transactions ending after `after` (the
+    watermark the caller's snapshot of the merged table shows): left out of the `matches_source`
+    comparison, as the change-log kind leaves out objects past its horizon. The peek runs after
+    the caller's source snapshot began, so it sees at least every change that snapshot has."""
     logical = _logical(config)
-    with connect(warehouse_dsn, autocommit=True) as wconn:
-        mark = wh.read_watermark(wconn, config.warehouse_schema, table.name)
     with connect(source_dsn, autocommit=True) as sconn:
         src.set_session(sconn)
-        source = src.read_source_table(sconn, table, [])
         peeked = peek(sconn, logical, logical.max_changes_per_run)
-    images, _, _, _ = reduce_changes(
-        peeked.transactions, table, source.primary_key, mark.horizon_id if mark else 0
-    )
+    images, _, _, _ = reduce_changes(peeked.transactions, table, source.primary_key, after)
     return sorted(images)

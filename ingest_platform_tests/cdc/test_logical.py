@@ -290,3 +290,87 @@ def test_config_kind_logical():
             'kind = "logical"\n[logical]\nslot = "s"\npublication = "p"\n'
             '[[tables]]\napp_label = "a"\nmodel = "b"\n'
         )
+
+
+@pytest.mark.slow
+def test_dagster_job_checks_and_sensor(env):
+    import dagster as dg
+
+    from ingest_platform.defs.cdc import (
+        JOB_NAME,
+        MATCHES_SOURCE_CHECK,
+        SENSOR_NAME,
+        SLOT_WAL_CHECK,
+        STAGING_EMPTY_CHECK,
+        CdcSourceResource,
+        build_cdc_definitions,
+    )
+    from ingest_platform.defs.resources import PostgresResource
+
+    resources = {
+        "postgres": PostgresResource(dsn=env.warehouse_dsn),
+        "cdc_source": CdcSourceResource(dsn=env.source_dsn),
+    }
+    defs = dg.Definitions.merge(
+        build_cdc_definitions(env.config, source=resources["cdc_source"]),
+        dg.Definitions(resources={"postgres": resources["postgres"]}),
+    )
+    dg.Definitions.validate_loadable(defs)
+    keys = {spec.key for spec in defs.resolve_all_asset_specs()}
+    assert dg.AssetKey(["cdc_source", f"slot.{env.config.logical.slot}"]) in keys
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    job = defs.resolve_job_def(JOB_NAME)
+    with dg.instance_for_test() as instance:
+        first = sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        assert len(first.run_requests) == 1  # never merged: the initial snapshot is due
+        assert job.execute_in_process(instance=instance).success
+        with env.source() as conn:
+            conn.execute("UPDATE doc SET n = 9 WHERE id = 2")
+            conn.execute("DELETE FROM doc WHERE id = 1")
+        result = sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        assert len(result.run_requests) == 1
+        run = job.execute_in_process(instance=instance)
+        assert run.success
+        evaluations = {e.check_name: e for e in run.get_asset_check_evaluations()}
+        assert {MATCHES_SOURCE_CHECK, SLOT_WAL_CHECK, STAGING_EMPTY_CHECK} <= set(evaluations)
+        assert all(e.passed for e in evaluations.values()), evaluations
+        rows = env.merged()
+        assert rows[1]["is_deleted"] and rows[2]["n"] == 9
+        assert slot_position(env) >= rows[2]["_last_change_id"]  # confirmed after the merge
+    bad = build_cdc_definitions(
+        CdcConfig(
+            tables=env.config.tables,
+            logical=LogicalSource(env.config.logical.slot, "pub", max_retained_wal_mb=0.0001),
+        ),
+        source=resources["cdc_source"],
+    )
+    defs = dg.Definitions.merge(bad, dg.Definitions(resources={"postgres": resources["postgres"]}))
+    merged_key = dg.AssetKey(["cdc", "doc"])
+    checks_job = dg.define_asset_job(
+        "wal_check", selection=dg.AssetSelection.checks_for_assets(merged_key)
+    )
+    good = dg.Definitions.merge(
+        build_cdc_definitions(env.config, source=resources["cdc_source"]),
+        dg.Definitions(resources={"postgres": resources["postgres"]}, jobs=[checks_job]),
+    )
+    with env.source() as conn:  # changed, not merged yet: left out of matches_source
+        conn.execute("UPDATE doc SET n = 10 WHERE id = 2")
+        conn.execute("INSERT INTO doc VALUES (3, 'three', 'b3', 3)")  # merged below
+    job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    with env.source() as conn:
+        conn.execute("UPDATE doc SET n = 11 WHERE id = 2")
+    with dg.instance_for_test() as instance:
+        run = good.resolve_job_def("wal_check").execute_in_process(instance=instance)
+    [match] = [e for e in run.get_asset_check_evaluations() if e.check_name == MATCHES_SOURCE_CHECK]
+    assert match.passed and match.metadata["excluded_pending_keys"].value == 1
+    assert match.metadata["source_rows"].value == 1  # row 3 compared, row 2 left out
+    with env.source() as conn:
+        conn.execute("INSERT INTO doc SELECT g, 'x', 'b', g FROM generate_series(100, 600) g")
+    defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[checks_job]))
+    with dg.instance_for_test() as instance:
+        run = defs.resolve_job_def("wal_check").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+    [wal] = [e for e in run.get_asset_check_evaluations() if e.check_name == SLOT_WAL_CHECK]
+    assert not wal.passed
+    assert "over the limit" in wal.description and "pg_drop_replication_slot" in wal.description
