@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from ingest_platform.cdc import logical
 from ingest_platform.cdc import source as src
 from ingest_platform.cdc import warehouse as wh
 from ingest_platform.cdc.config import CdcConfig, CdcTable
@@ -72,22 +73,11 @@ def compare_with_source(
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         mark = wh.read_watermark(wconn, schema, table.name)
         horizon = mark.horizon_id if mark else 0
-        log = src.change_log_info(sconn, config.change_log, table.name)
         source = src.read_source_table(sconn, table, [])
-        ct_id = src.content_type_id(sconn, log, table)
-        excluded = (
-            [
-                r[0]
-                for r in sconn.execute(
-                    sql.SQL(
-                        "SELECT DISTINCT object_id FROM {} WHERE content_type_id = %s AND id > %s"
-                    ).format(log.change_table),
-                    (ct_id, horizon),
-                )
-            ]
-            if ct_id is not None
-            else []
-        )
+        if config.logical is not None:  # keys with decoded changes past the watermark
+            excluded = logical.pending_keys(source_dsn, config, table, source, horizon)
+        else:
+            excluded = _pending_objects(sconn, config, table, horizon)
         merged_oid = catalog.relation_oid(wconn, schema, table.merged_table)
         if merged_oid is None:
             (count,) = sconn.execute(
@@ -129,6 +119,25 @@ class DeletedReport:
     @property
     def passed(self) -> bool:
         return self.live_count == 0
+
+
+def _pending_objects(
+    sconn: psycopg.Connection, config: CdcConfig, table: CdcTable, horizon: int
+) -> list[str]:
+    """Object ids with change-log rows past the watermark (in sconn's snapshot)."""
+    log = src.change_log_info(sconn, config.change_log, table.name)
+    ct_id = src.content_type_id(sconn, log, table)
+    if ct_id is None:
+        return []
+    return [
+        r[0]
+        for r in sconn.execute(
+            sql.SQL(
+                "SELECT DISTINCT object_id FROM {} WHERE content_type_id = %s AND id > %s"
+            ).format(log.change_table),
+            (ct_id, horizon),
+        )
+    ]
 
 
 def live_deleted_objects(

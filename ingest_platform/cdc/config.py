@@ -30,6 +30,18 @@ TOML layout (every key optional except ``tables``; the values shown are the defa
     # source_schema = "public"
     # name = "pm_plan"                       # the merged table and asset name; default source_table
 
+A second source kind reads PostgreSQL's write-ahead log instead of a change log (logical decoding,
+``ingest_platform.cdc.logical``): ``kind = "logical"`` and a ``[logical]`` table; its
+``[[tables]]`` name ``source_table`` (and optionally ``source_schema``, ``name``), no
+app_label/model::
+
+    kind = "logical"
+    [logical]
+    slot = "ingest_cdc"                      # a logical replication slot with plugin pgoutput
+    publication = "ingest_cdc"               # a publication of the tracked tables
+    max_retained_wal_mb = 1024               # the slot_wal_retained check fails above this
+    max_changes_per_run = 100000             # rows decoded per run (whole transactions)
+
 Merged table ``<warehouse_schema>."<name>"``, staging ``<warehouse_schema>."<name>__staging"``,
 assets ``cdc/<name>/staging`` and ``cdc/<name>/merged``.
 """
@@ -55,8 +67,8 @@ class CdcTable:
     """One tracked table: the Django content type that names it in the change log, where it
     lives."""
 
-    app_label: str
-    model: str
+    app_label: str = ""
+    model: str = ""
     source_table: str = ""  # default <app_label>_<model>
     source_schema: str = "public"
     name: str = ""  # merged table and asset name; default source_table
@@ -85,10 +97,26 @@ class ChangeLog:
 
 
 @dataclass(frozen=True)
+class LogicalSource:
+    """``kind = "logical"``: the slot and publication the changes are decoded from."""
+
+    slot: str
+    publication: str
+    max_retained_wal_mb: float = 1024.0
+    max_changes_per_run: int = 100_000
+
+    @property
+    def max_retained_wal_bytes(self) -> int:
+        return int(self.max_retained_wal_mb * 1024 * 1024)
+
+
+@dataclass(frozen=True)
 class CdcConfig:
     tables: tuple[CdcTable, ...]
     warehouse_schema: str = DEFAULT_WAREHOUSE_SCHEMA
     change_log: ChangeLog = field(default_factory=ChangeLog)
+    # None: the change-log kind; else logical decoding of this slot (cdc.logical)
+    logical: LogicalSource | None = None
     # Seconds a schema change of a merged table waits for readers' locks before terminating them
     # (postgres.locks, shared with ingest() and the dump attach); None ("never" in TOML): wait.
     terminate_blockers_after: float | None = DEFAULT_AFTER_SECONDS
@@ -121,6 +149,10 @@ def parse_cdc_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{origin}: not valid TOML: {error}") from None
+    kind = data.get("kind", "change_log")
+    if kind not in ("change_log", "logical"):
+        raise ConfigError(f'{origin}: kind must be "change_log" or "logical", not {kind!r}.')
+    logical = _logical_source(data.get("logical"), origin) if kind == "logical" else None
     log = data.get("change_log", {})
     if not isinstance(log, dict):
         raise ConfigError(f"{origin}: [change_log] must be a table.")
@@ -145,7 +177,13 @@ def parse_cdc_config(
             raise ConfigError(
                 f"{origin}: [[tables]] entry {number}: unknown key(s) {', '.join(sorted(unknown))}."
             )
-        if not entry.get("app_label") or not entry.get("model"):
+        if logical is not None:
+            if not entry.get("source_table") or entry.get("app_label") or entry.get("model"):
+                raise ConfigError(
+                    f"{origin}: [[tables]] entry {number} needs source_table (and no "
+                    'app_label/model) with kind = "logical".'
+                )
+        elif not entry.get("app_label") or not entry.get("model"):
             raise ConfigError(f"{origin}: [[tables]] entry {number} needs app_label and model.")
         tables.append(CdcTable(**{k: str(v) for k, v in entry.items()}))
     config = CdcConfig(
@@ -153,12 +191,31 @@ def parse_cdc_config(
         warehouse_schema=warehouse_schema
         or str(data.get("warehouse_schema") or DEFAULT_WAREHOUSE_SCHEMA),
         change_log=ChangeLog(**{k: str(v) for k, v in log.items()}),
+        logical=logical,
         terminate_blockers_after=_blocker_delay(
             data.get("terminate_blockers_after", DEFAULT_AFTER_SECONDS), origin
         ),
     )
     validate_config(config, origin)
     return config
+
+
+def _logical_source(value, origin: str) -> LogicalSource:
+    keys = {"slot", "publication", "max_retained_wal_mb", "max_changes_per_run"}
+    if not isinstance(value, dict) or not value.get("slot") or not value.get("publication"):
+        raise ConfigError(
+            f'{origin}: kind = "logical" needs a [logical] table with slot and publication.'
+        )
+    unknown = set(value) - keys
+    if unknown:
+        raise ConfigError(f"{origin}: unknown key(s) in [logical]: {', '.join(sorted(unknown))}.")
+    limit = value.get("max_retained_wal_mb", 1024)
+    changes = value.get("max_changes_per_run", 100_000)
+    if isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0:
+        raise ConfigError(f"{origin}: [logical] max_retained_wal_mb must be a number > 0.")
+    if isinstance(changes, bool) or not isinstance(changes, int) or changes < 1:
+        raise ConfigError(f"{origin}: [logical] max_changes_per_run must be an integer >= 1.")
+    return LogicalSource(str(value["slot"]), str(value["publication"]), float(limit), changes)
 
 
 def _blocker_delay(value, origin: str) -> float | None:
@@ -179,7 +236,7 @@ def validate_config(config: CdcConfig, origin: str = "CDC config") -> None:
             f"{origin}: table name(s) used twice: {', '.join(duplicates)}; give one a `name`."
         )
     types = [(t.app_label, t.model) for t in config.tables]
-    if len(set(types)) != len(types):
+    if config.logical is None and len(set(types)) != len(types):
         raise ConfigError(f"{origin}: a content type (app_label, model) is tracked twice.")
     for table in config.tables:
         if len(table.staging_table.encode()) > MAX_IDENTIFIER_BYTES:

@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
+from ingest_platform.cdc import logical
 from ingest_platform.cdc import source as src
 from ingest_platform.cdc import warehouse as wh
 from ingest_platform.cdc.config import CdcConfig, CdcTable
@@ -88,6 +89,8 @@ def stage_changes(
     table: CdcTable,
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
 ) -> StageResult:
+    if config.logical is not None:  # the log-based kind: decoded from the slot
+        return logical.stage_logical(source_dsn, warehouse_dsn, config, table)
     started = time.perf_counter()
     schema = config.warehouse_schema
     with (
@@ -224,7 +227,7 @@ def merge_staged(
                 staging_columns = [
                     c
                     for c in catalog.columns_of(wconn, schema, table.staging_table)
-                    if c not in dict(wh.STAGING_META)
+                    if c not in dict(wh.STAGING_META) and c != wh.UNCHANGED
                 ]
                 missing = [c for c in staging_columns if c not in merged_columns]
                 if missing or not staging_columns:
@@ -316,6 +319,8 @@ def run_table(
     table: CdcTable,
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
 ) -> tuple[StageResult, MergeResult]:
+    if config.logical is not None:  # stage, merge, then confirm the slot
+        return logical.run_logical_table(source_dsn, warehouse_dsn, config, table)
     staged = stage_changes(source_dsn, warehouse_dsn, config, table, wait_seconds)
     return staged, merge_staged(warehouse_dsn, config, table)
 
@@ -335,6 +340,8 @@ def pending_tables(source_dsn: str, warehouse_dsn: str, config: CdcConfig) -> di
     """{table: its watermark} for the tracked tables with change-log rows past their watermark
     (a few indexed queries; for the sensor).
     Rows of unknown content types make every table pending, so the run reports them."""
+    if config.logical is not None:
+        return logical.pending_logical_tables(source_dsn, warehouse_dsn, config)
     with connect(warehouse_dsn, autocommit=True) as wconn:
         marks = wh.all_watermarks(wconn, config)
     with connect(source_dsn, autocommit=True) as sconn:

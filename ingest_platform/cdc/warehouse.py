@@ -44,6 +44,9 @@ STAGING_META = (
     ("_action", "text NOT NULL"),
     ("_row_found", "boolean NOT NULL"),
 )
+# Logical decoding's staging (cdc.logical) has one more column: the names of the columns an UPDATE
+# did not carry (TOAST values it left unchanged); the merge keeps their merged values.
+UNCHANGED = "_unchanged"
 LOGGER = logging.getLogger(__name__)
 _SETUP_LOCK = 0x43_44_43  # advisory lock: one CREATE SCHEMA/TABLE IF NOT EXISTS at a time
 # Merged tables leave 10% of each page free, so that an update can put the new row version on the
@@ -265,6 +268,8 @@ def merge_staging(
     INSERT .. ON CONFLICT DO UPDATE (a speculative insertion per row, slower). A batch under 1/4 of
     the merged table is joined by index lookups, the staging rows in key order."""
     merged, staging = qualified(schema, table.merged_table), qualified(schema, table.staging_table)
+    if UNCHANGED in catalog.columns_of(conn, schema, table.staging_table):
+        _fill_unchanged(conn, merged, staging, source_columns, key)
     live_rows, dead_rows = one_row(
         conn,
         sql.SQL(
@@ -303,6 +308,39 @@ def merge_staging(
 
 
 _LIVE = sql.SQL("_row_found AND _action <> 'deleted'")  # on the staging table alone
+
+
+def _fill_unchanged(
+    conn: psycopg.Connection,
+    merged: sql.Composed,
+    staging: sql.Composed,
+    source_columns: list[str],
+    key: str,
+) -> None:
+    """(In the merge transaction.) Staged rows that lack columns (an UPDATE that left a TOAST value
+    unchanged: logical decoding does not send it) take them from the merged row, so the upsert
+    that follows, shared with the change-log kind, never nulls a column the UPDATE did not
+    change. A row the merged table does not have keeps NULL there (it cannot be known)."""
+    sets = [
+        sql.SQL("{c} = CASE WHEN {name} = ANY(s.{u}) THEN m.{c} ELSE s.{c} END").format(
+            c=sql.Identifier(c), name=sql.Literal(c), u=sql.Identifier(UNCHANGED)
+        )
+        for c in source_columns
+        if c != key
+    ]
+    if sets:
+        conn.execute(
+            sql.SQL(
+                "UPDATE {staging} s SET {sets} FROM {merged} m "
+                "WHERE m.{key} = s.{key} AND cardinality(s.{u}) > 0"
+            ).format(
+                staging=staging,
+                merged=merged,
+                sets=sql.SQL(", ").join(sets),
+                key=sql.Identifier(key),
+                u=sql.Identifier(UNCHANGED),
+            )
+        )
 
 
 def _merge_live(

@@ -22,9 +22,11 @@ from ingest_platform.cdc.config import (
     CdcConfig,
     CdcTable,
     ChangeLog,
+    LogicalSource,
     cdc_config_from_env,
     source_dsn_from_env,
 )
+from ingest_platform.cdc.logical import confirm_slot, slot_health
 from ingest_platform.cdc.pipeline import (
     DEFAULT_WAIT_SECONDS,
     full_resync,
@@ -44,6 +46,7 @@ SENSOR_NAME = "cdc_change_log_sensor"
 MATCHES_SOURCE_CHECK = "matches_source"
 DELETED_CHECK = "deleted_objects_soft_deleted"
 STAGING_EMPTY_CHECK = "staging_empty"
+SLOT_WAL_CHECK = "slot_wal_retained"  # kind = "logical": WAL the slot holds on the source
 GROUP = "cdc"
 SOURCE_GROUP = "cdc_source"
 # An observation's data version is this tag (what ObserveResult(data_version=...) writes).
@@ -80,6 +83,7 @@ class CdcTableRecord:
     stage: str
     warehouse_schema: str
     change_log: ChangeLog
+    logical: LogicalSource | None = None  # kind = "logical": the slot replaces the change log
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,22 @@ class CdcTranslator:
         log, schema, table = record.change_log, record.warehouse_schema, record.table
         change_log_key = dg.AssetKey([SOURCE_GROUP, f"{log.schema}.{log.change_table}"])
         tags, owners = {"ingest/source": "cdc", **self.tags}, list(self.owners)
+        if record.logical is not None:
+            change_log_key = dg.AssetKey([SOURCE_GROUP, f"slot.{record.logical.slot}"])
+        if table is None and record.logical is not None:
+            return dg.AssetSpec(
+                key=change_log_key,
+                group_name=SOURCE_GROUP,
+                kinds={"postgres"},
+                tags=tags,
+                owners=owners,
+                description=(
+                    f"The source's logical replication slot `{record.logical.slot}` (pgoutput, "
+                    f"publication `{record.logical.publication}`; external). "
+                    "`cdc_change_log_sensor` decodes it every 15 s and runs `cdc_sync` for the "
+                    "tables with changes."
+                ),
+            )
         if table is None:
             return dg.AssetSpec(
                 key=change_log_key,
@@ -152,7 +172,9 @@ class CdcTranslator:
         )
 
     def asset_key(self, config: CdcConfig, table: CdcTable, stage: str) -> dg.AssetKey:
-        record = CdcTableRecord(table, stage, config.warehouse_schema, config.change_log)
+        record = CdcTableRecord(
+            table, stage, config.warehouse_schema, config.change_log, config.logical
+        )
         return self.get_asset_spec(record).key
 
 
@@ -177,7 +199,9 @@ def build_cdc_definitions(
         )
 
     def spec(table: CdcTable | None, stage: str) -> dg.AssetSpec:
-        record = CdcTableRecord(table, stage, config.warehouse_schema, config.change_log)
+        record = CdcTableRecord(
+            table, stage, config.warehouse_schema, config.change_log, config.logical
+        )
         return translator.get_asset_spec(record)
 
     external: list[dg.AssetSpec] = [spec(None, "change_log")] if config.tables else []
@@ -283,8 +307,12 @@ def _merged_asset(config: CdcConfig, table: CdcTable, spec: dg.AssetSpec) -> dg.
     schema = config.warehouse_schema
 
     @dg.multi_asset(name=f"merge_{spec.key.to_python_identifier()}", specs=[spec])
-    def merged(context: dg.AssetExecutionContext, postgres: PostgresResource):
+    def merged(
+        context: dg.AssetExecutionContext, postgres: PostgresResource, cdc_source: CdcSourceResource
+    ):
         result = merge_staged(postgres.dsn, config, table)
+        if config.logical is not None:  # the merge committed: now the slot may move
+            confirm_slot(cdc_source.resolved_dsn(), postgres.dsn, config)
         lag = result.lag_seconds
         with postgres.get_connection() as conn:
             count = pg_row_count(conn, schema, table.merged_table)
@@ -315,6 +343,25 @@ def _merged_checks(
     """Run after each merge and on their own (Execute, or the nightly re-verify schedule).
     `matches_source` is blocking: a merged table that differs from its source is not mirrored."""
     key = spec.key
+    # The change-log kind checks deletes against the change log; the logical kind, which has no
+    # log to read them from, checks instead that its slot does not hold the source's WAL.
+    kind_check = (
+        dg.AssetCheckSpec(
+            DELETED_CHECK,
+            asset=key,
+            description="Every object whose last change is 'deleted' is soft-deleted (not live).",
+        )
+        if config.logical is None
+        else dg.AssetCheckSpec(
+            SLOT_WAL_CHECK,
+            asset=key,
+            description=(
+                "WAL the replication slot retains on the source (pg_current_wal_lsn() - "
+                "restart_lsn) is under [logical] max_retained_wal_mb: a stalled CDC does not "
+                "fill the source's disk unnoticed."
+            ),
+        )
+    )
 
     @dg.multi_asset_check(
         name=f"check_{key.to_python_identifier()}",
@@ -328,13 +375,7 @@ def _merged_checks(
                     "differing keys."
                 ),
             ),
-            dg.AssetCheckSpec(
-                DELETED_CHECK,
-                asset=key,
-                description=(
-                    "Every object whose last change is 'deleted' is soft-deleted (not live)."
-                ),
-            ),
+            kind_check,
             dg.AssetCheckSpec(
                 STAGING_EMPTY_CHECK, asset=key, description="Staging is empty after the run."
             ),
@@ -356,19 +397,22 @@ def _merged_checks(
                 "differing_keys": ", ".join(match.differing_keys) or "none",
             },
         )
-        deleted = checks.live_deleted_objects(source_dsn, postgres.dsn, config, table)
-        yield dg.AssetCheckResult(
-            asset_key=key,
-            check_name=DELETED_CHECK,
-            passed=deleted.passed,
-            description=None
-            if deleted.passed
-            else f"{deleted.live_count} deleted objects are live: {', '.join(deleted.live_keys)}",
-            metadata={
-                "deleted_objects": deleted.deleted_objects,
-                "live_deleted_objects": deleted.live_count,
-            },
-        )
+        if config.logical is not None:
+            health = slot_health(source_dsn, config.logical)
+            yield dg.AssetCheckResult(
+                asset_key=key,
+                check_name=SLOT_WAL_CHECK,
+                passed=health.passed,
+                description=health.describe(),
+                metadata={
+                    "retained_wal_mb": round(health.retained_bytes / 1024 / 1024, 3),
+                    "limit_mb": round(health.limit_bytes / 1024 / 1024, 3),
+                    "slot_active": health.active,
+                    "wal_status": health.wal_status or "unknown",
+                },
+            )
+        else:
+            yield _deleted_check_result(source_dsn, postgres.dsn, config, table, key)
         staged = checks.staging_row_count(postgres.dsn, config, table)
         yield dg.AssetCheckResult(
             asset_key=key,
@@ -379,6 +423,24 @@ def _merged_checks(
         )
 
     return merged_checks
+
+
+def _deleted_check_result(
+    source_dsn: str, warehouse_dsn: str, config: CdcConfig, table: CdcTable, key: dg.AssetKey
+) -> dg.AssetCheckResult:
+    deleted = checks.live_deleted_objects(source_dsn, warehouse_dsn, config, table)
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=DELETED_CHECK,
+        passed=deleted.passed,
+        description=None
+        if deleted.passed
+        else f"{deleted.live_count} deleted objects are live: {', '.join(deleted.live_keys)}",
+        metadata={
+            "deleted_objects": deleted.deleted_objects,
+            "live_deleted_objects": deleted.live_count,
+        },
+    )
 
 
 class ResyncConfig(dg.Config):

