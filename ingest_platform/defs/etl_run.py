@@ -12,7 +12,7 @@ class EtlRunScoped:
     the ETL log's rows it writes carry its Dagster run id (the core cannot ask dagster)."""
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        etl_log.set_run_id(context.run_id)
+        etl_log.set_run_id(context.run.run_id if context.run else None)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         etl_log.set_run_id(None)
