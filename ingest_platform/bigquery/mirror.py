@@ -40,6 +40,7 @@ from ingest_platform.bigquery.source import MirrorSource, ProtoRowEncoder, read_
 from ingest_platform.bigquery.types import MirrorColumn, quote_bq, quote_bq_column
 from ingest_platform.bigquery.writer import DEFAULT_RETRY, PendingStreamWriter, RetryPolicy
 from ingest_platform.errors import SchemaError, ServiceUnavailableError
+from ingest_platform.postgres import etl_log
 
 DELETE_MODES = ("soft", "hard")
 IS_DELETED = "is_deleted"
@@ -274,6 +275,7 @@ def mirror_slice(
     ) as writer:
         write_source(conn, source, writer, encoder, chunk_rows)
         writer.commit(before_commit=delete_previous)
+    _log_commit(conn, source, target, writer.stats.rows, str(slice_value))
     return _result(target, writer, started, deleted_rows=deleted.get("rows"))
 
 
@@ -354,7 +356,18 @@ def mirror_changes(
         bq_client.delete_table(staging.table_id, not_found_ok=True)
         raise
     bq_client.delete_table(staging.table_id, not_found_ok=True)
+    _log_commit(conn, source, target, merged or 0, None if watermark is None else str(watermark))
     return _result(target, writer, started, merged_rows=merged, watermark_before=watermark)
+
+
+def _log_commit(conn, source: MirrorSource, target: MirrorTarget, rows: int, version) -> None:
+    """The ETL log's row of a mirror run, once BigQuery committed it: a transaction of its own
+    (BigQuery's commit cannot share PostgreSQL's; the row records a change already made)."""
+    with conn.transaction():
+        etl_log.record(
+            conn, kind="bigquery_mirror", table=target.table_id, rows=rows, version=version,
+            detail={"source": source.label},
+        )  # fmt: skip
 
 
 def merge_statement(

@@ -22,6 +22,7 @@ from ingest_platform.bulk_ingest.copy_rows import BatchCopier, TableTarget, desc
 from ingest_platform.bulk_ingest.migration import prepare_table
 from ingest_platform.bulk_ingest.modes import HighWatermark, Mode
 from ingest_platform.errors import IngestError, first_line
+from ingest_platform.postgres import etl_log
 from ingest_platform.postgres.connection import scalar
 
 LOGGER = logging.getLogger("ingest_platform.bulk_ingest")
@@ -129,6 +130,15 @@ def ingest(
             ", ".join(f"{t.display} {t.rows:,} rows" for t in targets),
         )
 
+    def log_transaction() -> None:  # inside the transaction: one row per table
+        mark = None if state.watermark is None else str(state.watermark)[:200]
+        for target in targets:
+            rows = sum(counts[target.display] for counts in state.pending)
+            etl_log.record(
+                driver, kind="ingest", table=target.display, rows=rows, version=mark,
+                detail={"key": key},
+            )  # fmt: skip
+
     def committed() -> None:
         for counts in state.pending:
             for display, rows in counts.items():
@@ -140,6 +150,7 @@ def ingest(
         for batch in batches(start):
             with driver.transaction():
                 load(batch)
+                log_transaction()
             committed()
     else:
         iterator = iter(batches(start))
@@ -147,6 +158,7 @@ def ingest(
             with driver.transaction():
                 for batch in chain([first], iterator):
                     load(batch)
+                log_transaction()
             committed()
     return IngestResult(state.stored, state.committed, totals, mode, key, migrations)
 

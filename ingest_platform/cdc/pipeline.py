@@ -38,7 +38,7 @@ from ingest_platform.cdc import source as src
 from ingest_platform.cdc import warehouse as wh
 from ingest_platform.cdc.config import CdcConfig, CdcTable
 from ingest_platform.errors import IngestError
-from ingest_platform.postgres import catalog
+from ingest_platform.postgres import catalog, etl_log
 from ingest_platform.postgres.catalog import qualified
 from ingest_platform.postgres.connection import connect
 
@@ -243,6 +243,13 @@ def merge_staged(
                 key = catalog.primary_key(wconn, oid)[0]
                 result.counts = wh.merge_staging(wconn, schema, table, staging_columns, key)
                 wh.finish_merge(wconn, schema, table.name, mark)
+                etl_log.record(
+                    wconn,
+                    kind="cdc_merge",
+                    table=f"{schema}.{table.merged_table}",
+                    rows=result.counts.rows_merged,
+                    version=str(mark.staged_to),
+                )
                 result.merged = True
                 after = _watermark(wconn, schema, table.name)
                 result.watermark, result.last_change_at = after.horizon_id, after.last_change_at
@@ -292,6 +299,13 @@ def full_resync(
                 wh.analyze_staging(wconn, schema, table)
                 columns = [n for n, _ in source.columns]
                 counts = wh.merge_staging(wconn, schema, table, columns, source.primary_key)
+                etl_log.record(
+                    wconn,
+                    kind="cdc_resync",
+                    table=f"{schema}.{table.merged_table}",
+                    rows=counts.rows_merged,
+                    version=str(mark.horizon_id),
+                )
         finally:
             sconn.rollback()
         wh.truncate_staging(wconn, schema, table)

@@ -45,10 +45,11 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from ingest_platform.bulk_ingest import HighWatermark, IngestResult, Mode, ingest
+from ingest_platform.defs.etl_run import EtlRunScoped
 from ingest_platform.postgres.connection import to_url
 
 
-class BulkIngestResource(dg.ConfigurableResource):
+class BulkIngestResource(EtlRunScoped, dg.ConfigurableResource):
     """A PostgreSQL warehouse to ``ingest()`` into. Give the DSN as ``EnvVar("INGEST_PG_DSN")``."""
 
     dsn: str = Field(description="libpq connection string or postgresql:// URL.")

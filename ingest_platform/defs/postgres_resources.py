@@ -15,11 +15,12 @@ import dagster as dg
 import psycopg
 from pydantic import Field
 
+from ingest_platform.defs.etl_run import EtlRunScoped
 from ingest_platform.io_managers.multiprocess_copy import MultiprocessCopyIOManager
 from ingest_platform.postgres.connection import connect
 
 
-class PostgresResource(dg.ConfigurableResource):
+class PostgresResource(EtlRunScoped, dg.ConfigurableResource):
     """A PostgreSQL server, by DSN. Give the DSN as `EnvVar("INGEST_PG_DSN")` so it stays out of
     the UI."""
 

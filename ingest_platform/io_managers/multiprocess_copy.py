@@ -9,13 +9,14 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
+from ingest_platform.defs.etl_run import EtlRunScoped
 from ingest_platform.defs.metadata import pg_staged_column_schema, pg_table_metadata
 from ingest_platform.loading.dump_versions import LoadReport, TableLoadPlan, load_table_version
 from ingest_platform.postgres.connection import connect
 from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS
 
 
-class MultiprocessCopyIOManager(dg.ConfigurableIOManager):
+class MultiprocessCopyIOManager(EtlRunScoped, dg.ConfigurableIOManager):
     """Loads a dump table version into PostgreSQL with `processes` COPY workers, atomically."""
 
     dsn: str = Field(description="Warehouse DSN; give it as EnvVar('INGEST_PG_DSN').")

@@ -39,7 +39,7 @@ import psycopg
 from psycopg import sql
 
 from ingest_platform.errors import FormatError, IngestError, SchemaError, first_line
-from ingest_platform.postgres import catalog
+from ingest_platform.postgres import catalog, etl_log
 from ingest_platform.postgres.connection import connect, scalar
 
 IMPORT_SCHEMA = "ingest_import"
@@ -151,6 +151,13 @@ def import_csv(
                 1 for r in checked if r.file == str(path)
             )
         _record(conn, result, todo)
+        etl_log.record(
+            conn,
+            kind="csv_import",
+            table=result.table,
+            rows=result.loaded,
+            detail={"files": [str(p) for _, p, _ in todo]},
+        )
         conn.commit()
     result.files = [str(p) for _, p, _ in todo]
     return result

@@ -26,6 +26,7 @@ from psycopg import sql
 from ingest_platform.errors import IngestError, SchemaError, first_line
 from ingest_platform.migration.plan import EMPTY, EQUAL, WITHOUT_POST_DATA, Plan
 from ingest_platform.migration.schema import apply_sections, copy_sequence_values
+from ingest_platform.postgres import etl_log
 from ingest_platform.postgres.catalog import qualified
 from ingest_platform.postgres.connection import connect
 from ingest_platform.postgres.snapshot import adopt_snapshot, export_snapshot
@@ -187,6 +188,7 @@ def copy_table(plan: Plan, table: SourceTable, snapshot: str) -> TableCopy:
                             last = time.monotonic()
                             logger.info(f"{table.label}: {size / 1e6:,.1f} MB copied")
                 rows = cursor.rowcount
+            etl_log.record(target, kind="migration", table=table.label, rows=rows)
             target.commit()
     except (psycopg.Error, IngestError) as exc:
         return TableCopy(table.label, 0, 0, time.monotonic() - started, first_line(exc))

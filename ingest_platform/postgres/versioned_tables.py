@@ -69,7 +69,7 @@ from psycopg.pq import TransactionStatus
 
 from ingest_platform.dumps.schema import MAX_COLUMNS, TableSchema
 from ingest_platform.errors import IngestError, SchemaError, first_line
-from ingest_platform.postgres import evolution, quarantine
+from ingest_platform.postgres import etl_log, evolution, quarantine
 from ingest_platform.postgres import version_registry as registry
 from ingest_platform.postgres.catalog import (
     MAX_IDENTIFIER_BYTES,
@@ -334,6 +334,14 @@ def attach_staged(
                     quarantine.publish(conn, schema, table, version, name)
                     attached[table] = AttachResult(
                         load.child_table, marker["rows"], tuple(map(str, changes)), replaced
+                    )
+                    etl_log.record(  # in the attach's transaction: no attach without its row
+                        conn,
+                        kind="dump_version",
+                        table=f"{schema}.{table}",
+                        rows=marker["rows"],
+                        version=version,
+                        detail={"dump": dump},
                     )
                 # Loads of other dumps of this version are superseded. This dump's other load
                 # tables may be loading now (its tables load in parallel); a crashed run's are

@@ -13,6 +13,7 @@ from ingest_platform.defs.bulk_ingest import (
     bulk_ingest_schedule,
     bulk_ingest_sensor,
 )
+from ingest_platform.postgres import etl_log
 from ingest_platform_tests.bulk_ingest.conftest import rows_of
 
 metadata = sa.MetaData()
@@ -86,3 +87,16 @@ def test_schedule_and_sensor_load_and_the_sensor_requests_runs_on_new_data():
         outcomes.append(type(outcome).__name__)
     assert outcomes == ["RunRequest", "SkipReason", "SkipReason", "RunRequest"]
     assert cursor == "2024-01-02"
+
+
+def test_the_etl_log_rows_of_a_run_carry_its_run_id(pg_dsn, pg):
+    resources = {"bulk_ingest": BulkIngestResource(dsn=pg_dsn)}
+    result = dg.materialize([orders_asset], resources=resources)
+    assert result.success
+    logged = pg.execute(
+        'SELECT table_name, rows, run_id FROM "_ingest_meta".etl_log ORDER BY id'
+    ).fetchall()
+    assert logged == [
+        ("shop.order_line", 2, result.run_id), ("shop.orders", 1, result.run_id),
+    ] * 2  # fmt: skip
+    assert etl_log.current_run_id() is None  # the run is over: later records carry no id
