@@ -8,7 +8,7 @@ committed change always has its row and a rolled-back one never has (the row is 
 same transaction). The BigQuery mirror changes BigQuery, not PostgreSQL: its row is written right
 after the BigQuery commit succeeded, in a short PostgreSQL transaction of its own.
 
-"What changed this table, when" (``ingest-platform etl-log TABLE``, or in SQL)::
+"What changed this table, when" (``changes(conn, table)`` below, or in SQL)::
 
     SELECT finished, kind, version, rows, run_id FROM "_ingest_meta".etl_log
     WHERE table_name = 'hr.hired_employees' ORDER BY id DESC LIMIT 50;
