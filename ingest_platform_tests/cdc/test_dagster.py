@@ -139,23 +139,24 @@ def test_sensor_through_dagster(cdc_env):
     defs = definitions(cdc_env)
     sensor = defs.resolve_sensor_def("cdc_change_log_sensor")
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(
+        # The resources set the ETL log's run id up and down: a context opened with `with`.
+        with dg.build_sensor_context(
             instance=instance,
             resources={
                 "postgres": PostgresResource(dsn=cdc_env.warehouse_dsn),
                 "cdc_source": CdcSourceResource(dsn=cdc_env.source_dsn),
             },
-        )
-        result = sensor(context)
+        ) as context:
+            result = sensor(context)
         assert len(result.run_requests) == 1
-        no_log = dg.build_sensor_context(
+        with dg.build_sensor_context(
             instance=instance,
             resources={
                 "postgres": PostgresResource(dsn=cdc_env.warehouse_dsn),
                 "cdc_source": CdcSourceResource(dsn=cdc_env.warehouse_dsn),
             },
-        )
-        skipped = sensor(no_log)
+        ) as no_log:
+            skipped = sensor(no_log)
         assert (
             not skipped.run_requests and "no change-log table" in skipped.skip_reason.skip_message
         )

@@ -321,13 +321,15 @@ def test_dagster_job_checks_and_sensor(env):
     sensor = defs.resolve_sensor_def(SENSOR_NAME)
     job = defs.resolve_job_def(JOB_NAME)
     with dg.instance_for_test() as instance:
-        first = sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            first = sensor(context)
         assert len(first.run_requests) == 1  # never merged: the initial snapshot is due
         assert job.execute_in_process(instance=instance).success
         with env.source() as conn:
             conn.execute("UPDATE doc SET n = 9 WHERE id = 2")
             conn.execute("DELETE FROM doc WHERE id = 1")
-        result = sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            result = sensor(context)
         assert len(result.run_requests) == 1
         run = job.execute_in_process(instance=instance)
         assert run.success
