@@ -225,6 +225,7 @@ def test_embedded_services_start_persist_refuse_a_second_launcher_and_stop(proje
         "INGEST_BQ_EMULATOR_GRPC_HOST",
         "DAGSTER_HOME",
         "INGEST_DUMP_DIR",
+        "INGEST_BACKUP_DIR",
     }
     assert env["INGEST_DUMP_DIR"] == str(project / "dumps")
     with psycopg.connect(env["INGEST_PG_DSN"]) as conn:

@@ -32,7 +32,6 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ingest_platform.errors import ConfigError, first_line
-from ingest_platform.postgres import etl_log
 from ingest_platform.postgres.catalog import qualified
 from ingest_platform.postgres.connection import CONNECT_TIMEOUT, connect, libpq_dsn
 
@@ -390,15 +389,6 @@ def _write(
             conn, config.schema, request_id, user, name, len(records), len(accepted),
             rejects, records, atomic,
         )  # fmt: skip
-        if accepted:  # same transaction as the records (the pool commits when the block ends)
-            etl_log.record(
-                conn,
-                kind="api_batch",
-                table=writer.shape.config.label,
-                rows=len(accepted),
-                version=request_id,
-                detail={"user": user},
-            )
     status = 201 if not rejects else (207 if accepted else 422)
     return status, BatchResponse(
         request_id=request_id,

@@ -138,15 +138,24 @@ def _no_nul(text: str) -> str:
     return text
 
 
+def _in_utc(value: dt.datetime) -> dt.datetime:
+    # Offsets are converted here, not by PostgreSQL: it refuses offsets beyond +-15:59 that ISO
+    # 8601 (and pydantic) accept; a year pushed out of 1..9999 by the offset is the sender's error.
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("date-time out of range once converted to UTC") from None
+
+
 def _utc_naive(value: dt.datetime) -> dt.datetime:
     # `timestamp` columns hold UTC wall time: an offset given is converted, not dropped.
     if value.tzinfo is not None:
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
+        return _in_utc(value).replace(tzinfo=None)
     return value
 
 
 def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+    return _in_utc(value) if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 def python_type(printed: str) -> Any:

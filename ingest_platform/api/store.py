@@ -168,11 +168,16 @@ def log_request(
             table,
             [r.index for r in rejects],
             [_loggable(records[r.index]) if r.index < len(records) else None for r in rejects],
-            [r.field for r in rejects],
-            [r.constraint for r in rejects],
-            [r.reason for r in rejects],
+            [_no_nul(r.field) for r in rejects],
+            [_no_nul(r.constraint) for r in rejects],
+            [_no_nul(r.reason) for r in rejects],
         ),
     )
+
+
+def _no_nul(text: str | None) -> str | None:
+    """A field name or reason quoting what was sent: U+0000 (which text refuses) as U+FFFD."""
+    return text.replace("\x00", "\ufffd") if text else text
 
 
 def _loggable(record) -> str:

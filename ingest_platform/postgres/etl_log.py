@@ -3,7 +3,7 @@ the same transaction as the data (``"_ingest_meta".etl_log``).
 
 Every pipeline that changes warehouse data calls ``record`` inside the transaction that writes
 it: a dump version attach (one row per table attached), a CDC merge or resync, ``ingest()`` (per
-table and committed transaction), an API batch, a migration's data copy and a CSV import. So a
+table and committed transaction), a migration's data copy and a CSV import. So a
 committed change always has its row and a rolled-back one never has (the row is part of the
 same transaction). The BigQuery mirror changes BigQuery, not PostgreSQL: its row is written right
 after the BigQuery commit succeeded, in a short PostgreSQL transaction of its own.
