@@ -102,32 +102,22 @@ class CdcTranslator:
         tags, owners = {"ingest/source": "cdc", **self.tags}, list(self.owners)
         if record.logical is not None:
             change_log_key = dg.AssetKey([SOURCE_GROUP, f"slot.{record.logical.slot}"])
-        if table is None and record.logical is not None:
-            return dg.AssetSpec(
-                key=change_log_key,
-                group_name=SOURCE_GROUP,
-                kinds={"postgres"},
-                tags=tags,
-                owners=owners,
-                description=(
-                    f"The source's logical replication slot `{record.logical.slot}` (pgoutput, "
-                    f"publication `{record.logical.publication}`; external). "
-                    "`cdc_change_log_sensor` decodes it every 15 s and runs `cdc_sync` for the "
-                    "tables with changes."
-                ),
-            )
         if table is None:
+            source = (
+                f"The source's logical replication slot `{record.logical.slot}` (pgoutput, "
+                f"publication `{record.logical.publication}`; external). "
+                "`cdc_change_log_sensor` decodes it"
+                if record.logical is not None
+                else f"The application's change log `{log.schema}.{log.change_table}` (external: "
+                "written by the application). `cdc_change_log_sensor` reads it"
+            )
             return dg.AssetSpec(
                 key=change_log_key,
                 group_name=SOURCE_GROUP,
                 kinds={"postgres"},
                 tags=tags,
                 owners=owners,
-                description=(
-                    f"The application's change log `{log.schema}.{log.change_table}` (external: "
-                    "written by the application). `cdc_change_log_sensor` reads it every 15 s "
-                    "and runs `cdc_sync` for the tables with changes."
-                ),
+                description=f"{source} every 15 s and runs `cdc_sync` for the tables with changes.",
             )
         source_key = dg.AssetKey([SOURCE_GROUP, f"{table.source_schema}.{table.source_table}"])
         source = f"`{table.source_schema}.{table.source_table}` ({table.app_label}.{table.model})"
