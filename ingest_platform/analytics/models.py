@@ -19,7 +19,6 @@ keeps the others from loading.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,7 +197,3 @@ def _header_value(key: str, value: str, path: Path, line: int):
     if key == "materialized" and value not in MATERIALIZATIONS:
         raise ModelError(f"{path}:{line}: materialized is table or view, not {value!r}.")
     return value
-
-
-def table_names(models: Iterable[Model]) -> set[tuple[str, str]]:
-    return {table for model in models for table in model.tables}

@@ -42,10 +42,6 @@ class ModelRun:
     bigquery_sql: str
 
 
-def model_table_id(project: str, dataset_prefix: str, model: Model) -> str:
-    return f"{project}.{dataset_prefix}{MODELS_DATASET}.{model.name}"
-
-
 def check_sources(conn: psycopg.Connection, client, model: Model, dataset_prefix: str) -> None:
     """Every table the model reads exists in PostgreSQL and has a BigQuery mirror."""
     from google.api_core.exceptions import NotFound
@@ -149,10 +145,6 @@ def prove(conn: psycopg.Connection, client, model: Model, table_id: str) -> Comp
     bq_source = f"(SELECT {bq_columns} FROM {quote_bq(*table_id.split('.'))})"
     left = PostgresSide(conn, source)
     right = BigQuerySide(
-        client, bq_source, MirrorSource(*_label(model), source.columns, source.key)
+        client, bq_source, MirrorSource(MODELS_DATASET, model.name, source.columns, source.key)
     )
     return compare_hashes(left, right, what=f"analytics/{model.name}")
-
-
-def _label(model: Model) -> tuple[str, str]:
-    return MODELS_DATASET, model.name
