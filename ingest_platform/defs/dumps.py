@@ -7,6 +7,7 @@ run for the tables of that dump; `ingest-platform ingest` runs the same job.
 
 import json
 import os
+import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack
@@ -15,6 +16,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from ingest_platform.defs.executor import (
+    POSTGRES_WRITERS,
+    platform_executor,
+    step_retry_policy,
+)
 from ingest_platform.defs.names import dagster_name, key_part, node_name, tag_value
 from ingest_platform.defs.postgres_resources import PostgresResource
 from ingest_platform.defs.reload import reload_for_new_tables
@@ -168,9 +174,9 @@ def build_dump_definitions(
     for app, tables in catalog.tables_by_app().items():
         records = {table: translator.record(app, table) for table in tables}
         specs = {table: translator.get_asset_spec(record) for table, record in records.items()}
-        app_tables = _dump_version_asset(app, translator.schema_prefix + app, specs, paths)
+        app_tables = _dump_table_assets(app, translator.schema_prefix + app, specs, paths)
         checks += [_dump_table_checks(specs[t], records[t], paths) for t in tables]
-        assets.append(app_tables)
+        assets += app_tables
         # The app's quarantine: after its tables in the same run, with a check of its own.
         spec = translator.get_quarantine_spec(app).merge_attributes(
             deps=[spec.key for spec in specs.values()]
@@ -181,10 +187,10 @@ def build_dump_definitions(
         jobs.append(
             dg.define_asset_job(
                 translator.job_name(app),
-                selection=dg.AssetSelection.assets(app_tables, quarantine),
-                executor_def=dg.in_process_executor,
-                description=f"Load one {app} dump version "
-                "(the I/O manager parallelizes each table).",
+                selection=dg.AssetSelection.assets(*app_tables, quarantine),
+                executor_def=platform_executor(),
+                description=f"Load one {app} dump version: a step per table (the I/O manager "
+                "parallelizes each), in one process or on Celery workers (INGEST_EXECUTOR).",
             )
         )
     # The parent's `dagster/column_schema` of the last two loads compared (warns on a change).
@@ -215,15 +221,15 @@ def _no_dumps_yet() -> dg.AssetSpec:
 
 
 class RunDumps:
-    """What the steps of one dump run share (the dump jobs execute in one process): each dump
-    opened (a .zip.gpg decrypted) once, its decrypted copy removed when the run ends; each version
-    locked once (``postgres/version_lock.py``) for the whole run, so two runs of one version
-    never interleave and a killed run's lock dies with it."""
+    """What the steps of one dump run share in one process (all of them in-process; one on a
+    Celery worker): each dump opened (a .zip.gpg decrypted) once, its decrypted copy removed when
+    the process's steps end; each table of a version locked (``postgres/version_lock.py``) until
+    then, so two runs of one table never interleave and a killed run's lock dies with it."""
 
     def __init__(self, stack: ExitStack):
         self.stack = stack
         self.opened: dict[tuple, Dump] = {}
-        self.locked: set[tuple[str, str]] = set()
+        self.locked: set[tuple[str, str, str]] = set()
 
     def open(self, path: Path, **overrides) -> Dump:
         key = (str(path), tuple(sorted(overrides.items())))
@@ -232,10 +238,10 @@ class RunDumps:
             self.opened[key] = self.stack.enter_context(dump)
         return self.opened[key]
 
-    def lock_version(self, dsn: str, schema: str, version: str, log) -> None:
-        if (schema, version) not in self.locked:
-            self.stack.enter_context(version_lock(dsn, schema, version, log))
-            self.locked.add((schema, version))
+    def lock_version(self, dsn: str, schema: str, version: str, table: str, log) -> None:
+        if (schema, version, table) not in self.locked:
+            self.stack.enter_context(version_lock(dsn, schema, version, log, table=table))
+            self.locked.add((schema, version, table))
 
 
 @dg.resource(description="The dumps a run reads, each opened once; the versions it loads, locked.")
@@ -244,63 +250,71 @@ def _opened_dumps(_context) -> Iterator[RunDumps]:
         yield RunDumps(stack)
 
 
-def _dump_version_asset(
+def _dump_table_assets(
     app: str, schema: str, specs: dict[str, dg.AssetSpec], paths: dict[tuple[str, str], Path]
-) -> dg.AssetsDefinition:
-    """The app's tables, loaded by ONE step per version: each table is staged as its output is
-    handed to the I/O manager, and the last one attaches them all (``versioned_tables``), so the
-    version is visible whole or not at all, before any check of its tables runs. A run may
-    select some of the tables (the others of the dump must then be loaded already or later: the
-    version waits for them)."""
+) -> list[dg.AssetsDefinition]:
+    """One asset, so one step, per table of the app: on Celery workers the tables of a dump load
+    on several machines at once. Each step stages its table as its output is handed to the I/O
+    manager; the step that stages the last table of the dump attaches them all
+    (``versioned_tables.attach_staged``), so the version is visible whole or not at all, before
+    any check of its tables runs. A run may select some of the tables (the others of the dump
+    must then be loaded already or later: the version waits for them)."""
+    return [_dump_table_asset(app, schema, table, spec, paths) for table, spec in specs.items()]
 
-    # Output names of our own: Dagster's (the key as a python identifier) would make "a-b" and
-    # "a_b" one output.
-    outputs = {table: node_name("table", spec.key.path) for table, spec in specs.items()}
+
+def _dump_table_asset(
+    app: str, schema: str, table: str, spec: dg.AssetSpec, paths: dict[tuple[str, str], Path]
+) -> dg.AssetsDefinition:
+    output = node_name("table", spec.key.path)
 
     @dg.multi_asset(
-        name=node_name("load", ["dumps", key_part(app)]),
+        name=node_name("load", spec.key.path),
         outs={
-            outputs[table]: dg.AssetOut.from_spec(
+            output: dg.AssetOut.from_spec(
                 spec, is_required=False, io_manager_key="dump_copy_io_manager"
             )
-            for table, spec in specs.items()
         },
-        can_subset=True,
+        pool=POSTGRES_WRITERS,
+        retry_policy=step_retry_policy(),
     )
-    def dump_version(
+    def dump_table(
         context: dg.AssetExecutionContext,
         opened_dumps: dg.ResourceParam[RunDumps],
         postgres: PostgresResource,
     ):
         version = context.partition_key
         dump = _open_version(context, opened_dumps, paths, app, version)
-        opened_dumps.lock_version(postgres.dsn, schema, version, context.log)
-        for table, spec in specs.items():
-            if spec.key not in context.selected_asset_keys:
-                continue
-            if table not in dump.tables:
-                # A version without the table: the parent honestly has no rows of that version,
-                # so the partition is materialized with 0 rows (not Missing forever, and
-                # "Materialize missing" does not launch runs that must fail). No output: nothing
-                # to load, no child table, and the load's checks are skipped.
-                context.log_event(
-                    dg.AssetMaterialization(
-                        asset_key=spec.key,
-                        partition=version,
-                        description=f"Dump {dump.path.name} (version {version}) has no table "
-                        f"{table!r}: no rows of this version.",
-                        metadata={"dagster/row_count": 0, "absent_in_version": True},
-                    )
+        opened_dumps.lock_version(postgres.dsn, schema, version, table, context.log)
+        if table not in dump.tables:
+            # A version without the table: the parent honestly has no rows of that version, so
+            # the partition is materialized with 0 rows (not Missing forever, and "Materialize
+            # missing" does not launch runs that must fail). No output: nothing to load, no
+            # child table, and the load's checks are skipped.
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key=spec.key,
+                    partition=version,
+                    description=f"Dump {dump.path.name} (version {version}) has no table "
+                    f"{table!r}: no rows of this version.",
+                    metadata={"dagster/row_count": 0, "absent_in_version": True},
                 )
-                continue
-            # The I/O manager loads the plan and records the load's and the table's metadata.
-            yield dg.Output(plan_for(dump, table, schema), output_name=outputs[table])
+            )
+            return
+        # The I/O manager loads the plan and records the load's and the table's metadata.
+        yield dg.Output(plan_for(dump, table, schema), output_name=output)
 
-    return dump_version
+    return dump_table
 
 
 def _open_version(context, opened_dumps: RunDumps, paths, app: str, version: str) -> Dump:
     path, overrides = _dump_for_run(context.run.tags, paths, app, version)
+    if not path.exists():
+        # The run's steps may run on other machines (Celery workers) than the one that saw it.
+        raise dg.Failure(
+            f"Dump {path} is not on host {socket.gethostname()}: every machine that runs steps "
+            "must see the dump directory at the same path (shared storage, README 'Scale-out'); "
+            "mount it there, or put the file back, and re-execute the run."
+        )
     return opened_dumps.open(path, **overrides)
 
 

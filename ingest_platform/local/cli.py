@@ -43,6 +43,7 @@ from ingest_platform.local.ports import choose_port
 from ingest_platform.local.project_lock import ProjectLock
 from ingest_platform.local.proto_command import register as register_proto
 from ingest_platform.local.services import start_services, state_dir
+from ingest_platform.local.worker_command import register as register_worker
 
 # Further commands: each `register(subparsers, say)` adds one with
 # `set_defaults(run=function(options) -> int)`.
@@ -53,6 +54,7 @@ COMMANDS = [
     register_migrate,
     register_backup,
     register_api,
+    register_worker,
 ]
 
 

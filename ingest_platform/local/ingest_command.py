@@ -7,6 +7,8 @@ import socket
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.execution.execution_result import ExecutionResult
+from dagster._core.storage.tags import PARTITION_NAME_TAG
 
 from ingest_platform.defs.dumps import (
     DumpTranslator,
@@ -14,6 +16,7 @@ from ingest_platform.defs.dumps import (
     failure_message,
     run_request_for,
 )
+from ingest_platform.defs.executor import celery_enabled
 from ingest_platform.defs.postgres_resources import postgres_resources_from_env
 from ingest_platform.dumps.directory import DumpCatalog, describe_dump
 from ingest_platform.local.run_launcher import HOST_TAG
@@ -23,15 +26,11 @@ def ingest_dumps(
     paths: list[Path], dialect: str | None, app: str | None, version: str | None, say
 ) -> int:
     """Run the dump job for each file, in the Dagster instance of DAGSTER_HOME; 0 when all
-    succeeded."""
+    succeeded. With INGEST_EXECUTOR=celery the steps run on Celery workers, which rebuild the
+    job from the same arguments (`dump_job`): the files must be at the same paths there."""
     dumps = [describe_dump(path, dialect=dialect, app=app, version=version) for path in paths]
     translator = DumpTranslator()
-    catalog = DumpCatalog(dumps=dumps)
-    app_tables = catalog.tables_by_app()
-    defs = dg.Definitions.merge(
-        build_dump_definitions(catalog, translator),
-        dg.Definitions(resources=postgres_resources_from_env()),
-    )
+    app_tables = DumpCatalog(dumps=dumps).tables_by_app()
     failed = 0
     with dg.DagsterInstance.get() as instance:
         for dump in dumps:
@@ -41,14 +40,8 @@ def ingest_dumps(
                 f"Loading {dump.path.name}: app {dump.app}, version {dump.version}, "
                 f"{len(dump.tables)} tables ..."
             )
-            result = defs.resolve_job_def(translator.job_name(dump.app)).execute_in_process(
-                instance=instance,
-                partition_key=request.partition_key,
-                tags={**request.tags, HOST_TAG: socket.gethostname()},
-                asset_selection=list(request.asset_selection or ()),
-                raise_on_error=False,
-                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            )
+            job_args = ([str(p.resolve()) for p in paths], dialect, app, version, dump.app)
+            result = _execute(instance, job_args, request)
             tables = {translator.asset_key(dump.app, t): t for t in app_tables[dump.app]}
             print(summary_table(result, tables), flush=True)
             if not result.success:
@@ -59,9 +52,42 @@ def ingest_dumps(
     return 1 if failed else 0
 
 
-def summary_table(
-    result: dg.ExecuteInProcessResult, tables: dict[dg.AssetKey, str] | None = None
-) -> str:
+def dump_job(
+    paths: list[str], dialect: str | None, app: str | None, version: str | None, job_app: str
+) -> dg.JobDefinition:
+    """The dump job of `job_app` for these files: what `ingest` runs, rebuilt the same way by every
+    process that runs a step of it (a Celery worker: ``dg.build_reconstructable_job``)."""
+    dumps = [describe_dump(Path(p), dialect=dialect, app=app, version=version) for p in paths]
+    translator = DumpTranslator()
+    defs = dg.Definitions.merge(
+        build_dump_definitions(DumpCatalog(dumps=dumps), translator),
+        dg.Definitions(resources=postgres_resources_from_env()),
+    )
+    return defs.resolve_job_def(translator.job_name(job_app))
+
+
+def _execute(instance: dg.DagsterInstance, job_args: tuple, request: dg.RunRequest):
+    tags = {**request.tags, HOST_TAG: socket.gethostname()}
+    selection = list(request.asset_selection or ())
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    if not celery_enabled():
+        return dump_job(*job_args).execute_in_process(
+            instance=instance,
+            partition_key=request.partition_key,
+            tags=tags,
+            asset_selection=selection,
+            raise_on_error=False,
+            run_config=quiet,
+        )
+    job = dg.build_reconstructable_job(__name__, dump_job.__name__, job_args)
+    tags[PARTITION_NAME_TAG] = str(request.partition_key)
+    with dg.execute_job(
+        job, instance, run_config=quiet, tags=tags, asset_selection=selection
+    ) as result:
+        return result
+
+
+def summary_table(result: ExecutionResult, tables: dict[dg.AssetKey, str] | None = None) -> str:
     """One row per loaded table; `tables` names each asset's table (its key may be sanitized)."""
     tables = tables or {}
     checks: dict[dg.AssetKey, list[str]] = {}
