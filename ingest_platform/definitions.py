@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from ingest_platform import defs_yaml
+from ingest_platform.defs.executor import platform_executor
 from ingest_platform.defs.resources import resources_from_env
 from ingest_platform.local.environment import require_platform_environment
 
@@ -27,4 +28,8 @@ components = dg.ComponentTree.from_module(
 )
 
 # Components first: they export the settings resources_from_env reads (defs/components/settings.py).
-defs = dg.Definitions.merge(components.build_defs(), dg.Definitions(resources=resources_from_env()))
+# Jobs without an executor of their own run on Celery workers when INGEST_EXECUTOR=celery.
+defs = dg.Definitions.merge(
+    components.build_defs(),
+    dg.Definitions(resources=resources_from_env(), executor=platform_executor(default=None)),
+)

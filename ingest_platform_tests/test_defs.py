@@ -35,6 +35,9 @@ SETTINGS = (
     "INGEST_CDC_SOURCE_DSN",
     "INGEST_API_CONFIG",
     "INGEST_BACKUP_SCHEDULE",
+    "INGEST_CDC_SCHEDULE",
+    "INGEST_REVERIFY_SCHEDULE",
+    "INGEST_EXECUTOR",
 )
 
 
@@ -68,11 +71,13 @@ def test_resources_come_from_the_environment(monkeypatch):
         resources_from_env({"INGEST_BQ_ROW_FORMAT": "avro"})
 
 
-def load_definitions_module(dump_dir: Path, monkeypatch) -> dg.Definitions:
+def load_definitions_module(dump_dir: Path, monkeypatch, **settings: str) -> dg.Definitions:
     """A fresh execution of `ingest_platform/definitions.py` (not the imported module, which keeps
-    the environment it was first loaded with)."""
+    the environment it was first loaded with), with only `settings` of SETTINGS set."""
     for name in SETTINGS:
         monkeypatch.delenv(name, raising=False)
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("INGEST_DUMP_DIR", str(dump_dir))
     spec = importlib.util.find_spec("ingest_platform.definitions")
     assert spec is not None and spec.loader is not None
@@ -179,3 +184,21 @@ def test_asset_graph_matches_the_snapshot(demo_dump_dir, monkeypatch):
         "The asset graph changed. If deliberately, refresh the snapshot (see this module's "
         "docstring) and review its diff."
     )
+
+
+def test_every_schedule_is_off_until_its_switch_is_on(demo_dump_dir, monkeypatch):
+    schedules = load_definitions_module(demo_dump_dir, monkeypatch).schedules or []
+    assert {s.name for s in schedules} >= {"backup_warehouse_nightly", "cdc_sync_schedule"}
+    assert {s.default_status for s in schedules} == {dg.DefaultScheduleStatus.STOPPED}
+    switches = ("INGEST_BACKUP_SCHEDULE", "INGEST_CDC_SCHEDULE", "INGEST_REVERIFY_SCHEDULE")
+    on = load_definitions_module(demo_dump_dir, monkeypatch, **dict.fromkeys(switches, "on"))
+    assert {s.default_status for s in on.schedules or []} == {dg.DefaultScheduleStatus.RUNNING}
+
+
+def test_with_the_celery_executor_every_job_runs_its_steps_on_workers(demo_dump_dir, monkeypatch):
+    local = load_definitions_module(demo_dump_dir, monkeypatch).get_repository_def()
+    assert "ingest_celery_executor" not in {job.executor_def.name for job in local.get_all_jobs()}
+    celery = load_definitions_module(demo_dump_dir, monkeypatch, INGEST_EXECUTOR="celery")
+    jobs = celery.get_repository_def().get_all_jobs()
+    assert {job.name for job in jobs} >= {"ingest_shop_dump", "cdc_sync", "backup_warehouse"}
+    assert {job.executor_def.name for job in jobs} == {"ingest_celery_executor"}

@@ -16,6 +16,7 @@ import dagster as dg
 
 from ingest_platform.analytics.models import Model, ModelError, load_models
 from ingest_platform.analytics.run import check_sources, materialize, prove
+from ingest_platform.defs.executor import BIGQUERY_WRITERS
 from ingest_platform.defs.names import key_part
 from ingest_platform.defs.resources import BigQueryResource, PostgresResource
 
@@ -58,6 +59,7 @@ def _model_asset(model: Model, prefix: str, owners: list[str], tags: dict[str, s
         owners=[model.owner] if model.owner else owners,
         tags={"ingest/source": "analytics", **tags},
         automation_condition=dg.AutomationCondition.eager(),
+        pool=BIGQUERY_WRITERS,
         freshness_policy=dg.FreshnessPolicy.time_window(
             fail_window=timedelta(hours=model.freshness_hours)
         )

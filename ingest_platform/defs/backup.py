@@ -24,6 +24,7 @@ from ingest_platform.backup.manifest import MANIFEST
 from ingest_platform.backup.retention import apply_retention, backups
 from ingest_platform.defs.migration import where
 from ingest_platform.defs.resources import PostgresResource
+from ingest_platform.defs.schedules import default_status
 from ingest_platform.errors import IngestError, first_line
 from ingest_platform.postgres.connection import ensure_database, with_database
 
@@ -127,11 +128,7 @@ def build_backup_definitions(settings: BackupSettings, source_env: str) -> dg.De
         job,
         name=f"backup_{settings.name}_nightly",
         hour_of_day=settings.hour_of_day,
-        default_status=(
-            dg.DefaultScheduleStatus.RUNNING
-            if settings.schedule_on
-            else dg.DefaultScheduleStatus.STOPPED
-        ),
+        default_status=default_status(settings.schedule_on),
     )
     return dg.Definitions(
         assets=[backup_asset],

@@ -43,9 +43,11 @@ from ingest_platform.consistency.compare import (
 )
 from ingest_platform.defs.cdc import CdcTableRecord, CdcTranslator
 from ingest_platform.defs.dumps import DumpTranslator
+from ingest_platform.defs.executor import BIGQUERY_WRITERS
 from ingest_platform.defs.metadata import bq_table_metadata
 from ingest_platform.defs.names import dagster_name, distinct, key_part, node_name
 from ingest_platform.defs.resources import BigQueryResource, PostgresResource
+from ingest_platform.defs.schedules import default_status
 from ingest_platform.dumps.directory import DumpCatalog
 
 COUNTS_CHECK = "row_counts"
@@ -252,8 +254,10 @@ def build_mirror_definitions(
     cdc_tables: Iterable = (),
     cdc_schema: str = "cdc",
     cdc_translator: CdcTranslator | None = None,
+    reverify_schedules_on: bool = False,
 ) -> dg.Definitions:
-    """Mirror assets for every dump table of the catalog (and, if given, CDC merged tables)."""
+    """Mirror assets for every dump table of the catalog (and, if given, CDC merged tables), and
+    the nightly re-verify schedules (stopped unless `reverify_schedules_on`)."""
     translator = translator or MirrorTranslator()
     dump_translator = dump_translator or DumpTranslator()
     records = [
@@ -265,7 +269,7 @@ def build_mirror_definitions(
         for dump_table in [dump_translator.record(app, table)]
     ]
     records += _cdc_records(cdc_tables, cdc_schema, translator, cdc_translator)
-    return _definitions(records, translator)
+    return _definitions(records, translator, reverify_schedules_on)
 
 
 def build_cdc_mirror_definitions(
@@ -310,7 +314,9 @@ def _named_apart(records: list[MirrorRecord]) -> list[MirrorRecord]:
     return [replace(r, bq_table=names[r.dataset][r.pg_table]) for r in records]
 
 
-def _definitions(records: list[MirrorRecord], translator: MirrorTranslator) -> dg.Definitions:
+def _definitions(
+    records: list[MirrorRecord], translator: MirrorTranslator, reverify_schedules_on: bool = False
+) -> dg.Definitions:
     assets, checks = [], []
     records = _named_apart(records)
     for record in records:
@@ -331,7 +337,7 @@ def _definitions(records: list[MirrorRecord], translator: MirrorTranslator) -> d
         description="Materializes each BigQuery mirror (and its checks) after its PostgreSQL asset "
         "updates and its blocking checks passed.",
     )
-    schedules = _reverify_schedules(records, assets)
+    schedules = _reverify_schedules(records, assets, reverify_schedules_on)
     return dg.Definitions(assets=assets, asset_checks=checks, sensors=[follow], schedules=schedules)
 
 
@@ -347,7 +353,7 @@ class MirrorConfig(dg.Config):
 
 
 def _reverify_schedules(
-    records: list[MirrorRecord], assets: list[dg.AssetsDefinition]
+    records: list[MirrorRecord], assets: list[dg.AssetsDefinition], on: bool
 ) -> list[dg.ScheduleDefinition]:
     """Nightly re-runs of the checks (they also run after each merge or mirror run, and from the
     UI's Execute button): one schedule for the CDC merged tables and their mirrors, and one per
@@ -362,7 +368,7 @@ def _reverify_schedules(
                 name=REVERIFY_SCHEDULE,
                 cron_schedule="0 3 * * *",
                 target=dg.AssetSelection.checks_for_assets(*unpartitioned, *cdc),
-                default_status=dg.DefaultScheduleStatus.RUNNING,
+                default_status=default_status(on),
                 description="Re-runs the checks of the CDC merged tables (`matches_source`, ...) "
                 "and of their mirrors every night.",
             )
@@ -372,7 +378,7 @@ def _reverify_schedules(
         if isinstance(assets_def.partitions_def, dg.DynamicPartitionsDefinition):
             by_partitions.setdefault(assets_def.partitions_def.name or "", []).append(assets_def)
     for partitions_name, app_assets in by_partitions.items():
-        schedules.append(_reverify_versions_schedule(partitions_name, app_assets))
+        schedules.append(_reverify_versions_schedule(partitions_name, app_assets, on))
     return schedules
 
 
@@ -381,7 +387,7 @@ def reverify_schedule_name(partitions_name: str) -> str:
 
 
 def _reverify_versions_schedule(
-    partitions_name: str, assets: list[dg.AssetsDefinition]
+    partitions_name: str, assets: list[dg.AssetsDefinition], on: bool
 ) -> dg.ScheduleDefinition:
     check_keys = [
         dg.AssetCheckKey(key, name)
@@ -394,7 +400,7 @@ def _reverify_versions_schedule(
         name=reverify_schedule_name(partitions_name),
         cron_schedule="30 3 * * *",
         target=dg.AssetSelection.checks(*check_keys),
-        default_status=dg.DefaultScheduleStatus.RUNNING,
+        default_status=default_status(on),
         description=f"Re-runs the mirror checks of every version in `{partitions_name}` every "
         "night: one check-only run per version.",
     )
@@ -422,7 +428,7 @@ def _mirror_asset(record: MirrorRecord, spec: dg.AssetSpec) -> dg.AssetsDefiniti
     dump = spec.partitions_def is not None
     schema, table, upstream = record.pg_schema, record.pg_table, record.upstream.key
 
-    @dg.multi_asset(name=node_name("mirror", spec.key.path), specs=[spec])
+    @dg.multi_asset(name=node_name("mirror", spec.key.path), specs=[spec], pool=BIGQUERY_WRITERS)
     def mirror(
         context: dg.AssetExecutionContext,
         config: MirrorConfig,

@@ -35,14 +35,17 @@ from ingest_platform.cdc.pipeline import (
     stage_changes,
 )
 from ingest_platform.cdc.source import table_activity
+from ingest_platform.defs.executor import POSTGRES_WRITERS, platform_executor
 from ingest_platform.defs.metadata import pg_row_count, pg_table_metadata
 from ingest_platform.defs.resources import PostgresResource
+from ingest_platform.defs.schedules import default_status
 from ingest_platform.errors import IngestError
 from ingest_platform.postgres.connection import connect
 
 JOB_NAME = "cdc_sync"
 RESYNC_JOB_NAME = "cdc_full_resync"
 SENSOR_NAME = "cdc_change_log_sensor"
+SCHEDULE_NAME = "cdc_sync_schedule"
 MATCHES_SOURCE_CHECK = "matches_source"
 DELETED_CHECK = "deleted_objects_soft_deleted"
 STAGING_EMPTY_CHECK = "staging_empty"
@@ -174,11 +177,15 @@ def build_cdc_definitions(
     source: CdcSourceResource | None = None,
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
     heartbeat_seconds: float | None = HEARTBEAT_SECONDS,
+    sync_cron: str | None = None,
+    sync_schedule_on: bool = False,
 ) -> dg.Definitions:
     """Assets, checks, job and sensor for every tracked table (`cdc_config_from_env()` by default),
     plus the `cdc_source` resource. The warehouse `postgres` resource comes from the caller.
     `heartbeat_seconds`: the sensor merges every table at least this often (None: only on
-    changes); keep it under the freshness policy's windows."""
+    changes); keep it under the freshness policy's windows. `sync_cron`: also run `cdc_sync` on
+    this schedule (besides the sensor; concurrent syncs of a table wait for its watermark row),
+    stopped unless `sync_schedule_on`."""
     config = config or cdc_config_from_env()
     translator = translator or CdcTranslator()
     if source is None:
@@ -209,14 +216,27 @@ def build_cdc_definitions(
     job = dg.define_asset_job(
         JOB_NAME,
         selection=dg.AssetSelection.assets(*assets),
-        executor_def=dg.in_process_executor,
+        executor_def=platform_executor(),
         description="Stage and merge the change log of the tracked tables.",
     )
+    schedules = []
+    if sync_cron and config.tables:
+        schedules.append(
+            dg.ScheduleDefinition(
+                name=SCHEDULE_NAME,
+                job=job,
+                cron_schedule=sync_cron,
+                default_status=default_status(sync_schedule_on),
+                description="Runs cdc_sync for every tracked table on a schedule (besides the "
+                "sensor).",
+            )
+        )
     return dg.Definitions(
         assets=[*external, *assets],
         asset_checks=checks,
         jobs=[job, _resync_job(config, translator)] if config.tables else [job],
         sensors=[_sensor(config, translator, heartbeat_seconds)],
+        schedules=schedules,
         resources={"cdc_source": source},
     )
 
@@ -230,7 +250,9 @@ def _staging_asset(
 ) -> dg.AssetsDefinition:
     """`upstream`: the keys of the external source table and change log, observed by each run."""
 
-    @dg.multi_asset(name=f"stage_{spec.key.to_python_identifier()}", specs=[spec])
+    @dg.multi_asset(
+        name=f"stage_{spec.key.to_python_identifier()}", specs=[spec], pool=POSTGRES_WRITERS
+    )
     def staging(
         context: dg.AssetExecutionContext, postgres: PostgresResource, cdc_source: CdcSourceResource
     ):
@@ -296,7 +318,9 @@ def _source_observations(
 def _merged_asset(config: CdcConfig, table: CdcTable, spec: dg.AssetSpec) -> dg.AssetsDefinition:
     schema = config.warehouse_schema
 
-    @dg.multi_asset(name=f"merge_{spec.key.to_python_identifier()}", specs=[spec])
+    @dg.multi_asset(
+        name=f"merge_{spec.key.to_python_identifier()}", specs=[spec], pool=POSTGRES_WRITERS
+    )
     def merged(
         context: dg.AssetExecutionContext, postgres: PostgresResource, cdc_source: CdcSourceResource
     ):
@@ -467,7 +491,7 @@ def _resync_job(cdc: CdcConfig, translator: CdcTranslator) -> dg.JobDefinition:
 
     @dg.job(
         name=RESYNC_JOB_NAME,
-        executor_def=dg.in_process_executor,
+        executor_def=platform_executor(),
         description="Full resync of one CDC merged table from its source (run config: "
         "`ops: {full_resync: {config: {table: <name>}}}`); then run its checks.",
     )

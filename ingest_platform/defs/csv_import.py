@@ -24,6 +24,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ingest_platform.defs.executor import POSTGRES_WRITERS, platform_executor
 from ingest_platform.defs.names import dagster_name, key_part, node_name
 from ingest_platform.defs.postgres_resources import PostgresResource
 from ingest_platform.errors import IngestError
@@ -69,7 +70,7 @@ def build_csv_import_definitions(
             dg.define_asset_job(
                 job_name(table),
                 selection=dg.AssetSelection.assets(imported, rejects),
-                executor_def=dg.in_process_executor,
+                executor_def=platform_executor(),
                 description=f"Import one CSV file into {table.label}.",
             )
         )
@@ -104,6 +105,7 @@ def _table_asset(table: ImportTable, common: dict) -> dg.AssetsDefinition:
         description=f"Rows of {table.label} imported from the CSV files in {table.directory} "
         "(one partition per file; `import-csv` with the directory's import.toml).",
         metadata={"dagster/table_name": table.label},
+        pool=POSTGRES_WRITERS,
         **common,
     )
     def imported(context: dg.AssetExecutionContext, postgres: PostgresResource):

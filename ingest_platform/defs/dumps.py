@@ -175,7 +175,7 @@ def build_dump_definitions(
         records = {table: translator.record(app, table) for table in tables}
         specs = {table: translator.get_asset_spec(record) for table, record in records.items()}
         app_tables = _dump_table_assets(app, translator.schema_prefix + app, specs, paths)
-        checks += [_dump_table_checks(specs[t], records[t], paths) for t in tables]
+        checks.append(_dump_checks(app, specs, records, paths))
         assets += app_tables
         # The app's quarantine: after its tables in the same run, with a check of its own.
         spec = translator.get_quarantine_spec(app).merge_attributes(
@@ -288,16 +288,13 @@ def _dump_table_asset(
         if table not in dump.tables:
             # A version without the table: the parent honestly has no rows of that version, so
             # the partition is materialized with 0 rows (not Missing forever, and "Materialize
-            # missing" does not launch runs that must fail). No output: nothing to load, no
-            # child table, and the load's checks are skipped.
-            context.log_event(
-                dg.AssetMaterialization(
-                    asset_key=spec.key,
-                    partition=version,
-                    description=f"Dump {dump.path.name} (version {version}) has no table "
-                    f"{table!r}: no rows of this version.",
-                    metadata={"dagster/row_count": 0, "absent_in_version": True},
-                )
+            # missing" does not launch runs that must fail). Nothing to load (no plan): no child
+            # table, and the load's checks skip it; the output lets the steps after it run.
+            context.log.info(f"Dump {dump.path.name} (version {version}) has no table {table!r}.")
+            yield dg.Output(
+                None,
+                output_name=output,
+                metadata={"dagster/row_count": 0, "absent_in_version": True},
             )
             return
         # The I/O manager loads the plan and records the load's and the table's metadata.
@@ -318,109 +315,126 @@ def _open_version(context, opened_dumps: RunDumps, paths, app: str, version: str
     return opened_dumps.open(path, **overrides)
 
 
-def _dump_table_checks(
-    spec: dg.AssetSpec,
-    record: DumpTable,
+def _dump_checks(
+    app: str,
+    specs: dict[str, dg.AssetSpec],
+    records: dict[str, DumpTable],
     paths: dict[tuple[str, str], Path],
 ) -> dg.AssetChecksDefinition:
-    """The load's checks, partitioned by version like the table and blocking: a failed one stops
-    the mirror of that version. They run after each load and on their own (Execute in the UI)."""
-    app, table, schema = record.app, record.table, record.pg_schema
+    """The loads' checks, partitioned by version like the tables and blocking: a failed one stops
+    the mirror of that version. ONE step for all tables of the app, after every table step of
+    the run: the version becomes visible when the last of them attaches it, so a check that ran
+    after its own table's step alone could find the version not attached yet. They also run on
+    their own (Execute in the UI), for any subset of tables."""
+    check_specs = [check for spec in specs.values() for check in _check_specs(spec)]
 
     @dg.multi_asset_check(
-        name=node_name("check", spec.key.path),
-        specs=[
-            dg.AssetCheckSpec(
-                ROWS_CHECK,
-                asset=spec.key,
-                blocking=True,
-                partitions_def=spec.partitions_def,
-                description="Rows in the version's child table + its quarantined records == data "
-                "rows in the file.",
-            ),
-            dg.AssetCheckSpec(
-                COLUMNS_CHECK,
-                asset=spec.key,
-                blocking=True,
-                partitions_def=spec.partitions_def,
-                description="The child's columns conform to the parent "
-                "(names, types, inheritance, version CHECK).",
-            ),
-            dg.AssetCheckSpec(
-                KEY_CHECK,
-                asset=spec.key,
-                blocking=True,
-                partitions_def=spec.partitions_def,
-                description="No primary-key value of the table's schema occurs twice in the "
-                "version (names up to 5 that do; see postgres/duplicate_keys.py).",
-            ),
-        ],
+        name=node_name("check", ["dumps", key_part(app)]), specs=check_specs, can_subset=True
     )
-    def dump_table_checks(
+    def dump_checks(
         context: dg.AssetCheckExecutionContext,
         postgres: PostgresResource,
         opened_dumps: dg.ResourceParam[RunDumps],
     ):
         version = context.partition_key
         dump = _open_version(context, opened_dumps, paths, app, version)
-        expected = dump.count_rows(table) if table in dump.tables else None
-        key = dump.tables[table].schema.primary_key if table in dump.tables else []
-        with postgres.get_connection() as conn:
-            loaded = version_row_count(conn, schema, table, version)
-            problems = conformance_problems(conn, schema, table, version)
-            quarantined = quarantined_count(conn, schema, version, table)
-            duplicates = version_duplicate_keys(conn, schema, table, version, key)
-            waiting = staged_from(conn, schema, table, version) if loaded is None else None
-        # Every data row of the file is in the child table or in the quarantine, exactly once: a
-        # quarantined record is accounted for (its own check, on the quarantine, says so).
-        accounted = None if loaded is None else loaded + quarantined
-        yield dg.AssetCheckResult(
-            asset_key=spec.key,
-            check_name=ROWS_CHECK,
-            passed=accounted == expected,
-            description=None
-            if accounted == expected
-            else (
-                f"{table} of version {version} is loaded from {waiting} but not visible: a "
-                "version becomes visible when every table of its dump is loaded. Materialize "
-                "all tables of the version (the partition's Materialize, or the dump's job)."
-            )
-            if waiting
-            else f"{dump.path.name}: the file has {expected} data rows, the child table {loaded}"
-            + (f" and the quarantine {quarantined}." if quarantined else "."),
-            metadata={
-                "version": version,
-                "rows_in_file": expected if expected is not None else -1,
-                "rows_in_table": loaded if loaded is not None else -1,
-                "rows_quarantined": quarantined,
-            },
-        )
-        yield dg.AssetCheckResult(
-            asset_key=spec.key,
-            check_name=COLUMNS_CHECK,
-            passed=not problems,
-            description="; ".join(problems) if problems else None,
-            metadata={
-                "version": version,
-                "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
-            },
-        )
-        yield dg.AssetCheckResult(
-            asset_key=spec.key,
-            check_name=KEY_CHECK,
-            passed=not duplicates,
-            description=(
-                f"{dump.path.name}: primary key ({', '.join(key)}) of {table!r} repeats values, "
-                f"e.g. {describe_duplicates(key, duplicates)}. The source could not hold that: "
-                "the export is inconsistent (taken without a snapshot?) or the schema's "
-                "primary_key is wrong; fix either and load the version again."
-            )
-            if duplicates
-            else None,
-            metadata={"version": version, "primary_key": ", ".join(key) or "none"},
-        )
+        selected = {key.asset_key for key in context.selected_asset_check_keys}
+        for table, spec in specs.items():
+            if spec.key in selected and table in dump.tables:  # an absent table: nothing to check
+                yield from _table_check_results(spec, records[table], dump, version, postgres)
 
-    return dump_table_checks
+    return dump_checks
+
+
+def _check_specs(spec: dg.AssetSpec) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            ROWS_CHECK,
+            asset=spec.key,
+            blocking=True,
+            partitions_def=spec.partitions_def,
+            description="Rows in the version's child table + its quarantined records == data "
+            "rows in the file.",
+        ),
+        dg.AssetCheckSpec(
+            COLUMNS_CHECK,
+            asset=spec.key,
+            blocking=True,
+            partitions_def=spec.partitions_def,
+            description="The child's columns conform to the parent "
+            "(names, types, inheritance, version CHECK).",
+        ),
+        dg.AssetCheckSpec(
+            KEY_CHECK,
+            asset=spec.key,
+            blocking=True,
+            partitions_def=spec.partitions_def,
+            description="No primary-key value of the table's schema occurs twice in the "
+            "version (names up to 5 that do; see postgres/duplicate_keys.py).",
+        ),
+    ]
+
+
+def _table_check_results(
+    spec: dg.AssetSpec, record: DumpTable, dump: Dump, version: str, postgres: PostgresResource
+) -> Iterator[dg.AssetCheckResult]:
+    table, schema = record.table, record.pg_schema
+    expected = dump.count_rows(table) if table in dump.tables else None
+    key = dump.tables[table].schema.primary_key if table in dump.tables else []
+    with postgres.get_connection() as conn:
+        loaded = version_row_count(conn, schema, table, version)
+        problems = conformance_problems(conn, schema, table, version)
+        quarantined = quarantined_count(conn, schema, version, table)
+        duplicates = version_duplicate_keys(conn, schema, table, version, key)
+        waiting = staged_from(conn, schema, table, version) if loaded is None else None
+    # Every data row of the file is in the child table or in the quarantine, exactly once: a
+    # quarantined record is accounted for (its own check, on the quarantine, says so).
+    accounted = None if loaded is None else loaded + quarantined
+    yield dg.AssetCheckResult(
+        asset_key=spec.key,
+        check_name=ROWS_CHECK,
+        passed=accounted == expected,
+        description=None
+        if accounted == expected
+        else (
+            f"{table} of version {version} is loaded from {waiting} but not visible: a "
+            "version becomes visible when every table of its dump is loaded. Materialize "
+            "all tables of the version (the partition's Materialize, or the dump's job)."
+        )
+        if waiting
+        else f"{dump.path.name}: the file has {expected} data rows, the child table {loaded}"
+        + (f" and the quarantine {quarantined}." if quarantined else "."),
+        metadata={
+            "version": version,
+            "rows_in_file": expected if expected is not None else -1,
+            "rows_in_table": loaded if loaded is not None else -1,
+            "rows_quarantined": quarantined,
+        },
+    )
+    yield dg.AssetCheckResult(
+        asset_key=spec.key,
+        check_name=COLUMNS_CHECK,
+        passed=not problems,
+        description="; ".join(problems) if problems else None,
+        metadata={
+            "version": version,
+            "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none"),
+        },
+    )
+    yield dg.AssetCheckResult(
+        asset_key=spec.key,
+        check_name=KEY_CHECK,
+        passed=not duplicates,
+        description=(
+            f"{dump.path.name}: primary key ({', '.join(key)}) of {table!r} repeats values, "
+            f"e.g. {describe_duplicates(key, duplicates)}. The source could not hold that: "
+            "the export is inconsistent (taken without a snapshot?) or the schema's "
+            "primary_key is wrong; fix either and load the version again."
+        )
+        if duplicates
+        else None,
+        metadata={"version": version, "primary_key": ", ".join(key) or "none"},
+    )
 
 
 def _quarantine_asset(spec: dg.AssetSpec, schema: str) -> dg.AssetsDefinition:

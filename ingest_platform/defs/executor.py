@@ -36,13 +36,15 @@ QUEUE_ENV = "INGEST_CELERY_QUEUE"
 DEFAULT_QUEUE = "dagster"
 
 
-def celery_enabled(environ: Mapping[str, str] = os.environ) -> bool:
+def executor_kind(environ: Mapping[str, str] = os.environ) -> str:
+    """`INGEST_EXECUTOR`: unset (each job's own: one process, or Dagster's default),
+    `multiprocess` (a process per step on this machine) or `celery` (steps on workers)."""
     value = (environ.get(EXECUTOR_ENV) or "").strip().lower()
-    if value in ("", "in_process", "local"):
-        return False
-    if value == "celery":
-        return True
-    raise ConfigError(f"{EXECUTOR_ENV}={value!r}: use 'celery' or leave it unset (in-process).")
+    if value in ("", "in_process", "multiprocess", "celery"):
+        return value or "in_process"
+    raise ConfigError(
+        f"{EXECUTOR_ENV}={value!r}: use 'celery', 'multiprocess' or leave it unset (in-process)."
+    )
 
 
 def celery_app_args(environ: Mapping[str, str] = os.environ) -> dict:
@@ -100,11 +102,14 @@ def ingest_celery_executor(init_context: dg.InitExecutorContext) -> dg.Executor:
 
 
 def platform_executor(
-    default: dg.ExecutorDefinition = dg.in_process_executor,
+    default: dg.ExecutorDefinition | None = dg.in_process_executor,
     environ: Mapping[str, str] = os.environ,
-) -> dg.ExecutorDefinition:
-    """The executor of a platform job: Celery when `INGEST_EXECUTOR=celery`, else `default`."""
-    return ingest_celery_executor if celery_enabled(environ) else default
+) -> dg.ExecutorDefinition | None:
+    """The executor of a platform job: as `INGEST_EXECUTOR` says, else `default`."""
+    kind = executor_kind(environ)
+    if kind == "celery":
+        return ingest_celery_executor
+    return dg.multiprocess_executor if kind == "multiprocess" else default
 
 
 # Dagster concurrency pools (limits in the instance: `concurrency.pools` in dagster.yaml, or

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ingest_platform.defs.executor import POSTGRES_WRITERS
 from ingest_platform.defs.names import dagster_name, key_part
 from ingest_platform.defs.postgres_resources import PostgresResource
 from ingest_platform.errors import IngestError
@@ -88,7 +89,10 @@ def _source_asset(
     ]
 
     @dg.multi_asset(
-        name=f"fetch_{dagster_name(source.name)}", specs=specs, can_subset=False, pool="fetch"
+        name=f"fetch_{dagster_name(source.name)}",
+        specs=specs,
+        can_subset=False,
+        pool=POSTGRES_WRITERS,
     )
     def fetch_source(
         context: dg.AssetExecutionContext, postgres: PostgresResource, config: FetchConfig

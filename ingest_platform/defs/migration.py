@@ -22,6 +22,7 @@ from pathlib import Path
 import dagster as dg
 from psycopg.conninfo import conninfo_to_dict
 
+from ingest_platform.defs.executor import POSTGRES_WRITERS
 from ingest_platform.defs.resources import PostgresResource
 from ingest_platform.migration import data, plan, schema, verify
 from ingest_platform.postgres.connection import libpq_dsn, server_address
@@ -133,6 +134,7 @@ def build_migration_definitions(
 
     @dg.multi_asset(
         name="migration_tables",
+        pool=POSTGRES_WRITERS,
         specs=specs,
         check_specs=[
             dg.AssetCheckSpec(

@@ -30,7 +30,9 @@ class MultiprocessCopyIOManager(EtlRunScoped, dg.ConfigurableIOManager):
         "null: wait.",
     )
 
-    def handle_output(self, context: dg.OutputContext, obj: TableLoadPlan) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: TableLoadPlan | None) -> None:
+        if obj is None:  # a version without the table: nothing to load
+            return
         if not isinstance(obj, TableLoadPlan):
             raise TypeError(
                 f"{context.asset_key.to_user_string()} must return a TableLoadPlan, "

@@ -4,6 +4,7 @@ summary."""
 from __future__ import annotations
 
 import socket
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -16,7 +17,7 @@ from ingest_platform.defs.dumps import (
     failure_message,
     run_request_for,
 )
-from ingest_platform.defs.executor import celery_enabled
+from ingest_platform.defs.executor import executor_kind
 from ingest_platform.defs.postgres_resources import postgres_resources_from_env
 from ingest_platform.dumps.directory import DumpCatalog, describe_dump
 from ingest_platform.local.run_launcher import HOST_TAG
@@ -26,8 +27,9 @@ def ingest_dumps(
     paths: list[Path], dialect: str | None, app: str | None, version: str | None, say
 ) -> int:
     """Run the dump job for each file, in the Dagster instance of DAGSTER_HOME; 0 when all
-    succeeded. With INGEST_EXECUTOR=celery the steps run on Celery workers, which rebuild the
-    job from the same arguments (`dump_job`): the files must be at the same paths there."""
+    succeeded. With INGEST_EXECUTOR=celery (or multiprocess) the steps run in other processes
+    (on Celery workers), which rebuild the job from the same arguments (`dump_job`): the files
+    must be at the same paths there."""
     dumps = [describe_dump(path, dialect=dialect, app=app, version=version) for path in paths]
     translator = DumpTranslator()
     app_tables = DumpCatalog(dumps=dumps).tables_by_app()
@@ -59,6 +61,9 @@ def dump_job(
     process that runs a step of it (a Celery worker: ``dg.build_reconstructable_job``)."""
     dumps = [describe_dump(Path(p), dialect=dialect, app=app, version=version) for p in paths]
     translator = DumpTranslator()
+    # The platform's preview and beta features are used on purpose (``definitions.py``).
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
     defs = dg.Definitions.merge(
         build_dump_definitions(DumpCatalog(dumps=dumps), translator),
         dg.Definitions(resources=postgres_resources_from_env()),
@@ -70,7 +75,7 @@ def _execute(instance: dg.DagsterInstance, job_args: tuple, request: dg.RunReque
     tags = {**request.tags, HOST_TAG: socket.gethostname()}
     selection = list(request.asset_selection or ())
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    if not celery_enabled():
+    if executor_kind() == "in_process":
         return dump_job(*job_args).execute_in_process(
             instance=instance,
             partition_key=request.partition_key,

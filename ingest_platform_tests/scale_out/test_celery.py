@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,12 +12,15 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from unittest.mock import patch
 
 import dagster as dg
 import psycopg
 import pytest
 
+from ingest_platform.local.services import INSTANCE_CONFIG
 from ingest_platform_tests.test_dump_loading import leftover_load_tables, table_digest
 from ingest_platform_tests.test_version_loads import rows, shop_dump
 
@@ -43,18 +47,29 @@ def broker_or_skip(url: str) -> str:
     return url
 
 
+def postgres_url(dsn: str) -> str:
+    part = psycopg.conninfo.conninfo_to_dict(dsn)
+    return f"postgresql://{part['user']}@{part['host']}:{part['port']}/{part['dbname']}"
+
+
+def instance_home(path: Path, pg_dsn: str, pool_limit: int = 2) -> dict[str, str]:
+    """A Dagster instance as `ingest-platform dev` makes it (local/dagster.yaml: storage in
+    PostgreSQL, pools), in a database of the warehouse's server."""
+    path.mkdir()
+    config = INSTANCE_CONFIG.read_text().replace("default_limit: 2", f"default_limit: {pool_limit}")
+    (path / "dagster.yaml").write_text(config)
+    return {"DAGSTER_HOME": str(path), "DAGSTER_PG_URL": postgres_url(pg_dsn)}
+
+
 @pytest.fixture
 def celery_env(pg_dsn, tmp_path) -> dict[str, str]:
     """The project's environment for the launching side and the workers: one instance
     (DAGSTER_HOME), one warehouse, one broker; a queue of this test's own, so that nothing left
     on the broker by another run reaches these workers."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "DAGSTER_"))}
     return {
         **env,
-        "DAGSTER_HOME": str(home),
+        **instance_home(tmp_path / "dagster_home", pg_dsn),
         "INGEST_PG_DSN": pg_dsn,
         "INGEST_EXECUTOR": "celery",
         "INGEST_CELERY_QUEUE": f"test-{uuid.uuid4().hex[:8]}",
@@ -124,10 +139,17 @@ def finished(process: subprocess.Popen, timeout: float = 300) -> str:
     return output
 
 
-def step_workers(home: str) -> dict[str, set[str]]:
+@contextmanager
+def open_instance(env: dict[str, str]) -> Iterator[dg.DagsterInstance]:
+    with patch.dict(os.environ, {"DAGSTER_PG_URL": env["DAGSTER_PG_URL"]}):
+        with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            yield instance
+
+
+def step_workers(env: dict[str, str]) -> dict[str, set[str]]:
     """Celery worker of each step of the instance's runs, from the run's step events."""
     by_step: dict[str, set[str]] = {}
-    with dg.DagsterInstance.from_config(home) as instance:
+    with open_instance(env) as instance:
         for record in instance.get_run_records():
             for entry in instance.all_logs(record.dagster_run.run_id):
                 event = entry.dagster_event
@@ -154,28 +176,72 @@ def test_a_dump_loads_on_two_workers_and_equals_a_local_run(
     output = finished(ingest(celery_env, dump))
     assert "succeeded" in output
 
-    ran_on = step_workers(celery_env["DAGSTER_HOME"])
+    ran_on = step_workers(celery_env)
     loads = {step: names for step, names in ran_on.items() if step.startswith("load_")}
     assert len(loads) == len(TABLES), ran_on
     assert set().union(*loads.values()) == {"alpha@test", "beta@test"}, ran_on
 
     # The same dump loaded in-process into another database gives the same tables.
-    local = {**celery_env, "INGEST_EXECUTOR": "", "DAGSTER_HOME": str(tmp_path / "local_home")}
-    Path(local["DAGSTER_HOME"]).mkdir()
-    (Path(local["DAGSTER_HOME"]) / "dagster.yaml").write_text("")
     local_db = f"local_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{local_db}"')
     try:
-        local["INGEST_PG_DSN"] = psycopg.conninfo.make_conninfo(pg_server_dsn, dbname=local_db)
+        local_dsn = psycopg.conninfo.make_conninfo(pg_server_dsn, dbname=local_db)
+        local = {
+            **celery_env,
+            **instance_home(tmp_path / "local_home", local_dsn),
+            "INGEST_EXECUTOR": "",
+            "INGEST_PG_DSN": local_dsn,
+        }
         finished(ingest(local, dump))
         for table, count in TABLES.items():
             celery_side = table_digest(celery_env["INGEST_PG_DSN"], "shop", f"{table}__v1.0")
-            assert celery_side == table_digest(local["INGEST_PG_DSN"], "shop", f"{table}__v1.0")
+            assert celery_side == table_digest(local_dsn, "shop", f"{table}__v1.0")
             assert celery_side[0] == count
     finally:
         with psycopg.connect(pg_server_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "{local_db}" WITH (FORCE)')
+
+
+def step_intervals(env: dict[str, str]) -> dict[str, tuple[float, float]]:
+    """(start, end) of each load step of the instance's runs, from STEP_START/STEP_SUCCESS."""
+    times: dict[str, list[float]] = {}
+    with open_instance(env) as instance:
+        for record in instance.get_run_records():
+            for entry in instance.all_logs(record.dagster_run.run_id):
+                event = entry.dagster_event
+                if event and event.step_key and event.step_key.startswith("load_"):
+                    if event.event_type_value in ("STEP_START", "STEP_SUCCESS"):
+                        times.setdefault(event.step_key, []).append(entry.timestamp)
+    return {step: (min(t), max(t)) for step, t in times.items()}
+
+
+def test_a_pool_limit_of_one_keeps_two_workers_from_writing_at_once(celery_env, workers):
+    celery_env["INGEST_CELERY_BROKER"] = broker_or_skip(RABBITMQ)
+    home = Path(celery_env["DAGSTER_HOME"])
+    shutil.rmtree(home)
+    celery_env.update(instance_home(home, celery_env["INGEST_PG_DSN"], pool_limit=1))
+    dump = four_table_dump(home.parent / "dumps")
+    workers.start("alpha")
+    workers.start("beta")
+    finished(ingest(celery_env, dump))
+    intervals = sorted(step_intervals(celery_env).values())
+    assert len(intervals) == len(TABLES)
+    for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
+        assert end <= start, intervals  # one table step at a time: pool ingest_postgres_writers
+
+
+def test_two_runs_of_one_version_at_once_on_celery_land_its_rows_once(celery_env, workers):
+    celery_env["INGEST_CELERY_BROKER"] = broker_or_skip(RABBITMQ)
+    dump = four_table_dump(Path(celery_env["DAGSTER_HOME"]).parent / "dumps", scale=20)
+    workers.start("alpha")
+    workers.start("beta")
+    first, second = ingest(celery_env, dump), ingest(celery_env, dump)
+    finished(first), finished(second)
+    dsn = celery_env["INGEST_PG_DSN"]
+    for table, count in TABLES.items():
+        assert table_digest(dsn, "shop", f"{table}__v1.0")[0] == count * 20
+    assert leftover_load_tables(dsn) == []
 
 
 def copying_backend(dsn: str, table: str) -> bool:
@@ -188,8 +254,8 @@ def copying_backend(dsn: str, table: str) -> bool:
         )
 
 
-def worker_of_step(home: str, table: str) -> str | None:
-    for step, names in step_workers(home).items():
+def worker_of_step(env: dict[str, str], table: str) -> str | None:
+    for step, names in step_workers(env).items():
         if step.startswith("load_") and table in step:
             return next(iter(names)).split("@")[0]
     return None
@@ -204,21 +270,23 @@ def test_a_worker_killed_mid_step_hands_the_step_to_the_other_and_rows_land_once
     workers.start("alpha")
     workers.start("beta")
     run = ingest(celery_env, dump)
-    home, dsn = celery_env["DAGSTER_HOME"], celery_env["INGEST_PG_DSN"]
+    dsn = celery_env["INGEST_PG_DSN"]
     deadline = time.monotonic() + 120
-    while not (copying_backend(dsn, "orders") and worker_of_step(home, "orders")):
+    while not (copying_backend(dsn, "orders") and worker_of_step(celery_env, "orders")):
         assert run.poll() is None, run.communicate()[0]
         assert time.monotonic() < deadline, "the orders step never started copying"
         time.sleep(0.05)
-    victim = worker_of_step(home, "orders")
+    victim = worker_of_step(celery_env, "orders")
     assert victim is not None
     workers.kill(victim)
 
     output = finished(run)
     assert "succeeded" in output
     survivor = ({"alpha", "beta"} - {victim}).pop()
-    orders_step = next(s for s in step_workers(home) if "orders" in s and s.startswith("load_"))
-    assert step_workers(home)[orders_step] == {f"{victim}@test", f"{survivor}@test"}
+    orders_step = next(
+        s for s in step_workers(celery_env) if "orders" in s and s.startswith("load_")
+    )
+    assert step_workers(celery_env)[orders_step] == {f"{victim}@test", f"{survivor}@test"}
     assert table_digest(dsn, "shop", "orders__v1.0")[0] == 600_000
     assert table_digest(dsn, "shop", "notes__v1.0")[0] == 50
     assert leftover_load_tables(dsn) == []

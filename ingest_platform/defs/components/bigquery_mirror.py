@@ -23,6 +23,10 @@ class BigQueryMirrorComponent(dg.Component, dg.Model, dg.Resolvable):
         description="Paths (in the defs folder) of the dump-directory and CDC components to "
         "mirror.",
     )
+    reverify_schedules_on: bool = Field(
+        default=False,
+        description="The switch for the nightly re-verify schedules (or turn them on in the UI).",
+    )
     owners: list[str] = owners_field("every mirror")
     tags: dict[str, str] = tags_field("every mirror")
 
@@ -41,8 +45,10 @@ class BigQueryMirrorComponent(dg.Component, dg.Model, dg.Resolvable):
                     "directory or CDC component (at most one CDC source)."
                 )
         translator = MirrorTranslator(owners=tuple(self.owners), tags=dict(self.tags))
-        if cdc is None:
-            return build_mirror_definitions(catalog, translator)
         return build_mirror_definitions(
-            catalog, translator, cdc_tables=cdc.tables, cdc_schema=cdc.warehouse_schema
+            catalog,
+            translator,
+            cdc_tables=cdc.tables if cdc else (),
+            cdc_schema=cdc.warehouse_schema if cdc else "cdc",
+            reverify_schedules_on=self.reverify_schedules_on,
         )

@@ -68,6 +68,14 @@ class CdcSourceComponent(dg.Component, dg.Model, dg.Resolvable):
         description="Environment variable with the source's DSN (unset: database cdc_demo on the "
         "warehouse server).",
     )
+    sync_cron: str = Field(
+        default="*/15 * * * *",
+        description="Cron of the schedule `cdc_sync_schedule`, which runs the sync besides the "
+        "sensor; empty: no schedule.",
+    )
+    sync_schedule_on: bool = Field(
+        default=False, description="The switch for `cdc_sync_schedule` (or turn it on in the UI)."
+    )
     owners: list[str] = owners_field("every CDC asset")
     tags: dict[str, str] = tags_field("every CDC asset")
 
@@ -108,4 +116,9 @@ class CdcSourceComponent(dg.Component, dg.Model, dg.Resolvable):
         if self.source_dsn_env != SOURCE_DSN_VARIABLE:  # the resource reads only its own name
             export(SOURCE_DSN_VARIABLE, os.environ.get(self.source_dsn_env))
         translator = CdcTranslator(owners=tuple(self.owners), tags=dict(self.tags))
-        return build_cdc_definitions(self.config(), translator)
+        return build_cdc_definitions(
+            self.config(),
+            translator,
+            sync_cron=self.sync_cron or None,
+            sync_schedule_on=self.sync_schedule_on,
+        )
