@@ -28,6 +28,15 @@ POOL_RECYCLE_SECONDS = 3600
 POOL_MAX_OVERFLOW = 20
 
 
+def psycopg2_url(url: str) -> str:
+    """dagster-postgres needs the psycopg2 driver: SQLAlchemy 2.1 picks psycopg 3 for a plain
+    postgresql:// URL, whose connections dagster-postgres's statement-timeout hook closes (`with
+    conn:` closes a psycopg 3 connection) and on which its NOTIFY statements fail. A URL from
+    `ingest-platform dev` or one a user sets for a worker works alike."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql+psycopg2://{rest}" if scheme in ("postgresql", "postgres") else url
+
+
 class PooledPostgresStorage(DagsterPostgresStorage):
     def __init__(
         self,
@@ -36,7 +45,9 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         inst_data: ConfigurableClassData | None = None,
         token_provider: Any = None,
     ):
-        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        super().__init__(
+            psycopg2_url(postgres_url), should_autocreate_tables, inst_data, token_provider
+        )
         for storage in (self.run_storage, self.event_log_storage, self.schedule_storage):
             # dagster-postgres's one switch to a pooled engine.
             storage.optimize_for_webserver(

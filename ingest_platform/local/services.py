@@ -111,11 +111,7 @@ def _start_postgres(services: RunningServices, state: Path, environ, say) -> Non
     dagster_url = environ.get("DAGSTER_PG_URL")
     if dagster_url:
         say(f"Dagster storage: using {server_address(dagster_url)} (DAGSTER_PG_URL)")
-        connect(dagster_url).close()
-        if dagster_url.startswith(("postgresql://", "postgres://")):
-            services.env["DAGSTER_PG_URL"] = (
-                "postgresql+psycopg2://" + dagster_url.split("://", 1)[1]
-            )
+        connect(dagster_url).close()  # the storage picks its driver (local/instance_storage.py)
     else:
         try:
             ensure_database(dsn, DAGSTER_DATABASE)
