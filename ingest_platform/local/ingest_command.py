@@ -19,7 +19,7 @@ from ingest_platform.defs.dumps import (
 )
 from ingest_platform.defs.executor import executor_kind
 from ingest_platform.defs.postgres_resources import postgres_resources_from_env
-from ingest_platform.dumps.directory import DumpCatalog, describe_dump
+from ingest_platform.dumps.directory import DumpCatalog, DumpFile, describe_dump
 from ingest_platform.local.run_launcher import HOST_TAG
 
 
@@ -28,8 +28,8 @@ def ingest_dumps(
 ) -> int:
     """Run the dump job for each file, in the Dagster instance of DAGSTER_HOME; 0 when all
     succeeded. With INGEST_EXECUTOR=celery (or multiprocess) the steps run in other processes
-    (on Celery workers), which rebuild the job from the same arguments (`dump_job`): the files
-    must be at the same paths there."""
+    (on Celery workers), which rebuild the job from the same description of the files
+    (`dump_job`); each step reads its file at the same path there."""
     dumps = [describe_dump(path, dialect=dialect, app=app, version=version) for path in paths]
     translator = DumpTranslator()
     app_tables = DumpCatalog(dumps=dumps).tables_by_app()
@@ -42,8 +42,8 @@ def ingest_dumps(
                 f"Loading {dump.path.name}: app {dump.app}, version {dump.version}, "
                 f"{len(dump.tables)} tables ..."
             )
-            job_args = ([str(p.resolve()) for p in paths], dialect, app, version, dump.app)
-            result = _execute(instance, job_args, request)
+            described = [[str(d.path.resolve()), d.app, d.version, list(d.tables)] for d in dumps]
+            result = _execute(instance, (described, dump.app), request)
             tables = {translator.asset_key(dump.app, t): t for t in app_tables[dump.app]}
             print(summary_table(result, tables), flush=True)
             if not result.success:
@@ -54,18 +54,17 @@ def ingest_dumps(
     return 1 if failed else 0
 
 
-def dump_job(
-    paths: list[str], dialect: str | None, app: str | None, version: str | None, job_app: str
-) -> dg.JobDefinition:
-    """The dump job of `job_app` for these files: what `ingest` runs, rebuilt the same way by every
-    process that runs a step of it (a Celery worker: ``dg.build_reconstructable_job``)."""
-    dumps = [describe_dump(Path(p), dialect=dialect, app=app, version=version) for p in paths]
+def dump_job(dumps: list[list], job_app: str) -> dg.JobDefinition:
+    """The dump job of `job_app` for the described dumps ([path, app, version, tables]): what
+    `ingest` runs, rebuilt the same way, without reading the files, by every process that runs a
+    step of it (a Celery worker: ``dg.build_reconstructable_job``)."""
+    catalog = DumpCatalog([DumpFile(Path(p), a, v, tuple(t)) for p, a, v, t in dumps])
     translator = DumpTranslator()
     # The platform's preview and beta features are used on purpose (``definitions.py``).
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     defs = dg.Definitions.merge(
-        build_dump_definitions(DumpCatalog(dumps=dumps), translator),
+        build_dump_definitions(catalog, translator),
         dg.Definitions(resources=postgres_resources_from_env()),
     )
     return defs.resolve_job_def(translator.job_name(job_app))

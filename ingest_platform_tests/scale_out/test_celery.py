@@ -81,10 +81,17 @@ class Workers:
     def __init__(self, env: dict[str, str], logs: Path):
         self.env, self.logs, self.processes = env, logs, {}
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, hiding: Path | None = None) -> None:
+        """A worker; `hiding`: a directory it sees empty (a private mount namespace with a tmpfs
+        there), as a machine without that shared directory would."""
+        command = [*CLI, "worker", "--name", f"{name}@test"]
+        if hiding is not None:
+            script = f'mount -t tmpfs none "{hiding}" && exec "$@"'
+            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "-"]
+            command += [*CLI, "worker", "--name", f"{name}@test"]
         log = open(self.logs / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
         self.processes[name] = subprocess.Popen(
-            [*CLI, "worker", "--name", f"{name}@test"],
+            command,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -123,7 +130,7 @@ def workers(celery_env, tmp_path) -> Iterator[Workers]:
     pool.stop()
 
 
-def ingest(env: dict[str, str], path: Path, timeout: float = 300) -> subprocess.Popen:
+def ingest(env: dict[str, str], path: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [*CLI, "ingest", str(path)],
         env=env,
@@ -134,7 +141,11 @@ def ingest(env: dict[str, str], path: Path, timeout: float = 300) -> subprocess.
 
 
 def finished(process: subprocess.Popen, timeout: float = 300) -> str:
-    output, _ = process.communicate(timeout=timeout)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()  # not left running after the test
+        raise
     assert process.returncode == 0, output
     return output
 
@@ -231,6 +242,7 @@ def test_a_pool_limit_of_one_keeps_two_workers_from_writing_at_once(celery_env, 
         assert end <= start, intervals  # one table step at a time: pool ingest_postgres_writers
 
 
+@pytest.mark.slow
 def test_two_runs_of_one_version_at_once_on_celery_land_its_rows_once(celery_env, workers):
     celery_env["INGEST_CELERY_BROKER"] = broker_or_skip(RABBITMQ)
     dump = four_table_dump(Path(celery_env["DAGSTER_HOME"]).parent / "dumps", scale=20)
@@ -242,6 +254,28 @@ def test_two_runs_of_one_version_at_once_on_celery_land_its_rows_once(celery_env
     for table, count in TABLES.items():
         assert table_digest(dsn, "shop", f"{table}__v1.0")[0] == count * 20
     assert leftover_load_tables(dsn) == []
+
+
+def test_a_worker_without_the_dump_directory_fails_the_step_naming_path_and_host(
+    celery_env, workers, tmp_path
+):
+    celery_env["INGEST_CELERY_BROKER"] = broker_or_skip(RABBITMQ)
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip(
+            "a worker without the dump directory needs `unshare` as root (a mount namespace)"
+        )
+    dump = four_table_dump(tmp_path / "dumps")
+    workers.start("alpha", hiding=tmp_path / "dumps")
+    run = ingest(celery_env, dump)
+    output, _ = run.communicate(timeout=300)
+    assert run.returncode == 1
+    assert (
+        f"Dump {dump} is not on host {socket.gethostname()}: every machine that runs steps"
+        in output
+    )
+    with psycopg.connect(celery_env["INGEST_PG_DSN"]) as conn:
+        assert conn.execute("SELECT to_regclass('shop.orders')").fetchone() == (None,)
+    assert leftover_load_tables(celery_env["INGEST_PG_DSN"]) == []
 
 
 def copying_backend(dsn: str, table: str) -> bool:
