@@ -120,7 +120,7 @@ def prove(conn: psycopg.Connection, client, model: Model, table_id: str) -> Comp
                 f"({', '.join(names)}); fix the header's {what}."
             )
     names = [n for n in names if n not in model.unproved or n in model.grain]
-    columns = [c for c in columns if c.name in names]
+    columns = tuple(c for c in columns if c.name in names)
     decimals = model.float_decimals
     approximate = {
         c.name for c in columns if catalog.parsed_type(c.pg_type).name in APPROXIMATE_TYPES
