@@ -2,8 +2,10 @@
 to BigQuery (the emulator) -> the models, checked by hand and proved against PostgreSQL."""
 
 import datetime as dt
+import shutil
 import uuid
 
+import dagster as dg
 import psycopg
 import pytest
 from psycopg import sql
@@ -19,7 +21,13 @@ from ingest_platform.bigquery.mirror import (
 from ingest_platform.bigquery.source import source_for_table
 from ingest_platform.cdc.config import DEMO_TABLES, CdcConfig
 from ingest_platform.cdc.pipeline import run_all
-from ingest_platform.defs.analytics import SHIPPED_MODELS
+from ingest_platform.defs.analytics import SHIPPED_MODELS, build_analytics_definitions
+from ingest_platform.defs.bigquery_mirror import (
+    HASHES_CHECK,
+    MirrorTranslator,
+    build_cdc_mirror_definitions,
+)
+from ingest_platform.defs.resources import PostgresResource
 from ingest_platform.demo import cdc_app
 from ingest_platform.postgres.connection import ensure_database, with_database
 from ingest_platform_tests.conftest import unique_name
@@ -208,3 +216,46 @@ def test_mirror_lag_per_day_as_computed_by_hand_and_its_counts_proved(histories,
         ).result()
         run = materialize(client, model, prefix)
         assert not prove(conn, client, model, run.table_id).passed
+
+
+def test_dagster_mirrors_the_histories_and_the_model_reads_them(
+    source_dsn, pg_dsn, bigquery_resource, tmp_path
+):
+    """The change histories' mirror assets (histories=True) stamp their rows and pass their
+    checks; the model's asset depends on them (found in its SQL) and its proof passes."""
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    with psycopg.connect(source_dsn, autocommit=True) as conn, conn.transaction():
+        writer = cdc_app.ChangeWriter(conn)
+        p1 = writer.add("project", {"code": "P1", "name": "one"})
+        writer.change("project", p1, {"name": "uno"})
+    run_all(source_dsn, pg_dsn, CONFIG)
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(SHIPPED_MODELS / "cdc_changes_per_day.sql", models)
+    defs = dg.Definitions.merge(
+        build_cdc_mirror_definitions(
+            CONFIG.tables, translator=MirrorTranslator(prefix=prefix), histories=True
+        ),
+        build_analytics_definitions(models, prefix),
+        dg.Definitions(
+            resources={"postgres": PostgresResource(dsn=pg_dsn), "bigquery": bigquery_resource}
+        ),
+    )
+    model = dg.AssetKey(["analytics", "cdc_changes_per_day"])
+    histories = [dg.AssetKey(["bigquery", "cdc", t.changes_table]) for t in CONFIG.tables]
+    graph = defs.resolve_asset_graph()
+    assert set(graph.get(model).parent_keys) == set(histories)
+    assert graph.get(histories[0]).parent_keys == {dg.AssetKey(["cdc", "project"])}
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        asset_selection=[*histories, model]
+    )
+    assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert all(c.passed for c in checks), [(c.asset_key, c.check_name) for c in checks]
+    assert {c.asset_key for c in checks if c.check_name == HASHES_CHECK} == set(histories)
+    with bigquery_resource.get_client() as client:
+        [row] = client.query(
+            f"SELECT COUNT(*), COUNTIF(_mirrored_at IS NULL) FROM "
+            f"`{client.project}.{prefix}cdc.project__changes`"
+        )
+        assert tuple(row.values()) == (2, 0)

@@ -44,5 +44,9 @@ class BigQueryMirrorComponent(dg.Component, dg.Model, dg.Resolvable):
         if cdc is None:
             return build_mirror_definitions(catalog, translator)
         return build_mirror_definitions(
-            catalog, translator, cdc_tables=cdc.tables, cdc_schema=cdc.warehouse_schema
+            catalog,
+            translator,
+            cdc_tables=cdc.tables,
+            cdc_schema=cdc.warehouse_schema,
+            cdc_histories=cdc.logical is None,  # only the change-log kind writes histories
         )
