@@ -310,7 +310,8 @@ def mirror_changes(
     for needed in (change_column, *stamp) + ((deleted_column,) if delete_mode == "hard" else ()):
         if needed not in names:
             raise SchemaError(
-                f'{source.label}: column "{needed}" is missing; a CDC merged table has it.'
+                f'{source.label}: column "{needed}" is missing; mirror a CDC merged table or '
+                "change history that has it, or name another column."
             )
     started = time.perf_counter()
     change_bq = source.column(change_column).bq_name

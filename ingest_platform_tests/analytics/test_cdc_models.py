@@ -29,6 +29,7 @@ from ingest_platform.defs.bigquery_mirror import (
 )
 from ingest_platform.defs.resources import PostgresResource
 from ingest_platform.demo import cdc_app
+from ingest_platform.errors import SchemaError
 from ingest_platform.postgres.connection import ensure_database, with_database
 from ingest_platform_tests.conftest import unique_name
 
@@ -259,3 +260,24 @@ def test_dagster_mirrors_the_histories_and_the_model_reads_them(
             f"`{client.project}.{prefix}cdc.project__changes`"
         )
         assert tuple(row.values()) == (2, 0)
+
+
+def test_a_history_without_the_stamp_column_is_refused_naming_it(pg_dsn, bigquery_resource):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn, bigquery_resource.get_client() as client:
+        conn.execute("CREATE SCHEMA cdc")
+        conn.execute("CREATE TABLE cdc.x__changes (_change_id bigint PRIMARY KEY, _action text)")
+        conn.execute("INSERT INTO cdc.x__changes VALUES (1, 'added')")
+        source = source_for_table(conn, "cdc", "x__changes")
+        target = MirrorTarget(client.project, f"t{uuid.uuid4().hex[:8]}_cdc", "x__changes")
+        ensure_dataset(client, target.project, target.dataset)
+        ensure_mirror_table(client, target, source.columns)
+        with (
+            bigquery_resource.get_write_client() as write_client,
+            pytest.raises(SchemaError) as error,
+        ):
+            mirror_changes(
+                conn, client, write_client, source, target,
+                change_column="_change_id", stamp_column="_mirrored_at",
+            )  # fmt: skip
+        assert str(error.value).startswith('cdc.x__changes: column "_mirrored_at" is missing')
+        assert list(client.query(f"SELECT COUNT(*) FROM `{target.table_id}`"))[0][0] == 0
