@@ -77,7 +77,12 @@ def test_the_default_yaml_makes_what_the_builders_make_for_the_demo_dumps(dump_e
         build_api_definitions(api_config_from_env({})),
         build_dump_definitions(catalog),
         build_cdc_definitions(cdc),
-        build_mirror_definitions(catalog, cdc_tables=cdc.tables, cdc_schema=cdc.warehouse_schema),
+        build_mirror_definitions(
+            catalog,
+            cdc_tables=cdc.tables,
+            cdc_schema=cdc.warehouse_schema,
+            cdc_histories=cdc.logical is None,
+        ),
         build_backup_definitions(BackupSettings("warehouse", "backups"), "INGEST_PG_DSN"),
     )
     resources = dg.Definitions(resources=resources_from_env())
@@ -85,6 +90,7 @@ def test_the_default_yaml_makes_what_the_builders_make_for_the_demo_dumps(dump_e
     assert _names(dg.Definitions.merge(loaded, resources)) == expected
     assert "dumps/shop/order_item" in expected["assets"]
     assert "bigquery/cdc/pm_plan" in expected["assets"]
+    assert "bigquery/cdc/pm_plan__changes" in expected["assets"]
 
 
 def _project_copy(tmp_path: Path) -> Path:

@@ -8,12 +8,14 @@ The header is the file's leading `-- key: value` comment lines:
     -- freshness_hours: 24             (how stale the BigQuery table may get)
     -- materialized: table            (or view)
     -- float_decimals: 6               (floats are compared rounded to this many decimals)
+    -- unproved: lag_seconds           (columns the proof leaves out: say why in a comment)
 
 Tables are named `schema.table` as in the warehouse (PostgreSQL); in BigQuery the same table is
 the mirror `<INGEST_BQ_DATASET_PREFIX><schema>.<table>` (the mirror's naming). sqlglot translates
 the rest; what it cannot translate, and `FILTER (WHERE ...)` on aggregates other than the ones
-rewritten here, is an error naming the file and line. Errors are per model: one bad file never
-keeps the others from loading.
+rewritten here, is an error naming the file and line. `EXTRACT(EPOCH FROM ts)` becomes
+`UNIX_MICROS(ts) / 1e6` (BigQuery has no EPOCH part; ts must be a timestamp, not an interval).
+Errors are per model: one bad file never keeps the others from loading.
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ from sqlglot.errors import ErrorLevel, ParseError, UnsupportedError
 from ingest_platform.errors import IngestError
 
 HEADER_LINE = re.compile(r"^--\s*([a-z_]+)\s*:\s*(.*?)\s*$")
-HEADER_KEYS = {"description", "owner", "grain", "freshness_hours", "materialized", "float_decimals"}
+HEADER_KEYS = {
+    "description",
+    "owner",
+    "grain",
+    "freshness_hours",
+    "materialized",
+    "float_decimals",
+    "unproved",
+}
 MATERIALIZATIONS = ("table", "view")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 OWNER = re.compile(r"^(team:[A-Za-z0-9_-]+|[^@\s]+@[^@\s]+\.[^@\s]+)$")  # as Dagster accepts
@@ -52,6 +62,7 @@ class Model:
     freshness_hours: float | None = None
     materialized: str = "table"
     float_decimals: int = 6
+    unproved: tuple[str, ...] = ()  # result columns the proof does not compare
 
     def where(self, line: int | None = None) -> str:
         return f"{self.path}:{line}" if line else str(self.path)
@@ -133,6 +144,7 @@ def translate(tree: exp.Query, path: Path, project: str, dataset_prefix: str) ->
         table.set("db", exp.to_identifier(dataset_prefix + table.db, quoted=True))
         table.set("this", exp.to_identifier(table.name, quoted=True))
     _rewrite_filters(tree, path)
+    _rewrite_epochs(tree)
     try:
         return tree.sql(dialect="bigquery", unsupported_level=ErrorLevel.RAISE, comments=False)
     except UnsupportedError as error:
@@ -160,6 +172,15 @@ def _rewrite_filters(tree: exp.Query, path: Path) -> None:
         node.replace(aggregate)
 
 
+def _rewrite_epochs(tree: exp.Query) -> None:
+    """`EXTRACT(EPOCH FROM ts)` (seconds since 1970, with fractions) is BigQuery's
+    UNIX_MICROS(ts) / 1000000."""
+    for node in list(tree.find_all(exp.Extract)):
+        if node.this.name.upper() == "EPOCH":
+            micros = exp.func("UNIX_MICROS", node.expression.copy())
+            node.replace(exp.Paren(this=exp.Div(this=micros, expression=exp.Literal.number(1e6))))
+
+
 def _header(text: str, path: Path) -> dict:
     found: dict = {}
     for number, line in enumerate(text.splitlines(), start=1):
@@ -182,7 +203,7 @@ def _header(text: str, path: Path) -> dict:
 
 def _header_value(key: str, value: str, path: Path, line: int):
     try:
-        if key == "grain":
+        if key in ("grain", "unproved"):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         if key == "freshness_hours":
             return float(value)

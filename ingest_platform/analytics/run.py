@@ -4,8 +4,9 @@ Materializing is one `CREATE OR REPLACE TABLE ... AS SELECT` job: BigQuery swaps
 when the query succeeds, so a model whose run fails keeps its previous table. The proof runs the
 model's own SQL on PostgreSQL into a temporary table and compares it with the BigQuery table
 through the comparison engine (bucket hashes, differing keys named), keyed by the model's grain.
-Floats (and PostgreSQL's unscaled numerics, which BigQuery computes as FLOAT64: avg, division)
-are compared rounded to the model's `float_decimals`.
+Columns the header calls `unproved` are left out of the comparison (for example a time only
+BigQuery knows). Floats (and PostgreSQL's unscaled numerics, which BigQuery computes as FLOAT64:
+avg, division) are compared rounded to the model's `float_decimals`.
 """
 
 from __future__ import annotations
@@ -111,12 +112,15 @@ def prove(conn: psycopg.Connection, client, model: Model, table_id: str) -> Comp
     temp_schema = schema.fetchone()[0]  # type: ignore[index]
     columns = postgres_table(conn, temp_schema, answer).columns
     names = [c.name for c in columns]
-    missing = [g for g in model.grain if g not in names]
-    if missing:
-        raise ModelError(
-            f"{model.where()}: grain column(s) {', '.join(missing)} are not in the result "
-            f"({', '.join(names)}); fix the header's grain."
-        )
+    for what, wanted in (("grain", model.grain), ("unproved", model.unproved)):
+        missing = [g for g in wanted if g not in names]
+        if missing:
+            raise ModelError(
+                f"{model.where()}: {what} column(s) {', '.join(missing)} are not in the result "
+                f"({', '.join(names)}); fix the header's {what}."
+            )
+    names = [n for n in names if n not in model.unproved or n in model.grain]
+    columns = tuple(c for c in columns if c.name in names)
     decimals = model.float_decimals
     approximate = {
         c.name for c in columns if catalog.parsed_type(c.pg_type).name in APPROXIMATE_TYPES

@@ -20,6 +20,9 @@ as protobuf rows (``"proto"``: for a project whose Storage Write API takes no Ar
     table expires after a day even if the run dies before dropping it. With ``full=True`` (a
     resync) every row is staged and the MERGE also deletes what the source no longer has
     (``WHEN NOT MATCHED BY SOURCE``): one statement, so readers see the old table or the new.
+    With ``stamp_column`` (a CDC change history's ``_mirrored_at``, NULL in PostgreSQL) the MERGE
+    writes BigQuery's ``CURRENT_TIMESTAMP()`` there when it first inserts a row and keeps it
+    afterwards: the time the row reached BigQuery, for the lag of a change (source -> BigQuery).
 
 ``native_cdc`` (real BigQuery only) lives in ``native_cdc``.
 """
@@ -294,6 +297,7 @@ def mirror_changes(
     full: bool = False,
     row_format: str = DEFAULT_ROW_FORMAT,
     on_request: Callable[[int], None] | None = None,
+    stamp_column: str | None = None,
 ) -> MirrorResult:
     """Apply the source's rows changed since the mirror's high-water mark with one MERGE;
     `full`: all rows, and delete the mirror's rows the source lacks (repairs any drift)."""
@@ -302,10 +306,12 @@ def mirror_changes(
     if not source.key:
         raise SchemaError(f"{source.label}: merge mode needs a key (primary key) to MERGE on.")
     names = {c.name for c in source.columns}
-    for needed in (change_column,) + ((deleted_column,) if delete_mode == "hard" else ()):
+    stamp = (stamp_column,) if stamp_column else ()
+    for needed in (change_column, *stamp) + ((deleted_column,) if delete_mode == "hard" else ()):
         if needed not in names:
             raise SchemaError(
-                f'{source.label}: column "{needed}" is missing; a CDC merged table has it.'
+                f'{source.label}: column "{needed}" is missing; mirror a CDC merged table or '
+                "change history that has it, or name another column."
             )
     started = time.perf_counter()
     change_bq = source.column(change_column).bq_name
@@ -345,6 +351,7 @@ def mirror_changes(
                     source.column(deleted_column).bq_name if deleted_column in names else None,
                     delete_mode,
                     full,
+                    source.column(stamp_column).bq_name if stamp_column else None,
                 ),
             )
             merged = job.num_dml_affected_rows
@@ -379,9 +386,11 @@ def merge_statement(
     deleted_column: str | None,
     delete_mode: str,
     full: bool = False,
+    stamp_column: str | None = None,
 ) -> str:
     """One MERGE: newer rows update (or, hard mode, deleted rows delete), new keys insert;
-    `full`: every staged row updates, and rows the staging table lacks are deleted."""
+    `full`: every staged row updates, and rows the staging table lacks are deleted;
+    `stamp_column`: the time the row was first inserted (kept by updates)."""
     q = quote_bq_column
     names = [c.bq_name for c in columns]
     on = " AND ".join(f"T.{q(k)} = S.{q(k)}" for k in key)
@@ -390,10 +399,15 @@ def merge_statement(
         if full
         else f"(T.{q(change_column)} IS NULL OR S.{q(change_column)} >= T.{q(change_column)})"
     )
-    update = ", ".join(f"{q(n)} = S.{q(n)}" for n in names if n not in key)
+    now = "CURRENT_TIMESTAMP()"
+    update = ", ".join(
+        f"{q(n)} = COALESCE(T.{q(n)}, {now})" if n == stamp_column else f"{q(n)} = S.{q(n)}"
+        for n in names
+        if n not in key
+    )
     insert = (
         f"INSERT ({', '.join(q(n) for n in names)})"
-        f" VALUES ({', '.join('S.' + q(n) for n in names)})"
+        f" VALUES ({', '.join(now if n == stamp_column else 'S.' + q(n) for n in names)})"
     )
     clauses = []
     if delete_mode == "hard" and deleted_column:

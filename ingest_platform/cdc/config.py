@@ -60,6 +60,9 @@ from ingest_platform.postgres.locks import DEFAULT_AFTER_SECONDS
 DEFAULT_WAREHOUSE_SCHEMA = "cdc"
 DEMO_DATABASE = "cdc_demo"
 STAGING_SUFFIX = "__staging"
+# The change history (one row per change-log row merged) and its staging table (warehouse.py).
+CHANGES_SUFFIX = "__changes"
+STAGING_CHANGES_SUFFIX = "__staging_changes"
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,14 @@ class CdcTable:
     @property
     def staging_table(self) -> str:
         return self.name + STAGING_SUFFIX
+
+    @property
+    def changes_table(self) -> str:
+        return self.name + CHANGES_SUFFIX
+
+    @property
+    def staging_changes_table(self) -> str:
+        return self.name + STAGING_CHANGES_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -239,9 +250,10 @@ def validate_config(config: CdcConfig, origin: str = "CDC config") -> None:
     if config.logical is None and len(set(types)) != len(types):
         raise ConfigError(f"{origin}: a content type (app_label, model) is tracked twice.")
     for table in config.tables:
-        if len(table.staging_table.encode()) > MAX_IDENTIFIER_BYTES:
+        if len(table.staging_changes_table.encode()) > MAX_IDENTIFIER_BYTES:
             raise ConfigError(
-                f"{origin}: table name {table.name!r} is too long: {table.staging_table!r} must "
+                f"{origin}: table name {table.name!r} is too long: "
+                f"{table.staging_changes_table!r} must "
                 f"fit "
                 f"PostgreSQL's {MAX_IDENTIFIER_BYTES} bytes; give it a shorter `name`."
             )

@@ -177,6 +177,16 @@ def stage_changes(
                                 qualified(schema, table.staging_table)
                             ),
                         )
+                wh.recreate_staging_changes(wconn, schema, table)
+                if ct_id is not None:
+                    _copy_between(
+                        sconn,
+                        wconn,
+                        src.change_rows_query(log, ct_id, lo, hi),
+                        psycopg.sql.SQL("COPY {} FROM STDIN").format(
+                            qualified(schema, table.staging_changes_table)
+                        ),
+                    )
                 wh.mark_staged(wconn, schema, table.name, lo, hi, info, horizon.candidates)
                 wh.analyze_staging(wconn, schema, table)
             result.staged = wh.staging_counts(wconn, schema, table)
@@ -242,6 +252,7 @@ def merge_staged(
                     raise AssertionError(f"{table.merged_table} has columns, so it exists")
                 key = catalog.primary_key(wconn, oid)[0]
                 result.counts = wh.merge_staging(wconn, schema, table, staging_columns, key)
+                wh.record_changes(wconn, schema, table)
                 wh.finish_merge(wconn, schema, table.name, mark)
                 etl_log.record(
                     wconn,

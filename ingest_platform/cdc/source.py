@@ -502,6 +502,15 @@ def changes_by_action(
     return counts, newest, last_id
 
 
+def change_rows_query(log: ChangeLogInfo, ct_id: int, lo: int, hi: int) -> sql.Composed:
+    """COPY of the table's change-log rows in (lo, hi], every one (not reduced): the change
+    history's ``_change_id, _action, object_id, changed_at``."""
+    return sql.SQL(
+        "COPY (SELECT c.id, c.action, c.object_id, c.date_created FROM {log} c "
+        "WHERE c.content_type_id = {ct} AND {rng}) TO STDOUT"
+    ).format(log=log.change_table, ct=sql.Literal(ct_id), rng=_range(lo, hi))
+
+
 def copy_out_query(
     log: ChangeLogInfo, table: CdcTable, source: SourceTable, ct_id: int, lo: int, hi: int
 ) -> sql.Composed:

@@ -8,6 +8,13 @@ Tables in the warehouse schema W (``INGEST_CDC_SCHEMA``, default ``cdc``):
   ``fillfactor = 90``, so that most updates of a merge are HOT (no new index entry).
 - ``W."<table>__staging"``, the *staging table* (UNLOGGED): ``_change_id``, ``_action``,
   ``_row_found``, then the source columns. Rebuilt by every run, empty between runs.
+- ``W."<table>__changes"``, the *change history*: one row per change-log row the merges applied
+  (``_change_id`` primary key, ``_action``, ``object_id``, ``changed_at``: the change log's
+  ``date_created``, ``merged_at``: the merge's time, ``_mirrored_at``: always NULL here, the
+  BigQuery mirror stamps its copy). Written by the merge's transaction from
+  ``W."<table>__staging_changes"`` (UNLOGGED, rebuilt by every staging run), so a change is in
+  the history exactly when its row is merged. The change-log kind only (logical decoding's
+  staging has no change-log rows).
 - ``W._cdc_watermark``: one row per table: ``horizon_id`` (every change id <= it is applied),
   the staged interval (``staged_from``, ``staged_to``) and the horizon candidates not yet safe.
 
@@ -47,6 +54,15 @@ STAGING_META = (
 # Logical decoding's staging (cdc.logical) has one more column: the names of the columns an UPDATE
 # did not carry (TOAST values it left unchanged); the merge keeps their merged values.
 UNCHANGED = "_unchanged"
+MIRRORED_AT = "_mirrored_at"
+CHANGES_COLUMNS = (
+    ("_change_id", "bigint PRIMARY KEY"),
+    ("_action", "text NOT NULL"),
+    ("object_id", "text NOT NULL"),
+    ("changed_at", "timestamptz NOT NULL"),
+    ("merged_at", "timestamptz NOT NULL"),
+    (MIRRORED_AT, "timestamptz"),  # NULL in PostgreSQL: the BigQuery mirror stamps its copy
+)
 LOGGER = logging.getLogger(__name__)
 _SETUP_LOCK = 0x43_44_43  # advisory lock: one CREATE SCHEMA/TABLE IF NOT EXISTS at a time
 # Merged tables leave 10% of each page free, so that an update can put the new row version on the
@@ -219,6 +235,42 @@ def recreate_staging(
     conn.execute(
         sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(staging, sql.SQL(", ").join(columns))
     )
+
+
+def recreate_staging_changes(conn: psycopg.Connection, schema: str, table: CdcTable) -> None:
+    """(Inside the staging transaction.) A fresh, empty table for the interval's change-log rows
+    (``source.change_rows_query`` order); the merge moves them into the change history."""
+    staging = qualified(schema, table.staging_changes_table)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(staging))
+    conn.execute(
+        sql.SQL(
+            "CREATE UNLOGGED TABLE {} (_change_id bigint NOT NULL, _action text NOT NULL, "
+            "object_id text NOT NULL, changed_at timestamptz NOT NULL)"
+        ).format(staging)
+    )
+
+
+def record_changes(conn: psycopg.Connection, schema: str, table: CdcTable) -> int:
+    """(Inside the merge transaction.) The staged change-log rows join the change history, stamped
+    with the merge's time; returns how many. ON CONFLICT: a row already there stays as it was."""
+    if not catalog.relation_exists(conn, schema, table.staging_changes_table):
+        return 0  # staged by the logical kind, or before the history existed
+    history = qualified(schema, table.changes_table)
+    conn.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+            history,
+            sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in CHANGES_COLUMNS
+            ),
+        )
+    )
+    return conn.execute(
+        sql.SQL(
+            "INSERT INTO {} (_change_id, _action, object_id, changed_at, merged_at) "
+            "SELECT _change_id, _action, object_id, changed_at, now() FROM {} "
+            "ON CONFLICT (_change_id) DO NOTHING"
+        ).format(history, qualified(schema, table.staging_changes_table))
+    ).rowcount
 
 
 def mark_staged(
@@ -456,9 +508,10 @@ def finish_merge(conn: psycopg.Connection, schema: str, table: str, watermark: W
 
 
 def truncate_staging(conn: psycopg.Connection, schema: str, table: CdcTable) -> None:
-    if catalog.relation_exists(conn, schema, table.staging_table):
-        with conn.transaction():
-            conn.execute(sql.SQL("TRUNCATE {}").format(qualified(schema, table.staging_table)))
+    for name in (table.staging_table, table.staging_changes_table):
+        if catalog.relation_exists(conn, schema, name):
+            with conn.transaction():
+                conn.execute(sql.SQL("TRUNCATE {}").format(qualified(schema, name)))
 
 
 def staging_row_count(conn: psycopg.Connection, schema: str, table: CdcTable) -> int:

@@ -5,6 +5,9 @@
   partition V replaces version V's rows in ``<dataset prefix><app>.<table>``.
 - CDC merged tables: asset ``bigquery/cdc/<name>`` (group ``cdc_bigquery``) downstream of
   ``cdc/<name>``, mode ``merge``; soft deletes mirror as ``is_deleted``; a freshness policy.
+- CDC change histories (``histories=True``; the change-log kind writes them):
+  ``bigquery/cdc/<name>__changes`` downstream of ``cdc/<name>``, appended by change id; the MERGE
+  stamps ``_mirrored_at`` (BigQuery's time of arrival, NULL in PostgreSQL, left out of the checks).
 
 `MirrorTranslator.get_asset_spec(MirrorRecord)` makes each whole spec; the upstream's spec comes in
 the record. Checks on every mirror, after each run and on their own (partitioned by version for
@@ -23,6 +26,7 @@ from pydantic import Field
 
 from ingest_platform.bigquery.mirror import (
     IS_DELETED,
+    LAST_CHANGE_ID,
     VERSION_COLUMN,
     MirrorTarget,
     dump_source,
@@ -35,6 +39,7 @@ from ingest_platform.bigquery.mirror import (
 from ingest_platform.bigquery.source import source_for_table
 from ingest_platform.bigquery.types import bq_name, bq_table_names
 from ingest_platform.cdc.config import CdcTable, ChangeLog
+from ingest_platform.cdc.warehouse import CHANGES_COLUMNS, MIRRORED_AT
 from ingest_platform.consistency.compare import (
     BigQuerySide,
     PostgresSide,
@@ -53,6 +58,7 @@ from ingest_platform.dumps.directory import DumpCatalog
 COUNTS_CHECK = "row_counts"
 HASHES_CHECK = "row_hashes"
 REVERIFY_SCHEDULE = "reverify_cdc_mirrors_nightly"
+CHANGE_ID = CHANGES_COLUMNS[0][0]  # a change history's key and high-water mark
 DEFAULT_FRESHNESS = dg.FreshnessPolicy.time_window(
     fail_window=timedelta(minutes=45), warn_window=timedelta(minutes=20)
 )
@@ -73,6 +79,7 @@ class MirrorRecord:
     dataset: str
     bq_table: str
     domain: str  # the dump's app, or "cdc"
+    history: bool = False  # a CDC change history (<name>__changes), not a merged table
 
 
 @dataclass(frozen=True)
@@ -92,10 +99,19 @@ class MirrorTranslator:
     def dataset(self, domain: str) -> str:
         return distinct(self.prefix + domain, bq_name(self.prefix + domain))
 
-    def record(self, upstream: dg.AssetSpec, pg_schema: str, pg_table: str, domain: str):
+    def record(
+        self,
+        upstream: dg.AssetSpec,
+        pg_schema: str,
+        pg_table: str,
+        domain: str,
+        history: bool = False,
+    ):
         """The record of one table alone; `_definitions` names the tables of a dataset apart."""
         bq_table = bq_table_names([pg_table])[pg_table]
-        return MirrorRecord(upstream, pg_schema, pg_table, self.dataset(domain), bq_table, domain)
+        return MirrorRecord(
+            upstream, pg_schema, pg_table, self.dataset(domain), bq_table, domain, history
+        )
 
     def get_asset_spec(self, record: MirrorRecord) -> dg.AssetSpec:
         upstream = record.upstream
@@ -104,6 +120,9 @@ class MirrorTranslator:
             "partition V replaces version V's rows (Storage Write API, pending streams, one batch "
             "commit)"
             if dump
+            else "changes since the mirror's max(_change_id) staged and inserted with one MERGE, "
+            "which stamps _mirrored_at (the time the change reached BigQuery)"
+            if record.history
             else "changes since the mirror's max(_last_change_id) staged and applied with one "
             "MERGE (soft deletes)"
         )
@@ -168,7 +187,12 @@ def _mirror_checks(record: MirrorRecord, key: dg.AssetKey) -> dg.AssetChecksDefi
             label = f"{record.pg_schema}.{record.pg_table}"
             if version is None:
                 source = source_for_table(
-                    conn, record.pg_schema, record.pg_table, bignumeric=bignumeric
+                    conn,
+                    record.pg_schema,
+                    record.pg_table,
+                    bignumeric=bignumeric,
+                    # BigQuery's arrival time: NULL in PostgreSQL, so never compared.
+                    exclude=(MIRRORED_AT,) if record.history else (),
                 )
                 what = f"{label} vs {target.table_id}"
             else:
@@ -254,10 +278,12 @@ def build_mirror_definitions(
     cdc_tables: Iterable = (),
     cdc_schema: str = "cdc",
     cdc_translator: CdcTranslator | None = None,
+    cdc_histories: bool = False,
     reverify_schedules_on: bool = False,
 ) -> dg.Definitions:
-    """Mirror assets for every dump table of the catalog (and, if given, CDC merged tables), and
-    the nightly re-verify schedules (stopped unless `reverify_schedules_on`)."""
+    """Mirror assets for every dump table of the catalog (and, if given, CDC merged tables, with
+    `cdc_histories` their change histories too), and the nightly re-verify schedules (stopped
+    unless `reverify_schedules_on`)."""
     translator = translator or MirrorTranslator()
     dump_translator = dump_translator or DumpTranslator()
     records = [
@@ -268,7 +294,7 @@ def build_mirror_definitions(
         for table in tables
         for dump_table in [dump_translator.record(app, table)]
     ]
-    records += _cdc_records(cdc_tables, cdc_schema, translator, cdc_translator)
+    records += _cdc_records(cdc_tables, cdc_schema, translator, cdc_translator, cdc_histories)
     return _definitions(records, translator, reverify_schedules_on)
 
 
@@ -278,12 +304,13 @@ def build_cdc_mirror_definitions(
     pg_schema: str = "cdc",
     translator: MirrorTranslator | None = None,
     cdc_translator: CdcTranslator | None = None,
+    histories: bool = False,
 ) -> dg.Definitions:
-    """Mirror assets for CDC merged tables (mode ``merge``, soft deletes). Each item is a table
-    name or a ``CdcTable``."""
+    """Mirror assets for CDC merged tables (mode ``merge``, soft deletes), and with `histories`
+    their change histories. Each item is a table name or a ``CdcTable``."""
     translator = translator or MirrorTranslator()
     return _definitions(
-        _cdc_records(merged_tables, pg_schema, translator, cdc_translator), translator
+        _cdc_records(merged_tables, pg_schema, translator, cdc_translator, histories), translator
     )
 
 
@@ -292,6 +319,7 @@ def _cdc_records(
     pg_schema: str,
     translator: MirrorTranslator,
     cdc_translator: CdcTranslator | None,
+    histories: bool = False,
 ) -> list[MirrorRecord]:
     cdc_translator = cdc_translator or CdcTranslator()
     records = []
@@ -301,6 +329,10 @@ def _cdc_records(
             CdcTableRecord(table, "merged", pg_schema, ChangeLog())
         )
         records.append(translator.record(upstream, pg_schema, table.merged_table, "cdc"))
+        if histories:  # written by the same merge, so downstream of the same asset
+            records.append(
+                translator.record(upstream, pg_schema, table.changes_table, "cdc", history=True)
+            )
     return records
 
 
@@ -475,6 +507,8 @@ def _mirror_asset(record: MirrorRecord, spec: dg.AssetSpec) -> dg.AssetsDefiniti
                     delete_mode="soft",
                     full=config.full_refresh,
                     row_format=bigquery.row_format,
+                    change_column=CHANGE_ID if record.history else LAST_CHANGE_ID,
+                    stamp_column=MIRRORED_AT if record.history else None,
                 )
                 done = "all rows, full refresh" if config.full_refresh else "changes"
                 extra = {"full_refresh": config.full_refresh}

@@ -279,3 +279,28 @@ def test_dagster_assets_depend_on_the_mirrors_and_a_broken_model_stays_apart(
     assert not failed.success
     failure = failed.get_step_failure_events()[0].step_failure_data.error
     assert "broken.sql:1: does not parse" in failure.message
+
+
+def test_an_unproved_column_missing_from_the_result_is_named(
+    warehouse, bigquery_resource, tmp_path
+):
+    dsn, prefix = warehouse
+    path = tmp_path / "jobs_count.sql"
+    path.write_text(
+        "-- grain: job\n-- unproved: lag\nSELECT job, count(*) AS n FROM hr.jobs GROUP BY job\n"
+    )
+    with psycopg.connect(dsn, autocommit=True) as conn, bigquery_resource.get_client() as client:
+        run = materialize(client, read_model(path), prefix)
+        with pytest.raises(ModelError) as error:
+            prove(conn, client, read_model(path), run.table_id)
+    message = str(error.value)
+    assert message.startswith(f"{path}: unproved column(s) lag are not in the result (job, n)")
+    assert "\n" not in message
+    # An unproved column is left out: a BigQuery-only difference in it does not fail the proof.
+    path.write_text(
+        "-- grain: job\n-- unproved: n\nSELECT job, count(*) AS n FROM hr.jobs GROUP BY job\n"
+    )
+    with psycopg.connect(dsn, autocommit=True) as conn, bigquery_resource.get_client() as client:
+        run = materialize(client, read_model(path), prefix)
+        client.query(f"UPDATE `{run.table_id}` SET n = 99 WHERE TRUE").result()
+        assert prove(conn, client, read_model(path), run.table_id).passed

@@ -105,6 +105,25 @@ def test_a_lower_id_committed_late_is_applied_once(cdc_env):
     assert_consistent(cdc_env)
 
 
+def assert_history_is_the_log(env, name: str) -> None:
+    """The change history holds every change-log row of the table up to the watermark, once."""
+    table = env.table(name)
+    with env.source() as conn:
+        log = conn.execute(
+            "SELECT c.id, c.action, c.object_id, c.date_created FROM models_logging_change c "
+            "JOIN django_content_type t ON t.id = c.content_type_id "
+            "WHERE t.app_label = %s AND t.model = %s AND c.id <= %s ORDER BY c.id",
+            (table.app_label, table.model, env.watermark(name)),
+        ).fetchall()
+    with env.warehouse() as conn:
+        history = conn.execute(
+            psycopg.sql.SQL(
+                "SELECT _change_id, _action, object_id, changed_at FROM cdc.{} ORDER BY 1"
+            ).format(psycopg.sql.Identifier(table.changes_table))
+        ).fetchall()
+    assert log and history == log
+
+
 def strip_applied(rows):
     return {k: {c: v for c, v in r.items() if c != "_applied_at"} for k, r in rows.items()}
 
@@ -131,6 +150,7 @@ def test_rerun_after_a_crash_converges(cdc_env, crash):
     assert_consistent(cdc_env)
     run(cdc_env)
     assert strip_applied(cdc_env.merged("pm_item")) == first
+    assert_history_is_the_log(cdc_env, "pm_item")
 
 
 def test_merging_a_stale_staging_table_does_nothing(cdc_env):
@@ -460,3 +480,4 @@ def test_kill_9_mid_merge_then_rerun_converges(cdc_env):
     assert strip_applied(cdc_env.merged("pm_item")) == merged_before
     run(cdc_env)
     assert_consistent(cdc_env)
+    assert_history_is_the_log(cdc_env, "pm_item")

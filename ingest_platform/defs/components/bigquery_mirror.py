@@ -50,5 +50,7 @@ class BigQueryMirrorComponent(dg.Component, dg.Model, dg.Resolvable):
             translator,
             cdc_tables=cdc.tables if cdc else (),
             cdc_schema=cdc.warehouse_schema if cdc else "cdc",
+            # Only the change-log kind writes change histories.
+            cdc_histories=cdc is not None and cdc.logical is None,
             reverify_schedules_on=self.reverify_schedules_on,
         )
