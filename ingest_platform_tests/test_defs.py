@@ -202,3 +202,15 @@ def test_with_the_celery_executor_every_job_runs_its_steps_on_workers(demo_dump_
     jobs = celery.get_repository_def().get_all_jobs()
     assert {job.name for job in jobs} >= {"ingest_shop_dump", "cdc_sync", "backup_warehouse"}
     assert {job.executor_def.name for job in jobs} == {"ingest_celery_executor"}
+
+
+def test_a_process_without_google_credentials_is_told_what_to_set(monkeypatch, tmp_path):
+    from ingest_platform.defs.resources import resources_from_env
+
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("NO_GCE_CHECK", "true")  # no metadata server to ask
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud login to find
+    resource = resources_from_env({"INGEST_BQ_PROJECT": "acme-analytics"})["bigquery"]
+    with pytest.raises(ConfigError, match="BigQuery: no Google credentials on host .*: set "):
+        with resource.get_client():
+            pass

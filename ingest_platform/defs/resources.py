@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 from contextlib import contextmanager
 from typing import Literal
 
 import dagster as dg
 import dagster_gcp
 from dagster_gcp.bigquery.utils import setup_gcp_creds
+from google.auth.exceptions import DefaultCredentialsError
 from pydantic import Field
 
 from ingest_platform.bigquery.calls import bound_rest_client
@@ -61,7 +63,7 @@ class BigQueryResource(dagster_gcp.BigQueryResource):
             finally:
                 client.close()
         else:
-            with super().get_client() as client:
+            with _credentials_named(), super().get_client() as client:
                 yield bound_rest_client(client)
 
     @contextmanager
@@ -72,11 +74,27 @@ class BigQueryResource(dagster_gcp.BigQueryResource):
             return
         from google.cloud.bigquery_storage_v1 import BigQueryWriteClient
 
-        if self.gcp_credentials:
-            with setup_gcp_creds(self.gcp_credentials):
+        with _credentials_named():
+            if self.gcp_credentials:
+                with setup_gcp_creds(self.gcp_credentials):
+                    yield BigQueryWriteClient()
+            else:
                 yield BigQueryWriteClient()
-        else:
-            yield BigQueryWriteClient()
+
+
+@contextmanager
+def _credentials_named():
+    """Google's missing-credentials error as one line saying what to set, and where (a Celery
+    worker started without the project's environment is the usual case)."""
+    try:
+        yield
+    except DefaultCredentialsError:
+        raise ConfigError(
+            f"BigQuery: no Google credentials on host {socket.gethostname()}: set "
+            "GOOGLE_APPLICATION_CREDENTIALS and INGEST_BQ_PROJECT, or INGEST_BQ_EMULATOR_HOST "
+            "for the local emulator (a worker needs the launcher's environment: README "
+            "'Scale-out')."
+        ) from None
 
 
 def _row_format(environ) -> Literal["arrow", "proto"]:

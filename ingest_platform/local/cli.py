@@ -30,6 +30,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ingest_platform.defs.executor import executor_kind
 from ingest_platform.dumps.directory import dump_dir
 from ingest_platform.errors import IngestError
 from ingest_platform.local.api_command import register as register_api
@@ -42,7 +43,7 @@ from ingest_platform.local.migrate_command import register as register_migrate
 from ingest_platform.local.ports import choose_port
 from ingest_platform.local.project_lock import ProjectLock
 from ingest_platform.local.proto_command import register as register_proto
-from ingest_platform.local.services import start_services, state_dir
+from ingest_platform.local.services import RunningServices, start_services, state_dir
 from ingest_platform.local.worker_command import register as register_worker
 
 # Further commands: each `register(subparsers, say)` adds one with
@@ -149,14 +150,7 @@ def run_services() -> int:
     try:
         services = start_services(_project_dir_if_any(), say=say)
         say("Services are up. Export this environment in the shell where you run `dagster dev`:")
-        printable = services.printable_env()
-        for key, value in printable.items():
-            print(f"export {key}={shlex.quote(value)}", flush=True)
-        if printable != services.env:
-            say(
-                "The DSNs above are printed without their passwords: in that shell, give the "
-                "password in PGPASSWORD, PGPASSFILE or ~/.pgpass (libpq reads them)."
-            )
+        _print_environment(services)
         say("Press Ctrl-C to stop the services.")
         while True:
             time.sleep(3600)
@@ -198,6 +192,17 @@ def run_demo_dumps(directory: Path, rows: int) -> int:
     return 0
 
 
+def _print_environment(services: RunningServices) -> None:
+    printable = services.printable_env()
+    for key, value in printable.items():
+        print(f"export {key}={shlex.quote(value)}", flush=True)
+    if printable != services.env:
+        say(
+            "The DSNs above are printed without their passwords: in that shell, give the "
+            "password in PGPASSWORD, PGPASSFILE or ~/.pgpass (libpq reads them)."
+        )
+
+
 def run_dev(dagster_args: list[str]) -> int:
     project = _project_dir()
     lock = ProjectLock(state_dir())
@@ -208,6 +213,12 @@ def run_dev(dagster_args: list[str]) -> int:
         host, port, dagster_args = _ui_address(dagster_args)
         services = start_services(project, say=say)
         os.environ.update(services.env)  # the instance the stop cancels runs through
+        if executor_kind() == "celery":
+            say(
+                "Steps run on Celery workers (INGEST_EXECUTOR=celery): start them with "
+                "`ingest-platform worker` in shells with INGEST_CELERY_BROKER and this environment:"
+            )
+            _print_environment(services)
         # The dump sensor reloads the code location through the UI (defs/reload.py).
         env = {**os.environ, "INGEST_DAGSTER_URL": f"http://{host}:{port}"}
         workspace = project / "workspace.yaml"
