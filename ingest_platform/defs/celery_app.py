@@ -5,8 +5,10 @@ settings of `defs/executor.py`, listening on the queues named in `INGEST_CELERY_
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 
+from celery.signals import worker_process_init
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_task
 from kombu import Queue
@@ -21,3 +23,13 @@ app.conf.task_queues = [
     for name in (os.environ.get(QUEUE_ENV) or DEFAULT_QUEUE).split(",")
 ]
 execute_plan = create_task(app)
+
+
+@worker_process_init.connect
+def _allow_copy_workers(**_) -> None:
+    """A step's COPY I/O manager starts worker processes (spawned) in Celery's pool process,
+    which billiard made daemonic (a daemonic process may not start processes) and gave an
+    authentication key of billiard's type (which `spawn` cannot pickle)."""
+    config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
+    config["daemon"] = False
+    config["authkey"] = multiprocessing.process.AuthenticationString(os.urandom(32))  # type: ignore[attr-defined]

@@ -73,7 +73,6 @@ def celery_env(pg_dsn, tmp_path) -> dict[str, str]:
         "INGEST_PG_DSN": pg_dsn,
         "INGEST_EXECUTOR": "celery",
         "INGEST_CELERY_QUEUE": f"test-{uuid.uuid4().hex[:8]}",
-        "INGEST_LOAD_PROCESSES": "1",
     }
 
 
