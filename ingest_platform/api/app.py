@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ingest_platform.errors import ConfigError, first_line
+from ingest_platform.postgres import etl_log
 from ingest_platform.postgres.catalog import qualified
 from ingest_platform.postgres.connection import CONNECT_TIMEOUT, connect, libpq_dsn
 
@@ -87,6 +88,9 @@ def prepare(dsn: str, config: ApiConfig) -> list[TableShape]:
     sequence only ever moves forward (``setval`` never lowers it here)."""
     with connect(dsn) as conn:
         store.ensure_tables(conn, config.schema)
+        # The ETL log too (its admin page reads it; a batch writes to it): here, once, not in a
+        # request.
+        etl_log.ensure_table(conn)
         shapes = []
         for table in config.tables:
             shape = read_shape(conn, table)
