@@ -393,6 +393,16 @@ def _write(
             conn, config.schema, request_id, user, name, len(records), len(accepted),
             rejects, records, atomic,
         )  # fmt: skip
+        if accepted:  # in the records' transaction: the pool commits both when the block ends
+            etl_log.record(
+                conn,
+                kind="api_batch",
+                table=writer.shape.config.label,
+                rows=len(accepted),
+                version=request_id,
+                detail={"user": user},
+                ensure=False,  # created by prepare(): no DDL or catalog lookup in a request
+            )
     status = 201 if not rejects else (207 if accepted else 422)
     return status, BatchResponse(
         request_id=request_id,
