@@ -5,6 +5,7 @@ over plain HTTP, no page without a session; and in process, that a list page ove
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -19,7 +20,10 @@ from ingest_platform.api.config import parse_api_config
 from ingest_platform_tests.api.conftest import CONFIG, PASSWORDS, SECRET, Api
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SCREENSHOTS = Path(__file__).resolve().parents[2] / ".ingest" / "screenshots"
+SCREENSHOTS = Path(
+    os.environ.get("INGEST_TEST_SCREENSHOTS")
+    or Path(__file__).resolve().parents[2] / ".ingest" / "screenshots"
+)
 
 
 def test_admin_pages_need_a_session(api: Api):
@@ -44,11 +48,14 @@ def browser():
 
 
 def test_admin_in_chromium(api: Api, browser):
-    rejected = api.client().post(
+    client = api.client()
+    rejected = client.post(
         "/tables/hired_employees/records",
         json=[{"name": "admin-shown", "department_id": 999}],
     )
     assert rejected.status_code == 422
+    stored = client.post("/tables/departments/records", json=[{"id": 7001, "department": "Admin shown"}])
+    assert stored.status_code == 201, stored.text
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page()
     page.goto(api.url + "/admin/rejects/list")
@@ -73,6 +80,22 @@ def test_admin_in_chromium(api: Api, browser):
     page.screenshot(path=str(SCREENSHOTS / "admin_users.png"), full_page=True)
     page.goto(api.url + "/admin/requests/list")
     assert "hired_employees" in page.inner_text("body")
+    # The ETL log, filtered by a table from the filter's choices.
+    page.goto(api.url + "/admin/etl-log/list")
+    page.click("#filter-sidebar a:text-is(\"hr.departments\")")
+    assert "table_name=hr.departments" in page.url
+    rows = page.inner_text("table")
+    assert "api_batch" in rows and "hr.departments" in rows
+    assert "hr.hired_employees" not in rows and "test.filled" not in rows
+    assert stored.json()["request_id"] in rows  # the batch's row: version = request id
+    page.screenshot(path=str(SCREENSHOTS / "admin_etl_log.png"), full_page=True)
+    page.goto(api.url + "/admin/table-config")
+    tables = page.inner_text("#tables")
+    assert "POST /tables/hired_employees/records" in tables and "datetime = now()" in tables
+    permissions = page.inner_text("#permissions")
+    bob = next(line for line in permissions.splitlines() if line.startswith("bob"))
+    assert bob.split("\t")[1:4] == ["may write", "no", "no"], bob
+    page.screenshot(path=str(SCREENSHOTS / "admin_table_config.png"), full_page=True)
 
 
 FILLED = 3000  # log rows of one fake table: more than the limit below
