@@ -16,7 +16,7 @@ is counted up to ``admin_exact_count`` rows and estimated above (``admin_count.p
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,12 @@ class IndexedValuesFilter(AllUniqueStringValuesFilter):
             return [row[0] for row in rows]
 
 
+def _utc(model: Any, attribute: str) -> str:
+    """A time on a list page: UTC to the second (the microseconds and offset made columns wide)."""
+    value = getattr(model, attribute)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+
+
 def mount_admin(app, dsn: str, config: ApiConfig, secret: str, limiter, pool) -> Admin:
     class Base(DeclarativeBase):
         pass
@@ -91,6 +97,8 @@ def mount_admin(app, dsn: str, config: ApiConfig, secret: str, limiter, pool) ->
         to_url(libpq_dsn(dsn)).replace("postgresql://", "postgresql+psycopg://", 1),
         pool_pre_ping=True,
         pool_size=2,
+        # The time filter's value has no offset: it is UTC, as the list pages show times.
+        connect_args={"options": "-c TimeZone=UTC"},
     )
 
     class EtlLog(Base):  # the class name is the URL: /admin/etl-log/list
@@ -175,6 +183,7 @@ def mount_admin(app, dsn: str, config: ApiConfig, secret: str, limiter, pool) ->
             EtlLog.version, EtlLog.run_id,
         ]  # fmt: skip
         column_sortable_list = [EtlLog.id, EtlLog.finished]
+        column_formatters = {EtlLog.finished: _utc}
         column_default_sort = (EtlLog.id, True)
         # Each filter has its index ("_ingest_meta".etl_log: table_name, kind, finished).
         column_filters = [
@@ -190,6 +199,7 @@ def mount_admin(app, dsn: str, config: ApiConfig, secret: str, limiter, pool) ->
             Rejects.field, Rejects.reason,
         ]  # fmt: skip
         column_searchable_list = [Rejects.table_name, Rejects.username]
+        column_formatters = {Rejects.at: _utc}
         column_default_sort = (Rejects.id, True)
         column_filters = [
             StaticValuesFilter(
@@ -204,10 +214,15 @@ def mount_admin(app, dsn: str, config: ApiConfig, secret: str, limiter, pool) ->
             Requests.accepted, Requests.rejected, Requests.atomic,
         ]  # fmt: skip
         column_default_sort = (Requests.at, True)
+        column_formatters = {Requests.at: _utc}
 
     class UsersAdmin(ReadOnly, model=Users):
         name_plural = "API users"
         column_list = [Users.name, Users.tables, Users.created]
+        column_formatters = {
+            Users.created: _utc,
+            Users.tables: lambda model, attribute: ", ".join(model.tables),
+        }
 
     class TableConfig(BaseView):
         name = "Table configuration"
