@@ -374,14 +374,11 @@ def _write(
             )
         records = _records(body, config.max_records)
         good, rejects = writer.validate(records)
-        rejects += writer.check(conn, good)
-        bad = {r.index for r in rejects}
-        good = [g for g in good if g[0] not in bad]
         accepted: list[tuple[int, Any]] = []
         if good and not (atomic and rejects):
             try:
                 with conn.transaction():  # a savepoint: atomic undoes the data, keeps the log
-                    result = writer.insert(conn, good)
+                    result = writer.insert(conn, good, atomic)
                     if atomic and result.rejected:
                         raise _Rollback(result.rejected)
                 accepted = result.accepted
