@@ -39,7 +39,7 @@ from ingest_platform.postgres.connection import CONNECT_TIMEOUT, connect, libpq_
 from . import auth, store
 from .config import ApiConfig, api_config_from_env, secret_from_env
 from .schema import TableShape, read_shape, request_model
-from .writes import TableWriter
+from .writes import BatchResult, TableWriter
 
 log = logging.getLogger("ingest_platform.api")
 
@@ -376,15 +376,18 @@ def _write(
         good, rejects = writer.validate(records)
         accepted: list[tuple[int, Any]] = []
         if good and not (atomic and rejects):
-            try:
-                with conn.transaction():  # a savepoint: atomic undoes the data, keeps the log
-                    result = writer.insert(conn, good, atomic)
-                    if atomic and result.rejected:
-                        raise _Rollback(result.rejected)
-                accepted = result.accepted
-                rejects += result.rejected
-            except _Rollback as rollback:
-                rejects += rollback.rejects
+            if atomic:
+                try:
+                    with conn.transaction():  # a savepoint: undoes the data, keeps the log
+                        result = writer.insert(conn, good, atomic)
+                        if result.rejected:
+                            raise _Rollback(result.rejected)
+                except _Rollback as rollback:
+                    result = BatchResult(rejected=rollback.rejects)
+            else:  # the insert's own savepoints keep exactly the good records
+                result = writer.insert(conn, good)
+            accepted = result.accepted
+            rejects += result.rejected
         rejects.sort(key=lambda r: r.index)
         store.log_request(
             conn, config.schema, request_id, user, name, len(records), len(accepted),

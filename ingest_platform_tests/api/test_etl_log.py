@@ -36,7 +36,7 @@ def test_a_batch_writes_one_log_row_and_a_rejected_batch_none(api: Api):
 def test_the_log_row_is_written_after_the_server_closed_the_pool(api: Api):
     client = api.client()
     api.query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"  # waits for the exit
         " WHERE datname = current_database() AND pid <> pg_backend_pid()"
     )
     response = client.post(HIRES, json=[{"name": "etl-after-terminate"}])
