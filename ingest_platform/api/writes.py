@@ -189,28 +189,20 @@ class TableWriter:
     def _reserve(self, conn: psycopg.Connection, count: int) -> list[int] | None:
         """`count` consecutive ids from the table's sequence, so that a batch's ids have no gaps
         even while other batches insert: taken under a session advisory lock on the sequence
-        (held for this one query, not the batch's transaction). Writers that call nextval
-        without the lock (a CSV import, a plain INSERT) can still interleave.
-
-        One round trip: the lock is a CTE every id's row joins (so it is taken before the first
-        nextval) and the unlock is projected by the aggregate over all of them (so after the
-        last). Should the query fail half-way, the lock may be held: the connection is closed,
-        which releases it (the pool replaces closed connections)."""
+        (held for one nextval query, not the batch's transaction). Writers that call nextval
+        without the lock (a CSV import, a plain INSERT) can still interleave."""
         if not self.shape.sequence:
             return None
+        key = self.shape.sequence
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
         try:
-            row = conn.execute(
-                "WITH l AS MATERIALIZED (SELECT pg_advisory_lock(hashtext(%(seq)s))),"
-                " v AS MATERIALIZED (SELECT nextval(%(seq)s::regclass) AS id"
-                "  FROM generate_series(1, %(n)s), l)"
-                " SELECT array_agg(id ORDER BY id), pg_advisory_unlock(hashtext(%(seq)s)) FROM v",
-                {"seq": self.shape.sequence, "n": count},
-            ).fetchone()
-        except psycopg.Error:
-            conn.close()
-            raise
-        assert row is not None and row[1], "the sequence's advisory lock was not held"
-        return list(row[0])
+            with conn.transaction():  # a failure here must not keep the lock past `finally`
+                rows = conn.execute(
+                    "SELECT nextval(%s::regclass) FROM generate_series(1, %s)", (key, count)
+                ).fetchall()
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+        return [r[0] for r in rows]
 
     def _insert_part(self, conn, part, result: BatchResult) -> None:
         params = self._params(part)
