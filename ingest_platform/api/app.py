@@ -32,13 +32,14 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ingest_platform.errors import ConfigError, first_line
+from ingest_platform.postgres import etl_log
 from ingest_platform.postgres.catalog import qualified
 from ingest_platform.postgres.connection import CONNECT_TIMEOUT, connect, libpq_dsn
 
 from . import auth, store
 from .config import ApiConfig, api_config_from_env, secret_from_env
 from .schema import TableShape, read_shape, request_model
-from .writes import TableWriter
+from .writes import BatchResult, TableWriter
 
 log = logging.getLogger("ingest_platform.api")
 
@@ -87,6 +88,9 @@ def prepare(dsn: str, config: ApiConfig) -> list[TableShape]:
     sequence only ever moves forward (``setval`` never lowers it here)."""
     with connect(dsn) as conn:
         store.ensure_tables(conn, config.schema)
+        # The ETL log too (its admin page reads it; a batch writes to it): here, once, not in a
+        # request.
+        etl_log.ensure_table(conn)
         shapes = []
         for table in config.tables:
             shape = read_shape(conn, table)
@@ -370,25 +374,35 @@ def _write(
             )
         records = _records(body, config.max_records)
         good, rejects = writer.validate(records)
-        rejects += writer.check(conn, good)
-        bad = {r.index for r in rejects}
-        good = [g for g in good if g[0] not in bad]
         accepted: list[tuple[int, Any]] = []
         if good and not (atomic and rejects):
-            try:
-                with conn.transaction():  # a savepoint: atomic undoes the data, keeps the log
-                    result = writer.insert(conn, good)
-                    if atomic and result.rejected:
-                        raise _Rollback(result.rejected)
-                accepted = result.accepted
-                rejects += result.rejected
-            except _Rollback as rollback:
-                rejects += rollback.rejects
+            if atomic:
+                try:
+                    with conn.transaction():  # a savepoint: undoes the data, keeps the log
+                        result = writer.insert(conn, good, atomic)
+                        if result.rejected:
+                            raise _Rollback(result.rejected)
+                except _Rollback as rollback:
+                    result = BatchResult(rejected=rollback.rejects)
+            else:  # the insert's own savepoints keep exactly the good records
+                result = writer.insert(conn, good)
+            accepted = result.accepted
+            rejects += result.rejected
         rejects.sort(key=lambda r: r.index)
         store.log_request(
             conn, config.schema, request_id, user, name, len(records), len(accepted),
             rejects, records, atomic,
         )  # fmt: skip
+        if accepted:  # in the records' transaction: the pool commits both when the block ends
+            etl_log.record(
+                conn,
+                kind="api_batch",
+                table=writer.shape.config.label,
+                rows=len(accepted),
+                version=request_id,
+                detail={"user": user},
+                ensure=False,  # created by prepare(): no DDL or catalog lookup in a request
+            )
     status = 201 if not rejects else (207 if accepted else 422)
     return status, BatchResponse(
         request_id=request_id,

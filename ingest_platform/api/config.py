@@ -17,6 +17,7 @@ TOML layout (every key optional except ``tables``; the values shown are the defa
     login_failures = 5              # failed logins per user name and client address ...
     login_window_seconds = 300      # ... within this window; then 429 until it passes
     reject_share_limit = 0.05       # the Dagster check fails above this share in the last hour
+    admin_exact_count = 100000      # admin list pages count matches up to this; above: estimate
 
     [[tables]]
     table = "hr.hired_employees"    # schema.table
@@ -75,6 +76,7 @@ class ApiConfig:
     login_failures: int = 5
     login_window_seconds: float = 300
     reject_share_limit: float = 0.05
+    admin_exact_count: int = 100_000
 
     @property
     def max_body_bytes(self) -> int:
@@ -98,6 +100,7 @@ _NUMBERS: dict[str, tuple[Any, float, float]] = {
     "login_failures": (int, 1, 1000),
     "login_window_seconds": ((int, float), 1, 86_400),
     "reject_share_limit": ((int, float), 0, 1),
+    "admin_exact_count": (int, 10, 100_000_000),
 }
 
 

@@ -3,7 +3,7 @@ the same transaction as the data (``"_ingest_meta".etl_log``).
 
 Every pipeline that changes warehouse data calls ``record`` inside the transaction that writes
 it: a dump version attach (one row per table attached), a CDC merge or resync, ``ingest()`` (per
-table and committed transaction), a migration's data copy and a CSV import. So a
+table and committed transaction), a REST API batch, a migration's data copy and a CSV import. So a
 committed change always has its row and a rolled-back one never has (the row is part of the
 same transaction). The BigQuery mirror changes BigQuery, not PostgreSQL: its row is written right
 after the BigQuery commit succeeded, in a short PostgreSQL transaction of its own.
@@ -127,11 +127,14 @@ def record(
     started: datetime | None = None,
     run_id: str | None = None,
     detail: dict[str, Any] | None = None,
+    ensure: bool = True,
 ) -> None:
     """One row of the log, in `conn`'s current transaction (call it inside the transaction that
     writes the data; it never commits). `table`: "schema.table"; `started`: default the
-    transaction's start (``now()``)."""
-    ensure_table(conn)
+    transaction's start (``now()``). `ensure=False`: the caller created the table beforehand
+    (``ensure_table`` at startup; the REST API), so no catalog lookup or DDL runs here."""
+    if ensure:
+        ensure_table(conn)
     conn.execute(
         sql.SQL(
             "INSERT INTO {} (kind, table_name, version, rows, started, run_id, detail)"

@@ -30,6 +30,7 @@ max_body_mb = 2
 token_minutes = 5
 login_failures = 3
 login_window_seconds = 60
+admin_exact_count = 1000  # admin list totals above this are estimates (test_admin.py)
 
 [[tables]]
 table = "hr.departments"

@@ -432,7 +432,9 @@ def test_connections_the_server_closed_are_replaced(api):
     client = api.client()
     assert client.post(HIRES, json=[{"name": "before-terminate"}]).status_code == 201
     [(killed,)] = api.query(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        # The timeout waits until each backend has exited: without it, a backend still
+        # exiting passes the pool's check and fails the request (503), a race of the test.
+        "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid <> pg_backend_pid()"
     )
     assert killed >= 1  # the API's pooled connections

@@ -19,7 +19,7 @@ def test_default_is_the_hr_example():
 
 def test_a_full_config():
     config = parse_api_config(
-        'schema = "intake"\nmax_records = 500\nmax_body_mb = 1.5\n'
+        'schema = "intake"\nmax_records = 500\nmax_body_mb = 1.5\nadmin_exact_count = 5000\n'
         '[[tables]]\ntable = "sales.orders"\nname = "orders-v2"\n'
         '[tables.defaults]\ncreated = "CURRENT_TIMESTAMP"\n'
     )
@@ -27,6 +27,7 @@ def test_a_full_config():
     assert (table.schema, table.table, table.name) == ("sales", "orders", "orders-v2")
     assert table.defaults == (("created", "CURRENT_TIMESTAMP"),)
     assert config.schema == "intake" and config.max_body_bytes == int(1.5 * 1024 * 1024)
+    assert config.admin_exact_count == 5000
 
 
 @pytest.mark.parametrize(
@@ -36,6 +37,8 @@ def test_a_full_config():
         ("max_records = 10", "needs at least one [[tables]] entry"),
         ('max_records = 0\n[[tables]]\ntable = "a.b"', "max_records must be a number from 1"),
         ('max_records = true\n[[tables]]\ntable = "a.b"', "max_records must be a number"),
+        ('admin_exact_count = 1\n[[tables]]\ntable = "a.b"',
+         "admin_exact_count must be a number from 10"),
         ('colour = 1\n[[tables]]\ntable = "a.b"', "unknown key(s): colour"),
         ('[[tables]]\ntable = "orders"', "entry 1: table must be \"schema.table\""),
         ('[[tables]]\ntable = "a.b"\nowner = "x"', "entry 1: unknown key(s) owner"),
