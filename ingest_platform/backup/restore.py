@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from ingest_platform.backup import files, types
-from ingest_platform.backup.manifest import BackupError, read_manifest, verify_files
+from ingest_platform.backup.manifest import BackupError, backup_id, read_manifest, verify_files
 from ingest_platform.backup.verify import (
     compare_with_fingerprint,
     compare_with_source,
@@ -112,10 +112,10 @@ def restore(
     verify_files(directory, manifest)
     entries = _selected(manifest, tables)
     archive = directory / manifest["schema_archive"]
-    backup_id = f"{manifest['database']}@{manifest['created']}"
+    this_backup = backup_id(manifest)
     with connect(target_dsn, autocommit=True) as target:
         version = target.info.server_version
-        resuming = _marker(target) == backup_id
+        resuming = _marker(target) == this_backup
         occupied = _occupied(target)
         if occupied and not (replace or resuming):
             shown = ", ".join(occupied[:5]) + (" ..." if len(occupied) > 5 else "")
@@ -124,7 +124,7 @@ def restore(
                 "nothing was restored. Restore into an empty database, or pass --replace to drop "
                 f"and recreate schema(s) {', '.join(manifest['schemas'])} there."
             )
-        _set_marker(target, backup_id)
+        _set_marker(target, this_backup)
     pre, post = (pg_tools.section_sql(archive, s, version) for s in pg_tools.SECTIONS)
     with connect(target_dsn) as target:
         with target.transaction():
@@ -246,7 +246,9 @@ def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
     try:
         with connect(target_dsn) as target:
             use_text_settings(target, local=True)
-            target.execute(sql.SQL("TRUNCATE {}").format(qualified(entry["schema"], entry["name"])))
+            target.execute(  # ONLY: a parent table's TRUNCATE would empty its loaded children
+                sql.SQL("TRUNCATE ONLY {}").format(qualified(entry["schema"], entry["name"]))
+            )
             with target.cursor().copy(statement) as copy:
                 for name in entry["files"]:
                     for batch in files.read_batches(directory / name, columns):

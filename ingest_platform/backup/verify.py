@@ -49,8 +49,11 @@ def text_side(conn: psycopg.Connection, schema: str, table: str, name: str) -> P
     oid = catalog.relation_oid(conn, schema, table)
     if oid is None:
         raise SchemaError(f'Table "{schema}"."{table}" does not exist on {name}.')
+    # By name, not position: a restored child table gets its parent's column order (pg_dump
+    # recreates it with INHERITS), which can differ from the order the source's child has.
     columns = tuple(
-        MirrorColumn(c.name, c.type, c.name, "STRING", "string") for c in catalog.columns(conn, oid)
+        MirrorColumn(c.name, c.type, c.name, "STRING", "string")
+        for c in sorted(catalog.columns(conn, oid), key=lambda c: c.name)
     )
     source = MirrorSource(schema, table, columns, catalog.primary_key(conn, oid))
     return PostgresSide(conn, source, name=name)
