@@ -28,6 +28,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
 from ingest_platform.backup import files, types
 from ingest_platform.backup.manifest import BackupError, backup_id, read_manifest, verify_files
@@ -125,6 +126,7 @@ def restore(
                 f"and recreate schema(s) {', '.join(manifest['schemas'])} there."
             )
         _set_marker(target, this_backup)
+    clock = _Phases()
     pre, post = (pg_tools.section_sql(archive, s, version) for s in pg_tools.SECTIONS)
     with connect(target_dsn) as target:
         with target.transaction():
@@ -133,11 +135,13 @@ def restore(
                 target.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(name))
                 target.execute(sql.SQL("CREATE SCHEMA {}").format(name))
             _run_script(target, pre)
+    clock.done("checks and schema")
     result = RestoreResult()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         for done in pool.map(lambda e: _load_table(directory, target_dsn, e), entries):
             on_table(done)
             result.tables.append(done)
+    clock.done("data")
     with connect(target_dsn) as target:
         with target.transaction():
             _run_script(target, post)
@@ -147,7 +151,9 @@ def restore(
                     target.execute(
                         "SELECT setval(%s::regclass, %s, true)", (sequence, s["last_value"])
                     )
+    clock.done("keys, indexes, sequences")
     _verify(target_dsn, entries, result, jobs)
+    clock.done("proof")
     if source_dsn:
         _compare_source(source_dsn, target_dsn, entries, result)
     if result.passed:
@@ -156,6 +162,18 @@ def restore(
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(MARKER_SCHEMA))
             )
     return result
+
+
+class _Phases:
+    """Logs how long each step took (what a slow restore spent its time on)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def done(self, step: str) -> None:
+        now = time.monotonic()
+        logger.info(f"restore: {step} took {now - self.last:.2f} s")
+        self.last = now
 
 
 def _selected(manifest: dict, tables: list[str] | None) -> list[dict]:
@@ -238,7 +256,9 @@ def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
     started = time.monotonic()
     label = f"{entry['schema']}.{entry['name']}"
     columns = entry["columns"]
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+    # FREEZE: the table is truncated in the same transaction, so its rows are written frozen
+    # (no hint-bit writes when the proof then reads them, nothing left for VACUUM to freeze).
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FREEZE)").format(
         qualified(entry["schema"], entry["name"]),
         sql.SQL(", ").join(sql.Identifier(c["name"]) for c in columns),
     )
@@ -249,7 +269,9 @@ def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
             target.execute(  # ONLY: a parent table's TRUNCATE would empty its loaded children
                 sql.SQL("TRUNCATE ONLY {}").format(qualified(entry["schema"], entry["name"]))
             )
-            with target.cursor().copy(statement) as copy:
+            cursor = target.cursor()
+            # A thread sends each batch while the next is read and turned into COPY text.
+            with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
                 for name in entry["files"]:
                     for batch in files.read_batches(directory / name, columns):
                         data = copy_text(columns, batch)
