@@ -106,3 +106,23 @@ def test_a_damaged_previous_file_is_not_reused(pg_dsn, target_dsn, tmp_path):
     result = restore(tmp_path / "b2", target_dsn)
     assert result.passed, result.text()
     assert _rows(target_dsn) == _rows(pg_dsn)
+
+
+def test_the_cli_reuses_with_previous_and_names_a_previous_that_is_no_backup(pg_dsn, tmp_path):
+    from ingest_platform_tests.backup.test_backup_cli import _cli
+
+    _load(pg_dsn, "1")
+    env = {"INGEST_BACKUP_SOURCE_DSN": pg_dsn}
+    first = _cli("backup", "--to", str(tmp_path / "b1"), "--schema", "crm", env=env)
+    assert first.returncode == 0, first.stderr
+    second = _cli("backup", "--to", str(tmp_path / "b2"), "--schema", "crm",
+                  "--previous", str(tmp_path / "b1"), env=env)  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    assert "crm.Orders__v1: 300 rows" in second.stdout
+    assert "files reused from the previous backup" in second.stdout
+    (tmp_path / "other").mkdir()
+    refused = _cli("backup", "--to", str(tmp_path / "b3"), "--schema", "crm",
+                   "--previous", str(tmp_path / "other"), env=env)  # fmt: skip
+    assert refused.returncode != 0
+    assert f"{tmp_path / 'other'} is not a backup (no manifest.json)" in refused.stderr
+    assert not (tmp_path / "b3" / "manifest.json").exists()
