@@ -13,8 +13,13 @@ Format version 1::
      "schema_archive": "schema.dump",   # pg_dump --schema-only --format=custom of the schemas
      "schema_ddl": "...",               # the same as SQL, for people and other tools
      "sequences": [{"schema", "name", "last_value"}],
+     "backup_id": "app@<created>",     # what reused_from names
      "tables": [{"schema", "name", "rows", "columns": [...], "files": ["data/..."],
-                 "fingerprint": {"depth": d, "buckets": {prefix: [count, s1, s2, s3, s4]}}}],
+                 "fingerprint": {"depth": d, "buckets": {prefix: [count, s1, s2, s3, s4]}},
+                 # dump-version tables only (``reuse``):
+                 "version_identity": {"oid", "relfilenode", "catalog_xmin", "table",
+                                      "version", "rows", "loaded_at", "dump"},
+                 "reused_from": "app@<created of the previous backup>"}],   # when reused
      "files": {"data/...": {"sha256": hex, "bytes": n, "rows": n}, "schema.dump": {...}}}
 """
 
@@ -35,6 +40,12 @@ INCOMPLETE = "INCOMPLETE"
 
 class BackupError(IngestError):
     """A backup cannot be written or a directory cannot be restored from."""
+
+
+def backup_id(manifest: dict) -> str:
+    """What names a backup in another backup's manifest (``reused_from``) and in a restore's
+    marker: the database and the time the backup began."""
+    return manifest.get("backup_id") or f"{manifest['database']}@{manifest['created']}"
 
 
 def sha256_of(path: Path) -> str:

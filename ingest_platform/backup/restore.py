@@ -12,8 +12,9 @@
    archive (``migration/pg_tools``, ``migration/schema``), then each table's files loaded by one
    COPY in its own transaction (``jobs`` tables at once), then keys, indexes and triggers
    (post-data, one transaction), then the sequences.
-5. Every restored table is compared with the backup's fingerprint (``verify``) and, when
-   `source_dsn` is given and answers, with the source.
+5. Every restored table is compared with the backup's fingerprint (``verify``): right after its
+   COPY (while other tables load) when the fingerprint records its key columns, else after the
+   keys; and, when `source_dsn` is given and answers, with the source.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
 from ingest_platform.backup import files, types
-from ingest_platform.backup.manifest import BackupError, read_manifest, verify_files
+from ingest_platform.backup.manifest import BackupError, backup_id, read_manifest, verify_files
 from ingest_platform.backup.verify import (
     compare_with_fingerprint,
     compare_with_source,
@@ -112,10 +114,10 @@ def restore(
     verify_files(directory, manifest)
     entries = _selected(manifest, tables)
     archive = directory / manifest["schema_archive"]
-    backup_id = f"{manifest['database']}@{manifest['created']}"
+    this_backup = backup_id(manifest)
     with connect(target_dsn, autocommit=True) as target:
         version = target.info.server_version
-        resuming = _marker(target) == backup_id
+        resuming = _marker(target) == this_backup
         occupied = _occupied(target)
         if occupied and not (replace or resuming):
             shown = ", ".join(occupied[:5]) + (" ..." if len(occupied) > 5 else "")
@@ -124,7 +126,8 @@ def restore(
                 "nothing was restored. Restore into an empty database, or pass --replace to drop "
                 f"and recreate schema(s) {', '.join(manifest['schemas'])} there."
             )
-        _set_marker(target, backup_id)
+        _set_marker(target, this_backup)
+    clock = _Phases()
     pre, post = (pg_tools.section_sql(archive, s, version) for s in pg_tools.SECTIONS)
     with connect(target_dsn) as target:
         with target.transaction():
@@ -133,11 +136,34 @@ def restore(
                 target.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(name))
                 target.execute(sql.SQL("CREATE SCHEMA {}").format(name))
             _run_script(target, pre)
+        # A parent's rows as the proof reads them include its children's: proved after all loads.
+        parents = set(
+            target.execute(
+                "SELECT n.nspname, c.relname FROM pg_inherits i JOIN pg_class c ON c.oid ="
+                " i.inhparent JOIN pg_namespace n ON n.oid = c.relnamespace"
+            ).fetchall()
+        )
+        target.rollback()
+    clock.done("checks and schema")
     result = RestoreResult()
+    # A fingerprint that records its key is proved right after its table is loaded, while other
+    # tables load (keys and indexes are not needed to bucket the rows); older ones after the keys.
+    early = all("key" in e.get("fingerprint", {"key": None}) for e in entries)
+
+    def proved_early(entry: dict) -> bool:
+        return early and "fingerprint" in entry and (entry["schema"], entry["name"]) not in parents
+
+    def load(entry: dict) -> tuple[TableRestore, Comparison | None]:
+        loaded = _load_table(directory, target_dsn, entry)
+        return loaded, (_prove(target_dsn, entry) if proved_early(entry) else None)
+
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for done in pool.map(lambda e: _load_table(directory, target_dsn, e), entries):
+        for done, proved in pool.map(load, entries):
             on_table(done)
             result.tables.append(done)
+            if proved is not None:
+                result.against_backup.append(proved)
+    clock.done("data" + (" and proof" if early else ""))
     with connect(target_dsn) as target:
         with target.transaction():
             _run_script(target, post)
@@ -147,7 +173,11 @@ def restore(
                     target.execute(
                         "SELECT setval(%s::regclass, %s, true)", (sequence, s["last_value"])
                     )
-    _verify(target_dsn, entries, result, jobs)
+    clock.done("keys, indexes, sequences")
+    late = [e for e in entries if not proved_early(e)]
+    if any("fingerprint" in e for e in late):
+        _verify(target_dsn, late, result, jobs)
+        clock.done("proof")
     if source_dsn:
         _compare_source(source_dsn, target_dsn, entries, result)
     if result.passed:
@@ -156,6 +186,18 @@ def restore(
                 sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(MARKER_SCHEMA))
             )
     return result
+
+
+class _Phases:
+    """Logs how long each step took (what a slow restore spent its time on)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def done(self, step: str) -> None:
+        now = time.monotonic()
+        logger.info(f"restore: {step} took {now - self.last:.2f} s")
+        self.last = now
 
 
 def _selected(manifest: dict, tables: list[str] | None) -> list[dict]:
@@ -238,7 +280,9 @@ def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
     started = time.monotonic()
     label = f"{entry['schema']}.{entry['name']}"
     columns = entry["columns"]
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+    # FREEZE: the table is truncated in the same transaction, so its rows are written frozen
+    # (no hint-bit writes when the proof then reads them, nothing left for VACUUM to freeze).
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FREEZE)").format(
         qualified(entry["schema"], entry["name"]),
         sql.SQL(", ").join(sql.Identifier(c["name"]) for c in columns),
     )
@@ -246,8 +290,12 @@ def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
     try:
         with connect(target_dsn) as target:
             use_text_settings(target, local=True)
-            target.execute(sql.SQL("TRUNCATE {}").format(qualified(entry["schema"], entry["name"])))
-            with target.cursor().copy(statement) as copy:
+            target.execute(  # ONLY: a parent table's TRUNCATE would empty its loaded children
+                sql.SQL("TRUNCATE ONLY {}").format(qualified(entry["schema"], entry["name"]))
+            )
+            cursor = target.cursor()
+            # A thread sends each batch while the next is read and turned into COPY text.
+            with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
                 for name in entry["files"]:
                     for batch in files.read_batches(directory / name, columns):
                         data = copy_text(columns, batch)
@@ -264,18 +312,18 @@ def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
     return TableRestore(label, rows, time.monotonic() - started)
 
 
+def _prove(target_dsn: str, entry: dict) -> Comparison:
+    with connect(target_dsn) as target:
+        use_text_settings(target)
+        recorded = entry["fingerprint"]
+        return compare_with_fingerprint(target, entry["schema"], entry["name"], recorded)
+
+
 def _verify(target_dsn: str, entries: list[dict], result: RestoreResult, jobs: int) -> None:
     """Each table against its fingerprint, `jobs` tables at once (each its own connection)."""
-
-    def one(entry: dict) -> Comparison:
-        with connect(target_dsn) as target:
-            use_text_settings(target)
-            return compare_with_fingerprint(
-                target, entry["schema"], entry["name"], entry["fingerprint"]
-            )
-
+    proving = [e for e in entries if "fingerprint" in e]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        result.against_backup.extend(pool.map(one, [e for e in entries if "fingerprint" in e]))
+        result.against_backup.extend(pool.map(lambda e: _prove(target_dsn, e), proving))
 
 
 def _compare_source(

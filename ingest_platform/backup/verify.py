@@ -45,23 +45,31 @@ def use_text_settings(conn: psycopg.Connection, local: bool = False) -> None:
         conn.execute(f"SELECT set_config(%s, %s, {'true' if local else 'false'})", (name, value))
 
 
-def text_side(conn: psycopg.Connection, schema: str, table: str, name: str) -> PostgresSide:
+def text_side(
+    conn: psycopg.Connection, schema: str, table: str, name: str, key: list[str] | None = None
+) -> PostgresSide:
+    """`key`: the key columns to bucket rows by (default: the table's primary key now)."""
     oid = catalog.relation_oid(conn, schema, table)
     if oid is None:
         raise SchemaError(f'Table "{schema}"."{table}" does not exist on {name}.')
+    # By name, not position: a restored child table gets its parent's column order (pg_dump
+    # recreates it with INHERITS), which can differ from the order the source's child has.
     columns = tuple(
-        MirrorColumn(c.name, c.type, c.name, "STRING", "string") for c in catalog.columns(conn, oid)
+        MirrorColumn(c.name, c.type, c.name, "STRING", "string")
+        for c in sorted(catalog.columns(conn, oid), key=lambda c: c.name)
     )
-    source = MirrorSource(schema, table, columns, catalog.primary_key(conn, oid))
+    key_columns = tuple(key) if key is not None else catalog.primary_key(conn, oid)
+    source = MirrorSource(schema, table, columns, key_columns)
     return PostgresSide(conn, source, name=name)
 
 
 def fingerprint(conn: psycopg.Connection, schema: str, table: str) -> dict:
-    """{"depth": d, "buckets": {prefix: [count, sum1, sum2, sum3, sum4]}} of the table as `conn`
-    sees it (call ``use_text_settings`` first)."""
+    """{"depth": d, "key": [columns], "buckets": {prefix: [count, sum1, sum2, sum3, sum4]}} of
+    the table as `conn` sees it (call ``use_text_settings`` first)."""
     side = text_side(conn, schema, table, "backup")
     depth = choose_depth(max(int(side.estimated_rows()), 1))
-    return {"depth": depth, "buckets": {k: list(v) for k, v in side.buckets(depth, None).items()}}
+    buckets = {k: list(v) for k, v in side.buckets(depth, None).items()}
+    return {"depth": depth, "key": list(side.source.key), "buckets": buckets}
 
 
 def compare_with_fingerprint(
@@ -69,7 +77,8 @@ def compare_with_fingerprint(
 ) -> Comparison:
     """The restored table against the backup's fingerprint: differing buckets are named (the
     backup holds no keys to narrow them further)."""
-    side = text_side(conn, schema, table, "restored")
+    # The recorded key (backups since it is recorded): the proof needs no primary key yet.
+    side = text_side(conn, schema, table, "restored", recorded.get("key"))
     depth = recorded["depth"]
     ours = {k: tuple(v) for k, v in recorded["buckets"].items()}
     theirs = side.buckets(depth, None)

@@ -28,14 +28,16 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from psycopg import sql
 
-from ingest_platform.backup import files, types
+from ingest_platform.backup import files, reuse, types
 from ingest_platform.backup.manifest import (
     FORMAT,
     FORMAT_VERSION,
     INCOMPLETE,
     MANIFEST,
     BackupError,
+    backup_id,
     fsync_file,
+    read_manifest,
     sha256_of,
     write_manifest,
 )
@@ -64,9 +66,15 @@ class TableBackup:
     rows: int
     bytes: int
     seconds: float
+    reused: bool = False
 
     @property
     def line(self) -> str:
+        if self.reused:
+            return (
+                f"{self.schema}.{self.name}: {self.rows:,} rows, {self.bytes / 1e6:,.1f} MB,"
+                " unchanged version: files reused from the previous backup"
+            )
         rate = self.rows / max(self.seconds, 1e-9)
         return (
             f"{self.schema}.{self.name}: {self.rows:,} rows, {self.bytes / 1e6:,.1f} MB,"
@@ -84,14 +92,18 @@ def backup(
     jobs: int = 2,
     rows_per_file: int = ROWS_PER_FILE,
     fingerprints: bool = True,
+    previous: Path | str | None = None,
     on_table=lambda done: None,
 ) -> dict:
     """Write a backup of `source_dsn` into `to_dir` (see the module's docstring); returns the
     manifest. `tables`: "schema.table" names (default: every table of `schemas`, default every
-    user schema)."""
+    user schema). `previous`: an earlier backup whose unchanged dump-version files are reused
+    (``reuse``)."""
     if file_format not in files.EXTENSIONS:
         raise BackupError(f"Unknown backup format {file_format!r}: use parquet or avro.")
     directory = Path(to_dir)
+    previous_dir = Path(previous) if previous is not None else None
+    earlier = read_manifest(previous_dir) if previous_dir is not None else None
     _prepare(directory)
     started = dt.datetime.now(dt.UTC)
     with connect(source_dsn) as source:
@@ -116,15 +128,29 @@ def backup(
             " WHERE schemaname = ANY(%s) ORDER BY 1, 2",
             (selected,),
         ).fetchall()
+        known: dict[str, str] = {}  # reused file -> its SHA-256, already checked
+        reuse_from: dict[int, dict] = {}
         for i, entry in enumerate(entries):
             entry["directory"] = f"data/{i:04d}"
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            done = pool.map(
-                lambda e: _table(
-                    source_dsn, snapshot, directory, e, file_format, rows_per_file, fingerprints
-                ),
-                entries,
+            identity = reuse.version_identity(source, entry["oid"], entry["schema"], entry["name"])
+            if identity is not None:
+                entry["version_identity"] = identity
+                before = reuse.reusable(source, entry, earlier, file_format, fingerprints)
+                if before is not None:
+                    reuse_from[i] = before
+
+        def one(i: int, entry: dict) -> TableBackup:
+            if i in reuse_from:
+                assert previous_dir is not None and earlier is not None
+                reused = _reused(previous_dir, earlier, reuse_from[i], directory, entry, known)
+                if reused is not None:
+                    return reused
+            return _table(
+                source_dsn, snapshot, directory, entry, file_format, rows_per_file, fingerprints
             )
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            done = pool.map(one, range(len(entries)), entries)
             results = []
             for result in done:
                 on_table(result)
@@ -133,6 +159,7 @@ def backup(
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "backup_id": f"{database}@{started.isoformat()}",
         "file_format": file_format,
         "created": started.isoformat(),
         "finished": dt.datetime.now(dt.UTC).isoformat(),
@@ -150,13 +177,41 @@ def backup(
     for name in [SCHEMA_ARCHIVE] + [f for e in entries for f in e["files"]]:
         path = directory / name
         fsync_file(path)
-        manifest["files"][name] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}
+        digest = known.get(name) or sha256_of(path)
+        manifest["files"][name] = {"sha256": digest, "bytes": path.stat().st_size}
     for entry in entries:
         for name, rows in zip(entry["files"], entry.pop("file_rows"), strict=True):
             manifest["files"][name]["rows"] = rows
     manifest["tables"] = [{k: v for k, v in e.items() if k != "oid"} for e in entries]
     write_manifest(directory, manifest)
     return manifest
+
+
+def _reused(
+    previous_dir: Path,
+    earlier: dict,
+    before: dict,
+    directory: Path,
+    entry: dict,
+    known: dict[str, str],
+) -> TableBackup | None:
+    """The table's files taken over from the previous backup, or None to write them."""
+    started = time.monotonic()
+    hashes = reuse.link_files(previous_dir, earlier, before, directory, entry)
+    if hashes is None:
+        return None
+    known.update(hashes)
+    entry["rows"] = before["rows"]
+    entry["files"] = list(hashes)
+    entry["file_rows"] = [earlier["files"][name]["rows"] for name in before["files"]]
+    if "fingerprint" in before:
+        entry["fingerprint"] = before["fingerprint"]
+    entry["reused_from"] = backup_id(earlier)
+    size = sum((directory / name).stat().st_size for name in hashes)
+    logger.info(f"{entry['schema']}.{entry['name']}: files reused from {previous_dir}")
+    return TableBackup(
+        entry["schema"], entry["name"], entry["rows"], size, time.monotonic() - started, True
+    )
 
 
 def _prepare(directory: Path) -> None:
@@ -211,6 +266,12 @@ class _CopyStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def empty(self) -> bool:
+        """No rows at all (Arrow's CSV reader refuses an empty stream)."""
+        if not self.pending:
+            self.pending = memoryview(next(self.blocks, b""))
+        return not self.pending
+
     def readinto(self, buffer) -> int:
         size, filled = len(buffer), 0
         while filled < size:
@@ -242,6 +303,10 @@ def _table(
     table_dir.mkdir(parents=True, exist_ok=True)
     writer = files.TableFileWriter(table_dir, file_format, columns, rows_per_file)
     rows = 0
+    # The fingerprint is computed by the server on a second connection in the same snapshot while
+    # this thread parses and writes the COPY: the two passes overlap instead of adding up.
+    alongside = ThreadPoolExecutor(max_workers=1)
+    proof = alongside.submit(_fingerprint, dsn, snapshot, entry) if fingerprints else None
     try:
         with connect(dsn) as conn:
             adopt_snapshot(conn, snapshot)
@@ -258,28 +323,34 @@ def _table(
             names = [f"c{i}" for i in range(max(1, len(plan.expressions)))]
             wire_types = plan.types or [pa.int32()]
             with conn.cursor().copy(select) as copy:
-                reader = pa_csv.open_csv(
-                    _CopyStream(copy),
-                    read_options=pa_csv.ReadOptions(column_names=names, block_size=CSV_BLOCK_BYTES),
-                    parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-                    convert_options=pa_csv.ConvertOptions(
-                        column_types=dict(zip(names, wire_types, strict=True)),
-                        null_values=[""],
-                        strings_can_be_null=True,
-                        quoted_strings_can_be_null=False,
-                        true_values=["t"],
-                        false_values=["f"],
-                    ),
+                stream = _CopyStream(copy)
+                reader = (
+                    []
+                    if stream.empty()
+                    else pa_csv.open_csv(
+                        stream,
+                        read_options=pa_csv.ReadOptions(
+                            column_names=names, block_size=CSV_BLOCK_BYTES
+                        ),
+                        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                        convert_options=pa_csv.ConvertOptions(
+                            column_types=dict(zip(names, wire_types, strict=True)),
+                            null_values=[""],
+                            strings_can_be_null=True,
+                            quoted_strings_can_be_null=False,
+                            true_values=["t"],
+                            false_values=["f"],
+                        ),
+                    )
                 )
                 for wire in reader:
                     batch = _stored_batch(label, columns, plan, wire, file_format, writer.schema)
                     writer.write(batch)
                     rows += batch.num_rows
-            if fingerprints:
-                use_text_settings(conn, local=True)
-                entry["fingerprint"] = fingerprint(conn, entry["schema"], entry["name"])
             conn.rollback()
         written = writer.finish()
+        if proof is not None:
+            entry["fingerprint"] = proof.result()
     except OSError as exc:
         writer.abort()
         raise BackupError(
@@ -292,11 +363,22 @@ def _table(
     except IngestError:
         writer.abort()
         raise
+    finally:
+        alongside.shutdown(wait=False, cancel_futures=True)
     entry["rows"] = rows
     entry["files"] = [str(path.relative_to(directory)) for path, _ in written]
     entry["file_rows"] = [n for _, n in written]
     size = sum(path.stat().st_size for path, _ in written)
     return TableBackup(entry["schema"], entry["name"], rows, size, time.monotonic() - started)
+
+
+def _fingerprint(dsn: str, snapshot: str, entry: dict) -> dict:
+    with connect(dsn) as conn:
+        adopt_snapshot(conn, snapshot)
+        use_text_settings(conn, local=True)
+        found = fingerprint(conn, entry["schema"], entry["name"])
+        conn.rollback()
+        return found
 
 
 def _stored_batch(

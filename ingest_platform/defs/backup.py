@@ -5,8 +5,10 @@ materializing it again replaces that day's backup. After writing, the asset appl
 (`backup/retention.py`: keep the newest `keep_daily` and the newest of each of the last
 `keep_weekly` weeks) and deletes older backups itself. The check `restorable` restores the newest
 backup into a scratch database on the source's server and proves it (the restore's comparison
-with the backup's fingerprints), then drops the scratch database. The schedule runs the day's
-partition every night; it is off until `schedule_on` (one switch) or the UI turns it on.
+with the backup's fingerprints), then drops the scratch database. Each backup is given the
+newest earlier complete one, whose files of unchanged dump versions it reuses (hard links;
+`backup/reuse.py`). The schedule runs the day's partition every night; it is off until
+`schedule_on` (one switch) or the UI turns it on.
 The source DSN is an environment variable (`dg.EnvVar`): metadata shows `host:port/dbname` only.
 """
 
@@ -20,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from ingest_platform.backup import backup, restore
-from ingest_platform.backup.manifest import MANIFEST
+from ingest_platform.backup.manifest import MANIFEST, read_manifest
 from ingest_platform.backup.retention import apply_retention, backups
 from ingest_platform.defs.migration import where
 from ingest_platform.defs.resources import PostgresResource
@@ -70,12 +72,14 @@ def build_backup_definitions(settings: BackupSettings, source_env: str) -> dg.De
         target = root / day
         if (target / MANIFEST).exists():  # materialized again: that day's backup is replaced
             shutil.rmtree(target)
+        previous = _previous_backup(root, target, context)
         manifest = backup(
             dsn,
             target,
             file_format=settings.file_format,
             schemas=list(settings.schemas),
             jobs=settings.jobs,
+            previous=previous,
             on_table=lambda done: context.log.info(done.line),
         )
         deleted = apply_retention(root, settings.keep_daily, settings.keep_weekly)
@@ -89,6 +93,8 @@ def build_backup_definitions(settings: BackupSettings, source_env: str) -> dg.De
                 "tables": len(manifest["tables"]),
                 "bytes": sum(f["bytes"] for f in manifest["files"].values()),
                 "deleted_by_retention": [str(p) for p in deleted],
+                "reused_tables": sum(1 for t in manifest["tables"] if "reused_from" in t),
+                "previous_backup": str(previous) if previous else "",
             }
         )
         yield restorable(dsn, context)
@@ -122,6 +128,21 @@ def build_backup_definitions(settings: BackupSettings, source_env: str) -> dg.De
             passed=result.passed,
             metadata={"backup": str(newest), "result": dg.MetadataValue.md(result.text())},
         )
+
+    def _previous_backup(root: Path, target: Path, context) -> Path | None:
+        """The newest complete backup before this day's: its unchanged dump versions' files are
+        reused. A damaged one is passed over (this backup then writes every table)."""
+        day = target.name
+        for earlier_day, path in reversed(backups(root)):
+            if earlier_day.isoformat() >= day:
+                continue
+            try:
+                read_manifest(path)
+            except IngestError as exc:
+                context.log.warning(f"not reusing {path}: {first_line(exc)}")
+                continue
+            return path
+        return None
 
     job = dg.define_asset_job(f"backup_{settings.name}", selection=[key], partitions_def=partitions)
     schedule = dg.build_schedule_from_partitioned_job(

@@ -31,6 +31,12 @@ def register(subparsers, say) -> None:
         "--tables", nargs="+", default=None, metavar="SCHEMA.TABLE", help="default: all"
     )
     backup.add_argument("--jobs", type=int, default=2, help="tables read at once")
+    backup.add_argument(
+        "--previous",
+        type=Path,
+        metavar="DIR",
+        help="an earlier backup: unchanged dump-version tables reuse its files (hard links)",
+    )
     backup.set_defaults(run=lambda options: run_backup(options, say))
 
     restore = subparsers.add_parser(
@@ -65,6 +71,7 @@ def run_backup(options, say) -> int:
         schemas=options.schemas,
         tables=options.tables,
         jobs=options.jobs,
+        previous=options.previous,
         on_table=lambda done: say(done.line),
     )
     rows = sum(t["rows"] for t in manifest["tables"])

@@ -57,6 +57,9 @@ def test_backup_asset_materializes_a_partition_and_the_check_restores_it(
     assert materialization.metadata["dagster/row_count"].value == 300
     shown = json.dumps({k: str(v.value) for k, v in materialization.metadata.items()})
     assert "password" not in shown and "user=" not in shown
+    assert materialization.metadata["previous_backup"].value == str(
+        tmp_path / "shop" / "2026-11-20"
+    )
     # Retention (keep 1 daily) deleted the older day's backup.
     assert sorted(p.name for p in (tmp_path / "shop").iterdir()) == ["2026-11-21"]
 
