@@ -111,7 +111,9 @@ def _start_postgres(services: RunningServices, state: Path, environ, say) -> Non
     dagster_url = environ.get("DAGSTER_PG_URL")
     if dagster_url:
         say(f"Dagster storage: using {server_address(dagster_url)} (DAGSTER_PG_URL)")
-        connect(dagster_url).close()  # the storage picks its driver (local/instance_storage.py)
+        connect(dagster_url).close()
+        # Exported as given: the storage picks its driver (local/instance_storage.py).
+        services.env["DAGSTER_PG_URL"] = dagster_url
     else:
         try:
             ensure_database(dsn, DAGSTER_DATABASE)

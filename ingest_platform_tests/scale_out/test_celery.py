@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from ingest_platform.local.services import INSTANCE_CONFIG
+from ingest_platform.postgres.connection import to_url
 from ingest_platform_tests.test_dump_loading import leftover_load_tables, table_digest
 from ingest_platform_tests.test_version_loads import rows, shop_dump
 
@@ -47,9 +48,9 @@ def broker_or_skip(url: str) -> str:
     return url
 
 
-def postgres_url(dsn: str) -> str:
-    part = psycopg.conninfo.conninfo_to_dict(dsn)
-    return f"postgresql://{part['user']}@{part['host']}:{part['port']}/{part['dbname']}"
+def plain_url(dsn: str) -> str:
+    """A postgresql:// URL as a user would write it (the storage adds the driver it needs)."""
+    return to_url(dsn).replace("postgresql+psycopg2://", "postgresql://")
 
 
 def instance_home(path: Path, pg_dsn: str, pool_limit: int = 2) -> dict[str, str]:
@@ -58,7 +59,7 @@ def instance_home(path: Path, pg_dsn: str, pool_limit: int = 2) -> dict[str, str
     path.mkdir()
     config = INSTANCE_CONFIG.read_text().replace("default_limit: 2", f"default_limit: {pool_limit}")
     (path / "dagster.yaml").write_text(config)
-    return {"DAGSTER_HOME": str(path), "DAGSTER_PG_URL": postgres_url(pg_dsn)}
+    return {"DAGSTER_HOME": str(path), "DAGSTER_PG_URL": plain_url(pg_dsn)}
 
 
 @pytest.fixture
