@@ -245,7 +245,7 @@ def mirror_slice(
     source: MirrorSource,
     target: MirrorTarget,
     *,
-    slice_column: str,
+    slice_column: str | None,
     slice_value,
     retry: RetryPolicy = DEFAULT_RETRY,
     chunk_rows: int = 5000,
@@ -254,18 +254,22 @@ def mirror_slice(
     row_format: str = DEFAULT_ROW_FORMAT,
 ) -> MirrorResult:
     """Replace the rows of one slice (``slice_column = slice_value``) of the mirror table with the
-    source's rows of that slice. The source must carry the same filter."""
+    source's rows of that slice (the source must carry the same filter); with `slice_column`
+    None, replace all its rows (a table mirrored whole)."""
     started = time.perf_counter()
     encoder = row_encoder(source, row_format)
-    bq_column = source.column(slice_column).bq_name
     deleted = {}
 
     def delete_previous():
-        job = _query(
-            bq_client,
-            f"DELETE FROM {target.ref} WHERE {quote_bq_column(bq_column)} = @slice",
-            [_scalar_param("slice", slice_value)],
-        )
+        if slice_column is None:
+            job = _query(bq_client, f"DELETE FROM {target.ref} WHERE TRUE")
+        else:
+            bq_column = source.column(slice_column).bq_name
+            job = _query(
+                bq_client,
+                f"DELETE FROM {target.ref} WHERE {quote_bq_column(bq_column)} = @slice",
+                [_scalar_param("slice", slice_value)],
+            )
         deleted["rows"] = job.num_dml_affected_rows
 
     with PendingStreamWriter(
@@ -278,7 +282,8 @@ def mirror_slice(
     ) as writer:
         write_source(conn, source, writer, encoder, chunk_rows)
         writer.commit(before_commit=delete_previous)
-    _log_commit(conn, source, target, writer.stats.rows, str(slice_value))
+    version = None if slice_value is None else str(slice_value)
+    _log_commit(conn, source, target, writer.stats.rows, version)
     return _result(target, writer, started, deleted_rows=deleted.get("rows"))
 
 

@@ -34,6 +34,7 @@ from ingest_platform.bigquery.mirror import (
     ensure_mirror_table,
     mirror_changes,
     mirror_dump_version,
+    mirror_slice,
     supports_bignumeric,
 )
 from ingest_platform.bigquery.source import source_for_table
@@ -47,6 +48,8 @@ from ingest_platform.consistency.compare import (
     compare_hashes,
 )
 from ingest_platform.defs.cdc import CdcTableRecord, CdcTranslator
+from ingest_platform.defs.csv_import import partitions_def as csv_partitions
+from ingest_platform.defs.csv_import import table_key as csv_table_key
 from ingest_platform.defs.dumps import DumpTranslator
 from ingest_platform.defs.executor import BIGQUERY_WRITERS
 from ingest_platform.defs.metadata import bq_table_metadata
@@ -54,6 +57,7 @@ from ingest_platform.defs.names import dagster_name, distinct, key_part, node_na
 from ingest_platform.defs.resources import BigQueryResource, PostgresResource
 from ingest_platform.defs.schedules import default_status
 from ingest_platform.dumps.directory import DumpCatalog
+from ingest_platform.migration.csv_directory import ImportTable
 
 COUNTS_CHECK = "row_counts"
 HASHES_CHECK = "row_hashes"
@@ -80,6 +84,12 @@ class MirrorRecord:
     bq_table: str
     domain: str  # the dump's app, or "cdc"
     history: bool = False  # a CDC change history (<name>__changes), not a merged table
+    whole: bool = False  # a warehouse table (CSV imports) mirrored whole on every run
+
+    @property
+    def by_version(self) -> bool:
+        """A dump table: partitioned by version, each partition mirrored on its own."""
+        return self.upstream.partitions_def is not None and not self.whole
 
 
 @dataclass(frozen=True)
@@ -106,20 +116,23 @@ class MirrorTranslator:
         pg_table: str,
         domain: str,
         history: bool = False,
+        whole: bool = False,
     ):
         """The record of one table alone; `_definitions` names the tables of a dataset apart."""
         bq_table = bq_table_names([pg_table])[pg_table]
         return MirrorRecord(
-            upstream, pg_schema, pg_table, self.dataset(domain), bq_table, domain, history
+            upstream, pg_schema, pg_table, self.dataset(domain), bq_table, domain, history, whole
         )
 
     def get_asset_spec(self, record: MirrorRecord) -> dg.AssetSpec:
         upstream = record.upstream
-        dump = upstream.partitions_def is not None
+        dump = record.by_version
         how = (
             "partition V replaces version V's rows (Storage Write API, pending streams, one batch "
             "commit)"
             if dump
+            else "every run replaces all its rows (pending streams, one batch commit)"
+            if record.whole
             else "changes since the mirror's max(_change_id) staged and inserted with one MERGE, "
             "which stamps _mirrored_at (the time the change reached BigQuery)"
             if record.history
@@ -129,14 +142,18 @@ class MirrorTranslator:
         return dg.AssetSpec(
             key=dg.AssetKey(["bigquery", key_part(record.domain), key_part(record.pg_table)]),
             deps=[upstream.key],
-            partitions_def=upstream.partitions_def,
+            partitions_def=upstream.partitions_def if dump else None,
             group_name=f"{dagster_name(record.domain)}_bigquery",
             kinds={"bigquery"},
             automation_condition=dg.AutomationCondition.eager()
             & dg.AutomationCondition.all_deps_blocking_checks_passed(),
-            freshness_policy=None if dump else self.freshness_policy,
+            # Dumps and CSV files come when they come; CDC merges run all the time.
+            freshness_policy=None if dump or record.whole else self.freshness_policy,
             owners=list(self.owners),
-            tags={"ingest/source": "dump" if dump else "cdc", **self.tags},
+            tags={
+                "ingest/source": "dump" if dump else "csv_import" if record.whole else "cdc",
+                **self.tags,
+            },
             description=(
                 f"BigQuery mirror `{record.dataset}.{record.bq_table}` of PostgreSQL "
                 f"`{record.pg_schema}.{record.pg_table}` ({upstream.key.to_user_string()}); "
@@ -147,7 +164,7 @@ class MirrorTranslator:
 
 
 def _checks(record: MirrorRecord, key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
-    partitions_def = record.upstream.partitions_def
+    partitions_def = record.upstream.partitions_def if record.by_version else None
     return [
         dg.AssetCheckSpec(
             COUNTS_CHECK,
@@ -180,7 +197,7 @@ def _mirror_checks(record: MirrorRecord, key: dg.AssetKey) -> dg.AssetChecksDefi
         postgres: PostgresResource,
         bigquery: BigQueryResource,
     ):
-        version = context.partition_key if record.upstream.partitions_def else None
+        version = context.partition_key if record.by_version else None
         with postgres.get_connection() as conn, bigquery.get_client() as client:
             target = MirrorTarget(client.project, record.dataset, record.bq_table)
             bignumeric = supports_bignumeric(client)
@@ -279,11 +296,13 @@ def build_mirror_definitions(
     cdc_schema: str = "cdc",
     cdc_translator: CdcTranslator | None = None,
     cdc_histories: bool = False,
+    csv_tables: Iterable[ImportTable] = (),
     reverify_schedules_on: bool = False,
 ) -> dg.Definitions:
     """Mirror assets for every dump table of the catalog (and, if given, CDC merged tables, with
-    `cdc_histories` their change histories too), and the nightly re-verify schedules (stopped
-    unless `reverify_schedules_on`)."""
+    `cdc_histories` their change histories too, and the tables of CSV imports, mirrored whole;
+    dataset: prefix + their schema), and the nightly re-verify schedules (stopped unless
+    `reverify_schedules_on`)."""
     translator = translator or MirrorTranslator()
     dump_translator = dump_translator or DumpTranslator()
     records = [
@@ -295,6 +314,16 @@ def build_mirror_definitions(
         for dump_table in [dump_translator.record(app, table)]
     ]
     records += _cdc_records(cdc_tables, cdc_schema, translator, cdc_translator, cdc_histories)
+    records += [
+        translator.record(
+            dg.AssetSpec(csv_table_key(table), partitions_def=csv_partitions(table)),
+            table.schema,
+            table.table,
+            table.schema,
+            whole=True,
+        )
+        for table in csv_tables
+    ]
     return _definitions(records, translator, reverify_schedules_on)
 
 
@@ -489,6 +518,26 @@ def _mirror_asset(record: MirrorRecord, spec: dg.AssetSpec) -> dg.AssetsDefiniti
                 )
                 source = dump_source(conn, schema, table, version, bignumeric=bignumeric)
                 done, extra = f"version {version}", {"version": version}
+            elif record.whole:
+                source = source_for_table(conn, schema, table, bignumeric=bignumeric)
+                ensure_dataset(client, target.project, target.dataset, bigquery.location)
+                ensure_mirror_table(
+                    client,
+                    target,
+                    source.columns,
+                    description=f"Mirror of PostgreSQL {schema}.{table}",
+                )
+                result = mirror_slice(
+                    conn,
+                    client,
+                    writer,
+                    source,
+                    target,
+                    slice_column=None,
+                    slice_value=None,
+                    row_format=bigquery.row_format,
+                )
+                done, extra = "all rows", {}
             else:
                 source = source_for_table(conn, schema, table, bignumeric=bignumeric)
                 ensure_dataset(client, target.project, target.dataset, bigquery.location)
@@ -519,7 +568,7 @@ def _mirror_asset(record: MirrorRecord, spec: dg.AssetSpec) -> dg.AssetsDefiniti
                 source.columns,
                 source.key,
                 upstream,
-                result.rows if dump else None,
+                result.rows if dump or record.whole else None,
             )
         context.log.info(
             f"Mirrored {result.rows} rows ({done}) of {schema}.{table} to {target.table_id}."

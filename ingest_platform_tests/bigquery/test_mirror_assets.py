@@ -8,7 +8,9 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
+import ingest_platform.demo
 from ingest_platform.cdc.config import DEMO_TABLES, CdcConfig
+from ingest_platform.defs.analytics import build_analytics_definitions
 from ingest_platform.defs.bigquery_mirror import (
     COUNTS_CHECK,
     HASHES_CHECK,
@@ -21,8 +23,10 @@ from ingest_platform.defs.bigquery_mirror import (
 from ingest_platform.defs.cdc import MATCHES_SOURCE_CHECK, CdcSourceResource, build_cdc_definitions
 from ingest_platform.defs.resources import BigQueryResource, PostgresResource
 from ingest_platform.dumps.directory import DumpCatalog, DumpFile
+from ingest_platform.migration.csv_directory import ImportTable
 from ingest_platform_tests.bigquery.helpers import make_dump_table
 
+SHIPPED_MODELS = Path(ingest_platform.demo.__file__).parent / "analytics"
 SCHEMA_CHANGE_CHECK = "column_schema_change"  # dg.build_column_schema_change_checks' name
 
 
@@ -306,3 +310,43 @@ def test_mirror_of_a_version_without_the_table(pg_dsn, bigquery_resource, bq_dat
         rows = client.query(f"SELECT _version, count(*) FROM `{bq_dataset}_shop.orders` GROUP BY 1")
         assert [tuple(r) for r in rows.result()] == [("1.0", 2)]
         client.delete_dataset(f"{bq_dataset}_shop", delete_contents=True)
+
+
+def test_a_csv_imported_table_is_mirrored_whole_and_an_analytics_model_finds_it(
+    pg_dsn, bigquery_resource, bq_dataset, tmp_path
+):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA hr")
+        conn.execute("CREATE TABLE hr.departments (id integer PRIMARY KEY, department text)")
+        conn.execute("INSERT INTO hr.departments VALUES (1, 'Sales'), (2, 'Staff'), (3, 'Legal')")
+    prefix = bq_dataset + "_"
+    departments = ImportTable("hr", "departments", tmp_path / "hr.departments")
+    defs = build_mirror_definitions(
+        DumpCatalog(), MirrorTranslator(prefix=prefix), csv_tables=[departments]
+    )
+    key = ["bigquery", "hr", "departments"]
+    asset = _asset(defs, key)
+    assert asset.partitions_def is None  # the table whole, whatever files made it
+    assert dg.AssetKey(["csv_import", "hr", "departments"]) in asset.dependency_keys
+    resources = {"postgres": PostgresResource(dsn=pg_dsn), "bigquery": bigquery_resource}
+    first = _run(defs, key, resources)
+    assert all(c.passed for c in _checks(first).values())
+
+    # The next import changed and removed rows: the next run replaces the mirror's rows.
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM hr.departments WHERE id = 3")
+        conn.execute("UPDATE hr.departments SET department = 'Sales EU' WHERE id = 1")
+        conn.execute("INSERT INTO hr.departments VALUES (4, 'Research')")
+    second = _run(defs, key, resources)
+    assert all(c.passed for c in _checks(second).values())
+    with bigquery_resource.get_client() as client:
+        rows = client.query(
+            f"SELECT id, department FROM `{prefix}hr.departments` ORDER BY id"
+        ).result()
+        assert [tuple(r.values()) for r in rows] == [(1, "Sales EU"), (2, "Staff"), (4, "Research")]
+        client.delete_dataset(f"{prefix}hr", delete_contents=True)
+
+    # The shipped HR models read the mirrors by these keys (deps parsed from their SQL).
+    models = build_analytics_definitions(SHIPPED_MODELS, prefix)
+    hr_deps = {dep for model in models.assets for dep in model.dependency_keys if "hr" in dep.path}
+    assert dg.AssetKey(key) in hr_deps

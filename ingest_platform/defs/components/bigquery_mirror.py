@@ -5,6 +5,7 @@ from pydantic import Field
 
 from ingest_platform.defs.bigquery_mirror import MirrorTranslator, build_mirror_definitions
 from ingest_platform.defs.components.cdc import CdcSourceComponent
+from ingest_platform.defs.components.csv_import import CsvImportDirectoryComponent
 from ingest_platform.defs.components.dumps import DumpDirectoryComponent
 from ingest_platform.defs.components.settings import export, owners_field, tags_field
 from ingest_platform.dumps.directory import DumpCatalog
@@ -19,9 +20,9 @@ class BigQueryMirrorComponent(dg.Component, dg.Model, dg.Resolvable):
         default="", description="BigQuery dataset of a mirror = prefix + app name (or `cdc`)."
     )
     sources: list[str] = Field(
-        default_factory=lambda: ["dumps", "cdc"],
-        description="Paths (in the defs folder) of the dump-directory and CDC components to "
-        "mirror.",
+        default_factory=lambda: ["dumps", "cdc", "csv_import"],
+        description="Paths (in the defs folder) of the dump-directory, CSV-import and CDC "
+        "components to mirror.",
     )
     reverify_schedules_on: bool = Field(
         default=False,
@@ -32,17 +33,19 @@ class BigQueryMirrorComponent(dg.Component, dg.Model, dg.Resolvable):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         export("INGEST_BQ_DATASET_PREFIX", self.dataset_prefix)
-        catalog, cdc = DumpCatalog(), None
+        catalog, cdc, csv_tables = DumpCatalog(), None, []
         for path in self.sources:
             source = context.load_component(path)
             if isinstance(source, DumpDirectoryComponent):
                 catalog.dumps += source.catalog().dumps
             elif isinstance(source, CdcSourceComponent) and cdc is None:
                 cdc = source.config()
+            elif isinstance(source, CsvImportDirectoryComponent):
+                csv_tables += source.import_tables()
             else:
                 raise ConfigError(
-                    f"Mirror source {path!r} is a {type(source).__name__}: name one dump "
-                    "directory or CDC component (at most one CDC source)."
+                    f"Mirror source {path!r} is a {type(source).__name__}: name dump "
+                    "directory, CSV import or CDC components (at most one CDC source)."
                 )
         translator = MirrorTranslator(owners=tuple(self.owners), tags=dict(self.tags))
         return build_mirror_definitions(
@@ -52,5 +55,6 @@ class BigQueryMirrorComponent(dg.Component, dg.Model, dg.Resolvable):
             cdc_schema=cdc.warehouse_schema if cdc else "cdc",
             # Only the change-log kind writes change histories.
             cdc_histories=cdc is not None and cdc.logical is None,
+            csv_tables=csv_tables,
             reverify_schedules_on=self.reverify_schedules_on,
         )

@@ -7,6 +7,7 @@ from pydantic import Field
 
 from ingest_platform.defs.components.settings import owners_field, tags_field
 from ingest_platform.defs.csv_import import build_csv_import_definitions
+from ingest_platform.migration.csv_directory import ImportTable, import_tables
 
 
 class CsvImportDirectoryComponent(dg.Component, dg.Model, dg.Resolvable):
@@ -28,3 +29,7 @@ class CsvImportDirectoryComponent(dg.Component, dg.Model, dg.Resolvable):
         return build_csv_import_definitions(
             Path(self.directory).resolve(), tuple(self.owners), dict(self.tags)
         )
+
+    def import_tables(self) -> list[ImportTable]:
+        """The tables it imports into (the BigQuery mirror component mirrors them whole)."""
+        return import_tables(Path(self.directory).resolve()) if self.directory else []
