@@ -17,6 +17,7 @@ from the key columns; its md5 decides the row's bucket.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 from psycopg import sql
@@ -26,6 +27,21 @@ from ingest_platform.bigquery.types import MirrorColumn, quote_bq_column
 NULL_MARK = "N"
 FIELD_SEPARATOR = "|"
 _FREE_TEXT_KINDS = {"string"}  # kinds whose text may hold any character
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def readable(column: MirrorColumn, text: str | None) -> str | None:
+    """A key field's canonical text as a person reads it in a report: a date's day count as
+    2026-11-28, a timestamp's microseconds as 2026-11-28T23:30:00+00:00 (others unchanged)."""
+    if text is None or column.repeated or column.kind not in ("date", "timestamp", "datetime"):
+        return text
+    try:
+        if column.kind == "date":
+            return (_EPOCH.date() + dt.timedelta(days=int(text))).isoformat()
+        moment = _EPOCH + dt.timedelta(microseconds=int(text))
+    except (ValueError, OverflowError):  # an infinite value's sentinel, say
+        return text
+    return moment.isoformat() + ("+00:00" if column.kind == "timestamp" else "")
 
 
 def needs_length(column: MirrorColumn) -> bool:

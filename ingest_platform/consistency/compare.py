@@ -49,6 +49,7 @@ from ingest_platform.consistency.canonical import (
     parse_canonical,
     pg_canonical_of,
     pg_text,
+    readable,
 )
 from ingest_platform.errors import SchemaError
 from ingest_platform.postgres import catalog
@@ -576,8 +577,12 @@ def _collect(
             result.more_differences = True
             return
         # Without a key, k is the row hash itself.
+        fields = parse_canonical(key, key_lengths) if key_names else []
         values = (
-            dict(zip(key_names, parse_canonical(key, key_lengths), strict=True))
+            {
+                name: readable(left.source.column(name), text)
+                for name, text in zip(key_names, fields, strict=True)
+            }
             if key_names
             else {"row_hash": key}
         )

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ingest_platform.consistency.canonical import NULL_MARK, parse_canonical
+from ingest_platform.bigquery.types import MirrorColumn
+from ingest_platform.consistency.canonical import NULL_MARK, parse_canonical, readable
 
 
 def canonical(fields: list[str | None], lengths: list[bool]) -> str:
@@ -38,3 +39,20 @@ def test_forms_of_different_rows_differ():
     assert len(forms) == 5
     with pytest.raises(ValueError, match="not a canonical form"):
         parse_canonical("1:a|2|3", lengths)
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "shown"),
+    [
+        ("date", "20785", "2026-11-28"),
+        ("date", "-1", "1969-12-31"),
+        ("timestamp", "1796080200000000", "2026-11-30T23:10:00+00:00"),
+        ("datetime", "0", "1970-01-01T00:00:00"),
+        ("int64", "20785", "20785"),
+        ("date", None, None),
+        ("date", "99999999999", "99999999999"),  # beyond dates: left as it is
+    ],
+)
+def test_key_fields_in_reports_read_as_people_write_them(kind, text, shown):
+    column = MirrorColumn("k", "date", "k", "DATE", kind)
+    assert readable(column, text) == shown
