@@ -152,6 +152,46 @@ def test_worked_examples_answer_as_computed_by_hand_and_match_postgres(
             assert comparison.passed, (name, comparison.markdown())
 
 
+HR_AT_SCALE = """
+CREATE SCHEMA hr;
+CREATE TABLE hr.departments (id int PRIMARY KEY, department varchar(255));
+CREATE TABLE hr.jobs (id int PRIMARY KEY, job varchar(255));
+CREATE TABLE hr.hired_employees (id int PRIMARY KEY, name varchar(255), datetime timestamp,
+    department_id int REFERENCES hr.departments, job_id int REFERENCES hr.jobs);
+INSERT INTO hr.departments SELECT n, 'Department ' || n FROM generate_series(1, 12) n;
+INSERT INTO hr.jobs SELECT n, 'Job ' || n FROM generate_series(1, 40) n;
+-- 4,000 hires over 2020-2022, deterministic, some without a department or job (NULL).
+INSERT INTO hr.hired_employees
+SELECT n, 'Person ' || n,
+       timestamp '2020-01-01' + (n * 7919 % 1096) * interval '1 day' + (n % 86400) * interval '1 s',
+       CASE WHEN n % 97 = 0 THEN NULL ELSE 1 + (n * 31 % 12) END,
+       CASE WHEN n % 89 = 0 THEN NULL ELSE 1 + (n * 17 % 40) END
+FROM generate_series(1, 4000) n;
+"""
+
+
+def test_the_hr_models_at_a_few_thousand_rows_agree_with_postgres(pg_dsn, bigquery_resource):
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(HR_AT_SCALE)
+        with bigquery_resource.get_client() as client:
+            for table in ("departments", "jobs", "hired_employees"):
+                mirror(conn, client, bigquery_resource, prefix, "hr", table)
+            for name in ("hires_2021_by_quarter", "departments_above_mean_2021"):
+                model = shipped(name)
+                run = materialize(client, model, prefix)
+                assert run.rows > 0, name
+                comparison = prove(conn, client, model, run.table_id)
+                assert comparison.passed, (name, comparison.markdown())
+            per_quarter = rows(client, run.table_id.replace(name, "hires_2021_by_quarter"), "1")
+            hired_2021 = conn.execute(
+                "SELECT count(*) FROM hr.hired_employees WHERE datetime >= '2021-01-01'"
+                " AND datetime < '2022-01-01' AND department_id IS NOT NULL AND job_id IS NOT NULL"
+            ).fetchone()
+            assert sum(sum(r[2:]) for r in per_quarter) == hired_2021[0]  # type: ignore[index]
+            client.delete_dataset(f"{prefix}hr", delete_contents=True)
+
+
 def test_the_check_fails_naming_the_key_when_a_mirror_row_is_changed(warehouse, bigquery_resource):
     dsn, prefix = warehouse
     model = shipped("hires_2021_by_quarter")
