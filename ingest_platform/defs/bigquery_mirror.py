@@ -518,7 +518,7 @@ def _mirror_asset(record: MirrorRecord, spec: dg.AssetSpec) -> dg.AssetsDefiniti
                 )
                 source = dump_source(conn, schema, table, version, bignumeric=bignumeric)
                 done, extra = f"version {version}", {"version": version}
-            elif record.whole:
+            else:
                 source = source_for_table(conn, schema, table, bignumeric=bignumeric)
                 ensure_dataset(client, target.project, target.dataset, bigquery.location)
                 ensure_mirror_table(
@@ -527,6 +527,7 @@ def _mirror_asset(record: MirrorRecord, spec: dg.AssetSpec) -> dg.AssetsDefiniti
                     source.columns,
                     description=f"Mirror of PostgreSQL {schema}.{table}",
                 )
+            if record.whole:
                 result = mirror_slice(
                     conn,
                     client,
@@ -538,15 +539,7 @@ def _mirror_asset(record: MirrorRecord, spec: dg.AssetSpec) -> dg.AssetsDefiniti
                     row_format=bigquery.row_format,
                 )
                 done, extra = "all rows", {}
-            else:
-                source = source_for_table(conn, schema, table, bignumeric=bignumeric)
-                ensure_dataset(client, target.project, target.dataset, bigquery.location)
-                ensure_mirror_table(
-                    client,
-                    target,
-                    source.columns,
-                    description=f"Mirror of PostgreSQL {schema}.{table}",
-                )
+            elif not dump:
                 result = mirror_changes(
                     conn,
                     client,

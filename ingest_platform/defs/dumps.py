@@ -346,32 +346,26 @@ def _dump_checks(
     return dump_checks
 
 
+_CHECK_DESCRIPTIONS = {
+    ROWS_CHECK: "Rows in the version's child table + its quarantined records == data rows in the "
+    "file.",
+    COLUMNS_CHECK: "The child's columns conform to the parent (names, types, inheritance, "
+    "version CHECK).",
+    KEY_CHECK: "No primary-key value of the table's schema occurs twice in the version (names up "
+    "to 5 that do; see postgres/duplicate_keys.py).",
+}
+
+
 def _check_specs(spec: dg.AssetSpec) -> list[dg.AssetCheckSpec]:
     return [
         dg.AssetCheckSpec(
-            ROWS_CHECK,
+            name,
             asset=spec.key,
             blocking=True,
             partitions_def=spec.partitions_def,
-            description="Rows in the version's child table + its quarantined records == data "
-            "rows in the file.",
-        ),
-        dg.AssetCheckSpec(
-            COLUMNS_CHECK,
-            asset=spec.key,
-            blocking=True,
-            partitions_def=spec.partitions_def,
-            description="The child's columns conform to the parent "
-            "(names, types, inheritance, version CHECK).",
-        ),
-        dg.AssetCheckSpec(
-            KEY_CHECK,
-            asset=spec.key,
-            blocking=True,
-            partitions_def=spec.partitions_def,
-            description="No primary-key value of the table's schema occurs twice in the "
-            "version (names up to 5 that do; see postgres/duplicate_keys.py).",
-        ),
+            description=description,
+        )
+        for name, description in _CHECK_DESCRIPTIONS.items()
     ]
 
 
