@@ -33,6 +33,7 @@ def ingest_dumps(
     dumps = [describe_dump(path, dialect=dialect, app=app, version=version) for path in paths]
     translator = DumpTranslator()
     app_tables = DumpCatalog(dumps=dumps).tables_by_app()
+    described = [[str(d.path.resolve()), d.app, d.version, list(d.tables)] for d in dumps]
     failed = 0
     with dg.DagsterInstance.get() as instance:
         for dump in dumps:
@@ -42,7 +43,6 @@ def ingest_dumps(
                 f"Loading {dump.path.name}: app {dump.app}, version {dump.version}, "
                 f"{len(dump.tables)} tables ..."
             )
-            described = [[str(d.path.resolve()), d.app, d.version, list(d.tables)] for d in dumps]
             result = _execute(instance, (described, dump.app), request)
             tables = {translator.asset_key(dump.app, t): t for t in app_tables[dump.app]}
             print(summary_table(result, tables), flush=True)

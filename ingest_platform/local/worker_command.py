@@ -34,7 +34,7 @@ def register(subparsers, say) -> None:
 
 def run_worker(options, say) -> int:
     if not os.environ.get("INGEST_PG_DSN"):
-        raise ConfigError(MISSING)
+        raise ConfigError(MISSING.removeprefix("ingest-platform: "))  # main() adds the prefix
     celery_app_args()  # a missing broker is named before Celery starts
     if options.concurrency < 1:
         raise ConfigError(f"--concurrency {options.concurrency}: give 1 or more.")
