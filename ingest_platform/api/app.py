@@ -158,9 +158,7 @@ def create_app(
         min_size=1,
         max_size=8,
         kwargs={"connect_timeout": CONNECT_TIMEOUT},
-        # A connection the server closed (restart, pg_terminate_backend) is replaced when taken,
-        # not failed on: one short round trip per request.
-        check=ConnectionPool.check_connection,
+        check=lambda conn: _check_connection(pool, conn),
         timeout=10,
         open=False,
     )
@@ -191,6 +189,21 @@ def create_app(
 
     mount_admin(app, dsn, config, secret, limiter, pool)
     return app
+
+
+def _check_connection(pool: ConnectionPool, conn: psycopg.Connection) -> None:
+    """One short round trip per request, so a connection the server closed (restart,
+    pg_terminate_backend) is replaced when taken, not failed on.
+
+    When one is dead, the others idle in the pool most likely went with it: all are replaced
+    now. The pool alone would find them one per back-off (1, 2, 4, 8 s), and four dead
+    connections would outlast the request's timeout (503).
+    """
+    try:
+        ConnectionPool.check_connection(conn)
+    except psycopg.Error:
+        pool.check()
+        raise
 
 
 def _handlers(app: FastAPI) -> None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import jwt
 import psutil
+import psycopg
 import pytest
 
 from ingest_platform.local.api_command import start_api_beside_dagster
@@ -430,14 +431,25 @@ def test_a_missing_table_or_a_role_without_rights_stops_the_start(api, tmp_path)
 
 def test_connections_the_server_closed_are_replaced(api):
     client = api.client()
-    assert client.post(HIRES, json=[{"name": "before-terminate"}]).status_code == 201
+    # Six requests held behind a lock grow the pool to six connections, all of which the
+    # server then closes (as after earlier tests' concurrent requests, or a restart).
+    with psycopg.connect(api.dsn) as blocker, ThreadPoolExecutor(6) as threads:
+        blocker.execute("LOCK hr.hired_employees IN EXCLUSIVE MODE")
+        posts = [
+            threads.submit(api.client().post, HIRES, json=[{"name": f"before-terminate-{i}"}])
+            for i in range(6)
+        ]
+        while len(api.query("SELECT 1 FROM pg_locks WHERE NOT granted")) < 6:
+            time.sleep(0.05)
+        blocker.commit()
+        assert {post.result().status_code for post in posts} == {201}
     [(killed,)] = api.query(
         # The timeout waits until each backend has exited: without it, a backend still
         # exiting passes the pool's check and fails the request (503), a race of the test.
         "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity"
         " WHERE datname = current_database() AND pid <> pg_backend_pid()"
     )
-    assert killed >= 1  # the API's pooled connections
+    assert killed >= 6  # the API's pooled connections
     response = client.post(HIRES, json=[{"name": "after-terminate"}])
     assert response.status_code == 201, response.text
     assert len(hires_named(api, "after-terminate")) == 1
