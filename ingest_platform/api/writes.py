@@ -66,6 +66,15 @@ class TableWriter:
     def json_schema(self) -> dict:
         return self.record.json_schema()
 
+    def validate_body(self, body: bytes) -> list[tuple[int, dict]] | None:
+        """The records of a body that is a JSON array of good records, parsed and validated in
+        one call into pydantic-core (exact numbers: no float on the way); None for any other
+        body, which `validate` then takes record by record to say what is wrong."""
+        try:
+            return list(enumerate(self.records.validate_json(body)))
+        except ValidationError:
+            return None
+
     def validate(self, records: list) -> tuple[list[tuple[int, dict]], list[Reject]]:
         """(index, JSON-ready values of the fields given) of the good records, and the rejects."""
         try:
@@ -116,7 +125,7 @@ class TableWriter:
         # One call into pydantic-core for the whole batch's JSON.
         return {
             "docs": self.records.dump_json([values for _, values in part]).decode(),
-            "idx": [index for index, _ in part],
+            "idx": _int_array(index for index, _ in part),
         }
 
     def _not_null(self, name: str) -> bool:
@@ -177,7 +186,7 @@ class TableWriter:
         params = self._params(good)
         reserved = self._reserve(conn, len(good))
         if reserved is not None:
-            params["ids"] = reserved
+            params["ids"] = _int_array(reserved)
         try:
             with conn.transaction():  # a savepoint
                 ids = [r[0] for r in conn.execute(self.insert_sql, params).fetchall()]
@@ -208,7 +217,7 @@ class TableWriter:
         params = self._params(part)
         reserved = self._reserve(conn, len(part))
         if reserved is not None:
-            params["ids"] = reserved
+            params["ids"] = _int_array(reserved)
         try:
             with conn.transaction():  # a savepoint
                 ids = [r[0] for r in conn.execute(self.insert_sql, params).fetchall()]
@@ -225,6 +234,14 @@ class TableWriter:
             self._insert_part(conn, part[half:], result)
             return
         result.accepted.extend(zip((i for i, _ in part), ids, strict=True))
+
+
+def _int_array(values) -> str:
+    """An array parameter as its text, typed by the cast in the SQL (``%s::int[]``): ten times
+    cheaper than psycopg's list dumper, and never an int2[] parameter that a prepared
+    statement's generic plan would convert to int[] again for every row (1000 rows x 1000
+    elements)."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _pairs(columns, values) -> str:
