@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 from fastapi import FastAPI, Request
 from psycopg import sql
@@ -58,9 +59,14 @@ class Run:
     ids: list[int] = field(default_factory=list)
     gap_free: int = 0
     batches: int = 0
+    server_cpu: float = 0.0  # seconds of CPU: the server process, and its PostgreSQL backends
+    database_cpu: float = 0.0
 
     def rate(self) -> float:
         return self.accepted / self.seconds
+
+    def cpu_ms_per_batch(self, seconds: float) -> str:
+        return f"{seconds / self.batches * 1000:.1f}" if self.batches else "-"
 
     def quantile(self, q: float) -> float:
         ordered = sorted(self.latencies)
@@ -125,6 +131,28 @@ def load(url: str, path: str, headers: dict, bodies: list[bytes], seconds: float
         thread.join()
     run.seconds = time.monotonic() - started
     return run
+
+
+def cpu_seconds(server: subprocess.Popen, dsn: str) -> tuple[float, float]:
+    """CPU used so far by the server process and by the backends of the benchmark's database
+    (its pooled connections): rates move with the machine's other load, CPU per batch less."""
+    own = psutil.Process(server.pid).cpu_times()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        pids = [
+            pid
+            for (pid,) in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+            )
+        ]
+    database = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:  # a backend gone since the query, or another user's /proc
+            continue
+        database += times.user + times.system
+    return own.user + own.system, database
 
 
 def wait_up(url: str, server: subprocess.Popen) -> None:
@@ -256,7 +284,12 @@ def main() -> int:
             if number % 2:
                 order.reverse()
             for method, url, path, auth in order:
+                server = servers[0 if method == "ours" else 1]
+                server_before, database_before = cpu_seconds(server, dsn)
                 run = load(url, path, auth, bodies, options.seconds, options.clients, method)
+                server_after, database_after = cpu_seconds(server, dsn)
+                run.server_cpu = server_after - server_before
+                run.database_cpu = database_after - database_before
                 runs.append(run)
                 print(
                     f"  round {number + 1}: {method}: {run.rate():,.0f} records/s, "
@@ -277,11 +310,12 @@ def main() -> int:
             lines.append(
                 [method, f"{run.rate():,.0f}", f"{run.quantile(0.5):.0f}",
                  f"{run.quantile(0.99):.0f}", str(run.errors), str(run.batches),
-                 "yes" if unique else "NO", f"{run.gap_free}/{run.batches}"]
+                 "yes" if unique else "NO", f"{run.gap_free}/{run.batches}",
+                 run.cpu_ms_per_batch(run.server_cpu), run.cpu_ms_per_batch(run.database_cpu)]
             )  # fmt: skip
         print_table(
             ["method", "records/s", "p50 ms", "p99 ms", "errors", "batches", "ids unique",
-             "gap-free batches"],
+             "gap-free batches", "server CPU ms/batch", "PostgreSQL CPU ms/batch"],
             lines, left={0},
         )  # fmt: skip
         ratio = best["ours"].rate() / max(best["naive ORM"].rate(), 1e-9)
