@@ -12,9 +12,8 @@
    archive (``migration/pg_tools``, ``migration/schema``), then each table's files loaded by one
    COPY in its own transaction (``jobs`` tables at once), then keys, indexes and triggers
    (post-data, one transaction), then the sequences.
-5. Every restored table is compared with the backup's fingerprint (``verify``): right after its
-   COPY (while other tables load) when the fingerprint records its key columns, else after the
-   keys; and, when `source_dsn` is given and answers, with the source.
+5. Every restored table is compared with the backup's fingerprint (``verify``) right after its
+   COPY, while other tables load; and, when `source_dsn` is given and answers, with the source.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from psycopg.copy import QueuedLibpqWriter
 from ingest_platform.backup import files, types
 from ingest_platform.backup.manifest import BackupError, backup_id, read_manifest, verify_files
 from ingest_platform.backup.verify import (
+    ROW_HASH_SUM,
     compare_with_fingerprint,
     compare_with_source,
     use_text_settings,
@@ -136,7 +136,8 @@ def restore(
                 target.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(name))
                 target.execute(sql.SQL("CREATE SCHEMA {}").format(name))
             _run_script(target, pre)
-        # A parent's rows as the proof reads them include its children's: proved after all loads.
+        # A parent's rows as an older (bucket) fingerprint reads them include its children's:
+        # those are proved after all loads.
         parents = set(
             target.execute(
                 "SELECT n.nspname, c.relname FROM pg_inherits i JOIN pg_class c ON c.oid ="
@@ -146,12 +147,22 @@ def restore(
         target.rollback()
     clock.done("checks and schema")
     result = RestoreResult()
-    # A fingerprint that records its key is proved right after its table is loaded, while other
-    # tables load (keys and indexes are not needed to bucket the rows); older ones after the keys.
-    early = all("key" in e.get("fingerprint", {"key": None}) for e in entries)
+    # A fingerprint is proved right after its table is loaded, while other tables load (keys and
+    # indexes are not needed to hash the rows); bucket fingerprints without their key columns
+    # recorded (the oldest backups) after the keys.
+    early = all(
+        "key" in e["fingerprint"] or e["fingerprint"].get("kind") == ROW_HASH_SUM
+        for e in entries
+        if "fingerprint" in e
+    )
 
     def proved_early(entry: dict) -> bool:
-        return early and "fingerprint" in entry and (entry["schema"], entry["name"]) not in parents
+        if "fingerprint" not in entry or not early:
+            return False
+        recorded = entry["fingerprint"]
+        return (
+            recorded.get("kind") == ROW_HASH_SUM or (entry["schema"], entry["name"]) not in parents
+        )
 
     def load(entry: dict) -> tuple[TableRestore, Comparison | None]:
         loaded = _load_table(directory, target_dsn, entry)
@@ -315,8 +326,8 @@ def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
 def _prove(target_dsn: str, entry: dict) -> Comparison:
     with connect(target_dsn) as target:
         use_text_settings(target)
-        recorded = entry["fingerprint"]
-        return compare_with_fingerprint(target, entry["schema"], entry["name"], recorded)
+        recorded, names = entry["fingerprint"], [c["name"] for c in entry["columns"]]
+        return compare_with_fingerprint(target, entry["schema"], entry["name"], recorded, names)
 
 
 def _verify(target_dsn: str, entries: list[dict], result: RestoreResult, jobs: int) -> None:

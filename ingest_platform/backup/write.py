@@ -7,8 +7,8 @@
    tables are read as of one instant while the source keeps taking writes. Each table is one
    ``COPY (SELECT ...) TO STDOUT (FORMAT csv)`` parsed by Arrow's streaming CSV reader in blocks
    (memory does not grow with the table), converted column by column (``types``) and written
-   (``files``). In the same snapshot the comparison engine's bucket fingerprints of the table are
-   recorded, which a restore compares against.
+   (``files``). In the same snapshot a second connection computes the table's fingerprint (row
+   count and sum of row hashes, ``verify``), which a restore compares against.
 4. Every file is synced and hashed; the manifest is written last (``manifest``).
 """
 
@@ -376,7 +376,8 @@ def _fingerprint(dsn: str, snapshot: str, entry: dict) -> dict:
     with connect(dsn) as conn:
         adopt_snapshot(conn, snapshot)
         use_text_settings(conn, local=True)
-        found = fingerprint(conn, entry["schema"], entry["name"])
+        names = [c["name"] for c in entry["columns"]]
+        found = fingerprint(conn, entry["schema"], entry["name"], names)
         conn.rollback()
         return found
 

@@ -247,19 +247,59 @@ def test_restore_across_major_versions(source, other_dsn, tmp_path):
     assert _rows_as_text(other_dsn) == _rows_as_text(source)
 
 
-def test_a_changed_row_after_restore_is_caught(source, target_dsn, tmp_path):
-    # The proof can fail: compare a restored table that differs from the backup's fingerprint.
+_DAMAGE = {
+    "a changed value": "UPDATE every_type SET s = 'changed' WHERE id = 2",
+    "'' become NULL": "UPDATE every_type SET s = NULL WHERE id = 1",
+    "values swapped between rows": "UPDATE every_type SET i4 = CASE id WHEN 1 THEN 0 ELSE 2 END"
+    " WHERE id IN (1, 4)",
+    "a missing row": "DELETE FROM every_type WHERE id = 3",
+    "a duplicated row": "ALTER TABLE every_type DROP CONSTRAINT every_type_pkey;"
+    " INSERT INTO every_type SELECT * FROM every_type WHERE id = 2",
+    "a row missing, another twice": "ALTER TABLE every_type DROP CONSTRAINT every_type_pkey;"
+    " DELETE FROM every_type WHERE id = 3; INSERT INTO every_type SELECT * FROM every_type"
+    " WHERE id = 2",
+}
+
+
+def _against_fingerprint(dsn: str, table: dict):
     from ingest_platform.backup.verify import compare_with_fingerprint, use_text_settings
 
-    directory, manifest = _backup_dir(source, tmp_path)
-    assert restore(directory, target_dsn).passed
-    _execute(target_dsn, "UPDATE every_type SET s = 'changed' WHERE id = 2")
-    with psycopg.connect(target_dsn) as conn:
+    with psycopg.connect(dsn) as conn:
         use_text_settings(conn)
-        found = compare_with_fingerprint(
-            conn, "public", "every_type", manifest["tables"][0]["fingerprint"]
-        )
-    assert not found.passed and found.differing_buckets == 1
+        names = [c["name"] for c in table["columns"]]
+        return compare_with_fingerprint(conn, "public", "every_type", table["fingerprint"], names)
+
+
+@pytest.mark.parametrize("damage", list(_DAMAGE))
+def test_the_proof_catches_a_changed_missing_or_duplicated_row(
+    source, target_dsn, tmp_path, damage
+):
+    directory, manifest = _backup_dir(source, tmp_path)
+    (table,) = manifest["tables"]
+    assert table["fingerprint"]["kind"] == "row_hash_sum" and table["fingerprint"]["rows"] == 4
+    assert restore(directory, target_dsn).passed
+    assert _against_fingerprint(target_dsn, table).passed
+    _execute(target_dsn, _DAMAGE[damage])
+    found = _against_fingerprint(target_dsn, table)
+    assert not found.passed and found.differing_buckets == 1, damage
+    assert "rows in the backup" in found.differences[0].detail
+
+
+def test_an_older_backups_bucket_fingerprint_is_still_proved(source, target_dsn, tmp_path):
+    # Backups written before the row-hash sum recorded the comparison engine's md5 buckets.
+    from ingest_platform.backup.verify import text_side, use_text_settings
+
+    directory, manifest = _backup_dir(source, tmp_path)
+    (table,) = manifest["tables"]
+    with psycopg.connect(source) as conn:
+        use_text_settings(conn)
+        side = text_side(conn, "public", "every_type", "backup")
+        buckets = {k: list(v) for k, v in side.buckets(1, None).items()}
+    table["fingerprint"] = {"depth": 1, "key": ["id"], "buckets": buckets}
+    assert restore(directory, target_dsn).passed
+    assert _against_fingerprint(target_dsn, table).passed
+    _execute(target_dsn, _DAMAGE["a changed value"])
+    assert not _against_fingerprint(target_dsn, table).passed
 
 
 def test_backup_is_one_snapshot_while_writes_run(pg_dsn, target_dsn, tmp_path):
