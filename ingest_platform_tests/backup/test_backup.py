@@ -136,6 +136,31 @@ def test_parquet_files_have_logical_types_for_other_readers(source, tmp_path):
     assert db.execute(f"SELECT count(*) FROM '{path}' WHERE s IS NULL").fetchone() == (1,)
 
 
+def test_parquet_encodings_follow_each_columns_values_and_other_readers_read_them(pg_dsn, tmp_path):
+    _execute(pg_dsn, "CREATE TABLE enc (id bigint PRIMARY KEY, dept int, hired_at timestamp,"
+             " amount numeric(12, 2), score float8, name text);"
+             " INSERT INTO enc SELECT g, g % 5, timestamp '2020-01-01' + g * interval '7 min',"
+             " g * 1.25, g / 3.0, 'n' || (g % 7) FROM generate_series(1, 5000) g")  # fmt: skip
+    manifest = backup(pg_dsn, tmp_path / "b")
+    path = tmp_path / "b" / manifest["tables"][0]["files"][0]
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(6)}
+    for many in ("id", "hired_at"):  # many distinct values: deltas
+        assert "DELTA_BINARY_PACKED" in encodings[many], encodings
+    assert "BYTE_STREAM_SPLIT" in encodings["score"], encodings
+    assert "RLE_DICTIONARY" not in encodings["amount"], encodings
+    for few in ("dept", "name"):  # few distinct values: the dictionary
+        assert "RLE_DICTIONARY" in encodings[few], encodings
+    totals = "sum(id), sum(dept), max(hired_at), sum(amount), sum(score), count(DISTINCT name)"
+    found = duckdb.connect().execute(f"SELECT {totals} FROM '{path}'")
+    with psycopg.connect(pg_dsn) as conn:
+        expected = conn.execute(f"SELECT {totals} FROM enc").fetchone()
+    got = found.fetchone()
+    assert got is not None and expected is not None
+    assert got[:4] + got[5:] == expected[:4] + expected[5:]
+    assert got[4] == pytest.approx(expected[4])  # float sums: summation order
+
+
 def test_avro_files_have_logical_types(source, tmp_path):
     manifest = backup(source, tmp_path / "b", file_format="avro")
     with open(tmp_path / "b" / manifest["tables"][0]["files"][0], "rb") as f:
