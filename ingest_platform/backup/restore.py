@@ -10,8 +10,8 @@
    schemas are dropped again), so it converges. The marker goes when the restore is verified.
 4. The schema's pre-data section (types, tables, functions, views) from the backup's pg_dump
    archive (``migration/pg_tools``, ``migration/schema``), then each table's files loaded by one
-   COPY in its own transaction (``jobs`` tables at once), then keys, indexes and triggers
-   (post-data, one transaction), then the sequences.
+   COPY in its own transaction (``jobs`` tables at once), then keys and indexes (``jobs`` tables
+   at once), then foreign keys, triggers and the rest of post-data, then the sequences.
 5. Every restored table is compared with the backup's fingerprint (``verify``) right after its
    COPY, while other tables load; and, when `source_dsn` is given and answers, with the source.
 """
@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from ingest_platform.backup.verify import (
 from ingest_platform.consistency.compare import Comparison
 from ingest_platform.errors import IngestError, first_line
 from ingest_platform.migration import pg_tools
-from ingest_platform.migration.schema import _run_script
+from ingest_platform.migration.schema import _ENTRY, _run_script
 from ingest_platform.postgres.catalog import qualified
 from ingest_platform.postgres.connection import connect, server_address
 
@@ -175,9 +176,9 @@ def restore(
             if proved is not None:
                 result.against_backup.append(proved)
     clock.done("data" + (" and proof" if early else ""))
+    _post_data(target_dsn, post, entries, jobs)
     with connect(target_dsn) as target:
         with target.transaction():
-            _run_script(target, post)
             for s in manifest["sequences"]:
                 if s["last_value"] is not None:
                     sequence = qualified(s["schema"], s["name"]).as_string(target)
@@ -323,11 +324,61 @@ def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
     return TableRestore(label, rows, time.monotonic() - started)
 
 
+# ----------------------------------------------------------------------------- keys and indexes
+
+# Index builds sort every row: more memory than PostgreSQL's default 64MB keeps a 2M-row key's
+# sort in memory (per connection, for this restore's statements only).
+INDEX_MEMORY = "256MB"
+_INDEX_TABLE = re.compile(r"^CREATE (?:UNIQUE )?INDEX \S+ ON (?:ONLY )?(\S+) ", re.MULTILINE)
+
+
+def _post_data(target_dsn: str, script: str, entries: list[dict], jobs: int) -> None:
+    """pg_dump's post-data section in two steps. First every table's primary keys, unique and
+    check constraints and indexes: independent of each other, so `jobs` tables at once (one
+    connection each, the biggest tables first, each table's own statements in order: a key
+    locks its table). Then the rest in the archive's order on one connection: foreign keys
+    (they need the keys), index attachments, triggers, rules, comments."""
+    starts = [m.start() for m in _ENTRY.finditer(script)] + [len(script)]
+    preamble = script[: starts[0]]
+    by_table: dict[str, list[str]] = {}
+    rest: list[str] = []
+    for start, end in zip(starts, starts[1:], strict=False):
+        entry = script[start:end]
+        header = _ENTRY.match(entry)
+        assert header is not None
+        name, kind, schema = header.groups()
+        table = None
+        if kind == "CONSTRAINT":
+            table = f"{schema}.{name.split(' ')[0]}"
+        elif kind == "INDEX":
+            found = _INDEX_TABLE.search(entry)
+            table = found.group(1) if found else None
+        if table is None:
+            rest.append(entry)
+        else:
+            by_table.setdefault(table, []).append(entry)
+    rows = {f"{e['schema']}.{e['name']}": e.get("rows", 0) for e in entries}
+    groups = sorted(by_table.items(), key=lambda item: -rows.get(item[0], 0))
+
+    def run(entries_of_one: list[str]) -> None:
+        with connect(target_dsn) as target:
+            with target.transaction():
+                target.execute(
+                    "SELECT set_config('maintenance_work_mem', %s, true)", (INDEX_MEMORY,)
+                )
+                _run_script(target, preamble + "".join(entries_of_one))
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        list(pool.map(run, [g for _, g in groups]))
+    if rest:
+        run(rest)
+
+
 def _prove(target_dsn: str, entry: dict) -> Comparison:
     with connect(target_dsn) as target:
         use_text_settings(target)
-        recorded, names = entry["fingerprint"], [c["name"] for c in entry["columns"]]
-        return compare_with_fingerprint(target, entry["schema"], entry["name"], recorded, names)
+        recorded, columns = entry["fingerprint"], entry["columns"]
+        return compare_with_fingerprint(target, entry["schema"], entry["name"], recorded, columns)
 
 
 def _verify(target_dsn: str, entries: list[dict], result: RestoreResult, jobs: int) -> None:

@@ -1,24 +1,25 @@
 """Proof that a restore holds the backup's rows: a sum of row hashes, computed by PostgreSQL.
 
 While the backup reads a table, a second connection in the same snapshot computes the table's
-fingerprint: its row count and the sum of ``hashtextextended(ROW(<columns by name>)::text, 0)``
-over its rows (``FROM ONLY``: a parent's own rows). It goes into the manifest. After a restore the
-restored table's count and sum must be equal: the rows read back from the files and loaded are
-the rows the source had, whichever reader and loader stood between. A changed value changes its
-row's 64-bit hash, a missing or a duplicated row the count and the sum; a difference goes
-unnoticed only when the sums of the changed rows' hashes happen to cancel (odds about 2**-64).
+fingerprint: its row count and the sum of a 64-bit hash of each row (``row_hash``: chained
+``hashtextextended`` of each column's text; ``FROM ONLY``: a parent's own rows). It goes into the
+manifest. After a restore the restored table's count and sum must be equal: the rows read back
+from the files and loaded are the rows the source had, whichever reader and loader stood between.
+A changed value changes its row's hash, a missing or a duplicated row the count and the sum; the
+sums are exact (numeric), so a difference goes unnoticed only when the changed rows' hashes
+happen to add up to the same (odds about 2**-64).
 
-Both sides hash the same text: the stored columns in name order (a restored child table gets its
-parent's column order), each as PostgreSQL prints it (``record_out``: NULL empty, ``''`` quoted)
-under the same session settings (``TEXT_SETTINGS``), which is exact for every type, json and
-arrays included, and the same on PostgreSQL 15 and 18. ``hashtextextended`` (PostgreSQL 11+)
-hashes the text's bytes (``COLLATE "C"``); it reads them as machine words, so both servers must
-be of the same byte order (every x86 and ARM server is little-endian). This costs about 1 to 2 s
-per million rows of 5 to 10 columns, against about 5 s for the comparison engine's md5 bucket
-fingerprints that backups before it recorded (``{"depth", "buckets"}``); those are still proved
-(``compare_with_buckets``). When the source is reachable the restored tables are also compared
-with it by ``compare_hashes`` (which names differing keys); rows written there since the backup
-show up as differences.
+Both sides hash the same texts: the stored columns in name order (a restored child table gets its
+parent's column order), each as PostgreSQL prints it (``::text``) under the same session settings
+(``TEXT_SETTINGS``), which is exact for every type, json and arrays included, and the same on
+PostgreSQL 15 and 18. ``hashtextextended`` (PostgreSQL 11+) reads the text's bytes as machine
+words, so both servers must be of the same byte order (every x86 and ARM server is
+little-endian). Cost, 1M rows of the 10-column benchmark table: 1.1-1.6 s, against 2.0-2.4 s for
+one hash of the row's record text (``ROW(...)::text``, which quotes every value) and about 5 s for
+the comparison engine's md5 bucket fingerprints that earlier backups recorded (``{"depth",
+"buckets"}``); those are still proved (``compare_with_buckets``). When the source is reachable
+the restored tables are also compared with it by ``compare_hashes`` (which names differing keys);
+rows written there since the backup show up as differences.
 """
 
 from __future__ import annotations
@@ -74,31 +75,42 @@ def text_side(
 ROW_HASH_SUM = "row_hash_sum"  # the fingerprint's "kind"
 
 
+def row_hash(columns: list[dict]) -> sql.Composable:
+    """A row's 64-bit hash: ``hashtextextended`` of each column's text (name order), each seeded
+    with the hash so far, so a value's hash depends on its column and on every value before it
+    (a value moved to another column or row changes the hash). A nullable column hashes its text
+    with a ``v`` appended, or ``n`` for NULL (apart from ``''``). ``COLLATE "C"``: the bytes, not
+    a nondeterministic collation's equivalence."""
+    hashed: sql.Composable = sql.SQL("0::int8")
+    for column in sorted(columns, key=lambda c: c["name"]):
+        text = sql.SQL("({})::text").format(sql.Identifier(column["name"]))
+        if not column["not_null"]:
+            text = sql.SQL("coalesce({} || 'v', 'n')").format(text)
+        hashed = sql.SQL('hashtextextended({} COLLATE "C", {})').format(text, hashed)
+    return hashed
+
+
 def _row_hash_sum(
-    conn: psycopg.Connection, schema: str, table: str, columns: list[str]
+    conn: psycopg.Connection, schema: str, table: str, columns: list[dict]
 ) -> tuple[int, str]:
-    row = sql.SQL("ROW({})").format(
-        sql.SQL(", ").join(sql.Identifier(name) for name in sorted(columns))
-    )
     found = conn.execute(
-        sql.SQL(
-            'SELECT count(*), coalesce(sum(hashtextextended(({}::text) COLLATE "C", 0)), 0)::text'
-            " FROM ONLY {}"
-        ).format(row, catalog.qualified(schema, table))
+        sql.SQL("SELECT count(*), coalesce(sum({}), 0)::text FROM ONLY {}").format(
+            row_hash(columns), catalog.qualified(schema, table)
+        )
     ).fetchone()
     assert found is not None
     return int(found[0]), str(found[1])
 
 
-def fingerprint(conn: psycopg.Connection, schema: str, table: str, columns: list[str]) -> dict:
-    """{"kind": "row_hash_sum", "rows": n, "sum": "<decimal>"} of the table's `columns` as `conn`
-    sees it (call ``use_text_settings`` first)."""
+def fingerprint(conn: psycopg.Connection, schema: str, table: str, columns: list[dict]) -> dict:
+    """{"kind": "row_hash_sum", "rows": n, "sum": "<decimal>"} of the table's `columns` (the
+    manifest's: name, not_null) as `conn` sees it (call ``use_text_settings`` first)."""
     rows, total = _row_hash_sum(conn, schema, table, columns)
     return {"kind": ROW_HASH_SUM, "rows": rows, "sum": total}
 
 
 def compare_with_fingerprint(
-    conn: psycopg.Connection, schema: str, table: str, recorded: dict, columns: list[str]
+    conn: psycopg.Connection, schema: str, table: str, recorded: dict, columns: list[dict]
 ) -> Comparison:
     """The restored table against the backup's fingerprint (call ``use_text_settings`` first);
     `columns`: the backup's stored columns."""

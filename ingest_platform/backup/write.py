@@ -423,8 +423,7 @@ def _fingerprint(dsn: str, snapshot: str, entry: dict) -> dict:
     with connect(dsn) as conn:
         adopt_snapshot(conn, snapshot)
         use_text_settings(conn, local=True)
-        names = [c["name"] for c in entry["columns"]]
-        found = fingerprint(conn, entry["schema"], entry["name"], names)
+        found = fingerprint(conn, entry["schema"], entry["name"], entry["columns"])
         conn.rollback()
         return found
 

@@ -277,6 +277,8 @@ _DAMAGE = {
     "'' become NULL": "UPDATE every_type SET s = NULL WHERE id = 1",
     "values swapped between rows": "UPDATE every_type SET i4 = CASE id WHEN 1 THEN 0 ELSE 2 END"
     " WHERE id IN (1, 4)",
+    "values swapped between columns": "UPDATE every_type SET s = v, v = s WHERE id = 4",
+    "'' become 'n' (NULL's mark)": "UPDATE every_type SET s = 'n' WHERE id = 1",
     "a missing row": "DELETE FROM every_type WHERE id = 3",
     "a duplicated row": "ALTER TABLE every_type DROP CONSTRAINT every_type_pkey;"
     " INSERT INTO every_type SELECT * FROM every_type WHERE id = 2",
@@ -291,8 +293,8 @@ def _against_fingerprint(dsn: str, table: dict):
 
     with psycopg.connect(dsn) as conn:
         use_text_settings(conn)
-        names = [c["name"] for c in table["columns"]]
-        return compare_with_fingerprint(conn, "public", "every_type", table["fingerprint"], names)
+        recorded, columns = table["fingerprint"], table["columns"]
+        return compare_with_fingerprint(conn, "public", "every_type", recorded, columns)
 
 
 @pytest.mark.parametrize("damage", list(_DAMAGE))
