@@ -28,6 +28,7 @@ from pathlib import Path
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
@@ -39,6 +40,7 @@ from ingest_platform.backup.verify import (
     compare_with_source,
     use_text_settings,
 )
+from ingest_platform.bulk_ingest.arrow_copy import ArrowEncoder, ArrowValueError
 from ingest_platform.consistency.compare import Comparison
 from ingest_platform.errors import IngestError, first_line
 from ingest_platform.migration import pg_tools
@@ -288,15 +290,68 @@ def copy_text(columns: list[dict], batch: pa.RecordBatch) -> pa.Buffer | None:
     return buffers[2][offsets[rows.offset] : offsets[rows.offset + len(rows)]]
 
 
+# Kinds binary COPY (``bulk_ingest/arrow_copy.py``) writes from the stored Arrow arrays. Others
+# (money, inet, enums and every other type kept as text, uuid, interval, arrays) go as text.
+_BINARY_KINDS = {"int", "float", "bool", "decimal", "text", "bytea", "date", "timestamp",
+                 "timestamptz", "time", "json"}  # fmt: skip
+_SENTINELS = {
+    "date": (types.DATE_MINUS_INFINITY, types.DATE_INFINITY),
+    "timestamp": (types.MICROS_MINUS_INFINITY, types.MICROS_INFINITY),
+    "timestamptz": (types.MICROS_MINUS_INFINITY, types.MICROS_INFINITY),
+}
+_BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\0" + bytes(8)  # signature, flags, extension length
+_BINARY_TRAILER = b"\xff\xff"
+
+
+def binary_encoder(directory: Path, entry: dict) -> ArrowEncoder | None:
+    """The binary COPY encoder of a table stored in Parquet whose every column binary COPY takes,
+    or None (text COPY). Infinite dates and timestamps are stored as their type's extreme values,
+    which binary COPY would shift from 1970 to PostgreSQL's epoch: a table whose Parquet
+    statistics show one (or have none) goes as text."""
+    columns = entry["columns"]
+    if not columns or any(c["kind"] not in _BINARY_KINDS for c in columns):
+        return None
+    if not all(name.endswith(".parquet") for name in entry["files"]):
+        return None
+    schema = types.arrow_schema(columns)
+    for name in entry["files"]:
+        meta = pq.ParquetFile(directory / name).metadata
+        for i, column in enumerate(columns):
+            sentinels = _SENTINELS.get(column["kind"])
+            if sentinels is None:
+                continue
+            for group in range(meta.num_row_groups):
+                stats = meta.row_group(group).column(i).statistics
+                if stats is None:
+                    if meta.row_group(group).num_rows:
+                        return None
+                    continue
+                if not stats.has_min_max:
+                    if stats.null_count < meta.row_group(group).num_rows:
+                        return None
+                    continue
+                low, high = stats.min_raw, stats.max_raw  # days or microseconds, as stored
+                if low <= sentinels[0] or high >= sentinels[1]:
+                    return None
+    typnames = [c.get("typname", "") for c in columns]
+    try:
+        return ArrowEncoder.of(schema, [c["name"] for c in columns], typnames)
+    except ArrowValueError:
+        return None
+
+
 def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
     started = time.monotonic()
     label = f"{entry['schema']}.{entry['name']}"
     columns = entry["columns"]
+    encoder = binary_encoder(directory, entry)
+    names = encoder.columns if encoder is not None else [c["name"] for c in columns]
     # FREEZE: the table is truncated in the same transaction, so its rows are written frozen
     # (no hint-bit writes when the proof then reads them, nothing left for VACUUM to freeze).
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FREEZE)").format(
+    statement = sql.SQL("COPY {} ({}) FROM STDIN ({}FREEZE)").format(
         qualified(entry["schema"], entry["name"]),
-        sql.SQL(", ").join(sql.Identifier(c["name"]) for c in columns),
+        sql.SQL(", ").join(sql.Identifier(name) for name in names),
+        sql.SQL("FORMAT binary, " if encoder is not None else ""),
     )
     rows = 0
     try:
@@ -306,21 +361,34 @@ def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
                 sql.SQL("TRUNCATE ONLY {}").format(qualified(entry["schema"], entry["name"]))
             )
             cursor = target.cursor()
-            # A thread sends each batch while the next is read and turned into COPY text.
+            # A thread sends each batch while the next is read and turned into COPY data.
             with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
+                if encoder is not None:
+                    copy.write(_BINARY_SIGNATURE)
                 for name in entry["files"]:
                     for batch in files.read_batches(directory / name, columns):
-                        data = copy_text(columns, batch)
-                        if data is not None:
-                            copy.write(data)
-                            rows += batch.num_rows
+                        if encoder is not None:
+                            for data in encoder.encode(batch):
+                                copy.write(data)
+                        else:
+                            text = copy_text(columns, batch)
+                            if text is not None:
+                                copy.write(text)
+                        rows += batch.num_rows
+                if encoder is not None:
+                    copy.write(_BINARY_TRAILER)
             target.commit()
+    except ArrowValueError as exc:
+        raise BackupError(
+            f"{label}: restoring failed: column {exc.column}: {exc.message}. The backup's file "
+            "holds a value the target's column does not take."
+        ) from None
     except (psycopg.Error, pa.ArrowException, OSError, ValueError) as exc:
         raise BackupError(
             f"{label}: restoring failed: {first_line(exc)}. Run the restore again (it starts "
             "over); if it fails the same way, the target server may not take this type."
         ) from None
-    logger.info(f"{label}: {rows:,} rows")
+    logger.info(f"{label}: {rows:,} rows ({'binary' if encoder is not None else 'text'} COPY)")
     return TableRestore(label, rows, time.monotonic() - started)
 
 
