@@ -10,8 +10,9 @@
    schemas are dropped again), so it converges. The marker goes when the restore is verified.
 4. The schema's pre-data section (types, tables, functions, views) from the backup's pg_dump
    archive (``migration/pg_tools``, ``migration/schema``), then each table's files loaded by one
-   COPY in its own transaction (``jobs`` tables at once), then keys and indexes (``jobs`` tables
-   at once), then foreign keys, triggers and the rest of post-data, then the sequences.
+   COPY in its own transaction (``jobs`` tables at once), its keys and indexes right after it in
+   the same worker (``_PostData``), then foreign keys, triggers and the rest of post-data, then
+   the sequences.
 5. Every restored table is compared with the backup's fingerprint (``verify``) right after its
    COPY, while other tables load; and, when `source_dsn` is given and answers, with the source.
 """
@@ -167,18 +168,24 @@ def restore(
             recorded.get("kind") == ROW_HASH_SUM or (entry["schema"], entry["name"]) not in parents
         )
 
+    post_data = _PostData.of(post)
+
     def load(entry: dict) -> tuple[TableRestore, Comparison | None]:
         loaded = _load_table(directory, target_dsn, entry)
-        return loaded, (_prove(target_dsn, entry) if proved_early(entry) else None)
+        proved = _prove(target_dsn, entry) if proved_early(entry) else None
+        post_data.run(target_dsn, post_data.by_table.get(f"{entry['schema']}.{entry['name']}", []))
+        return loaded, proved
 
+    # The biggest tables first: the last one to start is a small one, so the workers end together.
+    biggest_first = sorted(entries, key=lambda e: -e.get("rows", 0))
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for done, proved in pool.map(load, entries):
+        for done, proved in pool.map(load, biggest_first):
             on_table(done)
             result.tables.append(done)
             if proved is not None:
                 result.against_backup.append(proved)
-    clock.done("data" + (" and proof" if early else ""))
-    _post_data(target_dsn, post, entries, jobs)
+    clock.done("data, keys, indexes" + (" and proof" if early else ""))
+    post_data.after_loads(target_dsn, {f"{e['schema']}.{e['name']}" for e in entries})
     with connect(target_dsn) as target:
         with target.transaction():
             for s in manifest["sequences"]:
@@ -187,7 +194,7 @@ def restore(
                     target.execute(
                         "SELECT setval(%s::regclass, %s, true)", (sequence, s["last_value"])
                     )
-    clock.done("keys, indexes, sequences")
+    clock.done("foreign keys, the rest of post-data, sequences")
     late = [e for e in entries if not proved_early(e)]
     if any("fingerprint" in e for e in late):
         _verify(target_dsn, late, result, jobs)
@@ -400,46 +407,57 @@ INDEX_MEMORY = "256MB"
 _INDEX_TABLE = re.compile(r"^CREATE (?:UNIQUE )?INDEX \S+ ON (?:ONLY )?(\S+) ", re.MULTILINE)
 
 
-def _post_data(target_dsn: str, script: str, entries: list[dict], jobs: int) -> None:
-    """pg_dump's post-data section in two steps. First every table's primary keys, unique and
-    check constraints and indexes: independent of each other, so `jobs` tables at once (one
-    connection each, the biggest tables first, each table's own statements in order: a key
-    locks its table). Then the rest in the archive's order on one connection: foreign keys
-    (they need the keys), index attachments, triggers, rules, comments."""
-    starts = [m.start() for m in _ENTRY.finditer(script)] + [len(script)]
-    preamble = script[: starts[0]]
-    by_table: dict[str, list[str]] = {}
-    rest: list[str] = []
-    for start, end in zip(starts, starts[1:], strict=False):
-        entry = script[start:end]
-        header = _ENTRY.match(entry)
-        assert header is not None
-        name, kind, schema = header.groups()
-        table = None
-        if kind == "CONSTRAINT":
-            table = f"{schema}.{name.split(' ')[0]}"
-        elif kind == "INDEX":
-            found = _INDEX_TABLE.search(entry)
-            table = found.group(1) if found else None
-        if table is None:
-            rest.append(entry)
-        else:
-            by_table.setdefault(table, []).append(entry)
-    rows = {f"{e['schema']}.{e['name']}": e.get("rows", 0) for e in entries}
-    groups = sorted(by_table.items(), key=lambda item: -rows.get(item[0], 0))
+@dataclass
+class _PostData:
+    """pg_dump's post-data section split in two. ``by_table``: each table's primary key, unique
+    and check constraints and indexes, in order ("schema.table" as pg_dump prints it); they need
+    nothing but their table, so each table's are built as soon as it is loaded, in the worker
+    that loaded it, while other tables load. ``rest``: foreign keys (they need the keys), index
+    attachments, triggers, rules, comments, in the archive's order after all loads."""
 
-    def run(entries_of_one: list[str]) -> None:
+    preamble: str
+    by_table: dict[str, list[str]]
+    rest: list[str]
+
+    @classmethod
+    def of(cls, script: str) -> _PostData:
+        starts = [m.start() for m in _ENTRY.finditer(script)] + [len(script)]
+        by_table: dict[str, list[str]] = {}
+        rest: list[str] = []
+        for start, end in zip(starts, starts[1:], strict=False):
+            entry = script[start:end]
+            header = _ENTRY.match(entry)
+            assert header is not None
+            name, kind, schema = header.groups()
+            table = None
+            if kind == "CONSTRAINT":
+                table = f"{schema}.{name.split(' ')[0]}"
+            elif kind == "INDEX":
+                found = _INDEX_TABLE.search(entry)
+                table = found.group(1) if found else None
+            if table is None:  # (a name pg_dump quotes, say: built after the loads)
+                rest.append(entry)
+            else:
+                by_table.setdefault(table, []).append(entry)
+        return cls(script[: starts[0]], by_table, rest)
+
+    def run(self, target_dsn: str, entries: list[str]) -> None:
+        if not entries:
+            return
         with connect(target_dsn) as target:
             with target.transaction():
                 target.execute(
                     "SELECT set_config('maintenance_work_mem', %s, true)", (INDEX_MEMORY,)
                 )
-                _run_script(target, preamble + "".join(entries_of_one))
+                _run_script(target, self.preamble + "".join(entries))
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(run, [g for _, g in groups]))
-    if rest:
-        run(rest)
+    def after_loads(self, target_dsn: str, loaded: set[str]) -> None:
+        """The tables' statements not built by their loads (tables not restored: a
+        partitioned parent, ``--tables``), then the rest."""
+        for table, statements in self.by_table.items():
+            if table not in loaded:
+                self.run(target_dsn, statements)
+        self.run(target_dsn, self.rest)
 
 
 def _prove(target_dsn: str, entry: dict) -> Comparison:

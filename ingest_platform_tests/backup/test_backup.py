@@ -471,3 +471,29 @@ def test_tables_binary_copy_takes_restore_by_it_exactly(pg_dsn, target_dsn, tmp_
     assert result.passed, result.text()
     for table in ("plain", "endless", "other"):
         assert _rows_as_text(target_dsn, table) == _rows_as_text(pg_dsn, table), table
+
+
+def test_keys_and_indexes_of_tables_not_restored_are_built_too(pg_dsn, target_dsn, tmp_path):
+    # Each restored table gets its keys and indexes right after its load; a table --tables
+    # leaves out (and a partitioned parent, which holds no rows) gets them after all loads.
+    _execute(pg_dsn, "CREATE TABLE one (id int PRIMARY KEY, at date);"
+             " CREATE TABLE two (id int PRIMARY KEY, one_id int REFERENCES one (id));"
+             " CREATE INDEX two_one ON two (one_id);"
+             " CREATE TABLE parted (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);"
+             " CREATE TABLE parted_2026 PARTITION OF parted"
+             "   FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');"
+             " CREATE INDEX parted_at ON parted (at);"
+             " INSERT INTO one SELECT g, '2026-01-01' FROM generate_series(1, 50) g;"
+             " INSERT INTO two SELECT g, g FROM generate_series(1, 50) g;"
+             " INSERT INTO parted SELECT g, '2026-02-01' FROM generate_series(1, 9) g")  # fmt: skip
+    backup(pg_dsn, tmp_path / "b")
+    result = restore(tmp_path / "b", target_dsn, tables=["public.one", "public.parted_2026"])
+    assert result.passed, result.text()
+    with psycopg.connect(target_dsn) as conn:
+        indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes")}
+        constraints = {r[0] for r in conn.execute("SELECT conname FROM pg_constraint")}
+        assert conn.execute("SELECT count(*) FROM parted").fetchone() == (9,)
+        assert conn.execute("SELECT count(*) FROM two").fetchone() == (0,)
+    assert {"one_pkey", "two_pkey", "two_one", "parted_pkey", "parted_at"} <= indexes
+    assert {"parted_2026_pkey", "parted_2026_at_idx"} <= indexes
+    assert "two_one_id_fkey" in constraints
