@@ -278,7 +278,12 @@ _DAMAGE = {
     "values swapped between rows": "UPDATE every_type SET i4 = CASE id WHEN 1 THEN 0 ELSE 2 END"
     " WHERE id IN (1, 4)",
     "values swapped between columns": "UPDATE every_type SET s = v, v = s WHERE id = 4",
-    "'' become 'n' (NULL's mark)": "UPDATE every_type SET s = 'n' WHERE id = 1",
+    "NULL become 0 (the zero a NULL is hashed as)": "UPDATE every_type SET i2 = 0, i4 = 0"
+    " WHERE id = 2",
+    "NULL become epoch": "UPDATE every_type SET ts = 'epoch', u = '00000000-0000-0000-0000-"
+    "000000000000' WHERE id = 2",
+    "a timestamp a microsecond later": "UPDATE every_type SET ts = ts + interval '1 us'"
+    " WHERE id = 4",
     "a missing row": "DELETE FROM every_type WHERE id = 3",
     "a duplicated row": "ALTER TABLE every_type DROP CONSTRAINT every_type_pkey;"
     " INSERT INTO every_type SELECT * FROM every_type WHERE id = 2",
