@@ -17,6 +17,7 @@ from pathlib import Path
 
 import fastavro
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ingest_platform.backup import types
@@ -37,16 +38,16 @@ class TableFileWriter:
         self.files: list[tuple[Path, int]] = []
         self._writer: _ParquetPart | _AvroPart | None = None
 
-    def _open(self) -> _ParquetPart | _AvroPart:
+    def _open(self, first: pa.RecordBatch | None = None) -> _ParquetPart | _AvroPart:
         path = self.directory / f"part-{len(self.files):05d}.{EXTENSIONS[self.file_format]}"
         if self.file_format == "parquet":
-            return _ParquetPart(path, self.schema)
+            return _ParquetPart(path, self.schema, first)
         return _AvroPart(path, self.columns)
 
     def write(self, batch: pa.RecordBatch) -> None:
         while batch.num_rows:
             if self._writer is None:
-                self._writer = self._open()
+                self._writer = self._open(batch)
             room = self.rows_per_file - self._writer.rows
             head, batch = batch.slice(0, room), batch.slice(room)
             self._writer.write(head)
@@ -75,14 +76,65 @@ class TableFileWriter:
             self._writer = None
 
 
+# A column whose first batch has more distinct values than this share of its rows is not
+# dictionary-encoded (the dictionary would be about as big as the values).
+DISTINCT_SHARE = 0.25
+_DELTA_TYPES = (pa.types.is_integer, pa.types.is_date, pa.types.is_time, pa.types.is_timestamp)
+
+
+def parquet_encodings(
+    schema: pa.Schema, first: pa.RecordBatch | None
+) -> tuple[list[str], dict[str, str]]:
+    """(columns to dictionary-encode, {column: encoding}) for a part file, chosen per column from
+    its type and its first batch. Measured on the benchmark tables (1M rows of 10 columns, 2M HR
+    hires), zstd in every case:
+
+    - integers, dates, times, timestamps with many distinct values: DELTA_BINARY_PACKED (a
+      serial key 6.4 MB -> 0.01 MB, random ids and timestamps 10-25% smaller than a dictionary);
+      with few distinct values (a department id) the dictionary stays smaller;
+    - float32/64: BYTE_STREAM_SPLIT (7.8 -> 6.9 MB);
+    - decimals with many distinct values: PLAIN (5.0 -> 4.6 MB);
+    - strings, binary, booleans, nested: the dictionary (a description 0.8 MB against 2.8).
+
+    BYTE_STREAM_SPLIT of integers and decimals would save a little more (HR timestamps 10.7
+    against 12.1 MB), but readers learned it only in 2024 (Parquet format 2.11); the encodings
+    used here are read by every engine that reads Parquet v2 pages."""
+    dictionary, encodings = [], {}
+    for i, field in enumerate(schema):
+        kind = field.type
+        delta = any(check(kind) for check in _DELTA_TYPES)
+        many = (
+            (delta or pa.types.is_decimal(kind))
+            and first is not None
+            and first.num_rows > 0
+            and pc.count_distinct(first.column(i)).as_py() > DISTINCT_SHARE * first.num_rows
+        )
+        if pa.types.is_floating(kind):
+            encodings[field.name] = "BYTE_STREAM_SPLIT"
+        elif delta and many:
+            encodings[field.name] = "DELTA_BINARY_PACKED"
+        elif not many:
+            dictionary.append(field.name)  # else a decimal: PLAIN
+    return dictionary, encodings
+
+
 class _ParquetPart:
     """Batches are gathered into row groups of about ROW_GROUP_ROWS rows (or ROW_GROUP_BYTES):
     a row group per CSV block would be ~65,000 rows, and each row group's dictionaries and
-    pages cost size (47 MB instead of 37 MB for the 1M-row benchmark table)."""
+    pages cost size (47 MB instead of 37 MB for the 1M-row benchmark table). Each column's
+    encoding: ``parquet_encodings``."""
 
-    def __init__(self, path: Path, schema: pa.Schema):
+    def __init__(self, path: Path, schema: pa.Schema, first: pa.RecordBatch | None = None):
         self.path, self.rows = path, 0
-        self.writer = pq.ParquetWriter(path, schema, compression="zstd", store_schema=True)
+        dictionary, encodings = parquet_encodings(schema, first)
+        self.writer = pq.ParquetWriter(
+            path,
+            schema,
+            compression="zstd",
+            store_schema=True,
+            use_dictionary=dictionary,
+            column_encoding=encodings or None,
+        )
         self.pending: list[pa.RecordBatch] = []
         self.pending_rows = self.pending_bytes = 0
 

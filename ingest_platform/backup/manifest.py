@@ -15,7 +15,8 @@ Format version 1::
      "sequences": [{"schema", "name", "last_value"}],
      "backup_id": "app@<created>",     # what reused_from names
      "tables": [{"schema", "name", "rows", "columns": [...], "files": ["data/..."],
-                 "fingerprint": {"depth": d, "buckets": {prefix: [count, s1, s2, s3, s4]}},
+                 "fingerprint": {"kind": "row_hash_sum", "rows": n, "sum": "<decimal>"},
+                 # (backups before it: {"depth": d, "key": [...], "buckets": {prefix: [...]}})
                  # dump-version tables only (``reuse``):
                  "version_identity": {"oid", "relfilenode", "catalog_xmin", "table",
                                       "version", "rows", "loaded_at", "dump"},

@@ -10,16 +10,17 @@
    schemas are dropped again), so it converges. The marker goes when the restore is verified.
 4. The schema's pre-data section (types, tables, functions, views) from the backup's pg_dump
    archive (``migration/pg_tools``, ``migration/schema``), then each table's files loaded by one
-   COPY in its own transaction (``jobs`` tables at once), then keys, indexes and triggers
-   (post-data, one transaction), then the sequences.
-5. Every restored table is compared with the backup's fingerprint (``verify``): right after its
-   COPY (while other tables load) when the fingerprint records its key columns, else after the
-   keys; and, when `source_dsn` is given and answers, with the source.
+   COPY in its own transaction (``jobs`` tables at once), its keys and indexes right after it in
+   the same worker (``_PostData``), then foreign keys, triggers and the rest of post-data, then
+   the sequences.
+5. Every restored table is compared with the backup's fingerprint (``verify``) right after its
+   COPY, while other tables load; and, when `source_dsn` is given and answers, with the source.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,20 +29,23 @@ from pathlib import Path
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from ingest_platform.backup import files, types
 from ingest_platform.backup.manifest import BackupError, backup_id, read_manifest, verify_files
 from ingest_platform.backup.verify import (
+    ROW_HASH_SUM,
     compare_with_fingerprint,
     compare_with_source,
     use_text_settings,
 )
+from ingest_platform.bulk_ingest.arrow_copy import ArrowEncoder, ArrowValueError
 from ingest_platform.consistency.compare import Comparison
 from ingest_platform.errors import IngestError, first_line
 from ingest_platform.migration import pg_tools
-from ingest_platform.migration.schema import _run_script
+from ingest_platform.migration.schema import _ENTRY, _run_script
 from ingest_platform.postgres.catalog import qualified
 from ingest_platform.postgres.connection import connect, server_address
 
@@ -136,7 +140,8 @@ def restore(
                 target.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(name))
                 target.execute(sql.SQL("CREATE SCHEMA {}").format(name))
             _run_script(target, pre)
-        # A parent's rows as the proof reads them include its children's: proved after all loads.
+        # A parent's rows as an older (bucket) fingerprint reads them include its children's:
+        # those are proved after all loads.
         parents = set(
             target.execute(
                 "SELECT n.nspname, c.relname FROM pg_inherits i JOIN pg_class c ON c.oid ="
@@ -146,34 +151,50 @@ def restore(
         target.rollback()
     clock.done("checks and schema")
     result = RestoreResult()
-    # A fingerprint that records its key is proved right after its table is loaded, while other
-    # tables load (keys and indexes are not needed to bucket the rows); older ones after the keys.
-    early = all("key" in e.get("fingerprint", {"key": None}) for e in entries)
+    # A fingerprint is proved right after its table is loaded, while other tables load (keys and
+    # indexes are not needed to hash the rows); bucket fingerprints without their key columns
+    # recorded (the oldest backups) after the keys.
+    early = all(
+        "key" in e["fingerprint"] or e["fingerprint"].get("kind") == ROW_HASH_SUM
+        for e in entries
+        if "fingerprint" in e
+    )
 
     def proved_early(entry: dict) -> bool:
-        return early and "fingerprint" in entry and (entry["schema"], entry["name"]) not in parents
+        if "fingerprint" not in entry or not early:
+            return False
+        recorded = entry["fingerprint"]
+        return (
+            recorded.get("kind") == ROW_HASH_SUM or (entry["schema"], entry["name"]) not in parents
+        )
+
+    post_data = _PostData.of(post)
 
     def load(entry: dict) -> tuple[TableRestore, Comparison | None]:
         loaded = _load_table(directory, target_dsn, entry)
-        return loaded, (_prove(target_dsn, entry) if proved_early(entry) else None)
+        proved = _prove(target_dsn, entry) if proved_early(entry) else None
+        post_data.run(target_dsn, post_data.by_table.get(f"{entry['schema']}.{entry['name']}", []))
+        return loaded, proved
 
+    # The biggest tables first: the last one to start is a small one, so the workers end together.
+    biggest_first = sorted(entries, key=lambda e: -e.get("rows", 0))
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for done, proved in pool.map(load, entries):
+        for done, proved in pool.map(load, biggest_first):
             on_table(done)
             result.tables.append(done)
             if proved is not None:
                 result.against_backup.append(proved)
-    clock.done("data" + (" and proof" if early else ""))
+    clock.done("data, keys, indexes" + (" and proof" if early else ""))
+    post_data.after_loads(target_dsn, {f"{e['schema']}.{e['name']}" for e in entries})
     with connect(target_dsn) as target:
         with target.transaction():
-            _run_script(target, post)
             for s in manifest["sequences"]:
                 if s["last_value"] is not None:
                     sequence = qualified(s["schema"], s["name"]).as_string(target)
                     target.execute(
                         "SELECT setval(%s::regclass, %s, true)", (sequence, s["last_value"])
                     )
-    clock.done("keys, indexes, sequences")
+    clock.done("foreign keys, the rest of post-data, sequences")
     late = [e for e in entries if not proved_early(e)]
     if any("fingerprint" in e for e in late):
         _verify(target_dsn, late, result, jobs)
@@ -276,15 +297,68 @@ def copy_text(columns: list[dict], batch: pa.RecordBatch) -> pa.Buffer | None:
     return buffers[2][offsets[rows.offset] : offsets[rows.offset + len(rows)]]
 
 
+# Kinds binary COPY (``bulk_ingest/arrow_copy.py``) writes from the stored Arrow arrays. Others
+# (money, inet, enums and every other type kept as text, uuid, interval, arrays) go as text.
+_BINARY_KINDS = {"int", "float", "bool", "decimal", "text", "bytea", "date", "timestamp",
+                 "timestamptz", "time", "json"}  # fmt: skip
+_SENTINELS = {
+    "date": (types.DATE_MINUS_INFINITY, types.DATE_INFINITY),
+    "timestamp": (types.MICROS_MINUS_INFINITY, types.MICROS_INFINITY),
+    "timestamptz": (types.MICROS_MINUS_INFINITY, types.MICROS_INFINITY),
+}
+_BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\0" + bytes(8)  # signature, flags, extension length
+_BINARY_TRAILER = b"\xff\xff"
+
+
+def binary_encoder(directory: Path, entry: dict) -> ArrowEncoder | None:
+    """The binary COPY encoder of a table stored in Parquet whose every column binary COPY takes,
+    or None (text COPY). Infinite dates and timestamps are stored as their type's extreme values,
+    which binary COPY would shift from 1970 to PostgreSQL's epoch: a table whose Parquet
+    statistics show one (or have none) goes as text."""
+    columns = entry["columns"]
+    if not columns or any(c["kind"] not in _BINARY_KINDS for c in columns):
+        return None
+    if not all(name.endswith(".parquet") for name in entry["files"]):
+        return None
+    schema = types.arrow_schema(columns)
+    for name in entry["files"]:
+        meta = pq.ParquetFile(directory / name).metadata
+        for i, column in enumerate(columns):
+            sentinels = _SENTINELS.get(column["kind"])
+            if sentinels is None:
+                continue
+            for group in range(meta.num_row_groups):
+                stats = meta.row_group(group).column(i).statistics
+                if stats is None:
+                    if meta.row_group(group).num_rows:
+                        return None
+                    continue
+                if not stats.has_min_max:
+                    if stats.null_count < meta.row_group(group).num_rows:
+                        return None
+                    continue
+                low, high = stats.min_raw, stats.max_raw  # days or microseconds, as stored
+                if low <= sentinels[0] or high >= sentinels[1]:
+                    return None
+    typnames = [c.get("typname", "") for c in columns]
+    try:
+        return ArrowEncoder.of(schema, [c["name"] for c in columns], typnames)
+    except ArrowValueError:
+        return None
+
+
 def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
     started = time.monotonic()
     label = f"{entry['schema']}.{entry['name']}"
     columns = entry["columns"]
+    encoder = binary_encoder(directory, entry)
+    names = encoder.columns if encoder is not None else [c["name"] for c in columns]
     # FREEZE: the table is truncated in the same transaction, so its rows are written frozen
     # (no hint-bit writes when the proof then reads them, nothing left for VACUUM to freeze).
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FREEZE)").format(
+    statement = sql.SQL("COPY {} ({}) FROM STDIN ({}FREEZE)").format(
         qualified(entry["schema"], entry["name"]),
-        sql.SQL(", ").join(sql.Identifier(c["name"]) for c in columns),
+        sql.SQL(", ").join(sql.Identifier(name) for name in names),
+        sql.SQL("FORMAT binary, " if encoder is not None else ""),
     )
     rows = 0
     try:
@@ -294,29 +368,103 @@ def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
                 sql.SQL("TRUNCATE ONLY {}").format(qualified(entry["schema"], entry["name"]))
             )
             cursor = target.cursor()
-            # A thread sends each batch while the next is read and turned into COPY text.
+            # A thread sends each batch while the next is read and turned into COPY data.
             with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
+                if encoder is not None:
+                    copy.write(_BINARY_SIGNATURE)
                 for name in entry["files"]:
                     for batch in files.read_batches(directory / name, columns):
-                        data = copy_text(columns, batch)
-                        if data is not None:
-                            copy.write(data)
-                            rows += batch.num_rows
+                        if encoder is not None:
+                            for data in encoder.encode(batch):
+                                copy.write(data)
+                        else:
+                            text = copy_text(columns, batch)
+                            if text is not None:
+                                copy.write(text)
+                        rows += batch.num_rows
+                if encoder is not None:
+                    copy.write(_BINARY_TRAILER)
             target.commit()
+    except ArrowValueError as exc:
+        raise BackupError(
+            f"{label}: restoring failed: column {exc.column}: {exc.message}. The backup's file "
+            "holds a value the target's column does not take."
+        ) from None
     except (psycopg.Error, pa.ArrowException, OSError, ValueError) as exc:
         raise BackupError(
             f"{label}: restoring failed: {first_line(exc)}. Run the restore again (it starts "
             "over); if it fails the same way, the target server may not take this type."
         ) from None
-    logger.info(f"{label}: {rows:,} rows")
+    logger.info(f"{label}: {rows:,} rows ({'binary' if encoder is not None else 'text'} COPY)")
     return TableRestore(label, rows, time.monotonic() - started)
+
+
+# ----------------------------------------------------------------------------- keys and indexes
+
+# Index builds sort every row: more memory than PostgreSQL's default 64MB keeps a 2M-row key's
+# sort in memory (per connection, for this restore's statements only).
+INDEX_MEMORY = "256MB"
+_INDEX_TABLE = re.compile(r"^CREATE (?:UNIQUE )?INDEX \S+ ON (?:ONLY )?(\S+) ", re.MULTILINE)
+
+
+@dataclass
+class _PostData:
+    """pg_dump's post-data section split in two. ``by_table``: each table's primary key, unique
+    and check constraints and indexes, in order ("schema.table" as pg_dump prints it); they need
+    nothing but their table, so each table's are built as soon as it is loaded, in the worker
+    that loaded it, while other tables load. ``rest``: foreign keys (they need the keys), index
+    attachments, triggers, rules, comments, in the archive's order after all loads."""
+
+    preamble: str
+    by_table: dict[str, list[str]]
+    rest: list[str]
+
+    @classmethod
+    def of(cls, script: str) -> _PostData:
+        starts = [m.start() for m in _ENTRY.finditer(script)] + [len(script)]
+        by_table: dict[str, list[str]] = {}
+        rest: list[str] = []
+        for start, end in zip(starts, starts[1:], strict=False):
+            entry = script[start:end]
+            header = _ENTRY.match(entry)
+            assert header is not None
+            name, kind, schema = header.groups()
+            table = None
+            if kind == "CONSTRAINT":
+                table = f"{schema}.{name.split(' ')[0]}"
+            elif kind == "INDEX":
+                found = _INDEX_TABLE.search(entry)
+                table = found.group(1) if found else None
+            if table is None:  # (a name pg_dump quotes, say: built after the loads)
+                rest.append(entry)
+            else:
+                by_table.setdefault(table, []).append(entry)
+        return cls(script[: starts[0]], by_table, rest)
+
+    def run(self, target_dsn: str, entries: list[str]) -> None:
+        if not entries:
+            return
+        with connect(target_dsn) as target:
+            with target.transaction():
+                target.execute(
+                    "SELECT set_config('maintenance_work_mem', %s, true)", (INDEX_MEMORY,)
+                )
+                _run_script(target, self.preamble + "".join(entries))
+
+    def after_loads(self, target_dsn: str, loaded: set[str]) -> None:
+        """The tables' statements not built by their loads (tables not restored: a
+        partitioned parent, ``--tables``), then the rest."""
+        for table, statements in self.by_table.items():
+            if table not in loaded:
+                self.run(target_dsn, statements)
+        self.run(target_dsn, self.rest)
 
 
 def _prove(target_dsn: str, entry: dict) -> Comparison:
     with connect(target_dsn) as target:
         use_text_settings(target)
-        recorded = entry["fingerprint"]
-        return compare_with_fingerprint(target, entry["schema"], entry["name"], recorded)
+        recorded, columns = entry["fingerprint"], entry["columns"]
+        return compare_with_fingerprint(target, entry["schema"], entry["name"], recorded, columns)
 
 
 def _verify(target_dsn: str, entries: list[dict], result: RestoreResult, jobs: int) -> None:
