@@ -402,11 +402,16 @@ class _Image:
 
 
 def reduce_changes(
-    transactions: list[Transaction], table: CdcTable, key: str, after: int
+    transactions: list[Transaction],
+    table: CdcTable,
+    key: str,
+    after: int,
+    history: list[tuple[str, str, datetime]] | None = None,
 ) -> tuple[dict[str, _Image], dict[str, int], datetime | None, int | None]:
     """The last image per key of `table`'s changes in transactions ending after `after`; an image
     inherits the values an earlier image of the key carried for columns it lacks. Returns
-    (images, changes by action, newest commit time, last change LSN)."""
+    (images, changes by action, newest commit time, last change LSN); `history` (when given)
+    receives every change, not reduced, in commit order: (action, key, commit time)."""
     images: dict[str, _Image] = {}
     counts = {"added": 0, "changed": 0, "deleted": 0}
     newest: datetime | None = None
@@ -428,12 +433,16 @@ def reduce_changes(
                         f'"{relation.schema}"."{relation.name}" is not its primary key)'
                     )
                 images[old_key] = _Image("deleted", txn.end_lsn, {key: old_key}, set())
+                if history is not None:
+                    history.append(("deleted", old_key, txn.committed_at))
                 continue
             new_key = change.values.get(key)
             if new_key is None:
                 raise LogicalDecodingError(
                     f'a row change without the primary key "{key}" in the decoded row'
                 )
+            if history is not None:
+                history.append((change.action, new_key, txn.committed_at))
             if old_key is not None and old_key != new_key:  # the key itself changed
                 images[old_key] = _Image("deleted", txn.end_lsn, {key: old_key}, set())
             previous = images.get(new_key)
@@ -453,16 +462,26 @@ def reduce_changes(
     return images, counts, newest, last
 
 
-def stage_logical(source_dsn: str, warehouse_dsn: str, config: CdcConfig, table: CdcTable):
+def stage_logical(
+    source_dsn: str,
+    warehouse_dsn: str,
+    config: CdcConfig,
+    table: CdcTable,
+    peeked: Peeked | None = None,
+):
     """Decode the slot and stage `table`'s changes past its watermark (the StageResult of the
-    change-log kind; `watermark`/`staged_to` are LSNs as bigint)."""
+    change-log kind; `watermark`/`staged_to` are LSNs as bigint). `peeked`: the slot's
+    transactions, decoded once for several tables by `run_logical_all` (which confirmed the slot
+    before); None: confirm a crashed run's merge, then peek here."""
     from ingest_platform.cdc.pipeline import StageResult, _watermark
 
     started = time.perf_counter()
     logical = _logical(config)
     schema = config.warehouse_schema
-    # A crash after a merge and before its confirm: confirm now (the merged watermark is proof).
-    confirm_slot(source_dsn, warehouse_dsn, config)
+    if peeked is None:
+        # A crash after a merge and before its confirm: confirm now (the merged watermark is
+        # proof).
+        confirm_slot(source_dsn, warehouse_dsn, config)
     with (
         connect(warehouse_dsn, autocommit=True) as wconn,
         connect(source_dsn, autocommit=True) as sconn,
@@ -487,9 +506,11 @@ def stage_logical(source_dsn: str, warehouse_dsn: str, config: CdcConfig, table:
         src.set_session(wconn)
         try:
             source = src.read_source_table(sconn, table, [])
-            peeked = peek(sconn, logical, logical.max_changes_per_run)
+            if peeked is None:
+                peeked = peek(sconn, logical, logical.max_changes_per_run)
+            history: list[tuple[str, str, datetime]] = []
             images, counts, newest, last = reduce_changes(
-                peeked.transactions, table, source.primary_key, mark.horizon_id
+                peeked.transactions, table, source.primary_key, mark.horizon_id, history
             )
         except LogicalDecodingError as error:
             raise _error(table, error) from None
@@ -540,11 +561,34 @@ def stage_logical(source_dsn: str, warehouse_dsn: str, config: CdcConfig, table:
                             *(image.values.get(c) for c in columns),
                         ]
                     )
+            _stage_history(wconn, schema, table, history)
             wh.mark_staged(wconn, schema, table.name, mark.horizon_id, hi, info, [])
             wh.analyze_staging(wconn, schema, table)
         result.staged = wh.staging_counts(wconn, schema, table)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _stage_history(
+    wconn: psycopg.Connection,
+    schema: str,
+    table: CdcTable,
+    history: list[tuple[str, str, datetime]],
+) -> None:
+    """(Inside the staging transaction.) Every decoded change of the batch, in commit order, for
+    the change history. ``_change_id`` is the change's number within the batch: the merge adds
+    the history's largest id (``warehouse.record_changes(renumber=True)``), so ids grow with
+    every merge, as the BigQuery mirror's ``_change_id > max`` needs. (A change's WAL position
+    is no such id: a transaction that commits later may have written its changes earlier, and one
+    multi-row INSERT's rows share one WAL record.)"""
+    wh.recreate_staging_changes(wconn, schema, table)
+    with wconn.cursor().copy(
+        sql.SQL("COPY {} (_change_id, _action, object_id, changed_at) FROM STDIN").format(
+            qualified(schema, table.staging_changes_table)
+        )
+    ) as copy:
+        for number, (action, key, committed_at) in enumerate(history, 1):
+            copy.write_row((number, action, key, committed_at))
 
 
 def _initial_snapshot(
@@ -574,6 +618,57 @@ def run_logical_table(source_dsn: str, warehouse_dsn: str, config: CdcConfig, ta
     return staged, merged
 
 
+def run_logical_all(source_dsn: str, warehouse_dsn: str, config: CdcConfig):
+    """Every table of the config in one pass over the slot: confirm a crashed run's merges, take
+    the initial snapshots due, decode the slot once, stage and merge each table (one transaction
+    each, with its watermark), then confirm the slot once, to the smallest watermark. A crash
+    after some tables merged leaves the slot at the others' position: the next run skips, per
+    table, every transaction at or before that table's watermark, so each change is merged once.
+    {table: (StageResult, MergeResult)}."""
+    from ingest_platform.cdc.pipeline import merge_staged
+
+    logical = _logical(config)
+    confirm_slot(source_dsn, warehouse_dsn, config)
+    for table in config.tables:
+        _ensure_snapshot(source_dsn, warehouse_dsn, config, table)
+    with connect(source_dsn, autocommit=True) as sconn:
+        src.set_session(sconn)  # decoded values print in the source session's formats
+        try:
+            _slot_row(sconn, logical)
+            peeked = peek(sconn, logical, logical.max_changes_per_run)
+        except LogicalDecodingError as error:
+            raise LogicalDecodingError(
+                f"{error}. Nothing was merged and the slot did not move."
+            ) from None
+    results = {}
+    for table in config.tables:
+        staged = stage_logical(source_dsn, warehouse_dsn, config, table, peeked)
+        results[table.name] = (staged, merge_staged(warehouse_dsn, config, table))
+    confirm_slot(source_dsn, warehouse_dsn, config)
+    return results
+
+
+def _ensure_snapshot(
+    source_dsn: str, warehouse_dsn: str, config: CdcConfig, table: CdcTable
+) -> None:
+    """The initial snapshot of a table never merged (watermark 0), before the slot is decoded."""
+    from ingest_platform.cdc.pipeline import _watermark
+
+    logical = _logical(config)
+    with (
+        connect(warehouse_dsn, autocommit=True) as wconn,
+        connect(source_dsn, autocommit=True) as sconn,
+    ):
+        try:
+            confirmed = _slot_row(sconn, logical)[2] or 0
+            _check_publication(sconn, logical, table)
+        except LogicalDecodingError as error:
+            raise _error(table, error) from None
+        wh.ensure_watermark(wconn, config.warehouse_schema, table.name)
+        if _watermark(wconn, config.warehouse_schema, table.name).horizon_id == 0:
+            _initial_snapshot(source_dsn, warehouse_dsn, config, table, confirmed)
+
+
 def pending_logical_tables(
     source_dsn: str, warehouse_dsn: str, config: CdcConfig
 ) -> dict[str, int]:
@@ -600,14 +695,24 @@ def pending_logical_tables(
 
 def pending_keys(
     source_dsn: str, config: CdcConfig, table: CdcTable, source: src.SourceTable, after: int
-) -> list[str]:
+) -> list[str] | None:
     """Keys (text) of `table` with decoded changes in transactions ending after `after` (the
     watermark the caller's snapshot of the merged table shows): left out of the `matches_source`
     comparison, as the change-log kind leaves out objects past its horizon. The peek runs after
-    the caller's source snapshot began, so it sees at least every change that snapshot has."""
+    the caller's source snapshot began, so it sees at least every change that snapshot has.
+    None when the slot's confirmed position passed `after` (a merge confirmed it since the
+    caller's snapshot, so the peek no longer returns the changes in between) or the slot was in
+    use: the caller compares again with new snapshots."""
     logical = _logical(config)
     with connect(source_dsn, autocommit=True) as sconn:
         src.set_session(sconn)
-        peeked = peek(sconn, logical, logical.max_changes_per_run)
+        try:
+            peeked = peek(sconn, logical, logical.max_changes_per_run)
+        except psycopg.errors.ObjectInUse:  # a sync is decoding or advancing it right now
+            return None
+        # Read after the peek: the position only grows, so one at or before `after` now was so
+        # when the peek started.
+        if (_slot_row(sconn, logical)[2] or 0) > after:
+            return None
     images, _, _, _ = reduce_changes(peeked.transactions, table, source.primary_key, after)
     return sorted(images)
