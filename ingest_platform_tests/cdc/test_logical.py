@@ -491,3 +491,34 @@ def test_source_check_starts_again_when_a_merge_lands_between_its_snapshots(env)
     assert attempt(merge_in_between=True) is None  # not a mismatch: compare again
     report = checks.compare_with_source(env.source_dsn, env.warehouse_dsn, env.config, env.table)
     assert report.passed and report.excluded_keys == 0 and report.source_rows == 2
+
+
+def test_cli_cdc_sync_prints_what_it_merged(env, tmp_path, monkeypatch, capsys):
+    from ingest_platform.local.cli import main
+
+    path = tmp_path / "cdc.toml"
+    path.write_text(
+        f'kind = "logical"\n[logical]\nslot = "{env.config.logical.slot}"\npublication = "pub"\n'
+        '[[tables]]\nsource_table = "doc"\n'
+    )
+    monkeypatch.setenv("INGEST_CDC_SOURCE_DSN", env.source_dsn)
+    monkeypatch.delenv("INGEST_CDC_CONFIG", raising=False)
+    args = ["cdc", "sync", "--config", str(path), "--dsn", env.warehouse_dsn]
+    assert main(args) == 0  # the initial snapshot
+    with env.source() as conn:
+        conn.execute("INSERT INTO doc VALUES (3, 'three', 'b3', 3)")
+        conn.execute("UPDATE doc SET n = 9 WHERE id = 1")
+        conn.execute("UPDATE doc SET n = 10 WHERE id = 1")
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    header, row = out.splitlines()[1:3]
+    assert header.split()[:7] == [
+        "table", "added", "changed", "deleted", "inserted", "updated", "soft-deleted"
+    ]  # fmt: skip
+    assert row.split()[:7] == ["doc", "1", "2", "0", "1", "1", "0"]
+    assert row.split()[7] == str(slot_position(env))  # the watermark, the slot confirmed to it
+    assert "retains" in out and env.source_dsn not in out
+    assert main([*args, "--table", "nope"]) == 1
+    error = capsys.readouterr().err
+    assert "No tracked CDC table named 'nope'" in error and error.count("\n") == 1
