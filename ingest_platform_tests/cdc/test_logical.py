@@ -522,3 +522,16 @@ def test_cli_cdc_sync_prints_what_it_merged(env, tmp_path, monkeypatch, capsys):
     assert main([*args, "--table", "nope"]) == 1
     error = capsys.readouterr().err
     assert "No tracked CDC table named 'nope'" in error and error.count("\n") == 1
+
+
+def test_values_with_tabs_newlines_backslashes_and_nulls_arrive_intact(env):
+    env.run()
+    odd = 'a\tb\nc\\d\re "q" \\N'
+    with env.source() as conn:
+        conn.execute("INSERT INTO doc VALUES (8, %s, NULL, NULL)", (odd,))
+        conn.execute("UPDATE doc SET body = %s WHERE id = 1", ("\\N",))  # text, not NULL
+    env.run()
+    rows = env.merged()
+    assert (rows[8]["title"], rows[8]["body"], rows[8]["n"]) == (odd, None, None)
+    assert rows[1]["body"] == "\\N"
+    assert history(env)[0][2] == "8"
