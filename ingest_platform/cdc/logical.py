@@ -120,7 +120,11 @@ class Transaction:
 _STRUCTS: dict[str, struct.Struct] = {}
 _INT32 = struct.Struct("!i").unpack_from
 _INT16 = struct.Struct("!h").unpack_from
+_UINT32 = struct.Struct("!I").unpack_from
 _NULL, _UNCHANGED, _TEXT = ord("n"), ord("u"), ord("t")
+_INSERT, _UPDATE, _DELETE = ord("I"), ord("U"), ord("D")
+_OLD_MARKERS = (ord("K"), ord("O"))
+_NONE: frozenset[str] = frozenset()
 
 
 class _Reader:
@@ -142,28 +146,34 @@ class _Reader:
         return value
 
     def tuple(self, columns: list[str]) -> tuple[dict[str, str | None], frozenset[str]]:
-        data, pos = self.data, self.pos
-        (count,) = _INT16(data, pos)
-        pos += 2
-        values: dict[str, str | None] = {}
-        unchanged = set()
-        for number in range(count):
-            name = columns[number] if number < len(columns) else f"#{number}"
-            kind = data[pos]
-            pos += 1
-            if kind == _TEXT:
-                (length,) = _INT32(data, pos)
-                pos += 4
-                values[name] = data[pos : pos + length].decode()
-                pos += length
-            elif kind == _NULL:
-                values[name] = None
-            elif kind == _UNCHANGED:
-                unchanged.add(name)
-            else:
-                raise LogicalDecodingError(f"pgoutput: unknown tuple value kind {bytes([kind])!r}")
-        self.pos = pos
-        return values, frozenset(unchanged)
+        values, unchanged, self.pos = _tuple_at(self.data, self.pos, columns)
+        return values, unchanged
+
+
+def _tuple_at(
+    data: bytes, pos: int, columns: list[str]
+) -> tuple[dict[str, str | None], frozenset[str], int]:
+    """A TupleData at `pos`: (values, unchanged column names, the position after it)."""
+    (count,) = _INT16(data, pos)
+    pos += 2
+    values: dict[str, str | None] = {}
+    unchanged: set[str] = set()
+    for number in range(count):
+        name = columns[number] if number < len(columns) else f"#{number}"
+        kind = data[pos]
+        pos += 1
+        if kind == _TEXT:
+            (length,) = _INT32(data, pos)
+            pos += 4
+            values[name] = data[pos : pos + length].decode()
+            pos += length
+        elif kind == _NULL:
+            values[name] = None
+        elif kind == _UNCHANGED:
+            unchanged.add(name)
+        else:
+            raise LogicalDecodingError(f"pgoutput: unknown tuple value kind {bytes([kind])!r}")
+    return values, frozenset(unchanged) if unchanged else _NONE, pos
 
 
 def decode(rows, relations: dict[int, Relation] | None = None) -> list[Transaction]:
@@ -173,8 +183,26 @@ def decode(rows, relations: dict[int, Relation] | None = None) -> list[Transacti
     relations = {} if relations is None else relations
     done: list[Transaction] = []
     current: list[Change] = []
-    for data in rows:
-        r = _Reader(bytes(data))
+    for message in rows:
+        data = bytes(message)
+        first = data[0]
+        if first in (_INSERT, _UPDATE, _DELETE):  # the hot path: one per row change
+            # Int8 kind, Int32 relation oid, then 'N' new / 'K' key / 'O' old tuple(s).
+            relation = relations[_UINT32(data, 1)[0]]
+            marker, pos = data[5], 6
+            old: dict[str, str | None] | None = None
+            if first != _INSERT and marker in _OLD_MARKERS:
+                old, _, pos = _tuple_at(data, pos, relation.columns)
+                if first == _UPDATE:
+                    pos += 1  # the 'N' of the new tuple
+            if first == _DELETE:
+                current.append(Change("deleted", relation, {}, old_key=old))
+            else:
+                values, unchanged, _ = _tuple_at(data, pos, relation.columns)
+                action = "added" if first == _INSERT else "changed"
+                current.append(Change(action, relation, values, unchanged, old))
+            continue
+        r = _Reader(data)
         kind = r.take("!c")
         if kind == b"B":
             current = []
@@ -199,20 +227,6 @@ def decode(rows, relations: dict[int, Relation] | None = None) -> list[Transacti
                 if flags & 1:
                     keys.append(column)
             relations[oid] = Relation(oid, schema, name, columns, keys)
-        elif kind in (b"I", b"U", b"D"):
-            relation = relations[r.take("!I")]
-            marker = r.take("!c")
-            old: dict[str, str | None] | None = None
-            if kind != b"I" and marker in (b"K", b"O"):
-                old, _ = r.tuple(relation.columns)
-                if kind == b"U":
-                    marker = r.take("!c")
-            if kind == b"D":
-                current.append(Change("deleted", relation, {}, old_key=old))
-            else:
-                values, unchanged = r.tuple(relation.columns)
-                action = "added" if kind == b"I" else "changed"
-                current.append(Change(action, relation, values, unchanged, old))
         elif kind == b"T":
             count = r.take("!i")
             r.take("!b")
@@ -431,12 +445,17 @@ def reduce_changes(
     counts = {"added": 0, "changed": 0, "deleted": 0}
     newest: datetime | None = None
     last: int | None = None
+    wanted = (table.source_schema, table.source_table)
+    ours: dict[int, bool] = {}  # id(Relation) -> is it `table`
     for txn in transactions:
         if txn.end_lsn <= after:
             continue
         for change in txn.changes:
             relation = change.relation
-            if (relation.schema, relation.name) != (table.source_schema, table.source_table):
+            mine = ours.get(id(relation))
+            if mine is None:
+                mine = ours[id(relation)] = (relation.schema, relation.name) == wanted
+            if not mine:
                 continue
             counts[change.action] += 1
             newest, last = txn.committed_at, txn.end_lsn
@@ -461,8 +480,10 @@ def reduce_changes(
             if old_key is not None and old_key != new_key:  # the key itself changed
                 images[old_key] = _Image("deleted", txn.end_lsn, {key: old_key}, set())
             previous = images.get(new_key)
-            values, unchanged = dict(change.values), set(change.unchanged)
+            values, unchanged = change.values, set(change.unchanged)
             if previous is not None and previous.action != "deleted":
+                if unchanged:
+                    values = dict(values)  # the change's own dict stays as decoded
                 for column in list(unchanged):
                     if column not in previous.unchanged and column in previous.values:
                         values[column] = previous.values[column]
