@@ -43,6 +43,13 @@ column names in ``_unchanged``; the merge fills them from the merged row before 
 (``warehouse._fill_unchanged``). Within one batch, a later image inherits the value an earlier
 image of the same key carried.
 
+Change history and several tables
+---------------------------------
+The merge also writes ``<schema>."<table>__changes"`` (one row per decoded change, running ids:
+``_stage_history``), as the change-log kind does. ``run_logical_all`` decodes the slot once for
+all the config's tables and confirms it once, after every merge (the position is the smallest
+watermark anyway, so a table merged alone never moves it past another's changes).
+
 A stalled slot
 --------------
 An unconsumed slot keeps every WAL segment since its ``restart_lsn``: the disk fills.
