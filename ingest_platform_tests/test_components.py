@@ -81,7 +81,7 @@ def test_the_default_yaml_makes_what_the_builders_make_for_the_demo_dumps(dump_e
             catalog,
             cdc_tables=cdc.tables,
             cdc_schema=cdc.warehouse_schema,
-            cdc_histories=cdc.logical is None,
+            cdc_histories=True,
         ),
         build_backup_definitions(BackupSettings("warehouse", "backups"), "INGEST_PG_DSN"),
     )
@@ -91,6 +91,22 @@ def test_the_default_yaml_makes_what_the_builders_make_for_the_demo_dumps(dump_e
     assert "dumps/shop/order_item" in expected["assets"]
     assert "bigquery/cdc/pm_plan" in expected["assets"]
     assert "bigquery/cdc/pm_plan__changes" in expected["assets"]
+
+
+def test_a_logical_cdc_config_mirrors_its_change_histories(dump_env, monkeypatch, tmp_path):
+    config = tmp_path / "cdc.toml"
+    config.write_text(
+        'kind = "logical"\n[logical]\nslot = "s"\npublication = "p"\n'
+        '[[tables]]\nsource_table = "doc"\n'
+    )
+    monkeypatch.setenv("INGEST_CDC_CONFIG", str(config))
+    from ingest_platform.defs.resources import resources_from_env
+
+    loaded = dg.ComponentTree.from_module(
+        defs_module=defs_yaml, project_root=PROJECT_DIR
+    ).build_defs()
+    names = _names(dg.Definitions.merge(loaded, dg.Definitions(resources=resources_from_env())))
+    assert {"bigquery/cdc/doc", "bigquery/cdc/doc__changes"} <= set(names["assets"])
 
 
 def _project_copy(tmp_path: Path) -> Path:

@@ -43,6 +43,13 @@ column names in ``_unchanged``; the merge fills them from the merged row before 
 (``warehouse._fill_unchanged``). Within one batch, a later image inherits the value an earlier
 image of the same key carried.
 
+Change history and several tables
+---------------------------------
+The merge also writes ``<schema>."<table>__changes"`` (one row per decoded change, running ids:
+``_stage_history``), as the change-log kind does. ``run_logical_all`` decodes the slot once for
+all the config's tables and confirms it once, after every merge (the position is the smallest
+watermark anyway, so a table merged alone never moves it past another's changes).
+
 A stalled slot
 --------------
 An unconsumed slot keeps every WAL segment since its ``restart_lsn``: the disk fills.
@@ -116,13 +123,27 @@ class Transaction:
     changes: list[Change] = field(default_factory=list)
 
 
+# Precompiled: decoding runs once per message and once per column value (the hot loop of a run).
+_STRUCTS: dict[str, struct.Struct] = {}
+_INT32 = struct.Struct("!i").unpack_from
+_INT16 = struct.Struct("!h").unpack_from
+_UINT32 = struct.Struct("!I").unpack_from
+_NULL, _UNCHANGED, _TEXT = ord("n"), ord("u"), ord("t")
+_INSERT, _UPDATE, _DELETE = ord("I"), ord("U"), ord("D")
+_OLD_MARKERS = (ord("K"), ord("O"))
+_NONE: frozenset[str] = frozenset()
+
+
 class _Reader:
     def __init__(self, data: bytes):
         self.data, self.pos = data, 0
 
     def take(self, fmt: str):
-        (value,) = struct.unpack_from(fmt, self.data, self.pos)
-        self.pos += struct.calcsize(fmt)
+        compiled = _STRUCTS.get(fmt)
+        if compiled is None:
+            compiled = _STRUCTS[fmt] = struct.Struct(fmt)
+        (value,) = compiled.unpack_from(self.data, self.pos)
+        self.pos += compiled.size
         return value
 
     def string(self) -> str:
@@ -132,23 +153,34 @@ class _Reader:
         return value
 
     def tuple(self, columns: list[str]) -> tuple[dict[str, str | None], frozenset[str]]:
-        count = self.take("!h")
-        values: dict[str, str | None] = {}
-        unchanged = set()
-        for number in range(count):
-            name = columns[number] if number < len(columns) else f"#{number}"
-            kind = self.take("!c")
-            if kind == b"n":
-                values[name] = None
-            elif kind == b"u":
-                unchanged.add(name)
-            elif kind == b"t":
-                length = self.take("!i")
-                values[name] = self.data[self.pos : self.pos + length].decode()
-                self.pos += length
-            else:
-                raise LogicalDecodingError(f"pgoutput: unknown tuple value kind {kind!r}")
-        return values, frozenset(unchanged)
+        values, unchanged, self.pos = _tuple_at(self.data, self.pos, columns)
+        return values, unchanged
+
+
+def _tuple_at(
+    data: bytes, pos: int, columns: list[str]
+) -> tuple[dict[str, str | None], frozenset[str], int]:
+    """A TupleData at `pos`: (values, unchanged column names, the position after it)."""
+    (count,) = _INT16(data, pos)
+    pos += 2
+    values: dict[str, str | None] = {}
+    unchanged: set[str] = set()
+    for number in range(count):
+        name = columns[number] if number < len(columns) else f"#{number}"
+        kind = data[pos]
+        pos += 1
+        if kind == _TEXT:
+            (length,) = _INT32(data, pos)
+            pos += 4
+            values[name] = data[pos : pos + length].decode()
+            pos += length
+        elif kind == _NULL:
+            values[name] = None
+        elif kind == _UNCHANGED:
+            unchanged.add(name)
+        else:
+            raise LogicalDecodingError(f"pgoutput: unknown tuple value kind {bytes([kind])!r}")
+    return values, frozenset(unchanged) if unchanged else _NONE, pos
 
 
 def decode(rows, relations: dict[int, Relation] | None = None) -> list[Transaction]:
@@ -158,8 +190,26 @@ def decode(rows, relations: dict[int, Relation] | None = None) -> list[Transacti
     relations = {} if relations is None else relations
     done: list[Transaction] = []
     current: list[Change] = []
-    for data in rows:
-        r = _Reader(bytes(data))
+    for message in rows:
+        data = bytes(message)
+        first = data[0]
+        if first in (_INSERT, _UPDATE, _DELETE):  # the hot path: one per row change
+            # Int8 kind, Int32 relation oid, then 'N' new / 'K' key / 'O' old tuple(s).
+            relation = relations[_UINT32(data, 1)[0]]
+            marker, pos = data[5], 6
+            old: dict[str, str | None] | None = None
+            if first != _INSERT and marker in _OLD_MARKERS:
+                old, _, pos = _tuple_at(data, pos, relation.columns)
+                if first == _UPDATE:
+                    pos += 1  # the 'N' of the new tuple
+            if first == _DELETE:
+                current.append(Change("deleted", relation, {}, old_key=old))
+            else:
+                values, unchanged, _ = _tuple_at(data, pos, relation.columns)
+                action = "added" if first == _INSERT else "changed"
+                current.append(Change(action, relation, values, unchanged, old))
+            continue
+        r = _Reader(data)
         kind = r.take("!c")
         if kind == b"B":
             current = []
@@ -184,20 +234,6 @@ def decode(rows, relations: dict[int, Relation] | None = None) -> list[Transacti
                 if flags & 1:
                     keys.append(column)
             relations[oid] = Relation(oid, schema, name, columns, keys)
-        elif kind in (b"I", b"U", b"D"):
-            relation = relations[r.take("!I")]
-            marker = r.take("!c")
-            old: dict[str, str | None] | None = None
-            if kind != b"I" and marker in (b"K", b"O"):
-                old, _ = r.tuple(relation.columns)
-                if kind == b"U":
-                    marker = r.take("!c")
-            if kind == b"D":
-                current.append(Change("deleted", relation, {}, old_key=old))
-            else:
-                values, unchanged = r.tuple(relation.columns)
-                action = "added" if kind == b"I" else "changed"
-                current.append(Change(action, relation, values, unchanged, old))
         elif kind == b"T":
             count = r.take("!i")
             r.take("!b")
@@ -402,21 +438,31 @@ class _Image:
 
 
 def reduce_changes(
-    transactions: list[Transaction], table: CdcTable, key: str, after: int
+    transactions: list[Transaction],
+    table: CdcTable,
+    key: str,
+    after: int,
+    history: list[tuple[str, str, datetime]] | None = None,
 ) -> tuple[dict[str, _Image], dict[str, int], datetime | None, int | None]:
     """The last image per key of `table`'s changes in transactions ending after `after`; an image
     inherits the values an earlier image of the key carried for columns it lacks. Returns
-    (images, changes by action, newest commit time, last change LSN)."""
+    (images, changes by action, newest commit time, last change LSN); `history` (when given)
+    receives every change, not reduced, in commit order: (action, key, commit time)."""
     images: dict[str, _Image] = {}
     counts = {"added": 0, "changed": 0, "deleted": 0}
     newest: datetime | None = None
     last: int | None = None
+    wanted = (table.source_schema, table.source_table)
+    ours: dict[int, bool] = {}  # id(Relation) -> is it `table`
     for txn in transactions:
         if txn.end_lsn <= after:
             continue
         for change in txn.changes:
             relation = change.relation
-            if (relation.schema, relation.name) != (table.source_schema, table.source_table):
+            mine = ours.get(id(relation))
+            if mine is None:
+                mine = ours[id(relation)] = (relation.schema, relation.name) == wanted
+            if not mine:
                 continue
             counts[change.action] += 1
             newest, last = txn.committed_at, txn.end_lsn
@@ -428,17 +474,23 @@ def reduce_changes(
                         f'"{relation.schema}"."{relation.name}" is not its primary key)'
                     )
                 images[old_key] = _Image("deleted", txn.end_lsn, {key: old_key}, set())
+                if history is not None:
+                    history.append(("deleted", old_key, txn.committed_at))
                 continue
             new_key = change.values.get(key)
             if new_key is None:
                 raise LogicalDecodingError(
                     f'a row change without the primary key "{key}" in the decoded row'
                 )
+            if history is not None:
+                history.append((change.action, new_key, txn.committed_at))
             if old_key is not None and old_key != new_key:  # the key itself changed
                 images[old_key] = _Image("deleted", txn.end_lsn, {key: old_key}, set())
             previous = images.get(new_key)
-            values, unchanged = dict(change.values), set(change.unchanged)
+            values, unchanged = change.values, set(change.unchanged)
             if previous is not None and previous.action != "deleted":
+                if unchanged:
+                    values = dict(values)  # the change's own dict stays as decoded
                 for column in list(unchanged):
                     if column not in previous.unchanged and column in previous.values:
                         values[column] = previous.values[column]
@@ -453,16 +505,26 @@ def reduce_changes(
     return images, counts, newest, last
 
 
-def stage_logical(source_dsn: str, warehouse_dsn: str, config: CdcConfig, table: CdcTable):
+def stage_logical(
+    source_dsn: str,
+    warehouse_dsn: str,
+    config: CdcConfig,
+    table: CdcTable,
+    peeked: Peeked | None = None,
+):
     """Decode the slot and stage `table`'s changes past its watermark (the StageResult of the
-    change-log kind; `watermark`/`staged_to` are LSNs as bigint)."""
+    change-log kind; `watermark`/`staged_to` are LSNs as bigint). `peeked`: the slot's
+    transactions, decoded once for several tables by `run_logical_all` (which confirmed the slot
+    before); None: confirm a crashed run's merge, then peek here."""
     from ingest_platform.cdc.pipeline import StageResult, _watermark
 
     started = time.perf_counter()
     logical = _logical(config)
     schema = config.warehouse_schema
-    # A crash after a merge and before its confirm: confirm now (the merged watermark is proof).
-    confirm_slot(source_dsn, warehouse_dsn, config)
+    if peeked is None:
+        # A crash after a merge and before its confirm: confirm now (the merged watermark is
+        # proof).
+        confirm_slot(source_dsn, warehouse_dsn, config)
     with (
         connect(warehouse_dsn, autocommit=True) as wconn,
         connect(source_dsn, autocommit=True) as sconn,
@@ -487,9 +549,11 @@ def stage_logical(source_dsn: str, warehouse_dsn: str, config: CdcConfig, table:
         src.set_session(wconn)
         try:
             source = src.read_source_table(sconn, table, [])
-            peeked = peek(sconn, logical, logical.max_changes_per_run)
+            if peeked is None:
+                peeked = peek(sconn, logical, logical.max_changes_per_run)
+            history: list[tuple[str, str, datetime]] = []
             images, counts, newest, last = reduce_changes(
-                peeked.transactions, table, source.primary_key, mark.horizon_id
+                peeked.transactions, table, source.primary_key, mark.horizon_id, history
             )
         except LogicalDecodingError as error:
             raise _error(table, error) from None
@@ -524,27 +588,80 @@ def stage_logical(source_dsn: str, warehouse_dsn: str, config: CdcConfig, table:
                     staging, sql.SQL(", ").join(map(sql.Identifier, names))
                 )
             ) as copy:
+                known = set(columns)
+                lines = []
                 for image in images.values():
-                    unknown = sorted(set(image.values) - set(columns))
-                    if unknown:
+                    if not known.issuperset(image.values):
+                        unknown = sorted(set(image.values) - known)
                         raise IngestError(
                             f"CDC table {table.name!r}: decoded rows have column(s) "
                             f"{', '.join(unknown)} the source table no longer has; run again."
                         )
-                    copy.write_row(
-                        [
-                            image.change_id,
-                            image.action,
-                            image.action != "deleted",
-                            sorted(c for c in image.unchanged if c in columns),
-                            *(image.values.get(c) for c in columns),
-                        ]
-                    )
+                    lines.append(_copy_line(image, columns))
+                    if len(lines) >= COPY_LINES_PER_WRITE:
+                        copy.write("".join(lines))
+                        lines.clear()
+                copy.write("".join(lines))
+            _stage_history(wconn, schema, table, history)
             wh.mark_staged(wconn, schema, table.name, mark.horizon_id, hi, info, [])
             wh.analyze_staging(wconn, schema, table)
         result.staged = wh.staging_counts(wconn, schema, table)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _stage_history(
+    wconn: psycopg.Connection,
+    schema: str,
+    table: CdcTable,
+    history: list[tuple[str, str, datetime]],
+) -> None:
+    """(Inside the staging transaction.) Every decoded change of the batch, in commit order, for
+    the change history. ``_change_id`` is the change's number within the batch: the merge adds
+    the history's largest id (``warehouse.record_changes(renumber=True)``), so ids grow with
+    every merge, as the BigQuery mirror's ``_change_id > max`` needs. (A change's WAL position
+    is no such id: a transaction that commits later may have written its changes earlier, and one
+    multi-row INSERT's rows share one WAL record.)"""
+    wh.recreate_staging_changes(wconn, schema, table)
+    with wconn.cursor().copy(
+        sql.SQL("COPY {} (_change_id, _action, object_id, changed_at) FROM STDIN").format(
+            qualified(schema, table.staging_changes_table)
+        )
+    ) as copy:
+        lines = [
+            f"{number}\t{action}\t{_copy_text(key)}\t{committed_at.isoformat()}\n"
+            for number, (action, key, committed_at) in enumerate(history, 1)
+        ]
+        for start in range(0, len(lines), COPY_LINES_PER_WRITE):
+            copy.write("".join(lines[start : start + COPY_LINES_PER_WRITE]))
+
+
+# COPY text lines built here, not with write_row: the decoded values are text already, so a row
+# is the values escaped and joined (write_row adapts each value in Python: about 3x slower).
+COPY_LINES_PER_WRITE = 5000
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _copy_text(value: str | None) -> str:
+    return "\\N" if value is None else value.translate(_COPY_ESCAPES)
+
+
+def _copy_line(image: _Image, columns: list[str]) -> str:
+    """The staging row of an image: _change_id, _action, _row_found, _unchanged, the columns."""
+    unchanged = sorted(c for c in image.unchanged if c in columns)
+    # A text[] literal: each name double-quoted, its quotes and backslashes escaped.
+    array = (
+        "{"
+        + ",".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in unchanged)
+        + "}"
+    )
+    values = image.values
+    return (
+        f"{image.change_id}\t{image.action}\t{'f' if image.action == 'deleted' else 't'}\t"
+        + _copy_text(array)
+        + "".join("\t" + _copy_text(values.get(c)) for c in columns)
+        + "\n"
+    )
 
 
 def _initial_snapshot(
@@ -574,6 +691,57 @@ def run_logical_table(source_dsn: str, warehouse_dsn: str, config: CdcConfig, ta
     return staged, merged
 
 
+def run_logical_all(source_dsn: str, warehouse_dsn: str, config: CdcConfig):
+    """Every table of the config in one pass over the slot: confirm a crashed run's merges, take
+    the initial snapshots due, decode the slot once, stage and merge each table (one transaction
+    each, with its watermark), then confirm the slot once, to the smallest watermark. A crash
+    after some tables merged leaves the slot at the others' position: the next run skips, per
+    table, every transaction at or before that table's watermark, so each change is merged once.
+    {table: (StageResult, MergeResult)}."""
+    from ingest_platform.cdc.pipeline import merge_staged
+
+    logical = _logical(config)
+    confirm_slot(source_dsn, warehouse_dsn, config)
+    for table in config.tables:
+        _ensure_snapshot(source_dsn, warehouse_dsn, config, table)
+    with connect(source_dsn, autocommit=True) as sconn:
+        src.set_session(sconn)  # decoded values print in the source session's formats
+        try:
+            _slot_row(sconn, logical)
+            peeked = peek(sconn, logical, logical.max_changes_per_run)
+        except LogicalDecodingError as error:
+            raise LogicalDecodingError(
+                f"{error}. Nothing was merged and the slot did not move."
+            ) from None
+    results = {}
+    for table in config.tables:
+        staged = stage_logical(source_dsn, warehouse_dsn, config, table, peeked)
+        results[table.name] = (staged, merge_staged(warehouse_dsn, config, table))
+    confirm_slot(source_dsn, warehouse_dsn, config)
+    return results
+
+
+def _ensure_snapshot(
+    source_dsn: str, warehouse_dsn: str, config: CdcConfig, table: CdcTable
+) -> None:
+    """The initial snapshot of a table never merged (watermark 0), before the slot is decoded."""
+    from ingest_platform.cdc.pipeline import _watermark
+
+    logical = _logical(config)
+    with (
+        connect(warehouse_dsn, autocommit=True) as wconn,
+        connect(source_dsn, autocommit=True) as sconn,
+    ):
+        try:
+            confirmed = _slot_row(sconn, logical)[2] or 0
+            _check_publication(sconn, logical, table)
+        except LogicalDecodingError as error:
+            raise _error(table, error) from None
+        wh.ensure_watermark(wconn, config.warehouse_schema, table.name)
+        if _watermark(wconn, config.warehouse_schema, table.name).horizon_id == 0:
+            _initial_snapshot(source_dsn, warehouse_dsn, config, table, confirmed)
+
+
 def pending_logical_tables(
     source_dsn: str, warehouse_dsn: str, config: CdcConfig
 ) -> dict[str, int]:
@@ -600,14 +768,24 @@ def pending_logical_tables(
 
 def pending_keys(
     source_dsn: str, config: CdcConfig, table: CdcTable, source: src.SourceTable, after: int
-) -> list[str]:
+) -> list[str] | None:
     """Keys (text) of `table` with decoded changes in transactions ending after `after` (the
     watermark the caller's snapshot of the merged table shows): left out of the `matches_source`
     comparison, as the change-log kind leaves out objects past its horizon. The peek runs after
-    the caller's source snapshot began, so it sees at least every change that snapshot has."""
+    the caller's source snapshot began, so it sees at least every change that snapshot has.
+    None when the slot's confirmed position passed `after` (a merge confirmed it since the
+    caller's snapshot, so the peek no longer returns the changes in between) or the slot was in
+    use: the caller compares again with new snapshots."""
     logical = _logical(config)
     with connect(source_dsn, autocommit=True) as sconn:
         src.set_session(sconn)
-        peeked = peek(sconn, logical, logical.max_changes_per_run)
+        try:
+            peeked = peek(sconn, logical, logical.max_changes_per_run)
+        except psycopg.errors.ObjectInUse:  # a sync is decoding or advancing it right now
+            return None
+        # Read after the peek: the position only grows, so one at or before `after` now was so
+        # when the peek started.
+        if (_slot_row(sconn, logical)[2] or 0) > after:
+            return None
     images, _, _, _ = reduce_changes(peeked.transactions, table, source.primary_key, after)
     return sorted(images)

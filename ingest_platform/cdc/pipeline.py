@@ -252,7 +252,7 @@ def merge_staged(
                     raise AssertionError(f"{table.merged_table} has columns, so it exists")
                 key = catalog.primary_key(wconn, oid)[0]
                 result.counts = wh.merge_staging(wconn, schema, table, staging_columns, key)
-                wh.record_changes(wconn, schema, table)
+                wh.record_changes(wconn, schema, table, renumber=config.logical is not None)
                 wh.finish_merge(wconn, schema, table.name, mark)
                 etl_log.record(
                     wconn,
@@ -356,6 +356,8 @@ def run_all(
     config: CdcConfig,
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
 ) -> dict[str, tuple[StageResult, MergeResult]]:
+    if config.logical is not None:  # the slot decoded once for all tables, confirmed once
+        return logical.run_logical_all(source_dsn, warehouse_dsn, config)
     return {
         t.name: run_table(source_dsn, warehouse_dsn, config, t, wait_seconds) for t in config.tables
     }

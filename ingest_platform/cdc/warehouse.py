@@ -13,8 +13,9 @@ Tables in the warehouse schema W (``INGEST_CDC_SCHEMA``, default ``cdc``):
   ``date_created``, ``merged_at``: the merge's time, ``_mirrored_at``: always NULL here, the
   BigQuery mirror stamps its copy). Written by the merge's transaction from
   ``W."<table>__staging_changes"`` (UNLOGGED, rebuilt by every staging run), so a change is in
-  the history exactly when its row is merged. The change-log kind only (logical decoding's
-  staging has no change-log rows).
+  the history exactly when its row is merged. The logical kind writes it too: one row per
+  decoded change, ``changed_at`` its transaction's commit time, ``_change_id`` a running number
+  (``cdc.logical._stage_history`` says why not the WAL position).
 - ``W._cdc_watermark``: one row per table: ``horizon_id`` (every change id <= it is applied),
   the staged interval (``staged_from``, ``staged_to``) and the horizon candidates not yet safe.
 
@@ -250,11 +251,15 @@ def recreate_staging_changes(conn: psycopg.Connection, schema: str, table: CdcTa
     )
 
 
-def record_changes(conn: psycopg.Connection, schema: str, table: CdcTable) -> int:
+def record_changes(
+    conn: psycopg.Connection, schema: str, table: CdcTable, renumber: bool = False
+) -> int:
     """(Inside the merge transaction.) The staged change-log rows join the change history, stamped
-    with the merge's time; returns how many. ON CONFLICT: a row already there stays as it was."""
+    with the merge's time; returns how many. ON CONFLICT: a row already there stays as it was.
+    `renumber` (the logical kind, whose staged ids count 1.. within the batch): the history's
+    largest id is added, under the watermark row's lock the merge holds."""
     if not catalog.relation_exists(conn, schema, table.staging_changes_table):
-        return 0  # staged by the logical kind, or before the history existed
+        return 0  # staged before the history existed
     history = qualified(schema, table.changes_table)
     conn.execute(
         sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
@@ -264,12 +269,17 @@ def record_changes(conn: psycopg.Connection, schema: str, table: CdcTable) -> in
             ),
         )
     )
+    offset = (
+        sql.SQL("(SELECT COALESCE(max(_change_id), 0) FROM {}) + ").format(history)
+        if renumber
+        else sql.SQL("")
+    )
     return conn.execute(
         sql.SQL(
             "INSERT INTO {} (_change_id, _action, object_id, changed_at, merged_at) "
-            "SELECT _change_id, _action, object_id, changed_at, now() FROM {} "
+            "SELECT {}_change_id, _action, object_id, changed_at, now() FROM {} "
             "ON CONFLICT (_change_id) DO NOTHING"
-        ).format(history, qualified(schema, table.staging_changes_table))
+        ).format(history, offset, qualified(schema, table.staging_changes_table))
     ).rowcount
 
 

@@ -5,6 +5,7 @@ ingest-platform services                    services only; prints the environmen
 ingest-platform ingest PATH...              load dumps through Dagster and print a summary
 ingest-platform demo-dumps [DIR]            write sample dumps (default DIR: INGEST_DUMP_DIR)
 ingest-platform demo-app                    create the CDC demo source and write changes to it
+ingest-platform cdc sync [--config FILE]    one CDC run of every tracked table; prints a table
 ingest-platform proto SCHEMA.TABLE          write the .proto of a table's BigQuery mirror rows
 ingest-platform migrate plan|schema|data|verify --source DSN --target DSN   move a database
 ingest-platform import-csv SCHEMA.TABLE FILE...   import CSV files with type/key/FK checks
@@ -37,6 +38,7 @@ from ingest_platform.local.api_command import register as register_api
 from ingest_platform.local.api_command import start_api_beside_dagster
 from ingest_platform.local.backup_command import register as register_backup
 from ingest_platform.local.cdc_command import register as register_cdc
+from ingest_platform.local.cdc_sync_command import register as register_cdc_sync
 from ingest_platform.local.dagster_dev import relay_console, start_dagster_dev, stop_dagster
 from ingest_platform.local.fetch_command import register as register_fetch
 from ingest_platform.local.migrate_command import register as register_migrate
@@ -51,6 +53,7 @@ from ingest_platform.local.worker_command import register as register_worker
 COMMANDS = [
     register_fetch,
     register_cdc,
+    register_cdc_sync,
     register_proto,
     register_migrate,
     register_backup,

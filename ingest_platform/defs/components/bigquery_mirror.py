@@ -53,8 +53,9 @@ class BigQueryMirrorComponent(dg.Component, dg.Model, dg.Resolvable):
             translator,
             cdc_tables=cdc.tables if cdc else (),
             cdc_schema=cdc.warehouse_schema if cdc else "cdc",
-            # Only the change-log kind writes change histories.
-            cdc_histories=cdc is not None and cdc.logical is None,
+            # Both CDC kinds write change histories (the logical kind since its merges record
+            # every decoded change).
+            cdc_histories=cdc is not None,
             csv_tables=csv_tables,
             reverify_schedules_on=self.reverify_schedules_on,
         )
