@@ -27,8 +27,8 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -43,6 +43,7 @@ from ingest_platform.consistency.compare import (
 from ingest_platform.dumps.schema import Column, TableSchema
 from ingest_platform.errors import IngestError, ServiceUnavailableError
 from ingest_platform.fetch.config import SourceConfig, check_version
+from ingest_platform.fetch.deletes import DeleteScan, find_deleted, integer_key, text_comparable
 from ingest_platform.fetch.sources import MySQLSource, PostgresSource, SourceGone, open_source
 from ingest_platform.postgres import catalog
 from ingest_platform.postgres import version_registry as registry
@@ -62,6 +63,7 @@ DELETED_COLUMN = "_deleted_at"  # soft deletes of incrementally pulled tables
 CHUNK_ROWS = 50_000  # rows per committed chunk of an incremental pull
 RETRIES = 3  # attempts of a pull whose source connection broke
 RETRY_PAUSE = 1.0
+PULLED_KEYS = sql.Identifier("_fetch_pulled_keys")  # temporary: the keys an incremental pull copied
 
 
 class CursorWentBackwards(IngestError):
@@ -395,6 +397,88 @@ def _check(
     return checks
 
 
+def _missed_message(config: SourceConfig, table: str, missed: Sequence) -> str:
+    return (
+        f"Source {config.name}, table {table}: {len(missed)} row(s) of the source were never "
+        f"pulled (first key: {missed[0]}): their cursor is older than the stored watermark (a "
+        "transaction that committed late, or rows restored). Run a full pull: ingest-platform "
+        f"fetch --config {config.file} --source {config.name} (without --incremental)."
+    )
+
+
+def _check_incremental(
+    wh: psycopg.Connection,
+    source: PostgresSource | MySQLSource,
+    config: SourceConfig,
+    table: str,
+    child: str,
+    columns: Sequence[tuple[str, str]],
+    schema: TableSchema,
+    scan: DeleteScan | None,
+    start: tuple | None,
+) -> list[str]:
+    """The checks of an incremental pull, in the pull's source snapshot, without reading every
+    row: counts from the delete detection's key buckets (``fetch.deletes``: per bucket, so
+    stronger than one total), and bucket hashes of every column of the rows whose cursor is at
+    after the position the pull started from (the rows it copied; the rest were checked when
+    they were pulled). Unchanged rows whose values changed without their cursor moving break
+    the cursor's contract; only a snapshot pull's checks, which hash every row, find those.
+    Both sides of the hashes are found by index: O(rows changed), not O(table)."""
+    consequence = (
+        "the incremental pull's chunks are committed; run a full pull (fetch without "
+        "--incremental) to replace the version"
+    )
+    if scan is not None:
+        if scan.missed:
+            raise CheckFailed(_missed_message(config, table, scan.missed))
+        theirs, ours = scan.source_rows, scan.warehouse_rows
+    else:
+        theirs = source.count(table)
+        ours = wh.execute(
+            sql.SQL("SELECT count(*) FROM ONLY {} WHERE {} IS NULL").format(
+                catalog.qualified(config.app, child), sql.Identifier(DELETED_COLUMN)
+            )
+        ).fetchone()[0]  # type: ignore[index]
+    if theirs != ours:
+        raise CheckFailed(
+            f"Source {config.name}, table {table}: the source has {theirs} rows, the warehouse "
+            f"{ours} not deleted; {consequence}."
+        )
+    checks = [f"counts ok ({ours})"]
+    if isinstance(source, PostgresSource):
+        spec = config.incremental[table]
+        key = list(spec.key or schema.primary_key)
+        left, right = postgres_sides(
+            (wh, config.app, child),
+            (source.conn, config.schema, table),
+            columns=[n for n, _ in columns],
+            key=key,
+            names=("warehouse", "source"),
+        )
+        _live_rows_only(left)
+        # The rows this pull copied: on the source, those after the position it started from
+        # (its (cursor, key) index finds them); in the warehouse, those whose keys it recorded.
+        keys = sql.SQL(", ").join(map(sql.Identifier, key))
+        _restrict(left, sql.SQL("({}) IN (SELECT {} FROM {})").format(keys, keys, PULLED_KEYS))
+        if start is not None:
+            _restrict(
+                right,
+                sql.SQL("({}) > ({})").format(
+                    sql.SQL(", ").join(map(sql.Identifier, [spec.cursor, *key])),
+                    sql.SQL(", ").join(map(sql.Literal, start)),
+                ),
+            )
+        result = compare_hashes(left, right, what=f"{config.name}.{table}", max_keys=5)
+        if not result.passed:
+            raise CheckFailed(
+                f"Source {config.name}, table {table}: bucket hashes of the changed rows differ "
+                f"between source and warehouse ({result.differing_buckets} buckets; first: "
+                f"{result.differences[0] if result.differences else '-'}); {consequence}."
+            )
+        checks.append(f"hashes of changed rows ok ({result.left_rows} rows)")
+    return checks
+
+
 # ----------------------------------------------------------------------------- incremental
 
 
@@ -438,62 +522,112 @@ def pull_incremental(
             logger.info(f"{config.name}.{table}: the source's columns changed; pulling a snapshot")
             return None
         columns = [(c.name, have[c.name]) for c in schema.columns]
-        if position is not None:
-            _check_forwards(source, config, table, cursor, position)
-        rows = 0
-        target = catalog.qualified(app, child)
-        stage = sql.Identifier("_fetch_stage")
-        while True:
-            with wh.transaction(), wh.cursor() as cur:
-                cur.execute(
-                    sql.SQL(
-                        "CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP"
-                    ).format(stage, target)
+        # One snapshot of the source for the chunks, the delete detection and the checks: the
+        # counts argument of fetch.deletes needs the pull and the key buckets to see the same rows.
+        source.begin_snapshot()
+        try:
+            if position is not None:
+                _check_forwards(source, config, table, cursor, position)
+            start = position
+            rows, position = _pull_chunks(
+                wh, source, config, table, child, columns, schema, order, position, chunk_rows,
+                logger, wm_key,
+            )  # fmt: skip
+            deleted, scan = 0, None
+            integer = integer_key(schema, key)
+            if not config.incremental[table].deletes:
+                pass
+            elif integer or (isinstance(source, MySQLSource) and text_comparable(schema, key)):
+                scan = find_deleted(wh, source, table, app, child, key, integer)
+                deleted = scan.deleted
+            elif isinstance(source, PostgresSource):
+                deleted = _soft_delete(wh, source, config, table, child, key)
+            else:
+                logger.warning(
+                    f"{config.name}.{table}: deletes are not looked for (key columns other than "
+                    "integers and text); a snapshot pull removes deleted rows."
                 )
-                after = (order, position)
-                if isinstance(source, MySQLSource):
-                    n = source.copy_into(cur, stage, table, columns, after, chunk_rows, schema)
-                else:
-                    n = source.copy_into(cur, stage, table, columns, after, chunk_rows)
-                if n == 0:
-                    break
-                # Upsert: the chunk's keys replaced whole (a child has no unique index to
-                # ON CONFLICT on; dumps load children without one).
-                cur.execute(
-                    sql.SQL("DELETE FROM ONLY {} t USING {} s WHERE ({}) = ({})").format(
-                        target,
-                        stage,
-                        sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in key),
-                        sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(k)) for k in key),
+            checks = []
+            if scan is not None and scan.missed and not check:
+                logger.warning(_missed_message(config, table, scan.missed))
+            if check:
+                with wh.transaction():
+                    checks = _check_incremental(
+                        wh, source, config, table, child, columns, schema, scan, start
                     )
-                )
-                cur.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(target, stage))
-                position = _last_position(wh, "pg_temp", "_fetch_stage", order)
-                watermarks.write(wh, app, wm_key, position, [f"{app}.{table}"], "fetch incremental")
-                rows += n
-            logger.info(f"{config.name}.{table}: {rows} rows pulled (position {position})")
-            if n < chunk_rows:
-                break
-        deleted = 0
-        checks = []
-        if not config.incremental[table].deletes:
-            pass
-        elif isinstance(source, PostgresSource):
-            deleted = _soft_delete(wh, source, config, table, child, key)
-        elif _text_comparable(schema, key):
-            deleted = _soft_delete_mysql(wh, source, config, table, child, key)
-        else:
-            logger.warning(
-                f"{config.name}.{table}: deletes are not looked for (key columns other than "
-                "integers and text); a snapshot pull removes deleted rows."
-            )
-        if check:
-            with wh.transaction():
-                checks = _check(wh, source, config, table, child, columns, schema, live_only=True)
+        finally:
+            source.end()
     return TableReport(
         config.name, app, table, version, "incremental", rows, time.perf_counter() - started,
         child, [], deleted, checks,
     )  # fmt: skip
+
+
+def _pull_chunks(
+    wh: psycopg.Connection,
+    source: PostgresSource | MySQLSource,
+    config: SourceConfig,
+    table: str,
+    child: str,
+    columns: Sequence[tuple[str, str]],
+    schema: TableSchema,
+    order: Sequence[str],
+    position: Any,  # tuple, or None: from the start
+    chunk_rows: int,
+    logger: logging.Logger | logging.LoggerAdapter,
+    wm_key: str,
+) -> tuple[int, tuple | None]:
+    """Upsert the rows after `position`, a committed chunk (rows and new position) at a time."""
+    app = config.app
+    key = order[1:]
+    rows = 0
+    target = catalog.qualified(app, child)
+    stage = sql.Identifier("_fetch_stage")
+    keys = sql.SQL(", ").join(map(sql.Identifier, key))
+    with wh.transaction():  # the keys this pull copies, for its checks (a session's table)
+        wh.execute(
+            sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA").format(
+                PULLED_KEYS, keys, target
+            )
+        )
+        wh.execute(sql.SQL("TRUNCATE {}").format(PULLED_KEYS))
+    while True:
+        with wh.transaction(), wh.cursor() as cur:
+            cur.execute(
+                sql.SQL("CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP").format(
+                    stage, target
+                )
+            )
+            after = (order, position)
+            if isinstance(source, MySQLSource):
+                n = source.copy_into(cur, stage, table, columns, after, chunk_rows, schema)
+            else:
+                n = source.copy_into(cur, stage, table, columns, after, chunk_rows)
+            if n == 0:
+                break
+            # Upsert: the chunk's keys replaced whole (a child has no unique index to
+            # ON CONFLICT on; dumps load children without one).
+            cur.execute(
+                sql.SQL("DELETE FROM ONLY {} t USING {} s WHERE ({}) = ({})").format(
+                    target,
+                    stage,
+                    sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in key),
+                    sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(k)) for k in key),
+                )
+            )
+            cur.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(target, stage))
+            cur.execute(
+                sql.SQL("INSERT INTO {} SELECT {} FROM {}").format(PULLED_KEYS, keys, stage)
+            )
+            position = _last_position(wh, "pg_temp", "_fetch_stage", order)
+            watermarks.write(wh, app, wm_key, position, [f"{app}.{table}"], "fetch incremental")
+            rows += n
+        logger.info(f"{config.name}.{table}: {rows} rows pulled (position {position})")
+        if n < chunk_rows:
+            break
+    with wh.transaction():
+        wh.execute(sql.SQL("ANALYZE {}").format(PULLED_KEYS))  # a join by the key's index
+    return rows, position
 
 
 def _check_forwards(
@@ -534,7 +668,6 @@ def _soft_delete(
     """Keys the source lacks, found by comparing the key columns in buckets, get _deleted_at."""
     deleted = 0
     while True:
-        source.conn.rollback()
         wh.rollback()
         left, right = postgres_sides(
             (source.conn, config.schema, table),
@@ -546,7 +679,6 @@ def _soft_delete(
         _live_rows_only(right)
         result = compare_hashes(left, right, max_keys=10_000)
         gone = [d.key for d in result.differences if d.status == missing_in("source")]
-        source.conn.rollback()
         wh.rollback()
         if not gone:
             return deleted
@@ -577,76 +709,15 @@ def _soft_delete(
             return deleted
 
 
-_TEXT_COMPARABLE = {"smallint", "integer", "bigint", "numeric", "text", "varchar", "char"}
-
-
-def _text_comparable(schema: TableSchema, key: Sequence[str]) -> bool:
-    """Key columns whose text is the same in MySQL and PostgreSQL (integers, strings)."""
-    types = {c.name: catalog.parsed_type(c.pg_type).name for c in schema.columns}
-    return all(
-        types[k] in _TEXT_COMPARABLE or types[k].startswith(("character", "numeric")) for k in key
-    )
-
-
-def _soft_delete_mysql(
-    wh: psycopg.Connection,
-    source: MySQLSource,
-    config: SourceConfig,
-    table: str,
-    child: str,
-    key: Sequence[str],
-) -> int:
-    """Keys the MySQL source lacks: both sides group md5(key text) into 256 buckets (count and a
-    28-bit sum, as the comparison engine's fingerprints); only differing buckets' keys travel."""
-    key_text = sql.SQL("concat_ws('|', {})").format(
-        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in key)
-    )
-    live = sql.SQL("FROM ONLY {} WHERE {} IS NULL").format(
-        catalog.qualified(config.app, child), sql.Identifier(DELETED_COLUMN)
-    )
-    # Both databases compute their buckets at the same time.
-    with ThreadPoolExecutor(max_workers=1) as pool, wh.transaction():
-        pending = pool.submit(source.key_buckets, table, key)
-        ours = {
-            b: (n, int(total))
-            for b, n, total in wh.execute(
-                sql.SQL(
-                    "SELECT left(h, 2), count(*), sum(('x' || substr(h, 3, 7))::bit(28)::int)"
-                    " FROM (SELECT md5({0}) AS h {1} OFFSET 0) AS s GROUP BY 1"
-                ).format(key_text, live)
-            )
-        }
-        theirs = pending.result()
-    differing = sorted(b for b in set(ours) | set(theirs) if ours.get(b) != theirs.get(b))
-    if not differing:
-        return 0
-    present = source.keys_in(table, key, differing)
-    with wh.transaction():
-        mine = [
-            r[0]
-            for r in wh.execute(
-                sql.SQL("SELECT {0} {1} AND left(md5({0}), 2) = ANY(%s)").format(key_text, live),
-                (differing,),
-            )
-        ]
-        gone = [k for k in mine if k not in present]
-        if not gone:
-            return 0
-        cur = wh.execute(
-            sql.SQL("UPDATE ONLY {} SET {} = now() WHERE {} IS NULL AND {} = ANY(%s)").format(
-                catalog.qualified(config.app, child),
-                sql.Identifier(DELETED_COLUMN),
-                sql.Identifier(DELETED_COLUMN),
-                key_text,
-            ),
-            (gone,),
-        )
-        return cur.rowcount
-
-
 def _live_rows_only(side: PostgresSide) -> None:
     """Compare only the rows not soft-deleted (MirrorSource filters have no IS NULL)."""
-    side.from_ = sql.SQL("{} WHERE {} IS NULL").format(side.from_, sql.Identifier(DELETED_COLUMN))
+    _restrict(side, sql.SQL("{} IS NULL").format(sql.Identifier(DELETED_COLUMN)))
+
+
+def _restrict(side: PostgresSide, condition: sql.Composable) -> None:
+    """Compare only the side's rows that meet `condition` (beyond MirrorSource's filters)."""
+    glue = sql.SQL(" AND ") if side.filtered else sql.SQL(" WHERE ")
+    side.from_ = sql.SQL("{}{}{}").format(side.from_, glue, condition)
     side.filtered = True
     side.base = sql.SQL("SELECT {} AS k, md5({}) AS kh, {} AS rh FROM {}").format(
         side.key_text, side.key_text, side.row_expr, side.from_

@@ -33,6 +33,7 @@ from ingest_platform.postgres import catalog
 from ingest_platform.postgres.connection import connect, server_address
 
 COPY_ROWS_PER_WRITE = 2000  # MySQL rows joined into one COPY write
+BUCKET_KEYS = 4096  # integer keys per bucket of the delete detection (fetch.deletes)
 
 
 class SourceGone(ServiceUnavailableError):
@@ -469,26 +470,42 @@ class MySQLSource:
     def count(self, table: str) -> int:
         return int(self._run(f"SELECT count(*) FROM {_quote_mysql(table)}", table=table)[0][0])
 
-    def key_buckets(self, table: str, key: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """Per bucket (first 2 hex digits of md5 of the key text): count and the sum of the next
-        28 bits; the same numbers ``pull._warehouse_key_buckets`` computes in PostgreSQL."""
-        h = f"MD5(CONCAT_WS('|', {', '.join(map(_quote_mysql, key))}))"
+    def _key_parts(self, key: Sequence[str], integer: bool) -> tuple[str, str, str]:
+        """(bucket, sum, key value) expressions, equal to ``fetch.deletes._pg_parts``'s in
+        PostgreSQL: ``key DIV 4096`` and the key for an integer key; else the first two hex digits
+        of md5 of the key's text and the next 28 bits."""
+        if integer:
+            k = _quote_mysql(key[0])
+            return f"{k} DIV {BUCKET_KEYS}", k, k
+        text = f"CONCAT_WS('|', {', '.join(map(_quote_mysql, key))})"
+        return f"LEFT(MD5({text}), 2)", f"CONV(SUBSTR(MD5({text}), 3, 7), 16, 10)", text
+
+    def key_buckets(
+        self, table: str, key: Sequence[str], integer: bool
+    ) -> dict[Any, tuple[int, int]]:
+        """Per key bucket: count and sum (see ``fetch.deletes``)."""
+        bucket, summed, _ = self._key_parts(key, integer)
         rows = self._run(
-            f"SELECT LEFT({h}, 2), count(*), SUM(CONV(SUBSTR({h}, 3, 7), 16, 10))"
-            f" FROM {_quote_mysql(table)} GROUP BY 1",
+            # ORDER BY NULL: no sort of the groups (MariaDB sorts GROUP BY results otherwise).
+            f"SELECT {bucket}, count(*), SUM({summed}) FROM {_quote_mysql(table)} GROUP BY 1"
+            " ORDER BY NULL",
             table=table,
         )
-        return {_text(b): (int(n), int(_text(total))) for b, n, total in rows}
+        read = int if integer else _text
+        return {read(_text(b)): (int(n), int(_text(total))) for b, n, total in rows}
 
-    def keys_in(self, table: str, key: Sequence[str], buckets: Sequence[str]) -> set[str]:
-        text = f"CONCAT_WS('|', {', '.join(map(_quote_mysql, key))})"
+    def keys_in(
+        self, table: str, key: Sequence[str], integer: bool, buckets: Sequence[Any]
+    ) -> set[Any]:
+        bucket, _, value = self._key_parts(key, integer)
         rows = self._run(
-            f"SELECT {text} FROM {_quote_mysql(table)} WHERE LEFT(MD5({text}), 2) IN"
+            f"SELECT {value} FROM {_quote_mysql(table)} WHERE {bucket} IN"
             f" ({', '.join(['%s'] * len(buckets))})",
             list(buckets),
             table,
         )
-        return {_text(r[0]) for r in rows}
+        read = int if integer else _text
+        return {read(_text(r[0])) for r in rows}
 
     def max_cursor(self, table: str, cursor: str) -> Any:
         return self._run(

@@ -98,6 +98,60 @@ def test_snapshot_then_incremental_from_postgres(pg_dsn, source_dsn, tmp_path):
     assert again["orders"].rows == 0 and again["orders"].deleted == 0
 
 
+def test_deletes_found_by_bucket_counts_even_beside_an_insert(pg_dsn, source_dsn, tmp_path):
+    """Keys 1..1000 share one key bucket (id DIV 4096): an insert and a delete there keep the
+    source's count, yet the delete is found, and the checks pass on counts and changed rows."""
+    seed_pg(source_dsn)
+    config = load_config(write_config(tmp_path, PG_CONFIG))["eu"]
+    env = {"FETCH_TEST_EU": source_dsn}
+    fetch(pg_dsn, config, environ=env)
+    with psycopg.connect(source_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders VALUES (1001, 1, 2, 'new', '2025-01-02')")
+        conn.execute("DELETE FROM orders WHERE id = 500")
+    (report,) = [r for r in fetch(pg_dsn, config, True, environ=env) if r.table == "orders"]
+    assert (report.rows, report.deleted) == (1, 1)
+    assert report.checks == ["counts ok (1000)", "hashes of changed rows ok (1 rows)"]
+    assert rows(
+        pg_dsn, "SELECT id FROM shop.orders WHERE _deleted_at IS NOT NULL OR id = 1001 ORDER BY 1"
+    ) == [(500,), (1001,)]
+
+
+def test_checks_of_an_incremental_pull_name_what_differs(pg_dsn, source_dsn, tmp_path):
+    """A row committed with a cursor older than the watermark (with a delete in its bucket, so
+    the counts match) is named as missed; a changed row whose value differs in the warehouse is
+    named by the bucket hashes of the changed rows."""
+    seed_pg(source_dsn)
+    config = load_config(write_config(tmp_path, PG_CONFIG))["eu"]
+    env = {"FETCH_TEST_EU": source_dsn}
+    fetch(pg_dsn, config, environ=env)
+    # A fault on the warehouse's write path: a trigger that alters the value being upserted.
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        (child,) = conn.execute(
+            "SELECT inhrelid::regclass::text FROM pg_inherits"
+            " WHERE inhparent = 'shop.orders'::regclass"
+        ).fetchone()
+        conn.execute(
+            "CREATE FUNCTION shop.damage() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$BEGIN NEW.amount := 99; RETURN NEW; END$$"
+        )
+        conn.execute(
+            f"CREATE TRIGGER damage BEFORE INSERT ON {child} FOR EACH ROW"
+            " WHEN (NEW.id = 10) EXECUTE FUNCTION shop.damage()"
+        )
+    with psycopg.connect(source_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE orders SET amount = 0, updated_at = '2025-01-01' WHERE id = 10")
+    with pytest.raises(pull.CheckFailed, match=r"changed rows differ.*'id': '10'.*amount"):
+        fetch(pg_dsn, config, True, environ=env)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP TRIGGER damage ON {child}")
+    with psycopg.connect(source_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders VALUES (1002, 1, 2, 'late', '2024-01-01')")
+        conn.execute("DELETE FROM orders WHERE id = 20")
+    with pytest.raises(pull.CheckFailed, match="never pulled.*first key: 1002.*full pull"):
+        fetch(pg_dsn, config, True, environ=env)
+    assert rows(pg_dsn, "SELECT id FROM shop.orders WHERE _deleted_at IS NOT NULL") == [(20,)]
+
+
 def test_cursor_going_backwards_is_reported(pg_dsn, source_dsn, tmp_path):
     seed_pg(source_dsn, 50)
     config = load_config(write_config(tmp_path, PG_CONFIG))["eu"]
