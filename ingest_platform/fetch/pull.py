@@ -33,18 +33,29 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ingest_platform.bigquery.source import MirrorSource
 from ingest_platform.bulk_ingest import watermarks
 from ingest_platform.consistency.compare import (
+    Comparison,
     PostgresSide,
     compare_hashes,
     missing_in,
     postgres_sides,
+    postgres_table,
 )
+from ingest_platform.consistency.mysql import MySQLSide
 from ingest_platform.dumps.schema import Column, TableSchema
 from ingest_platform.errors import IngestError, ServiceUnavailableError
 from ingest_platform.fetch.config import SourceConfig, check_version
 from ingest_platform.fetch.deletes import DeleteScan, find_deleted, integer_key, text_comparable
-from ingest_platform.fetch.sources import MySQLSource, PostgresSource, SourceGone, open_source
+from ingest_platform.fetch.sources import (
+    MySQLSource,
+    PostgresSource,
+    SourceGone,
+    _after_position,
+    _quote_mysql,
+    open_source,
+)
 from ingest_platform.postgres import catalog
 from ingest_platform.postgres import version_registry as registry
 from ingest_platform.postgres.connection import connect, server_address
@@ -372,29 +383,103 @@ def _check(
             f"{ours}; {consequence}."
         )
     checks = [f"counts ok ({ours})"]
+    left, right = _hash_sides(wh, source, config, table, relation, columns, schema)
+    if live_only:
+        _live_rows_only(left)
+    result = compare_hashes(left, right, what=f"{config.name}.{table}", max_keys=5)
+    if not result.passed:
+        raise CheckFailed(
+            f"Source {config.name}, table {table}: bucket hashes differ between source and "
+            f"warehouse ({result.differing_buckets} buckets; first: "
+            f"{result.differences[0] if result.differences else '-'}); {consequence}."
+        )
+    checks.append(f"hashes ok ({result.buckets} buckets)")
+    return checks
+
+
+def compare_source(
+    warehouse_dsn: str,
+    config: SourceConfig,
+    table: str,
+    version: str,
+    environ=None,
+    max_keys: int = 20,
+) -> Comparison:
+    """Bucket hashes of every column of a pulled table against its source, now (one source
+    snapshot): the differing keys named, with their columns. Rows soft-deleted are left out."""
+    source = open_source(config, environ)
+    try:
+        source.begin_snapshot()
+        schema = source.table_schema(table)
+        with connect(warehouse_dsn) as wh:
+            with wh.transaction():
+                registered = registry.registered_version(wh, config.app, table, version)
+            if registered is None:
+                raise IngestError(
+                    f"Source {config.name}: table {table} has no version {version} in the "
+                    "warehouse; pull it first (ingest-platform fetch)."
+                )
+            child = registered["child_table"]
+            with wh.transaction():
+                have = catalog.columns_of(wh, config.app, child)
+                columns = [(c.name, have[c.name].type) for c in schema.columns if c.name in have]
+                left, right = _hash_sides(wh, source, config, table, child, columns, schema)
+                if DELETED_COLUMN in have:
+                    _live_rows_only(left)
+                return compare_hashes(left, right, what=f"{config.name}.{table}", max_keys=max_keys)
+    finally:
+        source.end()
+        source.close()
+
+
+def _hash_sides(
+    wh: psycopg.Connection,
+    source: PostgresSource | MySQLSource,
+    config: SourceConfig,
+    table: str,
+    relation: str,
+    columns: Sequence[tuple[str, str]],
+    schema: TableSchema,
+    source_where: tuple[Sequence[str], tuple] | None = None,
+) -> tuple[PostgresSide, PostgresSide | MySQLSide]:
+    """The warehouse's table (left) and the source's (right) for the comparison engine, on the
+    same columns and key. `source_where`: only the source's rows after ((cursor, key...),
+    position). The warehouse is on the left: the source's columns are read as the warehouse's
+    types (a type mapped under [types], such as an enum as text, exists only on the source)."""
+    spec = config.incremental.get(table)
+    key = list((spec.key if spec else ()) or schema.primary_key)
+    names = [n for n, _ in columns]
     if isinstance(source, PostgresSource):
-        spec = config.incremental.get(table)
-        key = list((spec.key if spec else ()) or schema.primary_key)
-        # The warehouse on the left: the source's columns are read as the warehouse's types (a
-        # type mapped under [types], such as an enum as text, exists only on the source).
         left, right = postgres_sides(
             (wh, config.app, relation),
             (source.conn, config.schema, table),
-            columns=[n for n, _ in columns],
+            columns=names,
             key=key or None,
             names=("warehouse", "source"),
         )
-        if live_only:
-            _live_rows_only(left)
-        result = compare_hashes(left, right, what=f"{config.name}.{table}", max_keys=5)
-        if not result.passed:
-            raise CheckFailed(
-                f"Source {config.name}, table {table}: bucket hashes differ between source and "
-                f"warehouse ({result.differing_buckets} buckets; first: "
-                f"{result.differences[0] if result.differences else '-'}); {consequence}."
+        if source_where is not None:
+            order, start = source_where
+            _restrict(
+                right,
+                sql.SQL("({}) > ({})").format(
+                    sql.SQL(", ").join(map(sql.Identifier, order)),
+                    sql.SQL(", ").join(map(sql.Literal, start)),
+                ),
             )
-        checks.append(f"hashes ok ({result.buckets} buckets)")
-    return checks
+        return left, right
+    mirror = postgres_table(wh, config.app, relation, columns=names, key=key or None)
+    where = ""
+    if source_where is not None:
+        order, start = source_where
+        where, params = _after_position([_quote_mysql(n) for n in order], start)
+        where = where % tuple(source.conn.escape(p) for p in params)
+    return PostgresSide(wh, mirror, name="warehouse"), MySQLSide(
+        lambda statement: source._run(statement, table=table),
+        MirrorSource(source.database, table, mirror.columns, mirror.key),
+        schema,
+        name="source",
+        where=where,
+    )
 
 
 def _missed_message(config: SourceConfig, table: str, missed: Sequence) -> str:
@@ -445,37 +530,23 @@ def _check_incremental(
             f"{ours} not deleted; {consequence}."
         )
     checks = [f"counts ok ({ours})"]
-    if isinstance(source, PostgresSource):
-        spec = config.incremental[table]
-        key = list(spec.key or schema.primary_key)
-        left, right = postgres_sides(
-            (wh, config.app, child),
-            (source.conn, config.schema, table),
-            columns=[n for n, _ in columns],
-            key=key,
-            names=("warehouse", "source"),
+    spec = config.incremental[table]
+    key = list(spec.key or schema.primary_key)
+    # The rows this pull copied: on the source, those after the position it started from (its
+    # (cursor, key) index finds them); in the warehouse, those whose keys it recorded.
+    after = None if start is None else ([spec.cursor, *key], start)
+    left, right = _hash_sides(wh, source, config, table, child, columns, schema, after)
+    _live_rows_only(left)
+    keys = sql.SQL(", ").join(map(sql.Identifier, key))
+    _restrict(left, sql.SQL("({}) IN (SELECT {} FROM {})").format(keys, keys, PULLED_KEYS))
+    result = compare_hashes(left, right, what=f"{config.name}.{table}", max_keys=5)
+    if not result.passed:
+        raise CheckFailed(
+            f"Source {config.name}, table {table}: bucket hashes of the changed rows differ "
+            f"between source and warehouse ({result.differing_buckets} buckets; first: "
+            f"{result.differences[0] if result.differences else '-'}); {consequence}."
         )
-        _live_rows_only(left)
-        # The rows this pull copied: on the source, those after the position it started from
-        # (its (cursor, key) index finds them); in the warehouse, those whose keys it recorded.
-        keys = sql.SQL(", ").join(map(sql.Identifier, key))
-        _restrict(left, sql.SQL("({}) IN (SELECT {} FROM {})").format(keys, keys, PULLED_KEYS))
-        if start is not None:
-            _restrict(
-                right,
-                sql.SQL("({}) > ({})").format(
-                    sql.SQL(", ").join(map(sql.Identifier, [spec.cursor, *key])),
-                    sql.SQL(", ").join(map(sql.Literal, start)),
-                ),
-            )
-        result = compare_hashes(left, right, what=f"{config.name}.{table}", max_keys=5)
-        if not result.passed:
-            raise CheckFailed(
-                f"Source {config.name}, table {table}: bucket hashes of the changed rows differ "
-                f"between source and warehouse ({result.differing_buckets} buckets; first: "
-                f"{result.differences[0] if result.differences else '-'}); {consequence}."
-            )
-        checks.append(f"hashes of changed rows ok ({result.left_rows} rows)")
+    checks.append(f"hashes of changed rows ok ({result.left_rows} rows)")
     return checks
 
 

@@ -394,7 +394,13 @@ class MySQLSource:
         base = parse_type_name(target)[0]
         source_base = parse_type_name(source.source_type)[0]
         if source_base == "bit":
-            text = f"IF({col} = 0, 'f', 't')" if base == "boolean" else f"CAST({col} AS UNSIGNED)"
+            # CASE, not IF(col = 0, ...): IF takes a NULL condition as false, and NULL became 't'
+            # (the bucket hashes of the checks found it).
+            text = (
+                f"CASE WHEN {col} = 0 THEN 'f' WHEN {col} IS NOT NULL THEN 't' END"
+                if base == "boolean"
+                else f"CAST({col} AS UNSIGNED)"
+            )
         elif base == "bytea":
             text = f"CONCAT('\\\\\\\\x', HEX({col}))"
         elif base in ("date", "timestamp", "timestamptz") or base.startswith("timestamp"):
