@@ -1,9 +1,10 @@
 """Deleted rows of an incrementally pulled table, found from per-bucket key counts.
 
-Both sides group the keys into buckets (an integer key: ``key DIV 4096``; other keys: the first
-two hex digits of md5 of the key's text) and return, per bucket, ``count(*)`` and a sum (the keys
-themselves; or 28 bits of their md5). Only the buckets whose (count, sum) differ have their keys
-fetched from both sides; the keys the warehouse holds and the source lacks are soft-deleted.
+Both sides group the keys into buckets (``key_buckets.Bucketing``: an integer key by its value
+divided by 64 or more; other keys by the first three hex digits of md5 of the key's text) and
+return, per bucket, ``count(*)`` and a sum (the keys themselves; or 28 bits of their md5). Only
+the buckets whose (count, sum) differ have their keys fetched from both sides (an integer key's
+by index ranges); the keys the warehouse holds and the source lacks are soft-deleted.
 
 Why counts are enough (and cheap: one scan of the key per side, no hash of any row): the source is
 read in ONE snapshot S for the whole incremental pull (its chunks and this comparison). The pull
@@ -35,7 +36,8 @@ from psycopg import sql
 
 from ingest_platform.consistency.compare import _settings
 from ingest_platform.dumps.schema import TableSchema
-from ingest_platform.fetch.sources import BUCKET_KEYS, MySQLSource, PostgresSource
+from ingest_platform.fetch.key_buckets import Bucketing, integer_bucketing
+from ingest_platform.fetch.sources import MySQLSource, PostgresSource
 from ingest_platform.postgres import catalog
 
 DELETED_COLUMN = "_deleted_at"
@@ -72,25 +74,30 @@ def text_comparable(schema: TableSchema, key: Sequence[str]) -> bool:
     )
 
 
-def _pg_parts(key: Sequence[str], integer: bool) -> tuple[sql.Composable, ...]:
+def _pg_parts(key: Sequence[str], bucketing: Bucketing) -> tuple[sql.Composable, ...]:
     """(bucket, sum, key value) expressions of a PostgreSQL table, equal to MySQLSource's."""
-    if integer:
+    if bucketing.integer:
         k = sql.Identifier(key[0])
-        return sql.SQL("{} / {}").format(k, sql.Literal(BUCKET_KEYS)), k, k
+        return sql.SQL("{} / {}").format(k, sql.Literal(bucketing.width)), k, k
     text = sql.SQL("concat_ws('|', {})").format(
         sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in key)
     )
+    digits = sql.Literal(bucketing.digits)
     return (
-        sql.SQL("left(md5({}), 2)").format(text),
-        sql.SQL("('x' || substr(md5({}), 3, 7))::bit(28)::int").format(text),
+        sql.SQL("left(md5({}), {})").format(text, digits),
+        sql.SQL("('x' || substr(md5({}), {} + 1, 7))::bit(28)::int").format(text, digits),
         text,
     )
 
 
 def pg_key_buckets(
-    conn: psycopg.Connection, relation: sql.Composable, where: sql.Composable, key, integer: bool
+    conn: psycopg.Connection,
+    relation: sql.Composable,
+    where: sql.Composable,
+    key: Sequence[str],
+    bucketing: Bucketing,
 ) -> dict[Any, tuple[int, int]]:
-    bucket, summed, _ = _pg_parts(key, integer)
+    bucket, summed, _ = _pg_parts(key, bucketing)
     with _settings(conn, _FAST):
         rows = conn.execute(
             sql.SQL("SELECT {}, count(*), sum({}) FROM {}{} GROUP BY 1").format(
@@ -104,18 +111,32 @@ def pg_keys_in(
     conn: psycopg.Connection,
     relation: sql.Composable,
     where: sql.Composable,
-    key,
-    integer: bool,
+    key: Sequence[str],
+    bucketing: Bucketing,
     buckets: Sequence[Any],
 ) -> set[Any]:
-    bucket, _, value = _pg_parts(key, integer)
+    bucket, _, value = _pg_parts(key, bucketing)
     glue = sql.SQL(" AND ") if where.as_string(conn) else sql.SQL(" WHERE ")
-    rows = conn.execute(
-        sql.SQL("SELECT {} FROM {}{}{}{} = ANY({})").format(
+    if bucketing.integer:
+        # A join with the buckets' key ranges: an index range scan per bucket.
+        ranges = bucketing.ranges(buckets)
+        statement = sql.SQL(
+            "SELECT t.{k} FROM unnest({lo}::bigint[], {hi}::bigint[]) AS r(lo, hi)"
+            " JOIN {rel} AS t ON t.{k} BETWEEN r.lo AND r.hi{where}"
+        ).format(
+            k=sql.Identifier(key[0]),
+            lo=sql.Literal([lo for lo, _ in ranges]),
+            hi=sql.Literal([hi for _, hi in ranges]),
+            rel=relation,
+            where=sql.SQL(" AND t.{} IS NULL").format(sql.Identifier(DELETED_COLUMN))
+            if where.as_string(conn)
+            else sql.SQL(""),
+        )
+    else:
+        statement = sql.SQL("SELECT {} FROM {}{}{}{} = ANY({})").format(
             value, relation, where, glue, bucket, sql.Literal(list(buckets))
         )
-    ).fetchall()
-    return {r[0] for r in rows}
+    return {r[0] for r in conn.execute(statement).fetchall()}
 
 
 def find_deleted(
@@ -131,19 +152,28 @@ def find_deleted(
     committed in the warehouse. The source's connection stays in its snapshot."""
     target = catalog.qualified(app, child)
     live = sql.SQL(" WHERE {} IS NULL").format(sql.Identifier(DELETED_COLUMN))
+    bucketing = Bucketing(False)
+    if integer:
+        with wh.transaction():  # the child's key index answers
+            low, high = wh.execute(
+                sql.SQL("SELECT min({0}), max({0}) FROM ONLY {1}").format(
+                    sql.Identifier(key[0]), target
+                )
+            ).fetchone() or (None, None)
+        bucketing = integer_bucketing(low, high)
 
     def theirs_buckets() -> dict[Any, tuple[int, int]]:
         if isinstance(source, MySQLSource):
-            return source.key_buckets(table, key, integer)
+            return source.key_buckets(table, key, bucketing)
         relation = catalog.qualified(source.config.schema, table)
         return source._guard(
-            lambda: pg_key_buckets(source.conn, relation, sql.SQL(""), key, integer), table
+            lambda: pg_key_buckets(source.conn, relation, sql.SQL(""), key, bucketing), table
         )
 
     # Both databases compute their buckets at the same time.
     with ThreadPoolExecutor(max_workers=1) as pool, wh.transaction():
         pending = pool.submit(theirs_buckets)
-        ours = pg_key_buckets(wh, target, live, key, integer)
+        ours = pg_key_buckets(wh, target, live, key, bucketing)
         theirs = pending.result()
     scan = DeleteScan(
         source_rows=sum(n for n, _ in theirs.values()),
@@ -155,19 +185,19 @@ def find_deleted(
     if not differing:
         return scan
     if isinstance(source, MySQLSource):
-        present = source.keys_in(table, key, integer, differing)
+        present = source.keys_in(table, key, bucketing, differing)
     else:
         relation = catalog.qualified(source.config.schema, table)
         present = source._guard(
-            lambda: pg_keys_in(source.conn, relation, sql.SQL(""), key, integer, differing),
+            lambda: pg_keys_in(source.conn, relation, sql.SQL(""), key, bucketing, differing),
             table,
         )
     with wh.transaction():
-        mine = pg_keys_in(wh, target, live, key, integer, differing)
+        mine = pg_keys_in(wh, target, live, key, bucketing, differing)
         gone = sorted(mine - present)
         scan.missed = sorted(present - mine)
         if gone:
-            _, _, value = _pg_parts(key, integer)
+            _, _, value = _pg_parts(key, bucketing)
             cur = wh.execute(
                 sql.SQL("UPDATE ONLY {} SET {} = now(){} AND {} = ANY({})").format(
                     target, sql.Identifier(DELETED_COLUMN), live, value, sql.Literal(gone)

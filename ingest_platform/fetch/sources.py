@@ -29,11 +29,11 @@ from ingest_platform.dumps.mysql_schema import read_mysql_tables
 from ingest_platform.dumps.schema import Column, TableSchema
 from ingest_platform.errors import ConfigError, SchemaError, ServiceUnavailableError, first_line
 from ingest_platform.fetch.config import SourceConfig
+from ingest_platform.fetch.key_buckets import Bucketing
 from ingest_platform.postgres import catalog
 from ingest_platform.postgres.connection import connect, server_address
 
 COPY_ROWS_PER_WRITE = 2000  # MySQL rows joined into one COPY write
-BUCKET_KEYS = 4096  # integer keys per bucket of the delete detection (fetch.deletes)
 
 
 class SourceGone(ServiceUnavailableError):
@@ -476,42 +476,54 @@ class MySQLSource:
     def count(self, table: str) -> int:
         return int(self._run(f"SELECT count(*) FROM {_quote_mysql(table)}", table=table)[0][0])
 
-    def _key_parts(self, key: Sequence[str], integer: bool) -> tuple[str, str, str]:
+    def _key_parts(self, key: Sequence[str], bucketing: Bucketing) -> tuple[str, str, str]:
         """(bucket, sum, key value) expressions, equal to ``fetch.deletes._pg_parts``'s in
-        PostgreSQL: ``key DIV 4096`` and the key for an integer key; else the first two hex digits
+        PostgreSQL: ``key DIV width`` and the key for an integer key; else the first hex digits
         of md5 of the key's text and the next 28 bits."""
-        if integer:
+        if bucketing.integer:
             k = _quote_mysql(key[0])
-            return f"{k} DIV {BUCKET_KEYS}", k, k
+            return f"{k} DIV {int(bucketing.width)}", k, k
         text = f"CONCAT_WS('|', {', '.join(map(_quote_mysql, key))})"
-        return f"LEFT(MD5({text}), 2)", f"CONV(SUBSTR(MD5({text}), 3, 7), 16, 10)", text
+        digits = int(bucketing.digits)
+        return (
+            f"LEFT(MD5({text}), {digits})",
+            f"CONV(SUBSTR(MD5({text}), {digits + 1}, 7), 16, 10)",
+            text,
+        )
 
     def key_buckets(
-        self, table: str, key: Sequence[str], integer: bool
+        self, table: str, key: Sequence[str], bucketing: Bucketing
     ) -> dict[Any, tuple[int, int]]:
         """Per key bucket: count and sum (see ``fetch.deletes``)."""
-        bucket, summed, _ = self._key_parts(key, integer)
+        bucket, summed, _ = self._key_parts(key, bucketing)
         rows = self._run(
             # ORDER BY NULL: no sort of the groups (MariaDB sorts GROUP BY results otherwise).
             f"SELECT {bucket}, count(*), SUM({summed}) FROM {_quote_mysql(table)} GROUP BY 1"
             " ORDER BY NULL",
             table=table,
         )
-        read = int if integer else _text
+        read = int if bucketing.integer else _text
         return {read(_text(b)): (int(n), int(_text(total))) for b, n, total in rows}
 
     def keys_in(
-        self, table: str, key: Sequence[str], integer: bool, buckets: Sequence[Any]
+        self, table: str, key: Sequence[str], bucketing: Bucketing, buckets: Sequence[Any]
     ) -> set[Any]:
-        bucket, _, value = self._key_parts(key, integer)
+        bucket, _, value = self._key_parts(key, bucketing)
+        if bucketing.integer:  # key ranges: the primary key's index finds them
+            where = " OR ".join(
+                f"{value} BETWEEN {int(lo)} AND {int(hi)}" for lo, hi in bucketing.ranges(buckets)
+            )
+            rows = self._run(
+                f"SELECT {value} FROM {_quote_mysql(table)} WHERE {where}", table=table
+            )
+            return {int(_text(r[0])) for r in rows}
         rows = self._run(
             f"SELECT {value} FROM {_quote_mysql(table)} WHERE {bucket} IN"
             f" ({', '.join(['%s'] * len(buckets))})",
             list(buckets),
             table,
         )
-        read = int if integer else _text
-        return {read(_text(r[0])) for r in rows}
+        return {_text(r[0]) for r in rows}
 
     def max_cursor(self, table: str, cursor: str) -> Any:
         return self._run(

@@ -99,7 +99,7 @@ def test_snapshot_then_incremental_from_postgres(pg_dsn, source_dsn, tmp_path):
 
 
 def test_deletes_found_by_bucket_counts_even_beside_an_insert(pg_dsn, source_dsn, tmp_path):
-    """Keys 1..1000 share one key bucket (id DIV 4096): an insert and a delete there keep the
+    """Keys 960..1023 share one key bucket (id DIV 64): an insert and a delete there keep the
     source's count, yet the delete is found, and the checks pass on counts and changed rows."""
     seed_pg(source_dsn)
     config = load_config(write_config(tmp_path, PG_CONFIG))["eu"]
@@ -107,13 +107,13 @@ def test_deletes_found_by_bucket_counts_even_beside_an_insert(pg_dsn, source_dsn
     fetch(pg_dsn, config, environ=env)
     with psycopg.connect(source_dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO orders VALUES (1001, 1, 2, 'new', '2025-01-02')")
-        conn.execute("DELETE FROM orders WHERE id = 500")
+        conn.execute("DELETE FROM orders WHERE id = 990")
     (report,) = [r for r in fetch(pg_dsn, config, True, environ=env) if r.table == "orders"]
     assert (report.rows, report.deleted) == (1, 1)
     assert report.checks == ["counts ok (1000)", "hashes of changed rows ok (1 rows)"]
     assert rows(
         pg_dsn, "SELECT id FROM shop.orders WHERE _deleted_at IS NOT NULL OR id = 1001 ORDER BY 1"
-    ) == [(500,), (1001,)]
+    ) == [(990,), (1001,)]
 
 
 def test_checks_of_an_incremental_pull_name_what_differs(pg_dsn, source_dsn, tmp_path):
@@ -146,10 +146,10 @@ def test_checks_of_an_incremental_pull_name_what_differs(pg_dsn, source_dsn, tmp
         conn.execute(f"DROP TRIGGER damage ON {child}")
     with psycopg.connect(source_dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO orders VALUES (1002, 1, 2, 'late', '2024-01-01')")
-        conn.execute("DELETE FROM orders WHERE id = 20")
+        conn.execute("DELETE FROM orders WHERE id = 999")
     with pytest.raises(pull.CheckFailed, match="never pulled.*first key: 1002.*full pull"):
         fetch(pg_dsn, config, True, environ=env)
-    assert rows(pg_dsn, "SELECT id FROM shop.orders WHERE _deleted_at IS NOT NULL") == [(20,)]
+    assert rows(pg_dsn, "SELECT id FROM shop.orders WHERE _deleted_at IS NOT NULL") == [(999,)]
 
 
 def test_cursor_going_backwards_is_reported(pg_dsn, source_dsn, tmp_path):
