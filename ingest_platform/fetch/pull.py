@@ -536,9 +536,24 @@ def _check_incremental(
     # (cursor, key) index finds them); in the warehouse, those whose keys it recorded.
     after = None if start is None else ([spec.cursor, *key], start)
     left, right = _hash_sides(wh, source, config, table, child, columns, schema, after)
-    _live_rows_only(left)
-    keys = sql.SQL(", ").join(map(sql.Identifier, key))
-    _restrict(left, sql.SQL("({}) IN (SELECT {} FROM {})").format(keys, keys, PULLED_KEYS))
+    # A lateral join from the recorded keys: one lookup in the key's index per row (as IN
+    # (SELECT ...) the planner scans the whole child for 1% of its rows: 100k rows 74 ms).
+    left.from_ = sql.SQL(
+        "{} AS p CROSS JOIN LATERAL (SELECT * FROM ONLY {} AS t WHERE ({}) = ({}) AND t.{} IS NULL)"
+        " AS c"
+    ).format(
+        PULLED_KEYS,
+        catalog.qualified(config.app, child),
+        sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in key),
+        sql.SQL(", ").join(
+            sql.SQL("p.{}").format(sql.Identifier(f"_pulled_{i}")) for i in range(len(key))
+        ),
+        sql.Identifier(DELETED_COLUMN),
+    )
+    left.filtered = False
+    left.base = sql.SQL("SELECT {} AS k, md5({}) AS kh, {} AS rh FROM {}").format(
+        left.key_text, left.key_text, left.row_expr, left.from_
+    )
     result = compare_hashes(left, right, what=f"{config.name}.{table}", max_keys=5)
     if not result.passed:
         raise CheckFailed(
@@ -657,8 +672,14 @@ def _pull_chunks(
     keys = sql.SQL(", ").join(map(sql.Identifier, key))
     with wh.transaction():  # the keys this pull copies, for its checks (a session's table)
         wh.execute(
+            # Columns named _pulled_<i>: no clash with the child's in the checks' join.
             sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA").format(
-                PULLED_KEYS, keys, target
+                PULLED_KEYS,
+                sql.SQL(", ").join(
+                    sql.SQL("{} AS {}").format(sql.Identifier(k), sql.Identifier(f"_pulled_{i}"))
+                    for i, k in enumerate(key)
+                ),
+                target,
             )
         )
         wh.execute(sql.SQL("TRUNCATE {}").format(PULLED_KEYS))
