@@ -184,16 +184,20 @@ def find_deleted(
     scan.differing_buckets = len(differing)
     if not differing:
         return scan
-    if isinstance(source, MySQLSource):
-        present = source.keys_in(table, key, bucketing, differing)
-    else:
+
+    def theirs_keys() -> set[Any]:
+        if isinstance(source, MySQLSource):
+            return source.keys_in(table, key, bucketing, differing)
         relation = catalog.qualified(source.config.schema, table)
-        present = source._guard(
+        return source._guard(
             lambda: pg_keys_in(source.conn, relation, sql.SQL(""), key, bucketing, differing),
             table,
         )
-    with wh.transaction():
+
+    with ThreadPoolExecutor(max_workers=1) as pool, wh.transaction():
+        pending_keys = pool.submit(theirs_keys)
         mine = pg_keys_in(wh, target, live, key, bucketing, differing)
+        present = pending_keys.result()
         gone = sorted(mine - present)
         scan.missed = sorted(present - mine)
         if gone:

@@ -27,8 +27,9 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg import sql
@@ -72,6 +73,7 @@ from ingest_platform.postgres.versioned_tables import (
 LOGGER = logging.getLogger(__name__)
 DELETED_COLUMN = "_deleted_at"  # soft deletes of incrementally pulled tables
 CHUNK_ROWS = 50_000  # rows per committed chunk of an incremental pull
+READERS = 2  # connections reading a PostgreSQL source's tables at once (one shared snapshot)
 RETRIES = 3  # attempts of a pull whose source connection broke
 RETRY_PAUSE = 1.0
 PULLED_KEYS = sql.Identifier("_fetch_pulled_keys")  # temporary: the keys an incremental pull copied
@@ -235,24 +237,17 @@ def pull_snapshot(
     with version_lock(warehouse_dsn, app, version, logger), connect(warehouse_dsn) as wh:
         try:
             source.begin_snapshot()
+            prepared = []
             for table in tables:
-                started = time.perf_counter()
                 schema = source.table_schema(table)
-                declared = _declared(config, schema)
-                load = begin_version_load(wh, app, declared, version, pull_id)
+                load = begin_version_load(wh, app, _declared(config, schema), version, pull_id)
                 loads.append(load)
                 targets = dict(load.copy_columns)
                 columns = [(c.name, targets[c.name]) for c in schema.columns]
-                with wh.transaction(), wh.cursor() as cur:
-                    if isinstance(source, MySQLSource):
-                        rows = source.copy_into(
-                            cur, catalog.qualified(app, load.load_table), table, columns,
-                            schema=schema,
-                        )  # fmt: skip
-                    else:
-                        rows = source.copy_into(
-                            cur, catalog.qualified(app, load.load_table), table, columns
-                        )
+                prepared.append(_Prepared(table, schema, load, columns))
+            copied = _copy_tables(warehouse_dsn, wh, source, config, prepared)
+            for table, schema, load, columns in prepared:
+                rows, started = copied[table]
                 if table in config.incremental:
                     # The key's index goes with the load table into the child: incremental
                     # upserts find a chunk's rows by it (a dump's child has no index).
@@ -343,6 +338,68 @@ def _last_position(
         )
     ).fetchone()
     return None if row is None else tuple(row)
+
+
+class _Prepared(NamedTuple):
+    table: str
+    schema: TableSchema
+    load: VersionLoad
+    columns: list[tuple[str, str]]  # (name, warehouse type)
+
+
+def _copy_tables(
+    warehouse_dsn: str,
+    wh: psycopg.Connection,
+    source: PostgresSource | MySQLSource,
+    config: SourceConfig,
+    prepared: Sequence[_Prepared],
+) -> dict[str, tuple[int, float]]:
+    """COPY each table into its load table: {table: (rows, start time)}. A PostgreSQL source
+    with several tables is read by READERS connections in ONE snapshot: the pull's transaction
+    exports it (``pg_export_snapshot``), the others adopt it (``SET TRANSACTION SNAPSHOT``), so
+    they see exactly the same rows. MySQL has no such thing: a second ``START TRANSACTION WITH
+    CONSISTENT SNAPSHOT`` is another point in time, and lining them up takes ``FLUSH TABLES WITH
+    READ LOCK`` (a global lock the application feels, and a privilege a reader should not need):
+    MySQL sources keep one reader."""
+
+    def copy(reader: PostgresSource | MySQLSource, conn: psycopg.Connection, p: _Prepared):
+        started = time.perf_counter()
+        target = catalog.qualified(config.app, p.load.load_table)
+        with conn.transaction(), conn.cursor() as cur:
+            if isinstance(reader, MySQLSource):
+                rows = reader.copy_into(cur, target, p.table, p.columns, schema=p.schema)
+            else:
+                rows = reader.copy_into(cur, target, p.table, p.columns)
+        return rows, started
+
+    if isinstance(source, MySQLSource) or len(prepared) < 2 or READERS < 2:
+        return {p.table: copy(source, wh, p) for p in prepared}
+    # The largest tables first, each to the reader with the fewest bytes so far.
+    sizes = source.table_bytes([p.table for p in prepared])
+    shares: list[list[_Prepared]] = [[] for _ in range(READERS)]
+    loads = [0] * READERS
+    for p in sorted(prepared, key=lambda p: -sizes.get(p.table, 0)):
+        i = loads.index(min(loads))
+        shares[i].append(p)
+        loads[i] += sizes.get(p.table, 0)
+    helpers = [source.sharing(source.export_snapshot()) for _ in shares[1:]]
+    try:
+        with ThreadPoolExecutor(max_workers=len(helpers)) as pool:
+
+            def run(helper: PostgresSource, share: list[_Prepared]) -> dict:
+                with connect(warehouse_dsn) as conn:
+                    return {p.table: copy(helper, conn, p) for p in share}
+
+            futures = [
+                pool.submit(run, h, share) for h, share in zip(helpers, shares[1:], strict=True)
+            ]
+            copied = {p.table: copy(source, wh, p) for p in shares[0]}
+            for future in futures:
+                copied.update(future.result())
+            return copied
+    finally:
+        for helper in helpers:
+            helper.close()
 
 
 # ----------------------------------------------------------------------------- checks
@@ -536,11 +593,12 @@ def _check_incremental(
     # (cursor, key) index finds them); in the warehouse, those whose keys it recorded.
     after = None if start is None else ([spec.cursor, *key], start)
     left, right = _hash_sides(wh, source, config, table, child, columns, schema, after)
-    # A lateral join from the recorded keys: one lookup in the key's index per row (as IN
-    # (SELECT ...) the planner scans the whole child for 1% of its rows: 100k rows 74 ms).
+    # A lateral join from the recorded keys: one lookup in the key's index per row. OFFSET 0
+    # keeps PostgreSQL from flattening it into a hash join over a scan of the whole child (as
+    # IN (SELECT ...) does too): 1M rows, 10k copied: 950 -> 300 ms.
     left.from_ = sql.SQL(
-        "{} AS p CROSS JOIN LATERAL (SELECT * FROM ONLY {} AS t WHERE ({}) = ({}) AND t.{} IS NULL)"
-        " AS c"
+        "{} AS p CROSS JOIN LATERAL (SELECT * FROM ONLY {} AS t WHERE ({}) = ({})"
+        " AND t.{} IS NULL OFFSET 0) AS c"
     ).format(
         PULLED_KEYS,
         catalog.qualified(config.app, child),
@@ -698,7 +756,11 @@ def _pull_chunks(
             if n == 0:
                 break
             # Upsert: the chunk's keys replaced whole (a child has no unique index to
-            # ON CONFLICT on; dumps load children without one).
+            # ON CONFLICT on; dumps load children without one). The chunk's keys are looked up
+            # in the key's index: left to itself the planner hash-joins the stage with a scan
+            # of the whole child, even with statistics (1M rows, 10k changed: 540 ms).
+            cur.execute("SET LOCAL enable_hashjoin = off")
+            cur.execute("SET LOCAL enable_mergejoin = off")
             cur.execute(
                 sql.SQL("DELETE FROM ONLY {} t USING {} s WHERE ({}) = ({})").format(
                     target,

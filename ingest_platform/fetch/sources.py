@@ -106,6 +106,33 @@ class PostgresSource:
         if not self.conn.closed:
             self.conn.rollback()
 
+    def export_snapshot(self) -> str:
+        """The id of this transaction's snapshot, for ``sharing`` (valid while it is open)."""
+        return self._guard(
+            lambda: self.conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+        )
+
+    def sharing(self, snapshot: str) -> PostgresSource:
+        """Another connection to the source whose transaction reads the exported `snapshot`."""
+        other = PostgresSource(self.config, self.dsn)
+        other._guard(
+            lambda: other.conn.execute(
+                sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
+            )
+        )
+        return other
+
+    def table_bytes(self, tables: Sequence[str]) -> dict[str, int]:
+        rows = self._guard(
+            lambda: self.conn.execute(
+                "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND c.relname = ANY(%s)",
+                (self.config.schema, list(tables)),
+            ).fetchall()
+        )
+        return {name: int(size) for name, size in rows}
+
     def version(self, query: str) -> str:
         return str(self._guard(lambda: self.conn.execute(query).fetchone() or [None])[0])
 

@@ -18,6 +18,7 @@ from ingest_platform.errors import ConfigError, SchemaError, ServiceUnavailableE
 from ingest_platform.fetch import pull
 from ingest_platform.fetch.config import load_config
 from ingest_platform.fetch.pull import CursorWentBackwards, fetch
+from ingest_platform.fetch.sources import open_source
 from ingest_platform.local.cli import main
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -150,6 +151,31 @@ def test_checks_of_an_incremental_pull_name_what_differs(pg_dsn, source_dsn, tmp
     with pytest.raises(pull.CheckFailed, match="never pulled.*first key: 1002.*full pull"):
         fetch(pg_dsn, config, True, environ=env)
     assert rows(pg_dsn, "SELECT id FROM shop.orders WHERE _deleted_at IS NOT NULL") == [(999,)]
+
+
+def test_parallel_readers_share_one_snapshot(pg_dsn, source_dsn, tmp_path):
+    """A second reader adopts the pull's exported snapshot: a row committed after the export is
+    invisible to both, visible to a new transaction; a snapshot pull of two tables (two readers)
+    lands both, checked."""
+    seed_pg(source_dsn)
+    config = load_config(write_config(tmp_path, PG_CONFIG))["eu"]
+    source = open_source(config, {"FETCH_TEST_EU": source_dsn})
+    try:
+        source.begin_snapshot()
+        helper = source.sharing(source.export_snapshot())
+        with psycopg.connect(source_dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO customers VALUES (99, 'late')")
+        try:
+            assert source.count("customers") == helper.count("customers") == 10
+        finally:
+            helper.close()
+        source.end()
+        assert source.count("customers") == 11
+    finally:
+        source.close()
+    reports = fetch(pg_dsn, config, environ={"FETCH_TEST_EU": source_dsn})
+    assert {(r.table, r.rows) for r in reports} == {("orders", 1000), ("customers", 11)}
+    assert all(any(c.startswith("hashes ok") for c in r.checks) for r in reports)
 
 
 def test_cursor_going_backwards_is_reported(pg_dsn, source_dsn, tmp_path):
