@@ -1,7 +1,7 @@
 """Deleted rows of an incrementally pulled table, found from per-bucket key counts.
 
 Both sides group the keys into buckets (``key_buckets.Bucketing``: an integer key by its value
-divided by 64 or more; other keys by the first three hex digits of md5 of the key's text) and
+divided by 16 or more; other keys by the first three hex digits of md5 of the key's text) and
 return, per bucket, ``count(*)`` and a sum (the keys themselves; or 28 bits of their md5). Only
 the buckets whose (count, sum) differ have their keys fetched from both sides (an integer key's
 by index ranges); the keys the warehouse holds and the source lacks are soft-deleted.

@@ -110,7 +110,7 @@ def test_snapshot_and_incremental_from_mariadb(pg_dsn, mysql_db, tmp_path):
 
 
 def test_insert_and_delete_in_one_key_bucket_of_mariadb(pg_dsn, mysql_db, tmp_path):
-    """Keys 1..63 share a bucket (id DIV 64): an insert and a delete there keep MariaDB's
+    """Keys 1..15 share a bucket (id DIV 16): an insert and a delete there keep MariaDB's
     count, yet the delete is found; a row committed with an old cursor is named as missed."""
     url, server = mysql_db
     env = {"FETCH_TEST_MY": url}
