@@ -11,8 +11,10 @@ Methods (each round runs every one once, the order rotated; best of the rounds p
   created beforehand (untimed): no atomic version, no type mapping, no checks;
 - dlt: ``sql_database`` with its pyarrow backend (connectorx is not installed) into the same
   PostgreSQL, parquet loader files;
-- incremental: 1% of the rows get a new updated_at (untimed), then ``fetch --incremental``
-  (upsert of those rows, key comparison for deletes, checks) against a full pull.
+- incremental: 1% of the rows get a new updated_at and 0.1% are deleted (untimed), then
+  ``fetch --incremental``: upsert of those rows, deletes found from per-bucket key counts
+  (``fetch.deletes``), checks (counts per key bucket, bucket hashes of the rows copied); against
+  a full pull with the same checks ("x full" column).
 
 Servers: INGEST_PG_DSN (default host=127.0.0.1 port=5432 user=postgres dbname=postgres; a source
 and a warehouse database are created on it) and MariaDB at 127.0.0.1:3306 as root.
@@ -127,6 +129,7 @@ def main() -> None:
         conn.execute(sql.SQL(PG_TABLE).format(sql.Identifier("pipe_items")))
     workdir = Path(tempfile.mkdtemp(prefix="bench_fetch_"))
     results: dict[str, list[Method]] = {}
+    delete_sets = iter(range(1, 1000))  # id % 1000 = n: rows deleted before incremental pull n
     for kind in ("postgres", "mysql"):
         if kind not in args.sources.split(","):
             continue
@@ -200,29 +203,27 @@ def main() -> None:
                     config, incremental={"items": Incremental("updated_at", deletes=False)}
                 )
             fetch(wh, config, environ=env, check=False)  # a fresh full version (untimed)
-            step = 100
+            # 1% of the rows changed and 0.1% deleted (other ones each time), untimed.
+            step, gone = 100, next(delete_sets)
+            change = f"UPDATE items SET a = -a, updated_at = now() WHERE id % {step} = 0"
+            delete = f"DELETE FROM items WHERE id % 1000 = {gone}"
             if kind == "postgres":
                 with psycopg.connect(src, autocommit=True) as conn:
-                    conn.execute(
-                        sql.SQL(
-                            "UPDATE items SET a = -a, updated_at = now() WHERE id % {} = 0"
-                        ).format(sql.Literal(step))
-                    )
+                    conn.execute(change)
+                    deleted = conn.execute(delete).rowcount
             else:
-                subprocess.run(
-                    [
-                        mysql,
-                        *MY,
-                        "bench_fetch",
-                        "-e",
-                        f"UPDATE items SET a = -a, updated_at = now() WHERE id % {step} = 0",
-                    ],
-                    check=True,
-                )
+                out = subprocess.run(
+                    [mysql, *MY, "bench_fetch", "-N", "-e",
+                     f"{change}; {delete}; SELECT ROW_COUNT()"],
+                    check=True, capture_output=True, text=True,
+                )  # fmt: skip
+                deleted = int(out.stdout.split()[-1])
             started = time.perf_counter()
             (report,) = fetch(wh, config, incremental=True, environ=env, check=check)
+            seconds = time.perf_counter() - started
             assert report.mode == "incremental" and report.rows == args.rows // step, report
-            return time.perf_counter() - started
+            assert report.deleted == (deleted if deletes else 0), (report, deleted)
+            return seconds
 
         dlt_missing = (
             "--skip-dlt" if args.skip_dlt else python_peer("dlt", "pip install -e '.[bench]'")
@@ -249,20 +250,30 @@ def main() -> None:
             f"{args.rows // 100:,} changed" if "incremental" in name else f"{args.rows / best:,.0f}"
         )
 
+    def faster(m: Method, full: Method) -> str:
+        if "incremental" not in m.name or m.best is None or full.best is None:
+            return ""
+        return f"{full.best / m.best:.1f}x faster"
+
     lines = []
     for kind, methods in results.items():
         reference = methods[0]
         for m in methods:
             best = m.best
+            # An incremental pull against the full pull with the same checks (or none).
+            full = methods[1] if "checks" in m.name else methods[0]
             lines.append([
                 kind, m.name,
                 "-" if best is None else f"{best:.2f}",
                 rate(m.name, best),
                 "-" if best is None or reference.best is None else f"{best / reference.best:.2f}",
+                faster(m, full),
                 m.missing or "",
             ])  # fmt: skip
     print_table(
-        ["source", "method", "seconds", "rows/s", "x ours (pull)", "note"], lines, {0, 1, 5}
+        ["source", "method", "seconds", "rows/s", "x ours (pull)", "vs full pull", "note"],
+        lines,
+        {0, 1, 5, 6},
     )
     shutil.rmtree(workdir, ignore_errors=True)
 

@@ -29,6 +29,7 @@ from ingest_platform.dumps.mysql_schema import read_mysql_tables
 from ingest_platform.dumps.schema import Column, TableSchema
 from ingest_platform.errors import ConfigError, SchemaError, ServiceUnavailableError, first_line
 from ingest_platform.fetch.config import SourceConfig
+from ingest_platform.fetch.key_buckets import Bucketing
 from ingest_platform.postgres import catalog
 from ingest_platform.postgres.connection import connect, server_address
 
@@ -104,6 +105,33 @@ class PostgresSource:
     def end(self) -> None:
         if not self.conn.closed:
             self.conn.rollback()
+
+    def export_snapshot(self) -> str:
+        """The id of this transaction's snapshot, for ``sharing`` (valid while it is open)."""
+        return self._guard(
+            lambda: self.conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+        )
+
+    def sharing(self, snapshot: str) -> PostgresSource:
+        """Another connection to the source whose transaction reads the exported `snapshot`."""
+        other = PostgresSource(self.config, self.dsn)
+        other._guard(
+            lambda: other.conn.execute(
+                sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
+            )
+        )
+        return other
+
+    def table_bytes(self, tables: Sequence[str]) -> dict[str, int]:
+        rows = self._guard(
+            lambda: self.conn.execute(
+                "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = %s AND c.relname = ANY(%s)",
+                (self.config.schema, list(tables)),
+            ).fetchall()
+        )
+        return {name: int(size) for name, size in rows}
 
     def version(self, query: str) -> str:
         return str(self._guard(lambda: self.conn.execute(query).fetchone() or [None])[0])
@@ -393,7 +421,13 @@ class MySQLSource:
         base = parse_type_name(target)[0]
         source_base = parse_type_name(source.source_type)[0]
         if source_base == "bit":
-            text = f"IF({col} = 0, 'f', 't')" if base == "boolean" else f"CAST({col} AS UNSIGNED)"
+            # CASE, not IF(col = 0, ...): IF takes a NULL condition as false, and NULL became 't'
+            # (the bucket hashes of the checks found it).
+            text = (
+                f"CASE WHEN {col} = 0 THEN 'f' WHEN {col} IS NOT NULL THEN 't' END"
+                if base == "boolean"
+                else f"CAST({col} AS UNSIGNED)"
+            )
         elif base == "bytea":
             text = f"CONCAT('\\\\\\\\x', HEX({col}))"
         elif base in ("date", "timestamp", "timestamptz") or base.startswith("timestamp"):
@@ -469,21 +503,49 @@ class MySQLSource:
     def count(self, table: str) -> int:
         return int(self._run(f"SELECT count(*) FROM {_quote_mysql(table)}", table=table)[0][0])
 
-    def key_buckets(self, table: str, key: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """Per bucket (first 2 hex digits of md5 of the key text): count and the sum of the next
-        28 bits; the same numbers ``pull._warehouse_key_buckets`` computes in PostgreSQL."""
-        h = f"MD5(CONCAT_WS('|', {', '.join(map(_quote_mysql, key))}))"
+    def _key_parts(self, key: Sequence[str], bucketing: Bucketing) -> tuple[str, str, str]:
+        """(bucket, sum, key value) expressions, equal to ``fetch.deletes._pg_parts``'s in
+        PostgreSQL: ``key DIV width`` and the key for an integer key; else the first hex digits
+        of md5 of the key's text and the next 28 bits."""
+        if bucketing.integer:
+            k = _quote_mysql(key[0])
+            return f"{k} DIV {int(bucketing.width)}", k, k
+        text = f"CONCAT_WS('|', {', '.join(map(_quote_mysql, key))})"
+        digits = int(bucketing.digits)
+        return (
+            f"LEFT(MD5({text}), {digits})",
+            f"CONV(SUBSTR(MD5({text}), {digits + 1}, 7), 16, 10)",
+            text,
+        )
+
+    def key_buckets(
+        self, table: str, key: Sequence[str], bucketing: Bucketing
+    ) -> dict[Any, tuple[int, int]]:
+        """Per key bucket: count and sum (see ``fetch.deletes``)."""
+        bucket, summed, _ = self._key_parts(key, bucketing)
         rows = self._run(
-            f"SELECT LEFT({h}, 2), count(*), SUM(CONV(SUBSTR({h}, 3, 7), 16, 10))"
-            f" FROM {_quote_mysql(table)} GROUP BY 1",
+            # ORDER BY NULL: no sort of the groups (MariaDB sorts GROUP BY results otherwise).
+            f"SELECT {bucket}, count(*), SUM({summed}) FROM {_quote_mysql(table)} GROUP BY 1"
+            " ORDER BY NULL",
             table=table,
         )
-        return {_text(b): (int(n), int(_text(total))) for b, n, total in rows}
+        read = int if bucketing.integer else _text
+        return {read(_text(b)): (int(n), int(_text(total))) for b, n, total in rows}
 
-    def keys_in(self, table: str, key: Sequence[str], buckets: Sequence[str]) -> set[str]:
-        text = f"CONCAT_WS('|', {', '.join(map(_quote_mysql, key))})"
+    def keys_in(
+        self, table: str, key: Sequence[str], bucketing: Bucketing, buckets: Sequence[Any]
+    ) -> set[Any]:
+        bucket, _, value = self._key_parts(key, bucketing)
+        if bucketing.integer:  # key ranges: the primary key's index finds them
+            where = " OR ".join(
+                f"{value} BETWEEN {int(lo)} AND {int(hi)}" for lo, hi in bucketing.ranges(buckets)
+            )
+            rows = self._run(
+                f"SELECT {value} FROM {_quote_mysql(table)} WHERE {where}", table=table
+            )
+            return {int(_text(r[0])) for r in rows}
         rows = self._run(
-            f"SELECT {text} FROM {_quote_mysql(table)} WHERE LEFT(MD5({text}), 2) IN"
+            f"SELECT {value} FROM {_quote_mysql(table)} WHERE {bucket} IN"
             f" ({', '.join(['%s'] * len(buckets))})",
             list(buckets),
             table,

@@ -18,6 +18,7 @@ from ingest_platform.errors import ConfigError, SchemaError, ServiceUnavailableE
 from ingest_platform.fetch import pull
 from ingest_platform.fetch.config import load_config
 from ingest_platform.fetch.pull import CursorWentBackwards, fetch
+from ingest_platform.fetch.sources import open_source
 from ingest_platform.local.cli import main
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -96,6 +97,85 @@ def test_snapshot_then_incremental_from_postgres(pg_dsn, source_dsn, tmp_path):
     # Nothing new: nothing pulled.
     again = {r.table: r for r in fetch(pg_dsn, config, incremental=True, environ=env)}
     assert again["orders"].rows == 0 and again["orders"].deleted == 0
+
+
+def test_deletes_found_by_bucket_counts_even_beside_an_insert(pg_dsn, source_dsn, tmp_path):
+    """Keys 992..1007 share one key bucket (id DIV 16): an insert and a delete there keep the
+    source's count, yet the delete is found, and the checks pass on counts and changed rows."""
+    seed_pg(source_dsn)
+    config = load_config(write_config(tmp_path, PG_CONFIG))["eu"]
+    env = {"FETCH_TEST_EU": source_dsn}
+    fetch(pg_dsn, config, environ=env)
+    with psycopg.connect(source_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders VALUES (1001, 1, 2, 'new', '2025-01-02')")
+        conn.execute("DELETE FROM orders WHERE id = 1000")
+    (report,) = [r for r in fetch(pg_dsn, config, True, environ=env) if r.table == "orders"]
+    assert (report.rows, report.deleted) == (1, 1)
+    assert report.checks == ["counts ok (1000)", "hashes of changed rows ok (1 rows)"]
+    assert rows(
+        pg_dsn, "SELECT id FROM shop.orders WHERE _deleted_at IS NOT NULL OR id = 1001 ORDER BY 1"
+    ) == [(1000,), (1001,)]
+
+
+def test_checks_of_an_incremental_pull_name_what_differs(pg_dsn, source_dsn, tmp_path):
+    """A row committed with a cursor older than the watermark (with a delete in its bucket, so
+    the counts match) is named as missed; a changed row whose value differs in the warehouse is
+    named by the bucket hashes of the changed rows."""
+    seed_pg(source_dsn)
+    config = load_config(write_config(tmp_path, PG_CONFIG))["eu"]
+    env = {"FETCH_TEST_EU": source_dsn}
+    fetch(pg_dsn, config, environ=env)
+    # A fault on the warehouse's write path: a trigger that alters the value being upserted.
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        (child,) = conn.execute(
+            "SELECT inhrelid::regclass::text FROM pg_inherits"
+            " WHERE inhparent = 'shop.orders'::regclass"
+        ).fetchone()
+        conn.execute(
+            "CREATE FUNCTION shop.damage() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$BEGIN NEW.amount := 99; RETURN NEW; END$$"
+        )
+        conn.execute(
+            f"CREATE TRIGGER damage BEFORE INSERT ON {child} FOR EACH ROW"
+            " WHEN (NEW.id = 10) EXECUTE FUNCTION shop.damage()"
+        )
+    with psycopg.connect(source_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE orders SET amount = 0, updated_at = '2025-01-01' WHERE id = 10")
+    with pytest.raises(pull.CheckFailed, match=r"changed rows differ.*'id': '10'.*amount"):
+        fetch(pg_dsn, config, True, environ=env)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP TRIGGER damage ON {child}")
+    with psycopg.connect(source_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders VALUES (1002, 1, 2, 'late', '2024-01-01')")
+        conn.execute("DELETE FROM orders WHERE id = 999")
+    with pytest.raises(pull.CheckFailed, match="never pulled.*first key: 1002.*full pull"):
+        fetch(pg_dsn, config, True, environ=env)
+    assert rows(pg_dsn, "SELECT id FROM shop.orders WHERE _deleted_at IS NOT NULL") == [(999,)]
+
+
+def test_parallel_readers_share_one_snapshot(pg_dsn, source_dsn, tmp_path):
+    """A second reader adopts the pull's exported snapshot: a row committed after the export is
+    invisible to both, visible to a new transaction; a snapshot pull of two tables (two readers)
+    lands both, checked."""
+    seed_pg(source_dsn)
+    config = load_config(write_config(tmp_path, PG_CONFIG))["eu"]
+    source = open_source(config, {"FETCH_TEST_EU": source_dsn})
+    try:
+        source.begin_snapshot()
+        helper = source.sharing(source.export_snapshot())
+        with psycopg.connect(source_dsn, autocommit=True) as conn:
+            conn.execute("INSERT INTO customers VALUES (99, 'late')")
+        try:
+            assert source.count("customers") == helper.count("customers") == 10
+        finally:
+            helper.close()
+        source.end()
+        assert source.count("customers") == 11
+    finally:
+        source.close()
+    reports = fetch(pg_dsn, config, environ={"FETCH_TEST_EU": source_dsn})
+    assert {(r.table, r.rows) for r in reports} == {("orders", 1000), ("customers", 11)}
+    assert all(any(c.startswith("hashes ok") for c in r.checks) for r in reports)
 
 
 def test_cursor_going_backwards_is_reported(pg_dsn, source_dsn, tmp_path):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
 import psycopg
 import pytest
 
 from ingest_platform.errors import SchemaError, ServiceUnavailableError
+from ingest_platform.fetch import pull
 from ingest_platform.fetch.config import load_config
-from ingest_platform.fetch.pull import fetch
+from ingest_platform.fetch.pull import compare_source, fetch
 from ingest_platform_tests.conftest import unique_name
 
 pymysql = pytest.importorskip("pymysql", reason="needs pymysql (a dependency of the platform)")
@@ -88,11 +90,14 @@ def test_snapshot_and_incremental_from_mariadb(pg_dsn, mysql_db, tmp_path):
     server.commit()
     (report,) = fetch(pg_dsn, config(tmp_path), incremental=True, environ=env)
     assert (report.mode, report.rows, report.deleted) == ("incremental", 3, 0)
+    # NULL bit(1) columns of the new rows stay NULL (they once became true).
+    assert report.checks == ["counts ok (4)", "hashes of changed rows ok (3 rows)"]
     with server.cursor() as cur:
         cur.execute("DELETE FROM items WHERE id = 1")
     server.commit()
     (report,) = fetch(pg_dsn, config(tmp_path), incremental=True, environ=env)
-    assert (report.rows, report.deleted, report.checks) == (0, 1, ["counts ok (3)"])
+    assert (report.rows, report.deleted) == (0, 1)
+    assert report.checks == ["counts ok (3)", "hashes of changed rows ok (0 rows)"]
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute(
             "SELECT id, note, _deleted_at IS NOT NULL FROM shop.items ORDER BY id"
@@ -102,6 +107,63 @@ def test_snapshot_and_incremental_from_mariadb(pg_dsn, mysql_db, tmp_path):
             (3, None, False),
             (4, None, False),
         ]
+
+
+def test_insert_and_delete_in_one_key_bucket_of_mariadb(pg_dsn, mysql_db, tmp_path):
+    """Keys 1..15 share a bucket (id DIV 16): an insert and a delete there keep MariaDB's
+    count, yet the delete is found; a row committed with an old cursor is named as missed."""
+    url, server = mysql_db
+    env = {"FETCH_TEST_MY": url}
+    fetch(pg_dsn, config(tmp_path), environ=env)
+    with server.cursor() as cur:
+        cur.execute("INSERT INTO items (id, updated_at) VALUES (3, '2025-01-02')")
+        cur.execute("DELETE FROM items WHERE id = 2")
+    server.commit()
+    (report,) = fetch(pg_dsn, config(tmp_path), incremental=True, environ=env)
+    assert (report.rows, report.deleted) == (1, 1)
+    assert report.checks == ["counts ok (2)", "hashes of changed rows ok (1 rows)"]
+    with server.cursor() as cur:
+        cur.execute("INSERT INTO items (id, updated_at) VALUES (7, '2000-01-01')")
+        cur.execute("DELETE FROM items WHERE id = 1")
+    server.commit()
+    with pytest.raises(pull.CheckFailed, match="never pulled.*first key: 7"):
+        fetch(pg_dsn, config(tmp_path), incremental=True, environ=env)
+
+
+def test_bucket_hashes_of_mariadb_name_a_changed_value(pg_dsn, mysql_db, tmp_path):
+    """MariaDB's canonical texts equal PostgreSQL's for every mapped kind (the snapshot's checks
+    pass); a value changed in MariaDB behind the cursor's back is named by key and column."""
+    url, server = mysql_db
+    env = {"FETCH_TEST_MY": url}
+    with server.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE kinds (id bigint PRIMARY KEY, d double, r float, t time(6),"
+            " ts timestamp(6) NULL, dt datetime(6), j json, c char(3), u varchar(10),"
+            " n decimal(10,4), s smallint unsigned, updated_at datetime NOT NULL)"
+        )
+        cur.execute(
+            "INSERT INTO kinds VALUES (1, 1e20, 0.1, '12:34:56.5', '2024-02-29 10:00:00.25',"
+            " '1999-12-31 23:59:59.999999', '{\"a\": [1, 2]}', 'ab', 'ünï|:', 12.5, 65535,"
+            " '2024-01-01'), (2, 1.5e-7, -2.5, '00:00:00', NULL, '1970-01-01', NULL, NULL, '',"
+            " 0, 0, '2024-01-01'), (3, 1/3, NULL, NULL, NULL, NULL, 'null', 'x', 'N', -1.0001,"
+            " NULL, '2024-01-01'), (4, 0, 3.4e38, '23:59:59', '2038-01-19 03:14:07', NULL, '[]',"
+            " '', NULL, NULL, 1, '2024-01-01'), (5, -1e-300, NULL, '838:59:59', NULL, NULL, NULL,"
+            " NULL, NULL, NULL, NULL, '2024-01-01')"
+        )
+    server.commit()
+    cfg = dataclasses.replace(config(tmp_path), pattern="kinds")
+    (report,) = fetch(pg_dsn, cfg, environ=env)
+    assert report.checks[0] == "counts ok (5)" and report.checks[1].startswith("hashes ok")
+    assert compare_source(pg_dsn, cfg, "kinds", "v1", env).passed
+    with server.cursor() as cur:
+        cur.execute("UPDATE kinds SET d = 2e20 WHERE id = 1")
+        cur.execute("UPDATE kinds SET u = 'üni|:' WHERE id = 3")
+    server.commit()
+    result = compare_source(pg_dsn, cfg, "kinds", "v1", env)
+    assert [(d.key, d.status, d.detail) for d in result.differences] == [
+        ({"id": "1"}, "different", "columns: d"),
+        ({"id": "3"}, "different", "columns: u"),
+    ]
 
 
 def test_mariadb_faults_are_named(pg_dsn, mysql_db, tmp_path):
