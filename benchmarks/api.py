@@ -134,9 +134,13 @@ def load(url: str, path: str, headers: dict, bodies: list[bytes], seconds: float
 
 
 def cpu_seconds(server: subprocess.Popen, dsn: str) -> tuple[float, float]:
-    """CPU used so far by the server process and by the backends of the benchmark's database
+    """CPU used so far by the server's processes and by the backends of the benchmark's database
     (its pooled connections): rates move with the machine's other load, CPU per batch less."""
-    own = psutil.Process(server.pid).cpu_times()
+    process = psutil.Process(server.pid)
+    own = sum(
+        times.user + times.system
+        for times in [process.cpu_times()] + [p.cpu_times() for p in process.children(True)]
+    )
     with psycopg.connect(dsn, autocommit=True) as conn:
         pids = [
             pid
@@ -152,7 +156,7 @@ def cpu_seconds(server: subprocess.Popen, dsn: str) -> tuple[float, float]:
         except psutil.Error:  # a backend gone since the query, or another user's /proc
             continue
         database += times.user + times.system
-    return own.user + own.system, database
+    return own, database
 
 
 def wait_up(url: str, server: subprocess.Popen) -> None:
@@ -222,6 +226,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2, help="our server's processes")
     parser.add_argument("--dsn", default=os.environ.get("INGEST_BENCH_DSN", DEFAULT_DSN))
     parser.add_argument("--serve-naive", nargs=2, metavar=("PORT", "DSN"), help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -256,6 +261,8 @@ def main() -> int:
                     "api",
                     "--port",
                     str(ours_port),
+                    "--workers",
+                    str(options.workers),
                 ],
                 env=env,
                 stdout=subprocess.DEVNULL,
@@ -301,7 +308,8 @@ def main() -> int:
             m: max((r for r in runs if r.method == m), key=Run.rate) for m in ("ours", "naive ORM")
         }
         print(
-            f"\n{options.clients} clients x {BATCH}-record batches, {options.seconds:.0f} s per "
+            f"\n{options.clients} clients x {BATCH}-record batches, our server {options.workers} "
+            f"processes, {options.seconds:.0f} s per "
             f"method and round, best of {options.rounds} rounds:"
         )
         lines = []

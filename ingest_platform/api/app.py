@@ -39,6 +39,7 @@ from ingest_platform.postgres.connection import CONNECT_TIMEOUT, connect, libpq_
 
 from . import auth, store
 from .config import ApiConfig, api_config_from_env, secret_from_env
+from .login_limit import LoginLimiter
 from .schema import TableShape, read_shape, request_model
 from .store import Reject
 from .writes import BatchResult, TableWriter
@@ -132,7 +133,7 @@ class AppState:
     secret: str
     pool: ConnectionPool
     writers: dict[str, TableWriter]
-    limiter: auth.LoginLimiter
+    limiter: LoginLimiter
 
 
 def create_app(
@@ -164,7 +165,7 @@ def create_app(
         timeout=10,
         open=False,
     )
-    limiter = auth.LoginLimiter(config.login_failures, config.login_window_seconds)
+    limiter = LoginLimiter(pool, config.schema, config.login_failures, config.login_window_seconds)
     state = AppState(config, secret, pool, writers, limiter)
 
     from contextlib import asynccontextmanager

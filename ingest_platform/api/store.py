@@ -5,6 +5,8 @@
   atomic, time): the denominator of the reject share.
 - ``rejects``: one row per rejected record (request id, user, table, record index, the record as
   sent, field, constraint, reason, time).
+- ``login_failures``: failed logins (user name, client address, time) of the last window
+  (``login_limit``).
 
 Created when missing (``ensure_tables``); functions run in the caller's transaction.
 """
@@ -52,6 +54,13 @@ CREATE TABLE IF NOT EXISTS {rejects} (
     at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS rejects_at ON {rejects} (at);
+CREATE TABLE IF NOT EXISTS {login_failures} (
+    username text NOT NULL,
+    address text NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS login_failures_key ON {login_failures} (username, address, at);
+CREATE INDEX IF NOT EXISTS login_failures_at ON {login_failures} (at);
 """
 
 
@@ -73,6 +82,7 @@ def ensure_tables(conn: psycopg.Connection, schema: str) -> None:
             users=qualified(schema, "users"),
             requests=qualified(schema, "requests"),
             rejects=qualified(schema, "rejects"),
+            login_failures=qualified(schema, "login_failures"),
         )
     )
 
@@ -168,14 +178,14 @@ def log_request(
             table,
             [r.index for r in rejects],
             [_loggable(records[r.index]) if r.index < len(records) else None for r in rejects],
-            [_no_nul(r.field) for r in rejects],
-            [_no_nul(r.constraint) for r in rejects],
-            [_no_nul(r.reason) for r in rejects],
+            [no_nul(r.field) for r in rejects],
+            [no_nul(r.constraint) for r in rejects],
+            [no_nul(r.reason) for r in rejects],
         ),
     )
 
 
-def _no_nul(text: str | None) -> str | None:
+def no_nul(text: str | None) -> str | None:
     """A field name or reason quoting what was sent: U+0000 (which text refuses) as U+FFFD."""
     return text.replace("\x00", "\ufffd") if text else text
 

@@ -15,7 +15,9 @@ import jwt
 import psutil
 import psycopg
 import pytest
+from psycopg_pool import ConnectionPool
 
+from ingest_platform.api.login_limit import LoginLimiter
 from ingest_platform.local.api_command import start_api_beside_dagster
 from ingest_platform_tests.api.conftest import PASSWORDS, SECRET, Api, cli
 
@@ -104,16 +106,34 @@ def test_wrong_password_is_refused_without_echoing_it(api):
 
 
 def test_failed_logins_are_rate_limited_per_user_and_address(api):
-    client = api.client(None)
+    # A new connection per attempt: the server's worker processes take turns, and all count.
     for _ in range(3):
-        wrong = client.post("/token", data={"username": "carol", "password": "not-carols-1"})
+        wrong = api.client(None).post(
+            "/token", data={"username": "carol", "password": "not-carols-1"}
+        )
         assert wrong.status_code == 401
-    limited = client.post("/token", data={"username": "carol", "password": PASSWORDS["carol"]})
+    limited = api.client(None).post(
+        "/token", data={"username": "carol", "password": PASSWORDS["carol"]}
+    )
     assert limited.status_code == 429
     assert "too many failed logins for 'carol'" in limited.json()["detail"]
     assert int(limited.headers["Retry-After"]) > 0
     # Another user from the same address is not affected.
     assert api.client("bob").get("/tables").status_code == 200
+
+
+def test_processes_share_the_count_of_failed_logins_and_a_success_clears_it(api):
+    # Two limiters on one database, as two worker processes (or two API servers) have.
+    with ConnectionPool(api.dsn, min_size=1, max_size=2) as pool:
+        first, second = (LoginLimiter(pool, "_ingest_api", 2, 60) for _ in range(2))
+        key = ("dave\x00", "10.0.0.9")  # NUL: a name text cannot hold, counted all the same
+        first.failed(key)
+        assert second.retry_after(key) == 0
+        second.failed(key)
+        assert 55 < first.retry_after(key) <= 60
+        assert second.retry_after(("dave\x00", "10.0.0.10")) == 0  # another address
+        first.succeeded(key)
+        assert second.retry_after(key) == 0
 
 
 def test_no_write_permission_is_forbidden_and_nothing_is_stored(api):
