@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ingest_platform.local.text_table import text_table
+
 
 def register(subparsers, say) -> None:
     parser = subparsers.add_parser("cdc", help="change data capture from the CDC config's source")
@@ -81,8 +83,4 @@ def summary_table(results) -> str:
                 ", ".join(staged.schema_changes) or "-",
             )  # fmt: skip
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+    return text_table(rows)

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from ingest_platform.local.text_table import text_table
+
 
 def register(subparsers, say) -> None:
     parser = subparsers.add_parser(
@@ -81,8 +83,4 @@ def summary_table(reports) -> str:
                 ", ".join(r.checks) or "-",
             )  # fmt: skip
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
+    return text_table(rows)

@@ -21,6 +21,7 @@ from ingest_platform.defs.executor import executor_kind
 from ingest_platform.defs.postgres_resources import postgres_resources_from_env
 from ingest_platform.dumps.directory import DumpCatalog, DumpFile, describe_dump
 from ingest_platform.local.run_launcher import HOST_TAG
+from ingest_platform.local.text_table import text_table
 
 
 def ingest_dumps(
@@ -118,8 +119,4 @@ def summary_table(result: ExecutionResult, tables: dict[dg.AssetKey, str] | None
                 ", ".join(checks.get(key, [])),
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        for row in rows
-    )
+    return text_table(rows)
