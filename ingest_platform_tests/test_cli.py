@@ -456,11 +456,15 @@ def dagster_command(args, project, env) -> subprocess.CompletedProcess:
 
 
 def without_dagsters_own_advert(stderr: str) -> list[str]:
-    """Dagster's CLI warns that `dg launch` supersedes it (before any of our code runs)."""
+    """Dagster's CLI warns that `dg launch` supersedes it and, on its first run in a home
+    directory, prints its telemetry notice (both before any of our code runs)."""
+    lines = stderr.splitlines()
+    if "Welcome to Dagster!" in stderr:  # the notice ends with its Slack link
+        lines = lines[max(i for i, line in enumerate(lines) if "https://bit.ly/" in line) + 1 :]
     return [
         line
-        for line in stderr.splitlines()
-        if "SupersessionWarning" not in line and "return callback(" not in line
+        for line in lines
+        if line.strip() and "SupersessionWarning" not in line and "return callback(" not in line
     ]
 
 
