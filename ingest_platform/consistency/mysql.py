@@ -20,6 +20,8 @@ Statements hold their values as escaped literals and run without parameters.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,6 +36,7 @@ CHUNK_DIGITS = 7
 CHUNK_STARTS = (1, 8, 15, 22)  # as compare.CHUNK_STARTS
 
 Run = Callable[[str], list[tuple]]
+_HEX = re.compile(r"[0-9a-f]{1,32}")
 
 
 def quote(name: str) -> str:
@@ -210,17 +213,20 @@ class MySQLSide:
             mysql_canonical_of([t], [n]) for t, n in zip(self.texts, self.lengths, strict=True)
         )
         rows = self.run(
-            f"SELECT {columns} FROM {self.from_}{glue}{self.key_text} = {_literals([key])}"
+            # By the md5 of the key's text: the statement then holds hex digits, never data.
+            f"SELECT {columns} FROM {self.from_}{glue}MD5({self.key_text})"
+            f" = {_literals([hashlib.md5(key.encode()).hexdigest()])}"
         )
         return [tuple(_text(x) for x in r) for r in rows]
 
 
 def _literals(values: Sequence[str]) -> str:
-    """Hex digits and canonical key texts as MySQL string literals (backslashes escaped: the
-    session keeps backslash escapes on)."""
-    return ", ".join(
-        "'" + v.replace("\\", "\\\\").replace("'", "''").replace("\0", "\\0") + "'" for v in values
-    )
+    """md5 hex digits (bucket prefixes, key hashes: made here, never data) as MySQL string
+    literals; `run` takes no parameters."""
+    for value in values:
+        if not _HEX.fullmatch(value):
+            raise ValueError(f"not md5 hex digits: {value!r}")
+    return ", ".join(f"'{value}'" for value in values)
 
 
 def _text(value: Any) -> str:
