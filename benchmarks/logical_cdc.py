@@ -34,12 +34,12 @@ import uuid
 from pathlib import Path
 
 import psycopg
+from cdc_merge import setup_source as setup_change_log_source
 from common import Method, interleave, print_table, python_peer, round_ratios, say_load
 from psycopg import sql
 
 from ingest_platform.cdc import checks, pipeline
 from ingest_platform.cdc.config import CdcConfig, CdcTable, LogicalSource
-from ingest_platform.demo.cdc_app import SCHEMA_SQL
 from ingest_platform.postgres.connection import scalar, with_database
 
 LOG_TABLE = CdcTable(app_label="bench", model="item", source_table="bench_item")
@@ -47,31 +47,14 @@ WAL_TABLE = CdcTable(source_table="bench_item")
 
 
 def setup_source(dsn: str, rows: int, slot: str) -> None:
+    """cdc_merge's source (the table and its change log), with a publication and a slot."""
+    setup_change_log_source(dsn, rows)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(SCHEMA_SQL)
-        conn.execute("INSERT INTO django_content_type (app_label, model) VALUES ('bench', 'item')")
-        conn.execute(
-            "CREATE TABLE bench_item (id bigint PRIMARY KEY, name text NOT NULL, qty integer, "
-            "price numeric(12, 2), updated_at timestamptz NOT NULL, attrs jsonb)"
-        )
-        conn.execute(
-            "INSERT INTO bench_item SELECT g, 'item ' || g, g %% 1000, (g %% 100000) / 100.0, "
-            "'2024-01-01'::timestamptz + g * interval '1 second', jsonb_build_object('g', g %% 7) "
-            "FROM generate_series(1, %s) g",
-            (rows,),
-        )
-        conn.execute(
-            "INSERT INTO models_logging_change (object_id, content_type_id, action, changed_data, "
-            "object_repr) SELECT b.id::text, (SELECT id FROM django_content_type "
-            "WHERE app_label = 'bench'), 'added', NULL, 'bench_item ' || b.id "
-            "FROM bench_item b ORDER BY b.id"
-        )
         conn.execute(
             "CREATE PUBLICATION bench_pub FOR TABLE bench_item "
             "WITH (publish = 'insert, update, delete')"
         )
         conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
-        conn.execute("VACUUM ANALYZE")
 
 
 def make_updates(dsn: str, updates: int, per_transaction: int) -> None:
