@@ -529,17 +529,9 @@ def stage_logical(
         connect(warehouse_dsn, autocommit=True) as wconn,
         connect(source_dsn, autocommit=True) as sconn,
     ):
-        try:
-            confirmed = _slot_row(sconn, logical)[2] or 0
-            _check_publication(sconn, logical, table)
-        except LogicalDecodingError as error:
-            raise _error(table, error) from None
-        wh.ensure_watermark(wconn, schema, table.name)
+        confirmed = _ensure_snapshot(wconn, sconn, source_dsn, warehouse_dsn, config, table)
         mark = _watermark(wconn, schema, table.name)
-        if mark.horizon_id == 0:
-            _initial_snapshot(source_dsn, warehouse_dsn, config, table, confirmed)
-            mark = _watermark(wconn, schema, table.name)
-        elif mark.horizon_id < confirmed:
+        if mark.horizon_id < confirmed:
             raise LogicalDecodingError(
                 f"CDC table {table.name!r}: slot {logical.slot!r} is at {lsn_text(confirmed)}, "
                 f"past the table's watermark {lsn_text(mark.horizon_id)}: changes in between "
@@ -702,8 +694,12 @@ def run_logical_all(source_dsn: str, warehouse_dsn: str, config: CdcConfig):
 
     logical = _logical(config)
     confirm_slot(source_dsn, warehouse_dsn, config)
-    for table in config.tables:
-        _ensure_snapshot(source_dsn, warehouse_dsn, config, table)
+    with (
+        connect(warehouse_dsn, autocommit=True) as wconn,
+        connect(source_dsn, autocommit=True) as sconn,
+    ):
+        for table in config.tables:
+            _ensure_snapshot(wconn, sconn, source_dsn, warehouse_dsn, config, table)
     with connect(source_dsn, autocommit=True) as sconn:
         src.set_session(sconn)  # decoded values print in the source session's formats
         try:
@@ -722,24 +718,27 @@ def run_logical_all(source_dsn: str, warehouse_dsn: str, config: CdcConfig):
 
 
 def _ensure_snapshot(
-    source_dsn: str, warehouse_dsn: str, config: CdcConfig, table: CdcTable
-) -> None:
-    """The initial snapshot of a table never merged (watermark 0), before the slot is decoded."""
+    wconn: psycopg.Connection,
+    sconn: psycopg.Connection,
+    source_dsn: str,
+    warehouse_dsn: str,
+    config: CdcConfig,
+    table: CdcTable,
+) -> int:
+    """The initial snapshot of a table never merged (watermark 0), before the slot is decoded
+    for it; the slot's confirmed position (the publication checked)."""
     from ingest_platform.cdc.pipeline import _watermark
 
     logical = _logical(config)
-    with (
-        connect(warehouse_dsn, autocommit=True) as wconn,
-        connect(source_dsn, autocommit=True) as sconn,
-    ):
-        try:
-            confirmed = _slot_row(sconn, logical)[2] or 0
-            _check_publication(sconn, logical, table)
-        except LogicalDecodingError as error:
-            raise _error(table, error) from None
-        wh.ensure_watermark(wconn, config.warehouse_schema, table.name)
-        if _watermark(wconn, config.warehouse_schema, table.name).horizon_id == 0:
-            _initial_snapshot(source_dsn, warehouse_dsn, config, table, confirmed)
+    try:
+        confirmed = _slot_row(sconn, logical)[2] or 0
+        _check_publication(sconn, logical, table)
+    except LogicalDecodingError as error:
+        raise _error(table, error) from None
+    wh.ensure_watermark(wconn, config.warehouse_schema, table.name)
+    if _watermark(wconn, config.warehouse_schema, table.name).horizon_id == 0:
+        _initial_snapshot(source_dsn, warehouse_dsn, config, table, confirmed)
+    return confirmed
 
 
 def pending_logical_tables(
