@@ -377,6 +377,10 @@ def test_cli_refuses_a_short_password_and_a_missing_secret(api):
     serve = cli(env, "api", "--port", "1")
     assert serve.returncode == 1
     assert "INGEST_API_SECRET is not set" in serve.stderr
+    no_workers = cli(api.env, "api", "--port", "1", "--workers", "0")
+    assert no_workers.returncode == 1
+    assert "--workers 0: give 1 or more server processes." in no_workers.stderr
+    assert "Traceback" not in no_workers.stderr
     unknown = cli(api.env, "api", "user", "add", "eve", "--table", "salaries", "--password-stdin",
                   stdin="long-enough-1\n")  # fmt: skip
     assert unknown.returncode == 1 and "Unknown table(s) salaries" in unknown.stderr
