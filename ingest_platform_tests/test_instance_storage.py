@@ -2,6 +2,7 @@
 share a few connections."""
 
 import logging
+import os
 import shutil
 import signal
 import socket
@@ -143,3 +144,40 @@ def test_run_monitoring_fails_a_run_whose_worker_died(pg_dsn, tmp_path, monkeypa
     finally:
         if worker.poll() is None:
             worker.kill()
+
+
+OPEN_INSTANCE = """
+import os, sys, time
+from pathlib import Path
+
+import dagster as dg
+
+home = Path(sys.argv[1])
+(home / f"ready.{os.getpid()}").touch()
+while not (home / "go").exists():  # all open the storage at the same moment
+    time.sleep(0.005)
+with dg.DagsterInstance.from_config(str(home)) as instance:
+    instance.get_runs()
+"""
+
+
+def test_processes_opening_a_new_storage_at_once_all_start(pg_dsn, tmp_path):
+    """Two `ingest` commands and Celery workers started together on an empty storage: each
+    would create Dagster's tables at the same time (`type "snapshots" already exists`); the
+    storage's setup lock lets one create them and the others find them."""
+    shutil.copyfile(INSTANCE_CONFIG, tmp_path / "dagster.yaml")
+    (tmp_path / "open_instance.py").write_text(OPEN_INSTANCE)
+    env = {**os.environ, "DAGSTER_PG_URL": to_url(pg_dsn), "DAGSTER_HOME": str(tmp_path)}
+    command = [sys.executable, str(tmp_path / "open_instance.py"), str(tmp_path)]
+    processes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(6)
+    ]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready.*"))) < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
+    outputs = [process.communicate(timeout=180)[0].decode() for process in processes]
+    assert [process.returncode for process in processes] == [0] * 6, "\n".join(outputs)
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('runs')").fetchone() == ("runs",)

@@ -12,6 +12,13 @@ What it costs: each of those processes holds up to three idle connections while 
 webserver already did); a `dagster dev` session with a run in flight held 11 instead of 1. The
 switch also sets a statement timeout on each connection: 0, none, as these processes had unless
 the server sets a default; the webserver still sets its own 15 s.
+
+Processes that open a new (empty) storage at the same moment, such as two `ingest-platform
+ingest` commands and Celery workers started together, would each create Dagster's tables, and
+dagster-postgres retries only a duplicate table, not the duplicate type PostgreSQL reports for a
+table created concurrently ("type snapshots already exists"). Opening the storage therefore holds
+an advisory lock of this database: one process creates or migrates the tables, the others then
+find them.
 """
 
 from __future__ import annotations
@@ -19,13 +26,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import sqlalchemy
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres import DagsterPostgresStorage
-from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+from dagster_postgres.utils import (
+    create_pg_engine,
+    get_token_provider_from_config,
+    pg_url_from_config,
+)
 
 # dagster-webserver's defaults (--db-pool-recycle, --db-pool-max-overflow).
 POOL_RECYCLE_SECONDS = 3600
 POOL_MAX_OVERFLOW = 20
+
+# pg_advisory_lock's key while a process opens (and maybe creates) the storage: any number that
+# nothing else on the database locks.
+STORAGE_SETUP_LOCK = 0x1D6E57_DA65
 
 
 def psycopg2_url(url: str) -> str:
@@ -45,9 +61,20 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         inst_data: ConfigurableClassData | None = None,
         token_provider: Any = None,
     ):
-        super().__init__(
-            psycopg2_url(postgres_url), should_autocreate_tables, inst_data, token_provider
-        )
+        url = psycopg2_url(postgres_url)
+        engine = create_pg_engine(url, token_provider, poolclass=sqlalchemy.NullPool)
+        try:
+            with engine.connect() as setup:
+                # A session lock, held until released: the tables are created on other connections.
+                setup.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({STORAGE_SETUP_LOCK})"))
+                try:
+                    super().__init__(url, should_autocreate_tables, inst_data, token_provider)
+                finally:
+                    setup.execute(
+                        sqlalchemy.text(f"SELECT pg_advisory_unlock({STORAGE_SETUP_LOCK})")
+                    )
+        finally:
+            engine.dispose()
         for storage in (self.run_storage, self.event_log_storage, self.schedule_storage):
             # dagster-postgres's one switch to a pooled engine.
             storage.optimize_for_webserver(
