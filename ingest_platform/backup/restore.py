@@ -313,11 +313,11 @@ _BINARY_TRAILER = b"\xff\xff"
 # Money is stored as PostgreSQL's text of it, which lc_monetary shapes ("-$1,234.56" under the C
 # and en_US locales). Its binary form is an int8 of the currency's smallest unit, scaled by the
 # locale's fraction digits. So money goes binary only when the target prints money in that
-# shape with two fraction digits (``money_prints_as_cents``) and every stored value has it: then
-# the digits without "$", "," and "." are the int8 the target's own text input would make.
-# Otherwise the table goes as text, parsed by the target as before. The proof hashes money's
-# text on the target, so a value changed on the way would fail the restore, never pass it.
-_MONEY_SHAPE = r"^-?\$\d{1,3}(,\d{3})*\.\d\d$"
+# shape with two fraction digits (``money_prints_as_cents``) and every stored value has it
+# (``types.money_shaped``): then the value's digits are the int8 the target's own text input would
+# make (``types.money_cents``). Otherwise the table goes as text, parsed by the target as before.
+# The proof hashes money's text on the target, so a value changed on the way would fail the
+# restore, never pass it.
 _MONEY_PROBE = "SELECT (-1234567.89)::numeric::money::text, (0.05)::numeric::money::text"
 _MONEY_PRINTED = ("-$1,234,567.89", "$0.05")
 
@@ -325,15 +325,6 @@ _MONEY_PRINTED = ("-$1,234,567.89", "$0.05")
 def money_prints_as_cents(target: psycopg.Connection) -> bool:
     """Whether `target` (this session's lc_monetary) prints money as "-$1,234.56"."""
     return tuple(target.execute(_MONEY_PROBE).fetchone() or ()) == _MONEY_PRINTED
-
-
-def money_cents(text: pa.Array) -> pa.Array | None:
-    """Money text ("-$1,234.56") as int64 cents, NULL kept; None if a value has another shape."""
-    if not pc.all(pc.match_substring_regex(text, _MONEY_SHAPE)).as_py():
-        return None
-    for separator in ("$", ",", "."):
-        text = pc.replace_substring(text, separator, "")
-    return pc.cast(text, pa.int64())
 
 
 def _is_money(column: dict) -> bool:
@@ -352,8 +343,8 @@ class BinaryCopy:
         if self.money:
             arrays = batch.columns
             for i in self.money:
-                cents = money_cents(pc.cast(arrays[i], pa.string()))
-                assert cents is not None  # every value was checked by binary_copy
+                cents = types.money_cents(pc.cast(arrays[i], pa.string()))
+                assert cents is not None  # every value's shape was checked by binary_copy
                 arrays[i] = cents
             batch = pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
         return self.encoder.encode(batch)
@@ -382,7 +373,7 @@ def binary_copy(directory: Path, entry: dict, money_as_cents: bool = False) -> B
         if money:
             stored = parquet.read(columns=[columns[i]["name"] for i in money])
             for values in stored.columns:
-                if money_cents(pc.cast(values, pa.string())) is None:
+                if not types.money_shaped(pc.cast(values, pa.string())):
                     return None
     for i in money:
         schema = schema.set(i, schema.field(i).with_type(pa.int64()))

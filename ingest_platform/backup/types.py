@@ -172,6 +172,40 @@ def _uuid_text(column: dict, array: pa.Array) -> pa.Array:
     return _hex(pc.cast(storage, pa.binary()))
 
 
+# ----------------------------------------------------------------------------- money (restores)
+
+# Money as PostgreSQL prints it under the C and en_US locales: "-$1,234,567.89". At most 18
+# digits before the point (int8's range has 17; more are caught below, not wrapped).
+_MONEY_SHAPE = r"^-?\$\d{1,3}(,\d{3}){0,5}\.\d\d$"
+
+
+def money_shaped(text: pa.Array) -> bool:
+    """Every non-NULL value is money text of the shape "-$1,234.56"."""
+    return bool(pc.all(pc.match_substring_regex(text, _MONEY_SHAPE)).as_py() is not False)
+
+
+def money_cents(text: pa.Array) -> pa.Array | None:
+    """Money text ("-$1,234.56") as int64 cents, NULL kept; None if a value has another shape or
+    does not fit int8. Each value's sign and digits, picked out of the column's bytes with numpy,
+    are parsed by Arrow's integer cast: pyarrow's replace_substring for "$", "," and "." took
+    0.25 s per million values, this a fraction of it."""
+    if not money_shaped(text):
+        return None
+    offsets, data = _string_parts(text)
+    keep = ((data >= ord("0")) & (data <= ord("9"))) | (data == ord("-"))
+    kept = np.concatenate([np.zeros(1, np.int64), np.cumsum(keep, dtype=np.int64)])
+    numbers = pa.Array.from_buffers(
+        pa.large_string(),
+        len(text),
+        [_validity(text), pa.py_buffer(kept[offsets]), pa.py_buffer(data[keep])],
+        null_count=text.null_count,
+    )
+    try:
+        return pc.cast(numbers, pa.int64())
+    except pa.ArrowInvalid:  # beyond int8
+        return None
+
+
 # ----------------------------------------------------------------------------- dates and times
 
 

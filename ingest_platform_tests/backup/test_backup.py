@@ -488,11 +488,15 @@ def test_tables_binary_copy_takes_restore_by_it_exactly(pg_dsn, target_dsn, tmp_
 
 
 def test_money_text_becomes_cents_only_in_the_shape_it_is_read_in():
-    from ingest_platform.backup.restore import money_cents
+    from ingest_platform.backup.types import money_cents
 
-    text = pa.array(["$0.05", "-$1,234,567.89", None, "-$92,233,720,368,547,758.08", "$0.00"])
-    assert money_cents(text).to_pylist() == [5, -123456789, None, -(2**63), 0]
-    for other in ("€1.234,56", "$1,234.5", "1,234.56", "$1234.56", "($1.00)", "$1,23.00"):
+    text = pa.array(["$0.05", "-$1,234,567.89", None, "-$92,233,720,368,547,758.08", "$0.00",
+                     "$92,233,720,368,547,758.07", "-$0.10", "$999.99"])  # fmt: skip
+    assert money_cents(text).to_pylist() == [5, -123456789, None, -(2**63), 0, 2**63 - 1, -10,
+                                             99999]  # fmt: skip
+    assert money_cents(text.slice(1, 2)).to_pylist() == [-123456789, None]
+    for other in ("€1.234,56", "$1,234.5", "1,234.56", "$1234.56", "($1.00)", "$1,23.00",
+                  "$92,233,720,368,547,758.08", "$100,000,000,000,000,000.00"):  # fmt: skip
         assert money_cents(pa.array(["$1.00", other])) is None, other
 
 
