@@ -343,8 +343,11 @@ class BinaryCopy:
         if self.money:
             arrays = batch.columns
             for i in self.money:
-                cents = types.money_cents(pc.cast(arrays[i], pa.string()))
-                assert cents is not None  # every value's shape was checked by binary_copy
+                # Every value's shape was checked by binary_copy; only the range is left.
+                cents = types.money_cents(pc.cast(arrays[i], pa.string()), shaped=True)
+                if cents is None:
+                    name = batch.schema.names[i]
+                    raise ValueError(f"column {name} holds a money value beyond int8's range")
                 arrays[i] = cents
             batch = pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
         return self.encoder.encode(batch)

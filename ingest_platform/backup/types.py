@@ -184,12 +184,12 @@ def money_shaped(text: pa.Array) -> bool:
     return bool(pc.all(pc.match_substring_regex(text, _MONEY_SHAPE)).as_py() is not False)
 
 
-def money_cents(text: pa.Array) -> pa.Array | None:
+def money_cents(text: pa.Array, shaped: bool = False) -> pa.Array | None:
     """Money text ("-$1,234.56") as int64 cents, NULL kept; None if a value has another shape or
-    does not fit int8. Each value's sign and digits, picked out of the column's bytes with numpy,
-    are parsed by Arrow's integer cast: pyarrow's replace_substring for "$", "," and "." took
-    0.25 s per million values, this a fraction of it."""
-    if not money_shaped(text):
+    does not fit int8 (`shaped`: ``money_shaped`` said so already). Each value's sign and digits,
+    picked out of the column's bytes with numpy, are parsed by Arrow's integer cast: pyarrow's
+    replace_substring for "$", "," and "." took 0.25 s per million values, this a fraction."""
+    if not shaped and not money_shaped(text):
         return None
     offsets, data = _string_parts(text)
     keep = ((data >= ord("0")) & (data <= ord("9"))) | (data == ord("-"))
