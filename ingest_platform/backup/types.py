@@ -3,8 +3,9 @@
 One ``Kind`` per row of the README's table. A column is read by ``COPY (SELECT <wire
 expressions>) TO STDOUT (FORMAT csv)`` and parsed by Arrow's CSV reader into *wire* columns of
 plain types (integers, floats, decimals, strings): no Python object per value. ``to_arrow`` turns
-a column's wire arrays into its stored Arrow type (a zero-copy view for dates, timestamps and
-times; hex decoding with numpy for bytea and uuid), which Parquet writes as its logical type.
+a column's wire arrays into its stored Arrow type (a zero-copy view for dates; timestamps and
+times from their binary send form printed as hex; hex decoding with numpy for bytea and uuid),
+which Parquet writes as its logical type.
 ``to_text`` is the inverse for restores: the stored array as PostgreSQL's COPY text input, again
 computed on the whole array. Arrays are the one kind that goes value by value (JSON text in,
 array literals out).
@@ -277,10 +278,8 @@ def _view(column: dict, arrays: list[pa.Array], kind: str) -> pa.Array:
         MICROS_MINUS_INFINITY,
     )
     finite = (sent != MICROS_INFINITY) & (sent != MICROS_MINUS_INFINITY)
-    shifted = sent + _PG_EPOCH_MICROS * finite.astype(np.int64)  # infinities stay the extremes
-    return _int64(shifted, values).view(
-        pa.timestamp("us", "UTC" if kind == "timestamptz" else None)
-    )
+    sent[finite] += _PG_EPOCH_MICROS  # in place; the infinities stay the extremes
+    return _int64(sent, values).view(pa.timestamp("us", "UTC" if kind == "timestamptz" else None))
 
 
 class OutOfRange(ValueError):
