@@ -297,8 +297,9 @@ def copy_text(columns: list[dict], batch: pa.RecordBatch) -> pa.Buffer | None:
     return buffers[2][offsets[rows.offset] : offsets[rows.offset + len(rows)]]
 
 
-# Kinds binary COPY (``bulk_ingest/arrow_copy.py``) writes from the stored Arrow arrays. Others
-# (money, inet, enums and every other type kept as text, uuid, interval, arrays) go as text.
+# Kinds binary COPY (``bulk_ingest/arrow_copy.py``) writes from the stored Arrow arrays, and money
+# (``money_cents``). Others (inet, enums and every other type kept as text, uuid, interval,
+# arrays) go as text.
 _BINARY_KINDS = {"int", "float", "bool", "decimal", "text", "bytea", "date", "timestamp",
                  "timestamptz", "time", "json"}  # fmt: skip
 _SENTINELS = {
@@ -309,80 +310,144 @@ _SENTINELS = {
 _BINARY_SIGNATURE = b"PGCOPY\n\xff\r\n\0" + bytes(8)  # signature, flags, extension length
 _BINARY_TRAILER = b"\xff\xff"
 
+# Money is stored as PostgreSQL's text of it, which lc_monetary shapes ("-$1,234.56" under the C
+# and en_US locales). Its binary form is an int8 of the currency's smallest unit, scaled by the
+# locale's fraction digits. So money goes binary only when the target prints money in that
+# shape with two fraction digits (``money_prints_as_cents``) and every stored value has it
+# (``types.money_shaped``): then the value's digits are the int8 the target's own text input would
+# make (``types.money_cents``). Otherwise the table goes as text, parsed by the target as before.
+# The proof hashes money's text on the target, so a value changed on the way would fail the
+# restore, never pass it.
+_MONEY_PROBE = "SELECT (-1234567.89)::numeric::money::text, (0.05)::numeric::money::text"
+_MONEY_PRINTED = ("-$1,234,567.89", "$0.05")
 
-def binary_encoder(directory: Path, entry: dict) -> ArrowEncoder | None:
-    """The binary COPY encoder of a table stored in Parquet whose every column binary COPY takes,
-    or None (text COPY). Infinite dates and timestamps are stored as their type's extreme values,
+
+def money_prints_as_cents(target: psycopg.Connection) -> bool:
+    """Whether `target` (this session's lc_monetary) prints money as "-$1,234.56"."""
+    return tuple(target.execute(_MONEY_PROBE).fetchone() or ()) == _MONEY_PRINTED
+
+
+def _is_money(column: dict) -> bool:
+    return column.get("pg_base") == "money"
+
+
+@dataclass
+class BinaryCopy:
+    """How a table's stored batches become binary COPY data: the encoder, and the positions of
+    money columns, sent as int8 cents."""
+
+    encoder: ArrowEncoder
+    money: list[int]
+
+    def encode(self, batch: pa.RecordBatch) -> list:
+        if self.money:
+            arrays = batch.columns
+            for i in self.money:
+                # Every value's shape was checked by binary_copy; only the range is left.
+                cents = types.money_cents(pc.cast(arrays[i], pa.string()), shaped=True)
+                if cents is None:
+                    name = batch.schema.names[i]
+                    raise ValueError(f"column {name} holds a money value beyond int8's range")
+                arrays[i] = cents
+            batch = pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+        return self.encoder.encode(batch)
+
+
+def binary_copy(directory: Path, entry: dict, money_as_cents: bool = False) -> BinaryCopy | None:
+    """The binary COPY of a table stored in Parquet whose every column binary COPY takes, or None
+    (text COPY). Infinite dates and timestamps are stored as their type's extreme values,
     which binary COPY would shift from 1970 to PostgreSQL's epoch: a table whose Parquet
-    statistics show one (or have none) goes as text."""
+    statistics show one (or have none) goes as text. Money columns count when
+    `money_as_cents` (the target prints money as "-$1,234.56", ``money_prints_as_cents``) and
+    every stored value has that shape."""
     columns = entry["columns"]
-    if not columns or any(c["kind"] not in _BINARY_KINDS for c in columns):
+    money = [i for i, c in enumerate(columns) if _is_money(c)] if money_as_cents else []
+    if not columns or any(
+        c["kind"] not in _BINARY_KINDS for i, c in enumerate(columns) if i not in money
+    ):
         return None
     if not all(name.endswith(".parquet") for name in entry["files"]):
         return None
     schema = types.arrow_schema(columns)
     for name in entry["files"]:
-        meta = pq.ParquetFile(directory / name).metadata
-        for i, column in enumerate(columns):
-            sentinels = _SENTINELS.get(column["kind"])
-            if sentinels is None:
-                continue
-            for group in range(meta.num_row_groups):
-                stats = meta.row_group(group).column(i).statistics
-                if stats is None:
-                    if meta.row_group(group).num_rows:
-                        return None
-                    continue
-                if not stats.has_min_max:
-                    if stats.null_count < meta.row_group(group).num_rows:
-                        return None
-                    continue
-                low, high = stats.min_raw, stats.max_raw  # days or microseconds, as stored
-                if low <= sentinels[0] or high >= sentinels[1]:
+        parquet = pq.ParquetFile(directory / name)
+        if not _finite(parquet.metadata, columns):
+            return None
+        if money:
+            stored = parquet.read(columns=[columns[i]["name"] for i in money])
+            for values in stored.columns:
+                if not types.money_shaped(pc.cast(values, pa.string())):
                     return None
-    typnames = [c.get("typname", "") for c in columns]
+    for i in money:
+        schema = schema.set(i, schema.field(i).with_type(pa.int64()))
+    typnames = ["int8" if i in money else c.get("typname", "") for i, c in enumerate(columns)]
     try:
-        return ArrowEncoder.of(schema, [c["name"] for c in columns], typnames)
+        encoder = ArrowEncoder.of(schema, [c["name"] for c in columns], typnames)
     except ArrowValueError:
         return None
+    return BinaryCopy(encoder, money) if encoder is not None else None
+
+
+def _finite(meta: pq.FileMetaData, columns: list[dict]) -> bool:
+    """No date or timestamp of the file is stored as an infinity (its statistics say so)."""
+    for i, column in enumerate(columns):
+        sentinels = _SENTINELS.get(column["kind"])
+        if sentinels is None:
+            continue
+        for group in range(meta.num_row_groups):
+            stats = meta.row_group(group).column(i).statistics
+            if stats is None:
+                if meta.row_group(group).num_rows:
+                    return False
+                continue
+            if not stats.has_min_max:
+                if stats.null_count < meta.row_group(group).num_rows:
+                    return False
+                continue
+            low, high = stats.min_raw, stats.max_raw  # days or microseconds, as stored
+            if low <= sentinels[0] or high >= sentinels[1]:
+                return False
+    return True
 
 
 def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
     started = time.monotonic()
     label = f"{entry['schema']}.{entry['name']}"
     columns = entry["columns"]
-    encoder = binary_encoder(directory, entry)
-    names = encoder.columns if encoder is not None else [c["name"] for c in columns]
-    # FREEZE: the table is truncated in the same transaction, so its rows are written frozen
-    # (no hint-bit writes when the proof then reads them, nothing left for VACUUM to freeze).
-    statement = sql.SQL("COPY {} ({}) FROM STDIN ({}FREEZE)").format(
-        qualified(entry["schema"], entry["name"]),
-        sql.SQL(", ").join(sql.Identifier(name) for name in names),
-        sql.SQL("FORMAT binary, " if encoder is not None else ""),
-    )
     rows = 0
     try:
         with connect(target_dsn) as target:
             use_text_settings(target, local=True)
+            money = any(_is_money(c) for c in columns) and money_prints_as_cents(target)
+            binary = binary_copy(directory, entry, money_as_cents=money)
+            names = binary.encoder.columns if binary is not None else [c["name"] for c in columns]
+            # FREEZE: the table is truncated in the same transaction, so its rows are written
+            # frozen (no hint-bit writes when the proof then reads them, nothing left for VACUUM
+            # to freeze).
+            statement = sql.SQL("COPY {} ({}) FROM STDIN ({}FREEZE)").format(
+                qualified(entry["schema"], entry["name"]),
+                sql.SQL(", ").join(sql.Identifier(name) for name in names),
+                sql.SQL("FORMAT binary, " if binary is not None else ""),
+            )
             target.execute(  # ONLY: a parent table's TRUNCATE would empty its loaded children
                 sql.SQL("TRUNCATE ONLY {}").format(qualified(entry["schema"], entry["name"]))
             )
             cursor = target.cursor()
             # A thread sends each batch while the next is read and turned into COPY data.
             with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
-                if encoder is not None:
+                if binary is not None:
                     copy.write(_BINARY_SIGNATURE)
                 for name in entry["files"]:
                     for batch in files.read_batches(directory / name, columns):
-                        if encoder is not None:
-                            for data in encoder.encode(batch):
+                        if binary is not None:
+                            for data in binary.encode(batch):
                                 copy.write(data)
                         else:
                             text = copy_text(columns, batch)
                             if text is not None:
                                 copy.write(text)
                         rows += batch.num_rows
-                if encoder is not None:
+                if binary is not None:
                     copy.write(_BINARY_TRAILER)
             target.commit()
     except ArrowValueError as exc:
@@ -395,7 +460,7 @@ def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
             f"{label}: restoring failed: {first_line(exc)}. Run the restore again (it starts "
             "over); if it fails the same way, the target server may not take this type."
         ) from None
-    logger.info(f"{label}: {rows:,} rows ({'binary' if encoder is not None else 'text'} COPY)")
+    logger.info(f"{label}: {rows:,} rows ({'binary' if binary is not None else 'text'} COPY)")
     return TableRestore(label, rows, time.monotonic() - started)
 
 

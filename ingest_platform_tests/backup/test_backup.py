@@ -448,10 +448,11 @@ def test_a_backup_without_fingerprints_restores_but_says_it_is_unproven(
     assert _rows_as_text(target_dsn) == _rows_as_text(source)
 
 
-def test_tables_binary_copy_takes_restore_by_it_exactly(pg_dsn, target_dsn, tmp_path):
-    # Binary COPY for tables of plain kinds; infinity (stored as the type's extreme value) and
-    # types binary COPY does not write (uuid here) go as text. Both restore every value.
-    from ingest_platform.backup.restore import binary_encoder
+def test_tables_binary_copy_takes_restore_by_it_exactly(pg_dsn, target_dsn, tmp_path, caplog):
+    # Binary COPY for tables of plain kinds and money (as int8 cents); infinity (stored as the
+    # type's extreme value) and types binary COPY does not write (uuid here) go as text. Both
+    # restore every value.
+    from ingest_platform.backup.restore import binary_copy
 
     columns = (
         "id bigint PRIMARY KEY, n numeric(12,3), f float8, b bool, s text, v varchar(5),"
@@ -468,14 +469,35 @@ def test_tables_binary_copy_takes_restore_by_it_exactly(pg_dsn, target_dsn, tmp_
              f" CREATE TABLE endless ({columns}); INSERT INTO endless VALUES {values};"
              " UPDATE endless SET d = 'infinity', ts = '-infinity' WHERE id = 1;"
              " CREATE TABLE other (id int PRIMARY KEY, u uuid);"
-             " INSERT INTO other VALUES (1, gen_random_uuid())")  # fmt: skip
+             " INSERT INTO other VALUES (1, gen_random_uuid());"
+             " CREATE TABLE cash (id int PRIMARY KEY, m money, n money NOT NULL);"
+             " INSERT INTO cash VALUES (1, '92233720368547758.07', '-92233720368547758.08'),"
+             "   (2, NULL, '-0.05'), (3, '0', '1234567.89'), (4, '-1000', '0.10')")  # fmt: skip
     manifest = backup(pg_dsn, tmp_path / "b")
-    chosen = {t["name"]: binary_encoder(tmp_path / "b", t) is not None for t in manifest["tables"]}
-    assert chosen == {"plain": True, "endless": False, "other": False}
-    result = restore(tmp_path / "b", target_dsn)
+    chosen = {
+        t["name"]: binary_copy(tmp_path / "b", t, money_as_cents=True) is not None
+        for t in manifest["tables"]
+    }
+    assert chosen == {"plain": True, "endless": False, "other": False, "cash": True}
+    with caplog.at_level("INFO", logger="ingest_platform.backup"):
+        result = restore(tmp_path / "b", target_dsn)
     assert result.passed, result.text()
-    for table in ("plain", "endless", "other"):
+    assert "public.cash: 4 rows (binary COPY)" in caplog.text  # the server prints "$1,234.56"
+    for table in ("plain", "endless", "other", "cash"):
         assert _rows_as_text(target_dsn, table) == _rows_as_text(pg_dsn, table), table
+
+
+def test_money_text_becomes_cents_only_in_the_shape_it_is_read_in():
+    from ingest_platform.backup.types import money_cents
+
+    text = pa.array(["$0.05", "-$1,234,567.89", None, "-$92,233,720,368,547,758.08", "$0.00",
+                     "$92,233,720,368,547,758.07", "-$0.10", "$999.99"])  # fmt: skip
+    assert money_cents(text).to_pylist() == [5, -123456789, None, -(2**63), 0, 2**63 - 1, -10,
+                                             99999]  # fmt: skip
+    assert money_cents(text.slice(1, 2)).to_pylist() == [-123456789, None]
+    for other in ("€1.234,56", "$1,234.5", "1,234.56", "$1234.56", "($1.00)", "$1,23.00",
+                  "$92,233,720,368,547,758.08", "$100,000,000,000,000,000.00"):  # fmt: skip
+        assert money_cents(pa.array(["$1.00", other])) is None, other
 
 
 def test_keys_and_indexes_of_tables_not_restored_are_built_too(pg_dsn, target_dsn, tmp_path):
