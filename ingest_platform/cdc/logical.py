@@ -50,6 +50,14 @@ The merge also writes ``<schema>."<table>__changes"`` (one row per decoded chang
 all the config's tables and confirms it once, after every merge (the position is the smallest
 watermark anyway, so a table merged alone never moves it past another's changes).
 
+One slot, several processes
+---------------------------
+A slot serves one backend at a time: a peek or advance while another holds it fails at once
+("replication slot ... is active for PID ..."). The steps of one CDC job can run at once in
+several processes or on Celery workers (each table's staging peeks, each merge confirms), so both
+wait for the slot (``_when_slot_free``) up to ``SLOT_BUSY_WAIT_SECONDS`` and then fail in one
+line naming the slot and what to do.
+
 A stalled slot
 --------------
 An unconsumed slot keeps every WAL segment since its ``restart_lsn``: the disk fills.
@@ -70,8 +78,10 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
@@ -84,6 +94,10 @@ from ingest_platform.postgres.catalog import qualified
 from ingest_platform.postgres.connection import connect, scalar
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+# How long a peek or advance waits for a slot another backend holds (a concurrent step of the
+# same job holds it for the seconds its decoding takes).
+SLOT_BUSY_WAIT_SECONDS = 120.0
+T = TypeVar("T")
 
 
 class LogicalDecodingError(IngestError):
@@ -378,11 +392,37 @@ def confirm_slot(source_dsn: str, warehouse_dsn: str, config: CdcConfig) -> int 
     with connect(source_dsn, autocommit=True) as sconn:
         confirmed = _slot_row(sconn, logical)[2] or 0
         if target > confirmed:
-            sconn.execute(
-                "SELECT pg_replication_slot_advance(%s, %s::pg_lsn)",
-                (logical.slot, lsn_text(target)),
+            _when_slot_free(
+                logical,
+                lambda: sconn.execute(
+                    "SELECT pg_replication_slot_advance(%s, %s::pg_lsn)",
+                    (logical.slot, lsn_text(target)),
+                ),
             )
     return target
+
+
+def _when_slot_free(
+    logical: LogicalSource, action: Callable[[], T], wait_seconds: float | None = None
+) -> T:
+    """`action` (a peek or an advance of the slot), tried again while another backend holds the
+    slot, for at most `wait_seconds` (default ``SLOT_BUSY_WAIT_SECONDS``)."""
+    wait = SLOT_BUSY_WAIT_SECONDS if wait_seconds is None else wait_seconds
+    deadline = time.monotonic() + wait
+    pause = 0.05
+    while True:
+        try:
+            return action()
+        except psycopg.errors.ObjectInUse as error:  # autocommit: the connection stays usable
+            if time.monotonic() + pause > deadline:
+                raise LogicalDecodingError(
+                    f"slot {logical.slot!r} stayed in use by another process for {wait:.0f} s "
+                    f"({error.diag.message_primary}): wait for the CDC sync that holds it, or "
+                    "stop the other reader of the slot (pg_recvlogical, a subscription), then "
+                    "run again"
+                ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 def _logical(config: CdcConfig) -> LogicalSource:
@@ -397,18 +437,24 @@ class Peeked:
     upto: int  # every transaction ending at or before this was returned
 
 
-def peek(sconn: psycopg.Connection, logical: LogicalSource, limit: int) -> Peeked:
-    """The committed transactions still in the slot (peek: the slot does not move)."""
+def peek(
+    sconn: psycopg.Connection,
+    logical: LogicalSource,
+    limit: int,
+    wait_seconds: float | None = None,
+) -> Peeked:
+    """The committed transactions still in the slot (peek: the slot does not move); waits for a
+    slot another backend holds (``_when_slot_free``)."""
     flush = _lsn_int(sconn, "pg_current_wal_flush_lsn()") or 0
+    statement = (
+        "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, %s, "
+        "'proto_version', '1', 'publication_names', %s)"
+    )
+    params = (logical.slot, lsn_text(flush), limit, logical.publication)
     try:
-        rows = [
-            r[0]
-            for r in sconn.execute(
-                "SELECT data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, %s, "
-                "'proto_version', '1', 'publication_names', %s)",
-                (logical.slot, lsn_text(flush), limit, logical.publication),
-            )
-        ]
+        rows = _when_slot_free(
+            logical, lambda: [r[0] for r in sconn.execute(statement, params)], wait_seconds
+        )
     except psycopg.errors.UndefinedObject as error:  # the publication, dropped meanwhile
         raise LogicalDecodingError(
             f"decoding slot {logical.slot!r} failed: {error.diag.message_primary}"
@@ -773,15 +819,12 @@ def pending_keys(
     comparison, as the change-log kind leaves out objects past its horizon. The peek runs after
     the caller's source snapshot began, so it sees at least every change that snapshot has.
     None when the slot's confirmed position passed `after` (a merge confirmed it since the
-    caller's snapshot, so the peek no longer returns the changes in between) or the slot was in
-    use: the caller compares again with new snapshots."""
+    caller's snapshot, so the peek no longer returns the changes in between): the caller compares
+    again with new snapshots."""
     logical = _logical(config)
     with connect(source_dsn, autocommit=True) as sconn:
         src.set_session(sconn)
-        try:
-            peeked = peek(sconn, logical, logical.max_changes_per_run)
-        except psycopg.errors.ObjectInUse:  # a sync is decoding or advancing it right now
-            return None
+        peeked = peek(sconn, logical, logical.max_changes_per_run)
         # Read after the peek: the position only grows, so one at or before `after` now was so
         # when the peek started.
         if (_slot_row(sconn, logical)[2] or 0) > after:

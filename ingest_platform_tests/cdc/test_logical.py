@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from ingest_platform.cdc.config import CdcConfig, CdcTable, LogicalSource, parse
 from ingest_platform.cdc.pipeline import merge_staged
 from ingest_platform.errors import ConfigError, IngestError, ServiceUnavailableError
 from ingest_platform.local.embedded_postgres import start_embedded_postgres
+from ingest_platform.migration.pg_tools import pg_bin
 from ingest_platform.postgres.connection import ensure_database, scalar, with_database
 from ingest_platform_tests.conftest import PROJECT_DIR, unique_name
 
@@ -535,3 +538,51 @@ def test_values_with_tabs_newlines_backslashes_and_nulls_arrive_intact(env):
     assert (rows[8]["title"], rows[8]["body"], rows[8]["n"]) == (odd, None, None)
     assert rows[1]["body"] == "\\N"
     assert history(env)[0][2] == "8"
+
+
+def slot_holder(env: LogicalEnv) -> subprocess.Popen:
+    """pg_recvlogical streaming from the slot: another backend holding it, as a step of the same
+    job running at once in another process does while it decodes. Its status reports (which
+    would move the slot) are 100 s apart: it is killed long before."""
+    command = [pg_bin("pg_recvlogical"), "-d", env.source_dsn, "--slot", env.config.logical.slot]
+    command += ["--start", "-f", "/dev/null", "-s", "100", "-F", "100", "--no-loop"]
+    command += ["-o", "proto_version=1", "-o", "publication_names=pub"]
+    holder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and holder.poll() is None:
+        with env.source() as conn:
+            active = scalar(
+                conn,
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+                (env.config.logical.slot,),
+            )
+        if active:
+            return holder
+        time.sleep(0.1)
+    holder.kill()
+    raise AssertionError(f"pg_recvlogical did not take the slot: {holder.communicate()[1]!r}")
+
+
+def test_a_slot_another_backend_holds_is_waited_for_then_named(env):
+    env.run()
+    with env.source() as conn:
+        conn.execute("UPDATE doc SET n = 7 WHERE id = 1")
+    holder = slot_holder(env)
+    try:
+        with env.source() as conn, pytest.raises(logical.LogicalDecodingError) as error:
+            logical.peek(conn, env.config.logical, 100, wait_seconds=1)
+        assert str(error.value).startswith(
+            f"slot '{env.config.logical.slot}' stayed in use by another process for 1 s "
+        )
+        assert "wait for the CDC sync that holds it" in str(error.value)
+        # The holder goes after a second; a run started meanwhile waits for the slot, then merges.
+        threading.Timer(1.0, holder.kill).start()
+        started = time.monotonic()
+        staged, merged = env.run()
+        assert time.monotonic() - started >= 0.9
+    finally:
+        holder.kill()
+        holder.wait()
+    assert staged.changes == {"added": 0, "changed": 1, "deleted": 0}
+    assert env.merged()[1]["n"] == 7
+    assert slot_position(env) == merged.watermark
