@@ -98,13 +98,22 @@ def hires(first_id: int, count: int, seed: int, bad_parents: bool) -> Iterator[t
         yield hire_id, name, when if rng.random() > 0.005 else None, department, job
 
 
+def ensure_reader_role(dsn: str) -> None:
+    """The role the demo grants to, created when missing. A role belongs to the server, not to a
+    database: two demo databases made at once on one server would both create it, so the check
+    and the creation hold a lock."""
+    with connect(dsn) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (READER_ROLE,))
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READER_ROLE,)).fetchone():
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(READER_ROLE)))
+
+
 def create_hr_source(dsn: str, rows: int, seed: int = 14, replace: bool = False) -> None:
     """Schema ``hr`` with `rows` hires in the database of `dsn` (dropped first if `replace`)."""
+    ensure_reader_role(dsn)
     with connect(dsn) as conn:
         if replace:
             conn.execute("DROP SCHEMA IF EXISTS hr CASCADE")
-        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READER_ROLE,)).fetchone():
-            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(READER_ROLE)))
         conn.execute(DDL)
         conn.execute(
             sql.SQL(

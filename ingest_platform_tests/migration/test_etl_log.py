@@ -8,9 +8,7 @@ from ingest_platform.postgres.connection import connect
 
 def test_each_copied_table_has_one_row(pg_dsn, other_dsn, tmp_path):
     demo_hr.create_hr_source(pg_dsn, 50)
-    with connect(other_dsn) as conn:
-        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'hr_reader'").fetchone():
-            conn.execute("CREATE ROLE hr_reader NOLOGIN")
+    demo_hr.ensure_reader_role(other_dsn)
     data.migrate_data(plan.make_plan(pg_dsn, other_dsn, ["hr"], tmp_path))
     with connect(other_dsn) as conn:
         rows = conn.execute(

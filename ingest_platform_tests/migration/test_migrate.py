@@ -19,12 +19,6 @@ from ingest_platform.postgres.connection import connect, scalar
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
-def ensure_reader_role(dsn: str) -> None:
-    with connect(dsn) as conn:
-        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'hr_reader'").fetchone():
-            conn.execute("CREATE ROLE hr_reader NOLOGIN")
-
-
 def count(dsn: str, query: str):
     with connect(dsn) as conn:
         return scalar(conn, query)
@@ -39,7 +33,7 @@ def servers(request, pg_dsn, other_dsn) -> tuple[str, str]:
 def test_demo_hr_migrates_and_verifies_both_ways(servers, tmp_path):
     source, target = servers
     demo_hr.create_hr_source(source, 500)
-    ensure_reader_role(target)
+    demo_hr.ensure_reader_role(target)
     made = plan.make_plan(source, target, ["hr"], tmp_path)
     assert made.state == plan.EMPTY
     shown = made.text()
@@ -85,7 +79,7 @@ def test_missing_role_is_named_and_skip_grants_goes_on(pg_dsn, other_dsn, tmp_pa
 
 def test_different_target_is_refused_unless_replace(pg_dsn, other_dsn, tmp_path):
     demo_hr.create_hr_source(pg_dsn, 50)
-    ensure_reader_role(other_dsn)
+    demo_hr.ensure_reader_role(other_dsn)
     with connect(other_dsn) as conn:
         conn.execute("CREATE SCHEMA hr; CREATE TABLE hr.jobs (id bigint, title text)")
         conn.execute("INSERT INTO hr.jobs VALUES (1, 'kept')")

@@ -10,7 +10,6 @@ from ingest_platform.defs.migration import MigrationSettings, build_migration_de
 from ingest_platform.errors import ConfigError
 from ingest_platform.migration import demo_hr
 from ingest_platform.postgres.connection import connect
-from ingest_platform_tests.migration.test_migrate import ensure_reader_role
 
 SECRET = "NotThisSecret-7731"  # trust authentication ignores it; it must show up nowhere
 TABLES = ["hr.departments", "hr.jobs", "hr.hired_employees"]
@@ -20,7 +19,7 @@ TABLES = ["hr.departments", "hr.jobs", "hr.hired_employees"]
 def migration(monkeypatch, pg_dsn, other_dsn):
     """(definitions, source, target): demo_hr with 1,000 hires on one server, an empty target."""
     demo_hr.create_hr_source(pg_dsn, 1000)
-    ensure_reader_role(other_dsn)
+    demo_hr.ensure_reader_role(other_dsn)
     monkeypatch.setenv("TEST_MIGRATION_SOURCE", f"{pg_dsn} password={SECRET}")
     monkeypatch.setenv("TEST_MIGRATION_TARGET", f"{other_dsn} password={SECRET}")
     defs = build_migration_definitions(
