@@ -78,10 +78,10 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -92,6 +92,9 @@ from ingest_platform.cdc.config import CdcConfig, CdcTable, LogicalSource
 from ingest_platform.errors import ConfigError, IngestError
 from ingest_platform.postgres.catalog import qualified
 from ingest_platform.postgres.connection import connect, scalar
+
+if TYPE_CHECKING:
+    from ingest_platform.cdc.pipeline import StageResult
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 # How long a peek or advance waits for a slot another backend holds (a concurrent step of the
@@ -560,8 +563,8 @@ def stage_logical(
 ):
     """Decode the slot and stage `table`'s changes past its watermark (the StageResult of the
     change-log kind; `watermark`/`staged_to` are LSNs as bigint). `peeked`: the slot's
-    transactions, decoded once for several tables by `run_logical_all` (which confirmed the slot
-    before); None: confirm a crashed run's merge, then peek here."""
+    transactions, decoded once for several tables by `stage_logical_tables` (which confirmed the
+    slot before); None: confirm a crashed run's merge, then peek here."""
     from ingest_platform.cdc.pipeline import StageResult, _watermark
 
     started = time.perf_counter()
@@ -729,22 +732,18 @@ def run_logical_table(source_dsn: str, warehouse_dsn: str, config: CdcConfig, ta
     return staged, merged
 
 
-def run_logical_all(source_dsn: str, warehouse_dsn: str, config: CdcConfig):
-    """Every table of the config in one pass over the slot: confirm a crashed run's merges, take
-    the initial snapshots due, decode the slot once, stage and merge each table (one transaction
-    each, with its watermark), then confirm the slot once, to the smallest watermark. A crash
-    after some tables merged leaves the slot at the others' position: the next run skips, per
-    table, every transaction at or before that table's watermark, so each change is merged once.
-    {table: (StageResult, MergeResult)}."""
-    from ingest_platform.cdc.pipeline import merge_staged
-
+def stage_logical_tables(
+    source_dsn: str, warehouse_dsn: str, config: CdcConfig, tables: Sequence[CdcTable]
+) -> dict[str, StageResult]:
+    """Stage `tables` from one decoding of the slot: confirm a crashed run's merges, take the
+    initial snapshots due, peek once, stage each table. {table name: StageResult}."""
     logical = _logical(config)
     confirm_slot(source_dsn, warehouse_dsn, config)
     with (
         connect(warehouse_dsn, autocommit=True) as wconn,
         connect(source_dsn, autocommit=True) as sconn,
     ):
-        for table in config.tables:
+        for table in tables:
             _ensure_snapshot(wconn, sconn, source_dsn, warehouse_dsn, config, table)
     with connect(source_dsn, autocommit=True) as sconn:
         src.set_session(sconn)  # decoded values print in the source session's formats
@@ -755,10 +754,21 @@ def run_logical_all(source_dsn: str, warehouse_dsn: str, config: CdcConfig):
             raise LogicalDecodingError(
                 f"{error}. Nothing was merged and the slot did not move."
             ) from None
-    results = {}
-    for table in config.tables:
-        staged = stage_logical(source_dsn, warehouse_dsn, config, table, peeked)
-        results[table.name] = (staged, merge_staged(warehouse_dsn, config, table))
+    return {t.name: stage_logical(source_dsn, warehouse_dsn, config, t, peeked) for t in tables}
+
+
+def run_logical_all(source_dsn: str, warehouse_dsn: str, config: CdcConfig):
+    """Every table of the config in one pass over the slot (``stage_logical_tables``), each
+    merged (one transaction with its watermark), then the slot confirmed once, to the smallest
+    watermark. A crash after some tables merged leaves the slot at the others' position: the
+    next run skips, per table, every transaction at or before that table's watermark, so each
+    change is merged once. {table: (StageResult, MergeResult)}."""
+    from ingest_platform.cdc.pipeline import merge_staged
+
+    staged = stage_logical_tables(source_dsn, warehouse_dsn, config, config.tables)
+    results = {
+        t.name: (staged[t.name], merge_staged(warehouse_dsn, config, t)) for t in config.tables
+    }
     confirm_slot(source_dsn, warehouse_dsn, config)
     return results
 

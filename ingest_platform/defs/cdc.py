@@ -26,9 +26,10 @@ from ingest_platform.cdc.config import (
     cdc_config_from_env,
     source_dsn_from_env,
 )
-from ingest_platform.cdc.logical import confirm_slot, slot_health
+from ingest_platform.cdc.logical import confirm_slot, slot_health, stage_logical_tables
 from ingest_platform.cdc.pipeline import (
     DEFAULT_WAIT_SECONDS,
+    StageResult,
     full_resync,
     merge_staged,
     pending_tables,
@@ -203,10 +204,17 @@ def build_cdc_definitions(
 
     external: list[dg.AssetSpec] = [spec(None, "change_log")] if config.tables else []
     assets, merged_assets, checks = [], [], []
+    change_log_key = spec(None, "change_log").key
+    staged = [
+        StagedTable(table, spec(table, "staging"), spec(table, "source").key, change_log_key)
+        for table in config.tables
+    ]
+    if config.logical is None:
+        assets += [_staging_asset(config, one, wait_seconds) for one in staged]
+    elif staged:
+        assets.append(_logical_staging_asset(config, staged))
     for table in config.tables:
         external.append(spec(table, "source"))
-        upstream = (spec(table, "source").key, spec(None, "change_log").key)
-        assets.append(_staging_asset(config, table, spec(table, "staging"), upstream, wait_seconds))
         merged = spec(table, "merged")
         merged_assets.append(_merged_asset(config, table, merged))
         checks.append(_merged_checks(config, table, merged))
@@ -241,73 +249,119 @@ def build_cdc_definitions(
     )
 
 
+@dataclass(frozen=True)
+class StagedTable:
+    """A tracked table's staging asset and the external assets each run observes: the source
+    table and the change log (or the slot)."""
+
+    table: CdcTable
+    spec: dg.AssetSpec
+    source_key: dg.AssetKey
+    change_log_key: dg.AssetKey
+
+
 def _staging_asset(
-    config: CdcConfig,
-    table: CdcTable,
-    spec: dg.AssetSpec,
-    upstream: tuple[dg.AssetKey, dg.AssetKey],
-    wait_seconds: float,
+    config: CdcConfig, staged: StagedTable, wait_seconds: float
 ) -> dg.AssetsDefinition:
-    """`upstream`: the keys of the external source table and change log, observed by each run."""
+    """The change-log kind: a step per table."""
 
     @dg.multi_asset(
-        name=f"stage_{spec.key.to_python_identifier()}", specs=[spec], pool=POSTGRES_WRITERS
+        name=f"stage_{staged.spec.key.to_python_identifier()}",
+        specs=[staged.spec],
+        pool=POSTGRES_WRITERS,
     )
     def staging(
         context: dg.AssetExecutionContext, postgres: PostgresResource, cdc_source: CdcSourceResource
     ):
-        result = stage_changes(cdc_source.resolved_dsn(), postgres.dsn, config, table, wait_seconds)
-        for observation in _source_observations(cdc_source.resolved_dsn(), table, upstream, result):
-            context.log_event(observation)
-        if result.blocked_by_pids:
-            context.log.warning(
-                f"{table.name}: changes past id {result.staged_to} wait for source transactions "
-                f"(pids {', '.join(map(str, result.blocked_by_pids))}) that wrote to the change "
-                f"log."
-            )
-        return dg.MaterializeResult(
-            metadata={
-                "watermark": result.watermark,
-                "staged_to": result.staged_to,
-                "max_change_id": result.max_change_id,
-                "changes_added": result.changes.get("added", 0),
-                "changes_changed": result.changes.get("changed", 0),
-                "changes_deleted": result.changes.get("deleted", 0),
-                "staged_rows": result.staged_rows,
-                "objects_gone_from_source": result.staged.get("gone", 0),
-                "schema_changes": dg.MetadataValue.md(
-                    "\n".join(f"- {c}" for c in result.schema_changes) or "none"
-                ),
-                "blocked_by_pids": ", ".join(map(str, result.blocked_by_pids)) or "none",
-                "seconds": round(result.seconds, 3),
-                "dagster/row_count": result.staged_rows,
-            }
-        )
+        source_dsn = cdc_source.resolved_dsn()
+        result = stage_changes(source_dsn, postgres.dsn, config, staged.table, wait_seconds)
+        return _staging_result(context, source_dsn, staged, result)
 
     return staging
 
 
+def _logical_staging_asset(config: CdcConfig, staged: list[StagedTable]) -> dg.AssetsDefinition:
+    """The logical kind: one step stages every selected table from one decoding of the slot (a
+    step per table would decode the same WAL once per table, and wait for the slot, which
+    serves one backend at a time)."""
+    by_key = {one.spec.key: one for one in staged}
+    slot = config.logical.slot if config.logical else ""
+
+    @dg.multi_asset(
+        name=f"stage_slot_{slot}",  # a slot name is lower-case letters, digits and underscores
+        specs=[one.spec for one in staged],
+        can_subset=True,
+        pool=POSTGRES_WRITERS,
+    )
+    def staging(
+        context: dg.AssetExecutionContext, postgres: PostgresResource, cdc_source: CdcSourceResource
+    ):
+        source_dsn = cdc_source.resolved_dsn()
+        selected = [one for key, one in by_key.items() if key in context.selected_asset_keys]
+        tables = [one.table for one in selected]
+        results = stage_logical_tables(source_dsn, postgres.dsn, config, tables)
+        for one in selected:
+            yield _staging_result(context, source_dsn, one, results[one.table.name])
+
+    return staging
+
+
+def _staging_result(
+    context: dg.AssetExecutionContext, source_dsn: str, staged: StagedTable, result: StageResult
+) -> dg.MaterializeResult:
+    """A staged table's materialization; the run's observations of its external upstreams are
+    logged, and source transactions that hold changes back are a warning."""
+    table = staged.table
+    for observation in _source_observations(source_dsn, staged, result):
+        context.log_event(observation)
+    if result.blocked_by_pids:
+        context.log.warning(
+            f"{table.name}: changes past id {result.staged_to} wait for source transactions "
+            f"(pids {', '.join(map(str, result.blocked_by_pids))}) that wrote to the change "
+            f"log."
+        )
+    return dg.MaterializeResult(
+        asset_key=staged.spec.key,
+        metadata={
+            "watermark": result.watermark,
+            "staged_to": result.staged_to,
+            "max_change_id": result.max_change_id,
+            "changes_added": result.changes.get("added", 0),
+            "changes_changed": result.changes.get("changed", 0),
+            "changes_deleted": result.changes.get("deleted", 0),
+            "staged_rows": result.staged_rows,
+            "objects_gone_from_source": result.staged.get("gone", 0),
+            "schema_changes": dg.MetadataValue.md(
+                "\n".join(f"- {c}" for c in result.schema_changes) or "none"
+            ),
+            "blocked_by_pids": ", ".join(map(str, result.blocked_by_pids)) or "none",
+            "seconds": round(result.seconds, 3),
+            "dagster/row_count": result.staged_rows,
+        },
+    )
+
+
 def _source_observations(
-    source_dsn: str, table: CdcTable, upstream: tuple[dg.AssetKey, dg.AssetKey], result
+    source_dsn: str, staged: StagedTable, result: StageResult
 ) -> list[dg.AssetObservation]:
     """What each run saw of its external upstreams: the change log's head, and the source table's
     live rows and write counter from PostgreSQL's statistics (an estimate, read without scanning
     the table)."""
-    source_key, change_log_key = upstream
     observations = [
         dg.AssetObservation(
-            asset_key=change_log_key,
+            asset_key=staged.change_log_key,
             tags={DATA_VERSION_TAG: str(result.max_change_id)},
             metadata={"max_change_id": result.max_change_id},
         )
     ]
+    table = staged.table
     with connect(source_dsn, autocommit=True) as conn:
         activity = table_activity(conn, table.source_schema, table.source_table)
     if activity is not None:
         live_rows, writes = activity
         observations.append(
             dg.AssetObservation(
-                asset_key=source_key,
+                asset_key=staged.source_key,
                 tags={DATA_VERSION_TAG: str(writes)},
                 metadata={"estimated_rows": live_rows, "writes_since_stats_reset": writes},
             )

@@ -465,6 +465,63 @@ def test_several_tables_one_pass_and_one_confirm_across_a_crash(env):
     assert marks["doc"] == marks["tag"] == slot_position(env)  # one decode, one confirm
 
 
+def test_dagster_stages_the_slots_tables_in_one_step_from_one_decoding(env, monkeypatch):
+    import dagster as dg
+
+    from ingest_platform.defs.cdc import (
+        JOB_NAME,
+        MATCHES_SOURCE_CHECK,
+        CdcSourceResource,
+        build_cdc_definitions,
+    )
+    from ingest_platform.defs.resources import PostgresResource
+
+    with env.source() as conn:
+        conn.execute("CREATE TABLE tag (id int PRIMARY KEY, label text)")
+        conn.execute("ALTER PUBLICATION pub ADD TABLE tag")
+    config = CdcConfig(
+        tables=(CdcTable(source_table="doc"), CdcTable(source_table="tag")),
+        logical=env.config.logical,
+    )
+    source = CdcSourceResource(dsn=env.source_dsn)
+    defs = dg.Definitions.merge(
+        build_cdc_definitions(config, source=source),
+        dg.Definitions(resources={"postgres": PostgresResource(dsn=env.warehouse_dsn)}),
+    )
+    job = defs.resolve_job_def(JOB_NAME)
+    stages = [name for name in job.graph.node_dict if name.startswith("stage")]
+    assert stages == [f"stage_slot_{env.config.logical.slot}"]
+    assert job.execute_in_process().success  # the initial snapshots
+    with env.source() as conn, conn.transaction():
+        conn.execute("UPDATE doc SET n = 30 WHERE id = 2")
+        conn.execute("INSERT INTO tag VALUES (1, 'a')")
+    peeks: list[int] = []
+    real_peek = logical.peek
+    monkeypatch.setattr(logical, "peek", lambda *a, **k: peeks.append(1) or real_peek(*a, **k))
+    run = job.execute_in_process()
+    assert run.success
+    # One decoding stages both tables; each table's matches_source check peeks once more.
+    source_checks = [
+        e for e in run.get_asset_check_evaluations() if e.check_name == MATCHES_SOURCE_CHECK
+    ]
+    assert len(source_checks) == 2 and len(peeks) == 1 + 2
+    staged = {
+        e.asset_key.path[-1]: e.materialization.metadata["staged_rows"].value
+        for e in run.get_asset_materialization_events()
+        if e.asset_key.path[-1].endswith("__staging")
+    }
+    assert staged == {"doc__staging": 1, "tag__staging": 1}
+    assert env.merged()[2]["n"] == 30
+    # A run of one table's assets stages that table only.
+    with env.source() as conn:
+        conn.execute("UPDATE tag SET label = 'b' WHERE id = 1")
+    keys = [dg.AssetKey(["cdc", "tag__staging"]), dg.AssetKey(["cdc", "tag"])]
+    run = job.execute_in_process(asset_selection=keys)
+    assert {e.asset_key for e in run.get_asset_materialization_events()} == set(keys)
+    with psycopg.connect(env.warehouse_dsn) as conn:
+        assert conn.execute("SELECT label FROM cdc.tag").fetchall() == [("b",)]
+
+
 def test_source_check_starts_again_when_a_merge_lands_between_its_snapshots(env):
     from ingest_platform.cdc import checks
     from ingest_platform.cdc import source as src
