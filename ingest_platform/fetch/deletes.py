@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,7 +106,7 @@ def pg_key_buckets(
                 bucket, summed, relation, where
             )
         ).fetchall()
-    return {b: (int(n), int(total)) for b, n, total in rows}
+    return {b: (n, total) for b, n, total in rows}  # Decimal sums: see bucket_counts
 
 
 def pg_keys_in(
@@ -141,6 +141,18 @@ def pg_keys_in(
     return {r[0] for r in conn.execute(statement).fetchall()}
 
 
+def source_buckets(
+    source: PostgresSource | MySQLSource, table: str, key: Sequence[str], bucketing: Bucketing
+) -> dict[Any, tuple[int, int]]:
+    """The source's (count, sum) per key bucket, in its connection's snapshot."""
+    if isinstance(source, MySQLSource):
+        return source.key_buckets(table, key, bucketing)
+    relation = catalog.qualified(source.config.schema, table)
+    return source._guard(
+        lambda: pg_key_buckets(source.conn, relation, sql.SQL(""), key, bucketing), table
+    )
+
+
 def find_deleted(
     wh: psycopg.Connection,
     source: PostgresSource | MySQLSource,
@@ -151,11 +163,13 @@ def find_deleted(
     integer: bool,
     watermark_key: str,
     logger: logging.Logger | logging.LoggerAdapter = LOGGER,
+    counted: tuple[Bucketing, Future[dict[Any, tuple[int, int]]]] | None = None,
 ) -> DeleteScan:
     """Soft-delete the child's live rows whose keys the source (in its current snapshot) lacks;
     committed in the warehouse. The source's connection stays in its snapshot. The warehouse's
     buckets are the kept ones (``fetch.bucket_counts``); missing, stale or found drifted, they
-    are rebuilt by a scan of the child's keys, with a log line saying why."""
+    are rebuilt by a scan of the child's keys, with a log line saying why. `counted`: the
+    source's buckets being counted already (in the same snapshot), and how."""
     target = catalog.qualified(app, child)
     low = high = None
     if integer:
@@ -175,7 +189,10 @@ def find_deleted(
         )
         bucketing = integer_bucketing(low, high) if integer else Bucketing(False)
         return _find_deleted(wh, source, table, app, child, key, bucketing, None, watermark_key)
-    scan = _find_deleted(wh, source, table, app, child, key, kept.bucketing, kept, watermark_key)
+    theirs = counted[1].result() if counted and counted[0] == kept.bucketing else None
+    scan = _find_deleted(
+        wh, source, table, app, child, key, kept.bucketing, kept, watermark_key, theirs
+    )
     if scan.drifted:
         logger.warning(
             f"{app}.{child}: the kept key-bucket counts differ from the keys in "
@@ -199,6 +216,7 @@ def _find_deleted(
     bucketing: Bucketing,
     kept: bucket_counts.Kept | None,
     watermark_key: str,
+    counted: dict[Any, tuple[int, int]] | None = None,
 ) -> DeleteScan:
     """With `kept`: the source's buckets against the kept counts, the differing buckets'
     counts checked against the child's keys (``DeleteScan.drifted``: nothing deleted then);
@@ -207,20 +225,13 @@ def _find_deleted(
     target = catalog.qualified(app, child)
     live = sql.SQL(" WHERE {} IS NULL").format(sql.Identifier(DELETED_COLUMN))
 
-    def theirs_buckets() -> dict[Any, tuple[int, int]]:
-        if isinstance(source, MySQLSource):
-            return source.key_buckets(table, key, bucketing)
-        relation = catalog.qualified(source.config.schema, table)
-        return source._guard(
-            lambda: pg_key_buckets(source.conn, relation, sql.SQL(""), key, bucketing), table
-        )
-
     if kept is not None:
-        ours, theirs = kept.counts, theirs_buckets()
+        ours = kept.counts
+        theirs = counted if counted is not None else source_buckets(source, table, key, bucketing)
     else:
         # Both databases compute their buckets at the same time.
         with ThreadPoolExecutor(max_workers=1) as pool, wh.transaction():
-            pending = pool.submit(theirs_buckets)
+            pending = pool.submit(source_buckets, source, table, key, bucketing)
             with _settings(wh, _FAST):
                 ours = bucket_counts.rebuild(wh, app, child, child, key, bucketing, watermark_key)
             theirs = pending.result()
@@ -229,7 +240,7 @@ def _find_deleted(
         warehouse_rows=sum(n for n, _ in ours.values()),
         buckets=len(set(ours) | set(theirs)),
     )
-    differing = sorted(b for b in set(ours) | set(theirs) if ours.get(b) != theirs.get(b))
+    differing = sorted({b for b, _ in set(ours.items()) ^ set(theirs.items())})
     scan.differing_buckets = len(differing)
     if not differing:
         return scan

@@ -49,7 +49,13 @@ from ingest_platform.dumps.schema import Column, TableSchema
 from ingest_platform.errors import IngestError, ServiceUnavailableError
 from ingest_platform.fetch import bucket_counts
 from ingest_platform.fetch.config import SourceConfig, check_version
-from ingest_platform.fetch.deletes import DeleteScan, find_deleted, integer_key, kept_counts
+from ingest_platform.fetch.deletes import (
+    DeleteScan,
+    find_deleted,
+    integer_key,
+    kept_counts,
+    source_buckets,
+)
 from ingest_platform.fetch.key_buckets import Bucketing, integer_bucketing
 from ingest_platform.fetch.sources import (
     MySQLSource,
@@ -711,6 +717,7 @@ def pull_incremental(
         # One snapshot of the source for the chunks, the delete detection and the checks: the
         # counts argument of fetch.deletes needs the pull and the key buckets to see the same rows.
         source.begin_snapshot()
+        pool, helper = ThreadPoolExecutor(max_workers=1), None
         try:
             if position is not None:
                 _check_forwards(source, config, table, cursor, position)
@@ -726,6 +733,12 @@ def pull_incremental(
                         wh, app, child, wm_key, integer_key(schema, key), with_counts=False
                     )
                 counted = state.bucketing if isinstance(state, bucket_counts.Kept) else None
+            prefetch = None
+            if counted is not None and isinstance(source, PostgresSource):
+                # The source's key buckets are counted while the chunks are copied: a second
+                # connection in the pull's snapshot (the counts argument needs that snapshot).
+                helper = source.sharing(source.export_snapshot())
+                prefetch = (counted, pool.submit(source_buckets, helper, table, key, counted))
             rows, position = _pull_chunks(
                 wh, source, config, table, child, columns, schema, order, position, chunk_rows,
                 logger, wm_key, counted,
@@ -735,7 +748,9 @@ def pull_incremental(
             if not deletes:
                 pass
             elif kept:
-                scan = find_deleted(wh, source, table, app, child, key, integer, wm_key, logger)
+                scan = find_deleted(
+                    wh, source, table, app, child, key, integer, wm_key, logger, prefetch
+                )
                 deleted = scan.deleted
             elif isinstance(source, PostgresSource):
                 deleted = _soft_delete(wh, source, config, table, child, key)
@@ -753,6 +768,9 @@ def pull_incremental(
                         wh, source, config, table, child, columns, schema, scan, start
                     )
         finally:
+            pool.shutdown(wait=True)
+            if helper is not None:
+                helper.close()
             source.end()
     return TableReport(
         config.name, app, table, version, "incremental", rows, time.perf_counter() - started,
