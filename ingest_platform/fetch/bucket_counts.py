@@ -110,7 +110,7 @@ def rebuild(
     )
     if watermark_key is not None and catalog.relation_oid(conn, app, watermarks.WATERMARK_TABLE):
         sync_position(conn, app, child)
-    return _read_counts(conn, app, child, bucketing)
+    return read_counts(conn, app, child, bucketing)
 
 
 def sync_position(conn: psycopg.Connection, app: str, child: str) -> None:
@@ -159,10 +159,10 @@ def read(
     bucketing = Bucketing(integer, width, digits)
     if integer and span is not None and span / width > GROWTH * MAX_BUCKETS:
         return "keys outgrew the kept key buckets"
-    return Kept(bucketing, _read_counts(conn, app, child, bucketing) if with_counts else {})
+    return Kept(bucketing, read_counts(conn, app, child, bucketing) if with_counts else {})
 
 
-def _read_counts(
+def read_counts(
     conn: psycopg.Connection, app: str, child: str, bucketing: Bucketing
 ) -> dict[Any, tuple[int, int]]:
     rows = conn.execute(
@@ -263,3 +263,57 @@ def soft_delete(
         )
     ).fetchone()
     return int(row[0]) if row else 0
+
+
+@dataclass
+class Compared:
+    """The kept counts against the source's, compared in the warehouse."""
+
+    differing: list[Any]  # buckets whose (count, sum) differ
+    kept: dict[Any, tuple[int, int]]  # the kept (count, sum) of the differing buckets
+    source_rows: int
+    warehouse_rows: int
+    buckets: int
+
+
+def compare(
+    conn: psycopg.Connection, app: str, child: str, source_copy: bytes, bucketing: Bucketing
+) -> Compared:
+    """Compare the kept counts with the source's (`source_copy`: COPY text rows of bucket,
+    count, sum, as ``deletes.pg_bucket_copy`` reads them) in the warehouse, in the caller's
+    transaction: only the differing buckets come back to Python (65k rows parsed and compared
+    there cost ~0.25 s per pull)."""
+    theirs = sql.Identifier("_fetch_source_buckets")
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {} (bucket text, n bigint, total numeric) ON COMMIT DROP"
+        ).format(theirs)
+    )
+    with conn.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(theirs)) as copy:
+        copy.write(source_copy)
+    totals = conn.execute(
+        sql.SQL(
+            "SELECT (SELECT coalesce(sum(n), 0) FROM {s}), (SELECT coalesce(sum(n), 0) FROM {k}"
+            " WHERE child = %s), (SELECT count(*) FROM {s})"
+        ).format(s=theirs, k=_counts(app)),
+        (child,),
+    ).fetchone()
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT coalesce(k.bucket, s.bucket), k.n, k.total, s.bucket IS NULL FROM (SELECT"
+            " bucket, n, total FROM {} WHERE child = %s AND n <> 0) k FULL JOIN {} s"
+            " ON s.bucket = k.bucket WHERE k.n IS DISTINCT FROM s.n"
+            " OR k.total IS DISTINCT FROM s.total"
+        ).format(_counts(app), theirs),
+        (child,),
+    ).fetchall()
+    read = int if bucketing.integer else str
+    source_rows, warehouse_rows, source_buckets = totals or (0, 0, 0)
+    return Compared(
+        differing=sorted(read(b) for b, _, _, _ in rows),
+        kept={read(b): (n, total) for b, n, total, _ in rows if n is not None},
+        source_rows=int(source_rows),
+        warehouse_rows=int(warehouse_rows),
+        # both sides' buckets: the source's, and the kept ones the source lacks
+        buckets=int(source_buckets) + sum(1 for *_, only_kept in rows if only_kept),
+    )

@@ -153,6 +153,26 @@ def source_buckets(
     )
 
 
+def pg_bucket_copy(
+    source: PostgresSource, table: str, key: Sequence[str], bucketing: Bucketing
+) -> bytes:
+    """The source's buckets as COPY text rows (bucket, count, sum), for
+    ``bucket_counts.compare``: no value is parsed in Python."""
+    bucket, summed, _ = pg_parts(key, bucketing)
+    statement = sql.SQL("COPY (SELECT ({})::text, count(*), sum({}) FROM {} GROUP BY 1) TO STDOUT")
+    relation = catalog.qualified(source.config.schema, table)
+
+    def read() -> bytes:
+        data = bytearray()
+        with _settings(source.conn, _FAST), source.conn.cursor() as cur:
+            with cur.copy(statement.format(bucket, summed, relation)) as copy:
+                for block in copy:
+                    data += block
+        return bytes(data)
+
+    return source._guard(read, table)
+
+
 def find_deleted(
     wh: psycopg.Connection,
     source: PostgresSource | MySQLSource,
@@ -163,13 +183,14 @@ def find_deleted(
     integer: bool,
     watermark_key: str,
     logger: logging.Logger | logging.LoggerAdapter = LOGGER,
-    counted: tuple[Bucketing, Future[dict[Any, tuple[int, int]]]] | None = None,
+    counted: tuple[Bucketing, Future[bytes]] | None = None,
 ) -> DeleteScan:
     """Soft-delete the child's live rows whose keys the source (in its current snapshot) lacks;
     committed in the warehouse. The source's connection stays in its snapshot. The warehouse's
     buckets are the kept ones (``fetch.bucket_counts``); missing, stale or found drifted, they
     are rebuilt by a scan of the child's keys, with a log line saying why. `counted`: the
-    source's buckets being counted already (in the same snapshot), and how."""
+    source's buckets being counted already (in the same snapshot, ``pg_bucket_copy``), and how:
+    then compared in the warehouse."""
     target = catalog.qualified(app, child)
     low = high = None
     if integer:
@@ -181,7 +202,7 @@ def find_deleted(
             ).fetchone() or (None, None)
     span = None if low is None or high is None else high - low + 1
     with wh.transaction():
-        kept = bucket_counts.read(wh, app, child, watermark_key, integer, span)
+        kept = bucket_counts.read(wh, app, child, watermark_key, integer, span, with_counts=False)
     if isinstance(kept, str):
         logger.info(
             f"{app}.{child}: {kept}; scanning the warehouse's keys for the delete detection "
@@ -190,6 +211,11 @@ def find_deleted(
         bucketing = integer_bucketing(low, high) if integer else Bucketing(False)
         return _find_deleted(wh, source, table, app, child, key, bucketing, None, watermark_key)
     theirs = counted[1].result() if counted and counted[0] == kept.bucketing else None
+    if theirs is None:  # compared in Python: the kept counts read
+        with wh.transaction():
+            kept = bucket_counts.Kept(
+                kept.bucketing, bucket_counts.read_counts(wh, app, child, kept.bucketing)
+            )
     scan = _find_deleted(
         wh, source, table, app, child, key, kept.bucketing, kept, watermark_key, theirs
     )
@@ -216,7 +242,7 @@ def _find_deleted(
     bucketing: Bucketing,
     kept: bucket_counts.Kept | None,
     watermark_key: str,
-    counted: dict[Any, tuple[int, int]] | None = None,
+    counted: bytes | None = None,
 ) -> DeleteScan:
     """With `kept`: the source's buckets against the kept counts, the differing buckets'
     counts checked against the child's keys (``DeleteScan.drifted``: nothing deleted then);
@@ -225,9 +251,19 @@ def _find_deleted(
     target = catalog.qualified(app, child)
     live = sql.SQL(" WHERE {} IS NULL").format(sql.Identifier(DELETED_COLUMN))
 
-    if kept is not None:
+    if kept is not None and counted is not None:
+        with wh.transaction():
+            compared = bucket_counts.compare(wh, app, child, counted, bucketing)
+        ours = compared.kept
+        differing = compared.differing
+        scan = DeleteScan(
+            source_rows=compared.source_rows,
+            warehouse_rows=compared.warehouse_rows,
+            buckets=compared.buckets,
+        )
+    elif kept is not None:
         ours = kept.counts
-        theirs = counted if counted is not None else source_buckets(source, table, key, bucketing)
+        theirs = source_buckets(source, table, key, bucketing)
     else:
         # Both databases compute their buckets at the same time.
         with ThreadPoolExecutor(max_workers=1) as pool, wh.transaction():
@@ -235,12 +271,13 @@ def _find_deleted(
             with _settings(wh, _FAST):
                 ours = bucket_counts.rebuild(wh, app, child, child, key, bucketing, watermark_key)
             theirs = pending.result()
-    scan = DeleteScan(
-        source_rows=sum(n for n, _ in theirs.values()),
-        warehouse_rows=sum(n for n, _ in ours.values()),
-        buckets=len(set(ours) | set(theirs)),
-    )
-    differing = sorted({b for b, _ in set(ours.items()) ^ set(theirs.items())})
+    if kept is None or counted is None:
+        scan = DeleteScan(
+            source_rows=sum(n for n, _ in theirs.values()),
+            warehouse_rows=sum(n for n, _ in ours.values()),
+            buckets=len(set(ours) | set(theirs)),
+        )
+        differing = sorted({b for b, _ in set(ours.items()) ^ set(theirs.items())})
     scan.differing_buckets = len(differing)
     if not differing:
         return scan

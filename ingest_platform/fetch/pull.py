@@ -54,7 +54,7 @@ from ingest_platform.fetch.deletes import (
     find_deleted,
     integer_key,
     kept_counts,
-    source_buckets,
+    pg_bucket_copy,
 )
 from ingest_platform.fetch.key_buckets import Bucketing, integer_bucketing
 from ingest_platform.fetch.sources import (
@@ -738,7 +738,7 @@ def pull_incremental(
                 # The source's key buckets are counted while the chunks are copied: a second
                 # connection in the pull's snapshot (the counts argument needs that snapshot).
                 helper = source.sharing(source.export_snapshot())
-                prefetch = (counted, pool.submit(source_buckets, helper, table, key, counted))
+                prefetch = (counted, pool.submit(pg_bucket_copy, helper, table, key, counted))
             rows, position = _pull_chunks(
                 wh, source, config, table, child, columns, schema, order, position, chunk_rows,
                 logger, wm_key, counted,
