@@ -4,7 +4,10 @@ Both sides group the keys into buckets (``key_buckets.Bucketing``: an integer ke
 divided by 16 or more; other keys by the first three hex digits of md5 of the key's text) and
 return, per bucket, ``count(*)`` and a sum (the keys themselves; or 28 bits of their md5). Only
 the buckets whose (count, sum) differ have their keys fetched from both sides (an integer key's
-by index ranges); the keys the warehouse holds and the source lacks are soft-deleted.
+by index ranges); the keys the warehouse holds and the source lacks are soft-deleted. The
+warehouse's (count, sum) per bucket are not scanned but kept by the pulls themselves
+(``fetch.bucket_counts``); a PostgreSQL source's are counted by a second connection in the pull's
+snapshot while the chunks are copied, and compared with the kept ones in the warehouse.
 
 Why counts are enough (and cheap: one scan of the key per side, no hash of any row): the source is
 read in ONE snapshot S for the whole incremental pull (its chunks and this comparison). The pull

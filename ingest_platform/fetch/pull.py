@@ -13,9 +13,10 @@ that order; each chunk is COPYed into a temporary table and upserted (rows of it
 then inserted) with the new position in the SAME warehouse transaction (``bulk_ingest.watermarks``,
 key ``fetch:<source>:<table>:<version>``). A pull killed midway resumes after its last committed
 chunk and never applies a chunk twice. Deletes: the source's keys are compared with the child's
-in buckets (``consistency.compare``, PostgreSQL sources), and keys the source lacks get
-``_deleted_at`` (soft delete). A source whose columns differ from the child's (schema drift) gets
-a snapshot pull of the table instead, which applies the evolution rules.
+in buckets (``fetch.deletes``, the child's side kept by ``fetch.bucket_counts`` in the chunks'
+transactions; other keys of PostgreSQL sources by ``consistency.compare``), and keys the source
+lacks get ``_deleted_at`` (soft delete). A source whose columns differ from the child's (schema
+drift) gets a snapshot pull of the table instead, which applies the evolution rules.
 
 Checks on every pull: row counts source vs warehouse, and (PostgreSQL sources) bucket hashes of
 every column (``consistency.compare.compare_hashes``), the source read in the pull's own snapshot.
