@@ -180,11 +180,13 @@ def _add(
     app: str, child: str, delta: sql.Composable, bucketing: Bucketing, key: Sequence[str]
 ) -> sql.Composable:
     """INSERT adding per bucket the signed count and sum of `delta` (the key columns and _sign,
-    +1 or -1 per row) to the child's counts."""
+    +1 or -1 per row) to the child's counts. Buckets whose delta is nil are left alone: an
+    update under its key is -1 and +1 (1M rows, 10k updated: 10k upserts of the counts saved)."""
     bucket, summed, _ = pg_parts(key, bucketing)
     return sql.SQL(
         "INSERT INTO {counts} AS c SELECT {child}, ({bucket})::text, sum(_sign),"
         " sum(_sign::numeric * ({summed})) FROM {delta} AS d GROUP BY 1, 2"
+        " HAVING sum(_sign) <> 0 OR sum(_sign::numeric * ({summed})) <> 0"
         " ON CONFLICT (child, bucket) DO UPDATE SET n = c.n + EXCLUDED.n,"
         " total = c.total + EXCLUDED.total"
     ).format(
