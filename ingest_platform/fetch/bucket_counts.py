@@ -41,8 +41,9 @@ DELETED_COLUMN = "_deleted_at"
 
 @dataclass(frozen=True)
 class Kept:
+    """The counts are current, bucketed so (they are compared in the warehouse: ``compare``)."""
+
     bucketing: Bucketing
-    counts: dict[Any, tuple[int, int]]  # bucket: (count, sum) of the live keys
 
 
 def _counts(app: str) -> sql.Composable:
@@ -131,7 +132,6 @@ def read(
     watermark_key: str,
     integer: bool,
     span: int | None = None,
-    with_counts: bool = True,
 ) -> Kept | str:
     """The kept counts, or why they cannot be trusted (see the module's docstring). `span`: the
     child's integer key range (max - min + 1), to find keys that outgrew the buckets."""
@@ -159,7 +159,7 @@ def read(
     bucketing = Bucketing(integer, width, digits)
     if integer and span is not None and span / width > GROWTH * MAX_BUCKETS:
         return "keys outgrew the kept key buckets"
-    return Kept(bucketing, read_counts(conn, app, child, bucketing) if with_counts else {})
+    return Kept(bucketing)
 
 
 def read_counts(
@@ -319,3 +319,9 @@ def compare(
         # both sides' buckets: the source's, and the kept ones the source lacks
         buckets=int(source_buckets) + sum(1 for *_, only_kept in rows if only_kept),
     )
+
+
+def copy_text(buckets: dict[Any, tuple[int, int]]) -> bytes:
+    """Buckets read in Python (a MySQL source's) as the COPY text rows ``compare`` takes (bucket
+    names are integers or hex digits: nothing to escape)."""
+    return "".join(f"{b}\t{n}\t{total}\n" for b, (n, total) in buckets.items()).encode()

@@ -205,7 +205,7 @@ def find_deleted(
             ).fetchone() or (None, None)
     span = None if low is None or high is None else high - low + 1
     with wh.transaction():
-        kept = bucket_counts.read(wh, app, child, watermark_key, integer, span, with_counts=False)
+        kept = bucket_counts.read(wh, app, child, watermark_key, integer, span)
     if isinstance(kept, str):
         logger.info(
             f"{app}.{child}: {kept}; scanning the warehouse's keys for the delete detection "
@@ -213,12 +213,10 @@ def find_deleted(
         )
         bucketing = integer_bucketing(low, high) if integer else Bucketing(False)
         return _find_deleted(wh, source, table, app, child, key, bucketing, None, watermark_key)
-    theirs = counted[1].result() if counted and counted[0] == kept.bucketing else None
-    if theirs is None:  # compared in Python: the kept counts read
-        with wh.transaction():
-            kept = bucket_counts.Kept(
-                kept.bucketing, bucket_counts.read_counts(wh, app, child, kept.bucketing)
-            )
+    if counted and counted[0] == kept.bucketing:
+        theirs = counted[1].result()
+    else:
+        theirs = bucket_counts.copy_text(source_buckets(source, table, key, kept.bucketing))
     scan = _find_deleted(
         wh, source, table, app, child, key, kept.bucketing, kept, watermark_key, theirs
     )
@@ -247,14 +245,14 @@ def _find_deleted(
     watermark_key: str,
     counted: bytes | None = None,
 ) -> DeleteScan:
-    """With `kept`: the source's buckets against the kept counts, the differing buckets'
-    counts checked against the child's keys (``DeleteScan.drifted``: nothing deleted then);
-    without: against a scan of the child, which rebuilds the kept counts in the same
-    transaction."""
+    """With `kept`: the source's buckets (`counted`, COPY text) against the kept counts, the
+    differing buckets' counts checked against the child's keys (``DeleteScan.drifted``: nothing
+    deleted then); without: against a scan of the child, which rebuilds the kept counts in the
+    same transaction."""
     target = catalog.qualified(app, child)
     live = sql.SQL(" WHERE {} IS NULL").format(sql.Identifier(DELETED_COLUMN))
 
-    if kept is not None and counted is not None:
+    if kept is not None and counted is not None:  # compared in the warehouse
         with wh.transaction():
             compared = bucket_counts.compare(wh, app, child, counted, bucketing)
         ours = compared.kept
@@ -264,9 +262,6 @@ def _find_deleted(
             warehouse_rows=compared.warehouse_rows,
             buckets=compared.buckets,
         )
-    elif kept is not None:
-        ours = kept.counts
-        theirs = source_buckets(source, table, key, bucketing)
     else:
         # Both databases compute their buckets at the same time.
         with ThreadPoolExecutor(max_workers=1) as pool, wh.transaction():
@@ -274,7 +269,6 @@ def _find_deleted(
             with _settings(wh, _FAST):
                 ours = bucket_counts.rebuild(wh, app, child, child, key, bucketing, watermark_key)
             theirs = pending.result()
-    if kept is None or counted is None:
         scan = DeleteScan(
             source_rows=sum(n for n, _ in theirs.values()),
             warehouse_rows=sum(n for n, _ in ours.values()),

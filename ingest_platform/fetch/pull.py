@@ -730,9 +730,7 @@ def pull_incremental(
             counted = None
             if kept:
                 with wh.transaction():
-                    state = bucket_counts.read(
-                        wh, app, child, wm_key, integer_key(schema, key), with_counts=False
-                    )
+                    state = bucket_counts.read(wh, app, child, wm_key, integer_key(schema, key))
                 counted = state.bucketing if isinstance(state, bucket_counts.Kept) else None
             prefetch = None
             if counted is not None and isinstance(source, PostgresSource):
