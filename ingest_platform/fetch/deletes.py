@@ -4,7 +4,10 @@ Both sides group the keys into buckets (``key_buckets.Bucketing``: an integer ke
 divided by 16 or more; other keys by the first three hex digits of md5 of the key's text) and
 return, per bucket, ``count(*)`` and a sum (the keys themselves; or 28 bits of their md5). Only
 the buckets whose (count, sum) differ have their keys fetched from both sides (an integer key's
-by index ranges); the keys the warehouse holds and the source lacks are soft-deleted.
+by index ranges); the keys the warehouse holds and the source lacks are soft-deleted. The
+warehouse's (count, sum) per bucket are not scanned but kept by the pulls themselves
+(``fetch.bucket_counts``); a PostgreSQL source's are counted by a second connection in the pull's
+snapshot while the chunks are copied, and compared with the kept ones in the warehouse.
 
 Why counts are enough (and cheap: one scan of the key per side, no hash of any row): the source is
 read in ONE snapshot S for the whole incremental pull (its chunks and this comparison). The pull
@@ -26,8 +29,9 @@ a snapshot pull's checks, which read every row, are the backstop.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,18 +40,23 @@ from psycopg import sql
 
 from ingest_platform.consistency.compare import _settings
 from ingest_platform.dumps.schema import TableSchema
-from ingest_platform.fetch.key_buckets import Bucketing, integer_bucketing
+from ingest_platform.fetch import bucket_counts
+from ingest_platform.fetch.key_buckets import Bucketing, integer_bucketing, pg_parts
 from ingest_platform.fetch.sources import MySQLSource, PostgresSource
 from ingest_platform.postgres import catalog
 
+LOGGER = logging.getLogger(__name__)
 DELETED_COLUMN = "_deleted_at"
 _INTEGER_TYPES = {"smallint", "integer", "bigint"}
 _TEXT_COMPARABLE = {"smallint", "integer", "bigint", "numeric", "text", "varchar", "char"}
 # The bucket queries group a million keys into a few hundred buckets, but the planner expects a
 # group per row: it JIT-compiles the plan (~50 ms here) for a query that runs ~150 ms, and given
 # parallel workers (as the engine's hashes are) it sorts the rows for them: slower (200k rows:
-# 85 ms serial, 125-170 ms parallel on 2 cores).
-_FAST = {"jit": "off"}
+# 85 ms serial, 125-170 ms parallel on 2 cores). And with the default work_mem (4MB) it plans the
+# hash aggregate of those million groups in 32 partitions that spill: 530-690 ms for 1M keys in
+# 62k buckets; with 64MB (the 62k groups take a few MB) 255-300 ms, whether by a sequential or
+# an index-only scan.
+_FAST = {"jit": "off", "work_mem": "64MB"}
 
 
 @dataclass
@@ -58,12 +67,24 @@ class DeleteScan:
     warehouse_rows: int = 0  # live rows, after the soft deletes
     buckets: int = 0
     differing_buckets: int = 0
+    drifted: list[Any] = field(default_factory=list)  # buckets whose kept counts were wrong
 
 
 def integer_key(schema: TableSchema, key: Sequence[str]) -> bool:
     """One key column of an integer type (as the warehouse holds it): buckets by key range."""
     types = {c.name: catalog.parsed_type(c.pg_type).name for c in schema.columns}
     return len(key) == 1 and types[key[0]] in _INTEGER_TYPES
+
+
+def kept_counts(
+    source: PostgresSource | MySQLSource, schema: TableSchema, key: Sequence[str]
+) -> bool:
+    """Deletes of this table are found by key buckets (``find_deleted``), whose warehouse side
+    is kept (``fetch.bucket_counts``); other keys of PostgreSQL sources go through the comparison
+    engine's key hashes."""
+    return integer_key(schema, key) or (
+        isinstance(source, MySQLSource) and text_comparable(schema, key)
+    )
 
 
 def text_comparable(schema: TableSchema, key: Sequence[str]) -> bool:
@@ -74,22 +95,6 @@ def text_comparable(schema: TableSchema, key: Sequence[str]) -> bool:
     )
 
 
-def _pg_parts(key: Sequence[str], bucketing: Bucketing) -> tuple[sql.Composable, ...]:
-    """(bucket, sum, key value) expressions of a PostgreSQL table, equal to MySQLSource's."""
-    if bucketing.integer:
-        k = sql.Identifier(key[0])
-        return sql.SQL("{} / {}").format(k, sql.Literal(bucketing.width)), k, k
-    text = sql.SQL("concat_ws('|', {})").format(
-        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in key)
-    )
-    digits = sql.Literal(bucketing.digits)
-    return (
-        sql.SQL("left(md5({}), {})").format(text, digits),
-        sql.SQL("('x' || substr(md5({}), {} + 1, 7))::bit(28)::int").format(text, digits),
-        text,
-    )
-
-
 def pg_key_buckets(
     conn: psycopg.Connection,
     relation: sql.Composable,
@@ -97,14 +102,14 @@ def pg_key_buckets(
     key: Sequence[str],
     bucketing: Bucketing,
 ) -> dict[Any, tuple[int, int]]:
-    bucket, summed, _ = _pg_parts(key, bucketing)
+    bucket, summed, _ = pg_parts(key, bucketing)
     with _settings(conn, _FAST):
         rows = conn.execute(
             sql.SQL("SELECT {}, count(*), sum({}) FROM {}{} GROUP BY 1").format(
                 bucket, summed, relation, where
             )
         ).fetchall()
-    return {b: (int(n), int(total)) for b, n, total in rows}
+    return {b: (n, total) for b, n, total in rows}  # Decimal sums: see bucket_counts
 
 
 def pg_keys_in(
@@ -115,7 +120,7 @@ def pg_keys_in(
     bucketing: Bucketing,
     buckets: Sequence[Any],
 ) -> set[Any]:
-    bucket, _, value = _pg_parts(key, bucketing)
+    bucket, _, value = pg_parts(key, bucketing)
     glue = sql.SQL(" AND ") if where.as_string(conn) else sql.SQL(" WHERE ")
     if bucketing.integer:
         # A join with the buckets' key ranges: an index range scan per bucket.
@@ -139,6 +144,38 @@ def pg_keys_in(
     return {r[0] for r in conn.execute(statement).fetchall()}
 
 
+def source_buckets(
+    source: PostgresSource | MySQLSource, table: str, key: Sequence[str], bucketing: Bucketing
+) -> dict[Any, tuple[int, int]]:
+    """The source's (count, sum) per key bucket, in its connection's snapshot."""
+    if isinstance(source, MySQLSource):
+        return source.key_buckets(table, key, bucketing)
+    relation = catalog.qualified(source.config.schema, table)
+    return source._guard(
+        lambda: pg_key_buckets(source.conn, relation, sql.SQL(""), key, bucketing), table
+    )
+
+
+def pg_bucket_copy(
+    source: PostgresSource, table: str, key: Sequence[str], bucketing: Bucketing
+) -> bytes:
+    """The source's buckets as COPY text rows (bucket, count, sum), for
+    ``bucket_counts.compare``: no value is parsed in Python."""
+    bucket, summed, _ = pg_parts(key, bucketing)
+    statement = sql.SQL("COPY (SELECT ({})::text, count(*), sum({}) FROM {} GROUP BY 1) TO STDOUT")
+    relation = catalog.qualified(source.config.schema, table)
+
+    def read() -> bytes:
+        data = bytearray()
+        with _settings(source.conn, _FAST), source.conn.cursor() as cur:
+            with cur.copy(statement.format(bucket, summed, relation)) as copy:
+                for block in copy:
+                    data += block
+        return bytes(data)
+
+    return source._guard(read, table)
+
+
 def find_deleted(
     wh: psycopg.Connection,
     source: PostgresSource | MySQLSource,
@@ -147,12 +184,18 @@ def find_deleted(
     child: str,
     key: Sequence[str],
     integer: bool,
+    watermark_key: str,
+    logger: logging.Logger | logging.LoggerAdapter = LOGGER,
+    counted: tuple[Bucketing, Future[bytes]] | None = None,
 ) -> DeleteScan:
     """Soft-delete the child's live rows whose keys the source (in its current snapshot) lacks;
-    committed in the warehouse. The source's connection stays in its snapshot."""
+    committed in the warehouse. The source's connection stays in its snapshot. The warehouse's
+    buckets are the kept ones (``fetch.bucket_counts``); missing, stale or found drifted, they
+    are rebuilt by a scan of the child's keys, with a log line saying why. `counted`: the
+    source's buckets being counted already (in the same snapshot, ``pg_bucket_copy``), and how:
+    then compared in the warehouse."""
     target = catalog.qualified(app, child)
-    live = sql.SQL(" WHERE {} IS NULL").format(sql.Identifier(DELETED_COLUMN))
-    bucketing = Bucketing(False)
+    low = high = None
     if integer:
         with wh.transaction():  # the child's key index answers
             low, high = wh.execute(
@@ -160,27 +203,78 @@ def find_deleted(
                     sql.Identifier(key[0]), target
                 )
             ).fetchone() or (None, None)
-        bucketing = integer_bucketing(low, high)
-
-    def theirs_buckets() -> dict[Any, tuple[int, int]]:
-        if isinstance(source, MySQLSource):
-            return source.key_buckets(table, key, bucketing)
-        relation = catalog.qualified(source.config.schema, table)
-        return source._guard(
-            lambda: pg_key_buckets(source.conn, relation, sql.SQL(""), key, bucketing), table
+    span = None if low is None or high is None else high - low + 1
+    with wh.transaction():
+        kept = bucket_counts.read(wh, app, child, watermark_key, integer, span)
+    if isinstance(kept, str):
+        logger.info(
+            f"{app}.{child}: {kept}; scanning the warehouse's keys for the delete detection "
+            "and keeping their bucket counts from now on"
         )
-
-    # Both databases compute their buckets at the same time.
-    with ThreadPoolExecutor(max_workers=1) as pool, wh.transaction():
-        pending = pool.submit(theirs_buckets)
-        ours = pg_key_buckets(wh, target, live, key, bucketing)
-        theirs = pending.result()
-    scan = DeleteScan(
-        source_rows=sum(n for n, _ in theirs.values()),
-        warehouse_rows=sum(n for n, _ in ours.values()),
-        buckets=len(set(ours) | set(theirs)),
+        bucketing = integer_bucketing(low, high) if integer else Bucketing(False)
+        return _find_deleted(wh, source, table, app, child, key, bucketing, None, watermark_key)
+    if counted and counted[0] == kept.bucketing:
+        theirs = counted[1].result()
+    else:
+        theirs = bucket_counts.copy_text(source_buckets(source, table, key, kept.bucketing))
+    scan = _find_deleted(
+        wh, source, table, app, child, key, kept.bucketing, kept, watermark_key, theirs
     )
-    differing = sorted(b for b in set(ours) | set(theirs) if ours.get(b) != theirs.get(b))
+    if scan.drifted:
+        logger.warning(
+            f"{app}.{child}: the kept key-bucket counts differ from the keys in "
+            f"{len(scan.drifted)} bucket(s) (first: {scan.drifted[0]}); scanning the "
+            "warehouse's keys and rebuilding them"
+        )
+        bucketing = integer_bucketing(low, high) if integer else Bucketing(False)
+        again = _find_deleted(wh, source, table, app, child, key, bucketing, None, watermark_key)
+        again.deleted += scan.deleted
+        return again
+    return scan
+
+
+def _find_deleted(
+    wh: psycopg.Connection,
+    source: PostgresSource | MySQLSource,
+    table: str,
+    app: str,
+    child: str,
+    key: Sequence[str],
+    bucketing: Bucketing,
+    kept: bucket_counts.Kept | None,
+    watermark_key: str,
+    counted: bytes | None = None,
+) -> DeleteScan:
+    """With `kept`: the source's buckets (`counted`, COPY text) against the kept counts, the
+    differing buckets' counts checked against the child's keys (``DeleteScan.drifted``: nothing
+    deleted then); without: against a scan of the child, which rebuilds the kept counts in the
+    same transaction."""
+    target = catalog.qualified(app, child)
+    live = sql.SQL(" WHERE {} IS NULL").format(sql.Identifier(DELETED_COLUMN))
+
+    if kept is not None and counted is not None:  # compared in the warehouse
+        with wh.transaction():
+            compared = bucket_counts.compare(wh, app, child, counted, bucketing)
+        ours = compared.kept
+        differing = compared.differing
+        scan = DeleteScan(
+            source_rows=compared.source_rows,
+            warehouse_rows=compared.warehouse_rows,
+            buckets=compared.buckets,
+        )
+    else:
+        # Both databases compute their buckets at the same time.
+        with ThreadPoolExecutor(max_workers=1) as pool, wh.transaction():
+            pending = pool.submit(source_buckets, source, table, key, bucketing)
+            with _settings(wh, _FAST):
+                ours = bucket_counts.rebuild(wh, app, child, child, key, bucketing, watermark_key)
+            theirs = pending.result()
+        scan = DeleteScan(
+            source_rows=sum(n for n, _ in theirs.values()),
+            warehouse_rows=sum(n for n, _ in ours.values()),
+            buckets=len(set(ours) | set(theirs)),
+        )
+        differing = sorted({b for b, _ in set(ours.items()) ^ set(theirs.items())})
     scan.differing_buckets = len(differing)
     if not differing:
         return scan
@@ -198,15 +292,28 @@ def find_deleted(
         pending_keys = pool.submit(theirs_keys)
         mine = pg_keys_in(wh, target, live, key, bucketing, differing)
         present = pending_keys.result()
+        if kept is not None:
+            scan.drifted = _drifted(mine, bucketing, differing, ours)
+            if scan.drifted:
+                return scan
         gone = sorted(mine - present)
         scan.missed = sorted(present - mine)
         if gone:
-            _, _, value = _pg_parts(key, bucketing)
-            cur = wh.execute(
-                sql.SQL("UPDATE ONLY {} SET {} = now(){} AND {} = ANY({})").format(
-                    target, sql.Identifier(DELETED_COLUMN), live, value, sql.Literal(gone)
-                )
-            )
-            scan.deleted = cur.rowcount
+            scan.deleted = bucket_counts.soft_delete(wh, app, child, key, bucketing, gone, True)
     scan.warehouse_rows -= scan.deleted
     return scan
+
+
+def _drifted(
+    keys: set[Any],
+    bucketing: Bucketing,
+    buckets: Sequence[Any],
+    kept: dict[Any, tuple[int, int]],
+) -> list[Any]:
+    """The buckets whose kept (count, sum) differ from those of the child's live `keys`."""
+    found: dict[Any, tuple[int, int]] = {b: (0, 0) for b in buckets}
+    for k in keys:
+        bucket, summand = bucketing.bucket_of(k)
+        n, total = found.get(bucket, (0, 0))
+        found[bucket] = (n + 1, total + summand)
+    return [b for b in buckets if found[b] != kept.get(b, (0, 0))]

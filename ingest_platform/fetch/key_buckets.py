@@ -3,8 +3,12 @@ the same buckets in the warehouse (PostgreSQL) and in the source (PostgreSQL or 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
 
 MIN_WIDTH = 16  # integer keys per bucket at least
 MAX_BUCKETS = 65_536  # buckets at most (the rows the bucket queries return)
@@ -34,6 +38,31 @@ class Bucketing:
             else:
                 found.append((-w + 1, w - 1))
         return found
+
+    def bucket_of(self, value: Any) -> tuple[Any, int]:
+        """(bucket, summand) of one key as ``pg_parts`` computes them in SQL: an integer key's
+        truncating division; other keys' md5 of their text (``pg_keys_in``'s value)."""
+        if self.integer:
+            k = int(value)
+            return (abs(k) // self.width) * (1 if k >= 0 else -1), k
+        digest = hashlib.md5(str(value).encode()).hexdigest()
+        return digest[: self.digits], int(digest[self.digits : self.digits + 7], 16)
+
+
+def pg_parts(key: Sequence[str], bucketing: Bucketing) -> tuple[sql.Composable, ...]:
+    """(bucket, sum, key value) expressions of a PostgreSQL table, equal to MySQLSource's."""
+    if bucketing.integer:
+        k = sql.Identifier(key[0])
+        return sql.SQL("{} / {}").format(k, sql.Literal(bucketing.width)), k, k
+    text = sql.SQL("concat_ws('|', {})").format(
+        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in key)
+    )
+    digits = sql.Literal(bucketing.digits)
+    return (
+        sql.SQL("left(md5({}), {})").format(text, digits),
+        sql.SQL("('x' || substr(md5({}), {} + 1, 7))::bit(28)::int").format(text, digits),
+        text,
+    )
 
 
 def integer_bucketing(low: int | None, high: int | None) -> Bucketing:

@@ -504,7 +504,7 @@ class MySQLSource:
         return int(self._run(f"SELECT count(*) FROM {_quote_mysql(table)}", table=table)[0][0])
 
     def _key_parts(self, key: Sequence[str], bucketing: Bucketing) -> tuple[str, str, str]:
-        """(bucket, sum, key value) expressions, equal to ``fetch.deletes._pg_parts``'s in
+        """(bucket, sum, key value) expressions, equal to ``fetch.key_buckets.pg_parts``'s in
         PostgreSQL: ``key DIV width`` and the key for an integer key; else the first hex digits
         of md5 of the key's text and the next 28 bits."""
         if bucketing.integer:

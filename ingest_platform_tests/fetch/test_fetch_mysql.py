@@ -184,3 +184,63 @@ def test_mariadb_faults_are_named(pg_dsn, mysql_db, tmp_path):
         fetch(pg_dsn, bad, environ={"FETCH_TEST_MY": url})
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("SELECT to_regclass('shop.items')").fetchone() == (None,)
+
+
+def test_kept_counts_of_a_text_key_from_mariadb(pg_dsn, mysql_db, tmp_path, caplog):
+    """A varchar key: buckets by md5 of its text, kept in the warehouse by each pull; a key
+    deleted, re-inserted and deleted again is found each time without scanning the warehouse,
+    and the kept counts equal a fresh count of the child's live keys."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    url, server = mysql_db
+    env = {"FETCH_TEST_MY": url}
+    with server.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE codes (code varchar(20) PRIMARY KEY, n int, updated_at datetime NOT NULL)"
+        )
+        cur.execute(
+            "INSERT INTO codes SELECT concat('c-', seq), seq, '2024-01-01' + interval seq second"
+            " FROM seq_1_to_300"
+        )
+    server.commit()
+    cfg = config(tmp_path, '\n[sources.apac.incremental.codes]\ncursor = "updated_at"\n')
+    cfg = dataclasses.replace(cfg, pattern="codes")
+    fetch(pg_dsn, cfg, environ=env)
+
+    def incremental(*changes: str) -> int:
+        with server.cursor() as cur:
+            for change in changes:
+                cur.execute(change)
+        server.commit()
+        caplog.clear()
+        (report,) = fetch(pg_dsn, cfg, incremental=True, environ=env)
+        assert "scanning the warehouse's keys" not in caplog.text
+        assert report.checks[0].startswith("counts ok"), report.checks
+        with psycopg.connect(pg_dsn) as conn:
+            kept = conn.execute(
+                "SELECT bucket, n, total FROM shop._fetch_key_buckets WHERE n <> 0 ORDER BY 1"
+            ).fetchall()
+            fresh = conn.execute(
+                "SELECT left(md5(code), 3), count(*),"
+                " sum(('x' || substr(md5(code), 4, 7))::bit(28)::int) FROM ONLY shop.codes__vv1"
+                " WHERE _deleted_at IS NULL GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        assert kept == fresh and kept
+        return report.deleted
+
+    assert incremental("DELETE FROM codes WHERE code IN ('c-7', 'c-8')") == 2
+    assert (
+        incremental(
+            "INSERT INTO codes VALUES ('c-7', 7, '2025-01-01')",
+            "UPDATE codes SET n = -9, updated_at = '2025-01-02' WHERE code = 'c-9'",
+        )
+        == 0
+    )
+    assert incremental("DELETE FROM codes WHERE code = 'c-7'") == 1
+    with psycopg.connect(pg_dsn) as conn:
+        gone = conn.execute(
+            "SELECT code FROM ONLY shop.codes__vv1 WHERE _deleted_at IS NOT NULL ORDER BY 1"
+        ).fetchall()
+        assert gone == [("c-7",), ("c-8",)]
+        assert conn.execute("SELECT count(*) FROM ONLY shop.codes__vv1").fetchone() == (300,)
