@@ -86,6 +86,13 @@ def rebuild(
     ensure_tables(conn, app)
     bucket, summed, _ = pg_parts(key, bucketing)
     conn.execute(sql.SQL("DELETE FROM {} WHERE child = %s").format(_counts(app)), (child,))
+    # Counts of children that are gone (a dropped version) would stay forever: dropped here.
+    gone = sql.SQL(
+        "SELECT child FROM {} WHERE child <> %s"
+        " AND NOT EXISTS (SELECT FROM pg_class WHERE oid = relation)"
+    ).format(_state(app))
+    conn.execute(sql.SQL("DELETE FROM {} WHERE child IN ({})").format(_counts(app), gone), (child,))
+    conn.execute(sql.SQL("DELETE FROM {} WHERE child IN ({})").format(_state(app), gone), (child,))
     conn.execute(
         sql.SQL(
             "INSERT INTO {} SELECT %s, ({})::text, count(*), sum({}) FROM ONLY {}"

@@ -134,3 +134,27 @@ def test_counts_that_cannot_be_trusted_are_rebuilt_from_a_scan(
     assert incremental("DELETE FROM orders WHERE id = 23", "SELECT 1") == 1
     assert SCANNED not in caplog.text
     assert same_keys(pg_dsn, source_dsn) == {20, 21, 22, 23}
+
+
+def test_counts_of_a_dropped_child_go_with_the_next_build(pg_dsn, source_dsn, tmp_path):
+    seed_pg(source_dsn)
+    config = load_config(write_config(tmp_path, PG_CONFIG))["eu"]
+    env = {"FETCH_TEST_EU": source_dsn}
+    fetch(pg_dsn, config, environ=env)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # what a dropped version leaves
+        conn.execute("CREATE TABLE shop.orders__vold (id int)")
+        conn.execute(
+            "INSERT INTO shop._fetch_key_bucket_state SELECT 'orders__vold',"
+            " 'shop.orders__vold'::regclass, format, integer_key, width, digits, watermark_key,"
+            " position FROM shop._fetch_key_bucket_state"
+        )
+        conn.execute(
+            "INSERT INTO shop._fetch_key_buckets SELECT 'orders__vold', bucket, n, total"
+            " FROM shop._fetch_key_buckets"
+        )
+        conn.execute("DROP TABLE shop.orders__vold")
+    fetch(pg_dsn, config, environ=env)
+    for table in ("_fetch_key_bucket_state", "_fetch_key_buckets"):
+        children = rows(pg_dsn, f"SELECT DISTINCT child FROM shop.{table}")
+        assert children == [("orders__vv1",)]
+    kept_equals_a_fresh_count(pg_dsn)
