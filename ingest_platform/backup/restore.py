@@ -178,7 +178,7 @@ def restore(
         # The proof and the table's index builds read the table at once, each on its own
         # connection (none locks out the others): one table's keys no longer wait for its proof
         # and for each other while the other worker idles.
-        with ThreadPoolExecutor(max_workers=len(builds) + 1) as side:
+        with ThreadPoolExecutor(max_workers=min(len(builds), BUILDS_AT_ONCE) + 1) as side:
             proving = side.submit(_prove, target_dsn, entry) if proved_early(entry) else None
             for done in [side.submit(post_data.run, target_dsn, [b]) for b in builds]:
                 done.result()
@@ -479,6 +479,8 @@ def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
 # Index builds sort every row: more memory than PostgreSQL's default 64MB keeps a 2M-row key's
 # sort in memory (per connection, for this restore's statements only).
 INDEX_MEMORY = "256MB"
+# A table's index builds at once (each worker's): at most this many INDEX_MEMORY sorts per worker.
+BUILDS_AT_ONCE = 2
 _INDEX_TABLE = re.compile(r"^CREATE (?:UNIQUE )?INDEX \S+ ON (?:ONLY )?(\S+) ", re.MULTILINE)
 
 
