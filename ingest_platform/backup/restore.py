@@ -10,9 +10,9 @@
    schemas are dropped again), so it converges. The marker goes when the restore is verified.
 4. The schema's pre-data section (types, tables, functions, views) from the backup's pg_dump
    archive (``migration/pg_tools``, ``migration/schema``), then each table's files loaded by one
-   COPY in its own transaction (``jobs`` tables at once), its keys and indexes right after it in
-   the same worker (``_PostData``), then foreign keys, triggers and the rest of post-data, then
-   the sequences.
+   COPY in its own transaction (``jobs`` tables at once), its keys and indexes right after it
+   (``_PostData``; its index builds and its proof at once, ``_concurrent_builds``), then foreign
+   keys, triggers and the rest of post-data, then the sequences.
 5. Every restored table is compared with the backup's fingerprint (``verify``) right after its
    COPY, while other tables load; and, when `source_dsn` is given and answers, with the source.
 """
@@ -172,8 +172,18 @@ def restore(
 
     def load(entry: dict) -> tuple[TableRestore, Comparison | None]:
         loaded = _load_table(directory, target_dsn, entry)
-        proved = _prove(target_dsn, entry) if proved_early(entry) else None
-        post_data.run(target_dsn, post_data.by_table.get(f"{entry['schema']}.{entry['name']}", []))
+        builds, attach = _concurrent_builds(
+            post_data.by_table.get(f"{entry['schema']}.{entry['name']}", [])
+        )
+        # The proof and the table's index builds read the table at once, each on its own
+        # connection (none locks out the others): one table's keys no longer wait for its proof
+        # and for each other while the other worker idles.
+        with ThreadPoolExecutor(max_workers=min(len(builds), BUILDS_AT_ONCE) + 1) as side:
+            proving = side.submit(_prove, target_dsn, entry) if proved_early(entry) else None
+            for done in [side.submit(post_data.run, target_dsn, [b]) for b in builds]:
+                done.result()
+            proved = proving.result() if proving is not None else None
+        post_data.run(target_dsn, attach)
         return loaded, proved
 
     # The biggest tables first: the last one to start is a small one, so the workers end together.
@@ -469,6 +479,8 @@ def _load_table(directory: Path, target_dsn: str, entry: dict) -> TableRestore:
 # Index builds sort every row: more memory than PostgreSQL's default 64MB keeps a 2M-row key's
 # sort in memory (per connection, for this restore's statements only).
 INDEX_MEMORY = "256MB"
+# A table's index builds at once (each worker's): at most this many INDEX_MEMORY sorts per worker.
+BUILDS_AT_ONCE = 2
 _INDEX_TABLE = re.compile(r"^CREATE (?:UNIQUE )?INDEX \S+ ON (?:ONLY )?(\S+) ", re.MULTILINE)
 
 
@@ -523,6 +535,39 @@ class _PostData:
             if table not in loaded:
                 self.run(target_dsn, statements)
         self.run(target_dsn, self.rest)
+
+
+# A primary key or unique constraint in the form pg_dump writes for plain columns: built as a
+# unique index of the constraint's name (a SHARE lock: it runs beside the proof and the table's
+# other index builds), then made the constraint by ``USING INDEX`` (no second build). Any other
+# form (NULLS NOT DISTINCT, INCLUDE, WITH, DEFERRABLE, expressions) is run as pg_dump wrote it.
+_KEY = re.compile(
+    r"^ALTER TABLE ONLY (\S+)\n    ADD CONSTRAINT (\S+) (PRIMARY KEY|UNIQUE) \(([^()]*)\);\n",
+    re.MULTILINE,
+)
+
+
+def _concurrent_builds(entries: list[str]) -> tuple[list[str], list[str]]:
+    """(index builds that can run at once, what runs after them in order) of one table's
+    post-data entries."""
+    builds: list[str] = []
+    after: list[str] = []
+    for entry in entries:
+        header = _ENTRY.match(entry)
+        kind = header.group(2) if header else ""
+        body = entry[header.end() :].strip().removeprefix("--").strip() if header else ""
+        key = _KEY.search(entry)
+        if kind == "CONSTRAINT" and key is not None and body == key.group(0).strip():
+            table, name, constraint, columns = key.groups()
+            head = entry[: key.start()]
+            builds.append(f"{head}CREATE UNIQUE INDEX {name} ON {table} USING btree ({columns});\n")
+            attach = f"ADD CONSTRAINT {name} {constraint} USING INDEX {name}"
+            after.append(f"{head}ALTER TABLE ONLY {table}\n    {attach};\n")
+        elif kind == "INDEX" and body.startswith("CREATE INDEX ") and body.count(";") == 1:
+            builds.append(entry)
+        else:
+            after.append(entry)
+    return builds, after
 
 
 def _prove(target_dsn: str, entry: dict) -> Comparison:

@@ -524,3 +524,30 @@ def test_keys_and_indexes_of_tables_not_restored_are_built_too(pg_dsn, target_ds
     assert {"one_pkey", "two_pkey", "two_one", "parted_pkey", "parted_at"} <= indexes
     assert {"parted_2026_pkey", "parted_2026_at_idx"} <= indexes
     assert "two_one_id_fkey" in constraints
+
+
+def test_keys_built_beside_the_proof_are_the_sources_constraints(pg_dsn, target_dsn, tmp_path):
+    # Plain primary keys and unique constraints are built as unique indexes beside the proof and
+    # the table's other indexes, then attached by USING INDEX; other forms run as pg_dump wrote
+    # them. Either way the target's constraints and indexes are the source's.
+    _execute(pg_dsn, "CREATE TABLE k (id int PRIMARY KEY, a int, b text, c int, d int,"
+             " UNIQUE (a, b), UNIQUE NULLS NOT DISTINCT (c), UNIQUE (d) INCLUDE (a));"
+             " CREATE INDEX k_b ON k (b DESC);"
+             " INSERT INTO k SELECT g, g, g::text, g, g FROM generate_series(1, 500) g"
+             )  # fmt: skip
+    backup(pg_dsn, tmp_path / "b")
+    result = restore(tmp_path / "b", target_dsn)
+    assert result.passed, result.text()
+    described = (
+        "SELECT c.conname, c.contype, pg_get_constraintdef(c.oid), i.relname"
+        " FROM pg_constraint c LEFT JOIN pg_class i ON i.oid = c.conindid"
+        " WHERE c.conrelid = 'public.k'::regclass ORDER BY 1"
+    )
+    indexes = "SELECT indexdef FROM pg_indexes WHERE tablename = 'k' ORDER BY 1"
+    with psycopg.connect(pg_dsn) as source, psycopg.connect(target_dsn) as target:
+        expected = source.execute(described).fetchall()
+        assert len(expected) == 4
+        assert target.execute(described).fetchall() == expected
+        assert target.execute(indexes).fetchall() == source.execute(indexes).fetchall()
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            target.execute("INSERT INTO k VALUES (1, 0, '', 0, 0)")
