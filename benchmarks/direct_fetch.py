@@ -11,7 +11,8 @@ Methods (each round runs every one once, the order rotated; best of the rounds p
   created beforehand (untimed): no atomic version, no type mapping, no checks;
 - dlt: ``sql_database`` with its pyarrow backend (connectorx is not installed) into the same
   PostgreSQL, parquet loader files;
-- incremental: 1% of the rows get a new updated_at and 0.1% are deleted (untimed), then
+- incremental: after a full pull and a first incremental pull (untimed: it builds the kept
+  key-bucket counts), 1% of the rows get a new updated_at and 0.1% are deleted (untimed), then
   ``fetch --incremental``: upsert of those rows, deletes found from per-bucket key counts
   (``fetch.deletes``), checks (counts per key bucket, bucket hashes of the rows copied); against
   a full pull with the same checks ("x full" column).
@@ -203,6 +204,10 @@ def main() -> None:
                     config, incremental={"items": Incremental("updated_at", deletes=False)}
                 )
             fetch(wh, config, environ=env, check=False)  # a fresh full version (untimed)
+            # The first incremental pull after it, untimed: it builds the kept key-bucket counts
+            # (a scan of the child); the timed one is an incremental pull after an incremental
+            # pull, as they follow each other in use.
+            fetch(wh, config, incremental=True, environ=env, check=False)
             # 1% of the rows changed and 0.1% deleted (other ones each time), untimed.
             step, gone = 100, next(delete_sets)
             change = f"UPDATE items SET a = -a, updated_at = now() WHERE id % {step} = 0"

@@ -2,16 +2,19 @@
 
 Per child of an incrementally pulled table, ``<app>._fetch_key_buckets`` holds per key bucket the
 count and the sum of the live (not soft-deleted) keys, and ``<app>._fetch_key_bucket_state`` how
-they were bucketed. They change in the SAME warehouse transaction as the rows they count: a
-snapshot pull builds them from its load table; each incremental chunk adds its rows and subtracts
-the live rows it replaces (``upsert_chunk``); each soft delete subtracts its keys
-(``soft_delete``). So an incremental pull's delete detection scans only the source's keys.
+they were bucketed. They change in the SAME warehouse transaction as the rows they count: the
+first incremental pull after a snapshot pull builds them from its scan of the child's keys
+(``rebuild``; a snapshot pull does not: building them there cost 1-1.3 s per 1M keys, a third
+of the pull, which the goal of a pull as fast as psql's COPY pipe cannot spare); each
+incremental chunk adds its rows and subtracts the live rows it replaces (``upsert_chunk``); each
+soft delete subtracts its keys (``soft_delete``). So the incremental pulls after that first one
+scan only the source's keys.
 
 Trusted only while provably current; otherwise ``read`` says why and the caller scans the
 child's keys and rebuilds them (``rebuild``), with a log line:
 - the state's ``format`` is not FORMAT (written by another version of this code);
-- the child's relation oid differs (the child was replaced: a snapshot pull whose attach failed
-  after the build, a dump loaded over it);
+- the child's relation oid differs (the child was replaced: a snapshot pull, a dump loaded over
+  it);
 - the stored position differs from the watermark's (a pull that moved the watermark without
   keeping the counts: deletes off, or older code);
 - integer keys outgrew the stored bucket width (more than GROWTH x MAX_BUCKETS buckets).
@@ -93,10 +96,12 @@ def rebuild(
     ).format(_state(app))
     conn.execute(sql.SQL("DELETE FROM {} WHERE child IN ({})").format(_counts(app), gone), (child,))
     conn.execute(sql.SQL("DELETE FROM {} WHERE child IN ({})").format(_state(app), gone), (child,))
+    # Grouped by the bucket's own value, cast to text per bucket, not per row: grouping an
+    # integer is 2.5x faster than grouping its text (1M keys: 164 against 437 ms).
     conn.execute(
         sql.SQL(
-            "INSERT INTO {} SELECT %s, ({})::text, count(*), sum({}) FROM ONLY {}"
-            " WHERE {} IS NULL GROUP BY 1, 2"
+            "INSERT INTO {} SELECT %s, b::text, n, s FROM (SELECT {} AS b, count(*) AS n,"
+            " sum({}) AS s FROM ONLY {} WHERE {} IS NULL GROUP BY 1) AS grouped"
         ).format(
             _counts(app),
             bucket,

@@ -162,7 +162,10 @@ def pg_bucket_copy(
     """The source's buckets as COPY text rows (bucket, count, sum), for
     ``bucket_counts.compare``: no value is parsed in Python."""
     bucket, summed, _ = pg_parts(key, bucketing)
-    statement = sql.SQL("COPY (SELECT ({})::text, count(*), sum({}) FROM {} GROUP BY 1) TO STDOUT")
+    statement = sql.SQL(  # grouped by the bucket's value, as bucket_counts.rebuild does
+        "COPY (SELECT b::text, n, s FROM (SELECT {} AS b, count(*) AS n, sum({}) AS s FROM {}"
+        " GROUP BY 1) AS grouped) TO STDOUT"
+    )
     relation = catalog.qualified(source.config.schema, table)
 
     def read() -> bytes:

@@ -57,7 +57,7 @@ from ingest_platform.fetch.deletes import (
     kept_counts,
     pg_bucket_copy,
 )
-from ingest_platform.fetch.key_buckets import Bucketing, integer_bucketing
+from ingest_platform.fetch.key_buckets import Bucketing
 from ingest_platform.fetch.sources import (
     MySQLSource,
     PostgresSource,
@@ -267,7 +267,6 @@ def pull_snapshot(
                         )
                     )
                     wh.commit()
-                    _count_keys(wh, source, config, schema, load, version)
                 checks = []
                 if check:
                     with wh.transaction():
@@ -319,36 +318,6 @@ def _snapshot_position(
     order = [config.incremental[table].cursor, *_key(config, schema)]
     with wh.transaction():
         return _last_position(wh, config.app, relation, order)
-
-
-def _count_keys(
-    wh: psycopg.Connection,
-    source: PostgresSource | MySQLSource,
-    config: SourceConfig,
-    schema: TableSchema,
-    load: VersionLoad,
-    version: str,
-) -> None:
-    """The key-bucket counts of the delete detection (``fetch.bucket_counts``), from the load
-    table (its oid becomes the child's); current once ``_store_positions`` writes the position
-    with them. A pull that fails before leaves them naming another oid: rebuilt when needed."""
-    key = _key(config, schema)
-    if not config.incremental[schema.name].deletes or not kept_counts(source, schema, key):
-        return
-    relation = catalog.qualified(config.app, load.load_table)
-    with wh.transaction():
-        bucketing = Bucketing(False)
-        if integer_key(schema, key):
-            low, high = wh.execute(
-                sql.SQL("SELECT min({0}), max({0}) FROM ONLY {1}").format(
-                    sql.Identifier(key[0]), relation
-                )
-            ).fetchone() or (None, None)
-            bucketing = integer_bucketing(low, high)
-        bucket_counts.rebuild(
-            wh, config.app, load.child_table, load.load_table, key, bucketing,
-            _watermark_key(config, schema.name, version),
-        )  # fmt: skip
 
 
 def _store_positions(
