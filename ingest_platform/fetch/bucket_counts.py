@@ -78,14 +78,12 @@ def rebuild(
     conn: psycopg.Connection,
     app: str,
     child: str,
-    relation: str,
     key: Sequence[str],
     bucketing: Bucketing,
-    watermark_key: str | None,
+    watermark_key: str,
 ) -> dict[Any, tuple[int, int]]:
-    """Count `relation`'s live keys (a scan) as `child`'s buckets, in the caller's transaction;
-    the state takes `relation`'s oid (a load table keeps it when renamed to the child) and the
-    watermark's current position (None: until ``sync_position``)."""
+    """Count the child's live keys (a scan) as its buckets, in the caller's transaction; the
+    state takes the child's oid and the watermark's current position."""
     ensure_tables(conn, app)
     bucket, summed, _ = pg_parts(key, bucketing)
     conn.execute(sql.SQL("DELETE FROM {} WHERE child = %s").format(_counts(app)), (child,))
@@ -106,12 +104,12 @@ def rebuild(
             _counts(app),
             bucket,
             summed,
-            catalog.qualified(app, relation),
+            catalog.qualified(app, child),
             sql.Identifier(DELETED_COLUMN),
         ),
         (child,),
     )
-    oid = catalog.relation_oid(conn, app, relation)
+    oid = catalog.relation_oid(conn, app, child)
     conn.execute(
         sql.SQL(
             "INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s, %s, NULL) ON CONFLICT (child) DO"
@@ -121,7 +119,7 @@ def rebuild(
         ).format(_state(app)),
         (child, oid, FORMAT, bucketing.integer, bucketing.width, bucketing.digits, watermark_key),
     )
-    if watermark_key is not None and catalog.relation_oid(conn, app, watermarks.WATERMARK_TABLE):
+    if catalog.relation_oid(conn, app, watermarks.WATERMARK_TABLE):
         sync_position(conn, app, child)
     return read_counts(conn, app, child, bucketing)
 

@@ -209,13 +209,17 @@ def find_deleted(
     span = None if low is None or high is None else high - low + 1
     with wh.transaction():
         kept = bucket_counts.read(wh, app, child, watermark_key, integer, span)
+
+    def scanned() -> DeleteScan:  # against a scan of the child, which rebuilds the kept counts
+        bucketing = integer_bucketing(low, high) if integer else Bucketing(False)
+        return _find_deleted(wh, source, table, app, child, key, bucketing, None, watermark_key)
+
     if isinstance(kept, str):
         logger.info(
             f"{app}.{child}: {kept}; scanning the warehouse's keys for the delete detection "
             "and keeping their bucket counts from now on"
         )
-        bucketing = integer_bucketing(low, high) if integer else Bucketing(False)
-        return _find_deleted(wh, source, table, app, child, key, bucketing, None, watermark_key)
+        return scanned()
     if counted and counted[0] == kept.bucketing:
         theirs = counted[1].result()
     else:
@@ -229,8 +233,7 @@ def find_deleted(
             f"{len(scan.drifted)} bucket(s) (first: {scan.drifted[0]}); scanning the "
             "warehouse's keys and rebuilding them"
         )
-        bucketing = integer_bucketing(low, high) if integer else Bucketing(False)
-        again = _find_deleted(wh, source, table, app, child, key, bucketing, None, watermark_key)
+        again = scanned()
         again.deleted += scan.deleted
         return again
     return scan
@@ -270,7 +273,7 @@ def _find_deleted(
         with ThreadPoolExecutor(max_workers=1) as pool, wh.transaction():
             pending = pool.submit(source_buckets, source, table, key, bucketing)
             with _settings(wh, _FAST):
-                ours = bucket_counts.rebuild(wh, app, child, child, key, bucketing, watermark_key)
+                ours = bucket_counts.rebuild(wh, app, child, key, bucketing, watermark_key)
             theirs = pending.result()
         scan = DeleteScan(
             source_rows=sum(n for n, _ in theirs.values()),

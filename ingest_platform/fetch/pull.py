@@ -293,7 +293,7 @@ def pull_snapshot(
             source.end()
             done = attach_staged(wh, app, version, pull_id, tables, logger=logger)
             if positions and not done.waiting_for:
-                _store_positions(wh, config, version, positions, loads)
+                _store_positions(wh, config, version, positions)
             for report in reports:
                 attached = done.attached.get(report.table)
                 if attached is not None:
@@ -325,23 +325,18 @@ def _store_positions(
     config: SourceConfig,
     version: str,
     positions: dict[str, tuple | None],
-    loads: Sequence[VersionLoad],
 ) -> None:
     """Written after the attach: a pull that fails before it leaves the old positions, which
     match the old children. A crash between the attach and this leaves a position that is too
-    early; the next incremental pull upserts those rows again (idempotent) and converges. The
-    kept key-bucket counts take the position in the same transaction."""
-    children = {load.table: load.child_table for load in loads}
+    early; the next incremental pull upserts those rows again (idempotent) and converges. (The
+    kept key-bucket counts name the old child's oid: the next incremental pull rebuilds them.)"""
     with wh.transaction():
         watermarks.ensure_table(wh, config.app)
-        counted = catalog.relation_oid(wh, config.app, bucket_counts.STATE_TABLE) is not None
         for table, position in positions.items():
             watermarks.write(
                 wh, config.app, _watermark_key(config, table, version), position,
                 [f"{config.app}.{table}"], "fetch snapshot",
             )  # fmt: skip
-            if counted:
-                bucket_counts.sync_position(wh, config.app, children[table])
 
 
 def _last_position(
