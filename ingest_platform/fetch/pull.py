@@ -321,10 +321,7 @@ def _snapshot_position(
 
 
 def _store_positions(
-    wh: psycopg.Connection,
-    config: SourceConfig,
-    version: str,
-    positions: dict[str, tuple | None],
+    wh: psycopg.Connection, config: SourceConfig, version: str, positions: dict[str, tuple | None]
 ) -> None:
     """Written after the attach: a pull that fails before it leaves the old positions, which
     match the old children. A crash between the attach and this leaves a position that is too
