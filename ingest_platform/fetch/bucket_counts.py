@@ -28,10 +28,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
 from ingest_platform.bulk_ingest import watermarks
+from ingest_platform.fetch.key_arrays import int8_array
 from ingest_platform.fetch.key_buckets import MAX_BUCKETS, Bucketing, pg_parts
 from ingest_platform.postgres import catalog
 
@@ -329,6 +331,23 @@ def compare(
         # both sides' buckets: the source's, and the kept ones the source lacks
         buckets=int(source_buckets) + sum(1 for *_, only_kept in rows if only_kept),
     )
+
+
+def read_integer(
+    conn: psycopg.Connection, app: str, child: str, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kept (bucket, count, sum of ``key - bucket * width``) of the child's integer buckets,
+    as int64 arrays for ``key_arrays.compare`` (one row back: three binary arrays)."""
+    row: Any = conn.execute(
+        sql.SQL(
+            "SELECT array_send(array_agg(b)), array_send(array_agg(n)),"
+            " array_send(array_agg((total - b::numeric * %s * n)::bigint))"
+            " FROM (SELECT bucket::bigint AS b, n, total FROM {} WHERE child = %s AND n <> 0) AS k"
+        ).format(_counts(app)),
+        (width, child),
+        binary=True,
+    ).fetchone()
+    return int8_array(row[0]), int8_array(row[1]), int8_array(row[2])
 
 
 def copy_text(buckets: dict[Any, tuple[int, int]]) -> bytes:

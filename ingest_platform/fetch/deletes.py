@@ -40,8 +40,14 @@ from psycopg import sql
 
 from ingest_platform.consistency.compare import _settings
 from ingest_platform.dumps.schema import TableSchema
-from ingest_platform.fetch import bucket_counts
-from ingest_platform.fetch.key_buckets import Bucketing, integer_bucketing, pg_parts
+from ingest_platform.fetch import bucket_counts, key_arrays
+from ingest_platform.fetch.key_buckets import (
+    MIN_WIDTH,
+    SOLVING_WIDTH,
+    Bucketing,
+    integer_bucketing,
+    pg_parts,
+)
 from ingest_platform.fetch.sources import MySQLSource, PostgresSource
 from ingest_platform.postgres import catalog
 
@@ -67,6 +73,7 @@ class DeleteScan:
     warehouse_rows: int = 0  # live rows, after the soft deletes
     buckets: int = 0
     differing_buckets: int = 0
+    solved: int = 0  # deleted keys named by their bucket's count and sum (key_arrays), not read
     drifted: list[Any] = field(default_factory=list)  # buckets whose kept counts were wrong
 
 
@@ -190,13 +197,15 @@ def find_deleted(
     watermark_key: str,
     logger: logging.Logger | logging.LoggerAdapter = LOGGER,
     counted: tuple[Bucketing, Future[bytes]] | None = None,
+    source_keys: Future[key_arrays.SourceKeys | None] | None = None,
 ) -> DeleteScan:
     """Soft-delete the child's live rows whose keys the source (in its current snapshot) lacks;
     committed in the warehouse. The source's connection stays in its snapshot. The warehouse's
     buckets are the kept ones (``fetch.bucket_counts``); missing, stale or found drifted, they
     are rebuilt by a scan of the child's keys, with a log line saying why. `counted`: the
     source's buckets being counted already (in the same snapshot, ``pg_bucket_copy``), and how:
-    then compared in the warehouse."""
+    then compared in the warehouse. `source_keys`: an integer key's values being read from the
+    source (in the same snapshot, ``key_arrays.pg_source_keys``): then compared in numpy."""
     target = catalog.qualified(app, child)
     low = high = None
     if integer:
@@ -211,7 +220,8 @@ def find_deleted(
         kept = bucket_counts.read(wh, app, child, watermark_key, integer, span)
 
     def scanned() -> DeleteScan:  # against a scan of the child, which rebuilds the kept counts
-        bucketing = integer_bucketing(low, high) if integer else Bucketing(False)
+        least = SOLVING_WIDTH if isinstance(source, PostgresSource) else MIN_WIDTH
+        bucketing = integer_bucketing(low, high, least) if integer else Bucketing(False)
         return _find_deleted(wh, source, table, app, child, key, bucketing, None, watermark_key)
 
     if isinstance(kept, str):
@@ -220,13 +230,17 @@ def find_deleted(
             "and keeping their bucket counts from now on"
         )
         return scanned()
-    if counted and counted[0] == kept.bucketing:
-        theirs = counted[1].result()
-    else:
-        theirs = bucket_counts.copy_text(source_buckets(source, table, key, kept.bucketing))
-    scan = _find_deleted(
-        wh, source, table, app, child, key, kept.bucketing, kept, watermark_key, theirs
-    )
+    scan = None
+    if source_keys is not None and kept.bucketing.integer:
+        scan = _from_keys(wh, app, child, key, kept.bucketing, source_keys)
+    if scan is None:
+        if counted and counted[0] == kept.bucketing:
+            theirs = counted[1].result()
+        else:
+            theirs = bucket_counts.copy_text(source_buckets(source, table, key, kept.bucketing))
+        scan = _find_deleted(
+            wh, source, table, app, child, key, kept.bucketing, kept, watermark_key, theirs
+        )
     if scan.drifted:
         logger.warning(
             f"{app}.{child}: the kept key-bucket counts differ from the keys in "
@@ -236,6 +250,70 @@ def find_deleted(
         again = scanned()
         again.deleted += scan.deleted
         return again
+    logger.debug(
+        f"{app}.{child}: {scan.differing_buckets} key bucket(s) differ; {scan.solved} named "
+        f"their deleted key by count and sum, the others' keys were read; {scan.deleted} deleted"
+    )
+    return scan
+
+
+def _from_keys(
+    wh: psycopg.Connection,
+    app: str,
+    child: str,
+    key: Sequence[str],
+    bucketing: Bucketing,
+    source_keys: Future[key_arrays.SourceKeys | None],
+) -> DeleteScan | None:
+    """The source's integer keys (being read) against the kept counts (``key_arrays``):
+    solved keys and the unsolved buckets' keys soft-deleted, in one warehouse transaction. None:
+    the source has too many keys to read, or they span too far for the comparison in numpy. A
+    solved key that is not live means the kept numbers of its bucket are wrong: nothing is
+    deleted and ``DeleteScan.drifted`` names them."""
+    target = catalog.qualified(app, child)
+    live = sql.SQL(" WHERE {} IS NULL").format(sql.Identifier(DELETED_COLUMN))
+    width = bucketing.width
+    drift = False
+    with wh.transaction():
+        kept = bucket_counts.read_integer(wh, app, child, width)  # while the source reads
+        keys = source_keys.result()
+        compared = None if keys is None else key_arrays.compare(keys, *kept, width)
+        if compared is None:
+            return None
+        scan = DeleteScan(
+            source_rows=compared.source_rows,
+            warehouse_rows=compared.warehouse_rows,
+            buckets=compared.buckets,
+            differing_buckets=compared.differing,
+        )
+        gone = list(compared.solved)
+        scan.solved = len(gone)
+        if compared.unsolved:
+            mine = pg_keys_in(wh, target, live, key, bucketing, compared.unsolved)
+            scan.drifted = _drifted(mine, bucketing, compared.unsolved, compared.kept)
+            if scan.drifted:
+                return scan
+            present = set().union(*compared.source_keys.values())
+            gone += sorted(mine - present)
+            scan.missed = sorted(present - mine)
+        if gone:
+            scan.deleted = bucket_counts.soft_delete(wh, app, child, key, bucketing, gone, True)
+            if scan.deleted != len(gone):
+                drift = True
+                raise psycopg.Rollback()
+    if drift:  # after the rollback: which solved keys were not live
+        with wh.transaction():
+            not_live = wh.execute(
+                sql.SQL(
+                    "SELECT k FROM unnest(%s::bigint[]) AS k WHERE NOT EXISTS (SELECT FROM ONLY"
+                    " {} AS t WHERE t.{} = k AND t.{} IS NULL)"
+                ).format(target, sql.Identifier(key[0]), sql.Identifier(DELETED_COLUMN)),
+                (compared.solved,),
+            ).fetchall()
+        scan.drifted = sorted({bucketing.bucket_of(k)[0] for (k,) in not_live}) or ["?"]
+        scan.deleted = scan.solved = 0
+        return scan
+    scan.warehouse_rows -= scan.deleted
     return scan
 
 

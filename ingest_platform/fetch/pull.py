@@ -57,6 +57,7 @@ from ingest_platform.fetch.deletes import (
     kept_counts,
     pg_bucket_copy,
 )
+from ingest_platform.fetch.key_arrays import pg_source_keys
 from ingest_platform.fetch.key_buckets import Bucketing
 from ingest_platform.fetch.sources import (
     MySQLSource,
@@ -558,28 +559,27 @@ def _missed_message(config: SourceConfig, table: str, missed: Sequence) -> str:
     )
 
 
-def _check_incremental(
+# The checks of an incremental pull, in the pull's source snapshot, without reading every row:
+# counts from the delete detection's key buckets (``fetch.deletes``: per bucket, so stronger than
+# one total), and bucket hashes of every column of the rows whose cursor is at or after the
+# position the pull started from (the rows it copied; the rest were checked when they were
+# pulled). Unchanged rows whose values changed without their cursor moving break the cursor's
+# contract; only a snapshot pull's checks, which hash every row, find those. Both sides of the
+# hashes are found by index: O(rows changed), not O(table).
+_CONSEQUENCE = (
+    "the incremental pull's chunks are committed; run a full pull (fetch without --incremental) "
+    "to replace the version"
+)
+
+
+def _check_counts(
     wh: psycopg.Connection,
     source: PostgresSource | MySQLSource,
     config: SourceConfig,
     table: str,
     child: str,
-    columns: Sequence[tuple[str, str]],
-    schema: TableSchema,
     scan: DeleteScan | None,
-    start: tuple | None,
-) -> list[str]:
-    """The checks of an incremental pull, in the pull's source snapshot, without reading every
-    row: counts from the delete detection's key buckets (``fetch.deletes``: per bucket, so
-    stronger than one total), and bucket hashes of every column of the rows whose cursor is at
-    after the position the pull started from (the rows it copied; the rest were checked when
-    they were pulled). Unchanged rows whose values changed without their cursor moving break
-    the cursor's contract; only a snapshot pull's checks, which hash every row, find those.
-    Both sides of the hashes are found by index: O(rows changed), not O(table)."""
-    consequence = (
-        "the incremental pull's chunks are committed; run a full pull (fetch without "
-        "--incremental) to replace the version"
-    )
+) -> str:
     if scan is not None:
         if scan.missed:
             raise CheckFailed(_missed_message(config, table, scan.missed))
@@ -594,9 +594,21 @@ def _check_incremental(
     if theirs != ours:
         raise CheckFailed(
             f"Source {config.name}, table {table}: the source has {theirs} rows, the warehouse "
-            f"{ours} not deleted; {consequence}."
+            f"{ours} not deleted; {_CONSEQUENCE}."
         )
-    checks = [f"counts ok ({ours})"]
+    return f"counts ok ({ours})"
+
+
+def _check_changed_rows(
+    wh: psycopg.Connection,
+    source: PostgresSource | MySQLSource,
+    config: SourceConfig,
+    table: str,
+    child: str,
+    columns: Sequence[tuple[str, str]],
+    schema: TableSchema,
+    start: tuple | None,
+) -> str:
     spec = config.incremental[table]
     key = list(spec.key or schema.primary_key)
     # The rows this pull copied: on the source, those after the position it started from (its
@@ -627,10 +639,9 @@ def _check_incremental(
         raise CheckFailed(
             f"Source {config.name}, table {table}: bucket hashes of the changed rows differ "
             f"between source and warehouse ({result.differing_buckets} buckets; first: "
-            f"{result.differences[0] if result.differences else '-'}); {consequence}."
+            f"{result.differences[0] if result.differences else '-'}); {_CONSEQUENCE}."
         )
-    checks.append(f"hashes of changed rows ok ({result.left_rows} rows)")
-    return checks
+    return f"hashes of changed rows ok ({result.left_rows} rows)"
 
 
 # ----------------------------------------------------------------------------- incremental
@@ -693,23 +704,35 @@ def pull_incremental(
                 with wh.transaction():
                     state = bucket_counts.read(wh, app, child, wm_key, integer_key(schema, key))
                 counted = state.bucketing if isinstance(state, bucket_counts.Kept) else None
-            prefetch = None
+            prefetch = keys = None
             if counted is not None and isinstance(source, PostgresSource):
-                # The source's key buckets are counted while the chunks are copied: a second
-                # connection in the pull's snapshot (the counts argument needs that snapshot).
+                # The source's keys (an integer key) or key buckets are read while the chunks
+                # are copied: a second connection in the pull's snapshot (the counts argument
+                # needs that snapshot).
                 helper = source.sharing(source.export_snapshot())
-                prefetch = (counted, pool.submit(pg_bucket_copy, helper, table, key, counted))
+                if counted.integer:
+                    keys = pool.submit(pg_source_keys, helper, table, key[0], counted.width)
+                else:
+                    prefetch = (counted, pool.submit(pg_bucket_copy, helper, table, key, counted))
             rows, position = _pull_chunks(
                 wh, source, config, table, child, columns, schema, order, position, chunk_rows,
                 logger, wm_key, counted,
             )  # fmt: skip
+            checks = []
+            if check:  # while the source's keys are read for the delete detection
+                with wh.transaction():
+                    checks.append(
+                        _check_changed_rows(
+                            wh, source, config, table, child, columns, schema, start
+                        )
+                    )
             deleted, scan = 0, None
             integer = integer_key(schema, key)
             if not deletes:
                 pass
             elif kept:
                 scan = find_deleted(
-                    wh, source, table, app, child, key, integer, wm_key, logger, prefetch
+                    wh, source, table, app, child, key, integer, wm_key, logger, prefetch, keys
                 )
                 deleted = scan.deleted
             elif isinstance(source, PostgresSource):
@@ -719,14 +742,11 @@ def pull_incremental(
                     f"{config.name}.{table}: deletes are not looked for (key columns other than "
                     "integers and text); a snapshot pull removes deleted rows."
                 )
-            checks = []
             if scan is not None and scan.missed and not check:
                 logger.warning(_missed_message(config, table, scan.missed))
             if check:
                 with wh.transaction():
-                    checks = _check_incremental(
-                        wh, source, config, table, child, columns, schema, scan, start
-                    )
+                    checks.insert(0, _check_counts(wh, source, config, table, child, scan))
         finally:
             pool.shutdown(wait=True)
             if helper is not None:
