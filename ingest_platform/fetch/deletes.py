@@ -30,7 +30,7 @@ a snapshot pull's checks, which read every row, are the backstop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -197,15 +197,16 @@ def find_deleted(
     watermark_key: str,
     logger: logging.Logger | logging.LoggerAdapter = LOGGER,
     counted: tuple[Bucketing, Future[bytes]] | None = None,
-    source_keys: Future[key_arrays.SourceKeys | None] | None = None,
+    source_keys: Callable[[], key_arrays.SourceKeys | None] | None = None,
 ) -> DeleteScan:
     """Soft-delete the child's live rows whose keys the source (in its current snapshot) lacks;
     committed in the warehouse. The source's connection stays in its snapshot. The warehouse's
     buckets are the kept ones (``fetch.bucket_counts``); missing, stale or found drifted, they
     are rebuilt by a scan of the child's keys, with a log line saying why. `counted`: the
     source's buckets being counted already (in the same snapshot, ``pg_bucket_copy``), and how:
-    then compared in the warehouse. `source_keys`: an integer key's values being read from the
-    source (in the same snapshot, ``key_arrays.pg_source_keys``): then compared in numpy."""
+    then compared in the warehouse. `source_keys`: reads an integer key's values from the source
+    (in the same snapshot, ``key_arrays.read_source_keys``; perhaps being read already): then
+    compared in numpy."""
     target = catalog.qualified(app, child)
     low = high = None
     if integer:
@@ -220,7 +221,9 @@ def find_deleted(
         kept = bucket_counts.read(wh, app, child, watermark_key, integer, span)
 
     def scanned() -> DeleteScan:  # against a scan of the child, which rebuilds the kept counts
-        least = SOLVING_WIDTH if isinstance(source, PostgresSource) else MIN_WIDTH
+        # Buckets that name a deleted key by count and sum are wider than those whose keys are
+        # read: where the source's keys will be read (the span suggests they are not too many).
+        least = SOLVING_WIDTH if (span or 0) <= key_arrays.MAX_KEYS else MIN_WIDTH
         bucketing = integer_bucketing(low, high, least) if integer else Bucketing(False)
         return _find_deleted(wh, source, table, app, child, key, bucketing, None, watermark_key)
 
@@ -263,7 +266,7 @@ def _from_keys(
     child: str,
     key: Sequence[str],
     bucketing: Bucketing,
-    source_keys: Future[key_arrays.SourceKeys | None],
+    source_keys: Callable[[], key_arrays.SourceKeys | None],
 ) -> DeleteScan | None:
     """The source's integer keys (being read) against the kept counts (``key_arrays``):
     solved keys and the unsolved buckets' keys soft-deleted, in one warehouse transaction. None:
@@ -276,7 +279,7 @@ def _from_keys(
     drift = False
     with wh.transaction():
         kept = bucket_counts.read_integer(wh, app, child, width)  # while the source reads
-        keys = source_keys.result()
+        keys = source_keys()
         compared = None if keys is None else key_arrays.compare(keys, *kept, width)
         if compared is None:
             return None

@@ -20,15 +20,15 @@ counting (``bincount``) to be exact while width stays under MAX_WIDTH.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from psycopg import sql
 
-from ingest_platform.fetch.sources import PostgresSource
-from ingest_platform.postgres import catalog
+if TYPE_CHECKING:
+    from ingest_platform.fetch.sources import MySQLSource, PostgresSource
 
-# Above this many rows (pg_class's estimate) the source groups its keys itself: one array of them
-# is 12 bytes a key, and PostgreSQL refuses a value over 1 GB.
+# Above this many rows (the source's estimate) the source groups its keys itself: they are held
+# in memory (8 bytes a key), and PostgreSQL's array of them is 12 bytes a key, at most 1 GB.
 MAX_KEYS = 20_000_000
 MAX_SPAN = 1 << 22  # buckets the dense comparison spans at most (32 MB of counts)
 MAX_WIDTH = 1 << 24  # offset sums of a bucket stay below 2**48: exact in float64
@@ -36,34 +36,13 @@ _ARRAY_HEADER = 20  # array_send of one dimension: ndim, flags, element oid, len
 _ELEMENT = np.dtype([("length", ">i4"), ("value", ">i8")])
 
 
-def pg_source_keys(source: PostgresSource, table: str, key: str, width: int) -> SourceKeys | None:
+def read_source_keys(
+    source: PostgresSource | MySQLSource, table: str, key: str, width: int
+) -> SourceKeys | None:
     """Every key of the source table, in its connection's snapshot, counted per bucket; None
     for more than MAX_KEYS rows, or buckets too far apart: the caller groups them in the source
     instead."""
-    relation = catalog.qualified(source.config.schema, table)
-
-    def read() -> np.ndarray | None:
-        conn = source.conn
-        # As the planner estimates: the rows per page of the last ANALYZE times the pages now;
-        # never analyzed: at most a row per 24 bytes (a tuple header).
-        (estimate,) = conn.execute(
-            sql.SQL(
-                "SELECT CASE WHEN reltuples >= 0 AND relpages > 0 THEN reltuples / relpages"
-                " * pg_relation_size(oid) / current_setting('block_size')::int"
-                " ELSE pg_relation_size(oid) / 24 END FROM pg_class WHERE oid = {}::regclass"
-            ).format(sql.Literal(relation.as_string(conn)))
-        ).fetchone() or (MAX_KEYS + 1,)
-        if estimate > MAX_KEYS:
-            return None
-        row = conn.execute(
-            sql.SQL(
-                "SELECT array_send(array_agg({k}::bigint)) FROM {rel} WHERE {k} IS NOT NULL"
-            ).format(k=sql.Identifier(key), rel=relation),
-            binary=True,
-        ).fetchone()
-        return int8_array(row[0] if row else None)
-
-    keys = source._guard(read, table)
+    keys = source.integer_keys(table, key, MAX_KEYS)
     return None if keys is None else count_keys(keys, width)
 
 

@@ -27,9 +27,10 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple
 
 import psycopg
@@ -57,7 +58,7 @@ from ingest_platform.fetch.deletes import (
     kept_counts,
     pg_bucket_copy,
 )
-from ingest_platform.fetch.key_arrays import pg_source_keys
+from ingest_platform.fetch.key_arrays import SourceKeys, read_source_keys
 from ingest_platform.fetch.key_buckets import Bucketing
 from ingest_platform.fetch.sources import (
     MySQLSource,
@@ -704,14 +705,18 @@ def pull_incremental(
                 with wh.transaction():
                     state = bucket_counts.read(wh, app, child, wm_key, integer_key(schema, key))
                 counted = state.bucketing if isinstance(state, bucket_counts.Kept) else None
-            prefetch = keys = None
+            prefetch = None
+            keys: Callable[[], SourceKeys | None] | None = None
+            if counted is not None and counted.integer:  # the source's keys, compared in numpy
+                keys = partial(read_source_keys, source, table, key[0], counted.width)
             if counted is not None and isinstance(source, PostgresSource):
-                # The source's keys (an integer key) or key buckets are read while the chunks
-                # are copied: a second connection in the pull's snapshot (the counts argument
-                # needs that snapshot).
+                # The source's keys or key buckets are read while the chunks are copied: a
+                # second connection in the pull's snapshot (the counts argument needs it).
                 helper = source.sharing(source.export_snapshot())
-                if counted.integer:
-                    keys = pool.submit(pg_source_keys, helper, table, key[0], counted.width)
+                if keys is not None:
+                    keys = pool.submit(
+                        read_source_keys, helper, table, key[0], counted.width
+                    ).result
                 else:
                     prefetch = (counted, pool.submit(pg_bucket_copy, helper, table, key, counted))
             rows, position = _pull_chunks(

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
@@ -29,6 +30,7 @@ from ingest_platform.dumps.mysql_schema import read_mysql_tables
 from ingest_platform.dumps.schema import Column, TableSchema
 from ingest_platform.errors import ConfigError, SchemaError, ServiceUnavailableError, first_line
 from ingest_platform.fetch.config import SourceConfig
+from ingest_platform.fetch.key_arrays import int8_array
 from ingest_platform.fetch.key_buckets import Bucketing
 from ingest_platform.postgres import catalog
 from ingest_platform.postgres.connection import connect, server_address
@@ -209,6 +211,34 @@ class PostgresSource:
 
         self._guard(run, table)
         return cur.rowcount
+
+    def integer_keys(self, table: str, key: str, most: int) -> np.ndarray | None:
+        """Every value of an integer key, in this connection's snapshot, as ONE binary array
+        (``array_agg``, no grouping; a COPY of them is a message per row, 0.7 s per 1M keys
+        through psycopg); None for more than `most` rows (the planner's estimate)."""
+        relation = catalog.qualified(self.config.schema, table)
+
+        def read() -> np.ndarray | None:
+            # As the planner estimates: the rows per page of the last ANALYZE times the pages
+            # now; never analyzed: at most a row per 24 bytes (a tuple header).
+            (estimate,) = self.conn.execute(
+                sql.SQL(
+                    "SELECT CASE WHEN reltuples >= 0 AND relpages > 0 THEN reltuples / relpages"
+                    " * pg_relation_size(oid) / current_setting('block_size')::int"
+                    " ELSE pg_relation_size(oid) / 24 END FROM pg_class WHERE oid = {}::regclass"
+                ).format(sql.Literal(relation.as_string(self.conn)))
+            ).fetchone() or (most + 1,)
+            if estimate > most:
+                return None
+            row = self.conn.execute(
+                sql.SQL(
+                    "SELECT array_send(array_agg({k}::bigint)) FROM {t} WHERE {k} IS NOT NULL"
+                ).format(k=sql.Identifier(key), t=relation),
+                binary=True,
+            ).fetchone()
+            return int8_array(row[0] if row else None)
+
+        return self._guard(read, table)
 
     def count(self, table: str) -> int:
         return self._guard(
@@ -502,6 +532,52 @@ class MySQLSource:
 
     def count(self, table: str) -> int:
         return int(self._run(f"SELECT count(*) FROM {_quote_mysql(table)}", table=table)[0][0])
+
+    def integer_keys(
+        self, table: str, key: str, most: int, batch: int | None = None
+    ) -> np.ndarray | None:
+        """Every value of an integer key, in this connection's snapshot, joined by MySQL into
+        one text (GROUP_CONCAT: no grouping, one row back; pymysql would convert a row per key,
+        3.7 s per 1M); None for more than `most` rows (the table's estimate). A text longer than
+        the server's max_allowed_packet comes back NULL or cut short: then in batches in key
+        order that fit it (`batch` keys)."""
+        estimate, packet = self._run(
+            "SELECT (SELECT table_rows FROM information_schema.tables WHERE table_schema ="
+            " DATABASE() AND table_name = %s), @@max_allowed_packet",
+            (table,),
+            table,
+        )[0]
+        if estimate is None or int(estimate) > most:
+            return None
+        self._run("SET SESSION group_concat_max_len = %s", (int(packet),))
+        k, t = _quote_mysql(key), _quote_mysql(table)
+        batch = batch or int(packet) // 21  # keys of 20 characters and a comma
+        joined = "SELECT COUNT({0}), GROUP_CONCAT({0}) FROM {1}"
+        if int(estimate) < batch:
+            whole = self._joined_keys(joined.format(k, t), table)
+            if whole is not None:
+                return whole
+        parts: list[np.ndarray] = []
+        after = ""
+        while True:
+            ordered = (
+                f"(SELECT {k} FROM {t} WHERE {k} IS NOT NULL{after} ORDER BY {k} LIMIT {batch})"
+            )
+            keys = self._joined_keys(joined.format(k, f"{ordered} AS b"), table)
+            if keys is None:
+                return None
+            parts.append(keys)
+            if len(keys) < batch:
+                return np.concatenate(parts)
+            after = f" AND {k} > {int(keys.max())}"
+
+    def _joined_keys(self, statement: str, table: str) -> np.ndarray | None:
+        """The keys of a COUNT, GROUP_CONCAT `statement`; None if MySQL cut the text."""
+        n, text = self._run(statement, table=table)[0]
+        keys = (
+            np.fromstring(_text(text), dtype=np.int64, sep=",") if text else np.zeros(0, np.int64)
+        )
+        return keys if len(keys) == int(n) else None
 
     def _key_parts(self, key: Sequence[str], bucketing: Bucketing) -> tuple[str, str, str]:
         """(bucket, sum, key value) expressions, equal to ``fetch.key_buckets.pg_parts``'s in

@@ -12,6 +12,7 @@ from ingest_platform.errors import SchemaError, ServiceUnavailableError
 from ingest_platform.fetch import pull
 from ingest_platform.fetch.config import load_config
 from ingest_platform.fetch.pull import compare_source, fetch
+from ingest_platform.fetch.sources import MySQLSource, open_source
 from ingest_platform_tests.conftest import unique_name
 
 pymysql = pytest.importorskip("pymysql", reason="needs pymysql (a dependency of the platform)")
@@ -246,3 +247,27 @@ def test_kept_counts_of_a_text_key_from_mariadb(pg_dsn, mysql_db, tmp_path, capl
         ).fetchall()
         assert gone == [("c-7",), ("c-8",)]
         assert conn.execute("SELECT count(*) FROM ONLY shop.codes__vv1").fetchone() == (300,)
+
+
+def test_mariadb_keys_read_whole_or_in_batches(mysql_db, tmp_path):
+    """An integer key's values (the delete detection's source side) come back as one
+    GROUP_CONCAT, or in key order in batches where that text would be cut (longer than
+    max_allowed_packet): the same keys either way; a cut text is noticed."""
+    url, server = mysql_db
+    with server.cursor() as cur:
+        cur.execute("INSERT INTO items (id, updated_at) SELECT seq, '2024-01-01' FROM seq_3_to_50")
+        cur.execute("ANALYZE TABLE items")
+    server.commit()
+    source = open_source(config(tmp_path), {"FETCH_TEST_MY": url})
+    assert isinstance(source, MySQLSource)
+    try:
+        whole = source.integer_keys("items", "id", 1000)
+        batched = source.integer_keys("items", "id", 1000, batch=7)
+        assert whole is not None and batched is not None
+        assert sorted(whole.tolist()) == batched.tolist() == list(range(1, 51))
+        assert source.integer_keys("items", "id", 10) is None  # more rows than allowed
+        source._run("SET SESSION group_concat_max_len = 20")
+        joined = "SELECT COUNT(id), GROUP_CONCAT(id) FROM items"
+        assert source._joined_keys(joined, "items") is None
+    finally:
+        source.close()
