@@ -258,15 +258,17 @@ def soft_delete(
     in the caller's transaction; `kept`: their keys subtracted from the counts in the same
     statement. The rows deleted."""
     _, _, value = pg_parts(key, bucketing)
-    update = sql.SQL("UPDATE ONLY {} SET {} = now() WHERE {} IS NULL AND {} = ANY({})").format(
+    update = sql.SQL(
+        "UPDATE ONLY {} SET {} = now() WHERE {} IS NULL AND {} = ANY(%s::{}[])"
+    ).format(
         catalog.qualified(app, child),
         sql.Identifier(DELETED_COLUMN),
         sql.Identifier(DELETED_COLUMN),
         value,
-        sql.Literal(list(gone)),
+        sql.SQL("bigint" if bucketing.integer else "text"),
     )
     if not kept:
-        return conn.execute(update).rowcount
+        return conn.execute(update, (list(gone),)).rowcount
     row = conn.execute(
         sql.SQL(
             "WITH gone AS ({} RETURNING {}), counted AS ({} RETURNING 1) SELECT count(*) FROM gone"
@@ -274,7 +276,8 @@ def soft_delete(
             update,
             _keys(key),
             _add(app, child, sql.SQL("(SELECT *, -1 AS _sign FROM gone)"), bucketing, key),
-        )
+        ),
+        (list(gone),),
     ).fetchone()
     return int(row[0]) if row else 0
 

@@ -1,15 +1,17 @@
 """Deleted rows of an incrementally pulled table, found from per-bucket key counts.
 
 Both sides group the keys into buckets (``key_buckets.Bucketing``: an integer key by its value
-divided by 16 or more; other keys by the first three hex digits of md5 of the key's text) and
-return, per bucket, ``count(*)`` and a sum (the keys themselves; or 28 bits of their md5). Only
-the buckets whose (count, sum) differ have their keys fetched from both sides (an integer key's
-by index ranges); the keys the warehouse holds and the source lacks are soft-deleted. The
-warehouse's (count, sum) per bucket are not scanned but kept by the pulls themselves
-(``fetch.bucket_counts``); a PostgreSQL source's are counted by a second connection in the pull's
-snapshot while the chunks are copied, and compared with the kept ones in the warehouse.
+divided by 64 or more (16 where its keys are not read); other keys by the first three hex digits
+of md5 of the key's text) and count, per bucket, ``count(*)`` and a sum (the keys themselves; or
+28 bits of their md5). The warehouse's counts are not scanned but kept by the pulls themselves
+(``fetch.bucket_counts``). An integer key's values are read from the source (one array; a
+PostgreSQL source's by a second connection in the pull's snapshot while the chunks are copied)
+and counted and compared in numpy, where a bucket with one key fewer names that key by its sum
+(``fetch.key_arrays``); other keys' buckets are counted by the source and compared in the
+warehouse. Only the other differing buckets have their keys fetched (an integer key's by index
+ranges); the keys the warehouse holds and the source lacks are soft-deleted.
 
-Why counts are enough (and cheap: one scan of the key per side, no hash of any row): the source is
+Why counts are enough (and cheap: one read of the source's keys, no hash of any row): the source is
 read in ONE snapshot S for the whole incremental pull (its chunks and this comparison). The pull
 copied every row of S whose (cursor, key) is past the stored position, and every earlier row was
 copied by an earlier pull; a row inserted or re-inserted gets a cursor past the position (the
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,22 +135,22 @@ def pg_keys_in(
         # A join with the buckets' key ranges: an index range scan per bucket.
         ranges = bucketing.ranges(buckets)
         statement = sql.SQL(
-            "SELECT t.{k} FROM unnest({lo}::bigint[], {hi}::bigint[]) AS r(lo, hi)"
+            "SELECT t.{k} FROM unnest(%s::bigint[], %s::bigint[]) AS r(lo, hi)"
             " JOIN {rel} AS t ON t.{k} BETWEEN r.lo AND r.hi{where}"
         ).format(
             k=sql.Identifier(key[0]),
-            lo=sql.Literal([lo for lo, _ in ranges]),
-            hi=sql.Literal([hi for _, hi in ranges]),
             rel=relation,
             where=sql.SQL(" AND t.{} IS NULL").format(sql.Identifier(DELETED_COLUMN))
             if where.as_string(conn)
             else sql.SQL(""),
         )
+        params: tuple = ([lo for lo, _ in ranges], [hi for _, hi in ranges])
     else:
-        statement = sql.SQL("SELECT {} FROM {}{}{}{} = ANY({})").format(
-            value, relation, where, glue, bucket, sql.Literal(list(buckets))
+        statement = sql.SQL("SELECT {} FROM {}{}{}{} = ANY(%s::text[])").format(
+            value, relation, where, glue, bucket
         )
-    return {r[0] for r in conn.execute(statement).fetchall()}
+        params = (list(buckets),)
+    return {r[0] for r in conn.execute(statement, params).fetchall()}
 
 
 def source_buckets(
@@ -163,29 +165,6 @@ def source_buckets(
     )
 
 
-def pg_bucket_copy(
-    source: PostgresSource, table: str, key: Sequence[str], bucketing: Bucketing
-) -> bytes:
-    """The source's buckets as COPY text rows (bucket, count, sum), for
-    ``bucket_counts.compare``: no value is parsed in Python."""
-    bucket, summed, _ = pg_parts(key, bucketing)
-    statement = sql.SQL(  # grouped by the bucket's value, as bucket_counts.rebuild does
-        "COPY (SELECT b::text, n, s FROM (SELECT {} AS b, count(*) AS n, sum({}) AS s FROM {}"
-        " GROUP BY 1) AS grouped) TO STDOUT"
-    )
-    relation = catalog.qualified(source.config.schema, table)
-
-    def read() -> bytes:
-        data = bytearray()
-        with _settings(source.conn, _FAST), source.conn.cursor() as cur:
-            with cur.copy(statement.format(bucket, summed, relation)) as copy:
-                for block in copy:
-                    data += block
-        return bytes(data)
-
-    return source._guard(read, table)
-
-
 def find_deleted(
     wh: psycopg.Connection,
     source: PostgresSource | MySQLSource,
@@ -196,17 +175,15 @@ def find_deleted(
     integer: bool,
     watermark_key: str,
     logger: logging.Logger | logging.LoggerAdapter = LOGGER,
-    counted: tuple[Bucketing, Future[bytes]] | None = None,
     source_keys: Callable[[], key_arrays.SourceKeys | None] | None = None,
 ) -> DeleteScan:
     """Soft-delete the child's live rows whose keys the source (in its current snapshot) lacks;
     committed in the warehouse. The source's connection stays in its snapshot. The warehouse's
     buckets are the kept ones (``fetch.bucket_counts``); missing, stale or found drifted, they
-    are rebuilt by a scan of the child's keys, with a log line saying why. `counted`: the
-    source's buckets being counted already (in the same snapshot, ``pg_bucket_copy``), and how:
-    then compared in the warehouse. `source_keys`: reads an integer key's values from the source
-    (in the same snapshot, ``key_arrays.read_source_keys``; perhaps being read already): then
-    compared in numpy."""
+    are rebuilt by a scan of the child's keys, with a log line saying why. `source_keys`: reads
+    an integer key's values from the source (in the same snapshot, perhaps being read already:
+    ``key_arrays.read_source_keys``), compared in numpy; other keys' buckets (and keys too many
+    to read) are counted by the source and compared in the warehouse."""
     target = catalog.qualified(app, child)
     low = high = None
     if integer:
@@ -237,10 +214,7 @@ def find_deleted(
     if source_keys is not None and kept.bucketing.integer:
         scan = _from_keys(wh, app, child, key, kept.bucketing, source_keys)
     if scan is None:
-        if counted and counted[0] == kept.bucketing:
-            theirs = counted[1].result()
-        else:
-            theirs = bucket_counts.copy_text(source_buckets(source, table, key, kept.bucketing))
+        theirs = bucket_counts.copy_text(source_buckets(source, table, key, kept.bucketing))
         scan = _find_deleted(
             wh, source, table, app, child, key, kept.bucketing, kept, watermark_key, theirs
         )

@@ -1,17 +1,16 @@
-"""The delete detection of an integer key from a PostgreSQL source, from the source's keys
-themselves: one array, compared with the kept key-bucket counts in numpy.
+"""The delete detection of an integer key from the source's keys themselves: one array,
+compared with the kept key-bucket counts in numpy (``fetch.deletes`` says why counts per bucket
+find the deletes).
 
-Why (``fetch.deletes`` says why counts per bucket find the deletes): the source's side was a
-``GROUP BY key / width`` of every key (62,501 groups for 1M keys: 250-380 ms, a hash aggregate),
-then the differing buckets' keys were read from both databases. Here the source sends its keys as
-ONE binary array (``array_agg``, no grouping: 170 ms for 1M keys; a COPY of them is a message per
-row, 0.7 s through psycopg) and numpy counts them per bucket (20-40 ms). And a bucket with ONE
-key fewer in the source than in the warehouse names that key without reading it: kept sum of the
-bucket minus the source's. Such a solved key is soft-deleted only if it is in its bucket, not
-among the source's keys, and live in the warehouse (the caller's UPDATE must find it): the kept
-numbers can then hide a delete (a hand edit; the snapshot pull's checks are the backstop) but never
-delete a row the source holds. Every other differing bucket (two deletes or more, a key in the
-source only) has its warehouse keys read, as before.
+The source sends its keys as ONE value (``PostgresSource.integer_keys``: ``array_agg``, 170 ms for
+1M keys where the ``GROUP BY key / width`` of their buckets took 250-380 ms;
+``MySQLSource.integer_keys``: ``GROUP_CONCAT``) and numpy counts them per bucket (20-40 ms). A
+bucket with ONE key fewer in the source than in the warehouse names that key without reading it:
+kept sum of the bucket minus the source's. Such a solved key is soft-deleted only if it is in its
+bucket, not among the source's keys, and live in the warehouse (the caller's UPDATE must find
+it): the kept numbers can then hide a delete (a hand edit; the snapshot pull's checks are the
+backstop) but never delete a row the source holds. Every other differing bucket (two deletes or
+more, a key in the source only) has its warehouse keys read.
 
 Sums are of the key's offset in its bucket (``key - bucket * width``), small enough for float64
 counting (``bincount``) to be exact while width stays under MAX_WIDTH.
@@ -143,10 +142,10 @@ def compare(
         buckets=int(np.count_nonzero((n != 0) | (ours_n != 0))),
         differing=len(differing),
     )
-    unsolved_set = set(comparison.unsolved)
-    for k, b in zip(near.tolist(), buckets_of(near, width).tolist(), strict=True):
-        if b in unsolved_set:
-            comparison.source_keys.setdefault(b, set()).add(k)
+    near_buckets = buckets_of(near, width)
+    pick = np.isin(near_buckets, unsolved)
+    for k, b in zip(near[pick].tolist(), near_buckets[pick].tolist(), strict=True):
+        comparison.source_keys.setdefault(b, set()).add(k)
     for b in comparison.unsolved:
         i = b - low
         comparison.kept[b] = (int(ours_n[i]), int(ours_offsets[i]) + int(ours_n[i]) * b * width)

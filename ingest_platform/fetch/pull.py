@@ -56,7 +56,6 @@ from ingest_platform.fetch.deletes import (
     find_deleted,
     integer_key,
     kept_counts,
-    pg_bucket_copy,
 )
 from ingest_platform.fetch.key_arrays import SourceKeys, read_source_keys
 from ingest_platform.fetch.key_buckets import Bucketing
@@ -705,20 +704,14 @@ def pull_incremental(
                 with wh.transaction():
                     state = bucket_counts.read(wh, app, child, wm_key, integer_key(schema, key))
                 counted = state.bucketing if isinstance(state, bucket_counts.Kept) else None
-            prefetch = None
             keys: Callable[[], SourceKeys | None] | None = None
-            if counted is not None and counted.integer:  # the source's keys, compared in numpy
-                keys = partial(read_source_keys, source, table, key[0], counted.width)
             if counted is not None and isinstance(source, PostgresSource):
-                # The source's keys or key buckets are read while the chunks are copied: a
-                # second connection in the pull's snapshot (the counts argument needs it).
+                # The source's keys are read while the chunks are copied: a second connection
+                # in the pull's snapshot (the counts argument of fetch.deletes needs it).
                 helper = source.sharing(source.export_snapshot())
-                if keys is not None:
-                    keys = pool.submit(
-                        read_source_keys, helper, table, key[0], counted.width
-                    ).result
-                else:
-                    prefetch = (counted, pool.submit(pg_bucket_copy, helper, table, key, counted))
+                keys = pool.submit(read_source_keys, helper, table, key[0], counted.width).result
+            elif counted is not None and counted.integer:  # MySQL: after the chunks
+                keys = partial(read_source_keys, source, table, key[0], counted.width)
             rows, position = _pull_chunks(
                 wh, source, config, table, child, columns, schema, order, position, chunk_rows,
                 logger, wm_key, counted,
@@ -737,7 +730,7 @@ def pull_incremental(
                 pass
             elif kept:
                 scan = find_deleted(
-                    wh, source, table, app, child, key, integer, wm_key, logger, prefetch, keys
+                    wh, source, table, app, child, key, integer, wm_key, logger, keys
                 )
                 deleted = scan.deleted
             elif isinstance(source, PostgresSource):

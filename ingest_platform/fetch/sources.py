@@ -222,11 +222,10 @@ class PostgresSource:
             # As the planner estimates: the rows per page of the last ANALYZE times the pages
             # now; never analyzed: at most a row per 24 bytes (a tuple header).
             (estimate,) = self.conn.execute(
-                sql.SQL(
-                    "SELECT CASE WHEN reltuples >= 0 AND relpages > 0 THEN reltuples / relpages"
-                    " * pg_relation_size(oid) / current_setting('block_size')::int"
-                    " ELSE pg_relation_size(oid) / 24 END FROM pg_class WHERE oid = {}::regclass"
-                ).format(sql.Literal(relation.as_string(self.conn)))
+                "SELECT CASE WHEN reltuples >= 0 AND relpages > 0 THEN reltuples / relpages"
+                " * pg_relation_size(oid) / current_setting('block_size')::int"
+                " ELSE pg_relation_size(oid) / 24 END FROM pg_class WHERE oid = %s::regclass",
+                (relation.as_string(self.conn),),
             ).fetchone() or (most + 1,)
             if estimate > most:
                 return None
