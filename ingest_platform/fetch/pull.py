@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, NamedTuple
 
 import psycopg
@@ -710,14 +709,25 @@ def pull_incremental(
                 # in the pull's snapshot (the counts argument of fetch.deletes needs it).
                 helper = source.sharing(source.export_snapshot())
                 keys = pool.submit(read_source_keys, helper, table, key[0], counted.width).result
-            elif counted is not None and counted.integer:  # MySQL: after the chunks
-                keys = partial(read_source_keys, source, table, key[0], counted.width)
+            source_done = None
+            if counted is not None and counted.integer and isinstance(source, MySQLSource):
+                # MySQL's one connection reads the keys once the chunks are read, while the
+                # warehouse upserts the last one (nothing else may use it until they are in).
+                def read_keys() -> None:
+                    nonlocal keys
+                    keys = pool.submit(
+                        read_source_keys, source, table, key[0], counted.width
+                    ).result
+
+                source_done = read_keys
             rows, position = _pull_chunks(
                 wh, source, config, table, child, columns, schema, order, position, chunk_rows,
-                logger, wm_key, counted,
+                logger, wm_key, counted, source_done,
             )  # fmt: skip
+            if source_done is not None and keys is not None:
+                keys()  # read: the connection is free again
             checks = []
-            if check:  # while the source's keys are read for the delete detection
+            if check:  # while a PostgreSQL source's keys are read for the delete detection
                 with wh.transaction():
                     checks.append(
                         _check_changed_rows(
@@ -770,10 +780,11 @@ def _pull_chunks(
     logger: logging.Logger | logging.LoggerAdapter,
     wm_key: str,
     counted: Bucketing | None = None,
+    source_done: Callable[[], None] | None = None,
 ) -> tuple[int, tuple | None]:
     """Upsert the rows after `position`, a committed chunk (rows and new position) at a time;
     `counted`: the child's key-bucket counts are kept (``fetch.bucket_counts``), by the chunk's
-    transaction too."""
+    transaction too. `source_done`: called once the last chunk is read from the source."""
     app = config.app
     key = order[1:]
     rows = 0
@@ -805,6 +816,8 @@ def _pull_chunks(
                 n = source.copy_into(cur, stage, table, columns, after, chunk_rows, schema)
             else:
                 n = source.copy_into(cur, stage, table, columns, after, chunk_rows)
+            if n < chunk_rows and source_done is not None:
+                source_done()
             if n == 0:
                 break
             # Upsert: the chunk's keys replaced whole (a child has no unique index to
