@@ -558,13 +558,7 @@ def _missed_message(config: SourceConfig, table: str, missed: Sequence) -> str:
     )
 
 
-# The checks of an incremental pull, in the pull's source snapshot, without reading every row:
-# counts from the delete detection's key buckets (``fetch.deletes``: per bucket, so stronger than
-# one total), and bucket hashes of every column of the rows whose cursor is at or after the
-# position the pull started from (the rows it copied; the rest were checked when they were
-# pulled). Unchanged rows whose values changed without their cursor moving break the cursor's
-# contract; only a snapshot pull's checks, which hash every row, find those. Both sides of the
-# hashes are found by index: O(rows changed), not O(table).
+# The checks of an incremental pull, in the pull's source snapshot, without reading every row.
 _CONSEQUENCE = (
     "the incremental pull's chunks are committed; run a full pull (fetch without --incremental) "
     "to replace the version"
@@ -579,6 +573,8 @@ def _check_counts(
     child: str,
     scan: DeleteScan | None,
 ) -> str:
+    """Counts from the delete detection's key buckets (``fetch.deletes``: per bucket, so
+    stronger than one total)."""
     if scan is not None:
         if scan.missed:
             raise CheckFailed(_missed_message(config, table, scan.missed))
@@ -608,6 +604,11 @@ def _check_changed_rows(
     schema: TableSchema,
     start: tuple | None,
 ) -> str:
+    """Bucket hashes of every column of the rows whose cursor is at or after the position the
+    pull started from (the rows it copied; the rest were checked when they were pulled). Rows
+    whose values changed without their cursor moving break the cursor's contract; only a
+    snapshot pull's checks, which hash every row, find those. Both sides are found by index:
+    O(rows changed), not O(table)."""
     spec = config.incremental[table]
     key = list(spec.key or schema.primary_key)
     # The rows this pull copied: on the source, those after the position it started from (its
