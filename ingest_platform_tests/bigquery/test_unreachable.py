@@ -42,7 +42,6 @@ DEADLINE = 3.0
 # What may come on top of the deadline on a loaded 2-core machine: the last try, the exception's
 # way up, Dagster's step bookkeeping. The libraries' own default is 600 s.
 SLACK = 12.0
-ROWS = {"1": [(i, "x" * 100) for i in range(3000)]}
 
 
 @pytest.fixture
@@ -73,9 +72,10 @@ def _resume(emulator: EmulatorProcess) -> None:
         os.kill(emulator.process.pid, signal.SIGCONT)
 
 
-def _table(pg_dsn: str) -> None:
+def _table(pg_dsn: str, rows: int = 3000) -> None:
     with psycopg.connect(pg_dsn) as conn:
-        make_dump_table(conn, "app", "t", [("id", "integer"), ("pad", "text")], ROWS, ["id"])
+        versions = {"1": [(i, "x" * 100) for i in range(rows)]}
+        make_dump_table(conn, "app", "t", [("id", "integer"), ("pad", "text")], versions, ["id"])
 
 
 def _retries(caplog, api: str, endpoint: str) -> list[str]:
@@ -152,7 +152,11 @@ def test_rest_calls_to_a_killed_emulator_give_up_at_the_deadline_naming_it(
 def test_storage_write_to_an_emulator_killed_mid_append_gives_up_at_the_deadline(
     pg_dsn, emulator, deadline, caplog
 ):
-    _table(pg_dsn)
+    # ~35 requests of ~500 rows: more than the writer keeps in flight (4 streams x IN_FLIGHT), so
+    # requests are still to be sent when the first answer kills the emulator (with 3,000 rows
+    # every request could be answered into the client's buffers first: then only the finalize
+    # would fail).
+    _table(pg_dsn, rows=20_000)
     endpoints = _endpoints(emulator)
     client = emulator_bigquery_client(endpoints)
     client.create_dataset("mirror")
