@@ -19,7 +19,8 @@ child's keys and rebuilds them (``rebuild``), with a log line:
   keeping the counts: deletes off, or older code);
 - integer keys outgrew the stored bucket width (more than GROWTH x MAX_BUCKETS buckets).
 And every differing bucket's kept count and sum are verified against the keys ``fetch.deletes``
-reads anyway: a mismatch is drift (a hand edit of the child) and gets the same rebuild.
+reads anyway, and every key a bucket's sums name (``fetch.key_arrays``) must be live: a mismatch
+is drift (a hand edit of the child) and gets the same rebuild.
 """
 
 from __future__ import annotations
@@ -297,7 +298,7 @@ def compare(
     conn: psycopg.Connection, app: str, child: str, source_copy: bytes, bucketing: Bucketing
 ) -> Compared:
     """Compare the kept counts with the source's (`source_copy`: COPY text rows of bucket,
-    count, sum, as ``deletes.pg_bucket_copy`` reads them) in the warehouse, in the caller's
+    count, sum, as ``copy_text`` writes them) in the warehouse, in the caller's
     transaction: only the differing buckets come back to Python (65k rows parsed and compared
     there cost ~0.25 s per pull)."""
     theirs = sql.Identifier("_fetch_source_buckets")
